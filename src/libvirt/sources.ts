@@ -1,0 +1,22 @@
+// Where network definitions come from for one-shot commands.
+import { readFile } from 'node:fs/promises';
+import { parseNetworkXml } from './parse-network-xml.js';
+import type { NetworkParse } from './model.js';
+import { activeNetworkXml } from './virsh.js';
+
+export type NetworkSource = () => Promise<NetworkParse[]>;
+
+/** Files as `virsh net-dumpxml` prints them; each counts as an active network. */
+export function xmlFileSource(files: readonly string[]): NetworkSource {
+  return async () =>
+    Promise.all(
+      files.map(async (file) => {
+        const parsed = parseNetworkXml(await readFile(file, 'utf8'), file);
+        return parsed;
+      }),
+    );
+}
+
+export function virshSource(uri: string): NetworkSource {
+  return async () => (await activeNetworkXml(uri)).map(({ name, xml }) => parseNetworkXml(xml, name));
+}

@@ -1,0 +1,28 @@
+// Networks from libvirt through virsh (argument arrays, no shell).
+import { execa } from 'execa';
+
+const VIRSH_TIMEOUT_MS = 15_000;
+
+export class VirshError extends Error {
+  override name = 'VirshError';
+}
+
+async function virsh(uri: string, args: string[]): Promise<string> {
+  const result = await execa('virsh', ['-q', '-c', uri, ...args], { reject: false, timeout: VIRSH_TIMEOUT_MS, stdin: 'ignore' });
+  if (result.failed) {
+    let cause = (result.stderr || '').trim() || `exit code ${String(result.exitCode)}`;
+    if (result.code === 'ENOENT') cause = 'virsh not found: install libvirt-clients';
+    else if (result.timedOut) cause = `no answer within ${VIRSH_TIMEOUT_MS / 1000} s`;
+    throw new VirshError(`virsh ${args[0] ?? ''} (${uri}) failed: ${cause}`);
+  }
+  return result.stdout;
+}
+
+/** The XML of every active network, by name. */
+export async function activeNetworkXml(uri: string): Promise<Array<{ name: string; xml: string }>> {
+  const names = (await virsh(uri, ['net-list', '--name']))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+  return Promise.all(names.map(async (name) => ({ name, xml: await virsh(uri, ['net-dumpxml', '--network', name]) })));
+}

@@ -1,0 +1,174 @@
+// What kvmnftd wants to exist, declared per network: the rule templates.
+// Pure data; diffing against the live ruleset happens in plan.ts.
+import type { Config } from '../config/config.js';
+import type { Network, NetworkIp } from '../libvirt/model.js';
+import { cidrOf, type Cidr, type Family } from '../net/ip.js';
+import { ipProto, m, s, type BaseChainSpec, type Expr, type RuleSpec } from './json.js';
+
+export const OWN_INPUT_CHAIN = 'kvmnftd_input';
+export const OWN_FORWARD_CHAIN = 'kvmnftd_forward';
+export const NAT_BASE_CHAIN = 'postrouting';
+export const TAG = 'kvmnftd';
+
+export const natChainName = (bridge: string): string => `nat_${bridge}`;
+
+const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
+
+/** The comment every rule of one network carries: `kvmnftd net=<name>`, truncated with a hash when long. */
+export function networkTag(name: string): string {
+  const full = `${TAG} net=${name}`;
+  if (Buffer.byteLength(full) <= COMMENT_MAX_BYTES) return full;
+  let hash = 0x811c9dc5; // FNV-1a keeps truncated tags of different names apart
+  for (const byte of Buffer.from(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  const suffix = `~${hash.toString(16).padStart(8, '0')}`;
+  let cut = [...full];
+  while (Buffer.byteLength(cut.join('') + suffix) > COMMENT_MAX_BYTES) cut = cut.slice(0, -1);
+  return cut.join('') + suffix;
+}
+
+export interface DesiredChain {
+  name: string;
+  base?: BaseChainSpec;
+  rules: RuleSpec[];
+}
+
+export interface DesiredState {
+  /** Chains of kvmnftd's own `inet` table; empty means the table should not exist. */
+  natChains: DesiredChain[];
+  /** kvmnftd_input / kvmnftd_forward contents, for the admin table. */
+  input: RuleSpec[];
+  forward: RuleSpec[];
+  /** True when at least one network forwards IPv4 (ip_forward must be on). */
+  forwardsIpv4: boolean;
+  forwardsIpv6: boolean;
+}
+
+export function natBaseSpec(config: Config): BaseChainSpec {
+  return { type: 'nat', hook: 'postrouting', prio: config.nat.priority, policy: 'accept' };
+}
+
+const ND_TYPES = ['nd-router-solicit', 'nd-neighbor-solicit', 'nd-neighbor-advert'];
+const MULTICAST_V4 = cidrOf('224.0.0.0', 24)!;
+const BROADCAST_V4 = cidrOf('255.255.255.255', 32)!;
+const MULTICAST_V6 = cidrOf('ff02::', 16)!;
+
+/** Networks must be valid and active; the result is deterministic (sorted by name). */
+export function desiredState(networks: readonly Network[], config: Config): DesiredState {
+  const sorted = [...networks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const holds = familiesOf(config);
+  const state: DesiredState = { natChains: [], input: [], forward: [], forwardsIpv4: false, forwardsIpv6: false };
+  const natJumps: RuleSpec[] = [];
+
+  for (const net of sorted) {
+    const tag = networkTag(net.name);
+    const rule = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.accept()], comment: tag });
+    const ips = net.ips.filter((ip) => holds.has(ip.cidr.family));
+    const accepted = net.mode !== 'open' || config.filter.acceptOpenNetworks.includes(net.name);
+
+    if (net.mode === 'open') {
+      if (accepted) {
+        state.input.push(rule(m.iifname(net.bridge)));
+        state.forward.push(rule(m.iifname(net.bridge)), rule(m.oifname(net.bridge)));
+      }
+    } else {
+      state.input.push(...inputRules(net, ips, rule));
+      state.forward.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
+      for (const ip of ips) state.forward.push(...forwardRules(net, ip.cidr, rule));
+    }
+    if (net.mode === 'nat' || net.mode === 'route' || (net.mode === 'open' && accepted)) {
+      for (const ip of net.ips) {
+        if (ip.cidr.family === 4) state.forwardsIpv4 = true;
+        else state.forwardsIpv6 = true;
+      }
+    }
+
+    const natRules = net.mode === 'nat' ? natRulesFor(net) : [];
+    if (natRules.length > 0) {
+      const chain = natChainName(net.bridge);
+      state.natChains.push({ name: chain, rules: natRules });
+      natJumps.push({ expr: [s.jump(chain)], comment: tag });
+    }
+  }
+
+  if (natJumps.length > 0) {
+    state.natChains.unshift({
+      name: NAT_BASE_CHAIN,
+      base: natBaseSpec(config),
+      rules: natJumps,
+    });
+  }
+  // Our chains never accept what conntrack calls invalid: hand it back to the admin's rules.
+  const guard: RuleSpec = { expr: [m.ctState('invalid'), s.return()], comment: TAG };
+  if (state.input.length > 0) state.input.unshift(guard);
+  if (state.forward.length > 0) state.forward.unshift(guard);
+  return state;
+}
+
+function familiesOf(config: Config): Set<Family> {
+  switch (config.filter.family) {
+    case 'ip':
+      return new Set([4]);
+    case 'ip6':
+      return new Set([6]);
+    default:
+      return new Set([4, 6]);
+  }
+}
+
+type RuleFn = (...expr: Expr[]) => RuleSpec;
+
+/** What libvirt's dnsmasq serves on the bridge: DNS, DHCP, DHCPv6/ND, TFTP. */
+function inputRules(net: Network, ips: NetworkIp[], rule: RuleFn): RuleSpec[] {
+  if (ips.length === 0) return [];
+  const br = m.iifname(net.bridge);
+  const rules: RuleSpec[] = [];
+  if (net.dns) rules.push(rule(br, m.dport('udp', 53)), rule(br, m.dport('tcp', 53)));
+  if (ips.some((ip) => ip.cidr.family === 4)) rules.push(rule(br, m.dport('udp', 67)));
+  if (ips.some((ip) => ip.cidr.family === 6)) rules.push(rule(br, m.dport('udp', 547)), rule(br, m.icmpv6Types(ND_TYPES)));
+  if (ips.some((ip) => ip.tftp)) rules.push(rule(br, m.dport('udp', 69)));
+  return rules;
+}
+
+function forwardRules(net: Network, subnet: Cidr, rule: RuleFn): RuleSpec[] {
+  const out = [m.iifname(net.bridge), m.saddr(subnet)];
+  const back = [m.oifname(net.bridge), m.daddr(subnet)];
+  if (net.forwardDev) {
+    out.push(m.oifname(net.forwardDev));
+    back.push(m.iifname(net.forwardDev));
+  }
+  switch (net.mode) {
+    case 'nat':
+      // libvirt routes (does not masquerade) IPv6 in a NAT network unless <nat ipv6='yes'>.
+      if (subnet.family === 4 || net.nat?.ipv6) return [rule(...out), rule(...back, m.ctState('established', 'related'))];
+      return [rule(...out), rule(...back)];
+    case 'route':
+      return [rule(...out), rule(...back)];
+    default:
+      return []; // isolated: guest-to-guest only
+  }
+}
+
+/** libvirt's masquerade semantics, one chain per NAT network. */
+function natRulesFor(net: Network): RuleSpec[] {
+  const nat = net.nat;
+  if (!nat) return [];
+  const tag = networkTag(net.name);
+  const rules: RuleSpec[] = [];
+  const dev = net.forwardDev ? [m.oifname(net.forwardDev)] : [];
+  for (const ip of net.ips) {
+    const subnet = ip.cidr;
+    if (subnet.family === 6 && !nat.ipv6) continue;
+    const from = [...dev, m.saddr(subnet)];
+    const skip = subnet.family === 4 ? [MULTICAST_V4, BROADCAST_V4] : [MULTICAST_V6];
+    for (const dst of skip) rules.push({ expr: [...from, m.daddr(dst), s.counter(), s.return()], comment: tag });
+    const outside = [...from, m.daddrNot(subnet)];
+    const address = subnet.family === 4 ? nat.address : undefined;
+    const translate = (ports?: { start: number; end: number }): Expr =>
+      address ? s.snat(ipProto(subnet.family), address, ports) : s.masquerade(ports);
+    for (const proto of ['tcp', 'udp'] as const) {
+      rules.push({ expr: [m.l4proto(proto), ...outside, s.counter(), translate(nat.ports)], comment: tag });
+    }
+    rules.push({ expr: [...outside, s.counter(), translate()], comment: tag });
+  }
+  return rules;
+}

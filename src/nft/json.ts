@@ -1,0 +1,99 @@
+// The slice of libnftables-json(5) kvmnftd writes, with small builders so
+// rule templates read like nft rules. Everything is emitted in the exact form
+// `nft -j list ruleset` prints back, which is what makes "live == desired"
+// a plain structural comparison (see ruleset.ts).
+import type { Cidr, Family } from '../net/ip.js';
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type Expr = { [statement: string]: Json };
+
+export type NftFamily = 'ip' | 'ip6' | 'inet';
+
+export interface TableRef {
+  family: NftFamily;
+  name: string;
+}
+
+export interface BaseChainSpec {
+  type: 'filter' | 'nat';
+  hook: 'input' | 'forward' | 'postrouting';
+  prio: number;
+  policy: 'accept' | 'drop';
+}
+
+export interface RuleSpec {
+  expr: Expr[];
+  comment?: string;
+}
+
+export interface ChainObject {
+  family: NftFamily;
+  table: string;
+  name: string;
+  type?: string;
+  hook?: string;
+  prio?: number;
+  policy?: string;
+}
+
+export interface RuleObject {
+  family: NftFamily;
+  table: string;
+  chain: string;
+  expr?: Expr[];
+  comment?: string;
+  handle?: number;
+}
+
+export type Command =
+  | { add: { table: TableRef } }
+  | { add: { chain: ChainObject } }
+  | { add: { rule: RuleObject } }
+  | { insert: { rule: RuleObject } }
+  | { flush: { chain: ChainObject } }
+  | { delete: { chain: ChainObject } }
+  | { delete: { table: TableRef } }
+  | { delete: { rule: RuleObject } };
+
+export interface Batch {
+  nftables: Command[];
+}
+
+// ---- expression builders -------------------------------------------------
+
+const match = (op: '==' | '!=' | 'in', left: Json, right: Json): Expr => ({ match: { op, left, right } });
+const meta = (key: string): Json => ({ meta: { key } });
+const payload = (protocol: string, field: string): Json => ({ payload: { protocol, field } });
+
+export const ipProto = (family: Family): 'ip' | 'ip6' => (family === 4 ? 'ip' : 'ip6');
+
+/** A subnet as nft prints it: a full-length prefix is a plain address. */
+export function addrValue(cidr: Cidr): Json {
+  const full = cidr.family === 4 ? 32 : 128;
+  return cidr.prefix === full ? cidr.network : { prefix: { addr: cidr.network, len: cidr.prefix } };
+}
+
+export const m = {
+  iifname: (name: string): Expr => match('==', meta('iifname'), name),
+  oifname: (name: string): Expr => match('==', meta('oifname'), name),
+  l4proto: (proto: 'tcp' | 'udp'): Expr => match('==', meta('l4proto'), proto),
+  saddr: (cidr: Cidr): Expr => match('==', payload(ipProto(cidr.family), 'saddr'), addrValue(cidr)),
+  daddr: (cidr: Cidr): Expr => match('==', payload(ipProto(cidr.family), 'daddr'), addrValue(cidr)),
+  daddrNot: (cidr: Cidr): Expr => match('!=', payload(ipProto(cidr.family), 'daddr'), addrValue(cidr)),
+  dport: (proto: 'tcp' | 'udp', port: number): Expr => match('==', payload(proto, 'dport'), port),
+  icmpv6Types: (types: string[]): Expr => match('==', payload('icmpv6', 'type'), { set: types }),
+  ctState: (...states: string[]): Expr => match('in', { ct: { key: 'state' } }, states.length === 1 ? states[0]! : states),
+};
+
+export const s = {
+  counter: (): Expr => ({ counter: null }),
+  accept: (): Expr => ({ accept: null }),
+  return: (): Expr => ({ return: null }),
+  jump: (target: string): Expr => ({ jump: { target } }),
+  masquerade: (ports?: { start: number; end: number }): Expr => ({ masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null }),
+  snat: (family: 'ip' | 'ip6', addr: { start: string; end: string }, ports?: { start: number; end: number }): Expr => {
+    const spec: { [key: string]: Json } = { family, addr: addr.start === addr.end ? addr.start : { range: [addr.start, addr.end] } };
+    if (ports) spec['port'] = { range: [ports.start, ports.end] };
+    return { snat: spec };
+  },
+};

@@ -1,0 +1,58 @@
+// The only module that runs nft. JSON in, JSON out; the batch goes through a
+// private file because nft cannot read a Node pipe as stdin (FACTS.md).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import type { Batch } from './json.js';
+
+const NFT_TIMEOUT_MS = 15_000;
+
+export class NftError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super(message);
+    this.name = 'NftError';
+  }
+}
+
+export interface NftRunner {
+  listRuleset(): Promise<unknown>;
+  apply(batch: Batch): Promise<void>;
+}
+
+export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
+  return {
+    async listRuleset() {
+      const out = await run(nft, ['-j', 'list', 'ruleset'], 'reading the ruleset');
+      try {
+        return JSON.parse(out) as unknown;
+      } catch {
+        throw new NftError('nft -j list ruleset printed something that is not JSON', out.slice(0, 200));
+      }
+    },
+    async apply(batch) {
+      const dir = await mkdtemp(join(runtimeDir, 'batch-'));
+      const file = join(dir, 'batch.json');
+      try {
+        await writeFile(file, JSON.stringify(batch), { mode: 0o600 });
+        await run(nft, ['-j', '-f', file], 'applying the batch');
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+async function run(nft: string, args: string[], what: string): Promise<string> {
+  const result = await execa(nft, args, { reject: false, timeout: NFT_TIMEOUT_MS, stdin: 'ignore' });
+  if (result.failed) {
+    const detail = (result.stderr || result.stdout || '').trim();
+    let cause = detail || `exit code ${String(result.exitCode)}`;
+    if (result.code === 'ENOENT') cause = `${nft} not found: install the nftables package`;
+    else if (result.timedOut) cause = `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`;
+    throw new NftError(`nft failed ${what}: ${cause}`, detail);
+  }
+  return result.stdout;
+}

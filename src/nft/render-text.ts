@@ -1,0 +1,109 @@
+// The batch as nft(8) text, for people reading `kvmnftd plan`. It covers
+// exactly the statements the planner emits; anything else is a programming
+// error and throws. Tests load both forms into nft and compare the results.
+import type { Command, Expr, Json } from './json.js';
+
+export function renderBatch(commands: readonly Command[]): string {
+  return commands.map(renderCommand).join('\n') + (commands.length > 0 ? '\n' : '');
+}
+
+function renderCommand(cmd: Command): string {
+  if ('add' in cmd) {
+    const o = cmd.add;
+    if ('table' in o) return `add table ${o.table.family} ${o.table.name}`;
+    if ('chain' in o) {
+      const c = o.chain;
+      const head = `add chain ${c.family} ${c.table} ${c.name}`;
+      return c.hook ? `${head} { type ${c.type} hook ${c.hook} priority ${c.prio}; policy ${c.policy}; }` : head;
+    }
+    return `add rule ${o.rule.family} ${o.rule.table} ${o.rule.chain} ${renderRule(o.rule.expr ?? [], o.rule.comment)}`;
+  }
+  if ('insert' in cmd) {
+    const r = cmd.insert.rule;
+    return `insert rule ${r.family} ${r.table} ${r.chain} ${renderRule(r.expr ?? [], r.comment)}`;
+  }
+  if ('flush' in cmd) return `flush chain ${cmd.flush.chain.family} ${cmd.flush.chain.table} ${cmd.flush.chain.name}`;
+  const d = cmd.delete;
+  if ('table' in d) return `delete table ${d.table.family} ${d.table.name}`;
+  if ('chain' in d) return `delete chain ${d.chain.family} ${d.chain.table} ${d.chain.name}`;
+  return `delete rule ${d.rule.family} ${d.rule.table} ${d.rule.chain} handle ${d.rule.handle}`;
+}
+
+export function renderRule(expr: readonly Expr[], comment?: string): string {
+  const parts = expr.map(renderExpr);
+  if (comment !== undefined) parts.push(`comment ${quote(comment)}`);
+  return parts.join(' ');
+}
+
+function renderExpr(e: Expr): string {
+  const [[kind, body]] = Object.entries(e) as [[string, Json]];
+  switch (kind) {
+    case 'match':
+      return renderMatch(obj(body));
+    case 'counter':
+    case 'accept':
+    case 'return':
+      return kind;
+    case 'jump':
+      return `jump ${String(obj(body)['target'])}`;
+    case 'masquerade':
+      return body === null ? 'masquerade' : `masquerade to :${renderPorts(obj(body)['port'] ?? null)}`;
+    case 'snat': {
+      const b = obj(body);
+      const addr = b['addr'];
+      const a = typeof addr === 'string' ? addr : (obj(addr ?? null)['range'] as string[]).join('-');
+      const port = b['port'] === undefined ? '' : `:${renderPorts(b['port'])}`;
+      return `snat ${String(b['family'])} to ${a}${port}`;
+    }
+    default:
+      throw new Error(`renderExpr: unsupported statement ${kind}`);
+  }
+}
+
+function renderMatch(m: { [key: string]: Json }): string {
+  const left = obj(m['left'] ?? null);
+  let lhs: string;
+  if ('meta' in left) {
+    const key = String(obj(left['meta'] ?? null)['key']);
+    lhs = key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
+  } else if ('payload' in left) {
+    const p = obj(left['payload'] ?? null);
+    lhs = `${String(p['protocol'])} ${String(p['field'])}`;
+  } else if ('ct' in left) {
+    lhs = `ct ${String(obj(left['ct'] ?? null)['key'])}`;
+  } else {
+    throw new Error(`renderMatch: unsupported left side ${JSON.stringify(left)}`);
+  }
+  const op = m['op'] === '!=' ? ' !=' : '';
+  return `${lhs}${op} ${renderValue(m['right'] ?? null, lhs)}`;
+}
+
+function renderValue(v: Json, lhs: string): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return lhs === 'iifname' || lhs === 'oifname' ? quote(v) : v;
+  if (Array.isArray(v)) return v.map((x) => renderValue(x, lhs)).join(',');
+  const o = obj(v);
+  if ('prefix' in o) {
+    const p = obj(o['prefix'] ?? null);
+    return `${String(p['addr'])}/${String(p['len'])}`;
+  }
+  if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
+  throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
+}
+
+function renderPorts(port: Json): string {
+  if (typeof port === 'number') return String(port);
+  const [a, b] = obj(port)['range'] as [number, number];
+  return a === b ? String(a) : `${a}-${b}`;
+}
+
+function obj(v: Json | undefined): { [key: string]: Json } {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`expected an object, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** nft strings are double-quoted; our inputs are validated to contain no quotes or backslashes. */
+function quote(value: string): string {
+  if (/["\\\n]/.test(value)) throw new Error(`refusing to render ${JSON.stringify(value)}`);
+  return `"${value}"`;
+}

@@ -1,0 +1,105 @@
+// The live ruleset (`nft -j list ruleset`) as an index the planner can query,
+// and the normal form used to decide whether a live rule already is the rule
+// we want: counters and handles are run-time state, not configuration.
+import type { Expr, Json, NftFamily } from './json.js';
+
+export interface LiveRule {
+  handle: number;
+  expr: Expr[];
+  comment?: string;
+}
+
+export interface LiveChain {
+  family: NftFamily | string;
+  table: string;
+  name: string;
+  handle: number;
+  type?: string;
+  hook?: string;
+  prio?: number;
+  policy?: string;
+  rules: LiveRule[];
+}
+
+export interface LiveTable {
+  family: string;
+  name: string;
+  handle: number;
+  chains: Map<string, LiveChain>;
+}
+
+export interface Ruleset {
+  tables: Map<string, LiveTable>;
+}
+
+export const tableKey = (family: string, name: string): string => `${family} ${name}`;
+
+export function emptyRuleset(): Ruleset {
+  return { tables: new Map() };
+}
+
+type Obj = { [key: string]: Json };
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Indexes the parsed output of `nft -j list ruleset`. Unknown object kinds are ignored. */
+export function indexRuleset(doc: unknown): Ruleset {
+  const ruleset = emptyRuleset();
+  const items = isObj(doc) && Array.isArray(doc['nftables']) ? doc['nftables'] : [];
+  for (const item of items) {
+    if (!isObj(item)) continue;
+    const table = item['table'];
+    const chain = item['chain'];
+    const rule = item['rule'];
+    if (isObj(table)) {
+      const family = String(table['family']);
+      const name = String(table['name']);
+      ruleset.tables.set(tableKey(family, name), { family, name, handle: Number(table['handle']), chains: new Map() });
+    } else if (isObj(chain)) {
+      const owner = ruleset.tables.get(tableKey(String(chain['family']), String(chain['table'])));
+      if (!owner) continue;
+      const live: LiveChain = {
+        family: owner.family,
+        table: owner.name,
+        name: String(chain['name']),
+        handle: Number(chain['handle']),
+        rules: [],
+      };
+      if (typeof chain['type'] === 'string') live.type = chain['type'];
+      if (typeof chain['hook'] === 'string') live.hook = chain['hook'];
+      if (typeof chain['prio'] === 'number') live.prio = chain['prio'];
+      if (typeof chain['policy'] === 'string') live.policy = chain['policy'];
+      owner.chains.set(live.name, live);
+    } else if (isObj(rule)) {
+      const owner = ruleset.tables.get(tableKey(String(rule['family']), String(rule['table'])))?.chains.get(String(rule['chain']));
+      if (!owner) continue;
+      const live: LiveRule = { handle: Number(rule['handle']), expr: Array.isArray(rule['expr']) ? (rule['expr'].filter(isObj) as Expr[]) : [] };
+      if (typeof rule['comment'] === 'string') live.comment = rule['comment'];
+      owner.rules.push(live);
+    }
+  }
+  return ruleset;
+}
+
+/**
+ * A rule's identity for comparison: statements with counter values dropped,
+ * object keys sorted, plus the comment. Two rules with the same key behave
+ * the same.
+ */
+export function ruleKey(rule: { expr: Expr[]; comment?: string | undefined }): string {
+  return canonical({ expr: rule.expr.map(stripCounter), comment: rule.comment ?? null });
+}
+
+function stripCounter(expr: Expr): Json {
+  return 'counter' in expr ? { counter: null } : expr;
+}
+
+function canonical(value: Json): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (isObj(value)) {
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(value[k]!)}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
