@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Run the built CLI with Debian 12's own nodejs 18 (bookworm main), without
+# installing it: the .debs are downloaded with `apt-get download`, unpacked with
+# `dpkg -x` into a temporary root and run from there. The machine's own node
+# (e.g. NodeSource 20 at /usr/bin/node) is never replaced.
+#
+# Debian's node 18 loads some builtins (acorn, cjs-module-lexer, undici) from
+# absolute paths under /usr/share/nodejs, so the CLI runs in a private mount
+# namespace where the unpacked /usr/share is overlaid on the real one.
+#
+# Checks, in a throwaway network namespace with the admin test ruleset:
+#   plan --json --from-xml test/fixtures/default.xml  -> exit 0, non-empty, valid for `nft -c -j -f`
+#   apply --from-xml ...                              -> exit 0, table inet kvmnftd present
+#   remove                                            -> exit 0, ruleset back to the admin's
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SELF="$REPO/.ci/node18.sh"
+CLI="$REPO/dist/cli/main.js"
+XML="$REPO/test/fixtures/default.xml"
+ADMIN="$REPO/test/fixtures/admin-ruleset.nft"
+
+die() {
+  echo "node18: FAIL: $*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------
+# Inner part: runs inside `unshare --mount` (private mount namespace).
+#   node18.sh __inner ROOT WORK NETNS
+if [[ ${1:-} == __inner ]]; then
+  ROOT=$2 WORK=$3 NS=$4
+  if ! mount -t overlay kvmnftd-node18 -o "lowerdir=$ROOT/usr/share:/usr/share" /usr/share 2>"$WORK/overlay.err"; then
+    echo "node18: overlay mount failed ($(cat "$WORK/overlay.err")); bind-mounting /usr/share/nodejs instead"
+    [[ -d /usr/share/nodejs ]] || die "/usr/share/nodejs missing and overlay unavailable"
+    mount --bind "$ROOT/usr/share/nodejs" /usr/share/nodejs
+  fi
+
+  NODE="$ROOT/usr/bin/node"
+  LIBDIRS=$(find "$ROOT" -name '*.so*' -printf '%h\n' | sort -u | paste -sd:)
+  export LD_LIBRARY_PATH="$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  unset NODE_EXTRA_CA_CERTS NODE_OPTIONS
+  export KVMNFTD_RUNTIME_DIR="$WORK/run"
+  mkdir -p "$KVMNFTD_RUNTIME_DIR"
+  : >"$WORK/config.toml"
+
+  version=$("$NODE" --version) || die "the unpacked node does not start"
+  echo "node18: using Debian's node $version ($NODE)"
+  [[ $version == v18.* ]] || die "expected a v18 node, got $version"
+
+  in_ns() { ip netns exec "$NS" "$@"; }
+  cli() { in_ns "$NODE" "$CLI" "$@" --config "$WORK/config.toml"; }
+
+  in_ns nft list ruleset >"$WORK/admin.before"
+
+  # plan --json
+  rc=0
+  cli plan --json --from-xml "$XML" >"$WORK/plan.json" 2>"$WORK/plan.err" || rc=$?
+  if ((rc != 0)); then
+    cat "$WORK/plan.err" >&2
+    die "plan --json exited $rc (expected 0)"
+  fi
+  count=$("$NODE" -e '
+    const b = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    if (!b || !Array.isArray(b.nftables)) { console.error("no nftables array"); process.exit(1); }
+    console.log(b.nftables.length);' "$WORK/plan.json") || die "plan --json did not print {\"nftables\":[...]}: $(head -c 400 "$WORK/plan.json")"
+  ((count > 0)) || die "plan --json printed an empty batch for the default network"
+  in_ns nft -c -j -f "$WORK/plan.json" || die "nft -c rejects the JSON plan"
+  echo "node18: plan --json ok ($count commands, accepted by nft -c)"
+
+  # apply
+  rc=0
+  cli apply --from-xml "$XML" >"$WORK/apply.out" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    cat "$WORK/apply.out" >&2
+    die "apply exited $rc (expected 0)"
+  fi
+  in_ns nft list table inet kvmnftd >/dev/null || die "apply did not create table inet kvmnftd"
+  in_ns nft list chain inet filter input | grep -q 'jump kvmnftd_input' || die "apply did not add the input jump"
+  echo "node18: apply ok"
+
+  # remove
+  rc=0
+  cli remove >"$WORK/remove.out" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    cat "$WORK/remove.out" >&2
+    die "remove exited $rc (expected 0)"
+  fi
+  in_ns nft list ruleset >"$WORK/admin.after"
+  diff -u "$WORK/admin.before" "$WORK/admin.after" || die "remove did not restore the admin ruleset"
+  echo "node18: remove ok"
+  echo "node18: PASS with node $version"
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Outer part.
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespace, mount namespace, nft)"
+for bin in apt-get apt-cache dpkg dpkg-query unshare ip nft; do
+  command -v "$bin" >/dev/null || die "$bin is not installed"
+done
+
+echo "node18: machine node: $(command -v node 2>/dev/null || echo none) $(node --version 2>/dev/null || true)"
+
+if [[ ! -f $CLI ]]; then
+  echo "node18: $CLI missing, building"
+  (cd "$REPO" && npm run build)
+fi
+
+WORK=$(mktemp -d /tmp/kvmnftd-node18.XXXXXX)
+NS="kvn18-$$"
+cleanup() {
+  ip netns delete "$NS" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Debian 12's nodejs 18 from bookworm main/security (the candidate may be another
+# install, e.g. NodeSource 20, so the version is picked explicitly).
+NODE_VER=$(apt-cache madison nodejs | awk -F'|' '{ gsub(/ /, "", $2) } $2 ~ /^18\./ { print $2; exit }')
+[[ -n $NODE_VER ]] || die "no nodejs 18.x in the apt sources (is bookworm main configured and apt-get update done?)"
+echo "node18: Debian nodejs version $NODE_VER"
+
+# nodejs depends on libnode108 (= same version); fetch that and every dependency of
+# libnode that is not installed here (e.g. libc-ares2, node-acorn, node-cjs-module-lexer,
+# node-undici: builtins that Debian's node loads from /usr/share/nodejs).
+LIBNODE=$(apt-cache show "nodejs=$NODE_VER" | sed -n 's/^Depends: //p' | head -1 | tr ',' '\n' |
+  sed -n 's/^ *\(libnode[0-9]*\) .*/\1/p' | head -1)
+[[ -n $LIBNODE ]] || die "cannot find the libnode package that nodejs $NODE_VER depends on"
+PKGS=("nodejs=$NODE_VER" "$LIBNODE=$NODE_VER")
+while read -r dep; do
+  [[ -n $dep ]] || continue
+  if [[ $(dpkg-query -W -f='${db:Status-Status}' "$dep" 2>/dev/null || true) != installed ]]; then
+    PKGS+=("$dep")
+  fi
+done < <(apt-cache show "$LIBNODE=$NODE_VER" | sed -n 's/^Depends: //p' | head -1 | tr ',' '\n' |
+  sed -e 's/|.*//' -e 's/(.*)//' -e 's/:any//' -e 's/ //g')
+
+mkdir -p "$WORK/debs" "$WORK/root"
+echo "node18: apt-get download ${PKGS[*]}"
+(cd "$WORK/debs" && apt-get download -q -o APT::Sandbox::User=root "${PKGS[@]}")
+for deb in "$WORK"/debs/*.deb; do
+  dpkg -x "$deb" "$WORK/root"
+done
+[[ -x $WORK/root/usr/bin/node ]] || die "the nodejs package has no usr/bin/node"
+
+# A throwaway network namespace with the admin ruleset (created before the
+# mount namespace so that /run/netns/$NS is visible inside it).
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add virbr0 type bridge stp_state 0 forward_delay 0
+ip -n "$NS" addr add 192.168.122.1/24 dev virbr0
+ip -n "$NS" link set virbr0 up
+ip netns exec "$NS" nft -f "$ADMIN"
+
+unshare --mount --propagation private -- "$SELF" __inner "$WORK/root" "$WORK" "$NS"
