@@ -41,7 +41,14 @@ export function parseNetworkXml(xml: string, origin = 'network'): NetworkParse {
     const { line, col, msg } = check.err;
     return invalid(origin, 'xml', `malformed XML at line ${line}, column ${col}: ${msg}`);
   }
-  const doc = parser.parse(xml) as Record<string, unknown>;
+  // libvirt never writes a DTD; refusing one rules out entity tricks entirely.
+  if (/<!DOCTYPE|<!ENTITY/i.test(xml)) return invalid(origin, 'xml', 'a DOCTYPE or ENTITY declaration is not allowed in network XML');
+  let doc: Record<string, unknown>;
+  try {
+    doc = parser.parse(xml) as Record<string, unknown>;
+  } catch (err) {
+    return invalid(origin, 'xml', `unreadable XML: ${(err as Error).message}`);
+  }
   const root = first(doc['network']);
   if (!root) return invalid(origin, 'xml', 'no <network> root element');
 
@@ -154,7 +161,8 @@ function readPrefix(el: XmlNode, family: Family, addr: string, field: string): n
   const netmask = attr(el, 'netmask');
   if (prefix !== undefined) {
     const max = family === 4 ? 32 : 128;
-    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) throw new FieldError(`${field}/@prefix`, `must be 0-${max} (got ${describe(prefix)})`);
+    // A /0 "subnet" would match every address: never a libvirt network.
+    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) < 1 || Number(prefix) > max) throw new FieldError(`${field}/@prefix`, `must be 1-${max} (got ${describe(prefix)})`);
     return Number(prefix);
   }
   if (netmask !== undefined) {

@@ -97,11 +97,16 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
       rules: natJumps,
     });
   }
-  // Our chains never accept what conntrack calls invalid: hand it back to the admin's rules.
-  const guard: RuleSpec = { expr: [m.ctState('invalid'), s.return()], comment: TAG };
-  if (state.input.length > 0) state.input.unshift(guard);
-  if (state.forward.length > 0) state.forward.unshift(guard);
   return state;
+}
+
+/**
+ * Our chains never accept what conntrack calls invalid: a leading rule hands
+ * it back to the admin's chain (whose own `ct state invalid drop` may come
+ * after a `first` jump). Applied last, once the chain's contents are final.
+ */
+export function withInvalidGuard(rules: RuleSpec[]): RuleSpec[] {
+  return rules.length === 0 ? rules : [{ expr: [m.ctState('invalid'), s.return()], comment: TAG }, ...rules];
 }
 
 function familiesOf(config: Config): Set<Family> {

@@ -4,7 +4,7 @@
 // monitor events.
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
-import { desiredState, NAT_BASE_CHAIN, natBaseSpec, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG, type DesiredChain, type DesiredState } from './desired.js';
+import { desiredState, NAT_BASE_CHAIN, natBaseSpec, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
 import type { Batch, ChainObject, Command, NftFamily, RuleSpec, TableRef } from './json.js';
 import { ruleKey, tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
 
@@ -44,11 +44,16 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     } else {
       bridges.set(input.network.bridge, input.network.name);
       networks.push(input.network);
+      if (input.network.mode === 'open' && !config.filter.acceptOpenNetworks.includes(input.network.name)) {
+        notes.push({ level: 'info', network: input.network.name, message: "forward mode 'open': no rules, as libvirt (list it in filter.accept_open_networks to accept its traffic)" });
+      }
     }
   }
 
   const desired = desiredState(networks, config);
   keepRetained(desired, retained, live, config, notes);
+  desired.input = withInvalidGuard(desired.input);
+  desired.forward = withInvalidGuard(desired.forward);
   const commands = [...planOwnTable(desired, config, live), ...planAdminTable(desired, config, live, notes)];
   return { batch: { nftables: commands }, notes, networks, desired };
 }

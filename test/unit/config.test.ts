@@ -1,0 +1,78 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, defaultConfig, loadConfig } from '../../src/config/config.js';
+
+function write(content: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'kvmnftd-cfg-')), 'kvmnftd.toml');
+  writeFileSync(file, content);
+  return file;
+}
+
+function errorOf(content: string): ConfigError {
+  try {
+    loadConfig(write(content));
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('defaults match the article layout', () => {
+    expect(defaultConfig()).toEqual({
+      libvirtUri: 'qemu:///system',
+      filter: { family: 'inet', table: 'filter', inputChain: 'input', forwardChain: 'forward', jump: 'first', acceptOpenNetworks: [] },
+      nat: { table: 'kvmnftd', priority: 99 },
+      forwarding: { manageIpv4: true },
+    });
+  });
+
+  it('reads every key', () => {
+    const file = write(`
+libvirt_uri = "qemu+ssh://host/system"
+[filter]
+family = "ip"
+table = "fw"
+input_chain = "in"
+forward_chain = "fwd"
+jump = "last"
+accept_open_networks = ["lab"]
+[nat]
+table = "guestnat"
+priority = 90
+[forwarding]
+manage_ipv4 = false
+`);
+    expect(loadConfig(file).config).toEqual({
+      libvirtUri: 'qemu+ssh://host/system',
+      filter: { family: 'ip', table: 'fw', inputChain: 'in', forwardChain: 'fwd', jump: 'last', acceptOpenNetworks: ['lab'] },
+      nat: { table: 'guestnat', priority: 90 },
+      forwarding: { manageIpv4: false },
+    });
+  });
+
+  it('missing default file means defaults; a named missing file is an error', () => {
+    expect(() => loadConfig('/nonexistent/kvmnftd.toml')).toThrow(ConfigError);
+  });
+
+  it.each([
+    ['[filter]\njumps = "first"\n', 'filter.jumps', 'unknown key'],
+    ['[filter]\njump = "middle"\n', 'filter.jump', 'one of "first", "last", "none"'],
+    ['[filter]\ntable = "my table"\n', 'filter.table', 'a name matching'],
+    ['[nat]\npriority = "99"\n', 'nat.priority', 'integer'],
+    ['[nat]\npriority = 1000\n', 'nat.priority', 'integer'],
+    ['[forwarding]\nmanage_ipv4 = "yes"\n', 'forwarding.manage_ipv4', 'true or false'],
+    ['colour = "blue"\n', 'colour', 'unknown key'],
+    ['filter = 3\n', 'filter', 'a table'],
+    ['[filter\n', '(syntax)', 'not valid TOML'],
+    ['[nat]\ntable = "filter"\n', 'nat.table', 'must differ'],
+  ])('%j is rejected naming %s', (content, key, expected) => {
+    const err = errorOf(content);
+    expect(err.key).toBe(key);
+    expect(err.message).toContain(expected);
+    expect(err.message).toContain('kvmnftd.toml');
+  });
+});

@@ -1,0 +1,149 @@
+// Properties of the planner checked on every golden case with the simulator:
+// applying the plan converges (a second plan is empty), removal restores the
+// admin's chains exactly, and nothing the daemon does not own is touched.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import { describe, expect, it } from 'vitest';
+import { configFromObject, defaultConfig, type Config } from '../../src/config/config.js';
+import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import type { NetworkParse } from '../../src/libvirt/model.js';
+import { plan } from '../../src/nft/plan.js';
+import { indexRuleset, ruleKey, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
+import { simulate } from '../helpers/simulate.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const LIVE = indexRuleset(JSON.parse(readFileSync(join(ROOT, 'fixtures', 'live-libvirt9.json'), 'utf8')));
+
+function loadCase(name: string): { inputs: NetworkParse[]; config: Config; live: Ruleset } {
+  const dir = join(ROOT, 'golden', name);
+  const cfg = join(dir, 'config.toml');
+  const config = existsSync(cfg) ? configFromObject(parseToml(readFileSync(cfg, 'utf8')) as Record<string, unknown>, cfg) : defaultConfig();
+  const liveFile = join(dir, 'live.json');
+  const live = existsSync(liveFile) ? indexRuleset(JSON.parse(readFileSync(liveFile, 'utf8'))) : LIVE;
+  const inputs = readdirSync(dir)
+    .filter((f) => f.endsWith('.xml'))
+    .sort()
+    .map((f) => parseNetworkXml(readFileSync(join(dir, f), 'utf8'), f));
+  return { inputs, config, live };
+}
+
+/** Every rule of every table except kvmnftd's own, minus our tagged jumps and chains. */
+function foreignState(r: Ruleset, config: Config): string[] {
+  const out: string[] = [];
+  for (const table of r.tables.values()) {
+    if (table.family === 'inet' && table.name === config.nat.table) continue;
+    for (const chain of table.chains.values()) {
+      if (chain.name.startsWith('kvmnftd_')) continue;
+      out.push(`${table.family} ${table.name} ${chain.name} ${chain.hook ?? ''} ${chain.policy ?? ''}`);
+      for (const rule of chain.rules) if (rule.comment !== 'kvmnftd') out.push(`  ${ruleKey(rule)} #${rule.handle}`);
+    }
+  }
+  return out;
+}
+
+const cases = readdirSync(join(ROOT, 'golden')).sort();
+
+describe.each(cases)('planner properties: %s', (name) => {
+  const { inputs, config, live } = loadCase(name);
+
+  it('converges: the plan after applying the plan is empty', () => {
+    const after = simulate(live, plan(inputs, config, live).batch);
+    expect(plan(inputs, config, after).batch.nftables).toEqual([]);
+  });
+
+  it('touches nothing it does not own, and remove restores the original', () => {
+    const after = simulate(live, plan(inputs, config, live).batch);
+    expect(foreignState(after, config)).toEqual(foreignState(live, config));
+    const removed = simulate(after, plan([], config, after).batch);
+    expect(removed).toEqual(live);
+    expect(plan([], config, removed).batch.nftables).toEqual([]);
+  });
+});
+
+describe('planner behaviour', () => {
+  const { inputs } = loadCase('nat-default');
+  const config = defaultConfig();
+
+  it('puts exactly one tagged jump first, and moves it back when the admin inserts above it', () => {
+    let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const input = () => live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
+    expect(input().rules[0]!.comment).toBe('kvmnftd');
+    live = simulate(live, { nftables: [{ insert: { rule: { family: 'inet', table: 'filter', chain: 'input', expr: [{ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 2222 } }, { accept: null }] } } }] });
+    expect(input().rules[0]!.comment).toBeUndefined();
+    const fix = plan(inputs, config, live).batch.nftables;
+    expect(fix[0]).toEqual({ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } });
+    live = simulate(live, { nftables: fix });
+    expect(input().rules[0]!.comment).toBe('kvmnftd');
+    expect(input().rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
+    expect(plan(inputs, config, live).batch.nftables).toEqual([]);
+  });
+
+  it('collapses duplicate jumps to one', () => {
+    let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    live = simulate(live, { nftables: [{ add: { rule: { family: 'inet', table: 'filter', chain: 'forward', expr: [{ jump: { target: 'kvmnftd_forward' } }], comment: 'kvmnftd' } } }] });
+    live = simulate(live, plan(inputs, config, live).batch);
+    const forward = live.tables.get(tableKey('inet', 'filter'))!.chains.get('forward')!;
+    expect(forward.rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
+  });
+
+  it('a batch that deletes by handle fails as a whole when the admin table was re-created', () => {
+    const applied = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const withDup = simulate(applied, { nftables: [{ add: { rule: { family: 'inet', table: 'filter', chain: 'input', expr: [{ jump: { target: 'kvmnftd_input' } }], comment: 'kvmnftd' } } }] });
+    const staleBatch = plan(inputs, config, withDup).batch;
+    expect(staleBatch.nftables.some((c) => 'delete' in c && 'rule' in c.delete)).toBe(true);
+    // The admin reloads their file: the table is back without our chains,
+    // and its rule handles start again from the same numbers.
+    expect(() => simulate(LIVE, staleBatch)).toThrow(/No such file or directory: chain inet filter kvmnftd_input/);
+  });
+
+  it('keeps the rules of a network whose XML turns invalid', () => {
+    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const broken: NetworkParse = { kind: 'invalid', name: 'default', field: 'ip[1]/@address', message: 'bad' };
+    const result = plan([broken], config, live);
+    expect(result.batch.nftables).toEqual([]);
+    expect(result.notes.map((n) => n.level)).toEqual(['error', 'warn']);
+  });
+
+  it('removes a stopped network and keeps the other one', () => {
+    const two = loadCase('two-networks');
+    const live = simulate(LIVE, plan(two.inputs, config, LIVE).batch);
+    const onlyRouted = two.inputs.filter((i) => i.kind === 'ok' && i.network.name === 'routed');
+    const after = simulate(live, plan(onlyRouted, config, live).batch);
+    expect(after.tables.has(tableKey('inet', 'kvmnftd'))).toBe(false);
+    const fwd = after.tables.get(tableKey('inet', 'filter'))!.chains.get('kvmnftd_forward')!;
+    expect(fwd.rules.map((r) => r.comment)).toEqual(['kvmnftd', 'kvmnftd net=routed', 'kvmnftd net=routed', 'kvmnftd net=routed']);
+  });
+
+  it('re-creates its NAT base chain when the priority setting changes', () => {
+    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const moved: Config = { ...config, nat: { ...config.nat, priority: 50 } };
+    const after = simulate(live, plan(inputs, moved, live).batch);
+    expect(after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('postrouting')!.prio).toBe(50);
+    expect(plan(inputs, moved, after).batch.nftables).toEqual([]);
+  });
+
+  it('switching jump from first to last moves the jump to the end', () => {
+    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const last: Config = { ...config, filter: { ...config.filter, jump: 'last' } };
+    const after = simulate(live, plan(inputs, last, live).batch);
+    const rules = after.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!.rules;
+    expect(rules.at(-1)!.comment).toBe('kvmnftd');
+    expect(rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
+  });
+
+  it('deletes foreign chains inside its own table', () => {
+    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const polluted = simulate(live, { nftables: [{ add: { chain: { family: 'inet', table: 'kvmnftd', name: 'nat_gone' } } }] });
+    const after = simulate(polluted, plan(inputs, config, polluted).batch);
+    expect([...after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.keys()].sort()).toEqual(['nat_virbr0', 'postrouting']);
+  });
+
+  it('applies only the NAT part, with a warning, when the admin table is missing', () => {
+    const bare = indexRuleset({ nftables: [] });
+    const result = plan(inputs, config, bare);
+    expect(result.notes).toEqual([expect.objectContaining({ level: 'warn', message: expect.stringContaining('table inet filter does not exist') })]);
+    const after = simulate(bare, result.batch);
+    expect([...after.tables.keys()]).toEqual(['inet kvmnftd']);
+  });
+});
