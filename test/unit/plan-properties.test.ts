@@ -1,32 +1,15 @@
 // Properties of the planner checked on every golden case with the simulator:
 // applying the plan converges (a second plan is empty), removal restores the
 // admin's chains exactly, and nothing the daemon does not own is touched.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { parse as parseToml } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
-import { configFromObject, defaultConfig, type Config } from '../../src/config/config.js';
-import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import { defaultConfig, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { plan } from '../../src/nft/plan.js';
 import { indexRuleset, ruleKey, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
+import { goldenCases, LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
 import { simulate } from '../helpers/simulate.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const LIVE = indexRuleset(JSON.parse(readFileSync(join(ROOT, 'fixtures', 'live-libvirt9.json'), 'utf8')));
-
-function loadCase(name: string): { inputs: NetworkParse[]; config: Config; live: Ruleset } {
-  const dir = join(ROOT, 'golden', name);
-  const cfg = join(dir, 'config.toml');
-  const config = existsSync(cfg) ? configFromObject(parseToml(readFileSync(cfg, 'utf8')) as Record<string, unknown>, cfg) : defaultConfig();
-  const liveFile = join(dir, 'live.json');
-  const live = existsSync(liveFile) ? indexRuleset(JSON.parse(readFileSync(liveFile, 'utf8'))) : LIVE;
-  const inputs = readdirSync(dir)
-    .filter((f) => f.endsWith('.xml'))
-    .sort()
-    .map((f) => parseNetworkXml(readFileSync(join(dir, f), 'utf8'), f));
-  return { inputs, config, live };
-}
+const LIVE = LIVE_LIBVIRT9;
 
 /** Every rule of every table except kvmnftd's own, minus our tagged jumps and chains. */
 function foreignState(r: Ruleset, config: Config): string[] {
@@ -42,7 +25,7 @@ function foreignState(r: Ruleset, config: Config): string[] {
   return out;
 }
 
-const cases = readdirSync(join(ROOT, 'golden')).sort();
+const cases = goldenCases();
 
 describe.each(cases)('planner properties: %s', (name) => {
   const { inputs, config, live } = loadCase(name);
