@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+// Benchmark: one `kvmnftd apply --from-xml` for 1 and 100 networks, against a
+// raw `nft -j -f` of the very same batch (the physical limit of one
+// transaction). Runs as root in a throwaway network namespace it deletes
+// again. Prints medians; not a test, nothing is asserted.
+//   npm run bench            (or: node bench/apply.mjs [runs])
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const RUNS = Number(process.argv[2] ?? 10);
+const CLI = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+const NS = `kvmnftd-bench-${process.pid}`;
+const work = mkdtempSync(join(tmpdir(), 'kvmnftd-bench-'));
+
+const ADMIN = `flush ruleset
+table inet filter {
+  chain input { type filter hook input priority 0; policy drop; ct state invalid drop; ct state established,related accept; iifname "lo" accept; }
+  chain forward { type filter hook forward priority 0; policy drop; }
+  chain output { type filter hook output priority 0; policy accept; }
+}
+`;
+
+function inNs(cmd, args, extraEnv = {}) {
+  const r = spawnSync('ip', ['netns', 'exec', NS, cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, KVMNFTD_RUNTIME_DIR: join(work, 'run'), ...extraEnv } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  return r;
+}
+
+function networkXml(i) {
+  return `<network><name>bench${i}</name><forward mode='nat'/><bridge name='vbr${i}'/>` +
+    `<ip address='10.${Math.floor(i / 250)}.${i % 250}.1' prefix='24'><dhcp><range start='10.${Math.floor(i / 250)}.${i % 250}.2' end='10.${Math.floor(i / 250)}.${i % 250}.254'/></dhcp></ip></network>`;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function timed(fn) {
+  const t = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+function bench(count) {
+  const files = [];
+  for (let i = 0; i < count; i++) {
+    const f = join(work, `net${i}.xml`);
+    writeFileSync(f, networkXml(i));
+    files.push(f);
+  }
+  const fromXml = files.flatMap((f) => ['--from-xml', f]);
+  const adminFile = join(work, 'admin.nft');
+  writeFileSync(adminFile, ADMIN);
+  const reset = () => inNs('nft', ['-f', adminFile]);
+  reset();
+  const batchFile = join(work, `batch${count}.json`);
+  // Compact, as kvmnftd itself writes it.
+  const batch = JSON.stringify(JSON.parse(inNs('node', [CLI, 'plan', '--json', ...fromXml, '--log-level', 'error']).stdout));
+  writeFileSync(batchFile, batch);
+  const batchBytes = Buffer.byteLength(batch);
+  const commands = JSON.parse(batch).nftables.length;
+
+  const cli = [];
+  const internal = [];
+  const raw = [];
+  const noop = [];
+  for (let r = 0; r < RUNS; r++) {
+    reset();
+    raw.push(timed(() => inNs('nft', ['-j', '-f', batchFile])));
+    reset();
+    let stderr = '';
+    cli.push(timed(() => ({ stderr } = inNs('node', [CLI, 'apply', ...fromXml]))));
+    // The daemon's cost: read ruleset + plan + nft transaction, without Node's start-up.
+    const m = /"duration_ms":([\d.]+)/.exec(stderr);
+    if (!m) throw new Error(`no duration in apply's log: ${stderr}`);
+    internal.push(Number(m[1]));
+    noop.push(timed(() => inNs('node', [CLI, 'apply', ...fromXml, '--log-level', 'error'])));
+  }
+  return { count, commands, batchBytes, raw: median(raw), internal: median(internal), cli: median(cli), noop: median(noop) };
+}
+
+try {
+  execFileSync('ip', ['netns', 'add', NS]);
+  const rows = [1, 100].map(bench);
+  console.log(`kvmnftd apply benchmark: median of ${RUNS} runs, nft ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}, node ${process.version}`);
+  console.log('networks  commands  batch KiB  raw nft -j -f  apply: read+plan+commit  ratio  apply: whole process  no-op apply process');
+  for (const r of rows) {
+    console.log(
+      [
+        String(r.count).padStart(8),
+        String(r.commands).padStart(8),
+        (r.batchBytes / 1024).toFixed(1).padStart(9),
+        `${r.raw.toFixed(1).padStart(10)} ms`,
+        `${r.internal.toFixed(1).padStart(20)} ms`,
+        (r.internal / r.raw).toFixed(2).padStart(5),
+        `${r.cli.toFixed(1).padStart(17)} ms`,
+        `${r.noop.toFixed(1).padStart(16)} ms`,
+      ].join('  '),
+    );
+  }
+  console.log('raw = nft alone applying the same batch file via `ip netns exec`; read+plan+commit = the duration kvmnftd logs');
+} finally {
+  spawnSync('ip', ['netns', 'del', NS]);
+  rmSync(work, { recursive: true, force: true });
+}
