@@ -357,6 +357,42 @@ describe('jump position', () => {
   });
 });
 
+describe('configuration', () => {
+  it('[forwarding] manage_ipv4 = false leaves net.ipv4.ip_forward alone', async () => {
+    const ns = await adminHost();
+    const l = theLab();
+    await l.sysctl(ns, 'net.ipv4.ip_forward', '0');
+    const ctx = await cliContext(l, '[forwarding]\nmanage_ipv4 = false\n');
+    expectExit(await apply(ns, ctx), 0);
+    expect(await readProcSys(ns, 'net/ipv4/ip_forward')).toBe('0');
+    expectNatTable(await normalized(ns));
+  });
+
+  it('[filter] table names the admin table kvmnftd hooks into', async () => {
+    const l = theLab();
+    const ns = await l.netns('host');
+    const ctx = await cliContext(l, '[filter]\nfamily = "inet"\ntable = "fw"\n');
+    // The same admin ruleset, in a table called "fw".
+    const text = (await readFile(ADMIN, 'utf8')).replace('table inet filter {', 'table inet fw {');
+    const file = join(ctx.dir, 'admin-fw.nft');
+    await writeFile(file, text);
+    await nftLoadFile(ns, file);
+    const admin0 = await normalized(ns);
+
+    expectExit(await apply(ns, ctx), 0);
+    const after = await normalized(ns);
+    expect(tableKeys(after)).toEqual(['inet fw', 'inet kvmnftd']);
+    for (const { base, ours } of BASE_CHAINS) {
+      const now = rulesOf(after, 'inet', 'fw', base);
+      expect(isJumpTo(now[0]!, ours), `${base} rule 0 should jump to ${ours}`).toBe(true);
+      expect(now.slice(1)).toEqual(rulesOf(admin0, 'inet', 'fw', base));
+      expect(rulesOf(after, 'inet', 'fw', ours).length).toBeGreaterThan(0);
+    }
+    expectExit(await cli(ns, ctx, 'remove'), 0);
+    expect(await normalized(ns)).toEqual(admin0);
+  });
+});
+
 describe('configuration errors', () => {
   it('an unknown config key exits 2 and changes nothing', async () => {
     const ns = await adminHost();
