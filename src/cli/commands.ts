@@ -1,12 +1,13 @@
 // plan / apply / remove: thin wiring of the adapters around the pure planner.
 import type { Config } from '../config/config.js';
-import { computePlan, logNotes, syncOnce } from '../engine/sync.js';
+import { computePlan, logMessages, planMessages, syncOnce } from '../engine/sync.js';
 import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
 import { virshSource, xmlFileSource, type NetworkSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { renderBatch } from '../nft/render-text.js';
+import { readReloadState, runDaemon } from '../daemon/daemon.js';
 import type { Args } from './args.js';
 
 function sourceFor(args: Args, config: Config): NetworkSource {
@@ -16,7 +17,7 @@ function sourceFor(args: Args, config: Config): NetworkSource {
 export async function runPlan(args: Args, config: Config, log: Logger): Promise<number> {
   const nft = nftRunner(runtimeDir());
   const result = await computePlan(await sourceFor(args, config)(), config, nft);
-  logNotes(result.notes, log);
+  logMessages(planMessages(result), log);
   process.stdout.write(args.json ? `${JSON.stringify(result.batch, null, 2)}\n` : renderBatch(result.batch.nftables));
   return 0;
 }
@@ -26,7 +27,8 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
   const networks = await sourceFor(args, config)();
   const release = takeLock(dir);
   try {
-    const { plan, applied, durationMs } = await syncOnce(networks, config, nftRunner(dir), log);
+    const { plan, applied, durationMs, messages } = await syncOnce(networks, config, nftRunner(dir));
+    logMessages(messages, log);
     const names = plan.networks.map((n) => n.name).join(', ') || 'none';
     if (applied) log.info({ commands: plan.batch.nftables.length, duration_ms: durationMs }, `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`);
     else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
@@ -45,11 +47,49 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
   }
   const release = takeLock(dir);
   try {
-    const { plan, applied, durationMs } = await syncOnce([], config, nftRunner(dir), log);
+    const { plan, applied, durationMs } = await syncOnce([], config, nftRunner(dir));
     if (applied) log.info({ commands: plan.batch.nftables.length, duration_ms: durationMs }, `removed kvmnftd's rules in ${durationMs} ms`);
     else log.info('nothing of kvmnftd\'s to remove');
     return 0;
   } finally {
     release();
   }
+}
+
+const RESYNC_MS = 60_000;
+const READY_TIMEOUT_MS = 20_000;
+
+export function runDaemonCommand(args: Args, log: Logger): Promise<number> {
+  return runDaemon({ ...(args.config === undefined ? {} : { configPath: args.config }), events: args.events, resyncMs: RESYNC_MS, readyTimeoutMs: READY_TIMEOUT_MS }, log);
+}
+
+/**
+ * ExecReload= helper: systemd 252 has no Type=notify-reload, and a bare
+ * `kill -HUP` returns before the reload is done. This sends SIGHUP and
+ * waits for the daemon to record that reload's outcome.
+ */
+export async function runReload(log: Logger): Promise<number> {
+  const dir = runtimeDir();
+  const pid = runningDaemon(dir);
+  if (pid === undefined) {
+    log.error('no running kvmnftd daemon to reload');
+    return 1;
+  }
+  const before = readReloadState(dir)?.generation ?? 0;
+  process.kill(pid, 'SIGHUP');
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const state = readReloadState(dir);
+    if (state && state.generation > before) {
+      if (state.outcome === 'ok') {
+        log.info('reload done');
+        return 0;
+      }
+      log.error(`reload: ${state.outcome}`);
+      return 1;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  log.error('the daemon did not finish the reload within 60 s');
+  return 1;
 }

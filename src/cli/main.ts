@@ -6,7 +6,7 @@ import { ConfigError, loadConfig } from '../config/config.js';
 import { LockBusyError } from '../host/lock.js';
 import { createLogger } from '../log/logger.js';
 import { parseCommandLine, UsageError, USAGE, type Args } from './args.js';
-import { runApply, runPlan, runRemove } from './commands.js';
+import { runApply, runDaemonCommand, runPlan, runReload, runRemove } from './commands.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -37,6 +37,8 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   const log = createLogger(args.logLevel);
+  if (args.command === 'run') return runDaemonCommand(args, log);
+  if (args.command === 'reload') return runReload(log);
   try {
     const { config, source } = loadConfig(args.config);
     log.debug({ config: source }, `configuration from ${source}`);

@@ -10,7 +10,7 @@ export class VirshError extends Error {
 async function virsh(uri: string, args: string[]): Promise<string> {
   const result = await execa('virsh', ['-q', '-c', uri, ...args], { reject: false, timeout: VIRSH_TIMEOUT_MS, stdin: 'ignore' });
   if (result.failed) {
-    let cause = (result.stderr || '').trim() || `exit code ${String(result.exitCode)}`;
+    let cause = (result.stderr || '').trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode)}`;
     if (result.code === 'ENOENT') cause = 'virsh not found: install libvirt-clients';
     else if (result.timedOut) cause = `no answer within ${VIRSH_TIMEOUT_MS / 1000} s`;
     throw new VirshError(`virsh ${args[0] ?? ''} (${uri}) failed: ${cause}`);

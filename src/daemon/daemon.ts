@@ -1,0 +1,256 @@
+// `kvmnftd run`: the long-running service. Events only mark the state dirty;
+// the reconciler plans from the whole current state. systemd hears READY,
+// STATUS, RELOADING, STOPPING and WATCHDOG from here.
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, type Config } from '../config/config.js';
+import { logMessages, syncOnce, type SyncMessage } from '../engine/sync.js';
+import { runningDaemon, takeLock } from '../host/lock.js';
+import { runtimeDir } from '../host/runtime.js';
+import type { Logger } from '../log/logger.js';
+import { nftRunner } from '../nft/nft-runner.js';
+import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.js';
+import { systemdNotifier, type Notifier } from './notify.js';
+import { Reconciler } from './reconciler.js';
+import { formatStatus, type StatusFacts } from './status.js';
+
+export interface DaemonOptions {
+  configPath?: string;
+  events: EventsMode;
+  /** Periodic full reconcile, a backstop for anything missed. */
+  resyncMs: number;
+  /** READY=1 is sent at the latest this long after start, first pass or not. */
+  readyTimeoutMs: number;
+}
+
+export const EXIT_CONFIG = 2;
+const RECONNECT_MAX_MS = 30_000;
+/** A pass running longer than this stops the watchdog pings: systemd restarts us. */
+const STUCK_PASS_MS = 90_000;
+
+export const RELOAD_STATE_FILE = 'reload.state';
+export const PID_FILE = 'daemon.pid';
+
+export async function runDaemon(options: DaemonOptions, log: Logger, notifier: Notifier = systemdNotifier()): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig(options.configPath).config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      log.error({ file: err.file, key: err.key }, `configuration error: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+  const dir = runtimeDir();
+  const other = runningDaemon(dir);
+  if (other !== undefined) {
+    log.error(`another kvmnftd daemon is running (PID ${other})`);
+    return 1;
+  }
+  writeFileSync(join(dir, PID_FILE), `${process.pid}\n`);
+  const nft = nftRunner(dir);
+
+  const facts: StatusFacts = { networks: [], degraded: undefined, lastChange: undefined };
+  let watch: LibvirtWatch | undefined;
+  let watchFault: string | undefined = 'not connected yet';
+  let reconnectTimer: NodeJS.Timeout | undefined;
+  let reconnectAttempts = 0;
+  let passStartedAt: number | undefined;
+  let ready = false;
+  let stopping = false;
+  let reloads = readReloadState(dir)?.generation ?? 0;
+  const logged = new Set<string>();
+  let firstPassDone: () => void = () => undefined;
+  const firstPass = new Promise<void>((resolve) => (firstPassDone = resolve));
+
+  const publishStatus = (): void => notifier.send({ STATUS: formatStatus(facts) });
+
+  /** Logs each distinct finding once while it persists. */
+  const logNew = (messages: SyncMessage[]): void => {
+    const current = new Set(messages.map((m) => `${m.level}:${m.text}`));
+    logMessages(messages.filter((m) => !logged.has(`${m.level}:${m.text}`)), log);
+    logged.clear();
+    for (const key of current) logged.add(key);
+  };
+
+  const reconciler = new Reconciler({
+    pass: async (reasons) => {
+      passStartedAt = Date.now();
+      try {
+        if (!watch) throw new Error(`libvirt is not reachable: ${watchFault ?? 'unknown'}`);
+        const networks = await watch.activeNetworks();
+        const release = takeLock(dir);
+        let result;
+        try {
+          result = await syncOnce(networks, config, nft);
+        } finally {
+          release();
+        }
+        logNew(result.messages);
+        const before = new Set(facts.networks);
+        const now = result.plan.networks.map((n) => n.name);
+        const started = now.filter((n) => !before.has(n));
+        const stopped = facts.networks.filter((n) => !now.includes(n));
+        facts.networks = now;
+        facts.degraded = watchFault;
+        reconnectAttempts = 0; // the event source proved itself
+        if (result.applied) {
+          facts.lastChange = { at: new Date(), ms: result.durationMs };
+          const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
+          const summary = what.length > 0 ? what.join(', ') : `repaired drift (${reasons.slice(0, 3).join(', ')})`;
+          log.info(
+            { event: reasons[0], networks: now.join(','), commands: result.plan.batch.nftables.length, duration_ms: result.durationMs },
+            `${summary}: applied ${result.plan.batch.nftables.length} nft commands in ${result.durationMs} ms`,
+          );
+        } else {
+          log.debug({ event: reasons[0], duration_ms: result.durationMs }, 'ruleset already up to date');
+        }
+      } finally {
+        passStartedAt = undefined;
+        firstPassDone();
+        if (ready) publishStatus();
+      }
+    },
+    onFailure: (error, attempt, retryInMs, repeated) => {
+      facts.degraded = error.message;
+      if (!repeated) log.error({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
+      else log.debug({ attempt, retry_ms: retryInMs }, 'reconcile failed again');
+      if (ready) publishStatus();
+    },
+    onRecovered: (failures) => {
+      facts.degraded = watchFault;
+      log.info({ failures }, `reconcile succeeded again after ${failures} failed attempts`);
+    },
+  });
+
+  const connect = async (): Promise<void> => {
+    reconnectTimer = undefined;
+    if (stopping) return;
+    try {
+      const opened = await openWatch(options.events, config.libvirtUri, {
+        onChange: (reason, network) => {
+          log.debug({ event: reason, ...(network ? { network } : {}) }, `event: ${reason}${network ? ` (${network})` : ''}`);
+          reconciler.trigger(reason);
+        },
+        onFault: (reason) => {
+          if (watch !== opened) return;
+          watch = undefined;
+          if (reason !== watchFault) log.warn(`lost the libvirt event source: ${reason}; reconnecting`);
+          watchFault = reason;
+          facts.degraded = reason;
+          opened.close();
+          scheduleReconnect();
+          if (ready) publishStatus();
+        },
+      }, log);
+      if (stopping) {
+        opened.close();
+        return;
+      }
+      watch = opened;
+      if (reconnectAttempts > 0) log.info({ transport: opened.transport }, `event source connected after ${reconnectAttempts} attempts`);
+      watchFault = undefined;
+      // Events may have been missed while disconnected: level-triggered catch-up.
+      reconciler.trigger('event source connected');
+    } catch (err) {
+      const reason = (err as Error).message;
+      if (reason !== watchFault) log.warn(`cannot open a libvirt event source: ${reason}; retrying with back-off`);
+      watchFault = reason;
+      facts.degraded = watchFault;
+      scheduleReconnect();
+      reconciler.trigger('event source unavailable');
+    }
+  };
+  const scheduleReconnect = (): void => {
+    if (stopping || reconnectTimer) return;
+    reconnectAttempts++;
+    const delay = Math.min(RECONNECT_MAX_MS, 500 * 2 ** (reconnectAttempts - 1));
+    reconnectTimer = setTimeout(() => void connect(), delay);
+  };
+
+  const resync = setInterval(() => reconciler.trigger('periodic check'), options.resyncMs);
+  let watchdog: NodeJS.Timeout | undefined;
+  let stuckLogged = false;
+  if (notifier.watchdogIntervalMs !== undefined) {
+    watchdog = setInterval(() => {
+      // This callback running at all shows the event loop is alive; a pass
+      // that never ends is the other way to be stuck.
+      if (passStartedAt !== undefined && Date.now() - passStartedAt > STUCK_PASS_MS) {
+        if (!stuckLogged) log.error(`a reconcile has been running for over ${STUCK_PASS_MS / 1000} s: withholding the watchdog ping`);
+        stuckLogged = true;
+        return;
+      }
+      stuckLogged = false;
+      notifier.send({ WATCHDOG: '1' });
+    }, notifier.watchdogIntervalMs);
+  }
+
+  const finished = new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${signal}: stopping; the rules stay in place (kvmnftd remove clears them)`);
+      notifier.send({ STOPPING: '1', STATUS: 'stopping' });
+      clearInterval(resync);
+      if (watchdog) clearInterval(watchdog);
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      void reconciler.stop().finally(() => {
+        watch?.close();
+        rmSync(join(dir, PID_FILE), { force: true });
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+  process.on('SIGHUP', () => {
+    void (async () => {
+      reloads++;
+      const generation = reloads;
+      notifier.send({ RELOADING: '1', MONOTONIC_USEC: String(process.hrtime.bigint() / 1000n) });
+      let outcome = 'ok';
+      try {
+        const next = loadConfig(options.configPath).config;
+        const reopen = next.libvirtUri !== config.libvirtUri;
+        config = next;
+        log.info('SIGHUP: configuration re-read');
+        if (reopen && watch) {
+          watch.close();
+          watch = undefined;
+          watchFault = 'reconnecting for a new libvirt_uri';
+          void connect();
+        }
+      } catch (err) {
+        outcome = `rejected: ${(err as Error).message}`;
+        log.error(`SIGHUP: new configuration rejected, keeping the old one: ${(err as Error).message}`);
+      }
+      reconciler.trigger('reload');
+      await Promise.race([reconciler.idle(), sleep(options.readyTimeoutMs)]);
+      notifier.send({ READY: '1', STATUS: formatStatus(facts) });
+      writeFileSync(join(dir, RELOAD_STATE_FILE), `${generation} ${outcome}\n`);
+    })();
+  });
+
+  await connect();
+  await Promise.race([firstPass, sleep(options.readyTimeoutMs)]);
+  ready = true;
+  notifier.send({ READY: '1', STATUS: formatStatus(facts) });
+  log.info({ transport: watch?.transport ?? 'none' }, `ready: ${formatStatus(facts)}`);
+  return finished;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** For `kvmnftd reload`: the daemon's last completed reload, "N ok" or "N rejected: why". */
+export function readReloadState(dir: string): { generation: number; outcome: string } | undefined {
+  try {
+    const [gen, ...rest] = readFileSync(join(dir, RELOAD_STATE_FILE), 'utf8').trim().split(' ');
+    return { generation: Number(gen), outcome: rest.join(' ') };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,117 @@
+// Level-triggered reconciling: an event only marks the state dirty. One pass
+// runs at a time and always works from the whole current state, so events
+// that arrive during a pass fold into ONE follow-up pass, and a missed event
+// costs nothing but latency. Failures retry with capped exponential back-off
+// and are logged once per distinct error, not once per retry.
+
+export interface ReconcilerHooks {
+  /** One full pass; throws on failure. */
+  pass: (reasons: string[]) => Promise<void>;
+  /** Called once when a new, different error appears. */
+  onFailure: (error: Error, attempt: number, retryInMs: number, repeated: boolean) => void;
+  /** Called after a pass succeeds that follows failures. */
+  onRecovered: (failures: number) => void;
+}
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
+
+export class Reconciler {
+  private dirty = false;
+  private reasons: string[] = [];
+  private running: Promise<void> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private lastError: string | undefined;
+  private stopped = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly hooks: ReconcilerHooks,
+    private readonly backoff: BackoffOptions = DEFAULT_BACKOFF,
+  ) {}
+
+  /** Marks the state dirty; a pass follows as soon as none is running. */
+  trigger(reason: string): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    if (this.reasons.length < 20) this.reasons.push(reason);
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    // Defer to the next macrotask so that a burst delivered in one tick
+    // (e.g. a batch of D-Bus signals) starts a single pass.
+    if (!this.running) this.running = new Promise((resolve) => setImmediate(resolve)).then(() => this.loop());
+  }
+
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  get busy(): boolean {
+    return this.running !== undefined || this.retryTimer !== undefined;
+  }
+
+  /** Resolves when no pass is running or pending (a scheduled retry counts as pending). */
+  idle(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Stops scheduling; waits for a running pass to end. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    await this.running;
+    this.wakeIdle();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (this.dirty && !this.stopped) {
+        this.dirty = false;
+        const reasons = this.reasons;
+        this.reasons = [];
+        try {
+          await this.hooks.pass(reasons);
+          if (this.failures > 0) this.hooks.onRecovered(this.failures);
+          this.failures = 0;
+          this.lastError = undefined;
+        } catch (err) {
+          const error = err instanceof Error ? err : new Error(String(err));
+          this.failures++;
+          const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** (this.failures - 1));
+          const repeated = error.message === this.lastError;
+          this.lastError = error.message;
+          this.hooks.onFailure(error, this.failures, delay, repeated);
+          if (!this.dirty && !this.stopped) {
+            this.retryTimer = setTimeout(() => {
+              this.retryTimer = undefined;
+              this.trigger('retry');
+            }, delay);
+            // The retry must not be lost, but it alone should not keep a
+            // stopping process alive.
+            this.retryTimer.unref();
+          }
+        }
+      }
+    } finally {
+      this.running = undefined;
+      if (this.dirty && !this.stopped) this.trigger('follow-up');
+      else this.wakeIdle();
+    }
+  }
+
+  private wakeIdle(): void {
+    if (this.busy) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}

@@ -1,0 +1,155 @@
+// libvirt over D-Bus (libvirt-dbus, bus name org.libvirt): network listing,
+// XML, and NetworkEvent signals without a process per event.
+//
+// Two lessons from FACTS.md shape this module: a proxy-object signal
+// subscription goes silent once the service restarts, so we subscribe with
+// an explicit AddMatch and filter raw messages ourselves, accepting
+// NetworkEvent only from the current owner of org.libvirt; and a dead bus
+// makes later calls hang forever, so every call has a time-out and the
+// connection's end is reported as a fault for the caller to reconnect.
+import dbus from 'dbus-next';
+import type { MessageBus, Message as DbusMessage } from 'dbus-next';
+import type { NetworkParse } from './model.js';
+import { parseNetworkXml } from './parse-network-xml.js';
+
+const { Message, systemBus } = dbus;
+const SIGNAL = dbus.MessageType.SIGNAL;
+
+export const LIBVIRT_BUS_NAME = 'org.libvirt';
+const CONNECT_IFACE = 'org.libvirt.Connect';
+const NETWORK_IFACE = 'org.libvirt.Network';
+const LIST_ACTIVE = 2; // VIR_CONNECT_LIST_NETWORKS_ACTIVE
+const CALL_TIMEOUT_MS = 10_000;
+
+export const NETWORK_EVENTS = ['defined', 'undefined', 'started', 'stopped'] as const;
+
+/** libvirt-dbus exports one object per hypervisor driver on the system bus. */
+export function objectPathForUri(uri: string): string | undefined {
+  return uri === 'qemu:///system' ? '/org/libvirt/QEMU' : undefined;
+}
+
+export interface NetworkEventInfo {
+  event: string;
+  /** libvirt-dbus network object path (…/network/<uuid>). */
+  path: string;
+}
+
+export interface ChangeHandlers {
+  onNetworkEvent: (info: NetworkEventInfo) => void;
+  /** org.libvirt changed owner (libvirt-dbus restarted or exited). */
+  onOwnerChange: (owner: string | undefined) => void;
+  /** The bus connection is gone; the client is unusable. */
+  onFault: (error: Error) => void;
+}
+
+export class DbusError extends Error {
+  override name = 'DbusError';
+}
+
+export class LibvirtDbusClient {
+  private owner: string | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly bus: MessageBus,
+    private readonly path: string,
+  ) {}
+
+  /** Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS is honoured). */
+  static async connect(path: string, handlers: ChangeHandlers): Promise<LibvirtDbusClient> {
+    const bus = systemBus();
+    const client = new LibvirtDbusClient(bus, path);
+    await client.attach(handlers);
+    return client;
+  }
+
+  private async attach(handlers: ChangeHandlers): Promise<void> {
+    const fault = (error: Error): void => {
+      if (this.closed) return;
+      this.closed = true;
+      handlers.onFault(error);
+    };
+    this.bus.on('error', (err: unknown) => fault(err instanceof Error ? err : new Error(String(err))));
+    // dbus-next does not surface the stream's end on the bus object.
+    (this.bus as unknown as { _connection?: NodeJS.EventEmitter })._connection?.on('end', () => fault(new DbusError('the D-Bus connection was closed')));
+
+    this.bus.on('message', (msg: DbusMessage) => {
+      if (msg.type !== SIGNAL) return;
+      if (msg.interface === CONNECT_IFACE && msg.member === 'NetworkEvent' && msg.path === this.path) {
+        if (this.owner === undefined || msg.sender !== this.owner) return;
+        const [networkPath, code] = msg.body as [string, number];
+        handlers.onNetworkEvent({ path: networkPath, event: NETWORK_EVENTS[code] ?? `event ${code}` });
+      } else if (msg.interface === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.sender === 'org.freedesktop.DBus') {
+        const [name, , newOwner] = msg.body as [string, string, string];
+        if (name !== LIBVIRT_BUS_NAME) return;
+        this.owner = newOwner === '' ? undefined : newOwner;
+        handlers.onOwnerChange(this.owner);
+      }
+    });
+
+    await this.callBus('AddMatch', 's', [`type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`]);
+    await this.callBus('AddMatch', 's', [`type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${LIBVIRT_BUS_NAME}'`]);
+    // The first method call activates libvirt-dbus if needed, and makes it
+    // (re)open its libvirt connection and event callbacks.
+    await this.listNetworkPaths();
+    await this.refreshOwner();
+  }
+
+  async refreshOwner(): Promise<string | undefined> {
+    try {
+      const [owner] = (await this.callBus('GetNameOwner', 's', [LIBVIRT_BUS_NAME])) as [string];
+      this.owner = owner;
+    } catch {
+      this.owner = undefined;
+    }
+    return this.owner;
+  }
+
+  get currentOwner(): string | undefined {
+    return this.owner;
+  }
+
+  async listNetworkPaths(): Promise<string[]> {
+    const [paths] = (await this.call(LIBVIRT_BUS_NAME, this.path, CONNECT_IFACE, 'ListNetworks', 'u', [LIST_ACTIVE])) as [string[]];
+    return paths;
+  }
+
+  async networkXml(path: string): Promise<string> {
+    const [xml] = (await this.call(LIBVIRT_BUS_NAME, path, NETWORK_IFACE, 'GetXMLDesc', 'u', [0])) as [string];
+    return xml;
+  }
+
+  /** Parse results of every active network. */
+  async activeNetworks(): Promise<NetworkParse[]> {
+    const paths = await this.listNetworkPaths();
+    return Promise.all(paths.map(async (p) => parseNetworkXml(await this.networkXml(p), p)));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.bus.disconnect();
+  }
+
+  private callBus(member: string, signature: string, body: unknown[]): Promise<unknown[]> {
+    return this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', member, signature, body);
+  }
+
+  private async call(destination: string, path: string, iface: string, member: string, signature: string, body: unknown[]): Promise<unknown[]> {
+    if (this.closed) throw new DbusError(`D-Bus connection closed (calling ${member})`);
+    const message = new Message({ destination, path, interface: iface, member, signature, body });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+    });
+    try {
+      const reply = await Promise.race([this.bus.call(message), timeout]);
+      return (reply?.body ?? []) as unknown[];
+    } catch (err) {
+      if (err instanceof DbusError) throw err;
+      const e = err as { type?: string; text?: string; message?: string };
+      throw new DbusError(`${member} on ${destination} failed: ${e.type ? `${e.type}: ` : ''}${e.text ?? e.message ?? String(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
