@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { formatStatus } from '../../src/daemon/status.js';
+import { objectPathForUri } from '../../src/libvirt/dbus-client.js';
+import { parseEventLine } from '../../src/libvirt/virsh-events.js';
+import { formatLine } from '../../src/log/logger.js';
+import { parseCommandLine, UsageError } from '../../src/cli/args.js';
+
+describe('STATUS= line', () => {
+  it('names networks and the last change on one line', () => {
+    const at = new Date(2026, 10, 26, 12, 0, 1);
+    expect(formatStatus({ networks: ['default', 'lab', 'iso'], degraded: undefined, lastChange: { at, ms: 4 } })).toBe('3 networks (default, lab, iso); last change 12:00:01 applied in 4 ms');
+    expect(formatStatus({ networks: ['default'], degraded: undefined, lastChange: undefined })).toBe('1 network (default)');
+    expect(formatStatus({ networks: [], degraded: 'libvirt is not reachable: x\ny', lastChange: undefined })).toBe('degraded: libvirt is not reachable: x; 0 networks');
+  });
+
+  it('abbreviates long network lists', () => {
+    const names = Array.from({ length: 8 }, (_, i) => `n${i}`);
+    expect(formatStatus({ networks: names, degraded: undefined, lastChange: undefined })).toBe('8 networks (n0, n1, n2, n3, n4, ...)');
+  });
+});
+
+describe('virsh net-event lines', () => {
+  it('parses lifecycle events and ignores the rest', () => {
+    expect(parseEventLine("event 'lifecycle' for network default: Started")).toEqual({ network: 'default', event: 'started' });
+    expect(parseEventLine("event 'lifecycle' for network my net: Stopped")).toEqual({ network: 'my net', event: 'stopped' });
+    expect(parseEventLine('events received: 3')).toBeUndefined();
+    expect(parseEventLine('')).toBeUndefined();
+  });
+});
+
+describe('libvirt-dbus object paths', () => {
+  it('maps qemu:///system and nothing else', () => {
+    expect(objectPathForUri('qemu:///system')).toBe('/org/libvirt/QEMU');
+    expect(objectPathForUri('qemu:///session')).toBeUndefined();
+    expect(objectPathForUri('test:///default')).toBeUndefined();
+  });
+});
+
+describe('log lines', () => {
+  const line = JSON.stringify({ level: 40, msg: 'network lab: skipped', network: 'lab', duration_ms: 4.2 });
+  it('carries the journald priority prefix under systemd', () => {
+    expect(formatLine(line, 'journal')).toBe('<4>network lab: skipped network=lab duration_ms=4.2\n');
+    expect(formatLine(JSON.stringify({ level: 50, msg: 'x' }), 'journal')).toBe('<3>x\n');
+    expect(formatLine(JSON.stringify({ level: 30, msg: 'x' }), 'journal')).toBe('<6>x\n');
+  });
+  it('is a short readable line on a terminal', () => {
+    expect(formatLine(line, 'text')).toBe('warn: network lab: skipped network=lab duration_ms=4.2\n');
+  });
+});
+
+describe('command line', () => {
+  it('parses commands and options', () => {
+    expect(parseCommandLine(['plan', '--json', '--from-xml', 'a.xml', '--from-xml', 'b.xml'])).toMatchObject({ command: 'plan', json: true, fromXml: ['a.xml', 'b.xml'] });
+    expect(parseCommandLine(['run', '--events', 'virsh'])).toMatchObject({ command: 'run', events: 'virsh' });
+    expect(parseCommandLine(['--version'])).toMatchObject({ command: 'version' });
+  });
+  it.each([[[]], [['frobnicate']], [['apply', '--json']], [['plan', '--force']], [['remove', '--from-xml', 'x']], [['run', '--events', 'carrier-pigeon']], [['plan', '--events', 'dbus']], [['plan', '--bogus']], [['plan', 'extra']], [['plan', '--log-level', 'loud']]])('rejects %j', (argv) => {
+    expect(() => parseCommandLine(argv)).toThrow(UsageError);
+  });
+});
