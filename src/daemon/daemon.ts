@@ -8,6 +8,7 @@ import { logMessages, syncOnce, type SyncMessage } from '../engine/sync.js';
 import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
+import { NftMonitor } from '../nft/monitor.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.js';
 import { systemdNotifier, type Notifier } from './notify.js';
@@ -169,6 +170,28 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     reconnectTimer = setTimeout(() => void connect(), delay);
   };
 
+  // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
+  // a deleted jump) triggers a pass; so do our own commits, harmlessly.
+  let monitor: NftMonitor | undefined;
+  let monitorRestarts = 0;
+  let monitorFault: string | undefined;
+  const startMonitor = (): void => {
+    if (stopping) return;
+    const m = new NftMonitor();
+    const startedAt = Date.now();
+    monitor = m;
+    m.start(
+      () => reconciler.trigger('ruleset changed'),
+      (reason) => {
+        if (reason !== monitorFault) log.warn(`${reason}; restarting it (the periodic check covers the gap)`);
+        monitorFault = reason;
+        monitorRestarts = Date.now() - startedAt > RECONNECT_MAX_MS ? 1 : monitorRestarts + 1;
+        setTimeout(startMonitor, Math.min(RECONNECT_MAX_MS, 200 * 2 ** Math.min(monitorRestarts, 8))).unref();
+        reconciler.trigger('nft monitor restarted');
+      },
+    );
+  };
+  startMonitor();
   const resync = setInterval(() => reconciler.trigger('periodic check'), options.resyncMs);
   let watchdog: NodeJS.Timeout | undefined;
   let stuckLogged = false;
@@ -195,6 +218,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       clearInterval(resync);
       if (watchdog) clearInterval(watchdog);
       if (reconnectTimer) clearTimeout(reconnectTimer);
+      monitor?.stop();
       void reconciler.stop().finally(() => {
         watch?.close();
         rmSync(join(dir, PID_FILE), { force: true });
