@@ -1,11 +1,16 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, defaultConfig, loadConfig } from '../../src/config/config.js';
 
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 function write(content: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'kvmnftd-cfg-')), 'kvmnftd.toml');
+  const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-cfg-'));
+  dirs.push(dir);
+  const file = join(dir, 'kvmnftd.toml');
   writeFileSync(file, content);
   return file;
 }

@@ -2,14 +2,26 @@
 // the daemon relies on (Type=notify, config errors do not crash-loop, a
 // reload that waits, the hardening baseline).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 const UNIT = join(import.meta.dirname, '..', '..', 'systemd', 'kvmnftd.service');
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
 const text = readFileSync(UNIT, 'utf8');
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** The unit as shipped, with the binary pointed at this checkout's build; the man pages it documents are not installed on a dev machine. */
+function testableUnit(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-unit-'));
+  dirs.push(dir);
+  const unit = join(dir, 'kvmnftd.service');
+  writeFileSync(unit, text.replaceAll('/usr/bin/kvmnftd', CLI).replace(/^Documentation=.*$/m, ''));
+  return unit;
+}
 
 function directive(name: string): string[] {
   return [...text.matchAll(new RegExp(`^${name}=(.*)$`, 'gm'))].map((m) => m[1]!);
@@ -17,11 +29,7 @@ function directive(name: string): string[] {
 
 describe('systemd/kvmnftd.service', () => {
   it('passes systemd-analyze verify', () => {
-    // Verify the unit as shipped, pointing the binary at this checkout's
-    // build; the man pages it documents are not installed on a dev machine.
-    const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-unit-'));
-    const unit = join(dir, 'kvmnftd.service');
-    writeFileSync(unit, text.replaceAll('/usr/bin/kvmnftd', CLI).replace(/^Documentation=.*$/m, ''));
+    const unit = testableUnit();
     const r = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
     expect(r.error, 'systemd-analyze must be installed (package systemd)').toBeUndefined();
     expect(`${r.stdout}${r.stderr}`.trim()).toBe('');
@@ -41,9 +49,7 @@ describe('systemd/kvmnftd.service', () => {
   });
 
   it('scores a low exposure in systemd-analyze security --offline', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-unit-'));
-    const unit = join(dir, 'kvmnftd.service');
-    writeFileSync(unit, text.replaceAll('/usr/bin/kvmnftd', CLI).replace(/^Documentation=.*$/m, ''));
+    const unit = testableUnit();
     const out = execFileSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], { encoding: 'utf8' });
     const score = Number(/Overall exposure level for kvmnftd\.service: ([\d.]+)/.exec(out)?.[1]);
     expect(score).toBeLessThanOrEqual(2.0);
