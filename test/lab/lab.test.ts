@@ -1,0 +1,275 @@
+/**
+ * Proves the libvirt lab (test/lab/lab.ts) with real components: private
+ * namespaces, dbus-daemon with D-Bus activation of libvirt-dbus, libvirtd,
+ * libvirt's dnsmasq, busybox udhcpc, real packets; and that stop() leaves
+ * nothing behind.
+ */
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, processesInNamespaces, startLab, type Lab, type StopReport } from './lab.js';
+
+/** Mounts of the real mount namespace, minus other test suites' `ip netns` mounts (they come and go concurrently). */
+function realMounts(): string[] {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => l !== '' && !/ \/run\/netns\/(?!kvl-)/.test(l))
+    .sort();
+}
+
+function realLinkExists(name: string): boolean {
+  try {
+    execFileSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readProc(pid: number, file: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Collects a child's stdout lines. */
+function lines(child: ChildProcess): string[] {
+  const out: string[] = [];
+  let buf = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      out.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  child.stderr?.resume();
+  return out;
+}
+
+async function until<T>(what: string, timeoutMs: number, f: () => T | undefined | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** NetworkEvent signals seen by dbus-monitor: [network object path, event number]. */
+function networkEvents(monitorLines: readonly string[]): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  for (let i = 0; i < monitorLines.length; i++) {
+    if (!/member=NetworkEvent\b/.test(monitorLines[i] ?? '')) continue;
+    const path = monitorLines[i + 1]?.match(/object path "([^"]+)"/)?.[1];
+    const ev = monitorLines[i + 2]?.match(/int32 (-?\d+)/)?.[1];
+    if (path !== undefined && ev !== undefined) out.push([path, Number(ev)]);
+  }
+  return out;
+}
+
+const SENTINEL_XML = `<network>
+  <name>labsentinel</name>
+  <bridge name='virbr-sen' stp='off' delay='0'/>
+</network>
+`;
+
+const EVT_NET_XML = `<network>
+  <name>labevt</name>
+  <bridge name='virbr-evt' stp='off' delay='0'/>
+  <ip address='198.51.100.1' netmask='255.255.255.0'/>
+</network>
+`;
+
+describe('libvirt lab', () => {
+  let lab: Lab | undefined;
+  let stopReport: StopReport | undefined;
+  const mountsBefore = realMounts();
+  const netnsBefore = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  const timings: Record<string, number> = {};
+  let monitor: string[] = [];
+  let virshEvents: string[] = [];
+
+  beforeAll(async () => {
+    const t = Date.now();
+    lab = await startLab();
+    timings.startLab = Date.now() - t;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (lab && !stopReport) await lab.stop();
+    // eslint-disable-next-line no-console
+    console.log(`lab timings (ms): ${JSON.stringify({ ...timings, phases: lab?.timings })}`);
+  }, 60_000);
+
+  it('runs libvirtd, the bus and D-Bus-activated libvirt-dbus in private namespaces', async () => {
+    const l = lab!;
+    expect(l.namespaces.mnt).toMatch(/^mnt:\[\d+\]$/);
+    expect(l.namespaces.mnt).not.toBe(readlinkSync('/proc/self/ns/mnt'));
+    expect(l.namespaces.hostNet).not.toBe(readlinkSync('/proc/self/ns/net'));
+    expect(l.libvirtdPid()).toBeGreaterThan(1);
+    // Only the lab's /run has the bus socket and libvirt's sockets.
+    const labRun = (await l.exec('ls', ['/run/dbus', '/run/libvirt'])).stdout;
+    expect(labRun).toContain('system_bus_socket');
+    expect(labRun).toContain('libvirt-sock');
+
+    // The first call to org.libvirt activates libvirt-dbus through the bus (launch helper).
+    const before = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.libvirt']);
+    expect(before.stdout).toContain('boolean false');
+    const list0 = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    expect(list0.stdout).toContain('array [');
+    const owner = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixUser', 'string:org.libvirt']);
+    const uid = Number(owner.stdout.match(/uint32 (\d+)/)?.[1]);
+    expect(uid).toBe(Number(execFileSync('id', ['-u', 'libvirtdbus'], { encoding: 'utf8' }).trim()));
+    const ownerPid = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.libvirt']);
+    const pid = Number(ownerPid.stdout.match(/uint32 (\d+)/)?.[1]);
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual(['/usr/sbin/libvirt-dbus', '--system', '']);
+    expect(l.processes()).toContain(pid);
+  }, 30_000);
+
+  it('defines and starts the default network: virbr0 and dnsmasq in the lab only; events on D-Bus and virsh', async () => {
+    const l = lab!;
+    const mon = l.spawnInLab('dbus-monitor', ['--system', "type='signal',interface='org.libvirt.Connect'"]);
+    monitor = lines(mon);
+    const ev = l.spawnInLab('virsh', ['-c', 'qemu:///system', 'net-event', '--loop', '--event', 'lifecycle']);
+    virshEvents = lines(ev);
+    // Both must be subscribed before anything happens: define/undefine a sentinel
+    // network until both have seen it, then look only at what follows.
+    writeFileSync(l.path('/run/labsentinel.xml'), SENTINEL_XML);
+    const seen = () =>
+      virshEvents.includes("event 'lifecycle' for network labsentinel: Undefined") && networkEvents(monitor).some(([, n]) => n === 1);
+        for (let i = 0; i < 50 && !seen(); i++) {
+      await l.virsh('net-define', '/run/labsentinel.xml');
+      await l.virsh('net-undefine', 'labsentinel');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen()).toBe(true);
+    monitor.splice(0);
+    virshEvents.splice(0);
+
+    await l.virsh('net-define', LAB_FILES.defaultNetworkXml);
+    let t = Date.now();
+    await l.virsh('net-start', 'default');
+    timings.netStart = Date.now() - t;
+
+    expect((await l.exec('ip', ['-br', 'link', 'show', 'dev', 'virbr0'])).stdout).toMatch(/^virbr0\b/);
+    expect((await l.exec('ip', ['-4', '-br', 'addr', 'show', 'dev', 'virbr0'])).stdout).toContain('192.168.122.1/24');
+    expect(realLinkExists('virbr0')).toBe(false);
+    const dns = l.dnsmasqPids();
+    expect(dns.length).toBe(1);
+    expect(readFileSync(`/proc/${dns[0]}/cmdline`, 'utf8')).toContain('/var/lib/libvirt/dnsmasq/default.conf');
+    // libvirt 9's iptables-nft tables sit next to the admin's inet filter
+    const tables = (await l.nft('list', 'tables')).stdout;
+    expect(tables).toContain('table inet filter');
+    expect(tables).toContain('table ip nat');
+
+    const listed = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    expect(listed.stdout).toContain('object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"');
+
+    // a full lifecycle on a second network: define, start, destroy, undefine
+    t = Date.now();
+    // write the XML into the lab's private /run through /proc/PID/root
+    writeFileSync(l.path('/run/labevt.xml'), EVT_NET_XML);
+    await l.virsh('net-define', '/run/labevt.xml');
+    await l.virsh('net-start', 'labevt');
+    await l.virsh('net-destroy', 'labevt');
+    await l.virsh('net-undefine', 'labevt');
+    timings.labevtCycle = Date.now() - t;
+
+    const evs = await until('6 NetworkEvent signals', 5000, () => {
+      const e = networkEvents(monitor);
+      return e.length >= 6 ? e : undefined;
+    });
+    const dflt = '/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5';
+    // 0 = defined, 2 = started, 3 = stopped, 1 = undefined
+    expect(evs[0]).toEqual([dflt, 0]);
+    expect(evs[1]).toEqual([dflt, 2]);
+    expect(evs.slice(2).map(([, n]) => n)).toEqual([0, 2, 3, 1]);
+    expect(evs[2]?.[0]).toMatch(/^\/org\/libvirt\/QEMU\/network\/_[0-9a-f_]{36}$/);
+
+    // virsh net-event --loop line format (libvirt 9.0):
+    //   event 'lifecycle' for network default: Defined
+    //   event 'lifecycle' for network default: Started
+    //   event 'lifecycle' for network labevt: Stopped
+    //   event 'lifecycle' for network labevt: Undefined
+    const vs = await until('6 virsh net-event lines', 5000, () => (virshEvents.filter((x) => x.startsWith('event ')).length >= 6 ? virshEvents.filter((x) => x.startsWith('event ')) : undefined));
+    expect(vs).toEqual([
+      "event 'lifecycle' for network default: Defined",
+      "event 'lifecycle' for network default: Started",
+      "event 'lifecycle' for network labevt: Defined",
+      "event 'lifecycle' for network labevt: Started",
+      "event 'lifecycle' for network labevt: Stopped",
+      "event 'lifecycle' for network labevt: Undefined",
+    ]);
+  }, 30_000);
+
+  it('guest DHCP fails behind the drop policy (no rules for guests yet)', async () => {
+    const l = lab!;
+    const t = Date.now();
+    await expect(l.dhcp({ tries: 6 })).rejects.toThrow(/guest DHCP/);
+    timings.dhcpFail = Date.now() - t;
+    expect((await l.inGuest('ip', ['-4', '-o', 'addr', 'show', 'dev', 'eth0'])).stdout).not.toContain('inet ');
+  }, 30_000);
+
+  it('with the input and forward accepts added by hand, the guest gets a lease and reaches wan through libvirt NAT', async () => {
+    const l = lab!;
+    await l.nft('insert', 'rule', 'inet', 'filter', 'input', 'iifname', 'virbr0', 'accept');
+    await l.nft('insert', 'rule', 'inet', 'filter', 'forward', 'accept');
+    let t = Date.now();
+    const addr = await l.dhcp();
+    timings.dhcpLease = Date.now() - t;
+    expect(addr).toMatch(/^192\.168\.122\.(\d+)$/);
+    const route = (await l.inGuest('ip', ['route', 'show', 'default'])).stdout;
+    expect(route).toContain('via 192.168.122.1');
+
+    // wan cannot reach the guest subnet (no route back): success means NAT
+    expect((await l.inWan('ip', ['route', 'get', addr], { reject: false })).exitCode).not.toBe(0);
+    const listener = await l.tcpListen(8080);
+    t = Date.now();
+    const probe = await l.tcpProbe(WAN_ADDR, 8080, 3000);
+    timings.tcpProbe = Date.now() - t;
+    expect(probe.ok, probe.output).toBe(true);
+    expect(probe.localAddress).toBe(addr);
+    expect(await listener.waitForPeer(3000, 0)).toBe(HOST_WAN_ADDR);
+    await listener.close();
+  }, 40_000);
+
+  it('restartLibvirtd() keeps the running network and accepts commands again', async () => {
+    const l = lab!;
+    const before = l.libvirtdPid();
+    const t = Date.now();
+    await l.restartLibvirtd();
+    timings.restartLibvirtd = Date.now() - t;
+    expect(l.libvirtdPid()).not.toBe(before);
+    expect((await l.virsh('net-list', '--name')).stdout).toContain('default');
+  }, 30_000);
+
+  it('stop() leaves no process, namespace or mount behind', async () => {
+    const l = lab!;
+    const ns = [l.namespaces.mnt, l.namespaces.hostNet, l.namespaces.wanNet ?? '', l.namespaces.guestNet ?? ''];
+    const pids = l.processes();
+    expect(pids.length).toBeGreaterThanOrEqual(6); // helper, 2 holders, bus, libvirtd, dnsmasq, libvirt-dbus, monitors
+    const t = Date.now();
+    stopReport = await l.stop();
+    timings.stop = Date.now() - t;
+    expect(stopReport.errors).toEqual([]);
+    expect(stopReport.remaining).toEqual([]);
+    expect(processesInNamespaces(ns)).toEqual([]);
+    // gone, not even a zombie (orphans are reaped by PID 1, our own children by Node)
+    for (const pid of pids) {
+      await until(`lab pid ${pid} (${readProc(pid, 'comm')}) gone`, 3000, () => readProc(pid, 'stat') === '');
+    }
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain('kvl-');
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((x) => x.startsWith('kvl-'))).toEqual(
+      netnsBefore.split('\n').filter((x) => x.startsWith('kvl-')),
+    );
+    expect(realMounts()).toEqual(mountsBefore);
+    expect(realLinkExists('virbr0')).toBe(false);
+    // eslint-disable-next-line no-console
+    console.log(`stop report: ${JSON.stringify(stopReport)}`);
+  }, 30_000);
+});

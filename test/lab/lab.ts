@@ -1,0 +1,801 @@
+/**
+ * The hermetic libvirt lab for kvmnftd's integration tests.
+ *
+ * startLab() builds, with real components only:
+ *
+ *   - a "host": a private mount namespace + network namespace, held by a helper
+ *     process (`unshare --mount --net --fork -- bash lab-ns.sh`). In it: a tmpfs
+ *     /run (so also /var/run), tmpfs copies of /etc/libvirt, /var/lib/libvirt,
+ *     /var/cache/libvirt, /var/log/libvirt, and a sysfs of the lab netns;
+ *   - the admin's drop-policy nftables ruleset (test/fixtures/admin-ruleset.nft),
+ *     loaded before libvirtd starts, as at boot;
+ *   - a system bus: dbus-daemon with test/lab/system-bus.conf listening on
+ *     unix:path=/run/dbus/system_bus_socket inside the lab; org.libvirt
+ *     (libvirt-dbus) is D-Bus-activated by it through the setuid launch helper;
+ *   - libvirtd (monolithic, `libvirtd -d`), seeing the lab's bus;
+ *   - `wan` and `guest` network namespaces (held by `unshare --net cat`
+ *     processes inside the lab's mount namespace: no /run/netns names at all):
+ *     host eth0 192.0.2.1/24 <-> wan eth0 192.0.2.2/24 (host default route via
+ *     192.0.2.2, wan has no route back to guests); guest eth0 <-> host
+ *     `vguest0`, enslaved to a libvirt bridge by attachGuest()/dhcp().
+ *
+ * Every command runs as an argument array (`nsenter -t PID -m -n -- cmd ...`);
+ * no shell strings. stop() kills only processes the lab started (by PID, and,
+ * as a safety net, every process still inside one of the lab's namespaces,
+ * identified by namespace inode), after which the namespaces are gone.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+const LAB_DIR = dirname(fileURLToPath(import.meta.url));
+const REPO_DIR = join(LAB_DIR, '..', '..');
+
+/** Paths of the lab's own files. */
+export const LAB_FILES = {
+  setupScript: join(LAB_DIR, 'lab-ns.sh'),
+  /** default network for the lab: virbr0 192.168.122.1/24, DHCP .2-.254, stp off. */
+  defaultNetworkXml: join(LAB_DIR, 'default.xml'),
+  adminRuleset: join(REPO_DIR, 'test', 'fixtures', 'admin-ruleset.nft'),
+  tcpListen: join(LAB_DIR, 'tcp-listen.mjs'),
+  tcpProbe: join(LAB_DIR, 'tcp-probe.mjs'),
+} as const;
+
+/** Paths as seen INSIDE the lab's mount namespace. */
+export const LAB_PATHS = {
+  busSocket: '/run/dbus/system_bus_socket',
+  busConfig: '/run/dbus/lab-system-bus.conf',
+  libvirtdPid: '/run/libvirtd.pid',
+  libvirtdLog: '/var/log/libvirt/libvirtd.log',
+  networkStatusDir: '/run/libvirt/network',
+  udhcpcScript: '/run/lab-udhcpc.script',
+} as const;
+
+export const LIBVIRT_URI = 'qemu:///system';
+export const HOST_WAN_ADDR = '192.0.2.1';
+export const WAN_ADDR = '192.0.2.2';
+/** Host-side name of the guest veth (the port put on a libvirt bridge). */
+export const GUEST_PORT = 'vguest0';
+
+export interface LabOptions {
+  /** nft file loaded in the host netns before libvirtd starts; false = none. Default: the admin ruleset fixture. */
+  ruleset?: string | false;
+  /** Start libvirtd (default true). Without it, the bus still runs. */
+  libvirtd?: boolean;
+  /** Define ('define') or define and start ('start') the lab's default network (default: 'none'). */
+  defaultNetwork?: 'none' | 'define' | 'start';
+  /** Print progress to stderr (default: env KVMNFTD_LAB_DEBUG). */
+  debug?: boolean;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  command: string;
+}
+
+export interface ExecOptions {
+  /** Kill the command after this many ms (default 30 s). */
+  timeoutMs?: number;
+  /** Extra environment (added to process.env and lab.env). */
+  env?: Record<string, string | undefined>;
+  /** Throw on a non-zero exit (default true). */
+  reject?: boolean;
+}
+
+export interface TcpListener {
+  port: number;
+  /** Peer addresses of accepted connections, in order. */
+  readonly peers: string[];
+  /** Resolves with the peer address of the next (or an already seen, index `n`) connection. */
+  waitForPeer(timeoutMs?: number, n?: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+export interface TcpProbeResult {
+  ok: boolean;
+  /** The guest's source address as it saw it (when ok). */
+  localAddress?: string;
+  output: string;
+  ms: number;
+}
+
+export interface DhcpOptions {
+  /** udhcpc discover attempts, 1 s apart (default 10). */
+  tries?: number;
+  /** Guest interface (default eth0). */
+  iface?: string;
+  /** Bridge to enslave the guest port to first, if it is not on one (default virbr0). */
+  bridge?: string;
+}
+
+export interface LabNamespaces {
+  /** e.g. "mnt:[4026532316]" */
+  mnt: string;
+  hostNet: string;
+  wanNet?: string;
+  guestNet?: string;
+}
+
+export interface StopReport {
+  /** PIDs the lab signalled by name of role (libvirtd, dnsmasq, bus, ...). */
+  killed: Array<{ pid: number; role: string }>;
+  /** PIDs that were still in a lab namespace after that and were SIGKILLed. */
+  stragglers: Array<{ pid: number; comm: string }>;
+  /** Processes still in a lab namespace at the end (should be empty). */
+  remaining: number[];
+  errors: string[];
+}
+
+export interface Lab {
+  readonly id: string;
+  /** PID of the helper that holds the host mount + net namespaces. */
+  readonly hostPid: number;
+  readonly wanPid: number;
+  readonly guestPid: number;
+  readonly busPid: number;
+  readonly namespaces: LabNamespaces;
+  /** Environment for processes in the lab (DBUS_SYSTEM_BUS_ADDRESS, LIBVIRT_DEFAULT_URI). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Timings of startLab() phases in ms. */
+  readonly timings: Readonly<Record<string, number>>;
+
+  exec(cmd: string, args?: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
+  virsh(...args: string[]): Promise<ExecResult>;
+  nft(...args: string[]): Promise<ExecResult>;
+  nftJson(): Promise<{ nftables: Array<Record<string, unknown>> }>;
+  inWan(cmd: string, args?: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
+  inGuest(cmd: string, args?: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Put the guest's host-side port on `bridge` (default virbr0), idempotent. */
+  attachGuest(bridge?: string): Promise<void>;
+  /** DHCP in the guest with busybox udhcpc; resolves with the leased address, rejects if none. */
+  dhcp(opts?: DhcpOptions): Promise<string>;
+  /** Static guest address instead of DHCP (e.g. '192.168.122.50/24', gateway 192.168.122.1). */
+  guestStatic(cidr: string, gateway?: string): Promise<void>;
+  tcpListen(port: number): Promise<TcpListener>;
+  tcpProbe(host: string, port: number, timeoutMs?: number): Promise<TcpProbeResult>;
+  /** Spawn a long-running process inside the lab (host mount + net ns); killed at stop(). */
+  spawnInLab(cmd: string, args?: readonly string[], env?: Record<string, string | undefined>): ChildProcess;
+  /** A path inside the lab's mount namespace as reachable from outside (via /proc/PID/root). */
+  path(p: string): string;
+  /** Last `n` lines of the lab's libvirtd log. */
+  libvirtdLog(n?: number): string;
+  libvirtdPid(): number | undefined;
+  /** PIDs from /run/libvirt/network/*.pid (dnsmasq of running networks). */
+  dnsmasqPids(): number[];
+  restartLibvirtd(): Promise<void>;
+  /** All processes currently inside one of the lab's namespaces. */
+  processes(): number[];
+  stop(): Promise<StopReport>;
+}
+
+// ---------------------------------------------------------------------------
+// small utilities
+
+const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
+
+function nsOf(pid: number, kind: 'mnt' | 'net'): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/${kind}`);
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // a zombie counts as gone
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+function comm(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/**
+ * PIDs of all processes whose mount or network namespace is one of `nsIds`
+ * (strings like "mnt:[4026532316]" / "net:[4026532319]"). Never PID 1 or us.
+ */
+export function processesInNamespaces(nsIds: readonly string[]): number[] {
+  const wanted = new Set(nsIds.filter((s) => /^(mnt|net):\[\d+\]$/.test(s)));
+  if (wanted.size === 0) return [];
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === 1 || pid === process.pid) continue;
+    const m = nsOf(pid, 'mnt');
+    const n = nsOf(pid, 'net');
+    if ((m !== undefined && wanted.has(m)) || (n !== undefined && wanted.has(n))) {
+      if (alive(pid)) out.push(pid);
+    }
+  }
+  return out;
+}
+
+function kill(pid: number, sig: NodeJS.Signals): boolean {
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return false;
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pids: readonly number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = pids.filter(alive);
+  while (left.length > 0 && Date.now() < deadline) {
+    await sleep(25);
+    left = left.filter(alive);
+  }
+  return left;
+}
+
+function readPidFile(path: string): number | undefined {
+  try {
+    const n = Number(readFileSync(path, 'utf8').trim());
+    return Number.isInteger(n) && n > 1 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function run(cmd: string, args: readonly string[], opts: ExecOptions & { baseEnv?: Record<string, string> } = {}): Promise<ExecResult> {
+  const r = await execa(cmd, [...args], {
+    reject: false,
+    timeout: opts.timeoutMs ?? 30_000,
+    env: { ...process.env, ...opts.baseEnv, ...opts.env },
+    extendEnv: false,
+    stdin: 'ignore',
+    stripFinalNewline: false,
+  });
+  const res: ExecResult = {
+    exitCode: typeof r.exitCode === 'number' ? r.exitCode : -1,
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? ''),
+    timedOut: Boolean(r.timedOut),
+    command: [cmd, ...args].join(' '),
+  };
+  return res;
+}
+
+function failure(what: string, r: ExecResult, extra = ''): Error {
+  return new Error(
+    `${what} failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}): ${r.command}\n` +
+      `stdout: ${r.stdout.trimEnd()}\nstderr: ${r.stderr.trimEnd()}${extra}`,
+  );
+}
+
+/** Wait for one line on a child's stdout that matches `re`. */
+function waitForLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: string): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    let errBuf = '';
+    const onData = (d: Buffer) => {
+      buf += d.toString();
+      for (const line of buf.split('\n')) {
+        const m = line.match(re);
+        if (m) {
+          cleanup();
+          resolve(m);
+          return;
+        }
+      }
+    };
+    const onErr = (d: Buffer) => {
+      errBuf += d.toString();
+    };
+    const onExit = (code: number | null, sig: string | null) => {
+      cleanup();
+      reject(new Error(`${what}: exited (code ${code}, signal ${sig}) before ready\nstdout: ${buf}\nstderr: ${errBuf}`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`${what}: not ready after ${timeoutMs} ms\nstdout: ${buf}\nstderr: ${errBuf}`));
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onErr);
+      child.off('exit', onExit);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onErr);
+    child.on('exit', onExit);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// process-exit safety net: if the test process exits without stop(), kill
+// whatever is still in a lab's namespaces (synchronously).
+
+const liveLabs = new Set<LabImpl>();
+let exitHook = false;
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const lab of liveLabs) lab.emergencyKill();
+  });
+}
+
+let labCounter = 0;
+
+class LabImpl implements Lab {
+  readonly id: string;
+  hostPid = 0;
+  wanPid = 0;
+  guestPid = 0;
+  busPid = 0;
+  namespaces: LabNamespaces = { mnt: '', hostNet: '' };
+  readonly env: Record<string, string> = {
+    DBUS_SYSTEM_BUS_ADDRESS: `unix:path=${LAB_PATHS.busSocket}`,
+    LIBVIRT_DEFAULT_URI: LIBVIRT_URI,
+  };
+  timings: Record<string, number> = {};
+
+  private helper?: ChildProcess;
+  private holders: ChildProcess[] = [];
+  private children = new Set<ChildProcess>();
+  private startedPids = new Map<number, string>();
+  private stopped = false;
+  private readonly debugOn: boolean;
+
+  constructor(opts: LabOptions) {
+    labCounter += 1;
+    this.id = `kvl-${process.pid}-${labCounter}`;
+    this.debugOn = opts.debug ?? Boolean(process.env.KVMNFTD_LAB_DEBUG);
+  }
+
+  private debug(msg: string): void {
+    if (this.debugOn) process.stderr.write(`[${this.id}] ${msg}\n`);
+  }
+
+  // ---- start ---------------------------------------------------------------
+
+  async start(opts: LabOptions): Promise<void> {
+    const t0 = Date.now();
+    const mark = (name: string, since: number) => {
+      this.timings[name] = Date.now() - since;
+      this.debug(`${name}: ${this.timings[name]} ms`);
+    };
+    liveLabs.add(this);
+    installExitHook();
+
+    // 1. the host: mount + net namespaces held by lab-ns.sh
+    let t = Date.now();
+    const helper = spawn('unshare', ['--mount', '--net', '--fork', '--kill-child', '--', 'bash', LAB_FILES.setupScript, LAB_DIR], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.helper = helper;
+    if (helper.pid !== undefined) this.startedPids.set(helper.pid, 'unshare');
+    const m = await waitForLine(helper, /^READY (\d+)$/, 15_000, 'lab namespace helper (lab-ns.sh)');
+    this.hostPid = Number(m[1]);
+    this.startedPids.set(this.hostPid, 'lab-ns.sh');
+    this.namespaces = { mnt: nsOf(this.hostPid, 'mnt') ?? '', hostNet: nsOf(this.hostPid, 'net') ?? '' };
+    if (!this.namespaces.mnt || !this.namespaces.hostNet || this.namespaces.mnt === nsOf(process.pid, 'mnt')) {
+      throw new Error(`lab helper ${this.hostPid} has no private namespaces (${JSON.stringify(this.namespaces)})`);
+    }
+    mark('namespaces', t);
+
+    // 2. wan and guest network namespaces, inside the lab's mount namespace
+    t = Date.now();
+    this.wanPid = await this.holdNetns('wan');
+    this.guestPid = await this.holdNetns('guest');
+    this.namespaces.wanNet = nsOf(this.wanPid, 'net');
+    this.namespaces.guestNet = nsOf(this.guestPid, 'net');
+    await this.plumb();
+    mark('netns+veth', t);
+
+    // 3. the admin's ruleset, before libvirtd (as at boot)
+    const ruleset = opts.ruleset === undefined ? LAB_FILES.adminRuleset : opts.ruleset;
+    if (ruleset !== false) {
+      t = Date.now();
+      await this.exec('nft', ['-f', ruleset]);
+      mark('ruleset', t);
+    }
+
+    // 4. the system bus
+    t = Date.now();
+    const bus = await this.exec('dbus-daemon', [`--config-file=${LAB_PATHS.busConfig}`, '--fork', '--print-pid', '--print-address']);
+    const lines = bus.stdout.trim().split('\n');
+    const busPid = Number(lines[lines.length - 1]);
+    if (!Number.isInteger(busPid) || busPid <= 1) throw failure('dbus-daemon (no pid printed)', bus);
+    this.busPid = busPid;
+    this.startedPids.set(busPid, 'dbus-daemon');
+    mark('bus', t);
+
+    // 5. libvirtd
+    if (opts.libvirtd !== false) {
+      t = Date.now();
+      await this.startLibvirtd();
+      mark('libvirtd', t);
+    }
+
+    if (opts.defaultNetwork === 'define' || opts.defaultNetwork === 'start') {
+      await this.virsh('net-define', LAB_FILES.defaultNetworkXml);
+      if (opts.defaultNetwork === 'start') {
+        t = Date.now();
+        await this.virsh('net-start', 'default');
+        mark('net-start', t);
+      }
+    }
+    mark('total', t0);
+  }
+
+  /** A process that holds a new network namespace inside the lab's mount namespace. */
+  private async holdNetns(role: 'wan' | 'guest'): Promise<number> {
+    const child = spawn('nsenter', ['-t', String(this.hostPid), '-m', '--', 'unshare', '--net', '--', 'cat'], {
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    this.holders.push(child);
+    const pid = child.pid;
+    if (pid === undefined) throw new Error(`could not spawn the ${role} namespace holder`);
+    this.startedPids.set(pid, `${role}-netns`);
+    const deadline = Date.now() + 5000;
+    // nsenter (no fork for -m) execs unshare, which execs cat in the new netns
+    for (;;) {
+      const net = nsOf(pid, 'net');
+      if (net && net !== this.namespaces.hostNet && net !== nsOf(process.pid, 'net') && comm(pid) === 'cat') return pid;
+      if (child.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`${role} namespace holder did not come up (exit ${child.exitCode})`);
+      }
+      await sleep(10);
+    }
+  }
+
+  private async plumb(): Promise<void> {
+    const h = (...a: string[]) => this.exec('ip', a);
+    const w = (...a: string[]) => this.inWan('ip', a);
+    const g = (...a: string[]) => this.inGuest('ip', a);
+    await w('link', 'set', 'lo', 'up');
+    await g('link', 'set', 'lo', 'up');
+    // host eth0 <-> wan eth0
+    await h('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(this.wanPid));
+    await h('addr', 'add', `${HOST_WAN_ADDR}/24`, 'dev', 'eth0');
+    await h('link', 'set', 'eth0', 'up');
+    await h('route', 'add', 'default', 'via', WAN_ADDR);
+    await w('addr', 'add', `${WAN_ADDR}/24`, 'dev', 'eth0');
+    await w('link', 'set', 'eth0', 'up');
+    // host vguest0 <-> guest eth0 (enslaved to a bridge later)
+    await h('link', 'add', GUEST_PORT, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(this.guestPid));
+    await h('link', 'set', GUEST_PORT, 'up');
+    await g('link', 'set', 'eth0', 'up');
+  }
+
+  private async startLibvirtd(): Promise<void> {
+    await this.exec('libvirtd', ['-d']);
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const pid = this.libvirtdPid();
+      if (pid !== undefined) {
+        this.startedPids.set(pid, 'libvirtd');
+        const r = await this.exec('virsh', ['-c', LIBVIRT_URI, 'uri'], { reject: false, timeoutMs: 5000 });
+        if (r.exitCode === 0) return;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`libvirtd did not come up within 15 s${this.logSuffix()}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------
+
+  path(p: string): string {
+    return `/proc/${this.hostPid}/root${p.startsWith('/') ? p : `/${p}`}`;
+  }
+
+  libvirtdLog(n = 50): string {
+    try {
+      const lines = readFileSync(this.path(LAB_PATHS.libvirtdLog), 'utf8').trimEnd().split('\n');
+      return lines.slice(-n).join('\n');
+    } catch (e) {
+      return `(no libvirtd log: ${e instanceof Error ? e.message : String(e)})`;
+    }
+  }
+
+  private logSuffix(): string {
+    return `\n--- last 50 lines of the lab's ${LAB_PATHS.libvirtdLog} ---\n${this.libvirtdLog(50)}`;
+  }
+
+  libvirtdPid(): number | undefined {
+    if (!this.hostPid) return undefined;
+    const pid = readPidFile(this.path(LAB_PATHS.libvirtdPid));
+    return pid !== undefined && alive(pid) ? pid : undefined;
+  }
+
+  dnsmasqPids(): number[] {
+    if (!this.hostPid) return [];
+    const dir = this.path(LAB_PATHS.networkStatusDir);
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return [];
+    }
+    const out: number[] = [];
+    for (const f of names) {
+      if (!f.endsWith('.pid') || f === 'driver.pid') continue;
+      const pid = readPidFile(join(dir, f));
+      if (pid !== undefined && alive(pid)) out.push(pid);
+    }
+    return out;
+  }
+
+  private nsenterArgs(pid: number, cmd: string, args: readonly string[]): string[] {
+    return ['-t', String(pid), '-m', '-n', '--', cmd, ...args];
+  }
+
+  private async execAt(pid: number, where: string, cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    if (!pid) throw new Error(`lab ${where} namespace is not up`);
+    const r = await run('nsenter', this.nsenterArgs(pid, cmd, args), { ...opts, baseEnv: this.env });
+    r.command = `[${where}] ${[cmd, ...args].join(' ')}`;
+    if (opts.reject !== false && r.exitCode !== 0) {
+      throw failure(`lab ${where} command`, r, cmd === 'virsh' || cmd === 'libvirtd' ? this.logSuffix() : '');
+    }
+    return r;
+  }
+
+  exec(cmd: string, args: readonly string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.execAt(this.hostPid, 'host', cmd, args, opts);
+  }
+
+  inWan(cmd: string, args: readonly string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.execAt(this.wanPid, 'wan', cmd, args, opts);
+  }
+
+  inGuest(cmd: string, args: readonly string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.execAt(this.guestPid, 'guest', cmd, args, opts);
+  }
+
+  virsh(...args: string[]): Promise<ExecResult> {
+    return this.exec('virsh', ['-c', LIBVIRT_URI, ...args]);
+  }
+
+  nft(...args: string[]): Promise<ExecResult> {
+    return this.exec('nft', args);
+  }
+
+  async nftJson(): Promise<{ nftables: Array<Record<string, unknown>> }> {
+    const r = await this.exec('nft', ['-j', 'list', 'ruleset']);
+    return JSON.parse(r.stdout) as { nftables: Array<Record<string, unknown>> };
+  }
+
+  async attachGuest(bridge = 'virbr0'): Promise<void> {
+    await this.exec('ip', ['link', 'set', GUEST_PORT, 'master', bridge]);
+    await this.exec('ip', ['link', 'set', GUEST_PORT, 'up']);
+  }
+
+  private async guestPortMaster(): Promise<string | undefined> {
+    const r = await this.exec('ip', ['-j', 'link', 'show', 'dev', GUEST_PORT]);
+    const info = JSON.parse(r.stdout) as Array<{ master?: string }>;
+    return info[0]?.master;
+  }
+
+  async dhcp(opts: DhcpOptions = {}): Promise<string> {
+    const iface = opts.iface ?? 'eth0';
+    const bridge = opts.bridge ?? 'virbr0';
+    if ((await this.guestPortMaster()) !== bridge) await this.attachGuest(bridge);
+    const tries = opts.tries ?? 10;
+    const r = await this.inGuest(
+      'busybox',
+      ['udhcpc', '-i', iface, '-n', '-q', '-f', '-t', String(tries), '-T', '1', '-A', '1', '-s', LAB_PATHS.udhcpcScript],
+      { reject: false, timeoutMs: (tries + 10) * 1000 },
+    );
+    const m = r.stdout.match(/^LEASE (\d+\.\d+\.\d+\.\d+)\/(\d+)/m);
+    if (r.exitCode !== 0 || !m || m[1] === undefined) {
+      throw failure(`guest DHCP (${tries} tries)`, r);
+    }
+    return m[1];
+  }
+
+  async guestStatic(cidr: string, gateway = '192.168.122.1'): Promise<void> {
+    if ((await this.guestPortMaster()) === undefined) await this.attachGuest();
+    await this.inGuest('ip', ['-4', 'addr', 'flush', 'dev', 'eth0']);
+    await this.inGuest('ip', ['addr', 'add', cidr, 'dev', 'eth0']);
+    await this.inGuest('ip', ['route', 'replace', 'default', 'via', gateway, 'dev', 'eth0']);
+  }
+
+  private track(child: ChildProcess, role: string): ChildProcess {
+    this.children.add(child);
+    if (child.pid !== undefined) this.startedPids.set(child.pid, role);
+    child.on('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  spawnInLab(cmd: string, args: readonly string[] = [], env: Record<string, string | undefined> = {}): ChildProcess {
+    if (!this.hostPid || this.stopped) throw new Error('lab is not running');
+    // nsenter with -m -n does not fork: the child's PID is the command's PID.
+    const child = spawn('nsenter', this.nsenterArgs(this.hostPid, cmd, args), {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.env, ...env },
+    });
+    return this.track(child, `spawn:${cmd}`);
+  }
+
+  async tcpListen(port: number): Promise<TcpListener> {
+    const child = this.track(
+      spawn('nsenter', this.nsenterArgs(this.wanPid, process.execPath, [LAB_FILES.tcpListen, String(port)]), {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+      `tcp-listen:${port}`,
+    );
+    const peers: string[] = [];
+    const waiters: Array<() => void> = [];
+    let buf = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        const m = line.match(/^ACCEPT (\S+) \d+$/);
+        if (m && m[1] !== undefined) {
+          peers.push(m[1].replace(/^::ffff:/, ''));
+          for (const w of waiters.splice(0)) w();
+        }
+      }
+    });
+    await waitForLine(child, /^LISTENING \d+$/, 10_000, `tcp listener on wan:${port}`);
+    return {
+      port,
+      peers,
+      waitForPeer: (timeoutMs = 5000, n = peers.length) =>
+        new Promise<string>((resolve, reject) => {
+          const check = () => {
+            const p = peers[n];
+            if (p !== undefined) {
+              clearTimeout(timer);
+              resolve(p);
+              return true;
+            }
+            return false;
+          };
+          const timer = setTimeout(() => reject(new Error(`no connection #${n + 1} on wan:${port} within ${timeoutMs} ms`)), timeoutMs);
+          if (!check()) waiters.push(() => void check());
+        }),
+      close: async () => {
+        child.stdin?.end();
+        kill(child.pid ?? 0, 'SIGTERM');
+        if (child.pid !== undefined) await waitGone([child.pid], 2000);
+      },
+    };
+  }
+
+  async tcpProbe(host: string, port: number, timeoutMs = 3000): Promise<TcpProbeResult> {
+    const t = Date.now();
+    const r = await this.inGuest(process.execPath, [LAB_FILES.tcpProbe, host, String(port), String(timeoutMs)], {
+      reject: false,
+      timeoutMs: timeoutMs + 5000,
+    });
+    const m = r.stdout.match(/^CONNECTED (\S+) \d+$/m);
+    const res: TcpProbeResult = { ok: r.exitCode === 0 && m !== null, output: (r.stdout + r.stderr).trim(), ms: Date.now() - t };
+    if (m && m[1] !== undefined) res.localAddress = m[1];
+    return res;
+  }
+
+  async restartLibvirtd(): Promise<void> {
+    const pid = this.libvirtdPid();
+    if (pid !== undefined) {
+      kill(pid, 'SIGTERM');
+      const left = await waitGone([pid], 10_000);
+      if (left.length > 0) {
+        kill(pid, 'SIGKILL');
+        await waitGone([pid], 2000);
+      }
+    }
+    await this.startLibvirtd();
+  }
+
+  processes(): number[] {
+    const ns = [this.namespaces.mnt, this.namespaces.hostNet, this.namespaces.wanNet ?? '', this.namespaces.guestNet ?? ''];
+    return processesInNamespaces(ns);
+  }
+
+  // ---- stop ----------------------------------------------------------------
+
+  /** Synchronous last resort (process exit): SIGKILL everything in the lab's namespaces. */
+  emergencyKill(): void {
+    for (const pid of this.startedPids.keys()) kill(pid, 'SIGKILL');
+    for (const pid of this.processes()) kill(pid, 'SIGKILL');
+  }
+
+  async stop(): Promise<StopReport> {
+    const report: StopReport = { killed: [], stragglers: [], remaining: [], errors: [] };
+    if (this.stopped) return report;
+    this.stopped = true;
+    const term = async (pids: Array<{ pid: number; role: string }>, graceMs: number) => {
+      const live = pids.filter((p) => alive(p.pid));
+      for (const p of live) if (kill(p.pid, 'SIGTERM')) report.killed.push(p);
+      const left = await waitGone(
+        live.map((p) => p.pid),
+        graceMs,
+      );
+      for (const pid of left) kill(pid, 'SIGKILL');
+      await waitGone(left, 2000);
+    };
+    try {
+      // 1. what tests spawned (daemon under test, listeners, monitors)
+      await term(
+        [...this.children].flatMap((c) => (c.pid !== undefined ? [{ pid: c.pid, role: this.startedPids.get(c.pid) ?? 'child' }] : [])),
+        3000,
+      );
+      // 2. libvirtd, then the dnsmasq of every network (pid files in the lab's /run), libvirt-dbus, the bus
+      const infra: Array<{ pid: number; role: string }> = [];
+      const lv = this.libvirtdPid();
+      if (lv !== undefined) infra.push({ pid: lv, role: 'libvirtd' });
+      await term(infra, 5000);
+      const dns = this.dnsmasqPids().map((pid) => ({ pid, role: 'dnsmasq' }));
+      const libvirtDbus = this.processes().filter((pid) => comm(pid) === 'libvirt-dbus' && nsOf(pid, 'mnt') === this.namespaces.mnt);
+      await term([...dns, ...libvirtDbus.map((pid) => ({ pid, role: 'libvirt-dbus (activated)' }))], 3000);
+      if (this.busPid) await term([{ pid: this.busPid, role: 'dbus-daemon' }], 3000);
+      // 3. namespace holders and the helper
+      for (const h of this.holders) h.stdin?.end();
+      this.helper?.stdin?.end();
+      await term(
+        [
+          ...this.holders.flatMap((h) => (h.pid !== undefined ? [{ pid: h.pid, role: 'netns holder' }] : [])),
+          ...(this.hostPid ? [{ pid: this.hostPid, role: 'lab-ns.sh' }] : []),
+          ...(this.helper?.pid !== undefined ? [{ pid: this.helper.pid, role: 'unshare' }] : []),
+        ],
+        2000,
+      );
+    } catch (e) {
+      report.errors.push(e instanceof Error ? e.message : String(e));
+    }
+    // 4. safety net: anything still in a lab namespace (e.g. dnsmasq's script helper) is the lab's
+    const left = this.processes();
+    for (const pid of left) {
+      report.stragglers.push({ pid, comm: comm(pid) });
+      kill(pid, 'SIGKILL');
+    }
+    await waitGone(left, 3000);
+    report.remaining = this.processes();
+    if (report.remaining.length > 0) report.errors.push(`processes still in lab namespaces: ${report.remaining.join(', ')}`);
+    liveLabs.delete(this);
+    this.debug(`stopped: ${JSON.stringify(report)}`);
+    return report;
+  }
+}
+
+/**
+ * Build a lab (see the module comment). On any failure everything started so
+ * far is torn down and the error (with the libvirtd log tail) is thrown.
+ */
+export async function startLab(opts: LabOptions = {}): Promise<Lab> {
+  if (process.getuid?.() !== 0) throw new Error('the libvirt lab needs root');
+  for (const f of [LAB_FILES.setupScript, '/usr/sbin/libvirtd', '/usr/bin/dbus-daemon', '/usr/sbin/libvirt-dbus', '/usr/bin/busybox']) {
+    if (!existsSync(f)) throw new Error(`the libvirt lab needs ${f} (see .ci/install-deps)`);
+  }
+  const lab = new LabImpl(opts);
+  try {
+    await lab.start(opts);
+    return lab;
+  } catch (e) {
+    const log = lab.hostPid ? `\n--- last 50 lines of the lab's libvirtd log ---\n${lab.libvirtdLog(50)}` : '';
+    const report = await lab.stop();
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new Error(`startLab failed: ${msg}${msg.includes('libvirtd log') ? '' : log}\n(cleanup: ${JSON.stringify(report)})`);
+  }
+}
