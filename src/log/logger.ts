@@ -12,6 +12,8 @@ const INTERNAL = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
 export type LogFormat = 'journal' | 'text' | 'json';
 
 export function pickFormat(stream: NodeJS.WriteStream, env: NodeJS.ProcessEnv = process.env): LogFormat {
+  const forced = env['KVMNFTD_LOG_FORMAT'];
+  if (forced === 'journal' || forced === 'text' || forced === 'json') return forced;
   if (env['JOURNAL_STREAM']) return 'journal';
   return stream.isTTY ? 'text' : 'json';
 }
