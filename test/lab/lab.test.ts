@@ -7,7 +7,7 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, processesInNamespaces, startLab, type Lab, type StopReport } from './lab.js';
+import { HOST_WAN_ADDR, LAB_FILES, LabStartError, WAN_ADDR, processesInNamespaces, startLab, type Lab, type StopReport } from './lab.js';
 
 /** Mounts of the real mount namespace, minus other test suites' `ip netns` mounts (they come and go concurrently). */
 function realMounts(): string[] {
@@ -129,6 +129,9 @@ describe('libvirt lab', () => {
     const pid = Number(ownerPid.stdout.match(/uint32 (\d+)/)?.[1]);
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual(['/usr/sbin/libvirt-dbus', '--system', '']);
     expect(l.processes()).toContain(pid);
+    // The bus runs as messagebus and cannot setuid: libvirt-dbus running as
+    // libvirtdbus proves activation went through the setuid launch helper.
+    expect(readProc(l.busPid, 'status')).toMatch(new RegExp(`^Uid:\\s+${execFileSync('id', ['-u', 'messagebus'], { encoding: 'utf8' }).trim()}\\s`, 'm'));
   }, 30_000);
 
   it('defines and starts the default network: virbr0 and dnsmasq in the lab only; events on D-Bus and virsh', async () => {
@@ -166,6 +169,8 @@ describe('libvirt lab', () => {
     const tables = (await l.nft('list', 'tables')).stdout;
     expect(tables).toContain('table inet filter');
     expect(tables).toContain('table ip nat');
+    const json = await l.nftJson();
+    expect(json.nftables.some((o) => (o.table as { family?: string; name?: string } | undefined)?.name === 'nat')).toBe(true);
 
     const listed = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
     expect(listed.stdout).toContain('object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"');
@@ -246,6 +251,34 @@ describe('libvirt lab', () => {
     timings.restartLibvirtd = Date.now() - t;
     expect(l.libvirtdPid()).not.toBe(before);
     expect((await l.virsh('net-list', '--name')).stdout).toContain('default');
+
+    // libvirt-dbus survives the restart (same process) but emits NO NetworkEvent
+    // until a method call makes it reopen its libvirt connection.
+    const mon = lines(l.spawnInLab('dbus-monitor', ['--system', "type='signal',interface='org.libvirt.Connect'"]));
+    await until('dbus-monitor up', 5000, () => mon.length > 0);
+    await l.virsh('net-destroy', 'default');
+    await new Promise((r) => setTimeout(r, 700));
+    expect(networkEvents(mon)).toEqual([]);
+    await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    await l.virsh('net-start', 'default');
+    expect((await until('NetworkEvent after a call', 5000, () => networkEvents(mon)[0]))[1]).toBe(2);
+  }, 30_000);
+
+  it("libvirtd listens on the lab's bus: FirewallD1.Reloaded re-creates its chains after a flush", async () => {
+    const l = lab!;
+    await l.nft('flush', 'ruleset');
+    expect((await l.nft('list', 'tables')).stdout).toBe('');
+    await l.exec('dbus-send', ['--system', '--type=signal', '/org/fedoraproject/FirewallD1', 'org.fedoraproject.FirewallD1.Reloaded']);
+    const t = Date.now();
+    let listed = '';
+    while (Date.now() - t < 5000) {
+      listed = (await l.nft('list', 'chains')).stdout;
+      if (listed.includes('LIBVIRT_INP') && listed.includes('LIBVIRT_PRT')) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    timings.firewalldReloaded = Date.now() - t;
+    expect(listed).toContain('LIBVIRT_INP');
+    expect(listed).toContain('LIBVIRT_PRT');
   }, 30_000);
 
   it('stop() leaves no process, namespace or mount behind', async () => {
@@ -271,5 +304,24 @@ describe('libvirt lab', () => {
     expect(realLinkExists('virbr0')).toBe(false);
     // eslint-disable-next-line no-console
     console.log(`stop report: ${JSON.stringify(stopReport)}`);
+  }, 30_000);
+});
+
+describe('startLab failing halfway', () => {
+  it('cleans up everything it started and says why', async () => {
+    const mountsBefore = realMounts();
+    const err = await startLab({ networks: ['/nonexistent/lab-network.xml'] }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(LabStartError);
+    const e = err as LabStartError;
+    expect(e.message).toMatch(/net-define/);
+    expect(e.message).toContain('last 50 lines');
+    // it got as far as libvirtd: the bus and libvirtd were killed
+    expect(e.stopReport.killed.map((k) => k.role)).toEqual(expect.arrayContaining(['libvirtd', 'dbus-daemon', 'lab-ns.sh']));
+    expect(e.stopReport.remaining).toEqual([]);
+    expect(processesInNamespaces([e.namespaces.mnt, e.namespaces.hostNet, e.namespaces.wanNet ?? '', e.namespaces.guestNet ?? ''])).toEqual([]);
+    expect(realMounts()).toEqual(mountsBefore);
   }, 30_000);
 });

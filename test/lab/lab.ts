@@ -23,6 +23,21 @@
  * no shell strings. stop() kills only processes the lab started (by PID, and,
  * as a safety net, every process still inside one of the lab's namespaces,
  * identified by namespace inode), after which the namespaces are gone.
+ *
+ * Seen here (Debian 12, libvirt 9.0, libvirt-dbus 1.4), asserted in lab.test.ts:
+ *   - org.libvirt is D-Bus-activated by the lab bus through the setuid
+ *     dbus-daemon-launch-helper and runs as user libvirtdbus.
+ *   - NetworkEvent(o, i) numbers: 0 defined, 2 started, 3 stopped, 1 undefined.
+ *   - `virsh net-event --loop --event lifecycle` lines (unbuffered on a pipe):
+ *       event 'lifecycle' for network default: Started
+ *     (network name NOT quoted; Defined / Started / Stopped / Undefined).
+ *   - After a libvirtd restart libvirt-dbus keeps running but emits no
+ *     NetworkEvent until some method call (e.g. ListNetworks) reopens its
+ *     libvirt connection.
+ *   - libvirtd listens for org.fedoraproject.FirewallD1.Reloaded on the lab bus.
+ *   - libvirt's dnsmasq offers ~3 s after the first DHCPDISCOVER.
+ *   - Hooks: write /etc/libvirt/hooks/network via lab.path() and call
+ *     restartLibvirtd() (libvirtd looks for hooks at start).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
@@ -66,6 +81,8 @@ export interface LabOptions {
   libvirtd?: boolean;
   /** Define ('define') or define and start ('start') the lab's default network (default: 'none'). */
   defaultNetwork?: 'none' | 'define' | 'start';
+  /** More network XML files (paths outside the lab) to define and start after the default network. */
+  networks?: string[];
   /** Print progress to stderr (default: env KVMNFTD_LAB_DEBUG). */
   debug?: boolean;
 }
@@ -131,6 +148,18 @@ export interface StopReport {
   errors: string[];
 }
 
+/** What startLab() throws: the cause, plus proof of the cleanup. */
+export class LabStartError extends Error {
+  constructor(
+    message: string,
+    readonly namespaces: LabNamespaces,
+    readonly stopReport: StopReport,
+  ) {
+    super(message);
+    this.name = 'LabStartError';
+  }
+}
+
 export interface Lab {
   readonly id: string;
   /** PID of the helper that holds the host mount + net namespaces. */
@@ -158,7 +187,13 @@ export interface Lab {
   guestStatic(cidr: string, gateway?: string): Promise<void>;
   tcpListen(port: number): Promise<TcpListener>;
   tcpProbe(host: string, port: number, timeoutMs?: number): Promise<TcpProbeResult>;
-  /** Spawn a long-running process inside the lab (host mount + net ns); killed at stop(). */
+  /**
+   * Spawn a long-running process inside the lab (host mount + net ns) with
+   * lab.env + `env`; killed (SIGTERM, then SIGKILL) at stop(). stdin, stdout and
+   * stderr are pipes: read stdout/stderr (or call .resume()), or a chatty child
+   * blocks once a pipe is full. child.pid is the command's own PID (nsenter -m -n
+   * execs it without forking), so signals reach it directly.
+   */
   spawnInLab(cmd: string, args?: readonly string[], env?: Record<string, string | undefined>): ChildProcess;
   /** A path inside the lab's mount namespace as reachable from outside (via /proc/PID/root). */
   path(p: string): string;
@@ -439,6 +474,12 @@ class LabImpl implements Lab {
         await this.virsh('net-start', 'default');
         mark('net-start', t);
       }
+    }
+    for (const xml of opts.networks ?? []) {
+      const r = await this.virsh('net-define', xml);
+      const name = r.stdout.match(/^Network (\S+) defined/m)?.[1];
+      if (name === undefined) throw failure('net-define (no network name in output)', r);
+      await this.virsh('net-start', name);
     }
     mark('total', t0);
   }
@@ -796,6 +837,10 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     const log = lab.hostPid ? `\n--- last 50 lines of the lab's libvirtd log ---\n${lab.libvirtdLog(50)}` : '';
     const report = await lab.stop();
     const msg = e instanceof Error ? e.message : String(e);
-    throw new Error(`startLab failed: ${msg}${msg.includes('libvirtd log') ? '' : log}\n(cleanup: ${JSON.stringify(report)})`);
+    throw new LabStartError(
+      `startLab failed: ${msg}${msg.includes('libvirtd log') ? '' : log}\n(cleanup: ${JSON.stringify(report)})`,
+      { ...lab.namespaces },
+      report,
+    );
   }
 }
