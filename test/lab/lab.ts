@@ -791,7 +791,19 @@ class LabImpl implements Lab {
       const libvirtDbus = this.processes().filter((pid) => comm(pid) === 'libvirt-dbus' && nsOf(pid, 'mnt') === this.namespaces.mnt);
       await term([...dns, ...libvirtDbus.map((pid) => ({ pid, role: 'libvirt-dbus (activated)' }))], 3000);
       if (this.busPid) await term([{ pid: this.busPid, role: 'dbus-daemon' }], 3000);
-      // 3. namespace holders and the helper
+      // 3. safety net, while the holders still pin the namespaces: anything
+      //    else inside one (e.g. dnsmasq's script helper) is the lab's. Once a
+      //    namespace is gone its inode number can be reused by a namespace of
+      //    some other test, so namespaces are never matched after step 4.
+      const holderPids = new Set([...this.holders.map((h) => h.pid), this.hostPid, this.helper?.pid].filter((p): p is number => p !== undefined));
+      const left = this.processes().filter((pid) => !holderPids.has(pid));
+      for (const pid of left) {
+        report.stragglers.push({ pid, comm: comm(pid) });
+        kill(pid, 'SIGKILL');
+      }
+      await waitGone(left, 3000);
+      report.remaining = left.filter((pid) => alive(pid));
+      // 4. namespace holders and the helper
       for (const h of this.holders) h.stdin?.end();
       this.helper?.stdin?.end();
       await term(
@@ -802,18 +814,11 @@ class LabImpl implements Lab {
         ],
         2000,
       );
+      report.remaining.push(...[...holderPids].filter((pid) => alive(pid)));
     } catch (e) {
       report.errors.push(e instanceof Error ? e.message : String(e));
     }
-    // 4. safety net: anything still in a lab namespace (e.g. dnsmasq's script helper) is the lab's
-    const left = this.processes();
-    for (const pid of left) {
-      report.stragglers.push({ pid, comm: comm(pid) });
-      kill(pid, 'SIGKILL');
-    }
-    await waitGone(left, 3000);
-    report.remaining = this.processes();
-    if (report.remaining.length > 0) report.errors.push(`processes still in lab namespaces: ${report.remaining.join(', ')}`);
+    if (report.remaining.length > 0) report.errors.push(`lab processes still alive: ${report.remaining.join(', ')}`);
     liveLabs.delete(this);
     this.debug(`stopped: ${JSON.stringify(report)}`);
     return report;
