@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { logMessages, syncOnce, type SyncMessage } from '../engine/sync.js';
 import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
+import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import { NftMonitor } from '../nft/monitor.js';
 import { nftRunner } from '../nft/nft-runner.js';
@@ -28,6 +29,8 @@ export const EXIT_CONFIG = 2;
 const RECONNECT_MAX_MS = 30_000;
 /** A pass running longer than this stops the watchdog pings: systemd restarts us. */
 const STUCK_PASS_MS = 90_000;
+/** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
+const PERSISTENT_FAILURES = 5;
 
 export const RELOAD_STATE_FILE = 'reload.state';
 export const PID_FILE = 'daemon.pid';
@@ -62,6 +65,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   let stopping = false;
   let reloads = readReloadState(dir)?.generation ?? 0;
   const logged = new Set<string>();
+  let lastNetworks: NetworkParse[] | undefined;
   let firstPassDone: () => void = () => undefined;
   const firstPass = new Promise<void>((resolve) => (firstPassDone = resolve));
 
@@ -76,11 +80,22 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   };
 
   const reconciler = new Reconciler({
-    pass: async (reasons) => {
+    pass: async (reasons, since) => {
       passStartedAt = Date.now();
       try {
-        if (!watch) throw new Error(`libvirt is not reachable: ${watchFault ?? 'unknown'}`);
-        const networks = await watch.activeNetworks();
+        // Without libvirt, plan from the last networks it reported, so that a
+        // flush during a libvirtd restart is still repaired; the reconnect
+        // loop, not the reconciler's back-off, brings fresh state back.
+        let networks: NetworkParse[];
+        if (watch) {
+          networks = await watch.activeNetworks();
+          lastNetworks = networks;
+        } else if (lastNetworks) {
+          networks = lastNetworks;
+        } else {
+          facts.degraded = `libvirt is not reachable: ${watchFault ?? 'unknown'}`;
+          return;
+        }
         const release = takeLock(dir);
         let result;
         try {
@@ -94,14 +109,20 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const started = now.filter((n) => !before.has(n));
         const stopped = facts.networks.filter((n) => !now.includes(n));
         facts.networks = now;
-        facts.degraded = watchFault;
+        facts.degraded = watchFault === undefined ? undefined : `libvirt is not reachable: ${watchFault}`;
         reconnectAttempts = 0; // the event source proved itself
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };
           const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
           const summary = what.length > 0 ? what.join(', ') : `repaired drift (${reasons.slice(0, 3).join(', ')})`;
           log.info(
-            { event: reasons[0], networks: now.join(','), commands: result.plan.batch.nftables.length, duration_ms: result.durationMs },
+            {
+              event: reasons[0],
+              networks: now.join(','),
+              commands: result.plan.batch.nftables.length,
+              duration_ms: result.durationMs,
+              latency_ms: Math.round((performance.now() - since) * 10) / 10,
+            },
             `${summary}: applied ${result.plan.batch.nftables.length} nft commands in ${result.durationMs} ms`,
           );
         } else {
@@ -115,7 +136,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     },
     onFailure: (error, attempt, retryInMs, repeated) => {
       facts.degraded = error.message;
-      if (!repeated) log.error({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
+      // A new error is a warning (libvirtd restarts cause short ones); one
+      // that persists becomes an error, once; retries in between are debug.
+      if (!repeated) log.warn({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
+      else if (attempt === PERSISTENT_FAILURES) log.error({ attempt }, `reconcile still failing after ${attempt} attempts: ${error.message}`);
       else log.debug({ attempt, retry_ms: retryInMs }, 'reconcile failed again');
       if (ready) publishStatus();
     },
@@ -128,9 +152,11 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   const connect = async (): Promise<void> => {
     reconnectTimer = undefined;
     if (stopping) return;
+    let live = false; // events during the connect itself are covered by the catch-up pass below
     try {
       const opened = await openWatch(options.events, config.libvirtUri, {
         onChange: (reason, network) => {
+          if (!live) return;
           log.debug({ event: reason, ...(network ? { network } : {}) }, `event: ${reason}${network ? ` (${network})` : ''}`);
           reconciler.trigger(reason);
         },
@@ -150,6 +176,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         return;
       }
       watch = opened;
+      live = true;
       if (reconnectAttempts > 0) log.info({ transport: opened.transport }, `event source connected after ${reconnectAttempts} attempts`);
       watchFault = undefined;
       // Events may have been missed while disconnected: level-triggered catch-up.
@@ -191,7 +218,6 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       },
     );
   };
-  startMonitor();
   const resync = setInterval(() => reconciler.trigger('periodic check'), options.resyncMs);
   let watchdog: NodeJS.Timeout | undefined;
   let stuckLogged = false;
@@ -258,6 +284,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   });
 
   await connect();
+  startMonitor();
   await Promise.race([firstPass, sleep(options.readyTimeoutMs)]);
   ready = true;
   notifier.send({ READY: '1', STATUS: formatStatus(facts) });

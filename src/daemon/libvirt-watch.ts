@@ -38,7 +38,9 @@ export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallback
       }
     }
   }
-  return openVirsh(uri, cb);
+  const watch = await openVirsh(uri, cb);
+  if (mode === 'virsh') log.info({ transport: 'virsh' }, 'events: virsh net-event (--events virsh)');
+  return watch;
 }
 
 async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {

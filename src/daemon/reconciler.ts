@@ -5,8 +5,11 @@
 // and are logged once per distinct error, not once per retry.
 
 export interface ReconcilerHooks {
-  /** One full pass; throws on failure. */
-  pass: (reasons: string[]) => Promise<void>;
+  /**
+   * One full pass; throws on failure. `since` is when (performance.now())
+   * the first of the coalesced triggers arrived: the event-to-commit latency.
+   */
+  pass: (reasons: string[], since: number) => Promise<void>;
   /** Called once when a new, different error appears. */
   onFailure: (error: Error, attempt: number, retryInMs: number, repeated: boolean) => void;
   /** Called after a pass succeeds that follows failures. */
@@ -23,6 +26,7 @@ export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 30_000 }
 export class Reconciler {
   private dirty = false;
   private reasons: string[] = [];
+  private since: number | undefined;
   private running: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private failures = 0;
@@ -39,6 +43,7 @@ export class Reconciler {
   trigger(reason: string): void {
     if (this.stopped) return;
     this.dirty = true;
+    this.since ??= performance.now();
     if (this.reasons.length < 20) this.reasons.push(reason);
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
@@ -77,9 +82,11 @@ export class Reconciler {
       while (this.dirty && !this.stopped) {
         this.dirty = false;
         const reasons = this.reasons;
+        const since = this.since ?? performance.now();
         this.reasons = [];
+        this.since = undefined;
         try {
-          await this.hooks.pass(reasons);
+          await this.hooks.pass(reasons, since);
           if (this.failures > 0) this.hooks.onRecovered(this.failures);
           this.failures = 0;
           this.lastError = undefined;
