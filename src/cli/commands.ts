@@ -56,11 +56,10 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
   }
 }
 
-const RESYNC_MS = 60_000;
 const READY_TIMEOUT_MS = 20_000;
 
 export function runDaemonCommand(args: Args, log: Logger): Promise<number> {
-  return runDaemon({ ...(args.config === undefined ? {} : { configPath: args.config }), events: args.events, resyncMs: RESYNC_MS, readyTimeoutMs: READY_TIMEOUT_MS }, log);
+  return runDaemon({ ...(args.config === undefined ? {} : { configPath: args.config }), events: args.events, readyTimeoutMs: READY_TIMEOUT_MS }, log);
 }
 
 /**

@@ -23,6 +23,12 @@ export interface Config {
   forwarding: {
     manageIpv4: boolean;
   };
+  daemon: {
+    /** Seconds between full reconciles that back up the event sources; 0 = never. */
+    resyncInterval: number;
+    /** After a foreign flush, make libvirt re-create its own rules (FirewallD1.Reloaded). */
+    restoreLibvirtRules: boolean;
+  };
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/kvmnftd/kvmnftd.toml';
@@ -34,6 +40,7 @@ export function defaultConfig(): Config {
     // srcnat - 1: the first nat chain that sets up a mapping wins, and libvirt's sits at srcnat (100).
     nat: { table: 'kvmnftd', priority: 99 },
     forwarding: { manageIpv4: true },
+    daemon: { resyncInterval: 60, restoreLibvirtRules: true },
   };
 }
 
@@ -97,6 +104,10 @@ const SCHEMA: Record<string, Record<string, KeySpec>> = {
   },
   forwarding: {
     manage_ipv4: key('true or false', bool, (c, v) => (c.forwarding.manageIpv4 = v)),
+  },
+  daemon: {
+    resync_interval: key('a whole number of seconds from 0 (off) to 86400', (v) => (typeof v === 'number' ? v : undefined), (c, v) => (c.daemon.resyncInterval = v), (v) => Number.isInteger(v) && v >= 0 && v <= 86_400),
+    restore_libvirt_rules: key('true or false', bool, (c, v) => (c.daemon.restoreLibvirtRules = v)),
   },
 };
 

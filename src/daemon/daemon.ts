@@ -9,6 +9,8 @@ import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
+import { announceFirewallReload } from '../libvirt/firewalld-reload.js';
+import { libvirtChainsMissing } from '../nft/libvirt-chains.js';
 import { NftMonitor } from '../nft/monitor.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.js';
@@ -19,8 +21,6 @@ import { formatStatus, type StatusFacts } from './status.js';
 export interface DaemonOptions {
   configPath?: string;
   events: EventsMode;
-  /** Periodic full reconcile, a backstop for anything missed. */
-  resyncMs: number;
   /** READY=1 is sent at the latest this long after start, first pass or not. */
   readyTimeoutMs: number;
 }
@@ -29,6 +29,8 @@ export const EXIT_CONFIG = 2;
 const RECONNECT_MAX_MS = 30_000;
 /** A pass running longer than this stops the watchdog pings: systemd restarts us. */
 const STUCK_PASS_MS = 90_000;
+/** At most one FirewallD1.Reloaded broadcast per this interval. */
+const LIBVIRT_RESTORE_INTERVAL_MS = 10_000;
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
 
@@ -103,7 +105,12 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         } finally {
           release();
         }
-        logNew(result.messages);
+        const messages = result.messages;
+        if (libvirtChainsMissing(result.live, result.plan.networks)) {
+          if (config.daemon.restoreLibvirtRules) void restoreLibvirt();
+          else messages.push({ level: 'warn', fields: {}, text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks" });
+        }
+        logNew(messages);
         const before = new Set(facts.networks);
         const now = result.plan.networks.map((n) => n.name);
         const started = now.filter((n) => !before.has(n));
@@ -148,6 +155,22 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       log.info({ failures }, `reconcile succeeded again after ${failures} failed attempts`);
     },
   });
+
+  // After a foreign flush libvirt's own chains are gone (see libvirt-chains.ts).
+  let lastRestore = -Infinity;
+  let restoreNote: string | undefined;
+  const restoreLibvirt = async (): Promise<void> => {
+    if (Date.now() - lastRestore < LIBVIRT_RESTORE_INTERVAL_MS) return;
+    lastRestore = Date.now();
+    const outcome = await announceFirewallReload();
+    if (outcome.sent) {
+      log.warn('libvirt\'s own firewall chains are gone (was the ruleset flushed?): sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them');
+      restoreNote = undefined;
+    } else if (outcome.reason !== restoreNote) {
+      restoreNote = outcome.reason;
+      log.warn(`libvirt's own firewall chains are gone and cannot be restored: ${outcome.reason}. Restart libvirtd (or virtnetworkd) to bring them back`);
+    }
+  };
 
   const connect = async (): Promise<void> => {
     reconnectTimer = undefined;
@@ -218,7 +241,12 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       },
     );
   };
-  const resync = setInterval(() => reconciler.trigger('periodic check'), options.resyncMs);
+  let resync: NodeJS.Timeout | undefined;
+  const scheduleResync = (): void => {
+    if (resync) clearInterval(resync);
+    resync = config.daemon.resyncInterval > 0 ? setInterval(() => reconciler.trigger('periodic check'), config.daemon.resyncInterval * 1000) : undefined;
+  };
+  scheduleResync();
   let watchdog: NodeJS.Timeout | undefined;
   let stuckLogged = false;
   if (notifier.watchdogIntervalMs !== undefined) {
@@ -241,7 +269,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       stopping = true;
       log.info(`${signal}: stopping; the rules stay in place (kvmnftd remove clears them)`);
       notifier.send({ STOPPING: '1', STATUS: 'stopping' });
-      clearInterval(resync);
+      if (resync) clearInterval(resync);
       if (watchdog) clearInterval(watchdog);
       if (reconnectTimer) clearTimeout(reconnectTimer);
       monitor?.stop();
@@ -265,6 +293,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const next = loadConfig(options.configPath).config;
         const reopen = next.libvirtUri !== config.libvirtUri;
         config = next;
+        scheduleResync();
         log.info('SIGHUP: configuration re-read');
         if (reopen && watch) {
           watch.close();

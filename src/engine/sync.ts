@@ -7,7 +7,7 @@ import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import type { NftRunner } from '../nft/nft-runner.js';
 import { plan, type Plan } from '../nft/plan.js';
-import { indexRuleset } from '../nft/ruleset.js';
+import { indexRuleset, type Ruleset } from '../nft/ruleset.js';
 
 export interface SyncMessage {
   level: 'info' | 'warn' | 'error';
@@ -17,6 +17,8 @@ export interface SyncMessage {
 
 export interface SyncResult {
   plan: Plan;
+  /** The ruleset as read before applying. */
+  live: Ruleset;
   applied: boolean;
   durationMs: number;
   messages: SyncMessage[];
@@ -28,12 +30,13 @@ export async function computePlan(networks: NetworkParse[], config: Config, nft:
 
 export async function syncOnce(networks: NetworkParse[], config: Config, nft: NftRunner): Promise<SyncResult> {
   const started = performance.now();
-  const result = await computePlan(networks, config, nft);
+  const live = indexRuleset(await nft.listRuleset());
+  const result = plan(networks, config, live);
   const applied = result.batch.nftables.length > 0;
   if (applied) await nft.apply(result.batch);
   const durationMs = Math.round((performance.now() - started) * 10) / 10;
   const messages = [...planMessages(result), ...(await forwardingMessages(result, config))];
-  return { plan: result, applied, durationMs, messages };
+  return { plan: result, live, applied, durationMs, messages };
 }
 
 export function planMessages(result: Plan): SyncMessage[] {

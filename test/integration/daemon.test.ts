@@ -4,130 +4,13 @@
  * packets. The daemon reports to a NOTIFY_SOCKET this test owns. Both event
  * transports run the same scenarios.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** A NOTIFY_SOCKET: socat receives the daemon's datagrams; one assignment per line. */
-class NotifySocket {
-  readonly messages: string[] = [];
-  private readonly child: ChildProcess;
-  constructor(readonly path: string) {
-    this.child = spawn('socat', ['-u', `UNIX-RECV:${path}`, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    this.child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        this.messages.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    });
-  }
-  ready(): Promise<void> {
-    return until(`socat on ${this.path}`, 5000, async () => {
-      try {
-        const { statSync } = await import('node:fs');
-        return statSync(this.path).isSocket();
-      } catch {
-        return false;
-      }
-    }).then(() => undefined);
-  }
-  waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
-    return until(`notify message ${String(what)}`, timeoutMs, () => {
-      const i = this.messages.findIndex((m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)));
-      return i >= 0 ? i : undefined;
-    });
-  }
-  lastStatus(): string | undefined {
-    return [...this.messages].reverse().find((m) => m.startsWith('STATUS='))?.slice('STATUS='.length);
-  }
-  close(): void {
-    this.child.kill('SIGTERM');
-  }
-}
-
-interface LogRecord {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
-}
-
-class Daemon {
-  readonly logs: LogRecord[] = [];
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    let buf = '';
-    child.stderr?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.logs.push(JSON.parse(line) as LogRecord);
-        } catch {
-          this.logs.push({ level: 60, msg: `unparsed: ${line}` });
-        }
-      }
-    });
-    child.stdout?.resume();
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  }
-  /** "applied" log records from log index `from` on (use `logs.length` as a marker). */
-  applied(from = 0): LogRecord[] {
-    return this.logs.slice(from).filter((r) => typeof r['commands'] === 'number' && r.msg.includes('applied'));
-  }
-  dump(): string {
-    return this.logs.map((r) => JSON.stringify(r)).join('\n');
-  }
-}
-
-function networkXml(name: string, bridge: string, third: number, mode: 'nat' | 'route', dhcp = false): string {
-  return `<network><name>${name}</name><forward mode='${mode}'/><bridge name='${bridge}' stp='off' delay='0'/>
-  <ip address='10.77.${third}.1' prefix='24'>${dhcp ? `<dhcp><range start='10.77.${third}.10' end='10.77.${third}.99'/></dhcp>` : ''}</ip></network>`;
-}
-
-interface Ruleset {
-  natChains: string[];
-  forwardComments: string[];
-  masqueradePackets: number;
-}
-
-async function ruleset(lab: Lab): Promise<Ruleset> {
-  const doc = await lab.nftJson();
-  const natChains: string[] = [];
-  const forwardComments: string[] = [];
-  let masqueradePackets = 0;
-  for (const o of doc.nftables) {
-    const chain = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
-    if (chain?.family === 'inet' && chain.table === 'kvmnftd' && chain.name?.startsWith('nat_')) natChains.push(chain.name);
-    const rule = o['rule'] as { table?: string; family?: string; chain?: string; comment?: string; expr?: Array<Record<string, unknown>> } | undefined;
-    if (rule?.family === 'inet' && rule.table === 'filter' && rule.chain === 'kvmnftd_forward' && rule.comment) forwardComments.push(rule.comment);
-    if (rule?.family === 'inet' && rule.table === 'kvmnftd' && rule.chain === 'nat_virbr0' && rule.expr?.some((e) => 'masquerade' in e)) {
-      const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
-      masqueradePackets += counter?.packets ?? 0;
-    }
-  }
-  return { natChains: natChains.sort(), forwardComments, masqueradePackets };
-}
+import { startLab, type Lab } from '../lab/lab.js';
+import { Daemon, networkXml, NotifySocket, ruleset, sleep, until } from './daemon-harness.js';
 
 describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvirt lab', (transport) => {
   let lab: Lab | undefined;

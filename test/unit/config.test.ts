@@ -32,6 +32,7 @@ describe('config', () => {
       filter: { family: 'inet', table: 'filter', inputChain: 'input', forwardChain: 'forward', jump: 'first', acceptOpenNetworks: [] },
       nat: { table: 'kvmnftd', priority: 99 },
       forwarding: { manageIpv4: true },
+      daemon: { resyncInterval: 60, restoreLibvirtRules: true },
     });
   });
 
@@ -50,12 +51,16 @@ table = "guestnat"
 priority = 90
 [forwarding]
 manage_ipv4 = false
+[daemon]
+resync_interval = 0
+restore_libvirt_rules = false
 `);
     expect(loadConfig(file).config).toEqual({
       libvirtUri: 'qemu+ssh://host/system',
       filter: { family: 'ip', table: 'fw', inputChain: 'in', forwardChain: 'fwd', jump: 'last', acceptOpenNetworks: ['lab'] },
       nat: { table: 'guestnat', priority: 90 },
       forwarding: { manageIpv4: false },
+      daemon: { resyncInterval: 0, restoreLibvirtRules: false },
     });
   });
 
@@ -74,6 +79,8 @@ manage_ipv4 = false
     ['filter = 3\n', 'filter', 'a table'],
     ['[filter\n', '(syntax)', 'not valid TOML'],
     ['[nat]\ntable = "filter"\n', 'nat.table', 'must differ'],
+    ['[daemon]\nresync_interval = -1\n', 'daemon.resync_interval', 'seconds'],
+    ['[daemon]\nrestore_libvirt_rules = 1\n', 'daemon.restore_libvirt_rules', 'true or false'],
   ])('%j is rejected naming %s', (content, key, expected) => {
     const err = errorOf(content);
     expect(err.key).toBe(key);

@@ -1,0 +1,27 @@
+// Does libvirt still have its own firewall chains? A `flush ruleset` (what
+// `systemctl reload nftables` does) removes them, and libvirt creates them
+// only once per process: running networks lose libvirt's rules and every
+// later `virsh net-start` fails. Pure: reads the ruleset index.
+import type { Network } from '../libvirt/model.js';
+import { tableKey, type Ruleset } from './ruleset.js';
+
+export type LibvirtBackend = 'iptables' | 'nftables';
+
+/** Which of libvirt's backends left its private chains in the ruleset. */
+export function libvirtBackendsPresent(live: Ruleset): LibvirtBackend[] {
+  const found: LibvirtBackend[] = [];
+  // libvirt >= 10.4, nftables backend: its own tables.
+  if (live.tables.has(tableKey('ip', 'libvirt_network'))) found.push('nftables');
+  // libvirt's iptables backend (through iptables-nft): LIBVIRT_* chains in ip filter/nat.
+  const filter = live.tables.get(tableKey('ip', 'filter'));
+  if (filter && [...filter.chains.keys()].some((c) => c.startsWith('LIBVIRT_'))) found.push('iptables');
+  return found;
+}
+
+/**
+ * True when libvirt runs networks that need its own rules (every mode but
+ * 'open') and none of its chains exist: the post-flush trap.
+ */
+export function libvirtChainsMissing(live: Ruleset, active: readonly Network[]): boolean {
+  return active.some((n) => n.mode !== 'open') && libvirtBackendsPresent(live).length === 0;
+}

@@ -1,0 +1,156 @@
+/**
+ * Shared by the lab tests that run `kvmnftd run`: a NOTIFY_SOCKET the test
+ * owns, the daemon's JSON log, polling, and a compact view of the ruleset.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
+import type { Lab } from '../lab/lab.js';
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A NOTIFY_SOCKET: socat receives the daemon's datagrams; one assignment per line. */
+export class NotifySocket {
+  readonly messages: string[] = [];
+  private readonly child: ChildProcess;
+  constructor(readonly path: string) {
+    this.child = spawn('socat', ['-u', `UNIX-RECV:${path}`, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    this.child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        this.messages.push(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    });
+  }
+  ready(): Promise<void> {
+    return until(`socat on ${this.path}`, 5000, async () => {
+      try {
+        return statSync(this.path).isSocket();
+      } catch {
+        return false;
+      }
+    }).then(() => undefined);
+  }
+  waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
+    return until(`notify message ${String(what)}`, timeoutMs, () => {
+      const i = this.messages.findIndex((m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)));
+      return i >= 0 ? i : undefined;
+    });
+  }
+  lastStatus(): string | undefined {
+    return [...this.messages].reverse().find((m) => m.startsWith('STATUS='))?.slice('STATUS='.length);
+  }
+  close(): void {
+    this.child.kill('SIGTERM');
+  }
+}
+
+export interface LogRecord {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export class Daemon {
+  readonly logs: LogRecord[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcess) {
+    let buf = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          this.logs.push(JSON.parse(line) as LogRecord);
+        } catch {
+          this.logs.push({ level: 60, msg: `unparsed: ${line}` });
+        }
+      }
+    });
+    child.stdout?.resume();
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  }
+  /** "applied" log records from log index `from` on (use `logs.length` as a marker). */
+  applied(from = 0): LogRecord[] {
+    return this.logs.slice(from).filter((r) => typeof r['commands'] === 'number' && r.msg.includes('applied'));
+  }
+  dump(): string {
+    return this.logs.map((r) => JSON.stringify(r)).join('\n');
+  }
+}
+
+export function networkXml(name: string, bridge: string, third: number, mode: 'nat' | 'route', dhcp = false): string {
+  return `<network><name>${name}</name><forward mode='${mode}'/><bridge name='${bridge}' stp='off' delay='0'/>
+  <ip address='10.77.${third}.1' prefix='24'>${dhcp ? `<dhcp><range start='10.77.${third}.10' end='10.77.${third}.99'/></dhcp>` : ''}</ip></network>`;
+}
+
+export interface RulesetView {
+  natChains: string[];
+  forwardComments: string[];
+  masqueradePackets: number;
+}
+
+export async function ruleset(lab: Lab): Promise<RulesetView> {
+  const doc = await lab.nftJson();
+  const natChains: string[] = [];
+  const forwardComments: string[] = [];
+  let masqueradePackets = 0;
+  for (const o of doc.nftables) {
+    const chain = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
+    if (chain?.family === 'inet' && chain.table === 'kvmnftd' && chain.name?.startsWith('nat_')) natChains.push(chain.name);
+    const rule = o['rule'] as { table?: string; family?: string; chain?: string; comment?: string; expr?: Array<Record<string, unknown>> } | undefined;
+    if (rule?.family === 'inet' && rule.table === 'filter' && rule.chain === 'kvmnftd_forward' && rule.comment) forwardComments.push(rule.comment);
+    if (rule?.family === 'inet' && rule.table === 'kvmnftd' && rule.chain === 'nat_virbr0' && rule.expr?.some((e) => 'masquerade' in e)) {
+      const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
+      masqueradePackets += counter?.packets ?? 0;
+    }
+  }
+  return { natChains: natChains.sort(), forwardComments, masqueradePackets };
+}
+
+
+export interface DaemonEnv {
+  KVMNFTD_RUNTIME_DIR: string;
+  KVMNFTD_LOG_FORMAT: 'json';
+  NOTIFY_SOCKET: string;
+  [key: string]: string;
+}
+
+/** Starts `kvmnftd run` inside the lab (host mount + net namespace). */
+export function spawnDaemon(lab: Lab, cli: string, env: DaemonEnv, args: string[]): Daemon {
+  return new Daemon(lab.spawnInLab(process.execPath, [cli, 'run', '--log-level', 'debug', ...args], env));
+}
+
+/** libvirt's own chains (iptables-nft backend on libvirt 9) present in the lab? */
+export async function libvirtChainsPresent(lab: Lab): Promise<boolean> {
+  const chains = (await lab.nft('list', 'chains')).stdout;
+  return chains.includes('LIBVIRT_FWO') || chains.includes('table ip libvirt_network');
+}
+
+/** The admin's table as nft prints it, without counters, blank lines, our jumps and our chains. */
+export async function adminRules(lab: Lab): Promise<string> {
+  const out = (await lab.nft('list', 'table', 'inet', 'filter')).stdout;
+  const lines = out.split('\n');
+  const kept: string[] = [];
+  let skipping = false;
+  for (const line of lines) {
+    if (/^\tchain kvmnftd_/.test(line)) skipping = true;
+    if (!skipping && line.trim() !== '' && !/comment "kvmnftd"/.test(line)) kept.push(line.replace(/ counter packets \d+ bytes \d+/g, ''));
+    if (skipping && /^\t}/.test(line)) skipping = false;
+  }
+  return kept.join('\n');
+}

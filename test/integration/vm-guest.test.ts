@@ -1,0 +1,179 @@
+/**
+ * Scenario 7: a REAL libvirt domain instead of the lab's veth guest. qemu with
+ * software emulation (TCG) boots Debian's stock kernel with a busybox
+ * initramfs (test/lab/vm.ts, test/lab/vm-init.sh) as a transient
+ * `<domain type='qemu'>` on the lab's default network: libvirt makes the tap
+ * and puts it on virbr0; the guest's own udhcpc asks libvirt's dnsmasq for a
+ * lease, then the guest opens a TCP connection to a listener in the lab's wan
+ * namespace, printing the outcome on its serial console.
+ *
+ * Behind the admin's drop-policy ruleset:
+ *   - without kvmnftd the guest gets no lease (the input chain drops DHCP);
+ *   - with `kvmnftd run` the guest gets a lease and reaches the wan, which sees
+ *     the host's wan address (masqueraded by kvmnftd's rules).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
+import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
+import { buildVmArtifacts, prepareLabForQemu, requireQemu, startGuest, type Guest, type VmArtifacts } from '../lab/vm.js';
+
+const PORT = 8080;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+interface LogRecord {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+/** kvmnftd's masquerade packet counter for virbr0 (0 when the chain is absent). */
+async function masqueradePackets(lab: Lab): Promise<{ chain: boolean; packets: number }> {
+  const doc = await lab.nftJson();
+  let chain = false;
+  let packets = 0;
+  for (const o of doc.nftables) {
+    const c = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
+    if (c?.family === 'inet' && c.table === 'kvmnftd' && c.name === 'nat_virbr0') chain = true;
+    const rule = o['rule'] as { table?: string; family?: string; chain?: string; expr?: Array<Record<string, unknown>> } | undefined;
+    if (rule?.family === 'inet' && rule.table === 'kvmnftd' && rule.chain === 'nat_virbr0' && rule.expr?.some((e) => 'masquerade' in e)) {
+      const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
+      packets += counter?.packets ?? 0;
+    }
+  }
+  return { chain, packets };
+}
+
+describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind the admin drop-policy ruleset', () => {
+  let lab: Lab | undefined;
+  let artifacts: VmArtifacts | undefined;
+  let listener: TcpListener | undefined;
+  const daemonLogs: LogRecord[] = [];
+  const guests: Guest[] = [];
+  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-vm-'));
+  const config = join(work, 'kvmnftd.toml');
+  const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' };
+  const theLab = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
+  const theArtifacts = (): VmArtifacts => artifacts ?? (() => { throw new Error('no VM artifacts'); })();
+  const t0 = Date.now();
+  const timings: Record<string, number | string> = {};
+
+  beforeAll(async () => {
+    requireQemu(); // fails (not skips) with an install hint when qemu is missing
+    requireBuiltCli();
+    writeFileSync(config, '# defaults\n');
+    let t = Date.now();
+    artifacts = await buildVmArtifacts();
+    timings['artifacts'] = `${Date.now() - t} ms (${artifacts.built.initrd || artifacts.built.kernel ? `built; downloaded: ${artifacts.built.downloaded.join(', ') || 'none'}` : 'cached'})`;
+    t = Date.now();
+    lab = await startLab({ libvirtd: false });
+    await prepareLabForQemu(lab);
+    await lab.virsh('net-define', LAB_FILES.defaultNetworkXml);
+    await lab.virsh('net-start', 'default');
+    listener = await lab.tcpListen(PORT);
+    timings['lab'] = Date.now() - t;
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const g of guests) await g.destroy().catch(() => undefined);
+    await lab?.stop();
+    rmSync(work, { recursive: true, force: true });
+    timings['whole file'] = Date.now() - t0;
+    // eslint-disable-next-line no-console
+    console.log(`[vm-guest] timings: ${JSON.stringify(timings)}`);
+  }, 60_000);
+
+  it('the artifacts: Debian kernel, newc initramfs with a static busybox and the virtio NIC modules in load order', () => {
+    const a = theArtifacts();
+    expect(a.kernelPackage).toMatch(/^linux-image-\d.*-amd64$/);
+    expect(a.modules).toEqual(expect.arrayContaining(['virtio_pci', 'virtio_net']));
+    expect(a.modules.indexOf('virtio_ring')).toBeLessThan(a.modules.indexOf('virtio'));
+    expect(a.modules.indexOf('failover')).toBeLessThan(a.modules.indexOf('net_failover'));
+    expect(a.modules.indexOf('net_failover')).toBeLessThan(a.modules.indexOf('virtio_net'));
+  });
+
+  it('without kvmnftd: the domain boots and asks for DHCP, but gets no lease (the admin input chain drops it)', async () => {
+    const lab = theLab();
+    const g = await startGuest(lab, { name: 'vm-nodaemon', artifacts: theArtifacts(), probe: { host: WAN_ADDR, port: PORT } });
+    guests.push(g);
+    expect(g.tap?.master, 'libvirt put the domain\'s tap on virbr0').toBe('virbr0');
+    expect(g.tap?.name).toMatch(/^vnet\d+$/);
+    const boot = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
+    timings['boot to NIC (no daemon)'] = boot.ms;
+    await g.waitForLog(/^KVMNFTD-DONE/m, 40_000);
+    const rep = g.report();
+    expect(rep.insmodFailures, g.serialLog()).toEqual([]);
+    expect(rep.lease, g.serialLog()).toBeNull();
+    expect(rep.probe).toBe('fail');
+    expect(listener?.peers ?? []).toEqual([]);
+    // it powered itself off; <on_poweroff>destroy</on_poweroff> and a transient domain: gone
+    expect(await g.waitGone(15_000)).toBe(true);
+    timings['no-daemon run'] = Date.now() - g.startedAt;
+  }, 70_000);
+
+  it('with kvmnftd run: the domain gets a lease from dnsmasq and reaches the wan, which sees 192.0.2.1', async () => {
+    const lab = theLab();
+    const child = lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env);
+    let buf = '';
+    child.stdout?.resume();
+    child.stderr?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          daemonLogs.push(JSON.parse(line) as LogRecord);
+        } catch {
+          daemonLogs.push({ level: 60, msg: `unparsed: ${line}` });
+        }
+      }
+    });
+    const dump = () => daemonLogs.map((r) => JSON.stringify(r)).join('\n');
+    await until('kvmnftd\'s nat_virbr0 chain', 15_000, async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false)).catch((e: unknown) => {
+      throw new Error(`${String(e)}\n--- daemon log ---\n${dump()}`);
+    });
+    expect(child.exitCode, dump()).toBeNull();
+
+    const g = await startGuest(lab, { name: 'vm-daemon', artifacts: theArtifacts(), probe: { host: WAN_ADDR, port: PORT } });
+    guests.push(g);
+    expect(g.tap?.master).toBe('virbr0');
+    const nic = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
+    const lease = await g.waitForLog(/^KVMNFTD-LEASE (\S+)/m, 40_000);
+    timings['boot to NIC'] = nic.ms;
+    timings['boot to lease'] = lease.ms;
+    await g.waitForLog(/^KVMNFTD-DONE/m, 30_000);
+    const rep = g.report();
+    timings['guest uptime at lease (s)'] = rep.uptime.lease ?? -1;
+    expect(rep.lease, g.serialLog()).toMatch(/^192\.168\.122\.\d+$/);
+    expect(rep.probe, g.serialLog()).toBe('ok');
+    expect(await listener!.waitForPeer(5000, 0)).toBe(HOST_WAN_ADDR);
+    expect((await masqueradePackets(lab)).packets).toBeGreaterThan(0);
+    expect(await g.waitGone(15_000)).toBe(true);
+    timings['daemon run'] = Date.now() - g.startedAt;
+    expect(child.exitCode, dump()).toBeNull();
+    const errors = daemonLogs.filter((r) => r.level >= 50);
+    expect(errors, dump()).toEqual([]);
+  }, 90_000);
+
+  it('stop(): no qemu (or anything else) left in the lab\'s namespaces', async () => {
+    const lab = theLab();
+    for (const g of guests) await g.destroy();
+    const report = await lab.stop();
+    expect(report.errors).toEqual([]);
+    expect(report.remaining).toEqual([]);
+    expect(report.stragglers.filter((s) => s.comm.startsWith('qemu'))).toEqual([]);
+  }, 60_000);
+});
