@@ -62,6 +62,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   let watchFault: string | undefined = 'not connected yet';
   let reconnectTimer: NodeJS.Timeout | undefined;
   let reconnectAttempts = 0;
+  let transportNote: string | undefined;
   let passStartedAt: number | undefined;
   let ready = false;
   let stopping = false;
@@ -177,14 +178,15 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     if (stopping) return;
     let live = false; // events during the connect itself are covered by the catch-up pass below
     try {
-      const opened = await openWatch(options.events, config.libvirtUri, {
+      const { watch: opened, why } = await openWatch(options.events, config.libvirtUri, {
         onChange: (reason, network) => {
           if (!live) return;
           log.debug({ event: reason, ...(network ? { network } : {}) }, `event: ${reason}${network ? ` (${network})` : ''}`);
           reconciler.trigger(reason);
         },
         onFault: (reason) => {
-          if (watch !== opened) return;
+          // During the connect itself a fault surfaces as openWatch's rejection.
+          if (!live || watch !== opened) return;
           watch = undefined;
           if (reason !== watchFault) log.warn(`lost the libvirt event source: ${reason}; reconnecting`);
           watchFault = reason;
@@ -193,13 +195,15 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
           scheduleReconnect();
           if (ready) publishStatus();
         },
-      }, log);
+      });
       if (stopping) {
         opened.close();
         return;
       }
       watch = opened;
       live = true;
+      if (why !== transportNote) log.info({ transport: opened.transport }, why);
+      transportNote = why;
       if (reconnectAttempts > 0) log.info({ transport: opened.transport }, `event source connected after ${reconnectAttempts} attempts`);
       watchFault = undefined;
       // Events may have been missed while disconnected: level-triggered catch-up.

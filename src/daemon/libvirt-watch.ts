@@ -5,7 +5,6 @@ import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
 import { VirshEventStream } from '../libvirt/virsh-events.js';
-import type { Logger } from '../log/logger.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
 export type Transport = 'dbus' | 'virsh';
@@ -21,26 +20,31 @@ export interface LibvirtWatch {
   close(): void;
 }
 
-export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallbacks, log: Logger): Promise<LibvirtWatch> {
+/** Why the fallback to virsh happened, when it did (for the log). */
+export interface OpenedWatch {
+  watch: LibvirtWatch;
+  /** One line for the log: which transport and why. */
+  why: string;
+}
+
+export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallbacks): Promise<OpenedWatch> {
+  let why = 'events: virsh net-event (--events virsh)';
   if (mode !== 'virsh') {
     const path = objectPathForUri(uri);
     if (path === undefined) {
       if (mode === 'dbus') throw new Error(`--events dbus: libvirt-dbus serves qemu:///system only, not ${uri}`);
-      log.info({ transport: 'virsh' }, `events: virsh net-event (libvirt-dbus serves qemu:///system only, not ${uri})`);
+      why = `events: virsh net-event (libvirt-dbus serves qemu:///system only, not ${uri})`;
     } else {
       try {
         const watch = await openDbus(path, cb);
-        log.info({ transport: 'dbus' }, `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})`);
-        return watch;
+        return { watch, why: `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})` };
       } catch (err) {
         if (mode === 'dbus') throw err;
-        log.info({ transport: 'virsh' }, `events: virsh net-event, because libvirt-dbus is not usable: ${(err as Error).message}`);
+        why = `events: virsh net-event, because libvirt-dbus is not usable: ${(err as Error).message}`;
       }
     }
   }
-  const watch = await openVirsh(uri, cb);
-  if (mode === 'virsh') log.info({ transport: 'virsh' }, 'events: virsh net-event (--events virsh)');
-  return watch;
+  return { watch: await openVirsh(uri, cb), why };
 }
 
 async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {

@@ -49,11 +49,17 @@ export class DbusError extends Error {
 export class LibvirtDbusClient {
   private owner: string | undefined;
   private closed = false;
+  /** Rejects when the connection fails, so that pending calls fail at once. */
+  private readonly broken: Promise<never>;
+  private breakWith: (error: Error) => void = () => undefined;
 
   private constructor(
     private readonly bus: MessageBus,
     private readonly path: string,
-  ) {}
+  ) {
+    this.broken = new Promise<never>((_, reject) => (this.breakWith = reject));
+    this.broken.catch(() => undefined);
+  }
 
   /** Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS is honoured). */
   static async connect(path: string, handlers: ChangeHandlers): Promise<LibvirtDbusClient> {
@@ -65,6 +71,7 @@ export class LibvirtDbusClient {
 
   private async attach(handlers: ChangeHandlers): Promise<void> {
     const fault = (error: Error): void => {
+      this.breakWith(new DbusError(`D-Bus connection failed: ${error.message}`));
       if (this.closed) return;
       this.closed = true;
       handlers.onFault(error);
@@ -142,7 +149,7 @@ export class LibvirtDbusClient {
       timer = setTimeout(() => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
     });
     try {
-      const reply = await Promise.race([this.bus.call(message), timeout]);
+      const reply = await Promise.race([this.bus.call(message), timeout, this.broken]);
       return (reply?.body ?? []) as unknown[];
     } catch (err) {
       if (err instanceof DbusError) throw err;

@@ -16,11 +16,13 @@ export type ReloadOutcome = { sent: true } | { sent: false; reason: string };
 export async function announceFirewallReload(): Promise<ReloadOutcome> {
   const bus = systemBus();
   let timer: NodeJS.Timeout | undefined;
+  // Fails on the first of: no answer in time, or a connection error.
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the system bus did not answer within ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
+    bus.on('error', (err: unknown) => reject(err instanceof Error ? err : new Error(String(err))));
   });
+  timeout.catch(() => undefined);
   try {
-    bus.on('error', () => undefined); // reported through the calls below
     const reply = await Promise.race([
       bus.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'NameHasOwner', signature: 's', body: [FIREWALLD] })),
       timeout,

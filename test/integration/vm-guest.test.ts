@@ -117,6 +117,11 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(rep.insmodFailures, g.serialLog()).toEqual([]);
     expect(rep.lease, g.serialLog()).toBeNull();
     expect(rep.probe).toBe('fail');
+    // udhcpc really asked, all 15 times, and dnsmasq handed out nothing
+    expect(g.serialLog().match(/^udhcpc: broadcasting discover/gm)?.length ?? 0, g.serialLog()).toBe(15);
+    expect(g.serialLog()).toMatch(/^udhcpc: no lease, failing/m);
+    expect(rep.mac).toMatch(/^52:54:00:/);
+    expect((await lab.virsh('net-dhcp-leases', 'default')).stdout).not.toContain(rep.mac);
     expect(listener?.peers ?? []).toEqual([]);
     // it powered itself off; <on_poweroff>destroy</on_poweroff> and a transient domain: gone
     expect(await g.waitGone(15_000)).toBe(true);
@@ -159,6 +164,9 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     timings['guest uptime at lease (s)'] = rep.uptime.lease ?? -1;
     expect(rep.lease, g.serialLog()).toMatch(/^192\.168\.122\.\d+$/);
     expect(rep.probe, g.serialLog()).toBe('ok');
+    // libvirt's own view: dnsmasq leased that address to the guest's MAC
+    const leases = (await lab.virsh('net-dhcp-leases', 'default')).stdout;
+    expect(leases.split('\n').some((l) => l.includes(rep.mac ?? '?') && l.includes(`${rep.lease}/24`)), leases).toBe(true);
     expect(await listener!.waitForPeer(5000, 0)).toBe(HOST_WAN_ADDR);
     expect((await masqueradePackets(lab)).packets).toBeGreaterThan(0);
     expect(await g.waitGone(15_000)).toBe(true);

@@ -398,6 +398,8 @@ export function domainXml(o: GuestOptions): string {
 export interface GuestReport {
   boot: boolean;
   nic?: string;
+  /** The guest NIC's MAC address (as the guest saw it). */
+  mac?: string;
   /** Leased address, or null when the guest printed "KVMNFTD-LEASE none". */
   lease?: string | null;
   probe?: 'ok' | 'fail';
@@ -422,7 +424,10 @@ export function parseSerialLog(text: string): GuestReport {
       r.boot = true;
       r.uptime.boot = num(line);
     } else if ((m = line.match(/^KVMNFTD-INSMOD-FAIL (.*)$/))) r.insmodFailures.push(m[1] ?? '');
-    else if ((m = line.match(/^KVMNFTD-NIC (\S+)/))) r.nic = m[1];
+    else if ((m = line.match(/^KVMNFTD-NIC (\S+)(?: mac=(\S+))?/))) {
+      r.nic = m[1];
+      if (m[2] !== undefined) r.mac = m[2];
+    }
     else if ((m = line.match(/^KVMNFTD-LEASE (\S+)/))) {
       r.lease = m[1] === 'none' ? null : m[1];
       r.uptime.lease = num(line);
