@@ -122,7 +122,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };
           const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
-          const summary = what.length > 0 ? what.join(', ') : `repaired drift (${reasons.slice(0, 3).join(', ')})`;
+          const summary = what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
           log.info(
             {
               event: reasons[0],

@@ -12,7 +12,7 @@
  *   - with `kvmnftd run` the guest gets a lease and reaches the wan, which sees
  *     the host's wan address (masqueraded by kvmnftd's rules).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,6 +110,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     guests.push(g);
     expect(g.tap?.master, 'libvirt put the domain\'s tap on virbr0').toBe('virbr0');
     expect(g.tap?.name).toMatch(/^vnet\d+$/);
+    timings['virsh create (first domain)'] = g.createMs;
     const boot = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
     timings['boot to NIC (no daemon)'] = boot.ms;
     await g.waitForLog(/^KVMNFTD-DONE/m, 40_000);
@@ -157,6 +158,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(g.tap?.master).toBe('virbr0');
     const nic = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
     const lease = await g.waitForLog(/^KVMNFTD-LEASE (\S+)/m, 40_000);
+    timings['virsh create'] = g.createMs;
     timings['boot to NIC'] = nic.ms;
     timings['boot to lease'] = lease.ms;
     await g.waitForLog(/^KVMNFTD-DONE/m, 30_000);
@@ -179,6 +181,15 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   it('stop(): no qemu (or anything else) left in the lab\'s namespaces', async () => {
     const lab = theLab();
     for (const g of guests) await g.destroy();
+    const comm = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        return '';
+      }
+    };
+    // both domains powered themselves off: no qemu is left before stop() either
+    expect(lab.processes().map(comm).filter((c) => c.startsWith('qemu'))).toEqual([]);
     const report = await lab.stop();
     expect(report.errors).toEqual([]);
     expect(report.remaining).toEqual([]);

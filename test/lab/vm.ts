@@ -197,19 +197,21 @@ export async function kernelPackageName(): Promise<string> {
   return m[1];
 }
 
-/** A .deb of `pkg` in `dir`, downloaded with apt-get when missing. Returns [path, downloaded]. */
-async function debOf(pkg: string, dir: string): Promise<[string, boolean]> {
-  const find = () => readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
-  let f = find();
-  let downloaded = false;
-  if (f === undefined) {
-    // -o APT::Sandbox::User=root: the _apt user may not write to the cache dir.
-    await sh('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', pkg], dir);
-    f = find();
-    downloaded = true;
-    if (f === undefined) throw new Error(`apt-get download ${pkg} left no ${pkg}_*.deb in ${dir}`);
-  }
-  return [join(dir, f), downloaded];
+/**
+ * A .deb of `pkg` in `dir`, downloaded with apt-get when missing (into `tmp`,
+ * then renamed: concurrent builders never see a half-written .deb).
+ * Returns [path, downloaded].
+ */
+async function debOf(pkg: string, dir: string, tmp: string): Promise<[string, boolean]> {
+  const find = (d: string) => readdirSync(d).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+  const have = find(dir);
+  if (have !== undefined) return [join(dir, have), false];
+  // -o APT::Sandbox::User=root: the _apt user may not write to the directory.
+  await sh('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', pkg], tmp);
+  const got = find(tmp);
+  if (got === undefined) throw new Error(`apt-get download ${pkg} left no ${pkg}_*.deb`);
+  renameSync(join(tmp, got), join(dir, got));
+  return [join(dir, got), true];
 }
 
 function writeAtomic(path: string, data: Buffer | string): void {
@@ -253,12 +255,12 @@ export async function buildVmArtifacts(opts: { cacheDir?: string; nic?: NicModel
   const modulesFile = `${initrd}.modules`;
 
   if (!existsSync(kernel) || !existsSync(initrd) || !existsSync(modulesFile)) {
-    const [kdeb, kdl] = await debOf(kernelPackage, debs);
-    const [bdeb, bdl] = await debOf('busybox-static', debs);
-    if (kdl) built.downloaded.push(kernelPackage);
-    if (bdl) built.downloaded.push('busybox-static');
     const work = mkdtempSync(join(cacheDir, '.build-'));
     try {
+      const [kdeb, kdl] = await debOf(kernelPackage, debs, work);
+      const [bdeb, bdl] = await debOf('busybox-static', debs, work);
+      if (kdl) built.downloaded.push(kernelPackage);
+      if (bdl) built.downloaded.push('busybox-static');
       const kdir = join(work, 'kernel');
       const bdir = join(work, 'busybox');
       mkdirSync(kdir);
@@ -447,6 +449,8 @@ export interface Guest {
   readonly name: string;
   /** Date.now() just before `virsh create`. */
   readonly startedAt: number;
+  /** How long `virsh create` took (ms). */
+  readonly createMs: number;
   /** The domain's tap device (libvirt's vnetN) and its bridge, as seen right after start. */
   readonly tap: { name: string; master?: string } | undefined;
   serialLog(): string;
@@ -465,6 +469,7 @@ export interface Guest {
 class GuestImpl implements Guest {
   tap: { name: string; master?: string } | undefined;
   startedAt = 0;
+  createMs = 0;
   constructor(
     private readonly lab: Lab,
     readonly name: string,
@@ -546,6 +551,7 @@ export async function startGuest(lab: Lab, opts: GuestOptions): Promise<Guest> {
   }
   g.startedAt = Date.now();
   const r = await lab.exec('virsh', ['-c', 'qemu:///system', 'create', xmlInLab], { reject: false, timeoutMs: 60_000 });
+  g.createMs = Date.now() - g.startedAt;
   if (r.exitCode !== 0) {
     throw new Error(`virsh create ${opts.name} failed (exit ${r.exitCode}): ${r.stderr.trim()}\n--- qemu log ---\n${g.qemuLog()}\n--- libvirtd log ---\n${lab.libvirtdLog(30)}`);
   }
