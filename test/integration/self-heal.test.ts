@@ -147,4 +147,19 @@ describe('self-healing in the libvirt lab', () => {
     await lab.nft('-f', ADMIN_FILE);
     await until("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
   }, 40_000);
+
+  it('a transaction the kernel refuses: degraded STATUS, retries, recovers when the admin fixes the ruleset', async () => {
+    const lab = L();
+    const from = notify!.messages.length;
+    const logFrom = D().logs.length;
+    // kvmnftd_input as a BASE chain: the kernel refuses a jump to it.
+    await lab.nft('-f', LAB_FILES.adminRuleset.replace('admin-ruleset.nft', 'admin-ruleset-base-collision.nft'));
+    await notify!.waitFor(/^STATUS=degraded: nft failed applying the batch/, from, 10_000);
+    expect(D().logs.slice(logFrom).filter((r) => r.msg.startsWith('reconcile failed')).length).toBe(1);
+    await lab.nft('-f', LAB_FILES.adminRuleset);
+    await until('recovered', 10_000, () => D().logs.slice(logFrom).some((r) => r.msg.startsWith('reconcile succeeded again')));
+    await until('rules back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await notify!.waitFor(/^STATUS=1 network \(default\)/, from, 5000);
+    expect(await adminRules(lab)).toBe(admin0);
+  }, 40_000);
 });
