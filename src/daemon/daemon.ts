@@ -118,7 +118,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const stopped = facts.networks.filter((n) => !now.includes(n));
         facts.networks = now;
         facts.degraded = watchFault === undefined ? undefined : `libvirt is not reachable: ${watchFault}`;
-        reconnectAttempts = 0; // the event source proved itself
+        if (watch) reconnectAttempts = 0; // the event source proved itself
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };
           const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
@@ -214,7 +214,9 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       watchFault = reason;
       facts.degraded = watchFault;
       scheduleReconnect();
-      reconciler.trigger('event source unavailable');
+      // At start-up the first pass decides READY; later, drift is still
+      // caught by the nft monitor while libvirt is away.
+      if (!ready) reconciler.trigger('event source unavailable');
     }
   };
   const scheduleReconnect = (): void => {
