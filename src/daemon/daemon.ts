@@ -160,8 +160,17 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   // After a foreign flush libvirt's own chains are gone (see libvirt-chains.ts).
   let lastRestore = -Infinity;
   let restoreNote: string | undefined;
+  let restoreRetry: NodeJS.Timeout | undefined;
   const restoreLibvirt = async (): Promise<void> => {
-    if (Date.now() - lastRestore < LIBVIRT_RESTORE_INTERVAL_MS) return;
+    const wait = lastRestore + LIBVIRT_RESTORE_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      // Rate-limited: look again once the interval is over (a pass re-checks).
+      restoreRetry ??= setTimeout(() => {
+        restoreRetry = undefined;
+        reconciler.trigger('libvirt chains still missing');
+      }, wait);
+      return;
+    }
     lastRestore = Date.now();
     const outcome = await announceFirewallReload();
     if (outcome.sent) {
@@ -278,6 +287,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       if (resync) clearInterval(resync);
       if (watchdog) clearInterval(watchdog);
       if (reconnectTimer) clearTimeout(reconnectTimer);
+      if (restoreRetry) clearTimeout(restoreRetry);
       monitor?.stop();
       void reconciler.stop().finally(() => {
         watch?.close();

@@ -1,0 +1,163 @@
+/**
+ * Chaos in the libvirt lab: a seeded random sequence of network lifecycle
+ * operations and faults (admin ruleset reloads, libvirtd restarts,
+ * libvirt-dbus kills, kvmnftd SIGKILL + restart, event bursts). After each
+ * operation the system must settle to: live ruleset == plan(live libvirt
+ * state) (`kvmnftd plan` is empty), the admin's rules byte for byte intact,
+ * nothing of ours leaked, libvirt's own chains present while it runs
+ * networks; with a guest dataplane check at checkpoints.
+ * Re-run a sequence with CHAOS_SEED=<seed>; CHAOS_OPS sets the length.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
+import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
+import { adminRules, libvirtChainsPresent, spawnDaemon, until, type Daemon, type DaemonEnv } from './daemon-harness.js';
+
+const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
+const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+const SETTLE_MS = 15_000;
+
+/** mulberry32: small, seedable, good enough to pick operations. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const MODES = ['nat', 'route', 'isolated', 'nat', 'open'] as const;
+function poolXml(i: number): string {
+  const mode = MODES[i % MODES.length]!;
+  const forward = mode === 'isolated' ? '' : `<forward mode='${mode}'/>`;
+  return `<network><name>chaos${i}</name>${forward}<bridge name='vch${i}' stp='off' delay='0'/><ip address='10.88.${i}.1' prefix='24'/></network>`;
+}
+
+describe('chaos', () => {
+  let lab: Lab | undefined;
+  let daemon: Daemon | undefined;
+  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-chaos-'));
+  const env: DaemonEnv = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'no-notify') };
+  let admin0 = '';
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    lab = await startLab({ defaultNetwork: 'start' });
+    admin0 = await adminRules(lab);
+    for (let i = 0; i < 5; i++) writeFileSync(join(work, `chaos${i}.xml`), poolXml(i));
+    daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'auto']);
+  }, 60_000);
+
+  afterAll(async () => {
+    await lab?.stop();
+    rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it(`settles to the plan after every one of ${OPS} random operations (seed printed)`, async () => {
+    const l = lab!;
+    const random = rng(SEED);
+    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const counts: Record<string, number> = {};
+    let checks = 0;
+    let leaks = 0;
+    let dataplane = 0;
+    // eslint-disable-next-line no-console
+    console.log(`chaos: seed ${SEED} (re-run with CHAOS_SEED=${SEED}), ${OPS} operations`);
+
+    const virsh = (...args: string[]) => l.exec('virsh', ['-q', '-c', 'qemu:///system', ...args], { reject: false });
+    const operations: Record<string, () => Promise<void>> = {
+      define: async () => void (await virsh('net-define', join(work, `chaos${pick([0, 1, 2, 3, 4])}.xml`))),
+      start: async () => void (await virsh('net-start', `chaos${pick([0, 1, 2, 3, 4])}`)),
+      destroy: async () => void (await virsh('net-destroy', `chaos${pick([0, 1, 2, 3, 4])}`)),
+      undefine: async () => void (await virsh('net-undefine', `chaos${pick([0, 1, 2, 3, 4])}`)),
+      burst: async () => {
+        const n = `chaos${pick([0, 1, 2, 3, 4])}`;
+        await virsh('net-define', join(work, `${n}.xml`));
+        for (let k = 0; k < 3; k++) {
+          await virsh('net-start', n);
+          await virsh('net-destroy', n);
+        }
+        if (random() < 0.5) await virsh('net-start', n);
+      },
+      'admin reload': async () => void (await l.nft('-f', LAB_FILES.adminRuleset)),
+      'libvirtd restart': () => l.restartLibvirtd(),
+      'libvirt-dbus kill': async () => {
+        const r = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.libvirt'], { reject: false });
+        const pid = Number(/uint32 (\d+)/.exec(r.stdout)?.[1]);
+        if (pid > 1) process.kill(pid, 'SIGKILL');
+      },
+      'kvmnftd SIGKILL + restart': async () => {
+        daemon!.child.kill('SIGKILL');
+        await daemon!.exited;
+        daemon = spawnDaemon(l, CLI_MAIN, env, ['--events', 'auto']);
+      },
+    };
+    const weights: Array<[string, number]> = [
+      ['define', 14], ['start', 22], ['destroy', 16], ['undefine', 6], ['burst', 6],
+      ['admin reload', 10], ['libvirtd restart', 4], ['libvirt-dbus kill', 4], ['kvmnftd SIGKILL + restart', 4],
+    ];
+    const total = weights.reduce((a, [, w]) => a + w, 0);
+    const choose = (): string => {
+      let x = random() * total;
+      for (const [name, w] of weights) if ((x -= w) < 0) return name;
+      return 'start';
+    };
+
+    const settle = async (step: number, op: string): Promise<void> => {
+      const plan = await until(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
+        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], { env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') }, reject: false });
+        if (r.exitCode !== 0) return false; // libvirtd restarting
+        const batch = (JSON.parse(r.stdout) as { nftables: unknown[] }).nftables;
+        return batch.length === 0 ? batch : false;
+      }).catch(async (e: Error) => {
+        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--log-level', 'error'], { env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') }, reject: false });
+        leaks++;
+        throw new Error(`${e.message}\nseed ${SEED}\npending plan:\n${r.stdout}${r.stderr}\ndaemon log tail:\n${daemon!.logs.slice(-15).map((x) => JSON.stringify(x)).join('\n')}`);
+      });
+      expect(plan).toEqual([]);
+      expect(await adminRules(l), `step ${step} (${op}): admin rules changed (seed ${SEED})`).toBe(admin0);
+      const active = (await virsh('net-list', '--name')).stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '');
+      const needsLibvirtChains = active.some((n) => n === 'default' || /^chaos[0-3]$/.test(n));
+      if (needsLibvirtChains) await until(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () => libvirtChainsPresent(l));
+      checks++;
+    };
+
+    const checkpoint = async (): Promise<void> => {
+      await virsh('net-start', 'default');
+      await settle(-1, 'checkpoint');
+      await l.attachGuest('virbr0');
+      await l.dhcp();
+      const port = 9000 + dataplane;
+      const listener = await l.tcpListen(port);
+      try {
+        const probe = await l.tcpProbe('192.0.2.2', port);
+        expect(probe.ok, `dataplane checkpoint ${dataplane}: ${probe.output} (seed ${SEED})`).toBe(true);
+        expect(await listener.waitForPeer(5000, 0)).toBe('192.0.2.1');
+      } finally {
+        await listener.close();
+      }
+      dataplane++;
+    };
+
+    await checkpoint();
+    for (let step = 0; step < OPS; step++) {
+      const op = choose();
+      counts[op] = (counts[op] ?? 0) + 1;
+      await operations[op]!();
+      await settle(step, op);
+      if ((step + 1) % 55 === 0) await checkpoint();
+    }
+    await checkpoint();
+
+    const faults = ['admin reload', 'libvirtd restart', 'libvirt-dbus kill', 'kvmnftd SIGKILL + restart'].reduce((a, k) => a + (counts[k] ?? 0), 0);
+    // eslint-disable-next-line no-console
+    console.log(`chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`);
+    expect(leaks).toBe(0);
+  }, 420_000);
+});
