@@ -7,6 +7,8 @@ import { LockBusyError } from '../host/lock.js';
 import { createLogger } from '../log/logger.js';
 import { parseCommandLine, UsageError, USAGE, type Args } from './args.js';
 import { runApply, runDaemonCommand, runPlan, runReload, runRemove } from './commands.js';
+import { COMMAND_HELP } from './help.js';
+import { runDoctor, runPlanDiff, runStatus } from './operator.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -29,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   if (args.command === 'help') {
-    process.stdout.write(USAGE);
+    process.stdout.write(args.helpFor === undefined ? USAGE : COMMAND_HELP[args.helpFor]);
     return EXIT_OK;
   }
   if (args.command === 'version') {
@@ -44,7 +46,11 @@ async function main(argv: string[]): Promise<number> {
     log.debug({ config: source }, `configuration from ${source}`);
     switch (args.command) {
       case 'plan':
-        return await runPlan(args, config, log);
+        return await (args.diff ? runPlanDiff(args, config, log) : runPlan(args, config, log));
+      case 'status':
+        return await runStatus(args, config, source, log);
+      case 'doctor':
+        return await runDoctor(args, config, log);
       case 'apply':
         return await runApply(args, config, log);
       case 'remove':

@@ -1,0 +1,109 @@
+// Per-command help: `kvmnftd help CMD` and `kvmnftd CMD --help`.
+import type { CommandName } from './args.js';
+
+const COMMON = 'Common options: --config PATH, --log-level LVL, -h/--help.';
+
+export const COMMAND_HELP: Record<CommandName, string> = {
+  plan: `Usage: kvmnftd plan [--json | --diff] [--from-xml FILE ...]
+
+Prints the nft batch the next apply would run, as nft text. Only reads.
+Empty output: the ruleset already is what kvmnftd wants.
+
+  --json            the batch as libnftables JSON (what apply feeds nft -j -f)
+  --diff            a readable diff against the live ruleset: each chain the
+                    batch touches, '-' lines removed, '+' lines added
+  --from-xml FILE   plan from a libvirt network XML file instead of libvirt
+                    (repeatable; each file counts as an active network)
+${COMMON}
+
+Examples:
+  kvmnftd plan
+  kvmnftd plan --diff
+  kvmnftd plan --json --from-xml default.xml
+`,
+  apply: `Usage: kvmnftd apply [--from-xml FILE ...]
+
+Makes the ruleset match libvirt once, as one atomic nft transaction.
+Running it twice changes nothing the second time.
+
+  --from-xml FILE   networks from XML files instead of libvirt (repeatable)
+${COMMON}
+
+Examples:
+  kvmnftd apply
+  kvmnftd apply --from-xml /tmp/default.xml
+`,
+  remove: `Usage: kvmnftd remove [--force]
+
+Deletes every rule, chain and table kvmnftd owns; the admin's rules stay.
+Refuses while the daemon runs (it would put the rules back).
+
+  --force           remove even while the daemon runs
+${COMMON}
+
+Examples:
+  systemctl stop kvmnftd && kvmnftd remove
+`,
+  run: `Usage: kvmnftd run [--events auto|dbus|virsh]
+
+The daemon (what kvmnftd.service runs; Type=notify): follows libvirt's
+network events and ruleset changes and keeps the rules current.
+
+  --events MODE     auto (default): libvirt-dbus when it is on the system bus
+                    or can be activated, else virsh net-event
+${COMMON}
+
+Examples:
+  kvmnftd run --events virsh --log-level debug
+`,
+  reload: `Usage: kvmnftd reload
+
+Makes the running daemon re-read its configuration (SIGHUP) and returns when
+that reload is done (ExecReload= of kvmnftd.service). Exit 1 if it was rejected.
+${COMMON}
+
+Examples:
+  kvmnftd reload
+`,
+  status: `Usage: kvmnftd status [--json] [--from-xml FILE ...]
+
+Reads the live system (ruleset, libvirt, the daemon's state) and shows per
+active network its bridge, mode and subnets and whether its NAT, input and
+forward rules are present and current, plus the two jumps and the daemon.
+Answers even when libvirt or the daemon cannot be reached, saying so.
+
+  --json            machine-readable (schema: docs/status.schema.json,
+                    described in docs/operation.md)
+  --from-xml FILE   check against networks from XML files instead of libvirt
+                    (repeatable; each file counts as an active network)
+${COMMON}
+
+Exit codes: 0 everything as planned, 3 something missing or stale,
+1 libvirt or the ruleset could not be read (the report still says what was).
+
+Examples:
+  kvmnftd status
+  kvmnftd status --json | jq '.networks[] | select(.ok | not)'
+`,
+  doctor: `Usage: kvmnftd doctor [--json] [--from-xml FILE ...]
+
+Looks for what besides kvmnftd's own rules breaks guest networking: other
+drop-policy base chains (a second admin table, Docker, iptables-nft),
+iptables-legacy rules, forwarding sysctls, br_netfilter, libvirt's firewall
+backend and its private chains, libvirt-dbus, firewalld, the nft version.
+Each finding has a severity, the evidence and the exact fix; the finding ids
+are listed in docs/troubleshooting.md.
+
+  --json            the findings as JSON
+  --from-xml FILE   networks from XML files instead of libvirt
+                    (repeatable; each file counts as an active network)
+${COMMON}
+
+Exit codes: 0 nothing above "info", 3 at least one warning or error,
+1 the check itself failed.
+
+Examples:
+  kvmnftd doctor
+  kvmnftd doctor --json | jq -r '.findings[] | "\\(.severity) \\(.id)"'
+`,
+};
