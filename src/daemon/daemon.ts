@@ -16,7 +16,7 @@ import { nftRunner } from '../nft/nft-runner.js';
 import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.js';
 import { systemdNotifier, type Notifier } from './notify.js';
 import { Reconciler } from './reconciler.js';
-import { formatStatus, type StatusFacts } from './status.js';
+import { formatStatus, STATE_FILE, writeDaemonState, type StatusFacts } from './status.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -72,7 +72,22 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   let firstPassDone: () => void = () => undefined;
   const firstPass = new Promise<void>((resolve) => (firstPassDone = resolve));
 
-  const publishStatus = (): void => notifier.send({ STATUS: formatStatus(facts) });
+  let lastPassAt: Date | undefined;
+  /** For `kvmnftd status` (runtime dir), next to systemd's STATUS=. */
+  const saveState = (): void =>
+    writeDaemonState(dir, {
+      pid: process.pid,
+      transport: watch?.transport ?? null,
+      status: formatStatus(facts),
+      degraded: facts.degraded ?? null,
+      lastPassAt: lastPassAt?.toISOString() ?? null,
+      lastChangeAt: facts.lastChange?.at.toISOString() ?? null,
+      writtenAt: new Date().toISOString(),
+    });
+  const publishStatus = (): void => {
+    notifier.send({ STATUS: formatStatus(facts) });
+    saveState();
+  };
 
   /** Logs each distinct finding once while it persists. */
   const logNew = (messages: SyncMessage[]): void => {
@@ -138,6 +153,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         }
       } finally {
         passStartedAt = undefined;
+        lastPassAt = new Date();
         firstPassDone();
         if (ready) publishStatus();
       }
@@ -292,6 +308,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       void reconciler.stop().finally(() => {
         watch?.close();
         rmSync(join(dir, PID_FILE), { force: true });
+        rmSync(join(dir, STATE_FILE), { force: true });
         resolve(0);
       });
     };
@@ -333,6 +350,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   await Promise.race([firstPass, sleep(options.readyTimeoutMs)]);
   ready = true;
   notifier.send({ READY: '1', STATUS: formatStatus(facts) });
+  saveState();
   log.info({ transport: watch?.transport ?? 'none' }, `ready: ${formatStatus(facts)}`);
   return finished;
 }
