@@ -1,20 +1,99 @@
-// Operator commands: status, doctor, plan --diff. Thin wiring; the logic lives
-// in src/status/ and src/doctor/ (filled in by the next commits).
+// Operator commands: status, doctor, plan --diff. Thin wiring: gather facts
+// through the adapters, hand them to the pure evaluators, print.
 import type { Config } from '../config/config.js';
+import { diagnose, doctorReport, renderDoctor } from '../doctor/index.js';
+import { busFacts, iptablesLegacyFacts, libvirtBackendSetting, nftVersionFact, sysctlFacts } from '../doctor/gather.js';
+import type { DoctorFacts } from '../doctor/types.js';
+import { logMessages, planMessages } from '../engine/sync.js';
+import { runtimeDir } from '../host/runtime.js';
+import type { NetworkParse } from '../libvirt/model.js';
+import { virshSource, xmlFileSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
+import { planDiff, renderDiff } from '../nft/diff.js';
+import { nftRunner } from '../nft/nft-runner.js';
+import { plan } from '../nft/plan.js';
+import { indexRuleset, type Ruleset } from '../nft/ruleset.js';
+import { evaluateStatus, type StatusFacts } from '../status/evaluate.js';
+import { daemonFacts } from '../status/gather.js';
+import { renderStatus } from '../status/render.js';
 import type { Args } from './args.js';
 
-export function runStatus(_args: Args, _config: Config, _source: string, log: Logger): Promise<number> {
-  log.error('status: not implemented yet');
-  return Promise.resolve(1);
+type Outcome<T> = { ok: T } | { error: string };
+
+async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: await f() };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
 }
 
-export function runDoctor(_args: Args, _config: Config, log: Logger): Promise<number> {
-  log.error('doctor: not implemented yet');
-  return Promise.resolve(1);
+function networksFrom(args: Args, config: Config): Promise<Outcome<NetworkParse[]>> {
+  return attempt(args.fromXml.length > 0 ? xmlFileSource(args.fromXml) : virshSource(config.libvirtUri));
 }
 
-export function runPlanDiff(_args: Args, _config: Config, log: Logger): Promise<number> {
-  log.error('plan --diff: not implemented yet');
-  return Promise.resolve(1);
+async function liveRulesetOf(dir: string): Promise<Outcome<Ruleset>> {
+  return attempt(async () => indexRuleset(await nftRunner(dir).listRuleset()));
+}
+
+export async function runStatus(args: Args, config: Config, source: string, _log: Logger): Promise<number> {
+  const dir = runtimeDir();
+  const [networks, live, daemon] = await Promise.all([networksFrom(args, config), liveRulesetOf(dir), daemonFacts(dir)]);
+  const libvirtSource = args.fromXml.length > 0 ? 'xml-files' : 'libvirt';
+  const facts: StatusFacts = {
+    config,
+    configSource: source,
+    libvirt: 'ok' in networks ? { source: libvirtSource, networks: networks.ok } : { source: libvirtSource, error: networks.error },
+    ruleset: 'ok' in live ? { live: live.ok } : { error: live.error },
+    daemon,
+    checkedAt: new Date(),
+  };
+  const report = evaluateStatus(facts);
+  process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatus(report));
+  return report.exit_code;
+}
+
+export async function runDoctor(args: Args, config: Config, _log: Logger): Promise<number> {
+  const dir = runtimeDir();
+  const [networks, live, sysctl, nft, bus, backend, legacy] = await Promise.all([
+    networksFrom(args, config),
+    liveRulesetOf(dir),
+    sysctlFacts(),
+    nftVersionFact(),
+    busFacts(),
+    libvirtBackendSetting(),
+    iptablesLegacyFacts(),
+  ]);
+  let ruleset: DoctorFacts['ruleset'];
+  if ('ok' in live) {
+    const planned = 'ok' in networks ? plan(networks.ok, config, live.ok).batch.nftables.length : 0;
+    ruleset = { live: live.ok, plannedCommands: planned };
+  } else ruleset = { error: live.error };
+  const facts: DoctorFacts = {
+    config,
+    libvirt: 'ok' in networks ? { networks: networks.ok } : { error: networks.error },
+    ruleset,
+    sysctl,
+    nft,
+    bus,
+    ...(backend === undefined ? {} : { libvirtConfiguredBackend: backend }),
+    iptablesLegacy: legacy,
+  };
+  const report = doctorReport(diagnose(facts), new Date());
+  process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : renderDoctor(report));
+  return report.exit_code;
+}
+
+export async function runPlanDiff(args: Args, config: Config, log: Logger): Promise<number> {
+  const networks = await (args.fromXml.length > 0 ? xmlFileSource(args.fromXml) : virshSource(config.libvirtUri))();
+  const live = indexRuleset(await nftRunner(runtimeDir()).listRuleset());
+  const result = plan(networks, config, live);
+  logMessages(planMessages(result), log);
+  const lines = planDiff(live, result.batch);
+  if (lines.length === 0) {
+    log.info('no changes: the live ruleset is what kvmnftd wants');
+    return 0;
+  }
+  process.stdout.write(`--- live ruleset\n+++ after the next apply (${result.batch.nftables.length} nft command${result.batch.nftables.length === 1 ? '' : 's'})\n${renderDiff(lines)}`);
+  return 0;
 }

@@ -1,0 +1,185 @@
+// Every base chain on the input or forward hook, in any table and family,
+// that drops what it does not accept (policy drop, or an unconditional
+// drop/reject as its last rule) and that kvmnftd's jump does not reach. An
+// accept in one base chain does not stop another base chain on the same hook
+// from dropping the packet (FACTS.md), so each such chain drops guest traffic
+// unless it accepts it itself: a second admin table, Docker's chains, an
+// iptables-nft FORWARD policy DROP. Pure.
+import type { Network } from '../libvirt/model.js';
+import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN } from '../nft/desired.js';
+import type { Expr, Json } from '../nft/json.js';
+import { describeRule } from '../nft/diff.js';
+import type { LiveChain, LiveRule, LiveTable } from '../nft/ruleset.js';
+import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
+
+const FAMILIES = new Set(['ip', 'ip6', 'inet', 'bridge']);
+const IPTABLES_BUILTIN = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING']);
+const MAX_DEPTH = 4;
+
+type Obj = { [key: string]: Json };
+const isObj = (v: Json | undefined): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function verdictOf(rule: LiveRule): 'accept' | 'drop' | 'reject' | 'return' | { jump: string } | undefined {
+  for (const e of rule.expr) {
+    if ('accept' in e) return 'accept';
+    if ('drop' in e) return 'drop';
+    if ('reject' in e) return 'reject';
+    if ('return' in e) return 'return';
+    for (const k of ['jump', 'goto']) {
+      const v = e[k];
+      if (isObj(v) && typeof v['target'] === 'string') return { jump: v['target'] };
+    }
+    const xt = e['xt'];
+    if (isObj(xt) && xt['type'] === 'target') {
+      const name = String(xt['name']);
+      if (name === 'ACCEPT') return 'accept';
+      if (name === 'DROP') return 'drop';
+      if (name === 'REJECT') return 'reject';
+      if (name === 'RETURN') return 'return';
+    }
+  }
+  return undefined;
+}
+
+/** True when the rule has no match at all: it applies to every packet that reaches it. */
+function unconditional(rule: LiveRule): boolean {
+  return rule.expr.every((e) => 'counter' in e || 'drop' in e || 'reject' in e || 'log' in e || ('xt' in e && isObj(e['xt']) && e['xt']['type'] === 'target'));
+}
+
+/** How the chain ends for a packet no rule accepted: its policy, or an unconditional drop/reject last rule. */
+export function dropsByDefault(chain: LiveChain): string | undefined {
+  const last = chain.rules[chain.rules.length - 1];
+  if (last && unconditional(last)) {
+    const v = verdictOf(last);
+    if (v === 'drop' || v === 'reject') return `its last rule "${describeRule(last.expr, last.comment)}" ${v === 'drop' ? 'drops' : 'rejects'} everything that reaches it`;
+  }
+  if (chain.policy === 'drop') return 'policy drop';
+  return undefined;
+}
+
+function ifnameMatches(pattern: string, name: string): boolean {
+  return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : pattern === name;
+}
+
+/** Does the rule match packets in (iif) or out (oif) of the bridge by name? */
+function matchesBridge(expr: Expr[], key: 'iifname' | 'oifname', bridge: string): boolean {
+  return expr.some((e) => {
+    const m = e['match'];
+    if (!isObj(m) || m['op'] === '!=') return false;
+    const left = m['left'];
+    if (!isObj(left) || !isObj(left['meta']) || left['meta']['key'] !== key) return false;
+    const right = m['right'];
+    if (typeof right === 'string') return ifnameMatches(right, bridge);
+    if (isObj(right) && Array.isArray(right['set'])) return right['set'].some((x) => typeof x === 'string' && ifnameMatches(x, bridge));
+    return false;
+  });
+}
+
+/**
+ * Does the chain (or a chain it jumps to, in the same table) accept traffic
+ * in (iif) or out (oif) of the bridge? A jump whose own match names the
+ * bridge counts when its target accepts anything.
+ */
+function accepts(table: LiveTable, chain: LiveChain, key: 'iifname' | 'oifname', bridge: string, depth = 0, viaBridgeMatch = false): boolean {
+  if (depth > MAX_DEPTH) return false;
+  for (const rule of chain.rules) {
+    const v = verdictOf(rule);
+    const named = viaBridgeMatch || matchesBridge(rule.expr, key, bridge);
+    if (v === 'accept' && named) return true;
+    if (typeof v === 'object') {
+      if (v.jump === OWN_INPUT_CHAIN || v.jump === OWN_FORWARD_CHAIN) return true; // kvmnftd's jump
+      const target = table.chains.get(v.jump);
+      if (target && accepts(table, target, key, bridge, depth + 1, named)) return true;
+    }
+  }
+  return false;
+}
+
+function familyCarries(family: string, net: Network): boolean {
+  if (family === 'ip') return net.ips.some((ip) => ip.cidr.family === 4);
+  if (family === 'ip6') return net.ips.some((ip) => ip.cidr.family === 6);
+  return true;
+}
+
+function owner(table: LiveTable, chain: LiveChain): { who: string; iptables: boolean; docker: boolean } {
+  const docker = /docker/i.test(table.name) || [...table.chains.keys()].some((c) => c.startsWith('DOCKER'));
+  const iptables = (table.family === 'ip' || table.family === 'ip6') && ['filter', 'nat', 'mangle', 'raw', 'security'].includes(table.name) && IPTABLES_BUILTIN.has(chain.name);
+  if (docker && iptables) return { who: 'Docker, through iptables-nft', iptables, docker };
+  if (docker) return { who: 'Docker (nftables)', iptables, docker };
+  if (iptables) return { who: 'iptables-nft (iptables rules shown as nft)', iptables, docker };
+  return { who: 'another nft table', iptables, docker };
+}
+
+function fixFor(table: LiveTable, chain: LiveChain, hook: 'input' | 'forward', nets: Network[], ipt: { iptables: boolean; docker: boolean }, adminKey: string): string {
+  const cmds: string[] = [];
+  const ip = table.family === 'ip6' ? 'ip6tables' : 'iptables';
+  for (const n of nets) {
+    const br = n.bridge;
+    if (ipt.iptables) {
+      const into = ipt.docker && hook === 'forward' && table.chains.has('DOCKER-USER') ? 'DOCKER-USER' : chain.name;
+      if (hook === 'input') cmds.push(`${ip} -I ${into} -i ${br} -j ACCEPT`);
+      else cmds.push(`${ip} -I ${into} -i ${br} -j ACCEPT`, `${ip} -I ${into} -o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+    } else if (hook === 'input') {
+      cmds.push(`nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" udp dport { 53, 67, 547 } accept`, `nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" tcp dport 53 accept`);
+    } else {
+      cmds.push(`nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" accept`, `nft insert rule ${table.family} ${table.name} ${chain.name} oifname "${br}" ct state established,related accept`);
+    }
+  }
+  const lasting = ipt.docker
+    ? 'Docker re-creates its chains when it restarts: keep these in a unit that runs after docker.service (iptables: DOCKER-USER is the chain Docker leaves alone).'
+    : ipt.iptables
+      ? 'Save them where your iptables rules are restored from (e.g. /etc/iptables/rules.v4), or remove the drop policy if nothing needs it.'
+      : `Add the same rules to the file that defines table ${table.family} ${table.name}, or merge that table into the one kvmnftd manages (filter.table).`;
+  return `Accept the guests' traffic in this chain too (kvmnftd's rules live in ${adminKey} only):\n${cmds.map((c) => `  ${c}`).join('\n')}\n${lasting}`;
+}
+
+export function checkDropChains(facts: DoctorFacts): Finding[] {
+  const live = liveRuleset(facts);
+  if (!live) return [];
+  const nets = activeNetworks(facts);
+  const { config } = facts;
+  const brNf = facts.sysctl.bridgeNfCallIptables === '1';
+  const findings: Finding[] = [];
+  for (const table of live.tables.values()) {
+    if (!FAMILIES.has(table.family)) continue;
+    for (const chain of table.chains.values()) {
+      if (chain.type !== undefined && chain.type !== 'filter') continue;
+      if (chain.hook !== 'input' && chain.hook !== 'forward') continue;
+      const hook = chain.hook;
+      const isAdmin = table.family === config.filter.family && table.name === config.filter.table && chain.name === (hook === 'input' ? config.filter.inputChain : config.filter.forwardChain);
+      if (isAdmin) continue; // kvmnftd's own jump; a missing one is rules-not-applied
+      const how = dropsByDefault(chain);
+      if (!how) continue;
+      const affected = nets.filter((n) => {
+        if (!familyCarries(table.family, n)) return false;
+        const accepted = n.mode !== 'open' || config.filter.acceptOpenNetworks.includes(n.name);
+        if (!accepted) return false;
+        if (hook === 'input') return n.ips.length > 0 && !accepts(table, chain, 'iifname', n.bridge);
+        // forward: routed/NATed traffic crosses it; bridged guest-to-guest traffic only
+        // in the bridge family, or with br_netfilter calling iptables.
+        const routes = n.mode === 'nat' || n.mode === 'route' || n.mode === 'open';
+        const bridged = table.family === 'bridge' || brNf;
+        if (!routes && !bridged) return false;
+        return !(accepts(table, chain, 'iifname', n.bridge) && accepts(table, chain, 'oifname', n.bridge));
+      });
+      if (affected.length === 0) continue;
+      const o = owner(table, chain);
+      const adminKey = `${config.filter.family} ${config.filter.table}`;
+      const names = affected.map((n) => `${n.name} (${n.bridge})`).join(', ');
+      findings.push({
+        id: 'foreign-drop-chain',
+        severity: 'error',
+        title: `table ${table.family} ${table.name} chain ${chain.name} (hook ${hook}, priority ${chain.prio ?? 0}) drops ${hook === 'input' ? 'DHCP/DNS requests' : 'forwarded traffic'} of network${affected.length > 1 ? 's' : ''} ${names}: kvmnftd's accepts in ${adminKey} do not count there`,
+        evidence: [
+          `table ${table.family} ${table.name}, chain ${chain.name}: type ${chain.type ?? 'filter'} hook ${hook} priority ${chain.prio ?? 0}; ${how}`,
+          `no rule there (or in a chain it jumps to) accepts traffic ${hook === 'input' ? 'in from' : 'in from and out to'} ${affected.map((n) => n.bridge).join(', ')}`,
+          `looks like: ${o.who}`,
+          ...(table.family === 'bridge' || (hook === 'forward' && brNf && affected.some((n) => n.mode === 'isolated')) ? ['bridged guest-to-guest frames cross this hook (bridge family or br_netfilter)'] : []),
+        ],
+        fix: fixFor(table, chain, hook, affected, o, adminKey),
+        networks: affected.map((n) => n.name),
+      });
+    }
+  }
+  return findings;
+}

@@ -1,0 +1,100 @@
+// Adapters for `kvmnftd doctor`: /proc/sys, nft --version, the system bus,
+// libvirt's network.conf, iptables-legacy-save. Each has a time-out and turns
+// a failure into a fact ("could not ..."), never into an exception.
+import { readdir, readFile } from 'node:fs/promises';
+import dbus from 'dbus-next';
+import { execa } from 'execa';
+import { parseNftVersion } from './nft-version.js';
+import type { DoctorFacts } from './types.js';
+
+const { Message, systemBus } = dbus;
+const TIMEOUT_MS = 5000;
+
+async function readFlag(path: string): Promise<string | undefined> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
+  const out: DoctorFacts['sysctl'] = { ipv6AcceptRa1: [] };
+  const set = <K extends Exclude<keyof DoctorFacts['sysctl'], 'ipv6AcceptRa1'>>(key: K, v: string | undefined): void => {
+    if (v !== undefined) out[key] = v;
+  };
+  set('ipv4Forward', await readFlag('/proc/sys/net/ipv4/ip_forward'));
+  set('ipv6Forward', await readFlag('/proc/sys/net/ipv6/conf/all/forwarding'));
+  set('bridgeNfCallIptables', await readFlag('/proc/sys/net/bridge/bridge-nf-call-iptables'));
+  set('bridgeNfCallIp6tables', await readFlag('/proc/sys/net/bridge/bridge-nf-call-ip6tables'));
+  let names: string[] = [];
+  try {
+    names = await readdir('/proc/sys/net/ipv6/conf');
+  } catch {
+    names = [];
+  }
+  for (const name of names) {
+    if (name === 'all' || name === 'default' || name === 'lo') continue;
+    if ((await readFlag(`/proc/sys/net/ipv6/conf/${name}/accept_ra`)) === '1') out.ipv6AcceptRa1.push(name);
+  }
+  return out;
+}
+
+export async function nftVersionFact(nft = 'nft'): Promise<DoctorFacts['nft']> {
+  const r = await execa(nft, ['--version'], { reject: false, timeout: TIMEOUT_MS, stdin: 'ignore' });
+  if (r.failed) return { error: r.code === 'ENOENT' ? `${nft} not found` : `${nft} --version failed: ${(r.stderr || String(r.exitCode)).trim()}` };
+  const v = parseNftVersion(r.stdout);
+  return v ? { version: v } : { error: `cannot read a version from "${r.stdout.trim()}"` };
+}
+
+/** One system bus connection: does org.libvirt run or activate, does firewalld run? */
+export async function busFacts(): Promise<DoctorFacts['bus']> {
+  let bus: ReturnType<typeof systemBus>;
+  try {
+    bus = systemBus();
+  } catch (err) {
+    return { error: `system bus: ${(err as Error).message}` };
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const failed = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
+    bus.on('error', (err: unknown) => reject(err instanceof Error ? err : new Error(String(err))));
+  });
+  failed.catch(() => undefined);
+  const ask = async (member: string, body: string[]): Promise<unknown> => {
+    const reply = await Promise.race([bus.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member, ...(body.length > 0 ? { signature: 's', body } : {}) })), failed]);
+    return reply?.body[0];
+  };
+  try {
+    const libvirt = (await ask('NameHasOwner', ['org.libvirt'])) === true;
+    const activatable = await ask('ListActivatableNames', []);
+    const firewalld = (await ask('NameHasOwner', ['org.fedoraproject.FirewallD1'])) === true;
+    const canActivate = Array.isArray(activatable) && activatable.includes('org.libvirt');
+    return { libvirtDbus: libvirt ? 'running' : canActivate ? 'activatable' : 'absent', firewalld };
+  } catch (err) {
+    return { error: `system bus: ${(err as Error).message}` };
+  } finally {
+    clearTimeout(timer);
+    bus.disconnect();
+  }
+}
+
+/** firewall_backend = "..." from libvirt's network.conf, when set. */
+export async function libvirtBackendSetting(file = '/etc/libvirt/network.conf'): Promise<string | undefined> {
+  try {
+    const text = await readFile(file, 'utf8');
+    return /^\s*firewall_backend\s*=\s*"([^"]*)"/m.exec(text)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+export async function iptablesLegacyFacts(): Promise<DoctorFacts['iptablesLegacy']> {
+  const dump = async (cmd: string): Promise<string | undefined> => {
+    const r = await execa(cmd, [], { reject: false, timeout: TIMEOUT_MS, stdin: 'ignore' });
+    return r.code === 'ENOENT' ? undefined : r.stdout;
+  };
+  const ipv4 = await dump('iptables-legacy-save');
+  if (ipv4 === undefined) return { installed: false };
+  return { installed: true, ipv4, ipv6: (await dump('ip6tables-legacy-save')) ?? '' };
+}

@@ -1,0 +1,99 @@
+// The admin's table and kvmnftd's rules in it; an admin `table ip nat` that
+// fights iptables-nft over the name. Pure.
+import { libvirtBackendsPresent } from '../nft/libvirt-chains.js';
+import { tableKey } from '../nft/ruleset.js';
+import { dropsByDefault } from './drop-chains.js';
+import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
+
+export function checkRuleset(facts: DoctorFacts): Finding[] {
+  if ('error' in facts.ruleset) {
+    return [{ id: 'ruleset-unreadable', severity: 'error', title: 'cannot read the nftables ruleset: nothing about it can be checked', evidence: [facts.ruleset.error], fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.' }];
+  }
+  return [];
+}
+
+export function checkAdminTable(facts: DoctorFacts): Finding[] {
+  const live = liveRuleset(facts);
+  const nets = activeNetworks(facts);
+  if (!live || nets.length === 0) return [];
+  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
+  const admin = live.tables.get(tableKey(family, table));
+  if (!admin) {
+    const candidates = [...live.tables.values()].filter((t) => [...t.chains.values()].some((c) => (c.hook === 'input' || c.hook === 'forward') && dropsByDefault(c) !== undefined));
+    return [
+      {
+        id: 'admin-table-missing',
+        severity: 'error',
+        title: `the admin table ${family} ${table} (filter.family/filter.table) does not exist: kvmnftd applies only its NAT rules`,
+        evidence: [`no table ${family} ${table} in nft list tables`, candidates.length > 0 ? `tables with a dropping input/forward chain: ${candidates.map((t) => `${t.family} ${t.name}`).join(', ')}` : 'no table has a dropping input/forward chain'],
+        fix: candidates.length > 0
+          ? `Point kvmnftd at your table in /etc/kvmnftd/kvmnftd.toml: [filter] family = "${candidates[0]!.family}" table = "${candidates[0]!.name}" (and input_chain/forward_chain if your chains are named differently), then kvmnftd apply.`
+          : `Load your ruleset (systemctl start nftables), or nothing drops guest traffic and no filter rules are needed.`,
+      },
+    ];
+  }
+  const missing = [inputChain, forwardChain].filter((c) => !admin.chains.has(c));
+  if (missing.length > 0 && jump !== 'none') {
+    return [
+      {
+        id: 'admin-table-missing',
+        severity: 'error',
+        title: `base chain${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${family} ${table} do${missing.length > 1 ? '' : 'es'} not exist: kvmnftd has nowhere to put its jump`,
+        evidence: [`chains of ${family} ${table}: ${[...admin.chains.keys()].join(', ') || 'none'}`],
+        fix: `Name your base chains in /etc/kvmnftd/kvmnftd.toml: [filter] input_chain = "..." forward_chain = "...", then kvmnftd apply.`,
+      },
+    ];
+  }
+  return [];
+}
+
+export function checkRulesApplied(facts: DoctorFacts): Finding[] {
+  if (!('live' in facts.ruleset) || !('networks' in facts.libvirt)) return [];
+  const n = facts.ruleset.plannedCommands;
+  if (n === 0) return [];
+  return [
+    {
+      id: 'rules-not-applied',
+      severity: 'error',
+      title: `kvmnftd's rules are not (all) in place: the next apply would run ${n} nft command${n === 1 ? '' : 's'}`,
+      evidence: [`kvmnftd plan: ${n} command${n === 1 ? '' : 's'}`],
+      fix: 'See what is missing with kvmnftd plan --diff (or kvmnftd status). Then kvmnftd apply once, or let the daemon keep them: systemctl enable --now kvmnftd.',
+    },
+  ];
+}
+
+const IPTABLES_CHAINS: Record<string, string[]> = {
+  filter: ['INPUT', 'FORWARD', 'OUTPUT'],
+  nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
+  mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
+};
+
+/**
+ * iptables-nft owns `ip|ip6 filter|nat|mangle` by name. Base chains there that
+ * iptables does not know make `iptables -t nat ...` fail ("incompatible"),
+ * which breaks libvirt's iptables backend and Docker.
+ */
+export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
+  const live = liveRuleset(facts);
+  if (!live) return [];
+  const out: Finding[] = [];
+  const libvirtIptables = libvirtBackendsPresent(live).includes('iptables');
+  for (const t of live.tables.values()) {
+    const builtin = (t.family === 'ip' || t.family === 'ip6') ? IPTABLES_CHAINS[t.name] : undefined;
+    if (!builtin) continue;
+    const foreign = [...t.chains.values()].filter((c) => c.hook !== undefined && !builtin.includes(c.name));
+    if (foreign.length === 0) continue;
+    const isAdmin = t.family === facts.config.filter.family && t.name === facts.config.filter.table;
+    const cmd = t.family === 'ip6' ? 'ip6tables' : 'iptables';
+    out.push({
+      id: 'ip-nat-collision',
+      severity: t.name === 'nat' || libvirtIptables ? 'warning' : 'info',
+      title: `table ${t.family} ${t.name} has nft base chains iptables-nft does not know (${foreign.map((c) => c.name).join(', ')}): ${cmd} -t ${t.name} fails on it, and libvirt's iptables backend and Docker use exactly that table`,
+      evidence: [...foreign.map((c) => `chain ${c.name}: type ${c.type ?? '?'} hook ${c.hook ?? '?'} priority ${c.prio ?? 0}`), `${cmd}-nft -t ${t.name} -S then says: table \`${t.name}' is incompatible, use 'nft' tool.`, ...(isAdmin ? ['this is the table kvmnftd is configured to use (filter.table)'] : [])],
+      fix: t.name === 'nat'
+        ? `kvmnftd does libvirt's NAT in its own table (inet ${facts.config.nat.table}): the masquerade snippet of the usual how-tos is not needed. Rename or remove your table: nft delete table ${t.family} ${t.name}, and in your nftables.conf call it e.g. table ${t.family} admin_nat.`
+        : `Rename your table in nftables.conf (e.g. table inet filter instead of ${t.family} ${t.name}) and set [filter] table accordingly; leave ${t.family} ${t.name} to iptables-nft.`,
+    });
+  }
+  return out;
+}

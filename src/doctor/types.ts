@@ -1,0 +1,72 @@
+// What `kvmnftd doctor` knows about the host (gathered by gather.ts) and what
+// it reports. Every check is a pure function Facts -> Finding[].
+import type { Config } from '../config/config.js';
+import type { Network, NetworkParse } from '../libvirt/model.js';
+import type { Ruleset } from '../nft/ruleset.js';
+
+export type Severity = 'error' | 'warning' | 'info';
+
+export type FindingId =
+  | 'ruleset-unreadable'
+  | 'libvirt-unreachable'
+  | 'network-invalid'
+  | 'rules-not-applied'
+  | 'admin-table-missing'
+  | 'foreign-drop-chain'
+  | 'br-netfilter'
+  | 'ipv4-forwarding-off'
+  | 'ipv6-forwarding-off'
+  | 'libvirt-firewall-backend'
+  | 'libvirt-chains-missing'
+  | 'libvirt-dbus-unavailable'
+  | 'nft-too-old'
+  | 'ip-nat-collision'
+  | 'firewalld-running'
+  | 'iptables-legacy-rules';
+
+export interface Finding {
+  id: FindingId;
+  severity: Severity;
+  /** One line: what is wrong, naming the objects. */
+  title: string;
+  /** What was seen, one fact per line. */
+  evidence: string[];
+  /** The exact fix: commands or configuration to change. */
+  fix: string;
+  /** Networks whose guests are affected, when that can be said. */
+  networks?: string[];
+}
+
+export interface DoctorFacts {
+  config: Config;
+  /** Active networks as parsed, or why they could not be read. */
+  libvirt: { networks: NetworkParse[] } | { error: string };
+  ruleset: { live: Ruleset; plannedCommands: number } | { error: string };
+  /** Values of /proc/sys files; absent key = file absent or unreadable. */
+  sysctl: {
+    ipv4Forward?: string;
+    ipv6Forward?: string;
+    bridgeNfCallIptables?: string;
+    bridgeNfCallIp6tables?: string;
+    /** Interfaces with accept_ra = 1 (they would stop taking RAs with IPv6 forwarding on). */
+    ipv6AcceptRa1: string[];
+  };
+  /** `nft --version`, e.g. "1.0.6", or why it could not be run. */
+  nft: { version: string } | { error: string };
+  /** System bus probe: who owns / can activate the names kvmnftd cares about. */
+  bus: { libvirtDbus: 'running' | 'activatable' | 'absent'; firewalld: boolean } | { error: string };
+  /** firewall_backend from /etc/libvirt/network.conf, when set. */
+  libvirtConfiguredBackend?: string;
+  /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */
+  iptablesLegacy: { installed: false } | { installed: true; ipv4: string; ipv6: string };
+}
+
+/** The valid active networks, or [] when libvirt could not be read. */
+export function activeNetworks(facts: DoctorFacts): Network[] {
+  if (!('networks' in facts.libvirt)) return [];
+  return facts.libvirt.networks.flatMap((p) => (p.kind === 'ok' ? [p.network] : []));
+}
+
+export function liveRuleset(facts: DoctorFacts): Ruleset | undefined {
+  return 'live' in facts.ruleset ? facts.ruleset.live : undefined;
+}

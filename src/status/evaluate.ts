@@ -1,0 +1,216 @@
+// `kvmnftd status`: pure evaluation of gathered facts into a report whose JSON
+// form is documented (docs/status.schema.json, docs/operation.md). Compares
+// the live ruleset with the plan, network by network.
+import type { Config } from '../config/config.js';
+import type { NetworkParse } from '../libvirt/model.js';
+import { cidrText } from '../net/ip.js';
+import { natChainName, NAT_BASE_CHAIN, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG } from '../nft/desired.js';
+import type { RuleSpec } from '../nft/json.js';
+import { plan } from '../nft/plan.js';
+import { ruleKey, tableKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
+
+export const STATUS_SCHEMA_ID = 'kvmnftd.status/1';
+
+export type RuleState = 'ok' | 'missing' | 'stale' | 'not-needed';
+/** A jump's state; 'unknown' when libvirt or the ruleset could not be read. */
+export type JumpState = RuleState | 'unknown';
+
+export interface SystemdFacts {
+  /** False when systemd is not the init system (or its bus API did not answer). */
+  available: boolean;
+  activeState?: string;
+  subState?: string;
+  statusText?: string;
+  error?: string;
+}
+
+export interface DaemonFacts {
+  /** PID from the runtime directory's PID file, when that process is alive. */
+  pid?: number;
+  /** The daemon's own state file (runtime directory). */
+  state?: { transport: 'dbus' | 'virsh' | null; status: string; lastPassAt: string | null; lastChangeAt: string | null };
+  systemd: SystemdFacts;
+}
+
+export interface StatusFacts {
+  config: Config;
+  configSource: string;
+  /** Parse results of every active network, or why libvirt could not be read. */
+  libvirt: { source: 'libvirt' | 'xml-files'; networks: NetworkParse[] } | { source: 'libvirt' | 'xml-files'; error: string };
+  ruleset: { live: Ruleset } | { error: string };
+  daemon: DaemonFacts;
+  checkedAt: Date;
+}
+
+export interface NetworkStatus {
+  name: string;
+  bridge: string;
+  mode: string;
+  subnets: string[];
+  nat: RuleState;
+  input: RuleState;
+  forward: RuleState;
+  ok: boolean;
+}
+
+/** The JSON document `kvmnftd status --json` prints (snake_case keys). */
+export interface StatusReport {
+  schema: typeof STATUS_SCHEMA_ID;
+  checked_at: string;
+  ok: boolean;
+  exit_code: 0 | 1 | 3;
+  config: { source: string; admin_table: string; nat_table: string; jump: string };
+  libvirt: { source: 'libvirt' | 'xml-files'; reachable: boolean; error: string | null };
+  ruleset: { readable: boolean; error: string | null; admin_table_present: boolean | null; networks_with_rules: string[] };
+  daemon: {
+    running: boolean | null;
+    pid: number | null;
+    transport: 'dbus' | 'virsh' | null;
+    status_text: string | null;
+    last_pass_at: string | null;
+    last_change_at: string | null;
+    systemd: { available: boolean; active_state: string | null; sub_state: string | null; status_text: string | null; error: string | null };
+  };
+  jumps: { input: JumpState; forward: JumpState };
+  networks: NetworkStatus[];
+  skipped: Array<{ name: string; reason: string }>;
+  pending_commands: number | null;
+  problems: string[];
+}
+
+function jumpTargets(rule: LiveRule): string[] {
+  return rule.expr.flatMap((e) => {
+    for (const k of ['jump', 'goto']) {
+      const v = e[k];
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof v['target'] === 'string') return [v['target']];
+    }
+    return [];
+  });
+}
+
+/** Ordered rule keys of one network's rules (by comment tag) in a chain. */
+function tagged(chain: LiveChain | undefined, tag: string): string[] {
+  return (chain?.rules ?? []).filter((r) => r.comment === tag).map(ruleKey);
+}
+
+function compare(wanted: readonly RuleSpec[], live: string[]): RuleState {
+  if (wanted.length === 0) return live.length === 0 ? 'not-needed' : 'stale';
+  if (live.length === 0) return 'missing';
+  const keys = wanted.map(ruleKey);
+  return keys.length === live.length && keys.every((k, i) => k === live[i]) ? 'ok' : 'stale';
+}
+
+/** Names of networks that have rules in the live ruleset (from their comment tags). */
+export function networksWithRules(live: Ruleset): string[] {
+  const names = new Set<string>();
+  for (const t of live.tables.values()) {
+    for (const c of t.chains.values()) {
+      for (const r of c.rules) if (r.comment?.startsWith(`${TAG} net=`)) names.add(r.comment.slice(TAG.length + 5));
+    }
+  }
+  return [...names].sort();
+}
+
+export function evaluateStatus(facts: StatusFacts): StatusReport {
+  const { config } = facts;
+  const problems: string[] = [];
+  const adminName = `${config.filter.family} ${config.filter.table}`;
+  const live = 'live' in facts.ruleset ? facts.ruleset.live : undefined;
+  const inputs = 'networks' in facts.libvirt ? facts.libvirt.networks : undefined;
+  if (!live && 'error' in facts.ruleset) problems.push(`cannot read the ruleset: ${facts.ruleset.error}`);
+  if (!inputs && 'error' in facts.libvirt) problems.push(`cannot read libvirt's networks: ${facts.libvirt.error}`);
+
+  const networks: NetworkStatus[] = [];
+  const skipped: StatusReport['skipped'] = [];
+  let jumps: StatusReport['jumps'] = { input: 'unknown', forward: 'unknown' };
+  let pending: number | null = null;
+  const admin = live?.tables.get(tableKey(config.filter.family, config.filter.table));
+
+  if (live && inputs) {
+    const p = plan(inputs, config, live);
+    pending = p.batch.nftables.length;
+    for (const note of p.notes) {
+      if (note.level === 'error' && note.network) skipped.push({ name: note.network, reason: note.message });
+      else if (note.level !== 'info') problems.push(note.network ? `network ${note.network}: ${note.message}` : note.message);
+    }
+    const own = live.tables.get(tableKey('inet', config.nat.table));
+    const inputChain = admin?.chains.get(OWN_INPUT_CHAIN);
+    const forwardChain = admin?.chains.get(OWN_FORWARD_CHAIN);
+    const postrouting = own?.chains.get(NAT_BASE_CHAIN);
+    const jumpState = (baseName: string, ownName: string, wanted: number): RuleState => {
+      if (wanted === 0) return 'not-needed';
+      const rules = admin?.chains.get(baseName)?.rules ?? [];
+      const hits = rules.filter((r) => jumpTargets(r).includes(ownName));
+      if (hits.length === 0) return 'missing';
+      if (config.filter.jump === 'none') return 'ok';
+      const ours = hits.filter((r) => r.comment === TAG);
+      const at = config.filter.jump === 'first' ? 0 : rules.length - 1;
+      return ours.length === 1 && rules[at] === ours[0] ? 'ok' : 'stale';
+    };
+    const input = jumpState(config.filter.inputChain, OWN_INPUT_CHAIN, p.desired.input.length);
+    const forward = jumpState(config.filter.forwardChain, OWN_FORWARD_CHAIN, p.desired.forward.length);
+    jumps = { input, forward };
+    for (const [which, state] of [['input', input], ['forward', forward]] as const) {
+      if (state === 'missing') problems.push(`the ${which} jump to ${which === 'input' ? OWN_INPUT_CHAIN : OWN_FORWARD_CHAIN} is missing from ${adminName}`);
+      if (state === 'stale') problems.push(`the ${which} jump in ${adminName} is not where filter.jump = "${config.filter.jump}" puts it`);
+    }
+
+    for (const n of p.networks) {
+      const tag = networkTag(n.name);
+      const natWanted = p.desired.natChains.find((c) => c.name === natChainName(n.bridge));
+      let nat: RuleState = 'not-needed';
+      if (natWanted) {
+        const liveNat = own?.chains.get(natWanted.name);
+        const jumpKey = ruleKey({ expr: [{ jump: { target: natWanted.name } }], comment: tag });
+        const jumped = (postrouting?.rules ?? []).some((r) => ruleKey(r) === jumpKey);
+        const base = p.desired.natChains.find((c) => c.base !== undefined)?.base;
+        const baseOk = postrouting !== undefined && base !== undefined && postrouting.hook === base.hook && postrouting.prio === base.prio && postrouting.type === base.type;
+        if (!liveNat && !jumped) nat = 'missing';
+        else nat = liveNat && jumped && baseOk && compare(natWanted.rules, liveNat.rules.map(ruleKey)) === 'ok' ? 'ok' : 'stale';
+      }
+      const input = compare(p.desired.input.filter((r) => r.comment === tag), tagged(inputChain, tag));
+      const forward = compare(p.desired.forward.filter((r) => r.comment === tag), tagged(forwardChain, tag));
+      const jumpOk = (s: RuleState, j: JumpState): boolean => s === 'not-needed' || (s === 'ok' && j === 'ok');
+      const ok = (nat === 'ok' || nat === 'not-needed') && jumpOk(input, jumps.input) && jumpOk(forward, jumps.forward);
+      networks.push({ name: n.name, bridge: n.bridge, mode: n.mode, subnets: n.ips.map((ip) => cidrText(ip.cidr)), nat, input, forward, ok });
+      for (const [part, state] of [['NAT', nat], ['input', input], ['forward', forward]] as const) {
+        if (state === 'missing' || state === 'stale') problems.push(`network ${n.name}: ${part} rules ${state}`);
+      }
+    }
+    for (const s of skipped) problems.push(`network ${s.name}: ${s.reason}`);
+    if (pending > 0) problems.push(`the next apply would run ${pending} nft commands (kvmnftd plan --diff shows them)`);
+  }
+
+  const d = facts.daemon;
+  const sd = d.systemd;
+  const running = d.pid !== undefined ? true : sd.available && sd.activeState !== undefined ? sd.activeState === 'active' || sd.activeState === 'reloading' : d.state === undefined ? false : null;
+  const exit: 0 | 1 | 3 = !live || !inputs ? 1 : problems.length > 0 || pending !== 0 ? 3 : 0;
+  return {
+    schema: STATUS_SCHEMA_ID,
+    checked_at: facts.checkedAt.toISOString(),
+    ok: exit === 0,
+    exit_code: exit,
+    config: { source: facts.configSource, admin_table: adminName, nat_table: `inet ${config.nat.table}`, jump: config.filter.jump },
+    libvirt: { source: facts.libvirt.source, reachable: inputs !== undefined, error: 'error' in facts.libvirt ? facts.libvirt.error : null },
+    ruleset: {
+      readable: live !== undefined,
+      error: 'error' in facts.ruleset ? facts.ruleset.error : null,
+      admin_table_present: live ? admin !== undefined : null,
+      networks_with_rules: live ? networksWithRules(live) : [],
+    },
+    daemon: {
+      running,
+      pid: d.pid ?? null,
+      transport: d.pid !== undefined ? (d.state?.transport ?? null) : null,
+      status_text: sd.statusText ?? (d.pid !== undefined ? (d.state?.status ?? null) : null),
+      last_pass_at: d.pid !== undefined ? (d.state?.lastPassAt ?? null) : null,
+      last_change_at: d.pid !== undefined ? (d.state?.lastChangeAt ?? null) : null,
+      systemd: { available: sd.available, active_state: sd.activeState ?? null, sub_state: sd.subState ?? null, status_text: sd.statusText ?? null, error: sd.error ?? null },
+    },
+    jumps,
+    networks,
+    skipped,
+    pending_commands: pending,
+    problems,
+  };
+}
