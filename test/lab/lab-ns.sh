@@ -9,9 +9,70 @@
 set -euo pipefail
 
 LAB_DIR=${1:?usage: lab-ns.sh LAB_DIR}
+# Optional (environment, set by lab.ts):
+#   LAB_ROOT              a test root (e.g. Debian 13, test/lab/trixie-root.sh):
+#                         every lab process runs chrooted into a tmpfs overlay
+#                         of it; the root itself is never written to.
+#   LAB_BIND              colon-separated host directories to bind into the
+#                         root at the same path (the repository, the tests'
+#                         temporary directory).
+#   LAB_FIREWALL_BACKEND  nftables | iptables: firewall_backend in libvirt's
+#                         network.conf (libvirt >= 10.4 only).
+#   LAB_TC_WRAPPER        with LAB_ROOT: a script put in place of the root's
+#                         /usr/sbin/tc (the real one becomes tc.lab-real).
+LAB_ROOT=${LAB_ROOT:-}
+LAB_FIREWALL_BACKEND=${LAB_FIREWALL_BACKEND:-}
 
 # Nothing mounted below may propagate back to the real machine.
 mount --make-rprivate /
+
+if [[ -n $LAB_ROOT ]]; then
+  [[ -x $LAB_ROOT/usr/sbin/libvirtd ]] || { echo "lab-ns: $LAB_ROOT is not a test root with libvirtd" >&2; exit 1; }
+  # A private /run of the lab (host view) holds the overlay's upper layer.
+  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+  mkdir -p /run/lab-root/upper /run/lab-root/work /run/lab-root/merged
+  R=/run/lab-root/merged
+  mount -t overlay kvmnftd-lab -o "lowerdir=$LAB_ROOT,upperdir=/run/lab-root/upper,workdir=/run/lab-root/work" "$R"
+  mount -t proc proc "$R/proc"
+  # sysfs of the lab's network namespace (libvirt writes bridge settings there)
+  mount -t sysfs -o nosuid,nodev,noexec sysfs "$R/sys"
+  mount --rbind /dev "$R/dev"
+  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
+  mkdir -p "$R/run/lock" "$R/run/dbus" "$R/run/libvirt" "$R/run/user"
+  chmod 1777 "$R/run/lock"
+  IFS=: read -r -a binds <<<"${LAB_BIND:-}"
+  for d in "${binds[@]}"; do
+    [[ -n $d && -d $d ]] || continue
+    mkdir -p "$R$d"
+    mount --rbind "$d" "$R$d"
+  done
+  rm -f "$R"/etc/libvirt/qemu/networks/*.xml "$R"/etc/libvirt/qemu/networks/autostart/*
+  cat >>"$R/etc/libvirt/libvirtd.conf" <<CONF
+
+# --- kvmnftd lab ---
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+unix_sock_group = "libvirtdbus"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+log_filters = "1:network 1:util.firewall 1:util.command 3:*"
+log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
+CONF
+  if [[ -n $LAB_FIREWALL_BACKEND ]]; then
+    printf '\n# --- kvmnftd lab ---\nfirewall_backend = "%s"\n' "$LAB_FIREWALL_BACKEND" >>"$R/etc/libvirt/network.conf"
+  fi
+  if [[ -n ${LAB_TC_WRAPPER:-} ]]; then
+    mv "$R/usr/sbin/tc" "$R/usr/sbin/tc.lab-real"
+    install -m 0755 "$LAB_TC_WRAPPER" "$R/usr/sbin/tc"
+  fi
+  install -m 0644 "$LAB_DIR/system-bus.conf" "$R/run/dbus/lab-system-bus.conf"
+  install -m 0755 "$LAB_DIR/udhcpc.script" "$R/run/lab-udhcpc.script"
+  ip link set lo up
+  cd "$R"
+  # From here on this process (the namespace holder, whose PID lab.ts enters
+  # with nsenter -r -w) has the overlay as its root and / as its directory.
+  exec chroot "$R" /bin/sh -c 'cd / && echo "READY $$" && exec cat >/dev/null'
+fi
 
 # sysfs shows the network namespace of whoever mounts it: remount it so that
 # /sys/class/net is the lab's (libvirt writes bridge settings there).
@@ -54,6 +115,10 @@ unix_sock_rw_perms = "0770"
 log_filters = "1:network 1:util.firewall 1:util.command 3:*"
 log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
 CONF
+
+if [[ -n $LAB_FIREWALL_BACKEND ]]; then
+  printf '\n# --- kvmnftd lab ---\nfirewall_backend = "%s"\n' "$LAB_FIREWALL_BACKEND" >>/etc/libvirt/network.conf
+fi
 
 # The system bus configuration of the lab.
 install -m 0644 "$LAB_DIR/system-bus.conf" /run/dbus/lab-system-bus.conf

@@ -38,9 +38,26 @@
  *   - libvirt's dnsmasq offers ~3 s after the first DHCPDISCOVER.
  *   - Hooks: write /etc/libvirt/hooks/network via lab.path() and call
  *     restartLibvirtd() (libvirtd looks for hooks at start).
+ *
+ * Option `root` (e.g. the Debian 13 root of test/lab/trixie-root.sh): the same
+ * lab, but lab-ns.sh puts a tmpfs overlay on that root (the cached root itself
+ * is never written to), mounts /proc, the lab's /sys, /dev, a private /run
+ * and binds the repository and the temporary directory into it at the same
+ * paths, then chroots the namespace holder into it. Every lab command runs
+ * with `nsenter -r -w` (root and directory of the holder): libvirtd,
+ * dbus-daemon, virsh, nft, ip, busybox and node (`lab.node`, the root's
+ * /usr/bin/node) are the root's. NODE_EXTRA_CA_CERTS (a host file) is unset.
+ * The root's /usr/sbin/tc is test/lab/tc-csum-wrapper.sh (see there: this
+ * kernel has no tc csum action; exactly that failing command is ignored and
+ * logged, `lab.tcCsumIgnored()`).
+ *
+ * Option `firewallBackend` writes `firewall_backend = "..."` into the lab's
+ * /etc/libvirt/network.conf (libvirt >= 10.4; Debian's libvirt 11 otherwise
+ * picks iptables whenever the iptables binary exists).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -56,6 +73,8 @@ export const LAB_FILES = {
   adminRuleset: join(REPO_DIR, 'test', 'fixtures', 'admin-ruleset.nft'),
   tcpListen: join(LAB_DIR, 'tcp-listen.mjs'),
   tcpProbe: join(LAB_DIR, 'tcp-probe.mjs'),
+  /** Stands in for a test root's /usr/sbin/tc (option `root`). */
+  tcWrapper: join(LAB_DIR, 'tc-csum-wrapper.sh'),
 } as const;
 
 /** Paths as seen INSIDE the lab's mount namespace. */
@@ -66,6 +85,8 @@ export const LAB_PATHS = {
   libvirtdLog: '/var/log/libvirt/libvirtd.log',
   networkStatusDir: '/run/libvirt/network',
   udhcpcScript: '/run/lab-udhcpc.script',
+  /** Written by tc-csum-wrapper.sh (option `root`): one line per ignored `tc ... csum` failure. */
+  tcCsumLog: '/run/lab-tc-csum-ignored.log',
 } as const;
 
 export const LIBVIRT_URI = 'qemu:///system';
@@ -85,6 +106,22 @@ export interface LabOptions {
   networks?: string[];
   /** Print progress to stderr (default: env KVMNFTD_LAB_DEBUG). */
   debug?: boolean;
+  /**
+   * A test root (host path, e.g. from test/lab/trixie-root.ts) whose libvirtd,
+   * dbus-daemon, virsh, nft, ip, busybox and node the lab runs (chrooted, on a
+   * tmpfs overlay). Default: the machine's own.
+   */
+  root?: string;
+  /** `firewall_backend` in the lab's libvirt network.conf (libvirt >= 10.4). Default: libvirt's choice. */
+  firewallBackend?: 'nftables' | 'iptables';
+}
+
+/** A further network namespace inside the lab (lab.addNetns()). */
+export interface LabNetns {
+  readonly name: string;
+  /** PID of the holder (`ip link ... netns PID`). */
+  readonly pid: number;
+  exec(cmd: string, args?: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
 }
 
 export interface ExecResult {
@@ -108,6 +145,8 @@ export interface TcpListener {
   port: number;
   /** Peer addresses of accepted connections, in order. */
   readonly peers: string[];
+  /** Peer source ports of accepted connections, in the same order. */
+  readonly peerPorts: number[];
   /** Resolves with the peer address of the next (or an already seen, index `n`) connection. */
   waitForPeer(timeoutMs?: number, n?: number): Promise<string>;
   close(): Promise<void>;
@@ -119,6 +158,14 @@ export interface TcpProbeResult {
   localAddress?: string;
   output: string;
   ms: number;
+}
+
+/** Where tcpListen()/tcpProbe() run and on what address (all optional; defaults as before). */
+export interface TcpWhere {
+  /** Namespace (default: wan for listeners, guest for probes). */
+  in?: 'wan' | 'guest' | 'host' | LabNetns;
+  /** Listen address (default 0.0.0.0; '::' for IPv6 + IPv4) or the probe's source address. */
+  address?: string;
 }
 
 export interface DhcpOptions {
@@ -172,6 +219,12 @@ export interface Lab {
   readonly env: Readonly<Record<string, string>>;
   /** Timings of startLab() phases in ms. */
   readonly timings: Readonly<Record<string, number>>;
+  /** The test root the lab runs in (option `root`), or undefined for the machine's own. */
+  readonly root: string | undefined;
+  /** libvirt's firewall backend as configured (option `firewallBackend`), or undefined. */
+  readonly firewallBackend: 'nftables' | 'iptables' | undefined;
+  /** The node binary to run inside the lab: the root's /usr/bin/node, else this process's. */
+  readonly node: string;
 
   exec(cmd: string, args?: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
   virsh(...args: string[]): Promise<ExecResult>;
@@ -185,8 +238,8 @@ export interface Lab {
   dhcp(opts?: DhcpOptions): Promise<string>;
   /** Static guest address instead of DHCP (e.g. '192.168.122.50/24', gateway 192.168.122.1). */
   guestStatic(cidr: string, gateway?: string): Promise<void>;
-  tcpListen(port: number): Promise<TcpListener>;
-  tcpProbe(host: string, port: number, timeoutMs?: number): Promise<TcpProbeResult>;
+  tcpListen(port: number, where?: TcpWhere): Promise<TcpListener>;
+  tcpProbe(host: string, port: number, timeoutMs?: number, where?: TcpWhere): Promise<TcpProbeResult>;
   /**
    * Spawn a long-running process inside the lab (host mount + net ns) with
    * lab.env + `env`; killed (SIGTERM, then SIGKILL) at stop(). stdin, stdout and
@@ -205,6 +258,10 @@ export interface Lab {
   restartLibvirtd(): Promise<void>;
   /** All processes currently inside one of the lab's namespaces. */
   processes(): number[];
+  /** A new network namespace inside the lab (same mount namespace/root), held until stop(). */
+  addNetns(name: string): Promise<LabNetns>;
+  /** Lines of tc-csum-wrapper.sh's log: `tc ... csum` failures ignored (option `root` only). */
+  tcCsumIgnored(): string[];
   stop(): Promise<StopReport>;
 }
 
@@ -295,11 +352,14 @@ function readPidFile(path: string): number | undefined {
   }
 }
 
-async function run(cmd: string, args: readonly string[], opts: ExecOptions & { baseEnv?: Record<string, string> } = {}): Promise<ExecResult> {
+/** Runs `cmd` with exactly `opts.env` (the caller merges process.env in). */
+async function run(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.env ?? process.env)) if (v !== undefined) env[k] = v;
   const r = await execa(cmd, [...args], {
     reject: false,
     timeout: opts.timeoutMs ?? 30_000,
-    env: { ...process.env, ...opts.baseEnv, ...opts.env },
+    env,
     extendEnv: false,
     stdin: 'ignore',
     stripFinalNewline: false,
@@ -388,6 +448,9 @@ class LabImpl implements Lab {
     LIBVIRT_DEFAULT_URI: LIBVIRT_URI,
   };
   timings: Record<string, number> = {};
+  readonly root: string | undefined;
+  readonly firewallBackend: 'nftables' | 'iptables' | undefined;
+  readonly node: string;
 
   private helper?: ChildProcess;
   private holders: ChildProcess[] = [];
@@ -400,6 +463,16 @@ class LabImpl implements Lab {
     labCounter += 1;
     this.id = `kvl-${process.pid}-${labCounter}`;
     this.debugOn = opts.debug ?? Boolean(process.env.KVMNFTD_LAB_DEBUG);
+    this.root = opts.root;
+    this.firewallBackend = opts.firewallBackend;
+    this.node = opts.root !== undefined ? '/usr/bin/node' : process.execPath;
+  }
+
+  /** Environment of every lab process: ours + lab.env + extra; a root gets no NODE_EXTRA_CA_CERTS (a host file). */
+  private procEnv(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+    const env: Record<string, string | undefined> = { ...process.env, ...this.env, ...extra };
+    if (this.root !== undefined) delete env['NODE_EXTRA_CA_CERTS'];
+    return env;
   }
 
   private debug(msg: string): void {
@@ -419,8 +492,17 @@ class LabImpl implements Lab {
 
     // 1. the host: mount + net namespaces held by lab-ns.sh
     let t = Date.now();
+    const labEnv: Record<string, string> = {};
+    if (opts.firewallBackend !== undefined) labEnv['LAB_FIREWALL_BACKEND'] = opts.firewallBackend;
+    if (opts.root !== undefined) {
+      labEnv['LAB_ROOT'] = opts.root;
+      labEnv['LAB_TC_WRAPPER'] = LAB_FILES.tcWrapper;
+      const binds = new Set([REPO_DIR, realpathSync(REPO_DIR), tmpdir(), realpathSync(tmpdir())]);
+      labEnv['LAB_BIND'] = [...binds].join(':');
+    }
     const helper = spawn('unshare', ['--mount', '--net', '--fork', '--kill-child', '--', 'bash', LAB_FILES.setupScript, LAB_DIR], {
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...labEnv },
     });
     this.helper = helper;
     if (helper.pid !== undefined) this.startedPids.set(helper.pid, 'unshare');
@@ -484,9 +566,30 @@ class LabImpl implements Lab {
     mark('total', t0);
   }
 
+  /** nsenter's -r -w (root and directory of the target) when the lab runs in a test root. */
+  private rootArgs(): string[] {
+    return this.root !== undefined ? ['-r', '-w'] : [];
+  }
+
+  async addNetns(name: string): Promise<LabNetns> {
+    if (!this.hostPid || this.stopped) throw new Error('lab is not running');
+    const pid = await this.holdNetns(name);
+    await this.execAt(pid, name, 'ip', ['link', 'set', 'lo', 'up']);
+    return { name, pid, exec: (cmd, args = [], opts = {}) => this.execAt(pid, name, cmd, args, opts) };
+  }
+
+  tcCsumIgnored(): string[] {
+    if (!this.hostPid) return [];
+    try {
+      return readFileSync(this.path(LAB_PATHS.tcCsumLog), 'utf8').split('\n').filter((l) => l !== '');
+    } catch {
+      return [];
+    }
+  }
+
   /** A process that holds a new network namespace inside the lab's mount namespace. */
-  private async holdNetns(role: 'wan' | 'guest'): Promise<number> {
-    const child = spawn('nsenter', ['-t', String(this.hostPid), '-m', '--', 'unshare', '--net', '--', 'cat'], {
+  private async holdNetns(role: string): Promise<number> {
+    const child = spawn('nsenter', ['-t', String(this.hostPid), '-m', ...this.rootArgs(), '--', 'unshare', '--net', '--', 'cat'], {
       stdio: ['pipe', 'ignore', 'pipe'],
     });
     this.holders.push(child);
@@ -585,12 +688,12 @@ class LabImpl implements Lab {
   }
 
   private nsenterArgs(pid: number, cmd: string, args: readonly string[]): string[] {
-    return ['-t', String(pid), '-m', '-n', '--', cmd, ...args];
+    return ['-t', String(pid), '-m', '-n', ...this.rootArgs(), '--', cmd, ...args];
   }
 
   private async execAt(pid: number, where: string, cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
     if (!pid) throw new Error(`lab ${where} namespace is not up`);
-    const r = await run('nsenter', this.nsenterArgs(pid, cmd, args), { ...opts, baseEnv: this.env });
+    const r = await run('nsenter', this.nsenterArgs(pid, cmd, args), { ...opts, env: this.procEnv(opts.env) });
     r.command = `[${where}] ${[cmd, ...args].join(' ')}`;
     if (opts.reject !== false && r.exitCode !== 0) {
       throw failure(`lab ${where} command`, r, cmd === 'virsh' || cmd === 'libvirtd' ? this.logSuffix() : '');
@@ -670,19 +773,28 @@ class LabImpl implements Lab {
     // nsenter with -m -n does not fork: the child's PID is the command's PID.
     const child = spawn('nsenter', this.nsenterArgs(this.hostPid, cmd, args), {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ...this.env, ...env },
+      env: this.procEnv(env),
     });
     return this.track(child, `spawn:${cmd}`);
   }
 
-  async tcpListen(port: number): Promise<TcpListener> {
+  private wherePid(where: TcpWhere | undefined, dflt: 'wan' | 'guest'): { pid: number; name: string } {
+    const w = where?.in ?? dflt;
+    if (typeof w !== 'string') return { pid: w.pid, name: w.name };
+    return { pid: w === 'wan' ? this.wanPid : w === 'guest' ? this.guestPid : this.hostPid, name: w };
+  }
+
+  async tcpListen(port: number, where?: TcpWhere): Promise<TcpListener> {
+    const at = this.wherePid(where, 'wan');
     const child = this.track(
-      spawn('nsenter', this.nsenterArgs(this.wanPid, process.execPath, [LAB_FILES.tcpListen, String(port)]), {
+      spawn('nsenter', this.nsenterArgs(at.pid, this.node, [LAB_FILES.tcpListen, String(port), ...(where?.address !== undefined ? [where.address] : [])]), {
         stdio: ['pipe', 'pipe', 'pipe'],
+        env: this.procEnv(),
       }),
       `tcp-listen:${port}`,
     );
     const peers: string[] = [];
+    const peerPorts: number[] = [];
     const waiters: Array<() => void> = [];
     let buf = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -691,17 +803,19 @@ class LabImpl implements Lab {
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        const m = line.match(/^ACCEPT (\S+) \d+$/);
+        const m = line.match(/^ACCEPT (\S+) (\d+)$/);
         if (m && m[1] !== undefined) {
           peers.push(m[1].replace(/^::ffff:/, ''));
+          peerPorts.push(Number(m[2]));
           for (const w of waiters.splice(0)) w();
         }
       }
     });
-    await waitForLine(child, /^LISTENING \d+$/, 10_000, `tcp listener on wan:${port}`);
+    await waitForLine(child, /^LISTENING \d+$/, 10_000, `tcp listener on ${at.name}:${port}`);
     return {
       port,
       peers,
+      peerPorts,
       waitForPeer: (timeoutMs = 5000, n = peers.length) =>
         new Promise<string>((resolve, reject) => {
           const check = () => {
@@ -713,7 +827,7 @@ class LabImpl implements Lab {
             }
             return false;
           };
-          const timer = setTimeout(() => reject(new Error(`no connection #${n + 1} on wan:${port} within ${timeoutMs} ms`)), timeoutMs);
+          const timer = setTimeout(() => reject(new Error(`no connection #${n + 1} on ${at.name}:${port} within ${timeoutMs} ms`)), timeoutMs);
           if (!check()) waiters.push(() => void check());
         }),
       close: async () => {
@@ -724,12 +838,11 @@ class LabImpl implements Lab {
     };
   }
 
-  async tcpProbe(host: string, port: number, timeoutMs = 3000): Promise<TcpProbeResult> {
+  async tcpProbe(host: string, port: number, timeoutMs = 3000, where?: TcpWhere): Promise<TcpProbeResult> {
     const t = Date.now();
-    const r = await this.inGuest(process.execPath, [LAB_FILES.tcpProbe, host, String(port), String(timeoutMs)], {
-      reject: false,
-      timeoutMs: timeoutMs + 5000,
-    });
+    const at = this.wherePid(where, 'guest');
+    const args = [LAB_FILES.tcpProbe, host, String(port), String(timeoutMs), ...(where?.address !== undefined ? [where.address] : [])];
+    const r = await this.execAt(at.pid, at.name, this.node, args, { reject: false, timeoutMs: timeoutMs + 5000 });
     const m = r.stdout.match(/^CONNECTED (\S+) \d+$/m);
     const res: TcpProbeResult = { ok: r.exitCode === 0 && m !== null, output: (r.stdout + r.stderr).trim(), ms: Date.now() - t };
     if (m && m[1] !== undefined) res.localAddress = m[1];
@@ -831,8 +944,12 @@ class LabImpl implements Lab {
  */
 export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   if (process.getuid?.() !== 0) throw new Error('the libvirt lab needs root');
-  for (const f of [LAB_FILES.setupScript, '/usr/sbin/libvirtd', '/usr/bin/dbus-daemon', '/usr/sbin/libvirt-dbus', '/usr/bin/busybox']) {
-    if (!existsSync(f)) throw new Error(`the libvirt lab needs ${f} (see .ci/install-deps)`);
+  if (!existsSync(LAB_FILES.setupScript)) throw new Error(`the libvirt lab needs ${LAB_FILES.setupScript}`);
+  const root = opts.root ?? '';
+  for (const f of ['/usr/sbin/libvirtd', '/usr/bin/dbus-daemon', '/usr/sbin/libvirt-dbus', '/usr/bin/busybox', ...(opts.root !== undefined ? ['/usr/bin/node', '/usr/sbin/tc'] : [])]) {
+    if (!existsSync(root + f)) {
+      throw new Error(opts.root !== undefined ? `the test root ${opts.root} lacks ${f} (rebuild it: test/lab/trixie-root.sh)` : `the libvirt lab needs ${f} (see .ci/install-deps)`);
+    }
   }
   const lab = new LabImpl(opts);
   try {

@@ -1,4 +1,5 @@
-// TCP listener for the lab's wan namespace: node tcp-listen.mjs PORT
+// TCP listener for the lab's wan namespace: node tcp-listen.mjs PORT [ADDRESS]
+// (ADDRESS default 0.0.0.0; "::" listens on IPv6 and IPv4).
 // Prints "LISTENING <port>" once bound and "ACCEPT <peer-address> <peer-port>"
 // for each accepted connection (then answers "hello" and closes it).
 // Exits when stdin closes or on SIGTERM.
@@ -14,7 +15,7 @@ server.on('error', (e) => {
   process.stderr.write(`listen error: ${e.message}\n`);
   process.exit(2);
 });
-server.listen(port, '0.0.0.0', () => process.stdout.write(`LISTENING ${port}\n`));
+server.listen(port, process.argv[3] ?? '0.0.0.0', () => process.stdout.write(`LISTENING ${port}\n`));
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 process.on('SIGTERM', () => process.exit(0));
