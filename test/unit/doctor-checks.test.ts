@@ -1,0 +1,305 @@
+// Every doctor check as a pure function of hand-made facts: no root, no nft.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { defaultConfig, type Config } from '../../src/config/config.js';
+import { checkDropChains } from '../../src/doctor/drop-chains.js';
+import { checkFirewalld, checkIptablesLegacy, summariseIptablesSave } from '../../src/doctor/foreign.js';
+import { checkBrNetfilter, checkForwarding } from '../../src/doctor/host.js';
+import { diagnose, doctorReport, renderDoctor } from '../../src/doctor/index.js';
+import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from '../../src/doctor/libvirt.js';
+import { checkNftVersion, compareVersions, parseNftVersion } from '../../src/doctor/nft-version.js';
+import { checkAdminTable, checkIptablesNameCollision, checkRulesApplied, checkRuleset } from '../../src/doctor/tables.js';
+import type { DoctorFacts } from '../../src/doctor/types.js';
+import type { NetworkParse } from '../../src/libvirt/model.js';
+import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import type { Expr } from '../../src/nft/json.js';
+import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
+import { fixture } from '../helpers/cli.js';
+import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+
+// ---- builders -------------------------------------------------------------
+
+interface ChainSpec {
+  name: string;
+  hook?: string;
+  prio?: number;
+  policy?: string;
+  type?: string;
+  rules?: Expr[][];
+  comments?: Array<string | undefined>;
+}
+
+/** A ruleset index from a compact description, through the real indexer. */
+function ruleset(tables: Array<{ family: string; name: string; chains: ChainSpec[] }>): Ruleset {
+  const items: unknown[] = [];
+  let handle = 1;
+  for (const t of tables) {
+    items.push({ table: { family: t.family, name: t.name, handle: handle++ } });
+    for (const c of t.chains) {
+      items.push({ chain: { family: t.family, table: t.name, name: c.name, handle: handle++, ...(c.hook ? { type: c.type ?? 'filter', hook: c.hook, prio: c.prio ?? 0, policy: c.policy ?? 'accept' } : {}) } });
+    }
+    for (const c of t.chains) {
+      (c.rules ?? []).forEach((expr, i) => {
+        const comment = c.comments?.[i];
+        items.push({ rule: { family: t.family, table: t.name, chain: c.name, handle: handle++, expr, ...(comment ? { comment } : {}) } });
+      });
+    }
+  }
+  return indexRuleset({ nftables: items });
+}
+
+const ifname = (key: 'iifname' | 'oifname', name: string): Expr => ({ match: { op: '==', left: { meta: { key } }, right: name } });
+const accept: Expr = { accept: null };
+const drop: Expr = { drop: null };
+const counter: Expr = { counter: { packets: 0, bytes: 0 } };
+const jump = (target: string): Expr => ({ jump: { target } });
+const xtTarget = (name: string): Expr => ({ xt: { type: 'target', name } });
+
+const ADMIN = { family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }, { name: 'forward', hook: 'forward', policy: 'drop' }] };
+
+const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
+const xml = (body: string): NetworkParse => parseNetworkXml(`<network>${body}</network>`, 'inline');
+const ISOLATED = xml("<name>iso</name><bridge name='virbr9'/><ip address='10.9.0.1' prefix='24'/>");
+const ROUTED6 = xml("<name>r6</name><forward mode='route'/><bridge name='virbr6'/><ip family='ipv6' address='fd00:6::1' prefix='64'/>");
+
+function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()): DoctorFacts {
+  return {
+    config,
+    libvirt: { networks: [DEFAULT] },
+    ruleset: { live: ruleset([ADMIN]), plannedCommands: 0 },
+    sysctl: { ipv4Forward: '1', ipv6Forward: '1', ipv6AcceptRa1: [] },
+    nft: { version: '1.0.6' },
+    bus: { libvirtDbus: 'running', firewalld: false },
+    iptablesLegacy: { installed: false },
+    ...over,
+  };
+}
+
+const withLive = (live: Ruleset, planned = 0): Partial<DoctorFacts> => ({ ruleset: { live, plannedCommands: planned } });
+const ids = (fs: Array<{ id: string }>): string[] => fs.map((f) => f.id);
+
+// ---- foreign-drop-chain --------------------------------------------------
+
+describe('foreign-drop-chain', () => {
+  it('names table, chain, hook, priority and the network of a second drop-policy admin table', () => {
+    const live = ruleset([ADMIN, { family: 'ip', name: 'extra', chains: [{ name: 'in', hook: 'input', prio: 10, policy: 'drop' }] }]);
+    const [f, ...rest] = checkDropChains(facts(withLive(live)));
+    expect(rest).toEqual([]);
+    expect(f).toMatchObject({ id: 'foreign-drop-chain', severity: 'error', networks: ['default'] });
+    expect(f!.title).toContain('table ip extra chain in (hook input, priority 10)');
+    expect(f!.title).toContain('default (virbr0)');
+    expect(f!.evidence.join('\n')).toContain('policy drop');
+    expect(f!.fix).toContain('nft insert rule ip extra in iifname "virbr0" udp dport { 53, 67, 547 } accept');
+  });
+
+  it('ignores the admin chain kvmnftd jumps from, accepting chains and other hooks', () => {
+    const live = ruleset([
+      ADMIN,
+      { family: 'inet', name: 'open', chains: [{ name: 'fwd', hook: 'forward', policy: 'accept' }, { name: 'out', hook: 'output', policy: 'drop' }] },
+      { family: 'inet', name: 'nat2', chains: [{ name: 'post', type: 'nat', hook: 'postrouting', policy: 'accept' }] },
+    ]);
+    expect(checkDropChains(facts(withLive(live)))).toEqual([]);
+  });
+
+  it('finds Docker nft chains whose last rule drops (docker-bridges imitation)', () => {
+    const live = ruleset([
+      ADMIN,
+      { family: 'ip', name: 'docker-bridges', chains: [{ name: 'filter-FORWARD', hook: 'forward', prio: 0, policy: 'accept', rules: [[ifname('oifname', 'docker0'), accept], [counter, drop]] }] },
+    ]);
+    const [f] = checkDropChains(facts(withLive(live)));
+    expect(f!.title).toContain('table ip docker-bridges chain filter-FORWARD (hook forward, priority 0)');
+    expect(f!.evidence.join('\n')).toContain('its last rule "counter drop" drops');
+    expect(f!.evidence.join('\n')).toContain('Docker (nftables)');
+    expect(f!.fix).toContain('nft insert rule ip docker-bridges filter-FORWARD iifname "virbr0" accept');
+  });
+
+  it('finds an iptables-nft FORWARD policy DROP (Docker) and says to use DOCKER-USER', () => {
+    const live = ruleset([
+      ADMIN,
+      { family: 'ip', name: 'filter', chains: [{ name: 'FORWARD', hook: 'forward', policy: 'drop', rules: [[counter, jump('DOCKER-USER')], [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')]] }, { name: 'DOCKER-USER', rules: [[counter, { return: null }]] }] },
+    ]);
+    const [f] = checkDropChains(facts(withLive(live)));
+    expect(f!.title).toContain('table ip filter chain FORWARD (hook forward, priority 0)');
+    expect(f!.evidence.join('\n')).toContain('Docker, through iptables-nft');
+    expect(f!.fix).toContain('iptables -I DOCKER-USER -i virbr0 -j ACCEPT');
+    expect(f!.fix).toContain('iptables -I DOCKER-USER -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+  });
+
+  it("counts libvirt's own accepts one jump deep (iptables backend under a FORWARD policy DROP)", () => {
+    const live = ruleset([
+      ADMIN,
+      {
+        family: 'ip',
+        name: 'filter',
+        chains: [
+          { name: 'FORWARD', hook: 'forward', policy: 'drop', rules: [[counter, jump('LIBVIRT_FWI')], [counter, jump('LIBVIRT_FWO')]] },
+          { name: 'LIBVIRT_FWI', rules: [[ifname('oifname', 'virbr0'), { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, counter, accept], [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')]] },
+          { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
+        ],
+      },
+    ]);
+    expect(checkDropChains(facts(withLive(live)))).toEqual([]);
+  });
+
+  it('only flags the forward hook for isolated networks when bridged frames reach it', () => {
+    const live = ruleset([ADMIN, { family: 'inet', name: 'x', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }, { family: 'bridge', name: 'br', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }]);
+    const base = facts({ ...withLive(live), libvirt: { networks: [ISOLATED] }, sysctl: { ipv6AcceptRa1: [] } });
+    expect(checkDropChains(base).map((f) => f.title.slice(0, 30))).toEqual(['table bridge br chain f (hook ']);
+    const brnf = checkDropChains({ ...base, sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] } });
+    expect(brnf.map((f) => f.title.slice(0, 25))).toEqual(['table inet x chain f (hoo', 'table bridge br chain f (']);
+  });
+
+  it('matches chain families to network address families', () => {
+    const live = ruleset([ADMIN, { family: 'ip', name: 'v4only', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }]);
+    expect(checkDropChains(facts({ ...withLive(live), libvirt: { networks: [ROUTED6] } }))).toEqual([]);
+    expect(checkDropChains(facts({ ...withLive(live), libvirt: { networks: [DEFAULT, ROUTED6] } }))[0]!.networks).toEqual(['default']);
+  });
+
+  it('treats a wildcard iifname accept as covering the bridge', () => {
+    const live = ruleset([ADMIN, { family: 'inet', name: 'x', chains: [{ name: 'i', hook: 'input', policy: 'drop', rules: [[ifname('iifname', 'virbr*'), accept]] }] }]);
+    expect(checkDropChains(facts(withLive(live)))).toEqual([]);
+  });
+});
+
+// ---- host settings ----------------------------------------------------------
+
+describe('forwarding sysctls', () => {
+  it('ipv4-forwarding-off only while a network forwards IPv4', () => {
+    expect(ids(checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] } })))).toEqual(['ipv4-forwarding-off']);
+    expect(checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] }, libvirt: { networks: [ISOLATED] } }))).toEqual([]);
+    expect(checkForwarding(facts({ sysctl: { ipv4Forward: '1', ipv6AcceptRa1: [] } }))).toEqual([]);
+  });
+  it('ipv6-forwarding-off names the accept_ra interfaces to fix first', () => {
+    const [f] = checkForwarding(facts({ sysctl: { ipv4Forward: '1', ipv6Forward: '0', ipv6AcceptRa1: ['eth0'] }, libvirt: { networks: [ROUTED6] } }));
+    expect(f).toMatchObject({ id: 'ipv6-forwarding-off', severity: 'warning', networks: ['r6'] });
+    expect(f!.fix).toContain('sysctl -w net.ipv6.conf.eth0.accept_ra=2');
+  });
+});
+
+describe('br-netfilter', () => {
+  it('warns when bridge-nf-call-iptables = 1 and networks are active', () => {
+    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] } }))[0]).toMatchObject({ id: 'br-netfilter', severity: 'warning' });
+    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] }, libvirt: { networks: [] } }))[0]!.severity).toBe('info');
+    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '0', bridgeNfCallIp6tables: '0', ipv6AcceptRa1: [] } }))).toEqual([]);
+    expect(checkBrNetfilter(facts({ sysctl: { ipv6AcceptRa1: [] } }))).toEqual([]); // module not loaded
+  });
+});
+
+// ---- libvirt ------------------------------------------------------------------
+
+describe('libvirt', () => {
+  it('libvirt-firewall-backend names the backend seen in the ruleset', () => {
+    const [f] = checkLibvirtBackend(facts(withLive(LIVE_LIBVIRT9)));
+    expect(f).toMatchObject({ id: 'libvirt-firewall-backend', severity: 'info' });
+    expect(f!.title).toContain('iptables');
+    const nftCfg = checkLibvirtBackend(facts({ ...withLive(LIVE_LIBVIRT9), libvirtConfiguredBackend: 'nftables' }));
+    expect(nftCfg[0]!.evidence.join('\n')).toContain('differs from the chains in the ruleset');
+  });
+  it('libvirt-chains-missing after a flush, with the FirewallD1.Reloaded fix', () => {
+    const found = checkLibvirtBackend(facts(withLive(ruleset([ADMIN]))));
+    expect(ids(found)).toEqual(['libvirt-firewall-backend', 'libvirt-chains-missing']);
+    expect(found[1]!.fix).toContain('org.fedoraproject.FirewallD1.Reloaded');
+    expect(ids(checkLibvirtBackend(facts({ ...withLive(ruleset([ADMIN])), libvirt: { networks: [] } })))).toEqual(['libvirt-firewall-backend']);
+  });
+  it('libvirt-dbus-unavailable when org.libvirt neither runs nor activates, or there is no bus', () => {
+    expect(checkLibvirtDbus(facts())).toEqual([]);
+    expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'activatable', firewalld: false } }))).toEqual([]);
+    expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'absent', firewalld: false } }))[0]!.fix).toContain('apt-get install libvirt-dbus');
+    expect(checkLibvirtDbus(facts({ bus: { error: 'connect ENOENT' } }))[0]!.id).toBe('libvirt-dbus-unavailable');
+  });
+  it('libvirt-unreachable and network-invalid', () => {
+    expect(ids(checkLibvirtReachable(facts({ libvirt: { error: 'virsh: no socket' } })))).toEqual(['libvirt-unreachable']);
+    const bad = xml("<name>bad</name><bridge name='v*'/><ip address='10.1.0.1' prefix='24'/>");
+    expect(ids(checkLibvirtReachable(facts({ libvirt: { networks: [DEFAULT, bad] } })))).toEqual(['network-invalid']);
+  });
+});
+
+// ---- nft version ----------------------------------------------------------------
+
+describe('nft-too-old', () => {
+  it('parses and compares versions', () => {
+    expect(parseNftVersion('nftables v1.0.6 (Lester Gooch #5)')).toBe('1.0.6');
+    expect(compareVersions('1.0.10', '1.0.6')).toBe(1);
+    expect(compareVersions('0.9.8', '1.0.6')).toBe(-1);
+  });
+  it('warns below the tested floor, errors when nft cannot run', () => {
+    expect(checkNftVersion(facts())).toEqual([]);
+    expect(checkNftVersion(facts({ nft: { version: '1.1.3' } }))).toEqual([]);
+    expect(checkNftVersion(facts({ nft: { version: '0.9.8' } }))[0]).toMatchObject({ id: 'nft-too-old', severity: 'warning' });
+    expect(checkNftVersion(facts({ nft: { error: 'nft not found' } }))[0]).toMatchObject({ id: 'nft-too-old', severity: 'error' });
+  });
+});
+
+// ---- tables -----------------------------------------------------------------------
+
+describe('tables', () => {
+  it('admin-table-missing suggests the table that does drop', () => {
+    const live = ruleset([{ family: 'ip', name: 'fw', chains: [{ name: 'input', hook: 'input', policy: 'drop' }] }]);
+    const [f] = checkAdminTable(facts(withLive(live)));
+    expect(f).toMatchObject({ id: 'admin-table-missing', severity: 'error' });
+    expect(f!.fix).toContain('family = "ip" table = "fw"');
+    expect(checkAdminTable(facts())).toEqual([]);
+    const noForward = ruleset([{ family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }] }]);
+    expect(checkAdminTable(facts(withLive(noForward)))[0]!.title).toContain('forward');
+  });
+  it('rules-not-applied when the plan is not empty', () => {
+    expect(checkRulesApplied(facts(withLive(ruleset([ADMIN]), 21)))[0]!.title).toContain('21 nft commands');
+    expect(checkRulesApplied(facts())).toEqual([]);
+  });
+  it('ruleset-unreadable', () => {
+    expect(ids(checkRuleset(facts({ ruleset: { error: 'nft: Operation not permitted' } })))).toEqual(['ruleset-unreadable']);
+  });
+  it('ip-nat-collision for a native table ip nat, not for iptables-nft\'s own', () => {
+    const own = ruleset([{ family: 'ip', name: 'nat', chains: [{ name: 'POSTROUTING', type: 'nat', hook: 'postrouting', prio: 100 }] }]);
+    expect(checkIptablesNameCollision(facts(withLive(own)))).toEqual([]);
+    expect(checkIptablesNameCollision(facts(withLive(LIVE_LIBVIRT9)))).toEqual([]);
+    const admins = ruleset([{ family: 'ip', name: 'nat', chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100 }] }]);
+    const [f] = checkIptablesNameCollision(facts(withLive(admins)));
+    expect(f).toMatchObject({ id: 'ip-nat-collision', severity: 'warning' });
+    expect(f!.fix).toContain('nft delete table ip nat');
+  });
+});
+
+// ---- other firewall managers ---------------------------------------------------------
+
+describe('firewalld and iptables-legacy', () => {
+  it('firewalld-running says kvmnftd is the wrong tool', () => {
+    expect(checkFirewalld(facts())).toEqual([]);
+    const [f] = checkFirewalld(facts({ bus: { libvirtDbus: 'running', firewalld: true } }));
+    expect(f).toMatchObject({ id: 'firewalld-running', severity: 'error' });
+    expect(f!.title).toContain('wrong tool');
+  });
+  const SAVE = '# Generated by iptables-save v1.8.9\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -i virbr0 -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n';
+  it('summarises an iptables-save dump', () => {
+    expect(summariseIptablesSave(SAVE, 'iptables-legacy')).toEqual({
+      rules: ['iptables-legacy -t filter -A FORWARD -i virbr0 -j ACCEPT', 'iptables-legacy -t filter -A INPUT -j DROP'],
+      dropPolicies: ['iptables-legacy -t filter -P FORWARD DROP'],
+    });
+  });
+  it('iptables-legacy-rules: error when they drop, nothing when empty or not installed', () => {
+    expect(checkIptablesLegacy(facts())).toEqual([]);
+    expect(checkIptablesLegacy(facts({ iptablesLegacy: { installed: true, ipv4: '', ipv6: '' } }))).toEqual([]);
+    const [f] = checkIptablesLegacy(facts({ iptablesLegacy: { installed: true, ipv4: SAVE, ipv6: '' } }));
+    expect(f).toMatchObject({ id: 'iptables-legacy-rules', severity: 'error', networks: ['default'] });
+    expect(f!.evidence).toContain('iptables-legacy -t filter -P FORWARD DROP');
+    const quiet = checkIptablesLegacy(facts({ iptablesLegacy: { installed: true, ipv4: '*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n', ipv6: '' } }));
+    expect(quiet[0]!.severity).toBe('warning');
+  });
+});
+
+// ---- the whole doctor ----------------------------------------------------------------
+
+describe('diagnose', () => {
+  it('sorts errors first and exits 3 when anything is above info', () => {
+    const all = diagnose(facts({ ...withLive(LIVE_LIBVIRT9), bus: { libvirtDbus: 'absent', firewalld: true }, sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] } }));
+    expect(ids(all)).toEqual(['firewalld-running', 'ipv4-forwarding-off', 'libvirt-firewall-backend', 'libvirt-dbus-unavailable']);
+    const report = doctorReport(all, new Date(0));
+    expect(report).toMatchObject({ schema: 'kvmnftd.doctor/1', exit_code: 3, summary: { error: 2, warning: 0, info: 2 } });
+    expect(renderDoctor(report)).toContain('ERROR [firewalld-running]');
+  });
+  it('a healthy host has only notes and exits 0', () => {
+    const report = doctorReport(diagnose(facts(withLive(LIVE_LIBVIRT9))), new Date(0));
+    expect(ids(report.findings)).toEqual(['libvirt-firewall-backend']);
+    expect(report.exit_code).toBe(0);
+  });
+});

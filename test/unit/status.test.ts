@@ -1,0 +1,118 @@
+// kvmnftd status: the pure evaluation, its exit codes, and the documented
+// JSON schema (docs/status.schema.json) checked against real reports.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { defaultConfig } from '../../src/config/config.js';
+import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import { plan } from '../../src/nft/plan.js';
+import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
+import { evaluateStatus, type StatusFacts, type StatusReport } from '../../src/status/evaluate.js';
+import { renderStatus } from '../../src/status/render.js';
+import { fixture, REPO_ROOT } from '../helpers/cli.js';
+import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+import { validate } from '../helpers/json-schema.js';
+import { cloneRuleset, simulate } from '../helpers/simulate.js';
+
+const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<string, unknown>;
+const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
+const ROUTED = parseNetworkXml(readFileSync(join(REPO_ROOT, 'test', 'golden', 'route', 'routed.xml'), 'utf8'), 'routed.xml');
+const config = defaultConfig();
+
+function applied(live: Ruleset, networks = [DEFAULT, ROUTED]): Ruleset {
+  return simulate(live, plan(networks, config, live).batch);
+}
+
+function status(over: Partial<StatusFacts>): StatusReport {
+  const report = evaluateStatus({
+    config,
+    configSource: 'built-in defaults',
+    libvirt: { source: 'xml-files', networks: [DEFAULT, ROUTED] },
+    ruleset: { live: applied(LIVE_LIBVIRT9) },
+    daemon: { systemd: { available: false } },
+    checkedAt: new Date(0),
+    ...over,
+  });
+  expect(validate(report, SCHEMA), JSON.stringify(report, null, 1)).toEqual([]);
+  return report;
+}
+
+describe('kvmnftd status (pure)', () => {
+  it('exit 0 when every rule is as planned', () => {
+    const r = status({});
+    expect(r).toMatchObject({ ok: true, exit_code: 0, pending_commands: 0, problems: [], jumps: { input: 'ok', forward: 'ok' } });
+    expect(r.networks.map((n) => [n.name, n.mode, n.nat, n.input, n.forward, n.ok])).toEqual([
+      ['default', 'nat', 'ok', 'ok', 'ok', true],
+      [ROUTED.kind === 'ok' ? ROUTED.network.name : '?', 'route', 'not-needed', 'ok', 'ok', true],
+    ]);
+    expect(r.ruleset.networks_with_rules).toHaveLength(2);
+    expect(renderStatus(r)).toContain('OK, every rule is as planned');
+  });
+
+  it('exit 3 when a jump is missing; the network that depends on it is not ok', () => {
+    const live = cloneRuleset(applied(LIVE_LIBVIRT9));
+    const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
+    input.rules = input.rules.filter((r) => r.comment !== 'kvmnftd');
+    const r = status({ ruleset: { live } });
+    expect(r).toMatchObject({ ok: false, exit_code: 3, jumps: { input: 'missing', forward: 'ok' }, pending_commands: 1 });
+    expect(r.networks.every((n) => !n.ok)).toBe(true);
+    expect(r.problems[0]).toContain('input jump to kvmnftd_input is missing');
+  });
+
+  it('exit 3 with missing and stale rules before an apply and after a change', () => {
+    expect(status({ ruleset: { live: LIVE_LIBVIRT9 } }).networks[0]).toMatchObject({ nat: 'missing', input: 'missing', forward: 'missing', ok: false });
+    const live = cloneRuleset(applied(LIVE_LIBVIRT9));
+    const nat = live.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('nat_virbr0')!;
+    nat.rules = nat.rules.slice(1);
+    const r = status({ ruleset: { live } });
+    expect(r.exit_code).toBe(3);
+    expect(r.networks[0]).toMatchObject({ nat: 'stale', input: 'ok', ok: false });
+  });
+
+  it('a jump at the wrong place is stale', () => {
+    const live = cloneRuleset(applied(LIVE_LIBVIRT9));
+    const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
+    input.rules.push(input.rules.shift()!);
+    expect(status({ ruleset: { live } }).jumps.input).toBe('stale');
+  });
+
+  it('exit 3 when the admin table is missing', () => {
+    const live = cloneRuleset(LIVE_LIBVIRT9);
+    live.tables.delete(tableKey('inet', 'filter'));
+    const r = status({ ruleset: { live: applied(live) } });
+    expect(r).toMatchObject({ exit_code: 3, ruleset: { admin_table_present: false } });
+    expect(r.problems.join('\n')).toContain('table inet filter does not exist');
+  });
+
+  it('exit 1 when libvirt or nft cannot be read, still saying what it could', () => {
+    const r = status({ libvirt: { source: 'libvirt', error: 'virsh: cannot connect' } });
+    expect(r).toMatchObject({ ok: false, exit_code: 1, libvirt: { reachable: false, error: 'virsh: cannot connect' }, jumps: { input: 'unknown', forward: 'unknown' }, pending_commands: null });
+    expect(r.ruleset.networks_with_rules).toContain('default');
+    expect(renderStatus(r)).toContain('rules present for: ');
+    expect(status({ ruleset: { error: 'nft: permission denied' } })).toMatchObject({ exit_code: 1, ruleset: { readable: false, admin_table_present: null } });
+  });
+
+  it('invalid networks are listed as skipped', () => {
+    const bad = parseNetworkXml("<network><name>bad</name><bridge name='v*'/></network>", 'x');
+    const r = status({ libvirt: { source: 'xml-files', networks: [DEFAULT, ROUTED, bad] } });
+    expect(r.skipped.map((s) => s.name)).toEqual(['bad']);
+    expect(r.exit_code).toBe(3);
+  });
+
+  it('reports the daemon from its files and systemd, and "unknown" without systemd', () => {
+    const r = status({ daemon: { pid: 42, state: { transport: 'dbus', status: '2 networks (default, r)', lastPassAt: '2026-01-01T00:00:00.000Z', lastChangeAt: null }, systemd: { available: false } } });
+    expect(r.daemon).toMatchObject({ running: true, pid: 42, transport: 'dbus', status_text: '2 networks (default, r)', systemd: { available: false } });
+    expect(renderStatus(r)).toContain('systemd: unknown (systemd is not running)');
+    const sd = status({ daemon: { systemd: { available: true, activeState: 'active', subState: 'running', statusText: '1 network (default)' } } });
+    expect(sd.daemon).toMatchObject({ running: true, pid: null, status_text: '1 network (default)', systemd: { active_state: 'active' } });
+    expect(status({}).daemon.running).toBe(false);
+  });
+
+  it('the schema rejects what it should (the validator is not a no-op)', () => {
+    const r = status({});
+    expect(validate({ ...r, exit_code: 2 }, SCHEMA)).not.toEqual([]);
+    expect(validate({ ...r, extra: 1 }, SCHEMA)).not.toEqual([]);
+    const { problems: _dropped, ...partial } = r;
+    expect(validate(partial, SCHEMA)).toEqual(['$: missing problems']);
+  });
+});
