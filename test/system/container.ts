@@ -1,0 +1,191 @@
+// test/system helpers: cached Debian roots, the .deb built for each release,
+// an install layer, and a container booted from them with systemd-nspawn
+// (systemd as PID 1, private network). Commands run inside with
+// `nsenter -t <container systemd> -a` and a clean environment (the host's
+// NODE_EXTRA_CA_CERTS etc. do not leak in).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, openSync, readdirSync, readFileSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const REPO = join(import.meta.dirname, '..', '..');
+export type Release = 'bookworm' | 'trixie';
+
+export interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a command; never rejects (a time-out kills it and gives code null). */
+export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {}): Promise<Run> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const onData = (which: 'out' | 'err') => (chunk: Buffer) => {
+      const text = chunk.toString();
+      if (which === 'out') stdout += text;
+      else stderr += text;
+      if (opts.log) for (const line of text.split('\n')) if (line.trim()) opts.log(line);
+    };
+    child.stdout.on('data', onData('out'));
+    child.stderr.on('data', onData('err'));
+    const timer = setTimeout(() => {
+      stderr += `\n[timed out after ${opts.timeoutMs} ms]`;
+      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    }, opts.timeoutMs ?? 120_000);
+    child.on('error', (err) => {
+      stderr += String(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: performance.now() - t0 });
+    });
+  });
+}
+
+export function must(r: Run, what: string): string {
+  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`);
+  return r.stdout;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false>, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** A cached root of RELEASE (packaging/deb/rootfs.sh). */
+export async function rootfs(release: Release, kind: 'build' | 'system'): Promise<string> {
+  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'rootfs.sh'), release, kind], { timeoutMs: 900_000, log: (l) => console.log(`[${release}] ${l}`) });
+  return must(r, `rootfs.sh ${release} ${kind}`).trim().split('\n').at(-1)!;
+}
+
+/** Builds the release's .deb into OUT (packaging/deb/build.sh); returns its path. */
+export async function buildDeb(release: Release, out: string): Promise<{ deb: string; log: string; lintian: string }> {
+  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'build.sh'), release], { timeoutMs: 900_000, env: { ...process.env, KVMNFTD_DEB_OUT: out } });
+  must(r, `build.sh ${release}`);
+  const deb = readdirSync(out).find((f) => f.endsWith('.deb'));
+  if (!deb) throw new Error(`build.sh ${release} made no .deb:\n${r.stdout}`);
+  const lintianFile = join(out, deb.replace(/\.deb$/, '.lintian.txt'));
+  return { deb: join(out, deb), log: r.stdout, lintian: existsSync(lintianFile) ? readFileSync(lintianFile, 'utf8') : '(no lintian output)' };
+}
+
+function procStat(pid: number): { comm: string; ppid: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = stat.lastIndexOf(')');
+    return { comm: stat.slice(stat.indexOf('(') + 1, close), ppid: Number(stat.slice(close + 2).split(' ')[1]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((p) => procStat(p)?.ppid === pid);
+}
+
+const CLEAN_ENV = ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8', 'SYSTEMD_PAGER=', 'SYSTEMD_COLORS=0', 'TERM=dumb', 'HOME=/root'];
+
+export class Container {
+  private constructor(
+    readonly name: string,
+    readonly work: string,
+    private readonly launcher: ChildProcess,
+    private readonly exited: Promise<number | null>,
+    readonly leader: number,
+  ) {}
+
+  /** Boots ROOT+LAYER (test/system/boot.sh) and waits until systemd is up. */
+  static async boot(name: string, root: string, layer: string, work: string): Promise<{ container: Container; bootMs: number; state: string }> {
+    const t0 = performance.now();
+    const console_ = openSync(join(work, 'console.log'), 'a');
+    const launcher = spawn('bash', [join(REPO, 'test', 'system', 'boot.sh'), root, layer, work, name], { stdio: ['ignore', console_, console_] });
+    closeSync(console_);
+    const exited = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
+    let gone = false;
+    void exited.then(() => (gone = true));
+    const pidFile = join(work, 'nspawn.pid');
+    const leader = await waitFor(`${name}: the container's systemd`, 30_000, async () => {
+      if (gone) throw new Error(`${name}: boot.sh exited early:\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+      if (!existsSync(pidFile)) return undefined;
+      const nspawn = Number(readFileSync(pidFile, 'utf8'));
+      // PID 1 of the container: a descendant of nspawn named systemd.
+      const queue = childrenOf(nspawn);
+      while (queue.length > 0) {
+        const p = queue.shift()!;
+        if (procStat(p)?.comm === 'systemd') return p;
+        queue.push(...childrenOf(p));
+      }
+      return undefined;
+    });
+    const container = new Container(name, work, launcher, exited, leader);
+    const r = await container.exec(['systemctl', 'is-system-running', '--wait'], 120_000);
+    const state = r.stdout.trim();
+    if (state !== 'running' && state !== 'degraded') {
+      throw new Error(`${name}: system state "${state}" (${r.stderr})\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+    }
+    return { container, bootMs: performance.now() - t0, state };
+  }
+
+  exec(args: string[], timeoutMs = 60_000): Promise<Run> {
+    return run('nsenter', ['-t', String(this.leader), '-a', '/usr/bin/env', '-i', ...CLEAN_ENV, ...args], { timeoutMs });
+  }
+
+  /** A shell script inside; throws unless it exits 0. */
+  async sh(script: string, timeoutMs = 60_000): Promise<string> {
+    return must(await this.exec(['/bin/sh', '-c', script], timeoutMs), `[${this.name}] ${script}`);
+  }
+
+  /** A shell script inside, whatever its exit code. */
+  try(script: string, timeoutMs = 60_000): Promise<Run> {
+    return this.exec(['/bin/sh', '-c', script], timeoutMs);
+  }
+
+  console(): string {
+    return readFileSync(join(this.work, 'console.log'), 'utf8');
+  }
+
+  /**
+   * Powers the container off (libvirt-guests first: on trixie its stop races
+   * libvirtd's and the shutdown can hang) and waits for boot.sh to exit
+   * (it removes its cgroups). SIGKILL after 60 s, by PID.
+   */
+  async stop(): Promise<number> {
+    const t0 = performance.now();
+    await this.try('systemctl stop libvirt-guests.service', 30_000);
+    this.launcher.kill('SIGTERM');
+    const code = await Promise.race([this.exited, sleep(60_000).then(() => 'timeout' as const)]);
+    if (code === 'timeout') {
+      const nspawn = Number(readFileSync(join(this.work, 'nspawn.pid'), 'utf8'));
+      if (procStat(nspawn)?.comm === 'systemd-nspawn') process.kill(nspawn, 'SIGKILL');
+      await this.exited;
+      throw new Error(`${this.name}: the container did not power off within 60 s (killed)`);
+    }
+    return performance.now() - t0;
+  }
+}
+
+/** "Overall exposure level for X: 1.2 OK" -> 1.2 */
+export function exposure(text: string, unit: string): number {
+  const m = new RegExp(`Overall exposure level for ${unit.replace('.', '\\.')}: ([\\d.]+) (\\S+)`).exec(text);
+  if (!m) throw new Error(`no exposure level for ${unit} in:\n${text.slice(-2000)}`);
+  return Number(m[1]);
+}
+
+/** The unit's systemd properties as a map. */
+export async function unitProps(c: Container, unit: string, props: string[]): Promise<Record<string, string>> {
+  const out = await c.sh(`systemctl show ${unit} ${props.map((p) => `-p ${p}`).join(' ')}`);
+  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# install-layer.sh ROOT LAYER DEB ADMIN_RULESET  -- installs kvmnftd into an
+# overlay layer over a cached system root, before the container boots (a
+# booted --volatile=overlay container forgets what it installs, and has no
+# network). Configures what a user's host has:
+#   - the .deb, installed with dpkg (its dependencies must already be there)
+#   - /etc/nftables.conf = the admin's drop-policy ruleset, nftables.service enabled
+#   - the default libvirt network (autostart) with stp='off'
+# Runs in a private mount namespace; LAYER keeps the result.
+set -euo pipefail
+ROOT=$1 LAYER=$2 DEB=$3 ADMIN=$4
+
+if [[ ${5:-} != __inner ]]; then
+  exec unshare --mount --propagation private --fork -- "$0" "$@" __inner
+fi
+
+WORK=$(mktemp -d /var/tmp/kvmnftd-layer.XXXXXX)
+trap 'umount -R "$WORK/merged" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/merged" "$WORK/ovl" "$LAYER"
+M=$WORK/merged
+mount -t overlay kvmnftd-layer -o "lowerdir=$ROOT,upperdir=$LAYER,workdir=$WORK/ovl" "$M"
+mount -t proc proc "$M/proc"
+mount -t sysfs sysfs "$M/sys"
+mount --rbind /dev "$M/dev"
+mount -t tmpfs tmpfs "$M/tmp"
+cp "$DEB" "$M/tmp/kvmnftd.deb"
+cp "$ADMIN" "$M/tmp/admin.nft"
+
+inroot() { chroot "$M" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
+
+inroot /bin/sh -ec '
+  dpkg -i /tmp/kvmnftd.deb
+  install -m 755 /tmp/admin.nft /etc/nftables.conf
+  systemctl enable nftables.service
+  net=/etc/libvirt/qemu/networks
+  if [ ! -f $net/default.xml ]; then
+    mkdir -p $net/autostart
+    cp /usr/share/libvirt/networks/default.xml $net/default.xml
+  fi
+  ln -sf ../default.xml $net/autostart/default.xml
+  sed -i "s/stp=.on./stp='"'"'off'"'"'/" $net/default.xml
+  grep -q "stp=.off." $net/default.xml || sed -i "s|<bridge name=.virbr0.|& stp='"'"'off'"'"'|" $net/default.xml
+  echo "--- default network:"; cat $net/default.xml
+  echo "--- kvmnftd.service enabled: $(systemctl is-enabled kvmnftd.service)"
+  echo "--- kvmnftd --version: $(kvmnftd --version)"
+'
