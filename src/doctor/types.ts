@@ -6,23 +6,27 @@ import type { Ruleset } from '../nft/ruleset.js';
 
 export type Severity = 'error' | 'warning' | 'info';
 
-export type FindingId =
-  | 'ruleset-unreadable'
-  | 'libvirt-unreachable'
-  | 'network-invalid'
-  | 'rules-not-applied'
-  | 'admin-table-missing'
-  | 'foreign-drop-chain'
-  | 'br-netfilter'
-  | 'ipv4-forwarding-off'
-  | 'ipv6-forwarding-off'
-  | 'libvirt-firewall-backend'
-  | 'libvirt-chains-missing'
-  | 'libvirt-dbus-unavailable'
-  | 'nft-too-old'
-  | 'ip-nat-collision'
-  | 'firewalld-running'
-  | 'iptables-legacy-rules';
+/** Every finding the doctor can report; docs/troubleshooting.md explains each (checked by a test). */
+export const FINDING_IDS = [
+  'ruleset-unreadable',
+  'libvirt-unreachable',
+  'network-invalid',
+  'rules-not-applied',
+  'admin-table-missing',
+  'foreign-drop-chain',
+  'br-netfilter',
+  'ipv4-forwarding-off',
+  'ipv6-forwarding-off',
+  'libvirt-firewall-backend',
+  'libvirt-chains-missing',
+  'libvirt-dbus-unavailable',
+  'nft-too-old',
+  'ip-nat-collision',
+  'firewalld-running',
+  'iptables-legacy-rules',
+] as const;
+
+export type FindingId = (typeof FINDING_IDS)[number];
 
 export interface Finding {
   id: FindingId;
