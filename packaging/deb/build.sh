@@ -31,7 +31,10 @@ if [[ ${1:-} == __inner ]]; then
   npm ci --ignore-scripts --loglevel=warn
   npm run build
   npm prune --omit=dev --omit=optional --loglevel=warn
-  npm rebuild sd-notify --loglevel=warn
+  # Debian's hardening build flags (what dpkg-buildflags gives) for the addon.
+  CFLAGS="-g -O2 -fstack-protector-strong -fstack-clash-protection -fcf-protection -D_FORTIFY_SOURCE=2" \
+    CXXFLAGS="-g -O2 -fstack-protector-strong -fstack-clash-protection -fcf-protection -D_FORTIFY_SOURCE=2" \
+    LDFLAGS="-Wl,-z,relro -Wl,-z,now" npm rebuild sd-notify --loglevel=warn
   ADDON=node_modules/sd-notify/build/Release/notify.node
   [[ -f $ADDON ]] || { echo "build: $ADDON was not built" >&2; exit 1; }
   node -e 'require("./node_modules/sd-notify")' || { echo "build: the addon does not load in this node" >&2; exit 1; }
@@ -43,6 +46,16 @@ if [[ ${1:-} == __inner ]]; then
   cp -a dist node_modules package.json "$S/usr/lib/kvmnftd/"
   L=$S/usr/lib/kvmnftd/node_modules
   rm -rf "$L/.bin" "$L/.package-lock.json"
+  # Only what runs: no tests, examples, docs, dotfiles or dev scripts of the
+  # modules (their LICENSE files stay), no empty scope folders; scripts that
+  # keep a #! line are executable.
+  find "$L" -depth -type d \( -name test -o -name tests -o -name example -o -name examples -o -name docs \
+    -o -name .github -o -name .husky -o -name benchmarks \) -exec rm -rf {} +
+  find "$L" -type f \( -name '*.md' -o -name '*.markdown' -o -name '*.html' -o -name '*.sh' -o -name '.npmignore' \
+    -o -name '.gitattributes' -o -name '.gitignore' -o -name '.eslintrc*' -o -name '.eslintignore' -o -name '.travis.yml' \
+    -o -name '.editorconfig' -o -name '.prettierrc*' -o -name '.taprc' -o -name '.nycrc*' -o -name 'tsconfig*.json' \) \
+    ! -iname 'LICENSE*' -delete
+  find "$L" -depth -type d -empty -delete
   # The addon without its build tree (objects, Makefiles with build paths).
   find "$L/sd-notify/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
   find "$L/sd-notify/build/Release" -mindepth 1 ! -name notify.node -exec rm -rf {} +
@@ -56,13 +69,24 @@ if [[ ${1:-} == __inner ]]; then
   modules=$(for pj in "$L"/*/package.json "$L"/@*/*/package.json; do
     [[ -f $pj ]] || continue
     node -e 'const p = require(process.argv[1]); const l = typeof p.license === "string" ? p.license : (p.license && p.license.type) || "see its LICENSE file";
-      console.log(`Files: usr/lib/kvmnftd/node_modules/${p.name}/*\nCopyright: ${typeof p.author === "string" ? p.author : (p.author && p.author.name) || "the " + p.name + " authors"}\nLicense: ${l}\nComment: ${p.name} ${p.version}\n`)' "$(readlink -f "$pj")"
+      const lic = l === "MIT" ? "Expat" : l.replace(/^\((.*)\)$/, "$1");
+      console.log(`Files: usr/lib/kvmnftd/node_modules/${p.name}/*\nCopyright: ${typeof p.author === "string" ? p.author : (p.author && p.author.name) || "the " + p.name + " authors"}\nLicense: ${lic}\nComment: ${p.name} ${p.version}\n`)' "$(readlink -f "$pj")"
   done)
-  awk -v m="$modules" '{ if ($0 == "@MODULES@") print m; else print }' packaging/deb/copyright.in >"$S/usr/share/doc/kvmnftd/copyright"
+  # A stand-alone paragraph for every license named above but Expat (below).
+  licenses=$(printf '%s\n' "$modules" | sed -n 's/^License: //p' | sort -u | grep -v -x Expat || true)
+  paragraphs=$(for l in $licenses; do
+    case $l in
+      Apache-2.0) printf 'License: Apache-2.0\n On Debian systems, the complete text of the Apache License 2.0 can be\n found in "/usr/share/common-licenses/Apache-2.0".\n\n' ;;
+      *) printf 'License: %s\n The complete text is in the LICENSE file of each module under\n /usr/lib/kvmnftd/node_modules that uses it.\n\n' "$l" ;;
+    esac
+  done)
+  awk -v m="$modules" -v p="$paragraphs" '{ if ($0 == "@MODULES@") print m; else if ($0 == "@LICENSES@") print p; else print }' packaging/deb/copyright.in >"$S/usr/share/doc/kvmnftd/copyright"
   # Normal permissions whatever the umask was.
   find "$S" -type d -exec chmod 755 {} +
   find "$S" -type f -exec chmod 644 {} +
   chmod 755 "$S/usr/bin/kvmnftd" "$S/usr/lib/kvmnftd/dist/cli/main.js"
+  find "$L" -type f -exec sh -c 'for f; do [ "$(head -c2 "$f")" = "#!" ] && chmod 755 "$f"; done; true' sh {} +
+  install -Dm644 packaging/deb/lintian-overrides "$S/usr/share/lintian/overrides/kvmnftd"
   install -m755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$S/DEBIAN/"
   install -m644 packaging/deb/conffiles "$S/DEBIAN/conffiles"
 
