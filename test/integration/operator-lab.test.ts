@@ -1,0 +1,98 @@
+/**
+ * kvmnftd status and doctor on a real libvirt host (the hermetic lab: real
+ * libvirtd 9 with its iptables backend, a lab system bus with D-Bus-activated
+ * libvirt-dbus, real nft) with the daemon running, stopped, and after a
+ * foreign `flush ruleset`. No --from-xml here: networks come from libvirt.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DoctorReport } from '../../src/doctor/index.js';
+import type { StatusReport } from '../../src/status/evaluate.js';
+import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
+import { startLab, type Lab } from '../lab/lab.js';
+import { Daemon, NotifySocket, ruleset, until } from './daemon-harness.js';
+
+describe('status and doctor in the libvirt lab', () => {
+  let lab: Lab | undefined;
+  let notify: NotifySocket | undefined;
+  let daemon: Daemon | undefined;
+  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-operator-lab-'));
+  const config = join(work, 'kvmnftd.toml');
+  const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
+  const theLab = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
+
+  const cli = async (...args: string[]): Promise<{ code: number; out: string; err: string }> => {
+    const r = await theLab().exec(process.execPath, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
+    return { code: r.exitCode, out: r.stdout, err: r.stderr };
+  };
+  const status = async (): Promise<{ code: number; report: StatusReport }> => {
+    const r = await cli('status', '--json');
+    return { code: r.code, report: JSON.parse(r.out) as StatusReport };
+  };
+  const doctor = async (): Promise<DoctorReport> => JSON.parse((await cli('doctor', '--json')).out) as DoctorReport;
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    writeFileSync(config, '# defaults\n');
+    lab = await startLab({ defaultNetwork: 'start' });
+    notify = new NotifySocket(env.NOTIFY_SOCKET);
+    await notify.ready();
+    daemon = new Daemon(lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config], env));
+    await notify.waitFor('READY=1');
+    await until('nat_virbr0', 10_000, async () => (await ruleset(theLab())).natChains.includes('nat_virbr0'));
+  }, 90_000);
+
+  afterAll(async () => {
+    notify?.close();
+    if (daemon && daemon.child.exitCode === null) daemon.child.kill('SIGTERM');
+    await lab?.stop();
+    rmSync(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it('status: exit 0 with the daemon running, its PID, transport and last pass (no systemd: "unknown")', async () => {
+    const { code, report } = await until('status to settle at exit 0', 10_000, async () => {
+      const s = await status();
+      return s.code === 0 ? s : undefined;
+    });
+    expect(code).toBe(0);
+    expect(report.libvirt).toEqual({ source: 'libvirt', reachable: true, error: null });
+    expect(report.networks).toEqual([{ name: 'default', bridge: 'virbr0', mode: 'nat', subnets: ['192.168.122.0/24'], nat: 'ok', input: 'ok', forward: 'ok', ok: true }]);
+    expect(report.daemon).toMatchObject({ running: true, transport: 'dbus', systemd: { available: false } });
+    expect(report.daemon.pid).toEqual(expect.any(Number));
+    expect(report.daemon.last_pass_at).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(report.daemon.status_text).toMatch(/^1 network \(default\)/);
+    const text = await cli('status');
+    expect(text.out).toContain('events via libvirt-dbus');
+    expect(text.out).toContain('systemd: unknown (systemd is not running)');
+  }, 30_000);
+
+  it('doctor: real bus facts (libvirt-dbus activatable, no firewalld), libvirt 9 iptables backend, nothing above info', async () => {
+    const report = await doctor();
+    const ids = report.findings.map((f) => f.id);
+    expect(ids).not.toContain('libvirt-dbus-unavailable');
+    expect(ids).not.toContain('firewalld-running');
+    expect(report.findings.find((f) => f.id === 'libvirt-firewall-backend')?.title).toContain('iptables');
+    // The lab's namespaces start with br_netfilter's default (1) when the module is loaded.
+    expect(report.findings.filter((f) => f.severity !== 'info' && f.id !== 'br-netfilter' && f.id !== 'nft-too-old'), JSON.stringify(report, null, 1)).toEqual([]);
+  }, 30_000);
+
+  it('after SIGTERM the rules stay: status still 0, daemon not running; a flush then gives exit 3 and libvirt-chains-missing', async () => {
+    daemon!.child.kill('SIGTERM');
+    await daemon!.exited;
+    const after = await status();
+    expect(after.code).toBe(0);
+    expect(after.report.daemon).toMatchObject({ running: false, pid: null, transport: null });
+
+    await theLab().nft('flush', 'ruleset');
+    const flushed = await status();
+    expect(flushed.code).toBe(3);
+    expect(flushed.report.networks[0]).toMatchObject({ nat: 'missing', ok: false });
+    const report = await doctor();
+    expect(report.exit_code).toBe(3);
+    const ids = report.findings.map((f) => f.id);
+    expect(ids).toContain('libvirt-chains-missing');
+    expect(ids).toContain('admin-table-missing');
+  }, 30_000);
+});
