@@ -11,6 +11,7 @@
 # Checks, in a throwaway network namespace with the admin test ruleset:
 #   plan --json --from-xml test/fixtures/default.xml  -> exit 0, non-empty, valid for `nft -c -j -f`
 #   apply --from-xml ...                              -> exit 0, table inet kvmnftd present
+#   status --json / plan --diff / doctor --json        -> 0 / empty / 0 or 3, valid reports
 #   remove                                            -> exit 0, ruleset back to the admin's
 set -euo pipefail
 
@@ -78,6 +79,21 @@ if [[ ${1:-} == __inner ]]; then
   in_ns nft list table inet kvmnftd >/dev/null || die "apply did not create table inet kvmnftd"
   in_ns nft list chain inet filter input | grep -q 'jump kvmnftd_input' || die "apply did not add the input jump"
   echo "node18: apply ok"
+
+  # status / plan --diff / doctor (read-only operator commands)
+  rc=0
+  cli status --json --from-xml "$XML" >"$WORK/status.json" 2>"$WORK/status.err" || rc=$?
+  ((rc == 0)) || { cat "$WORK/status.json" "$WORK/status.err" >&2; die "status exited $rc after apply (expected 0)"; }
+  "$NODE" -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); if (r.schema !== "kvmnftd.status/1" || r.ok !== true) process.exit(1);' "$WORK/status.json" ||
+    die "status --json is not an ok kvmnftd.status/1 report: $(head -c 400 "$WORK/status.json")"
+  diff=$(cli plan --diff --from-xml "$XML" 2>"$WORK/diff.err") || die "plan --diff failed: $(cat "$WORK/diff.err")"
+  [[ -z $diff ]] || die "plan --diff after apply is not empty: $diff"
+  rc=0
+  cli doctor --json --from-xml "$XML" >"$WORK/doctor.json" 2>"$WORK/doctor.err" || rc=$?
+  ((rc == 0 || rc == 3)) || { cat "$WORK/doctor.err" >&2; die "doctor exited $rc (expected 0 or 3)"; }
+  "$NODE" -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); if (r.schema !== "kvmnftd.doctor/1" || !Array.isArray(r.findings)) process.exit(1);' "$WORK/doctor.json" ||
+    die "doctor --json is not a kvmnftd.doctor/1 report: $(head -c 400 "$WORK/doctor.json")"
+  echo "node18: status, plan --diff, doctor ok"
 
   # remove
   rc=0
