@@ -1,5 +1,6 @@
 // The admin's table and kvmnftd's rules in it; an admin `table ip nat` that
 // fights iptables-nft over the name. Pure.
+import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN } from '../nft/desired.js';
 import { libvirtBackendsPresent } from '../nft/libvirt-chains.js';
 import { tableKey } from '../nft/ruleset.js';
 import { dropsByDefault } from './drop-chains.js';
@@ -50,7 +51,7 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
 export function checkRulesApplied(facts: DoctorFacts): Finding[] {
   if (!('live' in facts.ruleset) || !('networks' in facts.libvirt)) return [];
   const n = facts.ruleset.plannedCommands;
-  if (n === 0) return [];
+  if (n === 0) return unjumpedOwnChains(facts);
   return [
     {
       id: 'rules-not-applied',
@@ -60,6 +61,28 @@ export function checkRulesApplied(facts: DoctorFacts): Finding[] {
       fix: 'See what is missing with kvmnftd plan --diff (or kvmnftd status). Then kvmnftd apply once, or let the daemon keep them: systemctl enable --now kvmnftd.',
     },
   ];
+}
+
+/** filter.jump = "none": the admin's own rules must jump to kvmnftd's chains. Do they? */
+function unjumpedOwnChains(facts: DoctorFacts): Finding[] {
+  const live = liveRuleset(facts);
+  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
+  const admin = live?.tables.get(tableKey(family, table));
+  if (jump !== 'none' || !admin || activeNetworks(facts).length === 0) return [];
+  const out: Finding[] = [];
+  for (const [base, own] of [[inputChain, OWN_INPUT_CHAIN], [forwardChain, OWN_FORWARD_CHAIN]] as const) {
+    if (!admin.chains.get(own)?.rules.length) continue;
+    const jumps = (admin.chains.get(base)?.rules ?? []).some((r) => r.expr.some((e) => ['jump', 'goto'].some((k) => JSON.stringify(e[k] ?? null).includes(`"target":"${own}"`))));
+    if (jumps) continue;
+    out.push({
+      id: 'rules-not-applied',
+      severity: 'error',
+      title: `filter.jump = "none" but ${family} ${table} ${base} does not jump to ${own}: kvmnftd's rules there are never reached`,
+      evidence: [`chain ${own} has ${admin.chains.get(own)!.rules.length} rules`, `no rule in ${base} jumps to it`],
+      fix: `Add the jump to your ruleset file, in chain ${base} before any drop: jump ${own}  (then nft -f your file), or set filter.jump = "first" and let kvmnftd add it.`,
+    });
+  }
+  return out;
 }
 
 const IPTABLES_CHAINS: Record<string, string[]> = {

@@ -246,6 +246,17 @@ describe('tables', () => {
     expect(checkRulesApplied(facts(withLive(ruleset([ADMIN]), 21)))[0]!.title).toContain('21 nft commands');
     expect(checkRulesApplied(facts())).toEqual([]);
   });
+  it('rules-not-applied with filter.jump = "none" when the admin chain does not jump to ours', () => {
+    const config = defaultConfig();
+    config.filter.jump = 'none';
+    const own = { name: 'kvmnftd_input', rules: [[ifname('iifname', 'virbr0'), accept]] };
+    const without = ruleset([{ ...ADMIN, chains: [...ADMIN.chains, own] }]);
+    const [f] = checkRulesApplied(facts(withLive(without), config));
+    expect(f).toMatchObject({ id: 'rules-not-applied', severity: 'error' });
+    expect(f!.title).toContain('inet filter input does not jump to kvmnftd_input');
+    const withJump = ruleset([{ ...ADMIN, chains: [{ name: 'input', hook: 'input', policy: 'drop', rules: [[jump('kvmnftd_input')]] }, ADMIN.chains[1]!, own] }]);
+    expect(checkRulesApplied(facts(withLive(withJump), config))).toEqual([]);
+  });
   it('ruleset-unreadable', () => {
     expect(ids(checkRuleset(facts({ ruleset: { error: 'nft: Operation not permitted' } })))).toEqual(['ruleset-unreadable']);
   });
