@@ -100,7 +100,8 @@ const SCHEMA: Record<string, Record<string, KeySpec>> = {
   },
   nat: {
     table: key(nftName('kvmnftd\'s own table'), str, (c, v) => (c.nat.table = v), (v) => NFT_NAME.test(v)),
-    priority: key('an integer nat priority from -400 to 400 (libvirt uses 100)', (v) => (typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined), (c, v) => (c.nat.priority = v), (v) => Number.isInteger(v) && v >= -400 && v <= 400),
+    // NAT chains must come after conntrack (-200): nft refuses -200 and lower.
+    priority: key('an integer nat priority from -199 to 400 (libvirt uses 100)', (v) => (typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined), (c, v) => (c.nat.priority = v), (v) => Number.isInteger(v) && v >= -199 && v <= 400),
   },
   forwarding: {
     manage_ipv4: key('true or false', bool, (c, v) => (c.forwarding.manageIpv4 = v)),
@@ -115,21 +116,29 @@ const SCHEMA: Record<string, Record<string, KeySpec>> = {
 export function configFromObject(doc: Record<string, unknown>, file: string): Config {
   const config = defaultConfig();
   for (const [name, value] of Object.entries(doc)) {
-    const section = SCHEMA[name];
+    // Own properties only: "constructor", "toString"... are unknown keys, not Object's.
+    const section = Object.hasOwn(SCHEMA, name) ? SCHEMA[name] : undefined;
     if (section && name !== '') {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(file, name, 'a table ([' + name + '])');
       for (const [sub, subValue] of Object.entries(value as Record<string, unknown>)) {
-        const spec = section[sub];
+        const spec = Object.hasOwn(section, sub) ? section[sub] : undefined;
         if (!spec) throw new ConfigError(file, `${name}.${sub}`, `unknown key; known keys in [${name}]: ${Object.keys(section).join(', ')}`);
         if (!spec.apply(config, subValue)) throw new ConfigError(file, `${name}.${sub}`, `expected ${spec.expected}, got ${show(subValue)}`);
       }
       continue;
     }
-    const spec = SCHEMA['']?.[name];
-    if (!spec) throw new ConfigError(file, name, `unknown key; known: ${[...Object.keys(SCHEMA['']!), ...Object.keys(SCHEMA).filter((s) => s !== '').map((s) => `[${s}]`)].join(', ')}`);
+    const top = SCHEMA['']!;
+    const spec = Object.hasOwn(top, name) ? top[name] : undefined;
+    if (!spec) throw new ConfigError(file, name, `unknown key; known: ${[...Object.keys(top), ...Object.keys(SCHEMA).filter((s) => s !== '').map((s) => `[${s}]`)].join(', ')}`);
     if (!spec.apply(config, value)) throw new ConfigError(file, name, `expected ${spec.expected}, got ${show(value)}`);
   }
-  if (config.nat.table === config.filter.table && config.filter.family === 'inet') {
+  for (const [key, value] of [['filter.input_chain', config.filter.inputChain], ['filter.forward_chain', config.filter.forwardChain]] as const) {
+    if (value === 'kvmnftd_input' || value === 'kvmnftd_forward') throw new ConfigError(file, key, `${value} is the name of kvmnftd's own chain; name your base chain`);
+  }
+  if (config.filter.inputChain === config.filter.forwardChain) {
+    throw new ConfigError(file, 'filter.forward_chain', `must differ from filter.input_chain (${config.filter.inputChain}): they hook different traffic`);
+  }
+  if (config.nat.table === config.filter.table) {
     throw new ConfigError(file, 'nat.table', `must differ from filter.table (${config.filter.table}): kvmnftd owns that table whole`);
   }
   return config;
@@ -160,6 +169,6 @@ export function loadConfig(path: string | undefined): { config: Config; source: 
 
 function show(value: unknown): string {
   if (typeof value === 'bigint') return value.toString();
-  const json = JSON.stringify(value);
+  const json = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
   return json === undefined ? String(value) : json.length > 60 ? `${json.slice(0, 60)}...` : json;
 }

@@ -132,7 +132,9 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const started = now.filter((n) => !before.has(n));
         const stopped = facts.networks.filter((n) => !now.includes(n));
         facts.networks = now;
-        facts.degraded = watchFault === undefined ? undefined : `libvirt is not reachable: ${watchFault}`;
+        // Degraded while libvirt is away, or while the plan had to leave something out.
+        const planError = messages.find((m) => m.level === 'error')?.text;
+        facts.degraded = watchFault !== undefined ? `libvirt is not reachable: ${watchFault}` : planError;
         if (watch) reconnectAttempts = 0; // the event source proved itself
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };

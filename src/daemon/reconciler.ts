@@ -10,7 +10,7 @@ export interface ReconcilerHooks {
    * the first of the coalesced triggers arrived: the event-to-commit latency.
    */
   pass: (reasons: string[], since: number) => Promise<void>;
-  /** Called once when a new, different error appears. */
+  /** Called on every failure; `repeated` when that error was already reported since the last success. */
   onFailure: (error: Error, attempt: number, retryInMs: number, repeated: boolean) => void;
   /** Called after a pass succeeds that follows failures. */
   onRecovered: (failures: number) => void;
@@ -30,7 +30,8 @@ export class Reconciler {
   private running: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private failures = 0;
-  private lastError: string | undefined;
+  /** Errors seen since the last success: each is reported once. */
+  private seenErrors = new Set<string>();
   private stopped = false;
   private idleWaiters: Array<() => void> = [];
 
@@ -89,13 +90,13 @@ export class Reconciler {
           await this.hooks.pass(reasons, since);
           if (this.failures > 0) this.hooks.onRecovered(this.failures);
           this.failures = 0;
-          this.lastError = undefined;
+          this.seenErrors.clear();
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
           this.failures++;
           const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** (this.failures - 1));
-          const repeated = error.message === this.lastError;
-          this.lastError = error.message;
+          const repeated = this.seenErrors.has(error.message);
+          this.seenErrors.add(error.message);
           this.hooks.onFailure(error, this.failures, delay, repeated);
           if (!this.dirty && !this.stopped) {
             this.retryTimer = setTimeout(() => {

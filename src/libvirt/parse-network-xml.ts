@@ -168,7 +168,7 @@ function readPrefix(el: XmlNode, family: Family, addr: string, field: string): n
   if (netmask !== undefined) {
     if (family !== 4) throw new FieldError(`${field}/@netmask`, 'netmask is only valid for IPv4; use prefix');
     const fromMask = netmaskToPrefix(netmask);
-    if (fromMask === undefined) throw new FieldError(`${field}/@netmask`, `${describe(netmask)} is not a contiguous IPv4 netmask`);
+    if (fromMask === undefined || fromMask === 0) throw new FieldError(`${field}/@netmask`, `${describe(netmask)} is not a contiguous, non-zero IPv4 netmask`);
     return fromMask;
   }
   if (family === 6) return 64; // libvirt's default for IPv6

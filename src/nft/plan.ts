@@ -5,7 +5,8 @@
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import { desiredState, NAT_BASE_CHAIN, natBaseSpec, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
-import type { Batch, ChainObject, Command, NftFamily, RuleSpec, TableRef } from './json.js';
+import type { Batch, ChainObject, Command, Expr, NftFamily, RuleSpec, TableRef } from './json.js';
+import { isRenderable } from './render-text.js';
 import { ruleKey, tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
 
 export interface PlanNote {
@@ -64,22 +65,21 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
   const table: TableRef = { family: 'inet', name: config.nat.table };
   const liveTable = live.tables.get(tableKey(table.family, table.name));
   if (desired.natChains.length === 0) return liveTable ? [{ delete: { table } }] : [];
+  // A base chain's type, hook or priority cannot change in place, and a
+  // chain of that name may be jumped to: re-create the whole table (it is
+  // ours alone), atomically within the batch.
+  if (liveTable && desired.natChains.some((c) => { const cur = liveTable.chains.get(c.name); return cur !== undefined && !sameBase(cur, c); })) {
+    return [{ delete: { table } }, ...createOwnTable(table, desired)];
+  }
+  if (!liveTable) return createOwnTable(table, desired);
 
   const adds: Command[] = [];
   const fills: Command[] = [];
   const deletes: Command[] = [];
-  if (!liveTable) adds.push({ add: { table } });
-  // Regular chains first: the base chain's jumps need their targets to exist.
-  const ordered = [...desired.natChains.filter((c) => !c.base), ...desired.natChains.filter((c) => c.base)];
-  for (const chain of ordered) {
-    const current = liveTable?.chains.get(chain.name);
+  for (const chain of regularFirst(desired.natChains)) {
+    const current = liveTable.chains.get(chain.name);
     const ref = chainRef(table, chain.name);
-    if (current && !sameBase(current, chain)) {
-      // A base chain's hook or priority cannot be changed in place.
-      deletes.push({ flush: { chain: ref } }, { delete: { chain: ref } });
-      adds.push({ add: { chain: { ...ref, ...chain.base } } });
-      fills.push(...addRules(table, chain.name, chain.rules));
-    } else if (!current) {
+    if (!current) {
       adds.push({ add: { chain: { ...ref, ...chain.base } } });
       fills.push(...addRules(table, chain.name, chain.rules));
     } else if (!sameRules(current.rules, chain.rules)) {
@@ -87,105 +87,133 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
     }
   }
   const wanted = new Set(desired.natChains.map((c) => c.name));
-  for (const name of liveTable?.chains.keys() ?? []) {
-    if (!wanted.has(name)) deletes.push({ flush: { chain: chainRef(table, name) } }, { delete: { chain: chainRef(table, name) } });
-  }
-  // Re-created base chains must go before their replacements are added; the
-  // rest of the deletes come after the refills that drop jumps to them.
-  const [early, late] = splitRecreated(deletes, adds);
-  return [...early, ...adds, ...fills, ...late];
+  const stale = [...liveTable.chains.keys()].filter((name) => !wanted.has(name));
+  // Empty every stale chain before deleting any: they may jump to each other.
+  for (const name of stale) deletes.push({ flush: { chain: chainRef(table, name) } });
+  for (const name of stale) deletes.push({ delete: { chain: chainRef(table, name) } });
+  // Deletes come after the refills that drop the jumps to them.
+  return [...adds, ...fills, ...deletes];
 }
 
-function splitRecreated(deletes: Command[], adds: Command[]): [Command[], Command[]] {
-  const added = new Set(adds.flatMap((c) => ('add' in c && 'chain' in c.add ? [c.add.chain.name] : [])));
-  const early: Command[] = [];
-  const late: Command[] = [];
-  for (const c of deletes) {
-    const name = 'flush' in c ? c.flush.chain.name : 'delete' in c && 'chain' in c.delete ? c.delete.chain.name : '';
-    (added.has(name) ? early : late).push(c);
-  }
-  return [early, late];
+function createOwnTable(table: TableRef, desired: DesiredState): Command[] {
+  const chains = regularFirst(desired.natChains);
+  return [
+    { add: { table } },
+    ...chains.map((c): Command => ({ add: { chain: { ...chainRef(table, c.name), ...c.base } } })),
+    ...chains.flatMap((c) => addRules(table, c.name, c.rules)),
+  ];
+}
+
+/** Regular chains before base chains: a base chain's jumps need their targets. */
+function regularFirst(chains: DesiredChain[]): DesiredChain[] {
+  return [...chains.filter((c) => !c.base), ...chains.filter((c) => c.base)];
 }
 
 // ---- the admin's table: two chains of ours, one tagged jump each -------
+
+const OWN_CHAINS = [OWN_INPUT_CHAIN, OWN_FORWARD_CHAIN];
 
 function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, notes: PlanNote[]): Command[] {
   const { family, table: name, jump } = config.filter;
   const table: TableRef = { family, name };
   const liveTable = live.tables.get(tableKey(family, name));
+  const wanted: Record<string, RuleSpec[]> = { [OWN_INPUT_CHAIN]: desired.input, [OWN_FORWARD_CHAIN]: desired.forward };
+  const bases: Record<string, string> = { [OWN_INPUT_CHAIN]: config.filter.inputChain, [OWN_FORWARD_CHAIN]: config.filter.forwardChain };
   if (!liveTable) {
     if (desired.input.length + desired.forward.length > 0) {
       notes.push({ level: 'warn', message: `table ${family} ${name} does not exist: only the NAT part is applied (guests behind a drop policy elsewhere stay blocked)` });
     }
     return [];
   }
-  const guards: Command[] = [];
-  const body: Command[] = [];
-  const pairs: Array<[string, string, RuleSpec[]]> = [
-    [config.filter.inputChain, OWN_INPUT_CHAIN, desired.input],
-    [config.filter.forwardChain, OWN_FORWARD_CHAIN, desired.forward],
-  ];
-  for (const [baseName, ownName, rules] of pairs) {
-    const base = liveTable.chains.get(baseName);
-    const own = liveTable.chains.get(ownName);
-    const ownRef = chainRef(table, ownName);
-    const tagged = base ? base.rules.filter(isOurJump) : [];
-    const jumpRule: RuleSpec = { expr: [{ jump: { target: ownName } }], comment: TAG };
-    const wantJump = jump !== 'none' && base !== undefined && rules.length > 0;
-
-    if (jump === 'none' && !own && rules.length > 0) {
-      notes.push({ level: 'warn', message: `jump = "none" but chain ${family} ${name} ${ownName} does not exist: add it, and a jump to it from ${baseName}, to your ruleset` });
-    }
-    if (jump !== 'none' && !base && rules.length > 0) {
-      notes.push({ level: 'warn', message: `base chain ${family} ${name} ${baseName} does not exist: no ${ownName} rules applied` });
-    }
-
-    let jumpInPlace = tagged.length === 0;
-    if (wantJump) {
-      const position = jump === 'first' ? 0 : base.rules.length - 1;
-      jumpInPlace = tagged.length === 1 && base.rules[position] === tagged[0] && ruleKey(tagged[0]!) === ruleKey(jumpRule);
-    }
-    let refill = false;
-    const jumpDeletes: Command[] = [];
-    if (!jumpInPlace && tagged.length > 0) {
-      if (own) {
-        // Rule handles restart when a table is re-created, so a delete by
-        // handle from a stale snapshot could hit an admin's rule. Flushing
-        // our chain first makes the whole batch fail then: a re-created
-        // admin table does not contain it. Its rules are re-added below.
-        guards.push({ flush: { chain: ownRef } });
-        refill = true;
-        jumpDeletes.push(...tagged.map((r) => deleteRule(table, baseName, r)));
-      } else {
-        notes.push({ level: 'warn', message: `rules tagged "${TAG}" in ${family} ${name} ${baseName} jump to chains kvmnftd does not own; left alone` });
-      }
-    }
-
-    const chainOps: Command[] = [];
-    const wantChain = jump === 'none' ? own !== undefined : wantJump;
-    if (wantChain) {
-      if (!own) chainOps.push({ add: { chain: ownRef } }, ...addRules(table, ownName, rules));
-      else if (refill || !sameRules(own.rules, rules)) chainOps.push({ flush: { chain: ownRef } }, ...addRules(table, ownName, rules));
-    } else if (own) {
-      chainOps.push({ flush: { chain: ownRef } }, { delete: { chain: ownRef } });
-    }
-    const jumpAdd: Command[] = [];
-    if (wantJump && !jumpInPlace) {
-      const rule = { family, table: name, chain: baseName, ...jumpRule };
-      jumpAdd.push(jump === 'first' ? { insert: { rule } } : { add: { rule } });
-    }
-    body.push(...jumpDeletes, ...chainOps, ...jumpAdd);
+  // Our names taken by base chains: the kernel refuses a jump to a base chain.
+  const taken = OWN_CHAINS.filter((c) => liveTable.chains.get(c)?.hook !== undefined);
+  if (taken.length > 0) {
+    notes.push({ level: 'error', message: `table ${family} ${name} has a base chain named ${taken.join(' and ')}, a name kvmnftd needs for a regular chain: rename it in your ruleset; until then only the NAT part is applied` });
+    return [];
   }
-  return [...guards, ...body];
+
+  const jumpDeletes: Command[] = [];
+  const deleted = new Set<LiveRule>();
+  const jumpAdds: Command[] = [];
+  const flushedByGuard = new Set<string>();
+  const guards: Command[] = [];
+  const wantJumpFor = (own: string): boolean => jump !== 'none' && liveTable.chains.has(bases[own]!) && wanted[own]!.length > 0;
+
+  for (const baseName of new Set(Object.values(bases))) {
+    const base = liveTable.chains.get(baseName);
+    if (!base) continue;
+    const own = OWN_CHAINS.find((c) => bases[c] === baseName)!;
+    const tagged = base.rules.filter(isOurJump);
+    let keep: LiveRule | undefined;
+    if (wantJumpFor(own)) {
+      const position = jump === 'first' ? 0 : base.rules.length - 1;
+      const candidate = base.rules[position];
+      if (candidate && tagged.length === 1 && tagged[0] === candidate && jumpTarget(candidate) === own) keep = candidate;
+      else jumpAdds.push(jumpCommand(table, baseName, own, jump === 'first'));
+    }
+    for (const rule of tagged) {
+      if (rule === keep) continue;
+      // Rule handles restart when a table is re-created, so a delete by
+      // handle from a stale snapshot could hit an admin's rule. Flushing the
+      // chain the tagged jump targets (ours, so it exists in this snapshot)
+      // first makes the whole batch fail then: a re-created admin table does
+      // not contain it. Its rules are re-added below.
+      const target = jumpTarget(rule)!;
+      if (!flushedByGuard.has(target)) guards.push({ flush: { chain: chainRef(table, target) } });
+      flushedByGuard.add(target);
+      jumpDeletes.push(deleteRule(table, baseName, rule));
+      deleted.add(rule);
+    }
+  }
+
+  const chainOps: Command[] = [];
+  const chainDeletes: Command[] = [];
+  for (const own of OWN_CHAINS) {
+    const rules = wanted[own]!;
+    const current = liveTable.chains.get(own);
+    const ref = chainRef(table, own);
+    const baseExists = liveTable.chains.has(bases[own]!);
+    if (jump === 'none' && !current && rules.length > 0) {
+      notes.push({ level: 'warn', message: `jump = "none" but chain ${family} ${name} ${own} does not exist: add it, and a jump to it from ${bases[own]}, to your ruleset` });
+    }
+    if (jump !== 'none' && !baseExists && rules.length > 0) {
+      notes.push({ level: 'warn', message: `base chain ${family} ${name} ${bases[own]} does not exist: no ${own} rules applied` });
+    }
+    // Any other rule that jumps to our chain (an admin's) keeps it alive.
+    const referenced = [...liveTable.chains.values()].some((c) => !OWN_CHAINS.includes(c.name) && c.rules.some((r) => !deleted.has(r) && jumpTarget(r) === own));
+    const keepChain = jump === 'none' ? current !== undefined : wantJumpFor(own) || (referenced && current !== undefined);
+    const fill = jump === 'none' || wantJumpFor(own) ? rules : [];
+    if (keepChain) {
+      if (!current) chainOps.push({ add: { chain: ref } }, ...addRules(table, own, fill));
+      else if (flushedByGuard.has(own) || !sameRules(current.rules, fill)) chainOps.push({ flush: { chain: ref } }, ...addRules(table, own, fill));
+    } else if (current) {
+      // Emptied first, deleted after every other flush: our chains may jump to each other.
+      chainOps.push({ flush: { chain: ref } });
+      chainDeletes.push({ delete: { chain: ref } });
+    }
+  }
+  // Jumps go before the chains they target are deleted, and after the chains they target exist.
+  return [...guards, ...jumpDeletes, ...chainOps, ...chainDeletes, ...jumpAdds];
 }
 
+function jumpCommand(table: TableRef, chain: string, target: string, first: boolean): Command {
+  const rule = { family: table.family as NftFamily, table: table.name, chain, expr: [{ jump: { target } }], comment: TAG };
+  return first ? { insert: { rule } } : { add: { rule } };
+}
+
+/**
+ * Ours, in an admin base chain: exactly the rule kvmnftd writes, a single
+ * jump to one of its own chains with the comment "kvmnftd". Nothing else,
+ * whatever its comment says, is touched.
+ */
 function isOurJump(rule: LiveRule): boolean {
-  return (rule.comment === TAG || rule.comment?.startsWith(`${TAG} `) === true) && jumpTarget(rule) !== undefined;
+  const target = jumpTarget(rule);
+  return rule.comment === TAG && rule.expr.length === 1 && target !== undefined && OWN_CHAINS.includes(target);
 }
 
-function jumpTarget(rule: LiveRule): string | undefined {
+function jumpTarget(rule: { expr: readonly Expr[] }): string | undefined {
   for (const e of rule.expr) {
-    const j = e['jump'];
+    const j = e['jump'] ?? e['goto'];
     if (typeof j === 'object' && j !== null && !Array.isArray(j) && typeof j['target'] === 'string') return j['target'];
   }
   return undefined;
@@ -197,18 +225,20 @@ function keepRetained(desired: DesiredState, retained: Map<string, string>, live
   const admin = live.tables.get(tableKey(config.filter.family, config.filter.table));
   const own = live.tables.get(tableKey('inet', config.nat.table));
   const kept = new Set<string>();
+  // Only rules made of statements kvmnftd itself writes are carried over: a
+  // tagged rule someone edited into something else is not ours to keep.
   const keep = (chain: LiveChain | undefined): RuleSpec[] =>
     (chain?.rules ?? []).flatMap((r) => {
-      if (r.comment === undefined || !retained.has(r.comment)) return [];
+      if (r.comment === undefined || !retained.has(r.comment) || !isRetainable(r.expr)) return [];
       kept.add(r.comment);
       return [{ expr: r.expr, comment: r.comment }];
     });
   desired.input.push(...keep(admin?.chains.get(OWN_INPUT_CHAIN)));
   desired.forward.push(...keep(admin?.chains.get(OWN_FORWARD_CHAIN)));
   for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN))) {
-    const target = jumpTarget({ handle: 0, expr: jump.expr });
+    const target = jumpTarget(jump);
     const chain = target === undefined ? undefined : own?.chains.get(target);
-    if (!chain || desired.natChains.some((c) => c.name === chain.name)) continue;
+    if (!chain || desired.natChains.some((c) => c.name === chain.name) || !chain.rules.every((r) => isRetainable(r.expr))) continue;
     desired.natChains.push({ name: chain.name, rules: chain.rules.map((r) => ({ expr: r.expr, ...(r.comment === undefined ? {} : { comment: r.comment }) })) });
     let base = desired.natChains.find((c) => c.base !== undefined);
     if (!base) {
@@ -218,6 +248,11 @@ function keepRetained(desired: DesiredState, retained: Map<string, string>, live
     base.rules.push(jump);
   }
   for (const tag of kept) notes.push({ level: 'warn', network: retained.get(tag)!, message: 'keeps the rules it already has until its definition is valid again' });
+}
+
+/** Statements kvmnftd writes in a network's rules: renderable, and never a jump (those are ours only in dispatch positions). */
+function isRetainable(expr: readonly Expr[]): boolean {
+  return isRenderable(expr) && jumpTarget({ expr }) === undefined;
 }
 
 // ---- small helpers --------------------------------------------------------

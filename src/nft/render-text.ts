@@ -29,6 +29,16 @@ function renderCommand(cmd: Command): string {
   return `delete rule ${d.rule.family} ${d.rule.table} ${d.rule.chain} handle ${d.rule.handle}`;
 }
 
+/** Whether a rule consists only of statements kvmnftd writes (and can render). */
+export function isRenderable(expr: readonly Expr[]): boolean {
+  try {
+    renderRule(expr);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function renderRule(expr: readonly Expr[], comment?: string): string {
   const parts = expr.map(renderExpr);
   if (comment !== undefined) parts.push(`comment ${quote(comment)}`);
