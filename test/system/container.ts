@@ -129,14 +129,25 @@ export class Container {
         queue.push(...childrenOf(p));
       }
       return undefined;
+    }).catch(async (err: unknown) => {
+      launcher.kill('SIGTERM');
+      await Promise.race([exited, sleep(30_000)]);
+      throw err;
     });
     const container = new Container(name, work, launcher, exited, leader);
-    const r = await container.exec(['systemctl', 'is-system-running', '--wait'], 120_000);
-    const state = r.stdout.trim();
-    if (state !== 'running' && state !== 'degraded') {
-      throw new Error(`${name}: system state "${state}" (${r.stderr})\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+    try {
+      // systemctl answers once PID 1 has its private socket; then wait for the boot to finish.
+      await waitFor(`${name}: systemd's private bus`, 30_000, async () => (await container.exec(['systemctl', 'is-system-running'])).stdout.trim() !== '');
+      const r = await container.exec(['systemctl', 'is-system-running', '--wait'], 120_000);
+      const state = r.stdout.trim();
+      if (state !== 'running' && state !== 'degraded') {
+        throw new Error(`${name}: system state "${state}" (${r.stderr})\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+      }
+      return { container, bootMs: performance.now() - t0, state };
+    } catch (err) {
+      await container.stop().catch(() => undefined);
+      throw err;
     }
-    return { container, bootMs: performance.now() - t0, state };
   }
 
   exec(args: string[], timeoutMs = 60_000): Promise<Run> {
@@ -158,19 +169,25 @@ export class Container {
   }
 
   /**
-   * Powers the container off (libvirt-guests first: on trixie its stop races
-   * libvirtd's and the shutdown can hang) and waits for boot.sh to exit
-   * (it removes its cgroups). SIGKILL after 60 s, by PID.
+   * Powers the container off and waits for boot.sh to exit (it removes its
+   * cgroups and the overlay goes with its mount namespace). libvirt-guests is
+   * stopped first: on trixie its stop races libvirtd's and the shutdown can
+   * hang. The poweroff request is SIGRTMIN+4 to the container's systemd (what
+   * `systemctl poweroff` asks for; a signal from the host always arrives); if
+   * the container is not gone within 60 s its systemd gets SIGKILL, which ends
+   * its whole PID namespace — all by PID, never by name.
    */
   async stop(): Promise<number> {
     const t0 = performance.now();
-    await this.try('systemctl stop libvirt-guests.service', 30_000);
-    this.launcher.kill('SIGTERM');
+    const alive = (): boolean => procStat(this.leader)?.comm === 'systemd';
+    if (alive()) {
+      await this.try('systemctl stop libvirt-guests.service', 30_000);
+      process.kill(this.leader, 38); // SIGRTMIN+4 (glibc's SIGRTMIN is 34): systemd's poweroff signal
+    }
     const code = await Promise.race([this.exited, sleep(60_000).then(() => 'timeout' as const)]);
     if (code === 'timeout') {
-      const nspawn = Number(readFileSync(join(this.work, 'nspawn.pid'), 'utf8'));
-      if (procStat(nspawn)?.comm === 'systemd-nspawn') process.kill(nspawn, 'SIGKILL');
-      await this.exited;
+      if (alive()) process.kill(this.leader, 'SIGKILL');
+      await Promise.race([this.exited, sleep(30_000)]);
       throw new Error(`${this.name}: the container did not power off within 60 s (killed)`);
     }
     return performance.now() - t0;
