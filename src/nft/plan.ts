@@ -227,15 +227,17 @@ function keepRetained(desired: DesiredState, retained: Map<string, string>, live
   const kept = new Set<string>();
   // Only rules made of statements kvmnftd itself writes are carried over: a
   // tagged rule someone edited into something else is not ours to keep.
-  const keep = (chain: LiveChain | undefined): RuleSpec[] =>
+  const keep = (chain: LiveChain | undefined, acceptable: (expr: readonly Expr[]) => boolean = isRetainable): RuleSpec[] =>
     (chain?.rules ?? []).flatMap((r) => {
-      if (r.comment === undefined || !retained.has(r.comment) || !isRetainable(r.expr)) return [];
+      if (r.comment === undefined || !retained.has(r.comment) || !acceptable(r.expr)) return [];
       kept.add(r.comment);
       return [{ expr: r.expr, comment: r.comment }];
     });
   desired.input.push(...keep(admin?.chains.get(OWN_INPUT_CHAIN)));
   desired.forward.push(...keep(admin?.chains.get(OWN_FORWARD_CHAIN)));
-  for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN))) {
+  // The NAT dispatcher's rules are single jumps to the network's chain.
+  const isDispatch = (expr: readonly Expr[]): boolean => expr.length === 1 && jumpTarget({ expr }) !== undefined;
+  for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN), isDispatch)) {
     const target = jumpTarget(jump);
     const chain = target === undefined ? undefined : own?.chains.get(target);
     if (!chain || desired.natChains.some((c) => c.name === chain.name) || !chain.rules.every((r) => isRetainable(r.expr))) continue;
