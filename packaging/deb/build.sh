@@ -133,6 +133,9 @@ build_one() {
   version="$UPSTREAM-1+deb$num"
   root=$("$HERE/rootfs.sh" "$rel" build)
   work=$(mktemp -d /var/tmp/kvmnftd-deb.XXXXXX)
+  # This function runs in its own subshell (&): its scratch folder goes with it.
+  trap 'rm -rf "$work"' EXIT
+  trap 'exit 143' TERM INT
   mkdir -p "$work/upper/build" "$work/ovl" "$work/merged" "$NPM_CACHE/$rel"
   # The sources the build needs: the work tree's files (tracked and untracked,
   # not ignored: no local node_modules/dist), or the commit KVMNFTD_DEB_FROM.
