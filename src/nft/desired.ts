@@ -58,22 +58,34 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
   const holds = familiesOf(config);
   const state: DesiredState = { natChains: [], input: [], forward: [], forwardsIpv4: false, forwardsIpv6: false };
   const natJumps: RuleSpec[] = [];
+  // The forward chain in libvirt's order: guest-to-guest, then everything
+  // INTO each bridge, then everything OUT of each bridge. Each "into" section
+  // ends in `return` so that one network's "out" accept can never open
+  // another network's guests (e.g. a routed guest reaching into a NAT bridge).
+  const cross: RuleSpec[] = [];
+  const into: RuleSpec[] = [];
+  const outOf: RuleSpec[] = [];
 
   for (const net of sorted) {
     const tag = networkTag(net.name);
     const rule = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.accept()], comment: tag });
+    const stop = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.return()], comment: tag });
     const ips = net.ips.filter((ip) => holds.has(ip.cidr.family));
     const accepted = net.mode !== 'open' || config.filter.acceptOpenNetworks.includes(net.name);
 
     if (net.mode === 'open') {
       if (accepted) {
         state.input.push(rule(m.iifname(net.bridge)));
-        state.forward.push(rule(m.iifname(net.bridge)), rule(m.oifname(net.bridge)));
+        into.push(rule(m.oifname(net.bridge)));
+        outOf.push(rule(m.iifname(net.bridge)));
       }
     } else {
       state.input.push(...inputRules(net, ips, rule));
-      state.forward.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
-      for (const ip of ips) state.forward.push(...forwardRules(net, ip.cidr, rule));
+      cross.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
+      for (const ip of ips) into.push(...intoBridge(net, ip.cidr, rule));
+      into.push(stop(m.oifname(net.bridge)));
+      for (const ip of ips) outOf.push(...outOfBridge(net, ip.cidr, rule));
+      outOf.push(stop(m.iifname(net.bridge)));
     }
     if (net.mode === 'nat' || net.mode === 'route' || (net.mode === 'open' && accepted)) {
       for (const ip of net.ips) {
@@ -90,6 +102,7 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
     }
   }
 
+  state.forward = [...cross, ...into, ...outOf];
   if (natJumps.length > 0) {
     state.natChains.unshift({
       name: NAT_BASE_CHAIN,
@@ -134,23 +147,24 @@ function inputRules(net: Network, ips: NetworkIp[], rule: RuleFn): RuleSpec[] {
   return rules;
 }
 
-function forwardRules(net: Network, subnet: Cidr, rule: RuleFn): RuleSpec[] {
-  const out = [m.iifname(net.bridge), m.saddr(subnet)];
-  const back = [m.oifname(net.bridge), m.daddr(subnet)];
-  if (net.forwardDev) {
-    out.push(m.oifname(net.forwardDev));
-    back.push(m.iifname(net.forwardDev));
-  }
+/** What may enter the bridge towards one of its subnets. */
+function intoBridge(net: Network, subnet: Cidr, rule: RuleFn): RuleSpec[] {
+  const back = [m.oifname(net.bridge), m.daddr(subnet), ...(net.forwardDev ? [m.iifname(net.forwardDev)] : [])];
   switch (net.mode) {
     case 'nat':
       // libvirt routes (does not masquerade) IPv6 in a NAT network unless <nat ipv6='yes'>.
-      if (subnet.family === 4 || net.nat?.ipv6) return [rule(...out), rule(...back, m.ctState('established', 'related'))];
-      return [rule(...out), rule(...back)];
+      return [subnet.family === 4 || net.nat?.ipv6 ? rule(...back, m.ctState('established', 'related')) : rule(...back)];
     case 'route':
-      return [rule(...out), rule(...back)];
+      return [rule(...back)];
     default:
       return []; // isolated: guest-to-guest only
   }
+}
+
+/** What may leave the bridge from one of its subnets. */
+function outOfBridge(net: Network, subnet: Cidr, rule: RuleFn): RuleSpec[] {
+  if (net.mode !== 'nat' && net.mode !== 'route') return [];
+  return [rule(m.iifname(net.bridge), m.saddr(subnet), ...(net.forwardDev ? [m.oifname(net.forwardDev)] : []))];
 }
 
 /** libvirt's masquerade semantics, one chain per NAT network. */

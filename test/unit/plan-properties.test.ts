@@ -95,7 +95,7 @@ describe('planner behaviour', () => {
     const after = simulate(live, plan(onlyRouted, config, live).batch);
     expect(after.tables.has(tableKey('inet', 'kvmnftd'))).toBe(false);
     const fwd = after.tables.get(tableKey('inet', 'filter'))!.chains.get('kvmnftd_forward')!;
-    expect(fwd.rules.map((r) => r.comment)).toEqual(['kvmnftd', 'kvmnftd net=routed', 'kvmnftd net=routed', 'kvmnftd net=routed']);
+    expect(fwd.rules.map((r) => r.comment)).toEqual(['kvmnftd', ...Array<string>(5).fill('kvmnftd net=routed')]);
   });
 
   it('re-creates its NAT base chain when the priority setting changes', () => {
