@@ -49,17 +49,13 @@ export class DbusError extends Error {
 export class LibvirtDbusClient {
   private owner: string | undefined;
   private closed = false;
-  /** Rejects when the connection fails, so that pending calls fail at once. */
-  private readonly broken: Promise<never>;
-  private breakWith: (error: Error) => void = () => undefined;
+  /** Rejecters of calls in flight: a broken connection fails them at once. */
+  private readonly inFlight = new Set<(error: Error) => void>();
 
   private constructor(
     private readonly bus: MessageBus,
     private readonly path: string,
-  ) {
-    this.broken = new Promise<never>((_, reject) => (this.breakWith = reject));
-    this.broken.catch(() => undefined);
-  }
+  ) {}
 
   /** Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS is honoured). */
   static async connect(path: string, handlers: ChangeHandlers): Promise<LibvirtDbusClient> {
@@ -71,7 +67,7 @@ export class LibvirtDbusClient {
 
   private async attach(handlers: ChangeHandlers): Promise<void> {
     const fault = (error: Error): void => {
-      this.breakWith(new DbusError(`D-Bus connection failed: ${error.message}`));
+      for (const reject of this.inFlight) reject(new DbusError(`D-Bus connection failed: ${error.message}`));
       if (this.closed) return;
       this.closed = true;
       handlers.onFault(error);
@@ -144,12 +140,18 @@ export class LibvirtDbusClient {
   private async call(destination: string, path: string, iface: string, member: string, signature: string, body: unknown[]): Promise<unknown[]> {
     if (this.closed) throw new DbusError(`D-Bus connection closed (calling ${member})`);
     const message = new Message({ destination, path, interface: iface, member, signature, body });
+    // One promise per call that settles on the reply, the time-out or a
+    // broken connection, whichever comes first. (Racing against a shared
+    // never-settling promise would pile up reactions on it: a leak.)
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
-    });
+    let fail: (error: Error) => void = () => undefined;
     try {
-      const reply = await Promise.race([this.bus.call(message), timeout, this.broken]);
+      const reply = await new Promise<DbusMessage | null>((resolve, reject) => {
+        fail = reject;
+        this.inFlight.add(fail);
+        timer = setTimeout(() => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+        this.bus.call(message).then(resolve, reject);
+      });
       return (reply?.body ?? []) as unknown[];
     } catch (err) {
       if (err instanceof DbusError) throw err;
@@ -157,6 +159,7 @@ export class LibvirtDbusClient {
       throw new DbusError(`${member} on ${destination} failed: ${e.type ? `${e.type}: ` : ''}${e.text ?? e.message ?? String(err)}`);
     } finally {
       clearTimeout(timer);
+      this.inFlight.delete(fail);
     }
   }
 }
