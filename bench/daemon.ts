@@ -60,6 +60,8 @@ const TOTAL_EVENTS = envInt('BENCH_EVENTS', 1000);
 const BREAKDOWN_ITERS = envInt('BENCH_BREAKDOWN_ITERS', 40);
 /** A third run, --events dbus again, with these node options for the daemon ("" to skip): how much of the RSS is V8's young generation. */
 const WHATIF_FLAGS = (process.env['BENCH_WHATIF_NODE_FLAGS'] ?? '--max-semi-space-size=1 --trace-gc').split(/\s+/).filter(Boolean);
+/** The node options the shipped unit gives the daemon (Environment=NODE_OPTIONS=... in systemd/kvmnftd.service): the main runs use them too. */
+const UNIT_NODE_FLAGS = (/^Environment=NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8'))?.[1] ?? '').split(/\s+/).filter(Boolean);
 const SAMPLE_EVERY = 100;
 /** BENCH_TRACE=N: print the timeline of the first N changes per transport to stderr. */
 const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
@@ -740,8 +742,8 @@ it('kvmnftd daemon benchmark', async () => {
   const work = mkdtempSync(join(os.tmpdir(), 'kvmnftd-bench-daemon-'));
   try {
     const results: TransportResult[] = [];
-    results.push(await runTransport({ transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: [] }, work));
-    results.push(await runTransport({ transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: [] }, work));
+    results.push(await runTransport({ transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: UNIT_NODE_FLAGS }, work));
+    results.push(await runTransport({ transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: UNIT_NODE_FLAGS }, work));
     if (WHATIF_FLAGS.length > 0) {
       results.push(await runTransport({ transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: false, nodeFlags: WHATIF_FLAGS }, work));
     }
