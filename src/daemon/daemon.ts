@@ -29,8 +29,9 @@ export const EXIT_CONFIG = 2;
 const RECONNECT_MAX_MS = 30_000;
 /** A pass running longer than this stops the watchdog pings: systemd restarts us. */
 const STUCK_PASS_MS = 90_000;
-/** At most one FirewallD1.Reloaded broadcast per this interval. */
-const LIBVIRT_RESTORE_INTERVAL_MS = 10_000;
+/** FirewallD1.Reloaded broadcasts (other listeners reload too): a token bucket of 3, one token back every 10 s. */
+const LIBVIRT_RESTORE_BURST = 3;
+const LIBVIRT_RESTORE_REFILL_MS = 10_000;
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
 
@@ -176,11 +177,15 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   });
 
   // After a foreign flush libvirt's own chains are gone (see libvirt-chains.ts).
-  let lastRestore = -Infinity;
+  let restoreTokens = LIBVIRT_RESTORE_BURST;
+  let restoreTokensAt = Date.now();
   let restoreNote: string | undefined;
   let restoreRetry: NodeJS.Timeout | undefined;
   const restoreLibvirt = async (): Promise<void> => {
-    const wait = lastRestore + LIBVIRT_RESTORE_INTERVAL_MS - Date.now();
+    const at = Date.now();
+    restoreTokens = Math.min(LIBVIRT_RESTORE_BURST, restoreTokens + (at - restoreTokensAt) / LIBVIRT_RESTORE_REFILL_MS);
+    restoreTokensAt = at;
+    const wait = restoreTokens >= 1 ? 0 : Math.ceil((1 - restoreTokens) * LIBVIRT_RESTORE_REFILL_MS);
     if (wait > 0) {
       // Rate-limited: look again once the interval is over (a pass re-checks).
       restoreRetry ??= setTimeout(() => {
@@ -189,7 +194,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       }, wait);
       return;
     }
-    lastRestore = Date.now();
+    restoreTokens -= 1;
     const outcome = await announceFirewallReload();
     if (outcome.sent) {
       log.warn('libvirt\'s own firewall chains are gone (was the ruleset flushed?): sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them');
