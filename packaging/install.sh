@@ -46,6 +46,8 @@ case $ACTION in
     chmod 644 "$DESTDIR$UNIT"
     install -m644 "$REPO/packaging/man/kvmnftd.8" "$DESTDIR$PREFIX/share/man/man8/kvmnftd.8"
     install -m644 "$REPO/packaging/man/kvmnftd.toml.5" "$DESTDIR$PREFIX/share/man/man5/kvmnftd.toml.5"
+    install -Dm644 "$REPO/packaging/completion/kvmnftd.bash" "$DESTDIR$PREFIX/share/bash-completion/completions/kvmnftd"
+    install -Dm644 "$REPO/packaging/completion/_kvmnftd" "$DESTDIR$PREFIX/share/zsh/site-functions/_kvmnftd"
     if [[ ! -e $DESTDIR/etc/kvmnftd/kvmnftd.toml ]]; then
       install -Dm644 "$REPO/packaging/kvmnftd.toml" "$DESTDIR/etc/kvmnftd/kvmnftd.toml"
     fi
@@ -60,7 +62,8 @@ case $ACTION in
     if live; then systemctl disable --now kvmnftd 2>/dev/null || true; fi
     if [[ -z $DESTDIR && -x $PREFIX/bin/kvmnftd ]]; then "$PREFIX/bin/kvmnftd" remove --force || true; fi
     rm -rf "$DESTDIR$LIB" "$DESTDIR$PREFIX/bin/kvmnftd" "$DESTDIR$UNIT" \
-      "$DESTDIR$PREFIX/share/man/man8/kvmnftd.8" "$DESTDIR$PREFIX/share/man/man5/kvmnftd.toml.5"
+      "$DESTDIR$PREFIX/share/man/man8/kvmnftd.8" "$DESTDIR$PREFIX/share/man/man5/kvmnftd.toml.5" \
+      "$DESTDIR$PREFIX/share/bash-completion/completions/kvmnftd" "$DESTDIR$PREFIX/share/zsh/site-functions/_kvmnftd"
     if live; then systemctl daemon-reload; fi
     echo "uninstalled (the configuration in /etc/kvmnftd is kept; delete it yourself)"
     ;;

@@ -65,6 +65,8 @@ if [[ ${1:-} == __inner ]]; then
   install -m644 packaging/kvmnftd.toml "$S/etc/kvmnftd/kvmnftd.toml"
   gzip -9n <packaging/man/kvmnftd.8 >"$S/usr/share/man/man8/kvmnftd.8.gz"
   gzip -9n <packaging/man/kvmnftd.toml.5 >"$S/usr/share/man/man5/kvmnftd.toml.5.gz"
+  install -Dm644 packaging/completion/kvmnftd.bash "$S/usr/share/bash-completion/completions/kvmnftd"
+  install -Dm644 packaging/completion/_kvmnftd "$S/usr/share/zsh/vendor-completions/_kvmnftd"
   sed -e "s/@VERSION@/$VERSION/" -e "s/@DIST@/$DIST/" packaging/deb/changelog.in | gzip -9n >"$S/usr/share/doc/kvmnftd/changelog.Debian.gz"
   modules=$(for pj in "$L"/*/package.json "$L"/@*/*/package.json; do
     [[ -f $pj ]] || continue

@@ -100,3 +100,11 @@ describe('packaging', () => {
     expect(readFileSync(P('deb', 'control.in'), 'utf8')).toMatch(/^Recommends: libvirt-dbus$/m);
   });
 });
+
+describe('shell completion is shipped by every way of installing', () => {
+  it.each(['packaging/deb/build.sh', 'packaging/rpm/kvmnftd.spec', 'packaging/arch/PKGBUILD', 'packaging/install.sh'])('%s installs both completion files', (file) => {
+    const text = readFileSync(join(REPO, file), 'utf8');
+    expect(text).toContain('packaging/completion/kvmnftd.bash');
+    expect(text).toContain('packaging/completion/_kvmnftd');
+  });
+});
