@@ -11,10 +11,11 @@ import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import { announceFirewallReload } from '../libvirt/firewalld-reload.js';
 import { libvirtChainsMissing } from '../nft/libvirt-chains.js';
-import { NftMonitor } from '../nft/monitor.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.js';
 import { systemdNotifier, type Notifier } from './notify.js';
+import { LibvirtRestorer } from './libvirt-restore.js';
+import { MonitorSupervisor } from './monitor-supervisor.js';
 import { Reconciler } from './reconciler.js';
 import { formatStatus, STATE_FILE, writeDaemonState, type StatusFacts } from './status.js';
 
@@ -29,9 +30,6 @@ export const EXIT_CONFIG = 2;
 const RECONNECT_MAX_MS = 30_000;
 /** A pass running longer than this stops the watchdog pings: systemd restarts us. */
 const STUCK_PASS_MS = 90_000;
-/** FirewallD1.Reloaded broadcasts (other listeners reload too): a token bucket of 3, one token back every 10 s. */
-const LIBVIRT_RESTORE_BURST = 3;
-const LIBVIRT_RESTORE_REFILL_MS = 10_000;
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
 
@@ -124,7 +122,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         }
         const messages = result.messages;
         if (libvirtChainsMissing(result.live, result.plan.networks)) {
-          if (config.daemon.restoreLibvirtRules) void restoreLibvirt();
+          if (config.daemon.restoreLibvirtRules) void restorer.restore();
           else messages.push({ level: 'warn', fields: {}, text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks" });
         }
         logNew(messages);
@@ -176,34 +174,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     },
   });
 
-  // After a foreign flush libvirt's own chains are gone (see libvirt-chains.ts).
-  let restoreTokens = LIBVIRT_RESTORE_BURST;
-  let restoreTokensAt = Date.now();
-  let restoreNote: string | undefined;
-  let restoreRetry: NodeJS.Timeout | undefined;
-  const restoreLibvirt = async (): Promise<void> => {
-    const at = Date.now();
-    restoreTokens = Math.min(LIBVIRT_RESTORE_BURST, restoreTokens + (at - restoreTokensAt) / LIBVIRT_RESTORE_REFILL_MS);
-    restoreTokensAt = at;
-    const wait = restoreTokens >= 1 ? 0 : Math.ceil((1 - restoreTokens) * LIBVIRT_RESTORE_REFILL_MS);
-    if (wait > 0) {
-      // Rate-limited: look again once the interval is over (a pass re-checks).
-      restoreRetry ??= setTimeout(() => {
-        restoreRetry = undefined;
-        reconciler.trigger('libvirt chains still missing');
-      }, wait);
-      return;
-    }
-    restoreTokens -= 1;
-    const outcome = await announceFirewallReload();
-    if (outcome.sent) {
-      log.warn('libvirt\'s own firewall chains are gone (was the ruleset flushed?): sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them');
-      restoreNote = undefined;
-    } else if (outcome.reason !== restoreNote) {
-      restoreNote = outcome.reason;
-      log.warn(`libvirt's own firewall chains are gone and cannot be restored: ${outcome.reason}. Restart libvirtd (or virtnetworkd) to bring them back`);
-    }
-  };
+  const restorer = new LibvirtRestorer(announceFirewallReload, () => reconciler.trigger('libvirt chains still missing'), log);
 
   const connect = async (): Promise<void> => {
     reconnectTimer = undefined;
@@ -260,25 +231,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
 
   // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
   // a deleted jump) triggers a pass; so do our own commits, harmlessly.
-  let monitor: NftMonitor | undefined;
-  let monitorRestarts = 0;
-  let monitorFault: string | undefined;
-  const startMonitor = (): void => {
-    if (stopping) return;
-    const m = new NftMonitor();
-    const startedAt = Date.now();
-    monitor = m;
-    m.start(
-      () => reconciler.trigger('ruleset changed'),
-      (reason) => {
-        if (reason !== monitorFault) log.warn(`${reason}; restarting it (the periodic check covers the gap)`);
-        monitorFault = reason;
-        monitorRestarts = Date.now() - startedAt > RECONNECT_MAX_MS ? 1 : monitorRestarts + 1;
-        setTimeout(startMonitor, Math.min(RECONNECT_MAX_MS, 200 * 2 ** Math.min(monitorRestarts, 8))).unref();
-        reconciler.trigger('nft monitor restarted');
-      },
-    );
-  };
+  const monitor = new MonitorSupervisor((reason) => reconciler.trigger(reason), log);
   let resync: NodeJS.Timeout | undefined;
   const scheduleResync = (): void => {
     if (resync) clearInterval(resync);
@@ -310,8 +263,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       if (resync) clearInterval(resync);
       if (watchdog) clearInterval(watchdog);
       if (reconnectTimer) clearTimeout(reconnectTimer);
-      if (restoreRetry) clearTimeout(restoreRetry);
-      monitor?.stop();
+      restorer.stop();
+      monitor.stop();
       void reconciler.stop().finally(() => {
         watch?.close();
         rmSync(join(dir, PID_FILE), { force: true });
@@ -353,7 +306,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   });
 
   await connect();
-  startMonitor();
+  monitor.start();
   await Promise.race([firstPass, sleep(options.readyTimeoutMs)]);
   ready = true;
   notifier.send({ READY: '1', STATUS: formatStatus(facts) });

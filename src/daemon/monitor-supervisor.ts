@@ -1,0 +1,42 @@
+// Keeps one `nft -j monitor` running: every line triggers a reconcile, and a
+// monitor that exits is restarted with back-off (logged once per reason;
+// the periodic check covers the gap).
+import type { Logger } from '../log/logger.js';
+import { NftMonitor } from '../nft/monitor.js';
+
+const MAX_DELAY_MS = 30_000;
+
+export class MonitorSupervisor {
+  private monitor: NftMonitor | undefined;
+  private restarts = 0;
+  private lastFault: string | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly trigger: (reason: string) => void,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    if (this.stopped) return;
+    const monitor = new NftMonitor();
+    const startedAt = Date.now();
+    this.monitor = monitor;
+    monitor.start(
+      () => this.trigger('ruleset changed'),
+      (reason) => {
+        if (reason !== this.lastFault) this.log.warn(`${reason}; restarting it (the periodic check covers the gap)`);
+        this.lastFault = reason;
+        // A monitor that ran for a while starts the back-off afresh.
+        this.restarts = Date.now() - startedAt > MAX_DELAY_MS ? 1 : this.restarts + 1;
+        setTimeout(() => this.start(), Math.min(MAX_DELAY_MS, 200 * 2 ** Math.min(this.restarts, 8))).unref();
+        this.trigger('nft monitor restarted');
+      },
+    );
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.monitor?.stop();
+  }
+}
