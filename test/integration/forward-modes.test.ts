@@ -41,6 +41,7 @@ interface Distro {
 const distros: Distro[] = [
   { name: 'Debian 12 (libvirt 9, iptables-nft)', root: false },
   { name: 'Debian 13 (libvirt 11, nftables backend)', root: true, backend: 'nftables' },
+  { name: 'Debian 13 (libvirt 11, iptables backend)', root: true, backend: 'iptables' },
 ];
 
 describe.each(distros)('forward modes with real packets: $name', (distro) => {
