@@ -1,22 +1,15 @@
 // Adapters for `kvmnftd doctor`: /proc/sys, nft --version, the system bus,
 // libvirt's network.conf, iptables-legacy-save. Each has a time-out and turns
 // a failure into a fact ("could not ..."), never into an exception.
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import dbus from 'dbus-next';
 import { execa } from 'execa';
+import { interfacesAcceptingRa, readFlag } from '../host/forwarding.js';
 import { parseNftVersion } from './nft-version.js';
 import type { DoctorFacts } from './types.js';
 
 const { Message, systemBus } = dbus;
 const TIMEOUT_MS = 5000;
-
-async function readFlag(path: string): Promise<string | undefined> {
-  try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch {
-    return undefined;
-  }
-}
 
 export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
   const out: DoctorFacts['sysctl'] = { ipv6AcceptRa1: [] };
@@ -27,16 +20,7 @@ export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
   set('ipv6Forward', await readFlag('/proc/sys/net/ipv6/conf/all/forwarding'));
   set('bridgeNfCallIptables', await readFlag('/proc/sys/net/bridge/bridge-nf-call-iptables'));
   set('bridgeNfCallIp6tables', await readFlag('/proc/sys/net/bridge/bridge-nf-call-ip6tables'));
-  let names: string[] = [];
-  try {
-    names = await readdir('/proc/sys/net/ipv6/conf');
-  } catch {
-    names = [];
-  }
-  for (const name of names) {
-    if (name === 'all' || name === 'default' || name === 'lo') continue;
-    if ((await readFlag(`/proc/sys/net/ipv6/conf/${name}/accept_ra`)) === '1') out.ipv6AcceptRa1.push(name);
-  }
+  out.ipv6AcceptRa1.push(...(await interfacesAcceptingRa()));
   return out;
 }
 

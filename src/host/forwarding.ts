@@ -5,12 +5,29 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 const V4 = '/proc/sys/net/ipv4/ip_forward';
 const V6 = '/proc/sys/net/ipv6/conf/all/forwarding';
 
-async function readFlag(path: string): Promise<string | undefined> {
+/** A /proc/sys value, trimmed; undefined when it does not exist (e.g. no IPv6, no br_netfilter). */
+export async function readFlag(path: string): Promise<string | undefined> {
   try {
     return (await readFile(path, 'utf8')).trim();
   } catch {
     return undefined;
   }
+}
+
+/** Interfaces with accept_ra=1: they stop accepting router advertisements once IPv6 forwarding is on. */
+export async function interfacesAcceptingRa(): Promise<string[]> {
+  let names: string[] = [];
+  try {
+    names = await readdir('/proc/sys/net/ipv6/conf');
+  } catch {
+    names = [];
+  }
+  const out: string[] = [];
+  for (const name of names) {
+    if (name === 'all' || name === 'default' || name === 'lo') continue;
+    if ((await readFlag(`/proc/sys/net/ipv6/conf/${name}/accept_ra`)) === '1') out.push(name);
+  }
+  return out;
 }
 
 export type ForwardingOutcome =
@@ -37,18 +54,6 @@ export async function ensureIpv4Forwarding(manage: boolean): Promise<ForwardingO
  */
 export async function ipv6ForwardingRisk(): Promise<{ on: boolean; raInterfaces: string[] }> {
   const on = (await readFlag(V6)) === '1';
-  const raInterfaces: string[] = [];
-  if (!on) {
-    let names: string[] = [];
-    try {
-      names = await readdir('/proc/sys/net/ipv6/conf');
-    } catch {
-      names = [];
-    }
-    for (const name of names) {
-      if (name === 'all' || name === 'default' || name === 'lo') continue;
-      if ((await readFlag(`/proc/sys/net/ipv6/conf/${name}/accept_ra`)) === '1') raInterfaces.push(name);
-    }
-  }
+  const raInterfaces = on ? [] : await interfacesAcceptingRa();
   return { on, raInterfaces };
 }
