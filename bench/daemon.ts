@@ -505,7 +505,6 @@ async function timePassSteps(lab: Lab, config: string, runDir: string): Promise<
   const code = `
 const a = JSON.parse(process.env.KVMNFTD_BENCH_ARGS);
 const { plan } = await import(a.dist + '/nft/plan.js');
-const { indexRuleset } = await import(a.dist + '/nft/ruleset.js');
 const { nftRunner } = await import(a.dist + '/nft/nft-runner.js');
 const { loadConfig } = await import(a.dist + '/config/config.js');
 const { LibvirtDbusClient } = await import(a.dist + '/libvirt/dbus-client.js');
@@ -527,8 +526,8 @@ for (let i = -2; i < a.iters; i++) {
   if (nets.length !== 1) throw new Error('expected one active network, got ' + nets.length);
   const add = (i + 2) % 2 === 0; // the network was started with the daemon stopped: add first
   const p0 = t();
-  s = t(); const live = await nft.listRuleset(); const nl = t() - s;
-  s = t(); const p = plan(add ? nets : [], config, indexRuleset(live)); const pl = t() - s;
+  s = t(); const live = await nft.readRuleset(); const nl = t() - s;
+  s = t(); const p = plan(add ? nets : [], config, live); const pl = t() - s;
   if (p.batch.nftables.length === 0) throw new Error('empty plan at iteration ' + i);
   s = t(); await nft.apply(p.batch); const ap = t() - s;
   const pass = t() - p0;
@@ -707,7 +706,7 @@ function report(facts: Record<string, string | number>, results: TransportResult
         table(['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'], [
           statRow('D-Bus ListNetworks+GetXMLDesc', b.dbusListMs),
           statRow('virsh net-list+net-dumpxml', b.virshListMs),
-          statRow('nft -j list ruleset', b.nftListMs),
+          statRow('nft -j list ruleset (parsed, indexed)', b.nftListMs),
           statRow('plan (incl. index)', b.planMs),
           statRow('nft -j -f (start batch)', b.applyAddMs),
           statRow('nft -j -f (stop batch)', b.applyRemoveMs),

@@ -1,22 +1,20 @@
 // plan / apply / remove: thin wiring of the adapters around the pure planner.
 import type { Config } from '../config/config.js';
-import { computePlan, logMessages, planMessages, syncOnce } from '../engine/sync.js';
+import { logMessages, planMessages, syncOnce } from '../engine/sync.js';
 import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
-import { virshSource, xmlFileSource, type NetworkSource } from '../libvirt/sources.js';
+import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
+import { plan } from '../nft/plan.js';
 import { renderBatch } from '../nft/render-text.js';
 import { readReloadState, runDaemon } from '../daemon/daemon.js';
 import type { Args } from './args.js';
 
-function sourceFor(args: Args, config: Config): NetworkSource {
-  return args.fromXml.length > 0 ? xmlFileSource(args.fromXml) : virshSource(config.libvirtUri);
-}
 
 export async function runPlan(args: Args, config: Config, log: Logger): Promise<number> {
   const nft = nftRunner(runtimeDir());
-  const result = await computePlan(await sourceFor(args, config)(), config, nft);
+  const result = plan(await commandSource(args.fromXml, config.libvirtUri)(), config, await nft.readRuleset());
   logMessages(planMessages(result), log);
   process.stdout.write(args.json ? `${JSON.stringify(result.batch, null, 2)}\n` : renderBatch(result.batch.nftables));
   return 0;
@@ -24,7 +22,7 @@ export async function runPlan(args: Args, config: Config, log: Logger): Promise<
 
 export async function runApply(args: Args, config: Config, log: Logger): Promise<number> {
   const dir = runtimeDir();
-  const networks = await sourceFor(args, config)();
+  const networks = await commandSource(args.fromXml, config.libvirtUri)();
   const release = takeLock(dir);
   try {
     const { plan, applied, durationMs, messages } = await syncOnce(networks, config, nftRunner(dir));

@@ -7,12 +7,12 @@ import type { DoctorFacts } from '../doctor/types.js';
 import { logMessages, planMessages } from '../engine/sync.js';
 import { runtimeDir } from '../host/runtime.js';
 import type { NetworkParse } from '../libvirt/model.js';
-import { virshSource, xmlFileSource } from '../libvirt/sources.js';
+import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { plan } from '../nft/plan.js';
-import { indexRuleset, type Ruleset } from '../nft/ruleset.js';
+import type { Ruleset } from '../nft/ruleset.js';
 import { evaluateStatus, type StatusFacts } from '../status/evaluate.js';
 import { daemonFacts } from '../status/gather.js';
 import { renderStatus } from '../status/render.js';
@@ -29,11 +29,11 @@ async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
 }
 
 function networksFrom(args: Args, config: Config): Promise<Outcome<NetworkParse[]>> {
-  return attempt(args.fromXml.length > 0 ? xmlFileSource(args.fromXml) : virshSource(config.libvirtUri));
+  return attempt(commandSource(args.fromXml, config.libvirtUri));
 }
 
 async function liveRulesetOf(dir: string): Promise<Outcome<Ruleset>> {
-  return attempt(async () => indexRuleset(await nftRunner(dir).listRuleset()));
+  return attempt(() => nftRunner(dir).readRuleset());
 }
 
 export async function runStatus(args: Args, config: Config, source: string, _log: Logger): Promise<number> {
@@ -85,8 +85,8 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
 }
 
 export async function runPlanDiff(args: Args, config: Config, log: Logger): Promise<number> {
-  const networks = await (args.fromXml.length > 0 ? xmlFileSource(args.fromXml) : virshSource(config.libvirtUri))();
-  const live = indexRuleset(await nftRunner(runtimeDir()).listRuleset());
+  const networks = await commandSource(args.fromXml, config.libvirtUri)();
+  const live = await nftRunner(runtimeDir()).readRuleset();
   const result = plan(networks, config, live);
   logMessages(planMessages(result), log);
   const lines = planDiff(live, result.batch);

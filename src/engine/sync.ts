@@ -7,7 +7,7 @@ import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import type { NftRunner } from '../nft/nft-runner.js';
 import { plan, type Plan } from '../nft/plan.js';
-import { indexRuleset, type Ruleset } from '../nft/ruleset.js';
+import type { Ruleset } from '../nft/ruleset.js';
 
 export interface SyncMessage {
   level: 'info' | 'warn' | 'error';
@@ -24,13 +24,10 @@ export interface SyncResult {
   messages: SyncMessage[];
 }
 
-export async function computePlan(networks: NetworkParse[], config: Config, nft: NftRunner): Promise<Plan> {
-  return plan(networks, config, indexRuleset(await nft.listRuleset()));
-}
 
 export async function syncOnce(networks: NetworkParse[], config: Config, nft: NftRunner): Promise<SyncResult> {
   const started = performance.now();
-  const live = indexRuleset(await nft.listRuleset());
+  const live = await nft.readRuleset();
   const result = plan(networks, config, live);
   const applied = result.batch.nftables.length > 0;
   if (applied) await nft.apply(result.batch);

@@ -17,6 +17,11 @@ export function xmlFileSource(files: readonly string[]): NetworkSource {
     );
 }
 
+/** `--from-xml` files when given, else libvirt through virsh: how every one-shot command reads networks. */
+export function commandSource(fromXml: readonly string[], uri: string): NetworkSource {
+  return fromXml.length > 0 ? xmlFileSource(fromXml) : virshSource(uri);
+}
+
 export function virshSource(uri: string): NetworkSource {
   return async () => (await activeNetworkXml(uri)).map(({ name, xml }) => parseNetworkXml(xml, name));
 }

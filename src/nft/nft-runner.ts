@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import type { Batch } from './json.js';
+import { indexRuleset, type Ruleset } from './ruleset.js';
 
 const NFT_TIMEOUT_MS = 15_000;
 
@@ -18,19 +19,22 @@ export class NftError extends Error {
 }
 
 export interface NftRunner {
-  listRuleset(): Promise<unknown>;
+  /** `nft -j list ruleset`, indexed. */
+  readRuleset(): Promise<Ruleset>;
   apply(batch: Batch): Promise<void>;
 }
 
 export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
   return {
-    async listRuleset() {
+    async readRuleset() {
       const out = await run(nft, ['-j', 'list', 'ruleset'], 'reading the ruleset');
+      let doc: unknown;
       try {
-        return JSON.parse(out) as unknown;
+        doc = JSON.parse(out) as unknown;
       } catch {
         throw new NftError('nft -j list ruleset printed something that is not JSON', out.slice(0, 200));
       }
+      return indexRuleset(doc);
     },
     async apply(batch) {
       const dir = await mkdtemp(join(runtimeDir, 'batch-'));
