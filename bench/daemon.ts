@@ -42,6 +42,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import dbus from 'dbus-next';
 import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { it } from 'vitest';
+import { onLines } from '../test/helpers/lines.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -119,31 +120,17 @@ class DaemonProc {
   readonly majorGcs: Array<{ beforeMB: number; afterMB: number; committedMB: number }> = [];
   readonly exited: Promise<number | null>;
   constructor(readonly child: ChildProcess) {
-    let buf = '';
-    child.stderr?.on('data', (d: Buffer) => {
-      const at = now();
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.logs.push({ rec: JSON.parse(line) as LogLine['rec'], at });
-        } catch {
-          this.logs.push({ rec: { level: 60, msg: `unparsed: ${line}` }, at });
-        }
+    onLines(child.stderr, (line, at) => {
+      try {
+        this.logs.push({ rec: JSON.parse(line) as LogLine['rec'], at });
+      } catch {
+        this.logs.push({ rec: { level: 60, msg: `unparsed: ${line}` }, at });
       }
     });
     // stdout carries only V8's --trace-gc lines, when a run asks for them.
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      let i: number;
-      while ((i = out.indexOf('\n')) >= 0) {
-        const m = /Mark-Compact(?: \(reduce\))? ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/.exec(out.slice(0, i));
-        if (m) this.majorGcs.push({ beforeMB: Number(m[1]), afterMB: Number(m[3]), committedMB: Number(m[4]) });
-        out = out.slice(i + 1);
-      }
+    onLines(child.stdout, (line) => {
+      const m = /Mark-Compact(?: \(reduce\))? ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/.exec(line);
+      if (m) this.majorGcs.push({ beforeMB: Number(m[1]), afterMB: Number(m[3]), committedMB: Number(m[4]) });
     });
     this.exited = new Promise((res) => child.on('exit', (code) => res(code)));
   }
@@ -177,16 +164,7 @@ class DaemonProc {
 class Monitor {
   readonly lines: Array<{ text: string; at: number }> = [];
   constructor(readonly child: ChildProcess) {
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      const at = now();
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        this.lines.push({ text: buf.slice(0, i), at });
-        buf = buf.slice(i + 1);
-      }
-    });
+    onLines(child.stdout, (text, at) => this.lines.push({ text, at }));
     child.stderr?.resume();
   }
   find(from: number, pred: (text: string) => boolean): { text: string; at: number } | undefined {

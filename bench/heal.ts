@@ -16,6 +16,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
+import { onLines } from '../test/helpers/lines.js';
 import { spawnDaemon, until } from '../test/integration/daemon-harness.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 
@@ -43,16 +44,7 @@ async function main(): Promise<void> {
     const daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
     const lines: Line[] = [];
     const monitor = lab.spawnInLab('nft', ['-j', 'monitor']);
-    let buf = '';
-    monitor.stdout?.on('data', (d: Buffer) => {
-      const at = performance.now();
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        lines.push({ text: buf.slice(0, i), at });
-        buf = buf.slice(i + 1);
-      }
-    });
+    onLines(monitor.stdout, (text, at) => lines.push({ text, at }));
     monitor.stderr?.resume();
     await until('kvmnftd rules for default', 10_000, async () => (await lab!.nft('list', 'tables')).stdout.includes('inet kvmnftd'));
     await new Promise((r) => setTimeout(r, 1000));

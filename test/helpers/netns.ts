@@ -11,6 +11,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { execa } from 'execa';
+import { onLines } from './lines.js';
 
 export interface RunResult {
   exitCode: number;
@@ -301,21 +302,14 @@ export class TcpListener {
   private readonly exitPromise: Promise<void>;
 
   constructor(private readonly child: ChildProcess, private readonly label: string) {
-    let buf = '';
     child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const ev = JSON.parse(line) as ListenerEvent;
-          if (ev.event === 'listening' && typeof ev.port === 'number') this.port = ev.port;
-          this.events.push(ev);
-        } catch {
-          /* ignore noise */
-        }
+    onLines(child.stdout, (line) => {
+      try {
+        const ev = JSON.parse(line) as ListenerEvent;
+        if (ev.event === 'listening' && typeof ev.port === 'number') this.port = ev.port;
+        this.events.push(ev);
+      } catch {
+        /* ignore noise */
       }
     });
     child.stderr!.setEncoding('utf8');

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import type { Lab } from '../lab/lab.js';
+import { onLines } from '../helpers/lines.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -24,15 +25,7 @@ export class NotifySocket {
   private readonly child: ChildProcess;
   constructor(readonly path: string) {
     this.child = spawn('socat', ['-u', `UNIX-RECV:${path}`, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    this.child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        this.messages.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    });
+    onLines(this.child.stdout, (line) => this.messages.push(line));
   }
   ready(): Promise<void> {
     return until(`socat on ${this.path}`, 5000, async () => {
@@ -67,18 +60,11 @@ export class Daemon {
   readonly logs: LogRecord[] = [];
   readonly exited: Promise<number | null>;
   constructor(readonly child: ChildProcess) {
-    let buf = '';
-    child.stderr?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.logs.push(JSON.parse(line) as LogRecord);
-        } catch {
-          this.logs.push({ level: 60, msg: `unparsed: ${line}` });
-        }
+    onLines(child.stderr, (line) => {
+      try {
+        this.logs.push(JSON.parse(line) as LogRecord);
+      } catch {
+        this.logs.push({ level: 60, msg: `unparsed: ${line}` });
       }
     });
     child.stdout?.resume();

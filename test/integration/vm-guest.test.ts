@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
+import { Daemon } from './daemon-harness.js';
 import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
 import { buildVmArtifacts, prepareLabForQemu, requireQemu, startGuest, type Guest, type VmArtifacts } from '../lab/vm.js';
 
@@ -31,12 +32,6 @@ async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | un
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(50);
   }
-}
-
-interface LogRecord {
-  level: number;
-  msg: string;
-  [key: string]: unknown;
 }
 
 /** kvmnftd's masquerade packet counter for virbr0 (0 when the chain is absent). */
@@ -60,7 +55,6 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   let lab: Lab | undefined;
   let artifacts: VmArtifacts | undefined;
   let listener: TcpListener | undefined;
-  const daemonLogs: LogRecord[] = [];
   const guests: Guest[] = [];
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-vm-'));
   const config = join(work, 'kvmnftd.toml');
@@ -131,23 +125,9 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
 
   it('with kvmnftd run: the domain gets a lease from dnsmasq and reaches the wan, which sees 192.0.2.1', async () => {
     const lab = theLab();
-    const child = lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env);
-    let buf = '';
-    child.stdout?.resume();
-    child.stderr?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          daemonLogs.push(JSON.parse(line) as LogRecord);
-        } catch {
-          daemonLogs.push({ level: 60, msg: `unparsed: ${line}` });
-        }
-      }
-    });
-    const dump = () => daemonLogs.map((r) => JSON.stringify(r)).join('\n');
+    const daemon = new Daemon(lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env));
+    const child = daemon.child;
+    const dump = () => daemon.dump();
     await until('kvmnftd\'s nat_virbr0 chain', 15_000, async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false)).catch((e: unknown) => {
       throw new Error(`${String(e)}\n--- daemon log ---\n${dump()}`);
     });
@@ -174,7 +154,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(await g.waitGone(15_000)).toBe(true);
     timings['daemon run'] = Date.now() - g.startedAt;
     expect(child.exitCode, dump()).toBeNull();
-    const errors = daemonLogs.filter((r) => r.level >= 50);
+    const errors = daemon.logs.filter((r) => r.level >= 50);
     expect(errors, dump()).toEqual([]);
   }, 90_000);
 

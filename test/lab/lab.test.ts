@@ -7,6 +7,7 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { onLines } from '../helpers/lines.js';
 import { HOST_WAN_ADDR, LAB_FILES, LabStartError, WAN_ADDR, startLab, type Lab, type StopReport } from './lab.js';
 
 /** Mounts of the real mount namespace, minus other test suites' `ip netns` mounts (they come and go concurrently). */
@@ -37,15 +38,7 @@ function readProc(pid: number, file: string): string {
 /** Collects a child's stdout lines. */
 function lines(child: ChildProcess): string[] {
   const out: string[] = [];
-  let buf = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      out.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
+  onLines(child.stdout, (line) => out.push(line));
   child.stderr?.resume();
   return out;
 }

@@ -61,6 +61,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { onLines } from '../helpers/lines.js';
 
 const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = join(LAB_DIR, '..', '..');
@@ -796,19 +797,12 @@ class LabImpl implements Lab {
     const peers: string[] = [];
     const peerPorts: number[] = [];
     const waiters: Array<() => void> = [];
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const m = line.match(/^ACCEPT (\S+) (\d+)$/);
-        if (m && m[1] !== undefined) {
-          peers.push(m[1].replace(/^::ffff:/, ''));
-          peerPorts.push(Number(m[2]));
-          for (const w of waiters.splice(0)) w();
-        }
+    onLines(child.stdout, (line) => {
+      const m = line.match(/^ACCEPT (\S+) (\d+)$/);
+      if (m && m[1] !== undefined) {
+        peers.push(m[1].replace(/^::ffff:/, ''));
+        peerPorts.push(Number(m[2]));
+        for (const w of waiters.splice(0)) w();
       }
     });
     await waitForLine(child, /^LISTENING \d+$/, 10_000, `tcp listener on ${at.name}:${port}`);
