@@ -7,7 +7,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run, type Lab } from './netns.js';
+import { afterEach, beforeEach } from 'vitest';
+import { Lab, requireLabPrivileges, run } from './netns.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI_MAIN = join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -82,4 +83,27 @@ export async function cliContext(lab: Lab, configToml = ''): Promise<CliContext>
   await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
   await writeFile(configFile, configToml);
   return { dir, runtimeDir, configFile };
+}
+
+/**
+ * Registers per-test hooks: a fresh network-namespace Lab for every test
+ * (failing, never skipping, without root, nft or a built CLI), always cleaned
+ * up. Returns the accessor for the running test's lab.
+ */
+export function useNetnsLab(): () => Lab {
+  let lab: Lab | undefined;
+  beforeEach(() => {
+    requireLabPrivileges();
+    requireBuiltCli();
+    lab = new Lab();
+  });
+  afterEach(async () => {
+    const l = lab;
+    lab = undefined;
+    await l?.cleanup();
+  });
+  return () => {
+    if (!lab) throw new Error('lab not initialised (useNetnsLab hooks did not run)');
+    return lab;
+  };
 }

@@ -5,9 +5,8 @@
  */
 import { join } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  Lab,
   chainOf,
   chainsOf,
   isJumpTo,
@@ -18,14 +17,13 @@ import {
   nftText,
   normalizeRuleset,
   readProcSys,
-  requireLabPrivileges,
   ruleHas,
   rulesOf,
   tablesOf,
   type NftObject,
   type NftRuleset,
 } from '../helpers/netns.js';
-import { cliContext, describeRun, fixture, requireBuiltCli, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
+import { cliContext, describeRun, fixture, useNetnsLab, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const ADMIN_JUMP_NONE = fixture('admin-ruleset-jump-none.nft');
@@ -38,25 +36,7 @@ const BASE_CHAINS = [
 
 type JumpMode = 'first' | 'last' | 'none';
 
-let lab: Lab | undefined;
-
-beforeEach(() => {
-  // Fail, never skip, when the lab cannot run.
-  requireLabPrivileges();
-  requireBuiltCli();
-  lab = new Lab();
-});
-
-afterEach(async () => {
-  const l = lab;
-  lab = undefined;
-  await l?.cleanup();
-});
-
-function theLab(): Lab {
-  if (!lab) throw new Error('lab not initialised');
-  return lab;
-}
+const theLab = useNetnsLab();
 
 /** A host namespace with virbr0 (192.168.122.1/24) and the admin ruleset loaded. */
 async function adminHost(role = 'host', adminFile = ADMIN): Promise<string> {

@@ -4,24 +4,15 @@
  * the NAT guest may open connections into the routed network (libvirt's
  * semantics: routed subnets accept inbound, NAT subnets only replies).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cliContext, describeRun, fixture, requireBuiltCli, runCli } from '../helpers/cli.js';
-import { Lab, nftLoadFile, requireLabPrivileges, tcpProbe } from '../helpers/netns.js';
+import { describe, expect, it } from 'vitest';
+import { cliContext, describeRun, fixture, useNetnsLab, runCli } from '../helpers/cli.js';
+import { nftLoadFile, tcpProbe } from '../helpers/netns.js';
 
-let lab: Lab | undefined;
-beforeEach(() => {
-  requireLabPrivileges();
-  requireBuiltCli();
-  lab = new Lab();
-});
-afterEach(async () => {
-  await lab?.cleanup();
-  lab = undefined;
-});
+const theLab = useNetnsLab();
 
 describe('cross-network forwarding', () => {
   it('routed guest -> NAT guest: refused; NAT guest -> routed guest: allowed', async () => {
-    const l = lab!;
+    const l = theLab();
     const host = await l.netns('host');
     const natGuest = await l.netns('natg');
     const routedGuest = await l.netns('routeg');

@@ -9,7 +9,7 @@
  * `kvmnftd apply --from-xml default.xml` a NEW connection gets out,
  * masqueraded to 192.0.2.1, and nothing NEW comes in.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   Lab,
   allRules,
@@ -17,14 +17,13 @@ import {
   nftLoadFile,
   nsRunOk,
   readProcSys,
-  requireLabPrivileges,
   ruleHas,
   rulePackets,
   tcpProbe,
   waitFor,
   type ProbeResult,
 } from '../helpers/netns.js';
-import { cliContext, describeRun, fixture, requireBuiltCli, runCli } from '../helpers/cli.js';
+import { cliContext, describeRun, fixture, useNetnsLab, runCli } from '../helpers/cli.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const DEFAULT_XML = fixture('default.xml');
@@ -34,19 +33,7 @@ const WAN = '192.0.2.2';
 const GW = '192.168.122.1';
 const GUEST = '192.168.122.50';
 
-let lab: Lab | undefined;
-
-beforeEach(() => {
-  requireLabPrivileges();
-  requireBuiltCli();
-  lab = new Lab();
-});
-
-afterEach(async () => {
-  const l = lab;
-  lab = undefined;
-  await l?.cleanup();
-});
+const theLab = useNetnsLab();
 
 interface Topology {
   host: string;
@@ -101,7 +88,7 @@ async function eventuallyConnects(from: string, host: string, port: number, time
 
 describe('e2e: guest traffic through a strict host firewall', () => {
   it('guest gets out only after apply, masqueraded to the host address, counted by our rule', async () => {
-    const l = lab!;
+    const l = theLab();
     const t = await buildTopology(l);
     const listener = await l.tcpListener(t.wan, WAN, 0);
 
@@ -142,7 +129,7 @@ describe('e2e: guest traffic through a strict host firewall', () => {
   });
 
   it('no NEW connection from the wan reaches the guest, even with a route to the guest subnet', async () => {
-    const l = lab!;
+    const l = theLab();
     const t = await buildTopology(l);
     await applyDefault(l, t.host);
 
@@ -162,7 +149,7 @@ describe('e2e: guest traffic through a strict host firewall', () => {
   });
 
   it('the guest can reach the host DNS port on its bridge after apply (input accepts DNS from virbr0)', async () => {
-    const l = lab!;
+    const l = theLab();
     const t = await buildTopology(l);
     const dns = await l.tcpListener(t.host, GW, 53);
 

@@ -9,9 +9,9 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { CLI_MAIN, cliContext, describeRun, fixture, requireBuiltCli, runCli } from '../helpers/cli.js';
-import { Lab, nftJson, nftLoadFile, normalizeRuleset, requireLabPrivileges, run, tablesOf, waitFor, type NftObject, type NftRuleset } from '../helpers/netns.js';
+import { describe, expect, it } from 'vitest';
+import { CLI_MAIN, cliContext, describeRun, fixture, useNetnsLab, runCli } from '../helpers/cli.js';
+import { nftJson, nftLoadFile, normalizeRuleset, run, tablesOf, waitFor, type NftObject, type NftRuleset } from '../helpers/netns.js';
 
 /** Every object of the admin's `inet filter` table. */
 function adminTable(rs: NftRuleset): NftObject[] {
@@ -22,31 +22,22 @@ function adminTable(rs: NftRuleset): NftObject[] {
   });
 }
 
-let lab: Lab | undefined;
-beforeEach(() => {
-  requireLabPrivileges();
-  requireBuiltCli();
-  lab = new Lab();
-});
-afterEach(async () => {
-  await lab?.cleanup();
-  lab = undefined;
-});
+const theLab = useNetnsLab();
 
 describe('faults', () => {
   it('a transaction the kernel refuses (the admin table is owned by another process): exit 1, nft\'s words, nothing applied', async () => {
-    const ns = await lab!.netns('host');
+    const ns = await theLab().netns('host');
     // `flags owner`: only the netlink socket that created the table may change
     // it, so the kernel answers EPERM to everyone else — as long as this
     // `nft -i` session lives.
     const owner = spawn('ip', ['netns', 'exec', ns, 'nft', '-i'], { stdio: ['pipe', 'ignore', 'inherit'] });
-    lab!.defer('stop the owning nft -i', () => void owner.kill('SIGTERM'));
+    theLab().defer('stop the owning nft -i', () => void owner.kill('SIGTERM'));
     owner.stdin.write('add table inet filter { flags owner; }\n');
     owner.stdin.write('add chain inet filter input { type filter hook input priority 0; policy drop; }\n');
     owner.stdin.write('add chain inet filter forward { type filter hook forward priority 0; policy drop; }\n');
     await waitFor(async () => (await nftJson(ns)).nftables.some((o) => o['chain']?.name === 'forward'), { what: 'the owned table' });
     const before = normalizeRuleset(await nftJson(ns));
-    const ctx = await cliContext(lab!, '');
+    const ctx = await cliContext(theLab(), '');
     const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
     expect(r.exitCode, describeRun(r)).toBe(1);
     expect(r.stderr).toContain('nft failed applying the batch');
@@ -56,10 +47,10 @@ describe('faults', () => {
   });
 
   it('a base chain named like one of kvmnftd\'s chains: exit 1 naming it, only the NAT part applied', async () => {
-    const ns = await lab!.netns('host');
+    const ns = await theLab().netns('host');
     await nftLoadFile(ns, fixture('admin-ruleset-base-collision.nft'));
     const adminBefore = adminTable(normalizeRuleset(await nftJson(ns)));
-    const ctx = await cliContext(lab!, '');
+    const ctx = await cliContext(theLab(), '');
     const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
     expect(r.exitCode, describeRun(r)).toBe(1);
     expect(r.stderr).toContain('has a base chain named kvmnftd_input');
@@ -69,11 +60,11 @@ describe('faults', () => {
   });
 
   it('nft missing: exit 1 with an error that says so', async () => {
-    const ns = await lab!.netns('host');
+    const ns = await theLab().netns('host');
     const bin = await mkdtemp(join(tmpdir(), 'kvmnftd-nonft-'));
-    lab!.defer(`remove ${bin}`, () => rm(bin, { recursive: true, force: true }));
+    theLab().defer(`remove ${bin}`, () => rm(bin, { recursive: true, force: true }));
     await symlink(process.execPath, join(bin, 'node'));
-    const ctx = await cliContext(lab!, '');
+    const ctx = await cliContext(theLab(), '');
     // Only kvmnftd runs with a PATH without nft; `ip` and `env` are found as usual.
     const r = await run('ip', ['netns', 'exec', ns, 'env', `PATH=${bin}`, `KVMNFTD_RUNTIME_DIR=${ctx.runtimeDir}`, process.execPath, CLI_MAIN, 'apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile]);
     expect(r.exitCode, r.stderr).toBe(1);

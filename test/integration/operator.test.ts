@@ -7,13 +7,13 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/index.js';
 import type { Finding } from '../../src/doctor/types.js';
 import type { StatusReport } from '../../src/status/evaluate.js';
-import { cliContext, describeRun, fixture, REPO_ROOT, requireBuiltCli, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
+import { cliContext, describeRun, fixture, REPO_ROOT, useNetnsLab, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
 import { validate } from '../helpers/json-schema.js';
-import { Lab, nftLoadFile, nsRun, nsRunOk, requireLabPrivileges } from '../helpers/netns.js';
+import { nftLoadFile, nsRun, nsRunOk } from '../helpers/netns.js';
 
 const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<string, unknown>;
 const ADMIN = fixture('admin-ruleset.nft');
@@ -22,34 +22,25 @@ const ISOLATED_XML = join(REPO_ROOT, 'test', 'golden', 'isolated', 'isolated.xml
 const V6ROUTE_XML = join(REPO_ROOT, 'test', 'golden', 'ipv6-routed', 'v6route.xml');
 const WILDCARD_XML = join(REPO_ROOT, 'test', 'golden', 'hostile', 'wildcard-bridge.xml');
 
-let lab: Lab | undefined;
+const theLab = useNetnsLab();
 let ctx: CliContext;
 
 beforeEach(async () => {
-  requireLabPrivileges(); // fail, never skip
-  requireBuiltCli();
-  lab = new Lab();
-  ctx = await cliContext(lab, '');
-});
-
-afterEach(async () => {
-  const l = lab;
-  lab = undefined;
-  await l?.cleanup();
+  ctx = await cliContext(theLab(), '');
 });
 
 /** A host namespace with the bridges and (optionally) the admin ruleset. */
 async function host(opts: { admin?: boolean; bridges?: Array<[string, string]> } = {}): Promise<string> {
-  const ns = await lab!.netns('host');
+  const ns = await theLab().netns('host');
   for (const [br, cidr] of opts.bridges ?? [['virbr0', '192.168.122.1/24']]) {
-    await lab!.bridge(ns, br);
-    await lab!.addr(ns, br, cidr);
+    await theLab().bridge(ns, br);
+    await theLab().addr(ns, br, cidr);
   }
   if (opts.admin ?? true) await nftLoadFile(ns, ADMIN);
   // Start from known values: the namespace defaults are not the test's subject.
-  await lab!.sysctl(ns, 'net.ipv4.ip_forward', '1');
-  await lab!.sysctl(ns, 'net.bridge.bridge-nf-call-iptables', '0');
-  await lab!.sysctl(ns, 'net.bridge.bridge-nf-call-ip6tables', '0');
+  await theLab().sysctl(ns, 'net.ipv4.ip_forward', '1');
+  await theLab().sysctl(ns, 'net.bridge.bridge-nf-call-iptables', '0');
+  await theLab().sysctl(ns, 'net.bridge.bridge-nf-call-ip6tables', '0');
   return ns;
 }
 
@@ -232,7 +223,7 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
     const ns = await host();
     await apply(ns);
     expect(byId(await doctor(ns), 'br-netfilter')).toEqual([]);
-    await lab!.sysctl(ns, 'net.bridge.bridge-nf-call-iptables', '1');
+    await theLab().sysctl(ns, 'net.bridge.bridge-nf-call-iptables', '1');
     const [f] = byId(await doctor(ns), 'br-netfilter');
     expect(f).toMatchObject({ severity: 'warning' });
     expect(f!.evidence).toContain('net.bridge.bridge-nf-call-iptables = 1');
@@ -241,13 +232,13 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   it('ipv4-forwarding-off and ipv6-forwarding-off', async () => {
     const ns = await host({ bridges: [['virbr0', '192.168.122.1/24'], ['virbr6', '2001:db8:ca2:2::1/64']] });
     await apply(ns, [DEFAULT_XML, V6ROUTE_XML]);
-    await lab!.sysctl(ns, 'net.ipv4.ip_forward', '0');
-    await lab!.sysctl(ns, 'net.ipv6.conf.all.forwarding', '0');
+    await theLab().sysctl(ns, 'net.ipv4.ip_forward', '0');
+    await theLab().sysctl(ns, 'net.ipv6.conf.all.forwarding', '0');
     const findings = await doctor(ns, [DEFAULT_XML, V6ROUTE_XML]);
     expect(byId(findings, 'ipv4-forwarding-off')[0]).toMatchObject({ severity: 'error', networks: ['default'] });
     expect(byId(findings, 'ipv6-forwarding-off')[0]).toMatchObject({ severity: 'warning', networks: ['v6route'] });
-    await lab!.sysctl(ns, 'net.ipv4.ip_forward', '1');
-    await lab!.sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
+    await theLab().sysctl(ns, 'net.ipv4.ip_forward', '1');
+    await theLab().sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
     const after = await doctor(ns, [DEFAULT_XML, V6ROUTE_XML]);
     expect([...byId(after, 'ipv4-forwarding-off'), ...byId(after, 'ipv6-forwarding-off')]).toEqual([]);
   });
