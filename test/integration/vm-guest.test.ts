@@ -17,22 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { Daemon } from './daemon-harness.js';
+import { Daemon, until } from './daemon-harness.js';
 import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
 import { buildVmArtifacts, prepareLabForQemu, requireQemu, startGuest, type Guest, type VmArtifacts } from '../lab/vm.js';
 
 const PORT = 8080;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** kvmnftd's masquerade packet counter for virbr0 (0 when the chain is absent). */
 async function masqueradePackets(lab: Lab): Promise<{ chain: boolean; packets: number }> {

@@ -23,6 +23,29 @@ LAB_DIR=${1:?usage: lab-ns.sh LAB_DIR}
 LAB_ROOT=${LAB_ROOT:-}
 LAB_FIREWALL_BACKEND=${LAB_FIREWALL_BACKEND:-}
 
+# The lab's libvirt configuration below root $1 ("" = this namespace's /):
+# no network definitions of the machine, no polkit (auth none), libvirt-dbus
+# (user libvirtdbus) may use the read-write socket, a log file the lab can
+# show on errors, and the requested firewall backend.
+configure_libvirt() {
+  local r=$1
+  rm -f "$r"/etc/libvirt/qemu/networks/*.xml "$r"/etc/libvirt/qemu/networks/autostart/*
+  cat >>"$r/etc/libvirt/libvirtd.conf" <<CONF
+
+# --- kvmnftd lab ---
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+unix_sock_group = "libvirtdbus"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+log_filters = "1:network 1:util.firewall 1:util.command 3:*"
+log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
+CONF
+  if [[ -n $LAB_FIREWALL_BACKEND ]]; then
+    printf '\n# --- kvmnftd lab ---\nfirewall_backend = "%s"\n' "$LAB_FIREWALL_BACKEND" >>"$r/etc/libvirt/network.conf"
+  fi
+}
+
 # Nothing mounted below may propagate back to the real machine.
 mount --make-rprivate /
 
@@ -46,21 +69,7 @@ if [[ -n $LAB_ROOT ]]; then
     mkdir -p "$R$d"
     mount --rbind "$d" "$R$d"
   done
-  rm -f "$R"/etc/libvirt/qemu/networks/*.xml "$R"/etc/libvirt/qemu/networks/autostart/*
-  cat >>"$R/etc/libvirt/libvirtd.conf" <<CONF
-
-# --- kvmnftd lab ---
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-unix_sock_group = "libvirtdbus"
-unix_sock_ro_perms = "0777"
-unix_sock_rw_perms = "0770"
-log_filters = "1:network 1:util.firewall 1:util.command 3:*"
-log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
-CONF
-  if [[ -n $LAB_FIREWALL_BACKEND ]]; then
-    printf '\n# --- kvmnftd lab ---\nfirewall_backend = "%s"\n' "$LAB_FIREWALL_BACKEND" >>"$R/etc/libvirt/network.conf"
-  fi
+  configure_libvirt "$R"
   if [[ -n ${LAB_TC_WRAPPER:-} ]]; then
     mv "$R/usr/sbin/tc" "$R/usr/sbin/tc.lab-real"
     install -m 0755 "$LAB_TC_WRAPPER" "$R/usr/sbin/tc"
@@ -99,26 +108,7 @@ for d in /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt; do
 done
 rmdir /run/.lab-stage
 
-# The lab starts with no network definitions of the machine.
-rm -f /etc/libvirt/qemu/networks/*.xml /etc/libvirt/qemu/networks/autostart/*
-
-# libvirtd for the lab: no polkit (auth none), libvirt-dbus (user libvirtdbus)
-# may use the read-write socket, log to a file the lab can show on errors.
-cat >>/etc/libvirt/libvirtd.conf <<CONF
-
-# --- kvmnftd lab ---
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-unix_sock_group = "libvirtdbus"
-unix_sock_ro_perms = "0777"
-unix_sock_rw_perms = "0770"
-log_filters = "1:network 1:util.firewall 1:util.command 3:*"
-log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
-CONF
-
-if [[ -n $LAB_FIREWALL_BACKEND ]]; then
-  printf '\n# --- kvmnftd lab ---\nfirewall_backend = "%s"\n' "$LAB_FIREWALL_BACKEND" >>/etc/libvirt/network.conf
-fi
+configure_libvirt ""
 
 # The system bus configuration of the lab.
 install -m 0644 "$LAB_DIR/system-bus.conf" /run/dbus/lab-system-bus.conf
