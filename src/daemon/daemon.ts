@@ -56,9 +56,14 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   writeFileSync(join(dir, PID_FILE), `${process.pid}\n`);
   const nft = nftRunner(dir);
 
-  const facts: StatusFacts = { networks: [], degraded: undefined, lastChange: undefined };
   let watch: LibvirtWatch | undefined;
   let watchFault: string | undefined = 'not connected yet';
+  const facts: Omit<StatusFacts, 'degraded'> = { networks: [], lastChange: undefined };
+  let passError: string | undefined; // the last pass's failure, until a pass succeeds
+  let planError: string | undefined; // what the last plan had to leave out
+  // Derived, never stored: libvirt away beats a failing pass beats a partial plan.
+  const degraded = (): string | undefined => (watchFault !== undefined ? `libvirt is not reachable: ${watchFault}` : passError ?? planError);
+  const status = (): string => formatStatus({ ...facts, degraded: degraded() });
   let reconnectTimer: NodeJS.Timeout | undefined;
   let reconnectAttempts = 0;
   let transportNote: string | undefined;
@@ -77,14 +82,14 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     writeDaemonState(dir, {
       pid: process.pid,
       transport: watch?.transport ?? null,
-      status: formatStatus(facts),
-      degraded: facts.degraded ?? null,
+      status: status(),
+      degraded: degraded() ?? null,
       lastPassAt: lastPassAt?.toISOString() ?? null,
       lastChangeAt: facts.lastChange?.at.toISOString() ?? null,
       writtenAt: new Date().toISOString(),
     });
   const publishStatus = (): void => {
-    notifier.send({ STATUS: formatStatus(facts) });
+    notifier.send({ STATUS: status() });
     saveState();
   };
 
@@ -110,8 +115,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         } else if (lastNetworks) {
           networks = lastNetworks;
         } else {
-          facts.degraded = `libvirt is not reachable: ${watchFault ?? 'unknown'}`;
-          return;
+          return; // nothing known yet: degraded() names libvirt
         }
         const release = takeLock(dir);
         let result;
@@ -131,9 +135,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const started = now.filter((n) => !before.has(n));
         const stopped = facts.networks.filter((n) => !now.includes(n));
         facts.networks = now;
-        // Degraded while libvirt is away, or while the plan had to leave something out.
-        const planError = messages.find((m) => m.level === 'error')?.text;
-        facts.degraded = watchFault !== undefined ? `libvirt is not reachable: ${watchFault}` : planError;
+        planError = messages.find((m) => m.level === 'error')?.text;
+        passError = undefined;
         if (watch) reconnectAttempts = 0; // the event source proved itself
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };
@@ -160,7 +163,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       }
     },
     onFailure: (error, attempt, retryInMs, repeated) => {
-      facts.degraded = error.message;
+      passError = error.message;
       // A new error is a warning (libvirtd restarts cause short ones); one
       // that persists becomes an error, once; retries in between are debug.
       if (!repeated) log.warn({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
@@ -169,7 +172,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       if (ready) publishStatus();
     },
     onRecovered: (failures) => {
-      facts.degraded = watchFault;
+      passError = undefined;
       log.info({ failures }, `reconcile succeeded again after ${failures} failed attempts`);
     },
   });
@@ -193,7 +196,6 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
           watch = undefined;
           if (reason !== watchFault) log.warn(`lost the libvirt event source: ${reason}; reconnecting`);
           watchFault = reason;
-          facts.degraded = reason;
           opened.close();
           scheduleReconnect();
           if (ready) publishStatus();
@@ -215,7 +217,6 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       const reason = (err as Error).message;
       if (reason !== watchFault) log.warn(`cannot open a libvirt event source: ${reason}; retrying with back-off`);
       watchFault = reason;
-      facts.degraded = watchFault;
       scheduleReconnect();
       // At start-up the first pass decides READY; later, drift is still
       // caught by the nft monitor while libvirt is away.
@@ -300,7 +301,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       }
       reconciler.trigger('reload');
       await Promise.race([reconciler.idle(), sleep(options.readyTimeoutMs)]);
-      notifier.send({ READY: '1', STATUS: formatStatus(facts) });
+      notifier.send({ READY: '1', STATUS: status() });
       writeFileSync(join(dir, RELOAD_STATE_FILE), `${generation} ${outcome}\n`);
     })();
   });
@@ -309,9 +310,9 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   monitor.start();
   await Promise.race([firstPass, sleep(options.readyTimeoutMs)]);
   ready = true;
-  notifier.send({ READY: '1', STATUS: formatStatus(facts) });
+  notifier.send({ READY: '1', STATUS: status() });
   saveState();
-  log.info({ transport: watch?.transport ?? 'none' }, `ready: ${formatStatus(facts)}`);
+  log.info({ transport: watch?.transport ?? 'none' }, `ready: ${status()}`);
   return finished;
 }
 
