@@ -23,14 +23,20 @@ table inet filter {
 `;
 
 function inNs(cmd, args, extraEnv = {}) {
-  const r = spawnSync('ip', ['netns', 'exec', NS, cmd, ...args], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, KVMNFTD_RUNTIME_DIR: join(work, 'run'), ...extraEnv } });
+  const r = spawnSync('ip', ['netns', 'exec', NS, cmd, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, KVMNFTD_RUNTIME_DIR: join(work, 'run'), ...extraEnv },
+  });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   return r;
 }
 
 function networkXml(i) {
-  return `<network><name>bench${i}</name><forward mode='nat'/><bridge name='vbr${i}'/>` +
-    `<ip address='10.${Math.floor(i / 250)}.${i % 250}.1' prefix='24'><dhcp><range start='10.${Math.floor(i / 250)}.${i % 250}.2' end='10.${Math.floor(i / 250)}.${i % 250}.254'/></dhcp></ip></network>`;
+  return (
+    `<network><name>bench${i}</name><forward mode='nat'/><bridge name='vbr${i}'/>` +
+    `<ip address='10.${Math.floor(i / 250)}.${i % 250}.1' prefix='24'><dhcp><range start='10.${Math.floor(i / 250)}.${i % 250}.2' end='10.${Math.floor(i / 250)}.${i % 250}.254'/></dhcp></ip></network>`
+  );
 }
 
 const median = (xs) => {
@@ -58,7 +64,9 @@ function bench(count) {
   reset();
   const batchFile = join(work, `batch${count}.json`);
   // Compact, as kvmnftd itself writes it.
-  const batch = JSON.stringify(JSON.parse(inNs('node', [CLI, 'plan', '--json', ...fromXml, '--log-level', 'error']).stdout));
+  const batch = JSON.stringify(
+    JSON.parse(inNs('node', [CLI, 'plan', '--json', ...fromXml, '--log-level', 'error']).stdout),
+  );
   writeFileSync(batchFile, batch);
   const batchBytes = Buffer.byteLength(batch);
   const commands = JSON.parse(batch).nftables.length;
@@ -79,14 +87,26 @@ function bench(count) {
     internal.push(Number(m[1]));
     noop.push(timed(() => inNs('node', [CLI, 'apply', ...fromXml, '--log-level', 'error'])));
   }
-  return { count, commands, batchBytes, raw: median(raw), internal: median(internal), cli: median(cli), noop: median(noop) };
+  return {
+    count,
+    commands,
+    batchBytes,
+    raw: median(raw),
+    internal: median(internal),
+    cli: median(cli),
+    noop: median(noop),
+  };
 }
 
 try {
   execFileSync('ip', ['netns', 'add', NS]);
   const rows = [1, 100].map(bench);
-  console.log(`kvmnftd apply benchmark: median of ${RUNS} runs, nft ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}, node ${process.version}`);
-  console.log('networks  commands  batch KiB  raw nft -j -f  apply: read+plan+commit  ratio  apply: whole process  no-op apply process');
+  console.log(
+    `kvmnftd apply benchmark: median of ${RUNS} runs, nft ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}, node ${process.version}`,
+  );
+  console.log(
+    'networks  commands  batch KiB  raw nft -j -f  apply: read+plan+commit  ratio  apply: whole process  no-op apply process',
+  );
   for (const r of rows) {
     console.log(
       [
@@ -101,7 +121,9 @@ try {
       ].join('  '),
     );
   }
-  console.log('raw = nft alone applying the same batch file via `ip netns exec`; read+plan+commit = the duration kvmnftd logs');
+  console.log(
+    'raw = nft alone applying the same batch file via `ip netns exec`; read+plan+commit = the duration kvmnftd logs',
+  );
 } finally {
   spawnSync('ip', ['netns', 'del', NS]);
   rmSync(work, { recursive: true, force: true });

@@ -60,9 +60,15 @@ const CYCLES = { dbus: envInt('BENCH_CYCLES_DBUS', 100), virsh: envInt('BENCH_CY
 const TOTAL_EVENTS = envInt('BENCH_EVENTS', 1000);
 const BREAKDOWN_ITERS = envInt('BENCH_BREAKDOWN_ITERS', 40);
 /** A third run, --events dbus again, with these node options for the daemon ("" to skip): how much of the RSS is V8's young generation. */
-const WHATIF_FLAGS = (process.env['BENCH_WHATIF_NODE_FLAGS'] ?? '--max-semi-space-size=1 --trace-gc').split(/\s+/).filter(Boolean);
+const WHATIF_FLAGS = (process.env['BENCH_WHATIF_NODE_FLAGS'] ?? '--max-semi-space-size=1 --trace-gc')
+  .split(/\s+/)
+  .filter(Boolean);
 /** The node options the shipped unit gives the daemon (Environment=NODE_OPTIONS=... in systemd/kvmnftd.service): the main runs use them too. */
-const UNIT_NODE_FLAGS = (/^Environment=NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8'))?.[1] ?? '').split(/\s+/).filter(Boolean);
+const UNIT_NODE_FLAGS = (
+  /^Environment=NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8'))?.[1] ?? ''
+)
+  .split(/\s+/)
+  .filter(Boolean);
 const SAMPLE_EVERY = 100;
 /** BENCH_TRACE=N: print the timeline of the first N changes per transport to stderr. */
 const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
@@ -73,7 +79,12 @@ const now = (): number => performance.now();
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
 
-async function until<T>(what: string, timeoutMs: number, f: () => T | undefined | false | Promise<T | undefined | false>, pollMs = 2): Promise<T> {
+async function until<T>(
+  what: string,
+  timeoutMs: number,
+  f: () => T | undefined | false | Promise<T | undefined | false>,
+  pollMs = 2,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await f();
@@ -101,7 +112,14 @@ function stats(xs: readonly number[]): Stats {
   const n = s.length;
   if (n === 0) return { n: 0, p50: NaN, p95: NaN, p99: NaN, max: NaN, mean: NaN };
   const pct = (p: number) => s[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
-  return { n, p50: round(pct(50)), p95: round(pct(95)), p99: round(pct(99)), max: round(s[n - 1]!), mean: round(s.reduce((a, b) => a + b, 0) / n) };
+  return {
+    n,
+    p50: round(pct(50)),
+    p95: round(pct(95)),
+    p99: round(pct(99)),
+    max: round(s[n - 1]!),
+    mean: round(s.reduce((a, b) => a + b, 0) / n),
+  };
 }
 const median = (xs: readonly number[]): number => stats(xs).p50;
 
@@ -150,13 +168,21 @@ class DaemonProc {
   }
   /** Waits until the daemon has logged nothing for `ms`. */
   async quiet(ms: number, timeoutMs = 10_000): Promise<void> {
-    await until('the daemon to go quiet', timeoutMs, () => {
-      const last = this.logs[this.logs.length - 1]?.at ?? 0;
-      return now() - last >= ms;
-    }, 10);
+    await until(
+      'the daemon to go quiet',
+      timeoutMs,
+      () => {
+        const last = this.logs[this.logs.length - 1]?.at ?? 0;
+        return now() - last >= ms;
+      },
+      10,
+    );
   }
   tail(n = 30): string {
-    return this.logs.slice(-n).map((l) => JSON.stringify(l.rec)).join('\n');
+    return this.logs
+      .slice(-n)
+      .map((l) => JSON.stringify(l.rec))
+      .join('\n');
   }
 }
 
@@ -193,8 +219,17 @@ class Observer {
     await o.call('org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect', 'ListNetworks', 'u', [0]);
     return o;
   }
-  async call(destination: string, path: string, iface: string, member: string, signature: string, body: unknown[]): Promise<unknown[]> {
-    const reply = await this.bus.call(new dbus.Message({ destination, path, interface: iface, member, signature, body }));
+  async call(
+    destination: string,
+    path: string,
+    iface: string,
+    member: string,
+    signature: string,
+    body: unknown[],
+  ): Promise<unknown[]> {
+    const reply = await this.bus.call(
+      new dbus.Message({ destination, path, interface: iface, member, signature, body }),
+    );
     return (reply?.body ?? []) as unknown[];
   }
   close(): void {
@@ -239,7 +274,10 @@ function trace(
   mon: ReadonlyArray<{ text: string; at: number }>,
   sigs: ReadonlyArray<{ code: number; at: number }>,
 ): void {
-  const ev: Array<[number, string]> = [[0, 'virsh command starts'], [c1 - c0, 'virsh command returns']];
+  const ev: Array<[number, string]> = [
+    [0, 'virsh command starts'],
+    [c1 - c0, 'virsh command returns'],
+  ];
   for (const l of logs) {
     const { level: _l, time: _t, msg, ...rest } = l.rec;
     ev.push([l.at - c0, `daemon: ${msg} ${JSON.stringify(rest)}`]);
@@ -348,19 +386,35 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     observer = await Observer.connect(lab);
     const monitor = new Monitor(lab.spawnInLab('nft', ['-j', 'monitor']));
     // nft monitor has no ready signal: wait until it reports a probe change.
-    await until('nft monitor to report', 5000, async () => {
-      await lab.nft('add', 'table', 'ip', 'kvmbench_probe');
-      await lab.nft('delete', 'table', 'ip', 'kvmbench_probe');
-      return monitor.find(0, (t) => t.includes('kvmbench_probe')) !== undefined;
-    }, 50);
+    await until(
+      'nft monitor to report',
+      5000,
+      async () => {
+        await lab.nft('add', 'table', 'ip', 'kvmbench_probe');
+        await lab.nft('delete', 'table', 'ip', 'kvmbench_probe');
+        return monitor.find(0, (t) => t.includes('kvmbench_probe')) !== undefined;
+      },
+      50,
+    );
 
     const bare = extras ? await bareNodeRss(lab) : undefined;
     const config = join(work, 'kvmnftd.toml');
     writeFileSync(config, '# defaults\n');
     const env = { KVMNFTD_RUNTIME_DIR: join(work, `run-${transport}`), KVMNFTD_LOG_FORMAT: 'json' };
     const spawnedAt = now();
-    const d = new DaemonProc(lab.spawnInLab(process.execPath, [...nodeFlags, CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'], env));
-    const readyLine = await until('READY (the "ready:" log line)', 30_000, () => d.find(0, (l) => l.rec.msg.startsWith('ready:')), 5).catch((e: Error) => {
+    const d = new DaemonProc(
+      lab.spawnInLab(
+        process.execPath,
+        [...nodeFlags, CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'],
+        env,
+      ),
+    );
+    const readyLine = await until(
+      'READY (the "ready:" log line)',
+      30_000,
+      () => d.find(0, (l) => l.rec.msg.startsWith('ready:')),
+      5,
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n${d.tail()}`);
     });
     const readyMs = round(readyLine.at - spawnedAt, 0);
@@ -374,8 +428,19 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     const sample = () => {
       const s = status(d.pid);
       const mib = (k: string) => round((s[k] ?? NaN) / 1024);
-      const gc = d.majorGcs.length > 0 ? { majorGcs: d.majorGcs.length, heapAfterLastMajorGcMB: d.majorGcs[d.majorGcs.length - 1]!.afterMB } : {};
-      rss.push({ events, passes: passes(), rssMiB: mib('VmRSS'), hwmMiB: mib('VmHWM'), anonMiB: mib('RssAnon'), fileMiB: mib('RssFile'), ...gc });
+      const gc =
+        d.majorGcs.length > 0
+          ? { majorGcs: d.majorGcs.length, heapAfterLastMajorGcMB: d.majorGcs[d.majorGcs.length - 1]!.afterMB }
+          : {};
+      rss.push({
+        events,
+        passes: passes(),
+        rssMiB: mib('VmRSS'),
+        hwmMiB: mib('VmHWM'),
+        anonMiB: mib('RssAnon'),
+        fileMiB: mib('RssFile'),
+        ...gc,
+      });
     };
     sample();
 
@@ -390,20 +455,30 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       const want = kind === 'start' ? NET : '';
       const code = kind === 'start' ? 2 : 3;
       const what = `${label} ${kind} #${samples.length}`;
-      const applied = await until(`${what}: applied line with networks="${want}"`, 10_000, () => d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want)).catch(
-        (e: Error) => {
-          throw new Error(`${e.message}\n${d.tail()}`);
-        },
+      const applied = await until(`${what}: applied line with networks="${want}"`, 10_000, () =>
+        d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
+      ).catch((e: Error) => {
+        throw new Error(`${e.message}\n${d.tail()}`);
+      });
+      const sig = await until(`${what}: NetworkEvent ${code}`, 5000, () =>
+        observer!.signals.slice(sigFrom).find((s) => s.code === code),
       );
-      const sig = await until(`${what}: NetworkEvent ${code}`, 5000, () => observer!.signals.slice(sigFrom).find((s) => s.code === code));
-      const mon = await until(`${what}: nft monitor line naming kvmnftd`, 5000, () => monitor.find(monFrom, (t) => t.includes('kvmnftd')));
-      const evLine = d.find(logFrom, (l) => l.rec.msg.startsWith(`event: network ${kind === 'start' ? 'started' : 'stopped'}`));
+      const mon = await until(`${what}: nft monitor line naming kvmnftd`, 5000, () =>
+        monitor.find(monFrom, (t) => t.includes('kvmnftd')),
+      );
+      const evLine = d.find(logFrom, (l) =>
+        l.rec.msg.startsWith(`event: network ${kind === 'start' ? 'started' : 'stopped'}`),
+      );
       await d.quiet(QUIET_MS);
-      if (TRACE > 0 && samples.length < TRACE) trace(what, c0, c1, d.logs.slice(logFrom), monitor.lines.slice(monFrom), observer!.signals.slice(sigFrom));
+      if (TRACE > 0 && samples.length < TRACE)
+        trace(what, c0, c1, d.logs.slice(logFrom), monitor.lines.slice(monFrom), observer!.signals.slice(sigFrom));
       const lines = d.logs.slice(logFrom);
       const passLines = lines.filter(DaemonProc.isPass);
       // Possible: the pass was already running (triggered by libvirt's own firewall changes) and read the new state first.
-      if (mon.at < sig.at) anomalies.push(`note: ${what}: the commit reached nft monitor ${round(sig.at - mon.at)} ms before the NetworkEvent reached the observer`);
+      if (mon.at < sig.at)
+        anomalies.push(
+          `note: ${what}: the commit reached nft monitor ${round(sig.at - mon.at)} ms before the NetworkEvent reached the observer`,
+        );
       samples.push({
         kind,
         virshMs: round(c1 - c0),
@@ -437,11 +512,19 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         const from = d.logs.length;
         await lab.nft(synthetic % 2 === 0 ? 'add' : 'delete', 'table', 'ip', 'kvmbench_x');
         synthetic++;
-        await until('a pass after a synthetic event', 5000, () => d.find(from, (l) => DaemonProc.isPass(l) && l.rec['event'] === 'ruleset changed'), 1).catch((e: Error) => {
+        await until(
+          'a pass after a synthetic event',
+          5000,
+          () => d.find(from, (l) => DaemonProc.isPass(l) && l.rec['event'] === 'ruleset changed'),
+          1,
+        ).catch((e: Error) => {
           throw new Error(`${e.message}\n${d.tail()}`);
         });
         const extra = d.logs.slice(from).filter(DaemonProc.isApplied);
-        if (extra.length > 0) anomalies.push(`synthetic event ${synthetic}: ${extra.length} transaction(s) applied: ${JSON.stringify(extra[0]!.rec)}`);
+        if (extra.length > 0)
+          anomalies.push(
+            `synthetic event ${synthetic}: ${extra.length} transaction(s) applied: ${JSON.stringify(extra[0]!.rec)}`,
+          );
         events++;
         if (events % SAMPLE_EVERY === 0) sample();
       }
@@ -464,11 +547,25 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       breakdown = await timePassSteps(lab, config, join(work, 'run-breakdown'));
       await lab.virsh('net-destroy', NET);
     }
-    return { transport, label, nodeFlags, cycles, labStartMs, readyMs, samples, rss, children, anomalies, ...(breakdown ? { breakdown } : {}), ...(bare ? { bare } : {}) };
+    return {
+      transport,
+      label,
+      nodeFlags,
+      cycles,
+      labStartMs,
+      readyMs,
+      samples,
+      rss,
+      children,
+      anomalies,
+      ...(breakdown ? { breakdown } : {}),
+      ...(bare ? { bare } : {}),
+    };
   } finally {
     observer?.close();
     const report = await lab.stop();
-    if (report.remaining.length > 0 || report.errors.length > 0) process.stderr.write(`lab stop: ${JSON.stringify(report)}\n`);
+    if (report.remaining.length > 0 || report.errors.length > 0)
+      process.stderr.write(`lab stop: ${JSON.stringify(report)}\n`);
   }
 }
 
@@ -518,9 +615,15 @@ client.close();
 process.stdout.write(JSON.stringify(r) + '\\n');
 `;
   const args = JSON.stringify({ dist, execa: execaUrl, config, runDir, iters: BREAKDOWN_ITERS });
-  const r = await lab.exec(process.execPath, ['--input-type=module', '-e', code], { env: { KVMNFTD_BENCH_ARGS: args }, timeoutMs: 120_000 });
+  const r = await lab.exec(process.execPath, ['--input-type=module', '-e', code], {
+    env: { KVMNFTD_BENCH_ARGS: args },
+    timeoutMs: 120_000,
+  });
   rmSync(runDir, { recursive: true, force: true });
-  const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, number[]> & { commandsAdd: number; commandsRemove: number };
+  const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, number[]> & {
+    commandsAdd: number;
+    commandsRemove: number;
+  };
   return {
     iters: BREAKDOWN_ITERS,
     dbusListMs: stats(j['dbusList']!),
@@ -557,7 +660,11 @@ async function bareNodeRss(lab: Lab): Promise<{ rssMiB: number; anonMiB: number 
 
 function cmdOut(cmd: string, args: string[]): string {
   try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim().split('\n')[0] ?? '';
+    return (
+      execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+        .trim()
+        .split('\n')[0] ?? ''
+    );
   } catch {
     return '(not available)';
   }
@@ -583,11 +690,15 @@ function machineFacts(): Record<string, string | number> {
     libvirt: cmdOut('libvirtd', ['--version']),
     libvirtDbus: existsSync('/usr/sbin/libvirt-dbus') ? dpkg('libvirt-dbus') : '(not installed)',
     dbusDaemon: cmdOut('dbus-daemon', ['--version']),
-    loadavgAtStart: os.loadavg().map((x) => round(x, 2)).join(' '),
+    loadavgAtStart: os
+      .loadavg()
+      .map((x) => round(x, 2))
+      .join(' '),
   };
 }
 
-const pad = (s: string | number, w: number, left = false): string => (left ? String(s).padEnd(w) : String(s).padStart(w));
+const pad = (s: string | number, w: number, left = false): string =>
+  left ? String(s).padEnd(w) : String(s).padStart(w);
 
 function table(headers: string[], rows: Array<Array<string | number>>): string {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
@@ -641,57 +752,84 @@ function summarize(r: TransportResult) {
   };
 }
 
-function report(facts: Record<string, string | number>, results: TransportResult[], bare: { rssMiB: number; anonMiB: number }, totalMs: number): string {
+function report(
+  facts: Record<string, string | number>,
+  results: TransportResult[],
+  bare: { rssMiB: number; anonMiB: number },
+  totalMs: number,
+): string {
   const out: string[] = [];
   out.push('kvmnftd daemon benchmark');
-  out.push(Object.entries(facts).map(([k, v]) => `  ${k}: ${v}`).join('\n'));
+  out.push(
+    Object.entries(facts)
+      .map(([k, v]) => `  ${k}: ${v}`)
+      .join('\n'),
+  );
   out.push('');
   for (const r of results) {
     const s = summarize(r);
-    out.push(`== --events ${r.label}: ${r.cycles} start/stop cycles (${s.changes} changes), lab start ${r.labStartMs} ms, daemon spawn -> READY ${r.readyMs} ms`);
     out.push(
-      table(['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'], [
-        statRow('(a) daemon latency_ms', s.daemonLatencyMs),
-        statRow('    start', s.daemonLatencyStartMs),
-        statRow('    stop', s.daemonLatencyStopMs),
-        statRow('(b) NetworkEvent -> nft monitor', s.externalMs),
-        statRow('    start', s.externalStartMs),
-        statRow('    stop', s.externalStopMs),
-        statRow('(c) daemon "event:" line -> nft monitor', s.daemonEventToCommitMs),
-        statRow('daemon duration_ms', s.daemonDurationMs),
-        statRow('virsh cmd -> NetworkEvent', s.cmdToSignalMs),
-        statRow('virsh cmd -> nft monitor', s.endToEndMs),
-        statRow('monitor -> daemon log line', s.logAfterCommitMs),
-      ]),
+      `== --events ${r.label}: ${r.cycles} start/stop cycles (${s.changes} changes), lab start ${r.labStartMs} ms, daemon spawn -> READY ${r.readyMs} ms`,
+    );
+    out.push(
+      table(
+        ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
+        [
+          statRow('(a) daemon latency_ms', s.daemonLatencyMs),
+          statRow('    start', s.daemonLatencyStartMs),
+          statRow('    stop', s.daemonLatencyStopMs),
+          statRow('(b) NetworkEvent -> nft monitor', s.externalMs),
+          statRow('    start', s.externalStartMs),
+          statRow('    stop', s.externalStopMs),
+          statRow('(c) daemon "event:" line -> nft monitor', s.daemonEventToCommitMs),
+          statRow('daemon duration_ms', s.daemonDurationMs),
+          statRow('virsh cmd -> NetworkEvent', s.cmdToSignalMs),
+          statRow('virsh cmd -> nft monitor', s.endToEndMs),
+          statRow('monitor -> daemon log line', s.logAfterCommitMs),
+        ],
+      ),
     );
     const p99 = Math.max(s.daemonLatencyMs.p99, s.externalMs.p99);
-    out.push(`target p99 <= 30 ms: (a) ${s.daemonLatencyMs.p99} ms, (b) ${s.externalMs.p99} ms -> ${p99 <= 30 ? `met by ${round(30 - p99)} ms` : `missed by ${round(p99 - 30)} ms`}`);
+    out.push(
+      `target p99 <= 30 ms: (a) ${s.daemonLatencyMs.p99} ms, (b) ${s.externalMs.p99} ms -> ${p99 <= 30 ? `met by ${round(30 - p99)} ms` : `missed by ${round(p99 - 30)} ms`}`,
+    );
     out.push(`nft commands: start ${s.commands.start}, stop ${s.commands.stop}`);
     out.push(`trigger of the reflecting transaction: ${JSON.stringify(s.triggerOfReflectingTransaction)}`);
-    out.push(`transactions per change: ${JSON.stringify(s.transactionsPerChange)}; passes per change: ${JSON.stringify(s.passesPerChange)}`);
+    out.push(
+      `transactions per change: ${JSON.stringify(s.transactionsPerChange)}; passes per change: ${JSON.stringify(s.passesPerChange)}`,
+    );
     out.push(`pass triggers (all passes in the cycles): ${JSON.stringify(s.passReasons)}`);
-    out.push(`RSS (MiB) by events: ${r.rss.map((x) => `${x.events}:${x.rssMiB}`).join('  ')}  (VmHWM ${Math.max(...r.rss.map((x) => x.hwmMiB))})`);
+    out.push(
+      `RSS (MiB) by events: ${r.rss.map((x) => `${x.events}:${x.rssMiB}`).join('  ')}  (VmHWM ${Math.max(...r.rss.map((x) => x.hwmMiB))})`,
+    );
     out.push(`  of which RssAnon:   ${r.rss.map((x) => `${x.events}:${x.anonMiB}`).join('  ')}`);
     out.push(`passes run by then:  ${r.rss.map((x) => `${x.events}:${x.passes}`).join('  ')}`);
     if (r.rss.some((x) => x.majorGcs !== undefined)) {
-      out.push(`V8 heap in use after the last mark-compact (MB) [mark-compacts so far]: ${r.rss.map((x) => `${x.events}:${x.heapAfterLastMajorGcMB ?? '-'}[${x.majorGcs ?? 0}]`).join('  ')}`);
+      out.push(
+        `V8 heap in use after the last mark-compact (MB) [mark-compacts so far]: ${r.rss.map((x) => `${x.events}:${x.heapAfterLastMajorGcMB ?? '-'}[${x.majorGcs ?? 0}]`).join('  ')}`,
+      );
     }
     out.push(`daemon children: ${r.children.map((c) => `${c.comm}(${c.rssMiB} MiB)`).join(', ') || 'none'}`);
     if (r.breakdown) {
       const b = r.breakdown;
-      out.push(`pass steps timed in the lab with dist/ modules, daemon stopped (${b.iters} iterations, commands add ${b.commandsAdd} / remove ${b.commandsRemove}):`);
       out.push(
-        table(['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'], [
-          statRow('D-Bus ListNetworks+GetXMLDesc', b.dbusListMs),
-          statRow('virsh net-list+net-dumpxml', b.virshListMs),
-          statRow('nft -j list ruleset (parsed, indexed)', b.nftListMs),
-          statRow('plan (incl. index)', b.planMs),
-          statRow('nft -j -f (start batch)', b.applyAddMs),
-          statRow('nft -j -f (stop batch)', b.applyRemoveMs),
-          statRow('list+plan+apply (start)', b.passAddMs),
-          statRow('list+plan+apply (stop)', b.passRemoveMs),
-          statRow('execa("true") spawn', b.spawnTrueMs),
-        ]),
+        `pass steps timed in the lab with dist/ modules, daemon stopped (${b.iters} iterations, commands add ${b.commandsAdd} / remove ${b.commandsRemove}):`,
+      );
+      out.push(
+        table(
+          ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
+          [
+            statRow('D-Bus ListNetworks+GetXMLDesc', b.dbusListMs),
+            statRow('virsh net-list+net-dumpxml', b.virshListMs),
+            statRow('nft -j list ruleset (parsed, indexed)', b.nftListMs),
+            statRow('plan (incl. index)', b.planMs),
+            statRow('nft -j -f (start batch)', b.applyAddMs),
+            statRow('nft -j -f (stop batch)', b.applyRemoveMs),
+            statRow('list+plan+apply (start)', b.passAddMs),
+            statRow('list+plan+apply (stop)', b.passRemoveMs),
+            statRow('execa("true") spawn', b.spawnTrueMs),
+          ],
+        ),
       );
     }
     if (r.anomalies.length > 0) out.push(`anomalies:\n  ${r.anomalies.slice(0, 20).join('\n  ')}`);
@@ -706,7 +844,12 @@ function report(facts: Record<string, string | number>, results: TransportResult
         `target <= 60 MiB ${max <= 60 ? 'met' : `MISSED by ${round(max - 60)} MiB`}; bare node ${bare.rssMiB} MiB (RssAnon ${bare.anonMiB})`,
     );
   }
-  out.push(`total benchmark time ${round(totalMs / 1000)} s; load average at the end ${os.loadavg().map((x) => round(x, 2)).join(' ')} (other work on the machine skews every figure)`);
+  out.push(
+    `total benchmark time ${round(totalMs / 1000)} s; load average at the end ${os
+      .loadavg()
+      .map((x) => round(x, 2))
+      .join(' ')} (other work on the machine skews every figure)`,
+  );
   return out.join('\n') + '\n';
 }
 
@@ -719,16 +862,41 @@ it('kvmnftd daemon benchmark', async () => {
   const work = mkdtempSync(join(os.tmpdir(), 'kvmnftd-bench-daemon-'));
   try {
     const results: TransportResult[] = [];
-    results.push(await runTransport({ transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: UNIT_NODE_FLAGS }, work));
-    results.push(await runTransport({ transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: UNIT_NODE_FLAGS }, work));
+    results.push(
+      await runTransport(
+        { transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: UNIT_NODE_FLAGS },
+        work,
+      ),
+    );
+    results.push(
+      await runTransport(
+        { transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: UNIT_NODE_FLAGS },
+        work,
+      ),
+    );
     if (WHATIF_FLAGS.length > 0) {
-      results.push(await runTransport({ transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: false, nodeFlags: WHATIF_FLAGS }, work));
+      results.push(
+        await runTransport(
+          { transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: false, nodeFlags: WHATIF_FLAGS },
+          work,
+        ),
+      );
     }
     const bare = results.find((r) => r.bare)?.bare ?? { rssMiB: NaN, anonMiB: NaN };
     const text = report(facts, results, bare, now() - started);
     process.stdout.write(`\n${text}`);
     if (process.env['BENCH_OUT']) {
-      const json = { facts, loadavgAtEnd: os.loadavg().map((x) => round(x, 2)).join(' '), bareNode: bare, totalS: round((now() - started) / 1000), transports: results.map(summarize), samples: Object.fromEntries(results.map((r) => [r.label, r.samples])) };
+      const json = {
+        facts,
+        loadavgAtEnd: os
+          .loadavg()
+          .map((x) => round(x, 2))
+          .join(' '),
+        bareNode: bare,
+        totalS: round((now() - started) / 1000),
+        transports: results.map(summarize),
+        samples: Object.fromEntries(results.map((r) => [r.label, r.samples])),
+      };
       writeFileSync(process.env['BENCH_OUT'], `${JSON.stringify(json, null, 2)}\n`);
       process.stdout.write(`JSON written to ${process.env['BENCH_OUT']}\n`);
     }

@@ -22,7 +22,11 @@ import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 
 const RELOADS = Number(process.env['BENCH_RELOADS'] ?? 30);
 const GAP_MS = Number(process.env['BENCH_GAP_MS'] ?? 10_000);
-const UNIT_NODE_FLAGS = (/^Environment=NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'))?.[1] ?? '').trim();
+const UNIT_NODE_FLAGS = (
+  /^Environment=NODE_OPTIONS=(.*)$/m.exec(
+    readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'),
+  )?.[1] ?? ''
+).trim();
 
 interface Line {
   text: string;
@@ -40,13 +44,20 @@ async function main(): Promise<void> {
   let lab: Lab | undefined;
   try {
     lab = await startLab({ defaultNetwork: 'start' });
-    const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' as const, NOTIFY_SOCKET: join(work, 'none'), ...(UNIT_NODE_FLAGS ? { NODE_OPTIONS: UNIT_NODE_FLAGS } : {}) };
+    const env = {
+      KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+      KVMNFTD_LOG_FORMAT: 'json' as const,
+      NOTIFY_SOCKET: join(work, 'none'),
+      ...(UNIT_NODE_FLAGS ? { NODE_OPTIONS: UNIT_NODE_FLAGS } : {}),
+    };
     const daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
     const lines: Line[] = [];
     const monitor = lab.spawnInLab('nft', ['-j', 'monitor']);
     onLines(monitor.stdout, (text, at) => lines.push({ text, at }));
     monitor.stderr?.resume();
-    await until('kvmnftd rules for default', 10_000, async () => (await lab!.nft('list', 'tables')).stdout.includes('inet kvmnftd'));
+    await until('kvmnftd rules for default', 10_000, async () =>
+      (await lab!.nft('list', 'tables')).stdout.includes('inet kvmnftd'),
+    );
     await new Promise((r) => setTimeout(r, 1000));
 
     const ours: number[] = [];
@@ -57,11 +68,26 @@ async function main(): Promise<void> {
       const from = lines.length;
       await lab.nft('-f', LAB_FILES.adminRuleset);
       const flush = await until('the flush on the monitor', 5000, () => find(from, (t) => t.includes('"delete"')));
-      const table = await until('our table back', 5000, () => find(from, (t) => t.includes('"add"') && t.includes('"table"') && t.includes('"kvmnftd"')));
+      const table = await until('our table back', 5000, () =>
+        find(from, (t) => t.includes('"add"') && t.includes('"table"') && t.includes('"kvmnftd"')),
+      );
       // The jump into the forward chain is the batch's last command (an "insert" with jump = first).
-      const jump = await until('our last jump back', 5000, () => find(from, (t) => !t.includes('"delete"') && t.includes('"target": "kvmnftd_forward"') && t.includes('"chain": "forward"')));
-      const chains = await until("libvirt's chains back", 15_000, () => find(from, (t) => !t.includes('"delete"') && t.includes('LIBVIRT_FWO'))).catch((e: Error) => {
-        throw new Error(`${e.message}\n${lines.slice(from).map((l) => l.text.slice(0, 160)).join('\n')}`);
+      const jump = await until('our last jump back', 5000, () =>
+        find(
+          from,
+          (t) =>
+            !t.includes('"delete"') && t.includes('"target": "kvmnftd_forward"') && t.includes('"chain": "forward"'),
+        ),
+      );
+      const chains = await until("libvirt's chains back", 15_000, () =>
+        find(from, (t) => !t.includes('"delete"') && t.includes('LIBVIRT_FWO')),
+      ).catch((e: Error) => {
+        throw new Error(
+          `${e.message}\n${lines
+            .slice(from)
+            .map((l) => l.text.slice(0, 160))
+            .join('\n')}`,
+        );
       });
       ours.push(table.at - flush.at);
       whole.push(jump.at - flush.at);
@@ -72,8 +98,14 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, GAP_MS));
     }
     const row = (label: string, xs: number[]) =>
-      `${label.padEnd(44)} p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(...xs).toFixed(1).padStart(7)} ms`;
-    process.stdout.write(`kvmnftd self-healing: ${RELOADS} admin reloads (nft -f with flush ruleset), libvirt lab, --events dbus, node ${process.version}, NODE_OPTIONS=${UNIT_NODE_FLAGS || '(none)'}\n`);
+      `${label.padEnd(44)} p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(
+        ...xs,
+      )
+        .toFixed(1)
+        .padStart(7)} ms`;
+    process.stdout.write(
+      `kvmnftd self-healing: ${RELOADS} admin reloads (nft -f with flush ruleset), libvirt lab, --events dbus, node ${process.version}, NODE_OPTIONS=${UNIT_NODE_FLAGS || '(none)'}\n`,
+    );
     process.stdout.write(`${row('flush -> kvmnftd table back', ours)}\n`);
     process.stdout.write(`${row('flush -> kvmnftd transaction committed', whole)}\n`);
     process.stdout.write(`${row("flush -> libvirt's chains back (rate-limited)", libvirt)}\n`);

@@ -91,9 +91,19 @@ export function parseCommandLine(argv: string[]): Args {
   const logLevel = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const events = values.events ?? 'auto';
-  if (events !== 'auto' && events !== 'dbus' && events !== 'virsh') throw new UsageError('--events must be auto, dbus or virsh');
-  const base = { events: events as Args['events'], json: values.json ?? false, diff: values.diff ?? false, fromXml: values['from-xml'] ?? [], force: values.force ?? false, logLevel, ...(values.config === undefined ? {} : { config: values.config }) };
-  const isCommand = (c: string | undefined): c is CommandName => c !== undefined && (COMMANDS as readonly string[]).includes(c);
+  if (events !== 'auto' && events !== 'dbus' && events !== 'virsh')
+    throw new UsageError('--events must be auto, dbus or virsh');
+  const base = {
+    events: events as Args['events'],
+    json: values.json ?? false,
+    diff: values.diff ?? false,
+    fromXml: values['from-xml'] ?? [],
+    force: values.force ?? false,
+    logLevel,
+    ...(values.config === undefined ? {} : { config: values.config }),
+  };
+  const isCommand = (c: string | undefined): c is CommandName =>
+    c !== undefined && (COMMANDS as readonly string[]).includes(c);
   if (values.help || positionals[0] === 'help') {
     // `kvmnftd help CMD`, `kvmnftd CMD --help`
     const topic = positionals[0] === 'help' ? positionals[1] : positionals[0];
@@ -106,11 +116,13 @@ export function parseCommandLine(argv: string[]): Args {
   if (!(COMMANDS as readonly string[]).includes(command)) throw new UsageError(`unknown command "${command}"`);
   if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
   const args: Args = { command: command as CommandName, ...base };
-  if (args.json && !['plan', 'status', 'doctor'].includes(command)) throw new UsageError('--json goes with plan, status or doctor');
+  if (args.json && !['plan', 'status', 'doctor'].includes(command))
+    throw new UsageError('--json goes with plan, status or doctor');
   if (args.diff && command !== 'plan') throw new UsageError('--diff goes with plan');
   if (args.diff && args.json) throw new UsageError('--diff and --json exclude each other');
   if (args.force && command !== 'remove') throw new UsageError('--force goes with remove');
-  if (args.fromXml.length > 0 && !['plan', 'apply', 'status', 'doctor'].includes(command)) throw new UsageError(`--from-xml does not go with ${command}`);
+  if (args.fromXml.length > 0 && !['plan', 'apply', 'status', 'doctor'].includes(command))
+    throw new UsageError(`--from-xml does not go with ${command}`);
   if (values.events !== undefined && command !== 'run') throw new UsageError('--events goes with run');
   return args;
 }

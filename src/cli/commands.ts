@@ -11,7 +11,6 @@ import { renderBatch } from '../nft/render-text.js';
 import { readReloadState, runDaemon } from '../daemon/daemon.js';
 import type { Args } from './args.js';
 
-
 export async function runPlan(args: Args, config: Config, log: Logger): Promise<number> {
   const nft = nftRunner(runtimeDir());
   const result = plan(await commandSource(args.fromXml, config.libvirtUri)(), config, await nft.readRuleset());
@@ -28,7 +27,11 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
     const { plan, applied, durationMs, messages } = await syncOnce(networks, config, nftRunner(dir));
     logMessages(messages, log);
     const names = plan.networks.map((n) => n.name).join(', ') || 'none';
-    if (applied) log.info({ commands: plan.batch.nftables.length, duration_ms: durationMs }, `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`);
+    if (applied)
+      log.info(
+        { commands: plan.batch.nftables.length, duration_ms: durationMs },
+        `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`,
+      );
     else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
     return plan.notes.some((n) => n.level === 'error') ? 1 : 0;
   } finally {
@@ -40,14 +43,20 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
   const dir = runtimeDir();
   const daemon = runningDaemon(dir);
   if (daemon !== undefined && !args.force) {
-    log.error(`the kvmnftd daemon (PID ${daemon}) is running and would put the rules back: stop it first (systemctl stop kvmnftd) or use --force`);
+    log.error(
+      `the kvmnftd daemon (PID ${daemon}) is running and would put the rules back: stop it first (systemctl stop kvmnftd) or use --force`,
+    );
     return 1;
   }
   const release = takeLock(dir);
   try {
     const { plan, applied, durationMs } = await syncOnce([], config, nftRunner(dir));
-    if (applied) log.info({ commands: plan.batch.nftables.length, duration_ms: durationMs }, `removed kvmnftd's rules in ${durationMs} ms`);
-    else log.info('nothing of kvmnftd\'s to remove');
+    if (applied)
+      log.info(
+        { commands: plan.batch.nftables.length, duration_ms: durationMs },
+        `removed kvmnftd's rules in ${durationMs} ms`,
+      );
+    else log.info("nothing of kvmnftd's to remove");
     return 0;
   } finally {
     release();
@@ -57,7 +66,14 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
 const READY_TIMEOUT_MS = 20_000;
 
 export function runDaemonCommand(args: Args, log: Logger): Promise<number> {
-  return runDaemon({ ...(args.config === undefined ? {} : { configPath: args.config }), events: args.events, readyTimeoutMs: READY_TIMEOUT_MS }, log);
+  return runDaemon(
+    {
+      ...(args.config === undefined ? {} : { configPath: args.config }),
+      events: args.events,
+      readyTimeoutMs: READY_TIMEOUT_MS,
+    },
+    log,
+  );
 }
 
 /**

@@ -38,12 +38,19 @@ async function liveRulesetOf(dir: string): Promise<Outcome<Ruleset>> {
 
 export async function runStatus(args: Args, config: Config, source: string, _log: Logger): Promise<number> {
   const dir = runtimeDir();
-  const [networks, live, daemon] = await Promise.all([networksFrom(args, config), liveRulesetOf(dir), daemonFacts(dir)]);
+  const [networks, live, daemon] = await Promise.all([
+    networksFrom(args, config),
+    liveRulesetOf(dir),
+    daemonFacts(dir),
+  ]);
   const libvirtSource = args.fromXml.length > 0 ? 'xml-files' : 'libvirt';
   const facts: StatusFacts = {
     config,
     configSource: source,
-    libvirt: 'ok' in networks ? { source: libvirtSource, networks: networks.ok } : { source: libvirtSource, error: networks.error },
+    libvirt:
+      'ok' in networks
+        ? { source: libvirtSource, networks: networks.ok }
+        : { source: libvirtSource, error: networks.error },
     ruleset: 'ok' in live ? { live: live.ok } : { error: live.error },
     daemon,
     checkedAt: new Date(),
@@ -94,6 +101,8 @@ export async function runPlanDiff(args: Args, config: Config, log: Logger): Prom
     log.info('no changes: the live ruleset is what kvmnftd wants');
     return 0;
   }
-  process.stdout.write(`--- live ruleset\n+++ after the next apply (${result.batch.nftables.length} nft command${result.batch.nftables.length === 1 ? '' : 's'})\n${renderDiff(lines)}`);
+  process.stdout.write(
+    `--- live ruleset\n+++ after the next apply (${result.batch.nftables.length} nft command${result.batch.nftables.length === 1 ? '' : 's'})\n${renderDiff(lines)}`,
+  );
   return 0;
 }

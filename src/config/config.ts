@@ -36,7 +36,14 @@ export const DEFAULT_CONFIG_PATH = '/etc/kvmnftd/kvmnftd.toml';
 export function defaultConfig(): Config {
   return {
     libvirtUri: 'qemu:///system',
-    filter: { family: 'inet', table: 'filter', inputChain: 'input', forwardChain: 'forward', jump: 'first', acceptOpenNetworks: [] },
+    filter: {
+      family: 'inet',
+      table: 'filter',
+      inputChain: 'input',
+      forwardChain: 'forward',
+      jump: 'first',
+      acceptOpenNetworks: [],
+    },
     // srcnat - 1: the first nat chain that sets up a mapping wins, and libvirt's sits at srcnat (100).
     nat: { table: 'kvmnftd', priority: 99 },
     forwarding: { manageIpv4: true },
@@ -68,7 +75,12 @@ interface KeySpec {
   apply: (config: Config, value: unknown) => boolean;
 }
 
-function key<T>(expected: string, read: Reader<T>, set: (c: Config, v: T) => void, valid: (v: T) => boolean = () => true): KeySpec {
+function key<T>(
+  expected: string,
+  read: Reader<T>,
+  set: (c: Config, v: T) => void,
+  valid: (v: T) => boolean = () => true,
+): KeySpec {
   return {
     expected,
     apply(config, value) {
@@ -84,14 +96,44 @@ const nftName = (what: string): string => `${what}: a name matching ${NFT_NAME.s
 
 const SCHEMA: Record<string, Record<string, KeySpec>> = {
   '': {
-    libvirt_uri: key('a libvirt URI such as "qemu:///system"', str, (c, v) => (c.libvirtUri = v), (v) => /^[a-z0-9+]+:\/\/[^\s]*$/.test(v)),
+    libvirt_uri: key(
+      'a libvirt URI such as "qemu:///system"',
+      str,
+      (c, v) => (c.libvirtUri = v),
+      (v) => /^[a-z0-9+]+:\/\/[^\s]*$/.test(v),
+    ),
   },
   filter: {
-    family: key('one of "inet", "ip", "ip6"', str, (c, v) => (c.filter.family = v as AdminFamily), (v) => ['inet', 'ip', 'ip6'].includes(v)),
-    table: key(nftName('the admin table'), str, (c, v) => (c.filter.table = v), (v) => NFT_NAME.test(v)),
-    input_chain: key(nftName('the admin input base chain'), str, (c, v) => (c.filter.inputChain = v), (v) => NFT_NAME.test(v)),
-    forward_chain: key(nftName('the admin forward base chain'), str, (c, v) => (c.filter.forwardChain = v), (v) => NFT_NAME.test(v)),
-    jump: key('one of "first", "last", "none"', str, (c, v) => (c.filter.jump = v as JumpPosition), (v) => ['first', 'last', 'none'].includes(v)),
+    family: key(
+      'one of "inet", "ip", "ip6"',
+      str,
+      (c, v) => (c.filter.family = v as AdminFamily),
+      (v) => ['inet', 'ip', 'ip6'].includes(v),
+    ),
+    table: key(
+      nftName('the admin table'),
+      str,
+      (c, v) => (c.filter.table = v),
+      (v) => NFT_NAME.test(v),
+    ),
+    input_chain: key(
+      nftName('the admin input base chain'),
+      str,
+      (c, v) => (c.filter.inputChain = v),
+      (v) => NFT_NAME.test(v),
+    ),
+    forward_chain: key(
+      nftName('the admin forward base chain'),
+      str,
+      (c, v) => (c.filter.forwardChain = v),
+      (v) => NFT_NAME.test(v),
+    ),
+    jump: key(
+      'one of "first", "last", "none"',
+      str,
+      (c, v) => (c.filter.jump = v as JumpPosition),
+      (v) => ['first', 'last', 'none'].includes(v),
+    ),
     accept_open_networks: key(
       'an array of libvirt network names',
       (v) => (Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined),
@@ -99,15 +141,30 @@ const SCHEMA: Record<string, Record<string, KeySpec>> = {
     ),
   },
   nat: {
-    table: key(nftName('kvmnftd\'s own table'), str, (c, v) => (c.nat.table = v), (v) => NFT_NAME.test(v)),
+    table: key(
+      nftName("kvmnftd's own table"),
+      str,
+      (c, v) => (c.nat.table = v),
+      (v) => NFT_NAME.test(v),
+    ),
     // NAT chains must come after conntrack (-200): nft refuses -200 and lower.
-    priority: key('an integer nat priority from -199 to 400 (libvirt uses 100)', (v) => (typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined), (c, v) => (c.nat.priority = v), (v) => Number.isInteger(v) && v >= -199 && v <= 400),
+    priority: key(
+      'an integer nat priority from -199 to 400 (libvirt uses 100)',
+      (v) => (typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined),
+      (c, v) => (c.nat.priority = v),
+      (v) => Number.isInteger(v) && v >= -199 && v <= 400,
+    ),
   },
   forwarding: {
     manage_ipv4: key('true or false', bool, (c, v) => (c.forwarding.manageIpv4 = v)),
   },
   daemon: {
-    resync_interval: key('a whole number of seconds from 0 (off) to 86400', (v) => (typeof v === 'number' ? v : undefined), (c, v) => (c.daemon.resyncInterval = v), (v) => Number.isInteger(v) && v >= 0 && v <= 86_400),
+    resync_interval: key(
+      'a whole number of seconds from 0 (off) to 86400',
+      (v) => (typeof v === 'number' ? v : undefined),
+      (c, v) => (c.daemon.resyncInterval = v),
+      (v) => Number.isInteger(v) && v >= 0 && v <= 86_400,
+    ),
     restore_libvirt_rules: key('true or false', bool, (c, v) => (c.daemon.restoreLibvirtRules = v)),
   },
 };
@@ -119,27 +176,56 @@ export function configFromObject(doc: Record<string, unknown>, file: string): Co
     // Own properties only: "constructor", "toString"... are unknown keys, not Object's.
     const section = Object.hasOwn(SCHEMA, name) ? SCHEMA[name] : undefined;
     if (section && name !== '') {
-      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(file, name, 'a table ([' + name + '])');
+      if (typeof value !== 'object' || value === null || Array.isArray(value))
+        throw new ConfigError(file, name, 'a table ([' + name + '])');
       for (const [sub, subValue] of Object.entries(value as Record<string, unknown>)) {
         const spec = Object.hasOwn(section, sub) ? section[sub] : undefined;
-        if (!spec) throw new ConfigError(file, `${name}.${sub}`, `unknown key; known keys in [${name}]: ${Object.keys(section).join(', ')}`);
-        if (!spec.apply(config, subValue)) throw new ConfigError(file, `${name}.${sub}`, `expected ${spec.expected}, got ${show(subValue)}`);
+        if (!spec)
+          throw new ConfigError(
+            file,
+            `${name}.${sub}`,
+            `unknown key; known keys in [${name}]: ${Object.keys(section).join(', ')}`,
+          );
+        if (!spec.apply(config, subValue))
+          throw new ConfigError(file, `${name}.${sub}`, `expected ${spec.expected}, got ${show(subValue)}`);
       }
       continue;
     }
     const top = SCHEMA['']!;
     const spec = Object.hasOwn(top, name) ? top[name] : undefined;
-    if (!spec) throw new ConfigError(file, name, `unknown key; known: ${[...Object.keys(top), ...Object.keys(SCHEMA).filter((s) => s !== '').map((s) => `[${s}]`)].join(', ')}`);
+    if (!spec)
+      throw new ConfigError(
+        file,
+        name,
+        `unknown key; known: ${[
+          ...Object.keys(top),
+          ...Object.keys(SCHEMA)
+            .filter((s) => s !== '')
+            .map((s) => `[${s}]`),
+        ].join(', ')}`,
+      );
     if (!spec.apply(config, value)) throw new ConfigError(file, name, `expected ${spec.expected}, got ${show(value)}`);
   }
-  for (const [key, value] of [['filter.input_chain', config.filter.inputChain], ['filter.forward_chain', config.filter.forwardChain]] as const) {
-    if (value === 'kvmnftd_input' || value === 'kvmnftd_forward') throw new ConfigError(file, key, `${value} is the name of kvmnftd's own chain; name your base chain`);
+  for (const [key, value] of [
+    ['filter.input_chain', config.filter.inputChain],
+    ['filter.forward_chain', config.filter.forwardChain],
+  ] as const) {
+    if (value === 'kvmnftd_input' || value === 'kvmnftd_forward')
+      throw new ConfigError(file, key, `${value} is the name of kvmnftd's own chain; name your base chain`);
   }
   if (config.filter.inputChain === config.filter.forwardChain) {
-    throw new ConfigError(file, 'filter.forward_chain', `must differ from filter.input_chain (${config.filter.inputChain}): they hook different traffic`);
+    throw new ConfigError(
+      file,
+      'filter.forward_chain',
+      `must differ from filter.input_chain (${config.filter.inputChain}): they hook different traffic`,
+    );
   }
   if (config.nat.table === config.filter.table) {
-    throw new ConfigError(file, 'nat.table', `must differ from filter.table (${config.filter.table}): kvmnftd owns that table whole`);
+    throw new ConfigError(
+      file,
+      'nat.table',
+      `must differ from filter.table (${config.filter.table}): kvmnftd owns that table whole`,
+    );
   }
   return config;
 }
@@ -154,7 +240,8 @@ export function loadConfig(path: string | undefined): { config: Config; source: 
   try {
     textContent = readFileSync(file, 'utf8');
   } catch (err) {
-    if (path === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return { config: defaultConfig(), source: 'built-in defaults' };
+    if (path === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT')
+      return { config: defaultConfig(), source: 'built-in defaults' };
     throw new ConfigError(file, '(file)', `cannot read: ${(err as Error).message}`);
   }
   let doc: Record<string, unknown>;

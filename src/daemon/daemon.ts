@@ -36,7 +36,11 @@ const PERSISTENT_FAILURES = 5;
 export const RELOAD_STATE_FILE = 'reload.state';
 export const PID_FILE = 'daemon.pid';
 
-export async function runDaemon(options: DaemonOptions, log: Logger, notifier: Notifier = systemdNotifier()): Promise<number> {
+export async function runDaemon(
+  options: DaemonOptions,
+  log: Logger,
+  notifier: Notifier = systemdNotifier(),
+): Promise<number> {
   let config: Config;
   try {
     config = loadConfig(options.configPath).config;
@@ -62,7 +66,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   let passError: string | undefined; // the last pass's failure, until a pass succeeds
   let planError: string | undefined; // what the last plan had to leave out
   // Derived, never stored: libvirt away beats a failing pass beats a partial plan.
-  const degraded = (): string | undefined => (watchFault !== undefined ? `libvirt is not reachable: ${watchFault}` : passError ?? planError);
+  const degraded = (): string | undefined =>
+    watchFault !== undefined ? `libvirt is not reachable: ${watchFault}` : (passError ?? planError);
   const status = (): string => formatStatus({ ...facts, degraded: degraded() });
   let reconnectTimer: NodeJS.Timeout | undefined;
   let reconnectAttempts = 0;
@@ -96,7 +101,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   /** Logs each distinct finding once while it persists. */
   const logNew = (messages: SyncMessage[]): void => {
     const current = new Set(messages.map((m) => `${m.level}:${m.text}`));
-    logMessages(messages.filter((m) => !logged.has(`${m.level}:${m.text}`)), log);
+    logMessages(
+      messages.filter((m) => !logged.has(`${m.level}:${m.text}`)),
+      log,
+    );
     logged.clear();
     for (const key of current) logged.add(key);
   };
@@ -127,7 +135,12 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         const messages = result.messages;
         if (libvirtChainsMissing(result.live, result.plan.networks)) {
           if (config.daemon.restoreLibvirtRules) void restorer.restore();
-          else messages.push({ level: 'warn', fields: {}, text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks" });
+          else
+            messages.push({
+              level: 'warn',
+              fields: {},
+              text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks",
+            });
         }
         logNew(messages);
         const before = new Set(facts.networks);
@@ -141,7 +154,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
         if (result.applied) {
           facts.lastChange = { at: new Date(), ms: result.durationMs };
           const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
-          const summary = what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
+          const summary =
+            what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
           log.info(
             {
               event: reasons[0],
@@ -166,8 +180,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       passError = error.message;
       // A new error is a warning (libvirtd restarts cause short ones); one
       // that persists becomes an error, once; retries in between are debug.
-      if (!repeated) log.warn({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
-      else if (attempt === PERSISTENT_FAILURES) log.error({ attempt }, `reconcile still failing after ${attempt} attempts: ${error.message}`);
+      if (!repeated)
+        log.warn({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
+      else if (attempt === PERSISTENT_FAILURES)
+        log.error({ attempt }, `reconcile still failing after ${attempt} attempts: ${error.message}`);
       else log.debug({ attempt, retry_ms: retryInMs }, 'reconcile failed again');
       if (ready) publishStatus();
     },
@@ -177,7 +193,11 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
     },
   });
 
-  const restorer = new LibvirtRestorer(announceFirewallReload, () => reconciler.trigger('libvirt chains still missing'), log);
+  const restorer = new LibvirtRestorer(
+    announceFirewallReload,
+    () => reconciler.trigger('libvirt chains still missing'),
+    log,
+  );
 
   const connect = async (): Promise<void> => {
     reconnectTimer = undefined;
@@ -187,7 +207,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       const { watch: opened, why } = await openWatch(options.events, config.libvirtUri, {
         onChange: (reason, network) => {
           if (!live) return;
-          log.debug({ event: reason, ...(network ? { network } : {}) }, `event: ${reason}${network ? ` (${network})` : ''}`);
+          log.debug(
+            { event: reason, ...(network ? { network } : {}) },
+            `event: ${reason}${network ? ` (${network})` : ''}`,
+          );
           reconciler.trigger(reason);
         },
         onFault: (reason) => {
@@ -209,7 +232,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       live = true;
       if (why !== transportNote) log.info({ transport: opened.transport }, why);
       transportNote = why;
-      if (reconnectAttempts > 0) log.info({ transport: opened.transport }, `event source connected after ${reconnectAttempts} attempts`);
+      if (reconnectAttempts > 0)
+        log.info({ transport: opened.transport }, `event source connected after ${reconnectAttempts} attempts`);
       watchFault = undefined;
       // Events may have been missed while disconnected: level-triggered catch-up.
       reconciler.trigger('event source connected');
@@ -236,7 +260,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
   let resync: NodeJS.Timeout | undefined;
   const scheduleResync = (): void => {
     if (resync) clearInterval(resync);
-    resync = config.daemon.resyncInterval > 0 ? setInterval(() => reconciler.trigger('periodic check'), config.daemon.resyncInterval * 1000) : undefined;
+    resync =
+      config.daemon.resyncInterval > 0
+        ? setInterval(() => reconciler.trigger('periodic check'), config.daemon.resyncInterval * 1000)
+        : undefined;
   };
   scheduleResync();
   let watchdog: NodeJS.Timeout | undefined;
@@ -246,7 +273,8 @@ export async function runDaemon(options: DaemonOptions, log: Logger, notifier: N
       // This callback running at all shows the event loop is alive; a pass
       // that never ends is the other way to be stuck.
       if (passStartedAt !== undefined && Date.now() - passStartedAt > STUCK_PASS_MS) {
-        if (!stuckLogged) log.error(`a reconcile has been running for over ${STUCK_PASS_MS / 1000} s: withholding the watchdog ping`);
+        if (!stuckLogged)
+          log.error(`a reconcile has been running for over ${STUCK_PASS_MS / 1000} s: withholding the watchdog ping`);
         stuckLogged = true;
         return;
       }

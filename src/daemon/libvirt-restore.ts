@@ -33,11 +33,15 @@ export class LibvirtRestorer {
     }
     const outcome = await this.announce();
     if (outcome.sent) {
-      this.log.warn("libvirt's own firewall chains are gone (was the ruleset flushed?): sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them");
+      this.log.warn(
+        "libvirt's own firewall chains are gone (was the ruleset flushed?): sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them",
+      );
       this.lastFailure = undefined;
     } else if (outcome.reason !== this.lastFailure) {
       this.lastFailure = outcome.reason;
-      this.log.warn(`libvirt's own firewall chains are gone and cannot be restored: ${outcome.reason}. Restart libvirtd (or virtnetworkd) to bring them back`);
+      this.log.warn(
+        `libvirt's own firewall chains are gone and cannot be restored: ${outcome.reason}. Restart libvirtd (or virtnetworkd) to bring them back`,
+      );
     }
   }
 

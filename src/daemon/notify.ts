@@ -17,7 +17,10 @@ interface SdNotify {
 export function systemdNotifier(env: NodeJS.ProcessEnv = process.env): Notifier {
   const watchdogUsec = Number(env['WATCHDOG_USEC']);
   const watchdogPid = env['WATCHDOG_PID'];
-  const watchdogOn = Number.isFinite(watchdogUsec) && watchdogUsec > 0 && (watchdogPid === undefined || Number(watchdogPid) === process.pid);
+  const watchdogOn =
+    Number.isFinite(watchdogUsec) &&
+    watchdogUsec > 0 &&
+    (watchdogPid === undefined || Number(watchdogPid) === process.pid);
   const watchdogIntervalMs = watchdogOn ? Math.max(100, Math.floor(watchdogUsec / 2000)) : undefined;
   if (!env['NOTIFY_SOCKET']) return { active: false, send: () => undefined, watchdogIntervalMs };
   const require = createRequire(import.meta.url);

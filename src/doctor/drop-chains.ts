@@ -43,7 +43,14 @@ function verdictOf(rule: LiveRule): 'accept' | 'drop' | 'reject' | 'return' | { 
 
 /** True when the rule has no match at all: it applies to every packet that reaches it. */
 function unconditional(rule: LiveRule): boolean {
-  return rule.expr.every((e) => 'counter' in e || 'drop' in e || 'reject' in e || 'log' in e || ('xt' in e && isObj(e['xt']) && e['xt']['type'] === 'target'));
+  return rule.expr.every(
+    (e) =>
+      'counter' in e ||
+      'drop' in e ||
+      'reject' in e ||
+      'log' in e ||
+      ('xt' in e && isObj(e['xt']) && e['xt']['type'] === 'target'),
+  );
 }
 
 /** How the chain ends for a packet no rule accepted: its policy, or an unconditional drop/reject last rule. */
@@ -51,7 +58,8 @@ export function dropsByDefault(chain: LiveChain): string | undefined {
   const last = chain.rules[chain.rules.length - 1];
   if (last && unconditional(last)) {
     const v = verdictOf(last);
-    if (v === 'drop' || v === 'reject') return `its last rule "${describeRule(last.expr, last.comment)}" ${v === 'drop' ? 'drops' : 'rejects'} everything that reaches it`;
+    if (v === 'drop' || v === 'reject')
+      return `its last rule "${describeRule(last.expr, last.comment)}" ${v === 'drop' ? 'drops' : 'rejects'} everything that reaches it`;
   }
   if (chain.policy === 'drop') return 'policy drop';
   return undefined;
@@ -70,7 +78,8 @@ function matchesBridge(expr: Expr[], key: 'iifname' | 'oifname', bridge: string)
     if (!isObj(left) || !isObj(left['meta']) || left['meta']['key'] !== key) return false;
     const right = m['right'];
     if (typeof right === 'string') return ifnameMatches(right, bridge);
-    if (isObj(right) && Array.isArray(right['set'])) return right['set'].some((x) => typeof x === 'string' && ifnameMatches(x, bridge));
+    if (isObj(right) && Array.isArray(right['set']))
+      return right['set'].some((x) => typeof x === 'string' && ifnameMatches(x, bridge));
     return false;
   });
 }
@@ -80,7 +89,14 @@ function matchesBridge(expr: Expr[], key: 'iifname' | 'oifname', bridge: string)
  * in (iif) or out (oif) of the bridge? A jump whose own match names the
  * bridge counts when its target accepts anything.
  */
-function accepts(table: LiveTable, chain: LiveChain, key: 'iifname' | 'oifname', bridge: string, depth = 0, viaBridgeMatch = false): boolean {
+function accepts(
+  table: LiveTable,
+  chain: LiveChain,
+  key: 'iifname' | 'oifname',
+  bridge: string,
+  depth = 0,
+  viaBridgeMatch = false,
+): boolean {
   if (depth > MAX_DEPTH) return false;
   for (const rule of chain.rules) {
     const v = verdictOf(rule);
@@ -103,14 +119,24 @@ function familyCarries(family: string, net: Network): boolean {
 
 function owner(table: LiveTable, chain: LiveChain): { who: string; iptables: boolean; docker: boolean } {
   const docker = /docker/i.test(table.name) || [...table.chains.keys()].some((c) => c.startsWith('DOCKER'));
-  const iptables = (table.family === 'ip' || table.family === 'ip6') && ['filter', 'nat', 'mangle', 'raw', 'security'].includes(table.name) && IPTABLES_BUILTIN.has(chain.name);
+  const iptables =
+    (table.family === 'ip' || table.family === 'ip6') &&
+    ['filter', 'nat', 'mangle', 'raw', 'security'].includes(table.name) &&
+    IPTABLES_BUILTIN.has(chain.name);
   if (docker && iptables) return { who: 'Docker, through iptables-nft', iptables, docker };
   if (docker) return { who: 'Docker (nftables)', iptables, docker };
   if (iptables) return { who: 'iptables-nft (iptables rules shown as nft)', iptables, docker };
   return { who: 'another nft table', iptables, docker };
 }
 
-function fixFor(table: LiveTable, chain: LiveChain, hook: 'input' | 'forward', nets: Network[], ipt: { iptables: boolean; docker: boolean }, adminKey: string): string {
+function fixFor(
+  table: LiveTable,
+  chain: LiveChain,
+  hook: 'input' | 'forward',
+  nets: Network[],
+  ipt: { iptables: boolean; docker: boolean },
+  adminKey: string,
+): string {
   const cmds: string[] = [];
   const ip = table.family === 'ip6' ? 'ip6tables' : 'iptables';
   for (const n of nets) {
@@ -118,11 +144,21 @@ function fixFor(table: LiveTable, chain: LiveChain, hook: 'input' | 'forward', n
     if (ipt.iptables) {
       const into = ipt.docker && hook === 'forward' && table.chains.has('DOCKER-USER') ? 'DOCKER-USER' : chain.name;
       if (hook === 'input') cmds.push(`${ip} -I ${into} -i ${br} -j ACCEPT`);
-      else cmds.push(`${ip} -I ${into} -i ${br} -j ACCEPT`, `${ip} -I ${into} -o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+      else
+        cmds.push(
+          `${ip} -I ${into} -i ${br} -j ACCEPT`,
+          `${ip} -I ${into} -o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+        );
     } else if (hook === 'input') {
-      cmds.push(`nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" udp dport { 53, 67, 547 } accept`, `nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" tcp dport 53 accept`);
+      cmds.push(
+        `nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" udp dport { 53, 67, 547 } accept`,
+        `nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" tcp dport 53 accept`,
+      );
     } else {
-      cmds.push(`nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" accept`, `nft insert rule ${table.family} ${table.name} ${chain.name} oifname "${br}" ct state established,related accept`);
+      cmds.push(
+        `nft insert rule ${table.family} ${table.name} ${chain.name} iifname "${br}" accept`,
+        `nft insert rule ${table.family} ${table.name} ${chain.name} oifname "${br}" ct state established,related accept`,
+      );
     }
   }
   const lasting = ipt.docker
@@ -146,7 +182,10 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
       if (chain.type !== undefined && chain.type !== 'filter') continue;
       if (chain.hook !== 'input' && chain.hook !== 'forward') continue;
       const hook = chain.hook;
-      const isAdmin = table.family === config.filter.family && table.name === config.filter.table && chain.name === (hook === 'input' ? config.filter.inputChain : config.filter.forwardChain);
+      const isAdmin =
+        table.family === config.filter.family &&
+        table.name === config.filter.table &&
+        chain.name === (hook === 'input' ? config.filter.inputChain : config.filter.forwardChain);
       if (isAdmin) continue; // kvmnftd's own jump; a missing one is rules-not-applied
       const how = dropsByDefault(chain);
       if (!how) continue;
@@ -174,7 +213,9 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
           `table ${table.family} ${table.name}, chain ${chain.name}: type ${chain.type ?? 'filter'} hook ${hook} priority ${chain.prio ?? 0}; ${how}`,
           `no rule there (or in a chain it jumps to) accepts traffic ${hook === 'input' ? 'in from' : 'in from and out to'} ${affected.map((n) => n.bridge).join(', ')}`,
           `looks like: ${o.who}`,
-          ...(table.family === 'bridge' || (hook === 'forward' && brNf && affected.some((n) => n.mode === 'isolated')) ? ['bridged guest-to-guest frames cross this hook (bridge family or br_netfilter)'] : []),
+          ...(table.family === 'bridge' || (hook === 'forward' && brNf && affected.some((n) => n.mode === 'isolated'))
+            ? ['bridged guest-to-guest frames cross this hook (bridge family or br_netfilter)']
+            : []),
         ],
         fix: fixFor(table, chain, hook, affected, o, adminKey),
         networks: affected.map((n) => n.name),

@@ -32,7 +32,8 @@ export function summariseIptablesSave(dump: string, label: string): LegacySummar
     else if (line.startsWith('-A ')) rules.push(`${label} -t ${table} ${line}`);
     else if (line.startsWith(':')) {
       const [chain, policy] = line.slice(1).split(/\s+/);
-      if (policy !== undefined && policy !== 'ACCEPT' && policy !== '-') dropPolicies.push(`${label} -t ${table} -P ${chain ?? '?'} ${policy}`);
+      if (policy !== undefined && policy !== 'ACCEPT' && policy !== '-')
+        dropPolicies.push(`${label} -t ${table} -P ${chain ?? '?'} ${policy}`);
     }
   }
   return { rules, dropPolicies };
@@ -53,7 +54,11 @@ export function checkIptablesLegacy(facts: DoctorFacts): Finding[] {
       id: 'iptables-legacy-rules',
       severity: dropping ? 'error' : 'warning',
       title: `iptables-legacy has ${rules.length} rule${rules.length === 1 ? '' : 's'}${policies.length > 0 ? ` and ${policies.length} drop polic${policies.length === 1 ? 'y' : 'ies'}` : ''}: they are evaluated in addition to nftables and nft list ruleset does not show them`,
-      evidence: [...policies, ...rules.slice(0, 8), ...(rules.length > 8 ? [`... and ${rules.length - 8} more (iptables-legacy-save)`] : [])],
+      evidence: [
+        ...policies,
+        ...rules.slice(0, 8),
+        ...(rules.length > 8 ? [`... and ${rules.length - 8} more (iptables-legacy-save)`] : []),
+      ],
       fix: 'Find who loads them (a package using iptables-legacy, an old /etc/iptables/rules.v4, update-alternatives --display iptables). Keep a copy, then clear them: iptables-legacy-save > /root/iptables-legacy.rules; iptables-legacy -F; iptables-legacy -X; for c in INPUT FORWARD OUTPUT; do iptables-legacy -P $c ACCEPT; done (same with ip6tables-legacy), and switch to the nft backend: update-alternatives --set iptables /usr/sbin/iptables-nft.',
       ...(dropping && nets.length > 0 ? { networks: nets.map((n) => n.name) } : {}),
     },

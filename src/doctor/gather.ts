@@ -13,7 +13,10 @@ const TIMEOUT_MS = 5000;
 
 export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
   const out: DoctorFacts['sysctl'] = { ipv6AcceptRa1: [] };
-  const set = <K extends Exclude<keyof DoctorFacts['sysctl'], 'ipv6AcceptRa1'>>(key: K, v: string | undefined): void => {
+  const set = <K extends Exclude<keyof DoctorFacts['sysctl'], 'ipv6AcceptRa1'>>(
+    key: K,
+    v: string | undefined,
+  ): void => {
     if (v !== undefined) out[key] = v;
   };
   set('ipv4Forward', await readFlag('/proc/sys/net/ipv4/ip_forward'));
@@ -26,7 +29,13 @@ export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
 
 export async function nftVersionFact(nft = 'nft'): Promise<DoctorFacts['nft']> {
   const r = await execa(nft, ['--version'], { reject: false, timeout: TIMEOUT_MS, stdin: 'ignore' });
-  if (r.failed) return { error: r.code === 'ENOENT' ? `${nft} not found` : `${nft} --version failed: ${(r.stderr || String(r.exitCode)).trim()}` };
+  if (r.failed)
+    return {
+      error:
+        r.code === 'ENOENT'
+          ? `${nft} not found`
+          : `${nft} --version failed: ${(r.stderr || String(r.exitCode)).trim()}`,
+    };
   const v = parseNftVersion(r.stdout);
   return v ? { version: v } : { error: `cannot read a version from "${r.stdout.trim()}"` };
 }
@@ -46,7 +55,18 @@ export async function busFacts(): Promise<DoctorFacts['bus']> {
   });
   failed.catch(() => undefined);
   const ask = async (member: string, body: string[]): Promise<unknown> => {
-    const reply = await Promise.race([bus.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member, ...(body.length > 0 ? { signature: 's', body } : {}) })), failed]);
+    const reply = await Promise.race([
+      bus.call(
+        new Message({
+          destination: 'org.freedesktop.DBus',
+          path: '/org/freedesktop/DBus',
+          interface: 'org.freedesktop.DBus',
+          member,
+          ...(body.length > 0 ? { signature: 's', body } : {}),
+        }),
+      ),
+      failed,
+    ]);
     return reply?.body[0];
   };
   try {

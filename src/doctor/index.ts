@@ -46,7 +46,13 @@ export interface DoctorReport {
 export function doctorReport(findings: Finding[], at: Date): DoctorReport {
   const summary: Record<Severity, number> = { error: 0, warning: 0, info: 0 };
   for (const f of findings) summary[f.severity]++;
-  return { schema: DOCTOR_SCHEMA_ID, checked_at: at.toISOString(), exit_code: summary.error + summary.warning > 0 ? 3 : 0, summary, findings };
+  return {
+    schema: DOCTOR_SCHEMA_ID,
+    checked_at: at.toISOString(),
+    exit_code: summary.error + summary.warning > 0 ? 3 : 0,
+    summary,
+    findings,
+  };
 }
 
 export function renderDoctor(report: DoctorReport): string {
@@ -58,6 +64,10 @@ export function renderDoctor(report: DoctorReport): string {
     out.push(`    fix:  ${first ?? ''}`, ...rest.map((l) => `          ${l}`), '');
   }
   const s = report.summary;
-  out.push(report.findings.length === 0 ? 'kvmnftd doctor: nothing found' : `kvmnftd doctor: ${s.error} error(s), ${s.warning} warning(s), ${s.info} note(s)`);
+  out.push(
+    report.findings.length === 0
+      ? 'kvmnftd doctor: nothing found'
+      : `kvmnftd doctor: ${s.error} error(s), ${s.warning} warning(s), ${s.info} note(s)`,
+  );
   return `${out.join('\n')}\n`;
 }

@@ -10,7 +10,12 @@ export const TESTED_NFT = ['1.0.6', '1.1.3'];
  * fails), so only the tested floor is listed here.
  */
 export const NFT_FEATURES: Array<{ feature: string; since: string; severity: 'error' | 'warning' }> = [
-  { feature: 'the oldest release kvmnftd is tested with; an older JSON output may differ from what the planner compares (plans that never become empty) or lack JSON monitor events', since: '1.0.6', severity: 'warning' },
+  {
+    feature:
+      'the oldest release kvmnftd is tested with; an older JSON output may differ from what the planner compares (plans that never become empty) or lack JSON monitor events',
+    since: '1.0.6',
+    severity: 'warning',
+  },
 ];
 
 export function compareVersions(a: string, b: string): number {
@@ -29,7 +34,16 @@ export function parseNftVersion(text: string): string | undefined {
 }
 
 export function checkNftVersion(facts: DoctorFacts): Finding[] {
-  if ('error' in facts.nft) return [{ id: 'nft-too-old', severity: 'error', title: 'nft cannot be run', evidence: [facts.nft.error], fix: 'apt-get install nftables' }];
+  if ('error' in facts.nft)
+    return [
+      {
+        id: 'nft-too-old',
+        severity: 'error',
+        title: 'nft cannot be run',
+        evidence: [facts.nft.error],
+        fix: 'apt-get install nftables',
+      },
+    ];
   const version = facts.nft.version;
   const lacking = NFT_FEATURES.filter((f) => compareVersions(version, f.since) < 0);
   if (lacking.length === 0) return [];

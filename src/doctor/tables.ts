@@ -8,7 +8,15 @@ import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './t
 
 export function checkRuleset(facts: DoctorFacts): Finding[] {
   if ('error' in facts.ruleset) {
-    return [{ id: 'ruleset-unreadable', severity: 'error', title: 'cannot read the nftables ruleset: nothing about it can be checked', evidence: [facts.ruleset.error], fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.' }];
+    return [
+      {
+        id: 'ruleset-unreadable',
+        severity: 'error',
+        title: 'cannot read the nftables ruleset: nothing about it can be checked',
+        evidence: [facts.ruleset.error],
+        fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
+      },
+    ];
   }
   return [];
 }
@@ -20,16 +28,26 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
   const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
   const admin = live.tables.get(tableKey(family, table));
   if (!admin) {
-    const candidates = [...live.tables.values()].filter((t) => [...t.chains.values()].some((c) => (c.hook === 'input' || c.hook === 'forward') && dropsByDefault(c) !== undefined));
+    const candidates = [...live.tables.values()].filter((t) =>
+      [...t.chains.values()].some(
+        (c) => (c.hook === 'input' || c.hook === 'forward') && dropsByDefault(c) !== undefined,
+      ),
+    );
     return [
       {
         id: 'admin-table-missing',
         severity: 'error',
         title: `the admin table ${family} ${table} (filter.family/filter.table) does not exist: kvmnftd applies only its NAT rules`,
-        evidence: [`no table ${family} ${table} in nft list tables`, candidates.length > 0 ? `tables with a dropping input/forward chain: ${candidates.map((t) => `${t.family} ${t.name}`).join(', ')}` : 'no table has a dropping input/forward chain'],
-        fix: candidates.length > 0
-          ? `Point kvmnftd at your table in /etc/kvmnftd/kvmnftd.toml: [filter] family = "${candidates[0]!.family}" table = "${candidates[0]!.name}" (and input_chain/forward_chain if your chains are named differently), then kvmnftd apply.`
-          : `Load your ruleset (systemctl start nftables), or nothing drops guest traffic and no filter rules are needed.`,
+        evidence: [
+          `no table ${family} ${table} in nft list tables`,
+          candidates.length > 0
+            ? `tables with a dropping input/forward chain: ${candidates.map((t) => `${t.family} ${t.name}`).join(', ')}`
+            : 'no table has a dropping input/forward chain',
+        ],
+        fix:
+          candidates.length > 0
+            ? `Point kvmnftd at your table in /etc/kvmnftd/kvmnftd.toml: [filter] family = "${candidates[0]!.family}" table = "${candidates[0]!.name}" (and input_chain/forward_chain if your chains are named differently), then kvmnftd apply.`
+            : `Load your ruleset (systemctl start nftables), or nothing drops guest traffic and no filter rules are needed.`,
       },
     ];
   }
@@ -70,9 +88,14 @@ function unjumpedOwnChains(facts: DoctorFacts): Finding[] {
   const admin = live?.tables.get(tableKey(family, table));
   if (jump !== 'none' || !admin || activeNetworks(facts).length === 0) return [];
   const out: Finding[] = [];
-  for (const [base, own] of [[inputChain, OWN_INPUT_CHAIN], [forwardChain, OWN_FORWARD_CHAIN]] as const) {
+  for (const [base, own] of [
+    [inputChain, OWN_INPUT_CHAIN],
+    [forwardChain, OWN_FORWARD_CHAIN],
+  ] as const) {
     if (!admin.chains.get(own)?.rules.length) continue;
-    const jumps = (admin.chains.get(base)?.rules ?? []).some((r) => r.expr.some((e) => ['jump', 'goto'].some((k) => JSON.stringify(e[k] ?? null).includes(`"target":"${own}"`))));
+    const jumps = (admin.chains.get(base)?.rules ?? []).some((r) =>
+      r.expr.some((e) => ['jump', 'goto'].some((k) => JSON.stringify(e[k] ?? null).includes(`"target":"${own}"`))),
+    );
     if (jumps) continue;
     out.push({
       id: 'rules-not-applied',
@@ -102,7 +125,7 @@ export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
   const out: Finding[] = [];
   const libvirtIptables = libvirtBackendsPresent(live).includes('iptables');
   for (const t of live.tables.values()) {
-    const builtin = (t.family === 'ip' || t.family === 'ip6') ? IPTABLES_CHAINS[t.name] : undefined;
+    const builtin = t.family === 'ip' || t.family === 'ip6' ? IPTABLES_CHAINS[t.name] : undefined;
     if (!builtin) continue;
     const foreign = [...t.chains.values()].filter((c) => c.hook !== undefined && !builtin.includes(c.name));
     if (foreign.length === 0) continue;
@@ -112,10 +135,15 @@ export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
       id: 'ip-nat-collision',
       severity: t.name === 'nat' || libvirtIptables ? 'warning' : 'info',
       title: `table ${t.family} ${t.name} has nft base chains iptables-nft does not know (${foreign.map((c) => c.name).join(', ')}): ${cmd} -t ${t.name} fails on it, and libvirt's iptables backend and Docker use exactly that table`,
-      evidence: [...foreign.map((c) => `chain ${c.name}: type ${c.type ?? '?'} hook ${c.hook ?? '?'} priority ${c.prio ?? 0}`), `${cmd}-nft -t ${t.name} -S then says: table \`${t.name}' is incompatible, use 'nft' tool.`, ...(isAdmin ? ['this is the table kvmnftd is configured to use (filter.table)'] : [])],
-      fix: t.name === 'nat'
-        ? `kvmnftd does libvirt's NAT in its own table (inet ${facts.config.nat.table}): the masquerade snippet of the usual how-tos is not needed. Rename or remove your table: nft delete table ${t.family} ${t.name}, and in your nftables.conf call it e.g. table ${t.family} admin_nat.`
-        : `Rename your table in nftables.conf (e.g. table inet filter instead of ${t.family} ${t.name}) and set [filter] table accordingly; leave ${t.family} ${t.name} to iptables-nft.`,
+      evidence: [
+        ...foreign.map((c) => `chain ${c.name}: type ${c.type ?? '?'} hook ${c.hook ?? '?'} priority ${c.prio ?? 0}`),
+        `${cmd}-nft -t ${t.name} -S then says: table \`${t.name}' is incompatible, use 'nft' tool.`,
+        ...(isAdmin ? ['this is the table kvmnftd is configured to use (filter.table)'] : []),
+      ],
+      fix:
+        t.name === 'nat'
+          ? `kvmnftd does libvirt's NAT in its own table (inet ${facts.config.nat.table}): the masquerade snippet of the usual how-tos is not needed. Rename or remove your table: nft delete table ${t.family} ${t.name}, and in your nftables.conf call it e.g. table ${t.family} admin_nat.`
+          : `Rename your table in nftables.conf (e.g. table inet filter instead of ${t.family} ${t.name}) and set [filter] table accordingly; leave ${t.family} ${t.name} to iptables-nft.`,
     });
   }
   return out;

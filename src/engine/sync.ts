@@ -24,7 +24,6 @@ export interface SyncResult {
   messages: SyncMessage[];
 }
 
-
 export async function syncOnce(networks: NetworkParse[], config: Config, nft: NftRunner): Promise<SyncResult> {
   const started = performance.now();
   const live = await nft.readRuleset();
@@ -52,15 +51,29 @@ async function forwardingMessages(result: Plan, config: Config): Promise<SyncMes
   const out: SyncMessage[] = [];
   if (result.desired.forwardsIpv4) {
     const outcome = await ensureIpv4Forwarding(config.forwarding.manageIpv4);
-    if (outcome.kind === 'enabled') out.push({ level: 'info', text: 'enabled net.ipv4.ip_forward (a network forwards IPv4)', fields: {} });
-    else if (outcome.kind === 'off-unmanaged') out.push({ level: 'warn', text: 'net.ipv4.ip_forward is 0 and forwarding.manage_ipv4 = false: guests cannot reach beyond the host', fields: {} });
-    else if (outcome.kind === 'failed') out.push({ level: 'error', text: `could not enable net.ipv4.ip_forward: ${outcome.error}`, fields: {} });
+    if (outcome.kind === 'enabled')
+      out.push({ level: 'info', text: 'enabled net.ipv4.ip_forward (a network forwards IPv4)', fields: {} });
+    else if (outcome.kind === 'off-unmanaged')
+      out.push({
+        level: 'warn',
+        text: 'net.ipv4.ip_forward is 0 and forwarding.manage_ipv4 = false: guests cannot reach beyond the host',
+        fields: {},
+      });
+    else if (outcome.kind === 'failed')
+      out.push({ level: 'error', text: `could not enable net.ipv4.ip_forward: ${outcome.error}`, fields: {} });
   }
   if (result.desired.forwardsIpv6) {
     const v6 = await ipv6ForwardingRisk();
     if (!v6.on) {
-      const risk = v6.raInterfaces.length > 0 ? `; enabling it would make ${v6.raInterfaces.join(', ')} ignore router advertisements (set accept_ra=2 there first)` : '';
-      out.push({ level: 'warn', text: `net.ipv6.conf.all.forwarding is 0: IPv6 guests are not forwarded. kvmnftd does not switch it on${risk}`, fields: {} });
+      const risk =
+        v6.raInterfaces.length > 0
+          ? `; enabling it would make ${v6.raInterfaces.join(', ')} ignore router advertisements (set accept_ra=2 there first)`
+          : '';
+      out.push({
+        level: 'warn',
+        text: `net.ipv6.conf.all.forwarding is 0: IPv6 guests are not forwarded. kvmnftd does not switch it on${risk}`,
+        fields: {},
+      });
     }
   }
   return out;

@@ -31,10 +31,7 @@ export async function interfacesAcceptingRa(): Promise<string[]> {
 }
 
 export type ForwardingOutcome =
-  | { kind: 'on' }
-  | { kind: 'enabled' }
-  | { kind: 'off-unmanaged' }
-  | { kind: 'failed'; error: string };
+  { kind: 'on' } | { kind: 'enabled' } | { kind: 'off-unmanaged' } | { kind: 'failed'; error: string };
 
 export async function ensureIpv4Forwarding(manage: boolean): Promise<ForwardingOutcome> {
   if ((await readFlag(V4)) === '1') return { kind: 'on' };

@@ -74,7 +74,9 @@ export class LibvirtDbusClient {
     };
     this.bus.on('error', (err: unknown) => fault(err instanceof Error ? err : new Error(String(err))));
     // dbus-next does not surface the stream's end on the bus object.
-    (this.bus as unknown as { _connection?: NodeJS.EventEmitter })._connection?.on('end', () => fault(new DbusError('the D-Bus connection was closed')));
+    (this.bus as unknown as { _connection?: NodeJS.EventEmitter })._connection?.on('end', () =>
+      fault(new DbusError('the D-Bus connection was closed')),
+    );
 
     this.bus.on('message', (msg: DbusMessage) => {
       if (msg.type !== SIGNAL) return;
@@ -82,7 +84,11 @@ export class LibvirtDbusClient {
         if (this.owner === undefined || msg.sender !== this.owner) return;
         const [networkPath, code] = msg.body as [string, number];
         handlers.onNetworkEvent({ path: networkPath, event: NETWORK_EVENTS[code] ?? `event ${code}` });
-      } else if (msg.interface === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.sender === 'org.freedesktop.DBus') {
+      } else if (
+        msg.interface === 'org.freedesktop.DBus' &&
+        msg.member === 'NameOwnerChanged' &&
+        msg.sender === 'org.freedesktop.DBus'
+      ) {
         const [name, , newOwner] = msg.body as [string, string, string];
         if (name !== LIBVIRT_BUS_NAME) return;
         this.owner = newOwner === '' ? undefined : newOwner;
@@ -90,8 +96,12 @@ export class LibvirtDbusClient {
       }
     });
 
-    await this.callBus('AddMatch', 's', [`type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`]);
-    await this.callBus('AddMatch', 's', [`type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${LIBVIRT_BUS_NAME}'`]);
+    await this.callBus('AddMatch', 's', [
+      `type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`,
+    ]);
+    await this.callBus('AddMatch', 's', [
+      `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${LIBVIRT_BUS_NAME}'`,
+    ]);
     // The first method call activates libvirt-dbus if needed, and makes it
     // (re)open its libvirt connection and event callbacks.
     await this.listNetworkPaths();
@@ -113,7 +123,9 @@ export class LibvirtDbusClient {
   }
 
   async listNetworkPaths(): Promise<string[]> {
-    const [paths] = (await this.call(LIBVIRT_BUS_NAME, this.path, CONNECT_IFACE, 'ListNetworks', 'u', [LIST_ACTIVE])) as [string[]];
+    const [paths] = (await this.call(LIBVIRT_BUS_NAME, this.path, CONNECT_IFACE, 'ListNetworks', 'u', [
+      LIST_ACTIVE,
+    ])) as [string[]];
     return paths;
   }
 
@@ -137,7 +149,14 @@ export class LibvirtDbusClient {
     return this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', member, signature, body);
   }
 
-  private async call(destination: string, path: string, iface: string, member: string, signature: string, body: unknown[]): Promise<unknown[]> {
+  private async call(
+    destination: string,
+    path: string,
+    iface: string,
+    member: string,
+    signature: string,
+    body: unknown[],
+  ): Promise<unknown[]> {
     if (this.closed) throw new DbusError(`D-Bus connection closed (calling ${member})`);
     const message = new Message({ destination, path, interface: iface, member, signature, body });
     // One promise per call that settles on the reply, the time-out or a
@@ -149,14 +168,19 @@ export class LibvirtDbusClient {
       const reply = await new Promise<DbusMessage | null>((resolve, reject) => {
         fail = reject;
         this.inFlight.add(fail);
-        timer = setTimeout(() => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)),
+          CALL_TIMEOUT_MS,
+        );
         this.bus.call(message).then(resolve, reject);
       });
       return (reply?.body ?? []) as unknown[];
     } catch (err) {
       if (err instanceof DbusError) throw err;
       const e = err as { type?: string; text?: string; message?: string };
-      throw new DbusError(`${member} on ${destination} failed: ${e.type ? `${e.type}: ` : ''}${e.text ?? e.message ?? String(err)}`);
+      throw new DbusError(
+        `${member} on ${destination} failed: ${e.type ? `${e.type}: ` : ''}${e.text ?? e.message ?? String(err)}`,
+      );
     } finally {
       clearTimeout(timer);
       this.inFlight.delete(fail);

@@ -18,20 +18,42 @@ export async function announceFirewallReload(): Promise<ReloadOutcome> {
   let timer: NodeJS.Timeout | undefined;
   // Fails on the first of: no answer in time, or a connection error.
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the system bus did not answer within ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
+    timer = setTimeout(
+      () => reject(new Error(`the system bus did not answer within ${TIMEOUT_MS / 1000} s`)),
+      TIMEOUT_MS,
+    );
     bus.on('error', (err: unknown) => reject(err instanceof Error ? err : new Error(String(err))));
   });
   timeout.catch(() => undefined);
   try {
     const reply = await Promise.race([
-      bus.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'NameHasOwner', signature: 's', body: [FIREWALLD] })),
+      bus.call(
+        new Message({
+          destination: 'org.freedesktop.DBus',
+          path: '/org/freedesktop/DBus',
+          interface: 'org.freedesktop.DBus',
+          member: 'NameHasOwner',
+          signature: 's',
+          body: [FIREWALLD],
+        }),
+      ),
       timeout,
     ]);
     if (reply?.body[0] === true) return { sent: false, reason: 'firewalld is running: it reloads libvirt itself' };
     await Promise.race([bus.send(Message.newSignal('/org/fedoraproject/FirewallD1', FIREWALLD, 'Reloaded')), timeout]);
     // A round trip to the bus guarantees the signal left before we
     // disconnect (GetId: the system bus policy allows it to everyone).
-    await Promise.race([bus.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'GetId' })), timeout]);
+    await Promise.race([
+      bus.call(
+        new Message({
+          destination: 'org.freedesktop.DBus',
+          path: '/org/freedesktop/DBus',
+          interface: 'org.freedesktop.DBus',
+          member: 'GetId',
+        }),
+      ),
+      timeout,
+    ]);
     return { sent: true };
   } catch (err) {
     return { sent: false, reason: `cannot use the system bus: ${(err as Error).message}` };

@@ -4,9 +4,32 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { canonicalIp, cidrOf, ipFamily, netmaskToPrefix, parseIp, type Family } from '../net/ip.js';
 import { IFNAME_RULE, isSafeIfname } from '../net/ifname.js';
-import { DEFAULT_NAT_PORTS, type AddressRange, type ForwardMode, type Network, type NetworkIp, type NetworkParse, type PortRange } from './model.js';
+import {
+  DEFAULT_NAT_PORTS,
+  type AddressRange,
+  type ForwardMode,
+  type Network,
+  type NetworkIp,
+  type NetworkParse,
+  type PortRange,
+} from './model.js';
 
-const ARRAY_ELEMENTS = new Set(['ip', 'range', 'host', 'interface', 'address', 'port', 'forward', 'bridge', 'nat', 'dhcp', 'tftp', 'dns', 'name', 'uuid']);
+const ARRAY_ELEMENTS = new Set([
+  'ip',
+  'range',
+  'host',
+  'interface',
+  'address',
+  'port',
+  'forward',
+  'bridge',
+  'nat',
+  'dhcp',
+  'tftp',
+  'dns',
+  'name',
+  'uuid',
+]);
 
 const parser = new XMLParser({
   ignoreAttributes: false,
@@ -42,7 +65,8 @@ export function parseNetworkXml(xml: string, origin = 'network'): NetworkParse {
     return invalid(origin, 'xml', `malformed XML at line ${line}, column ${col}: ${msg}`);
   }
   // libvirt never writes a DTD; refusing one rules out entity tricks entirely.
-  if (/<!DOCTYPE|<!ENTITY/i.test(xml)) return invalid(origin, 'xml', 'a DOCTYPE or ENTITY declaration is not allowed in network XML');
+  if (/<!DOCTYPE|<!ENTITY/i.test(xml))
+    return invalid(origin, 'xml', 'a DOCTYPE or ENTITY declaration is not allowed in network XML');
   let doc: Record<string, unknown>;
   try {
     doc = parser.parse(xml) as Record<string, unknown>;
@@ -54,7 +78,11 @@ export function parseNetworkXml(xml: string, origin = 'network'): NetworkParse {
 
   const rawName = text(first(root['name']));
   if (rawName === undefined || !NETWORK_NAME.test(rawName)) {
-    return invalid(origin, 'name', `<name> must be 1-200 printable characters without quotes, backslash, slash or spaces (got ${describe(rawName)})`);
+    return invalid(
+      origin,
+      'name',
+      `<name> must be 1-200 printable characters without quotes, backslash, slash or spaces (got ${describe(rawName)})`,
+    );
   }
   const name = rawName;
   try {
@@ -76,7 +104,8 @@ function readNetwork(root: XmlNode, name: string): NetworkParse {
 
   const bridgeEl = first(root['bridge']);
   const bridge = bridgeEl ? attr(bridgeEl, 'name') : undefined;
-  if (bridge === undefined) throw new FieldError('bridge/@name', 'missing bridge name (is the network defined but never started?)');
+  if (bridge === undefined)
+    throw new FieldError('bridge/@name', 'missing bridge name (is the network defined but never started?)');
   if (!isSafeIfname(bridge)) throw new FieldError('bridge/@name', `${describe(bridge)} is not ${IFNAME_RULE}`);
 
   const network: Network = { name, bridge, mode, ips: readIps(root), dns: readDns(root) };
@@ -98,12 +127,14 @@ function readNat(nat: XmlNode | undefined): Network['nat'] {
   const settings: NonNullable<Network['nat']> = { ports: { ...DEFAULT_NAT_PORTS }, ipv6: false };
   if (!nat) return settings;
   const ipv6 = attr(nat, 'ipv6');
-  if (ipv6 !== undefined && ipv6 !== 'yes' && ipv6 !== 'no') throw new FieldError('forward/nat/@ipv6', `must be "yes" or "no" (got ${describe(ipv6)})`);
+  if (ipv6 !== undefined && ipv6 !== 'yes' && ipv6 !== 'no')
+    throw new FieldError('forward/nat/@ipv6', `must be "yes" or "no" (got ${describe(ipv6)})`);
   settings.ipv6 = ipv6 === 'yes';
   const address = first(nat['address']);
   if (address) {
     const range = readRange(address, 'forward/nat/address');
-    if (ipFamily(range.start) !== 4) throw new FieldError('forward/nat/address/@start', 'the NAT address range must be IPv4');
+    if (ipFamily(range.start) !== 4)
+      throw new FieldError('forward/nat/address/@start', 'the NAT address range must be IPv4');
     settings.address = range;
   }
   const port = first(nat['port']);
@@ -130,7 +161,8 @@ function readRange(el: XmlNode, field: string): AddressRange {
   const end = address(attr(el, 'end') ?? attr(el, 'start'), `${field}/@end`);
   const a = parseIp(start);
   const b = parseIp(end);
-  if (!a || !b || a.family !== b.family) throw new FieldError(field, 'start and end must be addresses of the same family');
+  if (!a || !b || a.family !== b.family)
+    throw new FieldError(field, 'start and end must be addresses of the same family');
   if (a.value > b.value) throw new FieldError(field, `start ${start} is after end ${end}`);
   return { start, end };
 }
@@ -150,7 +182,8 @@ function readIps(root: XmlNode): NetworkIp[] {
     const dhcp = first(el['dhcp']);
     const dhcpRanges = dhcp ? asArray(dhcp['range']).map((r, i) => readRange(r, `${field}/dhcp/range[${i + 1}]`)) : [];
     for (const [i, r] of dhcpRanges.entries()) {
-      if (ipFamily(r.start) !== family) throw new FieldError(`${field}/dhcp/range[${i + 1}]`, 'range family differs from the <ip> address');
+      if (ipFamily(r.start) !== family)
+        throw new FieldError(`${field}/dhcp/range[${i + 1}]`, 'range family differs from the <ip> address');
     }
     return { address: addr, cidr, dhcpRanges, tftp: first(el['tftp']) !== undefined };
   });
@@ -162,13 +195,15 @@ function readPrefix(el: XmlNode, family: Family, addr: string, field: string): n
   if (prefix !== undefined) {
     const max = family === 4 ? 32 : 128;
     // A /0 "subnet" would match every address: never a libvirt network.
-    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) < 1 || Number(prefix) > max) throw new FieldError(`${field}/@prefix`, `must be 1-${max} (got ${describe(prefix)})`);
+    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) < 1 || Number(prefix) > max)
+      throw new FieldError(`${field}/@prefix`, `must be 1-${max} (got ${describe(prefix)})`);
     return Number(prefix);
   }
   if (netmask !== undefined) {
     if (family !== 4) throw new FieldError(`${field}/@netmask`, 'netmask is only valid for IPv4; use prefix');
     const fromMask = netmaskToPrefix(netmask);
-    if (fromMask === undefined || fromMask === 0) throw new FieldError(`${field}/@netmask`, `${describe(netmask)} is not a contiguous, non-zero IPv4 netmask`);
+    if (fromMask === undefined || fromMask === 0)
+      throw new FieldError(`${field}/@netmask`, `${describe(netmask)} is not a contiguous, non-zero IPv4 netmask`);
     return fromMask;
   }
   if (family === 6) return 64; // libvirt's default for IPv6
@@ -177,7 +212,10 @@ function readPrefix(el: XmlNode, family: Family, addr: string, field: string): n
   if (firstOctet < 128) return 8;
   if (firstOctet < 192) return 16;
   if (firstOctet < 224) return 24;
-  throw new FieldError(`${field}/@address`, `${addr} has no netmask or prefix and is not a unicast class A/B/C address`);
+  throw new FieldError(
+    `${field}/@address`,
+    `${addr} has no netmask or prefix and is not a unicast class A/B/C address`,
+  );
 }
 
 function readDns(root: XmlNode): boolean {

@@ -44,7 +44,10 @@ export class VirshEventStream {
     });
     void child.then((result) => {
       if (this.stopping) return;
-      const why = result.code === 'ENOENT' ? 'virsh not found (install libvirt-clients)' : stderr.trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode ?? result.signal)}`;
+      const why =
+        result.code === 'ENOENT'
+          ? 'virsh not found (install libvirt-clients)'
+          : stderr.trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode ?? result.signal)}`;
       onExit(`virsh net-event exited: ${why}`);
     });
   }

@@ -8,7 +8,11 @@ export class VirshError extends Error {
 }
 
 async function virsh(uri: string, args: string[]): Promise<string> {
-  const result = await execa('virsh', ['-q', '-c', uri, ...args], { reject: false, timeout: VIRSH_TIMEOUT_MS, stdin: 'ignore' });
+  const result = await execa('virsh', ['-q', '-c', uri, ...args], {
+    reject: false,
+    timeout: VIRSH_TIMEOUT_MS,
+    stdin: 'ignore',
+  });
   if (result.failed) {
     let cause = (result.stderr || '').trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode)}`;
     if (result.code === 'ENOENT') cause = 'virsh not found: install libvirt-clients';

@@ -6,7 +6,14 @@ import pino, { type Logger } from 'pino';
 export type { Logger };
 
 const SYSLOG_PRIORITY: Record<number, number> = { 10: 7, 20: 7, 30: 6, 40: 4, 50: 3, 60: 2 };
-const LEVEL_NAME: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+const LEVEL_NAME: Record<number, string> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'warn',
+  50: 'error',
+  60: 'fatal',
+};
 const INTERNAL = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
 
 export type LogFormat = 'journal' | 'text' | 'json';

@@ -142,7 +142,8 @@ function inputRules(net: Network, ips: NetworkIp[], rule: RuleFn): RuleSpec[] {
   const rules: RuleSpec[] = [];
   if (net.dns) rules.push(rule(br, m.dport('udp', 53)), rule(br, m.dport('tcp', 53)));
   if (ips.some((ip) => ip.cidr.family === 4)) rules.push(rule(br, m.dport('udp', 67)));
-  if (ips.some((ip) => ip.cidr.family === 6)) rules.push(rule(br, m.dport('udp', 547)), rule(br, m.icmpv6Types(ND_TYPES)));
+  if (ips.some((ip) => ip.cidr.family === 6))
+    rules.push(rule(br, m.dport('udp', 547)), rule(br, m.icmpv6Types(ND_TYPES)));
   if (ips.some((ip) => ip.tftp)) rules.push(rule(br, m.dport('udp', 69)));
   return rules;
 }
@@ -153,7 +154,9 @@ function intoBridge(net: Network, subnet: Cidr, rule: RuleFn): RuleSpec[] {
   switch (net.mode) {
     case 'nat':
       // libvirt routes (does not masquerade) IPv6 in a NAT network unless <nat ipv6='yes'>.
-      return [subnet.family === 4 || net.nat?.ipv6 ? rule(...back, m.ctState('established', 'related')) : rule(...back)];
+      return [
+        subnet.family === 4 || net.nat?.ipv6 ? rule(...back, m.ctState('established', 'related')) : rule(...back),
+      ];
     case 'route':
       return [rule(...back)];
     default:

@@ -46,9 +46,11 @@ export function describeRule(expr: readonly Expr[], comment?: string): string {
         return renderRule([e]);
       } catch {
         const [[kind, body] = ['?', null]] = Object.entries(e);
-        if (kind === 'xt' && typeof body === 'object' && body !== null && !Array.isArray(body)) return `xt ${String(body['type'])} ${String(body['name'])}`;
+        if (kind === 'xt' && typeof body === 'object' && body !== null && !Array.isArray(body))
+          return `xt ${String(body['type'])} ${String(body['name'])}`;
         if (kind === 'drop' || kind === 'reject' || kind === 'accept' || kind === 'return') return kind;
-        if ((kind === 'jump' || kind === 'goto') && typeof body === 'object' && body !== null && !Array.isArray(body)) return `${kind} ${String(body['target'])}`;
+        if ((kind === 'jump' || kind === 'goto') && typeof body === 'object' && body !== null && !Array.isArray(body))
+          return `${kind} ${String(body['target'])}`;
         return `${kind} ${JSON.stringify(body)}`;
       }
     });
@@ -57,8 +59,16 @@ export function describeRule(expr: readonly Expr[], comment?: string): string {
   }
 }
 
-function chainHeader(c: { name: string; type?: string | undefined; hook?: string | undefined; prio?: number | undefined; policy?: string | undefined }): string {
-  return c.hook ? `chain ${c.name} { type ${c.type ?? 'filter'} hook ${c.hook} priority ${c.prio ?? 0}; policy ${c.policy ?? 'accept'}; }` : `chain ${c.name}`;
+function chainHeader(c: {
+  name: string;
+  type?: string | undefined;
+  hook?: string | undefined;
+  prio?: number | undefined;
+  policy?: string | undefined;
+}): string {
+  return c.hook
+    ? `chain ${c.name} { type ${c.type ?? 'filter'} hook ${c.hook} priority ${c.prio ?? 0}; policy ${c.policy ?? 'accept'}; }`
+    : `chain ${c.name}`;
 }
 
 function fromLive(live: Ruleset): Sim {
@@ -72,12 +82,17 @@ function fromLive(live: Ruleset): Sim {
 }
 
 function simChain(c: LiveChain): SimChain {
-  return { name: c.name, header: chainHeader(c), rules: c.rules.map((r) => ({ key: ruleKey(r), text: describeRule(r.expr, r.comment), handle: r.handle })) };
+  return {
+    name: c.name,
+    header: chainHeader(c),
+    rules: c.rules.map((r) => ({ key: ruleKey(r), text: describeRule(r.expr, r.comment), handle: r.handle })),
+  };
 }
 
 function clone(sim: Sim): Sim {
   const out: Sim = new Map();
-  for (const [k, t] of sim) out.set(k, { ...t, chains: new Map([...t.chains].map(([n, c]) => [n, { ...c, rules: [...c.rules] }])) });
+  for (const [k, t] of sim)
+    out.set(k, { ...t, chains: new Map([...t.chains].map(([n, c]) => [n, { ...c, rules: [...c.rules] }])) });
   return out;
 }
 
@@ -98,17 +113,29 @@ function play(before: Sim, commands: readonly Command[]): Sim {
     if ('add' in cmd) {
       const o = cmd.add;
       if ('table' in o) {
-        if (!sim.has(tableKey(o.table.family, o.table.name))) sim.set(tableKey(o.table.family, o.table.name), { family: o.table.family, name: o.table.name, chains: new Map() });
+        if (!sim.has(tableKey(o.table.family, o.table.name)))
+          sim.set(tableKey(o.table.family, o.table.name), {
+            family: o.table.family,
+            name: o.table.name,
+            chains: new Map(),
+          });
       } else if ('chain' in o) {
         const t = table(o.chain.family, o.chain.table);
-        if (!t.chains.has(o.chain.name)) t.chains.set(o.chain.name, { name: o.chain.name, header: chainHeader(o.chain), rules: [] });
+        if (!t.chains.has(o.chain.name))
+          t.chains.set(o.chain.name, { name: o.chain.name, header: chainHeader(o.chain), rules: [] });
       } else {
         const r = o.rule;
-        chain(r.family, r.table, r.chain).rules.push({ key: ruleKey({ expr: r.expr ?? [], comment: r.comment }), text: renderRule(r.expr ?? [], r.comment) });
+        chain(r.family, r.table, r.chain).rules.push({
+          key: ruleKey({ expr: r.expr ?? [], comment: r.comment }),
+          text: renderRule(r.expr ?? [], r.comment),
+        });
       }
     } else if ('insert' in cmd) {
       const r = cmd.insert.rule;
-      chain(r.family, r.table, r.chain).rules.unshift({ key: ruleKey({ expr: r.expr ?? [], comment: r.comment }), text: renderRule(r.expr ?? [], r.comment) });
+      chain(r.family, r.table, r.chain).rules.unshift({
+        key: ruleKey({ expr: r.expr ?? [], comment: r.comment }),
+        text: renderRule(r.expr ?? [], r.comment),
+      });
     } else if ('flush' in cmd) {
       const c = cmd.flush.chain;
       chain(c.family, c.table, c.name).rules = [];
@@ -119,7 +146,10 @@ function play(before: Sim, commands: readonly Command[]): Sim {
       else {
         const c = chain(d.rule.family, d.rule.table, d.rule.chain);
         const at = c.rules.findIndex((r) => r.handle === d.rule.handle);
-        if (at < 0) throw new Error(`rule handle ${String(d.rule.handle)} not in chain ${d.rule.family} ${d.rule.table} ${d.rule.chain}`);
+        if (at < 0)
+          throw new Error(
+            `rule handle ${String(d.rule.handle)} not in chain ${d.rule.family} ${d.rule.table} ${d.rule.chain}`,
+          );
         c.rules.splice(at, 1);
       }
     }
@@ -161,7 +191,9 @@ function ruleDiff(before: SimRule[], after: SimRule[]): DiffLine[] {
   const m = after.length;
   const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
   for (let i = n - 1; i >= 0; i--) {
-    for (let j = m - 1; j >= 0; j--) lcs[i]![j] = before[i]!.key === after[j]!.key ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+    for (let j = m - 1; j >= 0; j--)
+      lcs[i]![j] =
+        before[i]!.key === after[j]!.key ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
   }
   const out: DiffLine[] = [];
   let same: string[] = [];

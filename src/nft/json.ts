@@ -82,7 +82,8 @@ export const m = {
   daddrNot: (cidr: Cidr): Expr => match('!=', payload(ipProto(cidr.family), 'daddr'), addrValue(cidr)),
   dport: (proto: 'tcp' | 'udp', port: number): Expr => match('==', payload(proto, 'dport'), port),
   icmpv6Types: (types: string[]): Expr => match('==', payload('icmpv6', 'type'), { set: types }),
-  ctState: (...states: string[]): Expr => match('in', { ct: { key: 'state' } }, states.length === 1 ? states[0]! : states),
+  ctState: (...states: string[]): Expr =>
+    match('in', { ct: { key: 'state' } }, states.length === 1 ? states[0]! : states),
 };
 
 export const s = {
@@ -90,9 +91,14 @@ export const s = {
   accept: (): Expr => ({ accept: null }),
   return: (): Expr => ({ return: null }),
   jump: (target: string): Expr => ({ jump: { target } }),
-  masquerade: (ports?: { start: number; end: number }): Expr => ({ masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null }),
+  masquerade: (ports?: { start: number; end: number }): Expr => ({
+    masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null,
+  }),
   snat: (family: 'ip' | 'ip6', addr: { start: string; end: string }, ports?: { start: number; end: number }): Expr => {
-    const spec: { [key: string]: Json } = { family, addr: addr.start === addr.end ? addr.start : { range: [addr.start, addr.end] } };
+    const spec: { [key: string]: Json } = {
+      family,
+      addr: addr.start === addr.end ? addr.start : { range: [addr.start, addr.end] },
+    };
     if (ports) spec['port'] = { range: [ports.start, ports.end] };
     return { snat: spec };
   },

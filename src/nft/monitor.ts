@@ -21,7 +21,10 @@ export class NftMonitor {
     });
     void child.then((result) => {
       if (this.stopping) return;
-      const why = result.code === 'ENOENT' ? `${this.nft} not found` : stderr.trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode ?? result.signal)}`;
+      const why =
+        result.code === 'ENOENT'
+          ? `${this.nft} not found`
+          : stderr.trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode ?? result.signal)}`;
       onExit(`nft monitor exited: ${why}`);
     });
   }

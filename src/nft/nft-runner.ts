@@ -53,7 +53,14 @@ async function run(nft: string, args: string[], what: string): Promise<string> {
   const result = await execa(nft, args, { reject: false, timeout: NFT_TIMEOUT_MS, stdin: 'ignore' });
   if (result.failed) {
     // nft repeats the same error once per failing command: keep each line once.
-    const detail = [...new Set((result.stderr || result.stdout || '').split('\n').map((l) => l.trim()).filter((l) => l !== ''))].join('; ');
+    const detail = [
+      ...new Set(
+        (result.stderr || result.stdout || '')
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l !== ''),
+      ),
+    ].join('; ');
     let cause = detail || `exit code ${String(result.exitCode)}`;
     if (result.code === 'ENOENT') cause = `${nft} not found: install the nftables package`;
     else if (result.timedOut) cause = `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`;

@@ -4,7 +4,18 @@
 // monitor events.
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
-import { desiredState, NAT_BASE_CHAIN, natBaseSpec, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
+import {
+  desiredState,
+  NAT_BASE_CHAIN,
+  natBaseSpec,
+  networkTag,
+  OWN_FORWARD_CHAIN,
+  OWN_INPUT_CHAIN,
+  TAG,
+  withInvalidGuard,
+  type DesiredChain,
+  type DesiredState,
+} from './desired.js';
 import type { Batch, ChainObject, Command, Expr, NftFamily, RuleSpec, TableRef } from './json.js';
 import { isRenderable } from './render-text.js';
 import { ruleKey, tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
@@ -36,17 +47,36 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
   const bridges = new Map<string, string>();
   for (const input of inputs) {
     if (input.kind === 'ignored') {
-      notes.push({ level: 'info', network: input.name, message: `forward mode '${input.mode}' needs no firewall rules; ignored` });
+      notes.push({
+        level: 'info',
+        network: input.name,
+        message: `forward mode '${input.mode}' needs no firewall rules; ignored`,
+      });
     } else if (input.kind === 'invalid') {
-      notes.push({ level: 'error', network: input.name, field: input.field, message: `skipped: ${input.field}: ${input.message}` });
+      notes.push({
+        level: 'error',
+        network: input.name,
+        field: input.field,
+        message: `skipped: ${input.field}: ${input.message}`,
+      });
       retained.set(networkTag(input.name), input.name);
     } else if (bridges.has(input.network.bridge)) {
-      notes.push({ level: 'error', network: input.network.name, field: 'bridge/@name', message: `skipped: bridge ${input.network.bridge} is already used by network ${bridges.get(input.network.bridge)}` });
+      notes.push({
+        level: 'error',
+        network: input.network.name,
+        field: 'bridge/@name',
+        message: `skipped: bridge ${input.network.bridge} is already used by network ${bridges.get(input.network.bridge)}`,
+      });
     } else {
       bridges.set(input.network.bridge, input.network.name);
       networks.push(input.network);
       if (input.network.mode === 'open' && !config.filter.acceptOpenNetworks.includes(input.network.name)) {
-        notes.push({ level: 'info', network: input.network.name, message: "forward mode 'open': no rules, as libvirt (list it in filter.accept_open_networks to accept its traffic)" });
+        notes.push({
+          level: 'info',
+          network: input.network.name,
+          message:
+            "forward mode 'open': no rules, as libvirt (list it in filter.accept_open_networks to accept its traffic)",
+        });
       }
     }
   }
@@ -68,7 +98,13 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
   // A base chain's type, hook or priority cannot change in place, and a
   // chain of that name may be jumped to: re-create the whole table (it is
   // ours alone), atomically within the batch.
-  if (liveTable && desired.natChains.some((c) => { const cur = liveTable.chains.get(c.name); return cur !== undefined && !sameBase(cur, c); })) {
+  if (
+    liveTable &&
+    desired.natChains.some((c) => {
+      const cur = liveTable.chains.get(c.name);
+      return cur !== undefined && !sameBase(cur, c);
+    })
+  ) {
     return [{ delete: { table } }, ...createOwnTable(table, desired)];
   }
   if (!liveTable) return createOwnTable(table, desired);
@@ -118,17 +154,26 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   const table: TableRef = { family, name };
   const liveTable = live.tables.get(tableKey(family, name));
   const wanted: Record<string, RuleSpec[]> = { [OWN_INPUT_CHAIN]: desired.input, [OWN_FORWARD_CHAIN]: desired.forward };
-  const bases: Record<string, string> = { [OWN_INPUT_CHAIN]: config.filter.inputChain, [OWN_FORWARD_CHAIN]: config.filter.forwardChain };
+  const bases: Record<string, string> = {
+    [OWN_INPUT_CHAIN]: config.filter.inputChain,
+    [OWN_FORWARD_CHAIN]: config.filter.forwardChain,
+  };
   if (!liveTable) {
     if (desired.input.length + desired.forward.length > 0) {
-      notes.push({ level: 'warn', message: `table ${family} ${name} does not exist: only the NAT part is applied (guests behind a drop policy elsewhere stay blocked)` });
+      notes.push({
+        level: 'warn',
+        message: `table ${family} ${name} does not exist: only the NAT part is applied (guests behind a drop policy elsewhere stay blocked)`,
+      });
     }
     return [];
   }
   // Our names taken by base chains: the kernel refuses a jump to a base chain.
   const taken = OWN_CHAINS.filter((c) => liveTable.chains.get(c)?.hook !== undefined);
   if (taken.length > 0) {
-    notes.push({ level: 'error', message: `table ${family} ${name} has a base chain named ${taken.join(' and ')}, a name kvmnftd needs for a regular chain: rename it in your ruleset; until then only the NAT part is applied` });
+    notes.push({
+      level: 'error',
+      message: `table ${family} ${name} has a base chain named ${taken.join(' and ')}, a name kvmnftd needs for a regular chain: rename it in your ruleset; until then only the NAT part is applied`,
+    });
     return [];
   }
 
@@ -137,7 +182,8 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   const jumpAdds: Command[] = [];
   const flushedByGuard = new Set<string>();
   const guards: Command[] = [];
-  const wantJumpFor = (own: string): boolean => jump !== 'none' && liveTable.chains.has(bases[own]!) && wanted[own]!.length > 0;
+  const wantJumpFor = (own: string): boolean =>
+    jump !== 'none' && liveTable.chains.has(bases[own]!) && wanted[own]!.length > 0;
 
   for (const baseName of new Set(Object.values(bases))) {
     const base = liveTable.chains.get(baseName);
@@ -148,7 +194,8 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
     if (wantJumpFor(own)) {
       const position = jump === 'first' ? 0 : base.rules.length - 1;
       const candidate = base.rules[position];
-      if (candidate && tagged.length === 1 && tagged[0] === candidate && jumpTarget(candidate) === own) keep = candidate;
+      if (candidate && tagged.length === 1 && tagged[0] === candidate && jumpTarget(candidate) === own)
+        keep = candidate;
       else jumpAdds.push(jumpCommand(table, baseName, own, jump === 'first'));
     }
     for (const rule of tagged) {
@@ -174,18 +221,28 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
     const ref = chainRef(table, own);
     const baseExists = liveTable.chains.has(bases[own]!);
     if (jump === 'none' && !current && rules.length > 0) {
-      notes.push({ level: 'warn', message: `jump = "none" but chain ${family} ${name} ${own} does not exist: add it, and a jump to it from ${bases[own]}, to your ruleset` });
+      notes.push({
+        level: 'warn',
+        message: `jump = "none" but chain ${family} ${name} ${own} does not exist: add it, and a jump to it from ${bases[own]}, to your ruleset`,
+      });
     }
     if (jump !== 'none' && !baseExists && rules.length > 0) {
-      notes.push({ level: 'warn', message: `base chain ${family} ${name} ${bases[own]} does not exist: no ${own} rules applied` });
+      notes.push({
+        level: 'warn',
+        message: `base chain ${family} ${name} ${bases[own]} does not exist: no ${own} rules applied`,
+      });
     }
     // Any other rule that jumps to our chain (an admin's) keeps it alive.
-    const referenced = [...liveTable.chains.values()].some((c) => !OWN_CHAINS.includes(c.name) && c.rules.some((r) => !deleted.has(r) && jumpTarget(r) === own));
-    const keepChain = jump === 'none' ? current !== undefined : wantJumpFor(own) || (referenced && current !== undefined);
+    const referenced = [...liveTable.chains.values()].some(
+      (c) => !OWN_CHAINS.includes(c.name) && c.rules.some((r) => !deleted.has(r) && jumpTarget(r) === own),
+    );
+    const keepChain =
+      jump === 'none' ? current !== undefined : wantJumpFor(own) || (referenced && current !== undefined);
     const fill = jump === 'none' || wantJumpFor(own) ? rules : [];
     if (keepChain) {
       if (!current) chainOps.push({ add: { chain: ref } }, ...addRules(table, own, fill));
-      else if (flushedByGuard.has(own) || !sameRules(current.rules, fill)) chainOps.push({ flush: { chain: ref } }, ...addRules(table, own, fill));
+      else if (flushedByGuard.has(own) || !sameRules(current.rules, fill))
+        chainOps.push({ flush: { chain: ref } }, ...addRules(table, own, fill));
     } else if (current) {
       // Emptied first, deleted after every other flush: our chains may jump to each other.
       chainOps.push({ flush: { chain: ref } });
@@ -197,7 +254,13 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
 }
 
 function jumpCommand(table: TableRef, chain: string, target: string, first: boolean): Command {
-  const rule = { family: table.family as NftFamily, table: table.name, chain, expr: [{ jump: { target } }], comment: TAG };
+  const rule = {
+    family: table.family as NftFamily,
+    table: table.name,
+    chain,
+    expr: [{ jump: { target } }],
+    comment: TAG,
+  };
   return first ? { insert: { rule } } : { add: { rule } };
 }
 
@@ -220,14 +283,23 @@ function jumpTarget(rule: { expr: readonly Expr[] }): string | undefined {
 }
 
 /** An invalid network that already has rules keeps them until it validates again. */
-function keepRetained(desired: DesiredState, retained: Map<string, string>, live: Ruleset, config: Config, notes: PlanNote[]): void {
+function keepRetained(
+  desired: DesiredState,
+  retained: Map<string, string>,
+  live: Ruleset,
+  config: Config,
+  notes: PlanNote[],
+): void {
   if (retained.size === 0) return;
   const admin = live.tables.get(tableKey(config.filter.family, config.filter.table));
   const own = live.tables.get(tableKey('inet', config.nat.table));
   const kept = new Set<string>();
   // Only rules made of statements kvmnftd itself writes are carried over: a
   // tagged rule someone edited into something else is not ours to keep.
-  const keep = (chain: LiveChain | undefined, acceptable: (expr: readonly Expr[]) => boolean = isRetainable): RuleSpec[] =>
+  const keep = (
+    chain: LiveChain | undefined,
+    acceptable: (expr: readonly Expr[]) => boolean = isRetainable,
+  ): RuleSpec[] =>
     (chain?.rules ?? []).flatMap((r) => {
       if (r.comment === undefined || !retained.has(r.comment) || !acceptable(r.expr)) return [];
       kept.add(r.comment);
@@ -240,8 +312,16 @@ function keepRetained(desired: DesiredState, retained: Map<string, string>, live
   for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN), isDispatch)) {
     const target = jumpTarget(jump);
     const chain = target === undefined ? undefined : own?.chains.get(target);
-    if (!chain || desired.natChains.some((c) => c.name === chain.name) || !chain.rules.every((r) => isRetainable(r.expr))) continue;
-    desired.natChains.push({ name: chain.name, rules: chain.rules.map((r) => ({ expr: r.expr, ...(r.comment === undefined ? {} : { comment: r.comment }) })) });
+    if (
+      !chain ||
+      desired.natChains.some((c) => c.name === chain.name) ||
+      !chain.rules.every((r) => isRetainable(r.expr))
+    )
+      continue;
+    desired.natChains.push({
+      name: chain.name,
+      rules: chain.rules.map((r) => ({ expr: r.expr, ...(r.comment === undefined ? {} : { comment: r.comment }) })),
+    });
     let base = desired.natChains.find((c) => c.base !== undefined);
     if (!base) {
       base = { name: NAT_BASE_CHAIN, base: natBaseSpec(config), rules: [] };
@@ -249,7 +329,12 @@ function keepRetained(desired: DesiredState, retained: Map<string, string>, live
     }
     base.rules.push(jump);
   }
-  for (const tag of kept) notes.push({ level: 'warn', network: retained.get(tag)!, message: 'keeps the rules it already has until its definition is valid again' });
+  for (const tag of kept)
+    notes.push({
+      level: 'warn',
+      network: retained.get(tag)!,
+      message: 'keeps the rules it already has until its definition is valid again',
+    });
 }
 
 /** Statements kvmnftd writes in a network's rules: renderable, and never a jump (those are ours only in dispatch positions). */

@@ -108,7 +108,8 @@ function renderPorts(port: Json): string {
 }
 
 function obj(v: Json | undefined): { [key: string]: Json } {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`expected an object, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new Error(`expected an object, got ${JSON.stringify(v)}`);
   return v;
 }
 

@@ -70,9 +70,14 @@ export function indexRuleset(doc: unknown): Ruleset {
       if (typeof chain['policy'] === 'string') live.policy = chain['policy'];
       owner.chains.set(live.name, live);
     } else if (isObj(rule)) {
-      const owner = ruleset.tables.get(tableKey(String(rule['family']), String(rule['table'])))?.chains.get(String(rule['chain']));
+      const owner = ruleset.tables
+        .get(tableKey(String(rule['family']), String(rule['table'])))
+        ?.chains.get(String(rule['chain']));
       if (!owner) continue;
-      const live: LiveRule = { handle: Number(rule['handle']), expr: Array.isArray(rule['expr']) ? (rule['expr'].filter(isObj) as Expr[]) : [] };
+      const live: LiveRule = {
+        handle: Number(rule['handle']),
+        expr: Array.isArray(rule['expr']) ? (rule['expr'].filter(isObj) as Expr[]) : [],
+      };
       if (typeof rule['comment'] === 'string') live.comment = rule['comment'];
       owner.rules.push(live);
     }

@@ -28,7 +28,12 @@ export interface DaemonFacts {
   /** PID from the runtime directory's PID file, when that process is alive. */
   pid?: number;
   /** The daemon's own state file (runtime directory). */
-  state?: { transport: 'dbus' | 'virsh' | null; status: string; lastPassAt: string | null; lastChangeAt: string | null };
+  state?: {
+    transport: 'dbus' | 'virsh' | null;
+    status: string;
+    lastPassAt: string | null;
+    lastChangeAt: string | null;
+  };
   systemd: SystemdFacts;
 }
 
@@ -36,7 +41,8 @@ export interface StatusFacts {
   config: Config;
   configSource: string;
   /** Parse results of every active network, or why libvirt could not be read. */
-  libvirt: { source: 'libvirt' | 'xml-files'; networks: NetworkParse[] } | { source: 'libvirt' | 'xml-files'; error: string };
+  libvirt:
+    { source: 'libvirt' | 'xml-files'; networks: NetworkParse[] } | { source: 'libvirt' | 'xml-files'; error: string };
   ruleset: { live: Ruleset } | { error: string };
   daemon: DaemonFacts;
   checkedAt: Date;
@@ -61,7 +67,12 @@ export interface StatusReport {
   exit_code: 0 | 1 | 3;
   config: { source: string; admin_table: string; nat_table: string; jump: string };
   libvirt: { source: 'libvirt' | 'xml-files'; reachable: boolean; error: string | null };
-  ruleset: { readable: boolean; error: string | null; admin_table_present: boolean | null; networks_with_rules: string[] };
+  ruleset: {
+    readable: boolean;
+    error: string | null;
+    admin_table_present: boolean | null;
+    networks_with_rules: string[];
+  };
   daemon: {
     running: boolean | null;
     pid: number | null;
@@ -69,7 +80,13 @@ export interface StatusReport {
     status_text: string | null;
     last_pass_at: string | null;
     last_change_at: string | null;
-    systemd: { available: boolean; active_state: string | null; sub_state: string | null; status_text: string | null; error: string | null };
+    systemd: {
+      available: boolean;
+      active_state: string | null;
+      sub_state: string | null;
+      status_text: string | null;
+      error: string | null;
+    };
   };
   jumps: { input: JumpState; forward: JumpState };
   networks: NetworkStatus[];
@@ -82,7 +99,8 @@ function jumpTargets(rule: LiveRule): string[] {
   return rule.expr.flatMap((e) => {
     for (const k of ['jump', 'goto']) {
       const v = e[k];
-      if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof v['target'] === 'string') return [v['target']];
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof v['target'] === 'string')
+        return [v['target']];
     }
     return [];
   });
@@ -131,7 +149,8 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
     pending = p.batch.nftables.length;
     for (const note of p.notes) {
       if (note.level === 'error' && note.network) skipped.push({ name: note.network, reason: note.message });
-      else if (note.level !== 'info') problems.push(note.network ? `network ${note.network}: ${note.message}` : note.message);
+      else if (note.level !== 'info')
+        problems.push(note.network ? `network ${note.network}: ${note.message}` : note.message);
     }
     const own = live.tables.get(tableKey('inet', config.nat.table));
     const inputChain = admin?.chains.get(OWN_INPUT_CHAIN);
@@ -150,9 +169,16 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
     const input = jumpState(config.filter.inputChain, OWN_INPUT_CHAIN, p.desired.input.length);
     const forward = jumpState(config.filter.forwardChain, OWN_FORWARD_CHAIN, p.desired.forward.length);
     jumps = { input, forward };
-    for (const [which, state] of [['input', input], ['forward', forward]] as const) {
-      if (state === 'missing') problems.push(`the ${which} jump to ${which === 'input' ? OWN_INPUT_CHAIN : OWN_FORWARD_CHAIN} is missing from ${adminName}`);
-      if (state === 'stale') problems.push(`the ${which} jump in ${adminName} is not where filter.jump = "${config.filter.jump}" puts it`);
+    for (const [which, state] of [
+      ['input', input],
+      ['forward', forward],
+    ] as const) {
+      if (state === 'missing')
+        problems.push(
+          `the ${which} jump to ${which === 'input' ? OWN_INPUT_CHAIN : OWN_FORWARD_CHAIN} is missing from ${adminName}`,
+        );
+      if (state === 'stale')
+        problems.push(`the ${which} jump in ${adminName} is not where filter.jump = "${config.filter.jump}" puts it`);
     }
 
     for (const n of p.networks) {
@@ -164,16 +190,44 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
         const jumpKey = ruleKey({ expr: [{ jump: { target: natWanted.name } }], comment: tag });
         const jumped = (postrouting?.rules ?? []).some((r) => ruleKey(r) === jumpKey);
         const base = p.desired.natChains.find((c) => c.base !== undefined)?.base;
-        const baseOk = postrouting !== undefined && base !== undefined && postrouting.hook === base.hook && postrouting.prio === base.prio && postrouting.type === base.type;
+        const baseOk =
+          postrouting !== undefined &&
+          base !== undefined &&
+          postrouting.hook === base.hook &&
+          postrouting.prio === base.prio &&
+          postrouting.type === base.type;
         if (!liveNat && !jumped) nat = 'missing';
-        else nat = liveNat && jumped && baseOk && compare(natWanted.rules, liveNat.rules.map(ruleKey)) === 'ok' ? 'ok' : 'stale';
+        else
+          nat =
+            liveNat && jumped && baseOk && compare(natWanted.rules, liveNat.rules.map(ruleKey)) === 'ok'
+              ? 'ok'
+              : 'stale';
       }
-      const input = compare(p.desired.input.filter((r) => r.comment === tag), tagged(inputChain, tag));
-      const forward = compare(p.desired.forward.filter((r) => r.comment === tag), tagged(forwardChain, tag));
+      const input = compare(
+        p.desired.input.filter((r) => r.comment === tag),
+        tagged(inputChain, tag),
+      );
+      const forward = compare(
+        p.desired.forward.filter((r) => r.comment === tag),
+        tagged(forwardChain, tag),
+      );
       const jumpOk = (s: RuleState, j: JumpState): boolean => s === 'not-needed' || (s === 'ok' && j === 'ok');
       const ok = (nat === 'ok' || nat === 'not-needed') && jumpOk(input, jumps.input) && jumpOk(forward, jumps.forward);
-      networks.push({ name: n.name, bridge: n.bridge, mode: n.mode, subnets: n.ips.map((ip) => cidrText(ip.cidr)), nat, input, forward, ok });
-      for (const [part, state] of [['NAT', nat], ['input', input], ['forward', forward]] as const) {
+      networks.push({
+        name: n.name,
+        bridge: n.bridge,
+        mode: n.mode,
+        subnets: n.ips.map((ip) => cidrText(ip.cidr)),
+        nat,
+        input,
+        forward,
+        ok,
+      });
+      for (const [part, state] of [
+        ['NAT', nat],
+        ['input', input],
+        ['forward', forward],
+      ] as const) {
         if (state === 'missing' || state === 'stale') problems.push(`network ${n.name}: ${part} rules ${state}`);
       }
     }
@@ -183,15 +237,31 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
 
   const d = facts.daemon;
   const sd = d.systemd;
-  const running = d.pid !== undefined ? true : sd.available && sd.activeState !== undefined ? sd.activeState === 'active' || sd.activeState === 'reloading' : d.state === undefined ? false : null;
+  const running =
+    d.pid !== undefined
+      ? true
+      : sd.available && sd.activeState !== undefined
+        ? sd.activeState === 'active' || sd.activeState === 'reloading'
+        : d.state === undefined
+          ? false
+          : null;
   const exit: 0 | 1 | 3 = !live || !inputs ? 1 : problems.length > 0 || pending !== 0 ? 3 : 0;
   return {
     schema: STATUS_SCHEMA_ID,
     checked_at: facts.checkedAt.toISOString(),
     ok: exit === 0,
     exit_code: exit,
-    config: { source: facts.configSource, admin_table: adminName, nat_table: `inet ${config.nat.table}`, jump: config.filter.jump },
-    libvirt: { source: facts.libvirt.source, reachable: inputs !== undefined, error: 'error' in facts.libvirt ? facts.libvirt.error : null },
+    config: {
+      source: facts.configSource,
+      admin_table: adminName,
+      nat_table: `inet ${config.nat.table}`,
+      jump: config.filter.jump,
+    },
+    libvirt: {
+      source: facts.libvirt.source,
+      reachable: inputs !== undefined,
+      error: 'error' in facts.libvirt ? facts.libvirt.error : null,
+    },
     ruleset: {
       readable: live !== undefined,
       error: 'error' in facts.ruleset ? facts.ruleset.error : null,
@@ -205,7 +275,13 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
       status_text: sd.statusText ?? (d.pid !== undefined ? (d.state?.status ?? null) : null),
       last_pass_at: d.pid !== undefined ? (d.state?.lastPassAt ?? null) : null,
       last_change_at: d.pid !== undefined ? (d.state?.lastChangeAt ?? null) : null,
-      systemd: { available: sd.available, active_state: sd.activeState ?? null, sub_state: sd.subState ?? null, status_text: sd.statusText ?? null, error: sd.error ?? null },
+      systemd: {
+        available: sd.available,
+        active_state: sd.activeState ?? null,
+        sub_state: sd.subState ?? null,
+        status_text: sd.statusText ?? null,
+        error: sd.error ?? null,
+      },
     },
     jumps,
     networks,

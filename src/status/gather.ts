@@ -27,15 +27,36 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
 export async function systemdUnitFacts(unit = UNIT): Promise<SystemdFacts> {
   if (!systemdRuns()) return { available: false };
   const bus = systemBus();
-  const failed = new Promise<never>((_, reject) => bus.on('error', (err: unknown) => reject(err instanceof Error ? err : new Error(String(err)))));
+  const failed = new Promise<never>((_, reject) =>
+    bus.on('error', (err: unknown) => reject(err instanceof Error ? err : new Error(String(err)))),
+  );
   failed.catch(() => undefined);
-  const call = (msg: InstanceType<typeof Message>): Promise<InstanceType<typeof Message> | null> => withTimeout(Promise.race([bus.call(msg), failed]), 'systemd');
+  const call = (msg: InstanceType<typeof Message>): Promise<InstanceType<typeof Message> | null> =>
+    withTimeout(Promise.race([bus.call(msg), failed]), 'systemd');
   try {
-    const reply = await call(new Message({ destination: 'org.freedesktop.systemd1', path: '/org/freedesktop/systemd1', interface: 'org.freedesktop.systemd1.Manager', member: 'LoadUnit', signature: 's', body: [unit] }));
+    const reply = await call(
+      new Message({
+        destination: 'org.freedesktop.systemd1',
+        path: '/org/freedesktop/systemd1',
+        interface: 'org.freedesktop.systemd1.Manager',
+        member: 'LoadUnit',
+        signature: 's',
+        body: [unit],
+      }),
+    );
     const path = reply?.body[0];
     if (typeof path !== 'string') return { available: true, error: 'systemd gave no unit path' };
     const prop = async (iface: string, name: string): Promise<string | undefined> => {
-      const r = await call(new Message({ destination: 'org.freedesktop.systemd1', path, interface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: [iface, name] }));
+      const r = await call(
+        new Message({
+          destination: 'org.freedesktop.systemd1',
+          path,
+          interface: 'org.freedesktop.DBus.Properties',
+          member: 'Get',
+          signature: 'ss',
+          body: [iface, name],
+        }),
+      );
       const v: unknown = r?.body[0];
       const value = typeof v === 'object' && v !== null && 'value' in v ? (v as { value: unknown }).value : undefined;
       return typeof value === 'string' ? value : undefined;
@@ -60,6 +81,12 @@ export async function daemonFacts(runtimeDir: string): Promise<DaemonFacts> {
   const state = readDaemonState(runtimeDir);
   const facts: DaemonFacts = { systemd: await systemdUnitFacts() };
   if (pid !== undefined) facts.pid = pid;
-  if (state && state.pid === pid) facts.state = { transport: state.transport, status: state.status, lastPassAt: state.lastPassAt, lastChangeAt: state.lastChangeAt };
+  if (state && state.pid === pid)
+    facts.state = {
+      transport: state.transport,
+      status: state.status,
+      lastPassAt: state.lastPassAt,
+      lastChangeAt: state.lastChangeAt,
+    };
   return facts;
 }

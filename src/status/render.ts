@@ -3,41 +3,77 @@ import type { StatusReport } from './evaluate.js';
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 function daemonLine(d: StatusReport['daemon']): string {
   let text: string;
   if (d.running === true) {
-    const parts = [d.pid !== null ? `PID ${d.pid}` : undefined, d.transport ? `events via ${d.transport === 'dbus' ? 'libvirt-dbus' : 'virsh net-event'}` : undefined].filter((x) => x !== undefined);
+    const parts = [
+      d.pid !== null ? `PID ${d.pid}` : undefined,
+      d.transport ? `events via ${d.transport === 'dbus' ? 'libvirt-dbus' : 'virsh net-event'}` : undefined,
+    ].filter((x) => x !== undefined);
     text = `running${parts.length > 0 ? ` (${parts.join(', ')})` : ''}`;
     if (d.last_pass_at) text += `, last pass ${d.last_pass_at}`;
     if (d.status_text) text += `; "${d.status_text}"`;
   } else if (d.running === false) text = 'not running';
   else text = 'unknown';
   const sd = d.systemd;
-  const unit = sd.available ? `kvmnftd.service ${sd.active_state ?? 'unknown'}${sd.sub_state ? ` (${sd.sub_state})` : ''}` : `unknown${sd.error ? ` (${sd.error})` : ' (systemd is not running)'}`;
+  const unit = sd.available
+    ? `kvmnftd.service ${sd.active_state ?? 'unknown'}${sd.sub_state ? ` (${sd.sub_state})` : ''}`
+    : `unknown${sd.error ? ` (${sd.error})` : ' (systemd is not running)'}`;
   return `daemon:  ${text}; systemd: ${unit}`;
 }
 
 export function renderStatus(r: StatusReport): string {
   const out: string[] = [];
-  out.push(r.ok ? 'kvmnftd status: OK, every rule is as planned' : r.exit_code === 1 ? 'kvmnftd status: INCOMPLETE, could not read everything' : 'kvmnftd status: NOT AS PLANNED');
+  out.push(
+    r.ok
+      ? 'kvmnftd status: OK, every rule is as planned'
+      : r.exit_code === 1
+        ? 'kvmnftd status: INCOMPLETE, could not read everything'
+        : 'kvmnftd status: NOT AS PLANNED',
+  );
   out.push(daemonLine(r.daemon));
-  out.push(`libvirt: ${r.libvirt.reachable ? `${r.networks.length + r.skipped.length} active network(s)${r.libvirt.source === 'xml-files' ? ' (from --from-xml files)' : ''}` : `unreachable: ${r.libvirt.error ?? 'unknown'}`}`);
+  out.push(
+    `libvirt: ${r.libvirt.reachable ? `${r.networks.length + r.skipped.length} active network(s)${r.libvirt.source === 'xml-files' ? ' (from --from-xml files)' : ''}` : `unreachable: ${r.libvirt.error ?? 'unknown'}`}`,
+  );
   if (r.ruleset.readable) {
-    out.push(`ruleset: admin table ${r.config.admin_table}${r.ruleset.admin_table_present === false ? ' MISSING' : ''}; jumps: input ${r.jumps.input}, forward ${r.jumps.forward}; NAT in ${r.config.nat_table}`);
+    out.push(
+      `ruleset: admin table ${r.config.admin_table}${r.ruleset.admin_table_present === false ? ' MISSING' : ''}; jumps: input ${r.jumps.input}, forward ${r.jumps.forward}; NAT in ${r.config.nat_table}`,
+    );
   } else out.push(`ruleset: unreadable: ${r.ruleset.error ?? 'unknown'}`);
-  if (!r.libvirt.reachable && r.ruleset.networks_with_rules.length > 0) out.push(`         rules present for: ${r.ruleset.networks_with_rules.join(', ')}`);
+  if (!r.libvirt.reachable && r.ruleset.networks_with_rules.length > 0)
+    out.push(`         rules present for: ${r.ruleset.networks_with_rules.join(', ')}`);
   if (r.networks.length > 0) {
     out.push('');
-    out.push(...table([['NETWORK', 'BRIDGE', 'MODE', 'SUBNETS', 'NAT', 'INPUT', 'FORWARD', ''], ...r.networks.map((n) => [n.name, n.bridge, n.mode, n.subnets.join(',') || '-', n.nat, n.input, n.forward, n.ok ? 'ok' : 'NOT OK'])]));
+    out.push(
+      ...table([
+        ['NETWORK', 'BRIDGE', 'MODE', 'SUBNETS', 'NAT', 'INPUT', 'FORWARD', ''],
+        ...r.networks.map((n) => [
+          n.name,
+          n.bridge,
+          n.mode,
+          n.subnets.join(',') || '-',
+          n.nat,
+          n.input,
+          n.forward,
+          n.ok ? 'ok' : 'NOT OK',
+        ]),
+      ]),
+    );
   }
   for (const s of r.skipped) out.push(`skipped: ${s.name}: ${s.reason}`);
   if (r.problems.length > 0) {
     out.push('', 'problems:');
     out.push(...r.problems.map((p) => `  - ${p}`));
-    if (r.exit_code === 3) out.push('', 'Fix: kvmnftd apply (or start the daemon: systemctl start kvmnftd); kvmnftd doctor looks further.');
+    if (r.exit_code === 3)
+      out.push('', 'Fix: kvmnftd apply (or start the daemon: systemctl start kvmnftd); kvmnftd doctor looks further.');
   }
   return `${out.join('\n')}\n`;
 }

@@ -41,11 +41,18 @@ async function main(): Promise<void> {
 
     say('virsh net-start default (no kvmnftd yet)');
     await lab.virsh('net-start', 'default');
-    const lease = await lab.dhcp({ tries: 3 }).then((ip) => ip, () => 'none');
+    const lease = await lab.dhcp({ tries: 3 }).then(
+      (ip) => ip,
+      () => 'none',
+    );
     show(`guest DHCP lease: ${lease}   <- the drop policy eats libvirt's DHCP`);
 
     say('kvmnftd run --events dbus (as kvmnftd.service would)');
-    const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' as const, NOTIFY_SOCKET: join(work, 'notify') };
+    const env = {
+      KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+      KVMNFTD_LOG_FORMAT: 'json' as const,
+      NOTIFY_SOCKET: join(work, 'notify'),
+    };
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
     daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
@@ -62,7 +69,9 @@ async function main(): Promise<void> {
     say('the admin runs `systemctl reload nftables` (nft -f: flush ruleset + their table)');
     const before = daemon.logs.length;
     await lab.nft('-f', LAB_FILES.adminRuleset);
-    await until('rules back', 5000, async () => (await lab!.nft('list', 'tables')).stdout.includes('table inet kvmnftd'));
+    await until('rules back', 5000, async () =>
+      (await lab!.nft('list', 'tables')).stdout.includes('table inet kvmnftd'),
+    );
     await new Promise((r) => setTimeout(r, 500));
     for (const r of daemon.logs.slice(before).filter((l) => l.level >= 30)) show(`journal: ${r.msg}`);
     show(`guest DHCP lease: ${await lab.dhcp()}`);
@@ -75,7 +84,9 @@ async function main(): Promise<void> {
     notify?.close();
     const report = await lab?.stop();
     rmSync(work, { recursive: true, force: true });
-    say(`done: lab removed (${report?.killed.length ?? 0} lab processes stopped, ${report?.remaining.length ?? 0} left)`);
+    say(
+      `done: lab removed (${report?.killed.length ?? 0} lab processes stopped, ${report?.remaining.length ?? 0} left)`,
+    );
   }
 }
 

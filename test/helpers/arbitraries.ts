@@ -32,9 +32,56 @@ export function fuzzSeed(): number {
 
 /** Hand-picked nasty fragments: nft/shell/XML metacharacters, entity-like text, unicode. */
 export const NASTY = [
-  '*', 'v*', '"', "'", ' ', '\\', '\t', '\n', ';', '#', '{', '}', '$', '`', '&', '&amp;', '&quot;', '&#34;', '&#x22;', '&xxe;', '&lt;',
-  ']]>', '<!--', '-->', '%', 'eth0" accept; #', 'é', 'ü', '🙂', '\u200b', '\ufeff', '\u2028', 'Ω', '中文', '\u0085', '\u00a0', 'x'.repeat(16), 'y'.repeat(300),
-  '..', '.', '-', 'lo', 'virbr0', 'kvmnftd', 'kvmnftd_input', '0', '-1', '1e3', '0x10', '',
+  '*',
+  'v*',
+  '"',
+  "'",
+  ' ',
+  '\\',
+  '\t',
+  '\n',
+  ';',
+  '#',
+  '{',
+  '}',
+  '$',
+  '`',
+  '&',
+  '&amp;',
+  '&quot;',
+  '&#34;',
+  '&#x22;',
+  '&xxe;',
+  '&lt;',
+  ']]>',
+  '<!--',
+  '-->',
+  '%',
+  'eth0" accept; #',
+  'é',
+  'ü',
+  '🙂',
+  '\u200b',
+  '\ufeff',
+  '\u2028',
+  'Ω',
+  '中文',
+  '\u0085',
+  '\u00a0',
+  'x'.repeat(16),
+  'y'.repeat(300),
+  '..',
+  '.',
+  '-',
+  'lo',
+  'virbr0',
+  'kvmnftd',
+  'kvmnftd_input',
+  '0',
+  '-1',
+  '1e3',
+  '0x10',
+  '',
 ];
 
 export const hostileString: fc.Arbitrary<string> = fc.oneof(
@@ -43,7 +90,12 @@ export const hostileString: fc.Arbitrary<string> = fc.oneof(
   { weight: 2, arbitrary: fc.string({ unit: 'grapheme', maxLength: 30 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 30 }) },
   { weight: 1, arbitrary: fc.array(fc.constantFrom(...NASTY), { maxLength: 6 }).map((a) => a.join('')) },
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('a', 'é', '🙂', 'ab"'), fc.integer({ min: 100, max: 5000 })).map(([s, n]) => s.repeat(n)) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.constantFrom('a', 'é', '🙂', 'ab"'), fc.integer({ min: 100, max: 5000 }))
+      .map(([s, n]) => s.repeat(n)),
+  },
 );
 
 /** A value that is valid most of the time and hostile otherwise. */
@@ -57,7 +109,16 @@ const maybe = <T>(arb: fc.Arbitrary<T>, tenths = 7): fc.Arbitrary<T | undefined>
 
 // ---- network XML -------------------------------------------------------------
 
-export const NETWORK_NAMES = ['default', 'routed', 'net-a', 'isol', 'ünï-cødé', 'n'.repeat(130), 'é'.repeat(70), 'a;b{c}#$'];
+export const NETWORK_NAMES = [
+  'default',
+  'routed',
+  'net-a',
+  'isol',
+  'ünï-cødé',
+  'n'.repeat(130),
+  'é'.repeat(70),
+  'a;b{c}#$',
+];
 
 const ifnameValid = fc.oneof(
   fc.constantFrom('virbr0', 'virbr1', 'virbr2', 'br-lan', 'kvmnftd_input', 'a', 'A.b-c_9', '-x', 'x'.repeat(15), '0'),
@@ -65,26 +126,83 @@ const ifnameValid = fc.oneof(
 );
 export const ifnameArb = mostly(ifnameValid, hostileString, 5);
 
-const ipv4 = fc.oneof(fc.ipV4(), fc.constantFrom('192.168.122.1', '10.0.0.1', '172.16.5.4', '0.0.0.0', '255.255.255.255', '224.0.0.1', '127.0.0.1'));
-const ipv6 = fc.oneof(fc.ipV6(), fc.constantFrom('fd00::1', '2001:db8::1', '::', '::1', 'ff02::1', '::ffff:10.0.0.1', 'fe80::1'));
+const ipv4 = fc.oneof(
+  fc.ipV4(),
+  fc.constantFrom('192.168.122.1', '10.0.0.1', '172.16.5.4', '0.0.0.0', '255.255.255.255', '224.0.0.1', '127.0.0.1'),
+);
+const ipv6 = fc.oneof(
+  fc.ipV6(),
+  fc.constantFrom('fd00::1', '2001:db8::1', '::', '::1', 'ff02::1', '::ffff:10.0.0.1', 'fe80::1'),
+);
 const badAddress = fc.oneof(
-  fc.constantFrom('256.1.1.1', '1.2.3', '1.2.3.4.5', '01.2.3.4', ' 10.0.0.1', '10.0.0.1 ', '10.0.0.1/24', 'fe80::1%eth0', ':::', '1::2::3', 'localhost', '::g', '1.2.3.-4', '๑.๒.๓.๔'),
+  fc.constantFrom(
+    '256.1.1.1',
+    '1.2.3',
+    '1.2.3.4.5',
+    '01.2.3.4',
+    ' 10.0.0.1',
+    '10.0.0.1 ',
+    '10.0.0.1/24',
+    'fe80::1%eth0',
+    ':::',
+    '1::2::3',
+    'localhost',
+    '::g',
+    '1.2.3.-4',
+    '๑.๒.๓.๔',
+  ),
   hostileString,
 );
-const addressArb = fc.oneof({ weight: 4, arbitrary: ipv4 }, { weight: 2, arbitrary: ipv6 }, { weight: 1, arbitrary: badAddress });
+const addressArb = fc.oneof(
+  { weight: 4, arbitrary: ipv4 },
+  { weight: 2, arbitrary: ipv6 },
+  { weight: 1, arbitrary: badAddress },
+);
 
 const prefixArb = fc.oneof(
   { weight: 4, arbitrary: fc.integer({ min: 1, max: 32 }).map(String) },
   { weight: 1, arbitrary: fc.integer({ min: -5, max: 200 }).map(String) },
-  { weight: 1, arbitrary: fc.constantFrom('024', '+24', '24.0', '', ' 24', '1e1', '0x18', '0', '33', '128', '129', '9999') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom('024', '+24', '24.0', '', ' 24', '1e1', '0x18', '0', '33', '128', '129', '9999'),
+  },
 );
 const netmaskArb = fc.oneof(
   { weight: 3, arbitrary: fc.integer({ min: 0, max: 32 }).map((p) => formatIp(4, maskOf(4, p))) },
-  { weight: 1, arbitrary: fc.constantFrom('255.0.255.0', '255.255.255.1', '0.255.255.255', 'ffff:ffff::', '255.255.255.256', '') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom('255.0.255.0', '255.255.255.1', '0.255.255.255', 'ffff:ffff::', '255.255.255.256', ''),
+  },
   { weight: 1, arbitrary: badAddress },
 );
-const portArb = mostly(fc.integer({ min: 1, max: 65535 }).map(String), fc.oneof(fc.integer({ min: -10, max: 100_000 }).map(String), fc.constantFrom('', '080', '1024 ', '1e3', '65536', '0')), 3);
-const modeArb = fc.constantFrom('nat', 'nat', 'nat', 'route', 'route', 'open', 'isolated', 'bridge', 'private', 'vepa', 'passthrough', 'hostdev', 'NAT', '', 'nat ', 'mode*', '__proto__', 'constructor');
+const portArb = mostly(
+  fc.integer({ min: 1, max: 65535 }).map(String),
+  fc.oneof(
+    fc.integer({ min: -10, max: 100_000 }).map(String),
+    fc.constantFrom('', '080', '1024 ', '1e3', '65536', '0'),
+  ),
+  3,
+);
+const modeArb = fc.constantFrom(
+  'nat',
+  'nat',
+  'nat',
+  'route',
+  'route',
+  'open',
+  'isolated',
+  'bridge',
+  'private',
+  'vepa',
+  'passthrough',
+  'hostdev',
+  'NAT',
+  '',
+  'nat ',
+  'mode*',
+  '__proto__',
+  'constructor',
+);
 
 export interface IpSpec {
   address?: string | undefined;
@@ -98,7 +216,19 @@ export interface IpSpec {
 export interface NetSpec {
   names: string[]; // 0 = no <name>, 2 = duplicated
   uuid?: string | undefined;
-  forward?: { mode?: string | undefined; dev?: string | undefined; nat?: { ipv6?: string | undefined; address?: { start?: string | undefined; end?: string | undefined } | undefined; port?: { start?: string | undefined; end?: string | undefined } | undefined } | undefined } | undefined;
+  forward?:
+    | {
+        mode?: string | undefined;
+        dev?: string | undefined;
+        nat?:
+          | {
+              ipv6?: string | undefined;
+              address?: { start?: string | undefined; end?: string | undefined } | undefined;
+              port?: { start?: string | undefined; end?: string | undefined } | undefined;
+            }
+          | undefined;
+      }
+    | undefined;
   bridges: Array<{ name?: string | undefined }>;
   ips: IpSpec[];
   dns?: string | undefined;
@@ -114,7 +244,13 @@ const ipSpecArb: fc.Arbitrary<IpSpec> = fc.oneof(
     prefix: maybe(prefixArb, 7),
     netmask: maybe(netmaskArb, 2),
     family: maybe(fc.constantFrom('ipv4', 'ipv6', 'IPV4', ''), 2),
-    dhcp: maybe(fc.array(fc.record({ start: maybe(mostly(ipv4, badAddress, 6), 9), end: maybe(mostly(ipv4, badAddress, 6), 8) }), { maxLength: 3 }), 4),
+    dhcp: maybe(
+      fc.array(
+        fc.record({ start: maybe(mostly(ipv4, badAddress, 6), 9), end: maybe(mostly(ipv4, badAddress, 6), 8) }),
+        { maxLength: 3 },
+      ),
+      4,
+    ),
     tftp: fc.boolean(),
   }),
   fc.record({
@@ -126,13 +262,48 @@ const ipSpecArb: fc.Arbitrary<IpSpec> = fc.oneof(
     tftp: fc.constant(false),
   }),
   // ...and anything at all.
-  fc.record({ address: maybe(addressArb), prefix: maybe(prefixArb), netmask: maybe(netmaskArb), family: maybe(hostileString), dhcp: fc.constant(undefined), tftp: fc.boolean() }, { requiredKeys: [] }),
+  fc.record(
+    {
+      address: maybe(addressArb),
+      prefix: maybe(prefixArb),
+      netmask: maybe(netmaskArb),
+      family: maybe(hostileString),
+      dhcp: fc.constant(undefined),
+      tftp: fc.boolean(),
+    },
+    { requiredKeys: [] },
+  ),
 );
 
 const JUNK = [
-  '&amp;', '&#0;', '&#xD800;', '&xxe;', '&lt;b&gt;', '<!-- a -- b -->', '<!-- c -->', '<![CDATA[<bridge name="evil*"/>]]>', '<?pi x?>', '<unknown a="1"/>', '<ip/>', '<ip>text</ip>',
-  '<bridge/>', '<forward mode="route"/>', '<name/>', '<name>second</name>', '<dhcp/>', '<dns><host ip="1.2.3.4"/></dns>', '<port start="1" end="2"/>', '<nat/>', '<mac address="52:54:00:00:00:01"/>',
-  '<!DOCTYPE network [<!ENTITY x "y">]>', '<!ENTITY e SYSTEM "file:///etc/passwd">', '&e;', '<constructor/>', '<__proto__ name="x"/>', '<toString/>', '<a:b xmlns:a="urn:x"/>',
+  '&amp;',
+  '&#0;',
+  '&#xD800;',
+  '&xxe;',
+  '&lt;b&gt;',
+  '<!-- a -- b -->',
+  '<!-- c -->',
+  '<![CDATA[<bridge name="evil*"/>]]>',
+  '<?pi x?>',
+  '<unknown a="1"/>',
+  '<ip/>',
+  '<ip>text</ip>',
+  '<bridge/>',
+  '<forward mode="route"/>',
+  '<name/>',
+  '<name>second</name>',
+  '<dhcp/>',
+  '<dns><host ip="1.2.3.4"/></dns>',
+  '<port start="1" end="2"/>',
+  '<nat/>',
+  '<mac address="52:54:00:00:00:01"/>',
+  '<!DOCTYPE network [<!ENTITY x "y">]>',
+  '<!ENTITY e SYSTEM "file:///etc/passwd">',
+  '&e;',
+  '<constructor/>',
+  '<__proto__ name="x"/>',
+  '<toString/>',
+  '<a:b xmlns:a="urn:x"/>',
 ];
 
 export const netSpecArb: fc.Arbitrary<NetSpec> = fc.record({
@@ -148,7 +319,10 @@ export const netSpecArb: fc.Arbitrary<NetSpec> = fc.record({
       nat: maybe(
         fc.record({
           ipv6: maybe(fc.constantFrom('yes', 'no', 'YES', '', 'true'), 2),
-          address: maybe(fc.record({ start: maybe(mostly(ipv4, addressArb, 4), 9), end: maybe(mostly(ipv4, addressArb, 4), 5) }), 3),
+          address: maybe(
+            fc.record({ start: maybe(mostly(ipv4, addressArb, 4), 9), end: maybe(mostly(ipv4, addressArb, 4), 5) }),
+            3,
+          ),
           port: maybe(fc.record({ start: maybe(portArb, 9), end: maybe(portArb, 9) }), 3),
         }),
         5,
@@ -156,10 +330,21 @@ export const netSpecArb: fc.Arbitrary<NetSpec> = fc.record({
     }),
     8,
   ),
-  bridges: fc.oneof({ weight: 8, arbitrary: fc.tuple(fc.record({ name: maybe(ifnameArb, 9) })).map((t) => [...t]) }, { weight: 1, arbitrary: fc.array(fc.record({ name: maybe(ifnameArb, 7) }), { maxLength: 3 }) }),
+  bridges: fc.oneof(
+    { weight: 8, arbitrary: fc.tuple(fc.record({ name: maybe(ifnameArb, 9) })).map((t) => [...t]) },
+    { weight: 1, arbitrary: fc.array(fc.record({ name: maybe(ifnameArb, 7) }), { maxLength: 3 }) },
+  ),
   ips: fc.array(ipSpecArb, { maxLength: 3 }),
   dns: maybe(fc.constantFrom('no', 'yes', 'NO', ''), 2),
-  junk: fc.oneof({ weight: 5, arbitrary: fc.constant<Array<{ at: number; text: string }>>([]) }, { weight: 1, arbitrary: fc.array(fc.record({ at: fc.nat(), text: mostly(fc.constantFrom(...JUNK), hostileString, 3) }), { maxLength: 3 }) }),
+  junk: fc.oneof(
+    { weight: 5, arbitrary: fc.constant<Array<{ at: number; text: string }>>([]) },
+    {
+      weight: 1,
+      arbitrary: fc.array(fc.record({ at: fc.nat(), text: mostly(fc.constantFrom(...JUNK), hostileString, 3) }), {
+        maxLength: 3,
+      }),
+    },
+  ),
   quote: fc.constantFrom('"' as const, "'" as const),
   escape: fc.boolean(),
 });
@@ -188,7 +373,8 @@ export function networkXml(spec: NetSpec): string {
     const inner: string[] = [];
     if (f.nat) {
       const natInner: string[] = [];
-      if (f.nat.address) natInner.push(`<address${attrs(spec, { start: f.nat.address.start, end: f.nat.address.end })}/>`);
+      if (f.nat.address)
+        natInner.push(`<address${attrs(spec, { start: f.nat.address.start, end: f.nat.address.end })}/>`);
       if (f.nat.port) natInner.push(`<port${attrs(spec, { start: f.nat.port.start, end: f.nat.port.end })}/>`);
       inner.push(`<nat${attrs(spec, { ipv6: f.nat.ipv6 })}>${natInner.join('')}</nat>`);
     }
@@ -198,9 +384,14 @@ export function networkXml(spec: NetSpec): string {
   if (spec.dns !== undefined) lines.push(`  <dns${attrs(spec, { enable: spec.dns })}/>`);
   for (const ip of spec.ips) {
     const inner: string[] = [];
-    if (ip.dhcp) inner.push(`<dhcp>${ip.dhcp.map((r) => `<range${attrs(spec, { start: r.start, end: r.end })}/>`).join('')}</dhcp>`);
+    if (ip.dhcp)
+      inner.push(
+        `<dhcp>${ip.dhcp.map((r) => `<range${attrs(spec, { start: r.start, end: r.end })}/>`).join('')}</dhcp>`,
+      );
     if (ip.tftp) inner.push(`<tftp root='/srv/tftp'/>`);
-    lines.push(`  <ip${attrs(spec, { family: ip.family, address: ip.address, prefix: ip.prefix, netmask: ip.netmask })}>${inner.join('')}</ip>`);
+    lines.push(
+      `  <ip${attrs(spec, { family: ip.family, address: ip.address, prefix: ip.prefix, netmask: ip.netmask })}>${inner.join('')}</ip>`,
+    );
   }
   lines.push('</network>');
   for (const j of spec.junk) lines.splice(j.at % (lines.length + 1), 0, j.text);
@@ -214,7 +405,43 @@ export const xmlishString: fc.Arbitrary<string> = fc.oneof(
   fc
     .array(
       fc.oneof(
-        fc.constantFrom('<network>', '</network>', '<name>', '</name>', 'default', '<bridge name="', '<ip address="', '" prefix="24"/>', '"/>', '<forward mode="nat"/>', '<forward>', '</forward>', '<nat>', '</nat>', '<', '>', '/', '"', "'", '&', '&amp;', '<!ENTITY', '<!DOCTYPE', '<![CDATA[', ']]>', '<!--', '-->', '<?xml version="1.0"?>', 'virbr0', '192.168.1.1', ' ', '\n', '<network/>', '<__proto__>', '</__proto__>'),
+        fc.constantFrom(
+          '<network>',
+          '</network>',
+          '<name>',
+          '</name>',
+          'default',
+          '<bridge name="',
+          '<ip address="',
+          '" prefix="24"/>',
+          '"/>',
+          '<forward mode="nat"/>',
+          '<forward>',
+          '</forward>',
+          '<nat>',
+          '</nat>',
+          '<',
+          '>',
+          '/',
+          '"',
+          "'",
+          '&',
+          '&amp;',
+          '<!ENTITY',
+          '<!DOCTYPE',
+          '<![CDATA[',
+          ']]>',
+          '<!--',
+          '-->',
+          '<?xml version="1.0"?>',
+          'virbr0',
+          '192.168.1.1',
+          ' ',
+          '\n',
+          '<network/>',
+          '<__proto__>',
+          '</__proto__>',
+        ),
         hostileString,
       ),
       { maxLength: 40 },
@@ -226,7 +453,17 @@ export const xmlishString: fc.Arbitrary<string> = fc.oneof(
 
 /** A well-formed-ish network XML with random characters deleted, duplicated or inserted. */
 export const mutatedXml: fc.Arbitrary<string> = fc
-  .tuple(netSpecArb, fc.array(fc.tuple(fc.nat(), fc.constantFrom('del', 'dup', 'ins'), fc.constantFrom('<', '>', '"', "'", '/', '&', '=', ' ', '!', '?', 'x')), { minLength: 1, maxLength: 5 }))
+  .tuple(
+    netSpecArb,
+    fc.array(
+      fc.tuple(
+        fc.nat(),
+        fc.constantFrom('del', 'dup', 'ins'),
+        fc.constantFrom('<', '>', '"', "'", '/', '&', '=', ' ', '!', '?', 'x'),
+      ),
+      { minLength: 1, maxLength: 5 },
+    ),
+  )
   .map(([spec, edits]) => {
     let xml = networkXml(spec);
     for (const [pos, op, ch] of edits) {
@@ -270,14 +507,26 @@ export const validConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc
         {
           family: fc.constantFrom('inet', 'inet', 'inet', 'ip', 'ip6'),
           table: fc.constantFrom(...TABLE_NAMES),
-          input_chain: fc.oneof({ weight: 5, arbitrary: fc.constant('input') }, { weight: 1, arbitrary: fc.constantFrom(...CHAIN_NAMES) }),
-          forward_chain: fc.oneof({ weight: 5, arbitrary: fc.constant('forward') }, { weight: 1, arbitrary: fc.constantFrom(...CHAIN_NAMES) }),
+          input_chain: fc.oneof(
+            { weight: 5, arbitrary: fc.constant('input') },
+            { weight: 1, arbitrary: fc.constantFrom(...CHAIN_NAMES) },
+          ),
+          forward_chain: fc.oneof(
+            { weight: 5, arbitrary: fc.constant('forward') },
+            { weight: 1, arbitrary: fc.constantFrom(...CHAIN_NAMES) },
+          ),
           jump: fc.constantFrom('first', 'last', 'none'),
           accept_open_networks: fc.subarray(NETWORK_NAMES),
         },
         { requiredKeys: [] },
       ),
-      nat: fc.record({ table: fc.constantFrom(...TABLE_NAMES), priority: fc.oneof(fc.integer({ min: -400, max: 400 }), fc.bigInt({ min: -400n, max: 400n })) }, { requiredKeys: [] }),
+      nat: fc.record(
+        {
+          table: fc.constantFrom(...TABLE_NAMES),
+          priority: fc.oneof(fc.integer({ min: -400, max: 400 }), fc.bigInt({ min: -400n, max: 400n })),
+        },
+        { requiredKeys: [] },
+      ),
       forwarding: fc.record({ manage_ipv4: fc.boolean() }, { requiredKeys: [] }),
     },
     { requiredKeys: [] },
@@ -292,13 +541,79 @@ export const validConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc
   });
 
 /** Keys that exist on every JavaScript object: a plain-object schema lookup finds them. */
-export const PROTO_KEYS = ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf', 'name', 'length', 'call', 'apply', 'prototype', 'isPrototypeOf'];
-const KNOWN_KEYS = ['libvirt_uri', 'filter', 'nat', 'forwarding', 'daemon', 'family', 'table', 'input_chain', 'forward_chain', 'jump', 'accept_open_networks', 'priority', 'manage_ipv4', 'resync_interval', 'restore_libvirt_rules'];
+export const PROTO_KEYS = [
+  'constructor',
+  'toString',
+  '__proto__',
+  'hasOwnProperty',
+  'valueOf',
+  'name',
+  'length',
+  'call',
+  'apply',
+  'prototype',
+  'isPrototypeOf',
+];
+const KNOWN_KEYS = [
+  'libvirt_uri',
+  'filter',
+  'nat',
+  'forwarding',
+  'daemon',
+  'family',
+  'table',
+  'input_chain',
+  'forward_chain',
+  'jump',
+  'accept_open_networks',
+  'priority',
+  'manage_ipv4',
+  'resync_interval',
+  'restore_libvirt_rules',
+];
 
-const keyArb = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...KNOWN_KEYS) }, { weight: 2, arbitrary: fc.constantFrom(...PROTO_KEYS) }, { weight: 1, arbitrary: fc.string({ maxLength: 12 }) });
+const keyArb = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom(...KNOWN_KEYS) },
+  { weight: 2, arbitrary: fc.constantFrom(...PROTO_KEYS) },
+  { weight: 1, arbitrary: fc.string({ maxLength: 12 }) },
+);
 
 const scalarArb: fc.Arbitrary<unknown> = fc.oneof(
-  fc.constantFrom('inet', 'ip', 'ip6', 'first', 'last', 'none', 'filter', 'kvmnftd', 'qemu:///system', 'x y', '', 'input', true, false, 0, -0, 1, 99, 400, 401, -401, 86_400, 86_401, 1.5, NaN, Infinity, -Infinity, 2 ** 53, 100n, 99n, -400n, 10n ** 30n, -(10n ** 30n)),
+  fc.constantFrom(
+    'inet',
+    'ip',
+    'ip6',
+    'first',
+    'last',
+    'none',
+    'filter',
+    'kvmnftd',
+    'qemu:///system',
+    'x y',
+    '',
+    'input',
+    true,
+    false,
+    0,
+    -0,
+    1,
+    99,
+    400,
+    401,
+    -401,
+    86_400,
+    86_401,
+    1.5,
+    NaN,
+    Infinity,
+    -Infinity,
+    2 ** 53,
+    100n,
+    99n,
+    -400n,
+    10n ** 30n,
+    -(10n ** 30n),
+  ),
   fc.string({ maxLength: 20 }),
   fc.integer(),
   fc.double(),
@@ -307,18 +622,25 @@ const scalarArb: fc.Arbitrary<unknown> = fc.oneof(
 );
 
 /** Arbitrary documents: wrong types, unknown keys, prototype keys, bigints, nested tables. */
-export const hostileConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc.letrec<{ value: unknown; table: Record<string, unknown> }>((tie) => ({
-  value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, scalarArb, fc.array(tie('value'), { maxLength: 3 }), tie('table')),
-  table: fc
-    .array(fc.tuple(keyArb, tie('value')), { maxLength: 5 })
-    .chain((entries) =>
-      fc.boolean().map((nullProto) => {
-        // TOML parsers (smol-toml) hand out null-prototype objects with own "__proto__" keys.
-        const obj: Record<string, unknown> = nullProto ? Object.create(null) : {};
-        for (const [k, v] of entries) Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
-        return obj;
-      }),
-    ),
+export const hostileConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc.letrec<{
+  value: unknown;
+  table: Record<string, unknown>;
+}>((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    scalarArb,
+    fc.array(tie('value'), { maxLength: 3 }),
+    tie('table'),
+  ),
+  table: fc.array(fc.tuple(keyArb, tie('value')), { maxLength: 5 }).chain((entries) =>
+    fc.boolean().map((nullProto) => {
+      // TOML parsers (smol-toml) hand out null-prototype objects with own "__proto__" keys.
+      const obj: Record<string, unknown> = nullProto ? Object.create(null) : {};
+      for (const [k, v] of entries)
+        Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
+      return obj;
+    }),
+  ),
 })).table;
 
 // ---- live rulesets ---------------------------------------------------------------
@@ -348,13 +670,29 @@ const ADMIN_RULES: Expr[][] = [
   [CT('related'), { accept: null }],
   [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'lo' } }, { accept: null }],
   [{ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 22 } }, { accept: null }],
-  [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'virbr0' } }, { counter: { packets: 0, bytes: 0 } }, { accept: null }],
+  [
+    { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'virbr0' } },
+    { counter: { packets: 0, bytes: 0 } },
+    { accept: null },
+  ],
   [{ counter: { packets: 3, bytes: 120 } }],
   [{ log: { prefix: 'admin: ' } }],
   [{ drop: null }],
   [{ accept: null }],
 ];
-const COMMENTS = [undefined, undefined, undefined, TAG, TAG, `${TAG} net=default`, `${TAG} net=routed`, `${TAG} x`, 'admin ssh', 'KVMNFTD', `${TAG} `];
+const COMMENTS = [
+  undefined,
+  undefined,
+  undefined,
+  TAG,
+  TAG,
+  `${TAG} net=default`,
+  `${TAG} net=routed`,
+  `${TAG} x`,
+  'admin ssh',
+  'KVMNFTD',
+  `${TAG} `,
+];
 
 export interface LiveRecipe {
   /** Which tables exist to begin with. */
@@ -365,25 +703,78 @@ export interface LiveRecipe {
   /** A previous kvmnftd run with these networks and this jump setting. */
   previous?: { specs: NetSpec[]; jump: 'first' | 'last' | 'none'; priority: number; sameAdmin: boolean } | undefined;
   /** Random edits after that: new chains (maybe in our table), rules, stray tagged jumps. */
-  edits: Array<{ op: 'chain' | 'rule' | 'jump' | 'delete' | 'basechain'; table: number; chain: number; target: number; expr: number; comment: number; first: boolean; name: string }>;
+  edits: Array<{
+    op: 'chain' | 'rule' | 'jump' | 'delete' | 'basechain';
+    table: number;
+    chain: number;
+    target: number;
+    expr: number;
+    comment: number;
+    first: boolean;
+    name: string;
+  }>;
 }
 
 export const liveRecipeArb: fc.Arbitrary<LiveRecipe> = fc.record({
   adminTable: fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
-  adminBaseChains: fc.tuple(fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }), fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) })),
-  adminRules: fc.array(fc.record({ chain: fc.constantFrom(0 as const, 1 as const, 2 as const), expr: fc.nat(ADMIN_RULES.length - 1), comment: fc.constantFrom(0, 0, 0, 8), first: fc.boolean() }), { maxLength: 5 }),
-  foreignTables: fc.array(fc.record({ family: fc.constantFrom('ip' as const, 'ip6' as const, 'inet' as const), name: fc.constantFrom('nat', 'filter', 'kvmnftd', 'libvirt_network', 'other'), rules: fc.array(fc.nat(ADMIN_RULES.length - 1), { maxLength: 3 }) }), { maxLength: 2 }),
-  previous: maybe(fc.record({ specs: networksArb, jump: fc.constantFrom('first' as const, 'last' as const, 'none' as const), priority: fc.constantFrom(99, 99, 50, 100), sameAdmin: fc.boolean() }), 7),
+  adminBaseChains: fc.tuple(
+    fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+    fc.oneof({ weight: 9, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+  ),
+  adminRules: fc.array(
+    fc.record({
+      chain: fc.constantFrom(0 as const, 1 as const, 2 as const),
+      expr: fc.nat(ADMIN_RULES.length - 1),
+      comment: fc.constantFrom(0, 0, 0, 8),
+      first: fc.boolean(),
+    }),
+    { maxLength: 5 },
+  ),
+  foreignTables: fc.array(
+    fc.record({
+      family: fc.constantFrom('ip' as const, 'ip6' as const, 'inet' as const),
+      name: fc.constantFrom('nat', 'filter', 'kvmnftd', 'libvirt_network', 'other'),
+      rules: fc.array(fc.nat(ADMIN_RULES.length - 1), { maxLength: 3 }),
+    }),
+    { maxLength: 2 },
+  ),
+  previous: maybe(
+    fc.record({
+      specs: networksArb,
+      jump: fc.constantFrom('first' as const, 'last' as const, 'none' as const),
+      priority: fc.constantFrom(99, 99, 50, 100),
+      sameAdmin: fc.boolean(),
+    }),
+    7,
+  ),
   edits: fc.array(
     fc.record({
-      op: fc.constantFrom('chain' as const, 'chain' as const, 'rule' as const, 'jump' as const, 'jump' as const, 'delete' as const, 'basechain' as const),
+      op: fc.constantFrom(
+        'chain' as const,
+        'chain' as const,
+        'rule' as const,
+        'jump' as const,
+        'jump' as const,
+        'delete' as const,
+        'basechain' as const,
+      ),
       table: fc.nat(),
       chain: fc.nat(),
       target: fc.nat(),
       expr: fc.nat(ADMIN_RULES.length - 1),
       comment: fc.nat(COMMENTS.length - 1),
       first: fc.boolean(),
-      name: fc.constantFrom('kvmnftd_input', 'kvmnftd_forward', 'postrouting', 'nat_virbr0', 'nat_virbr1', 'foreign', 'admin_vm', 'input', 'forward'),
+      name: fc.constantFrom(
+        'kvmnftd_input',
+        'kvmnftd_forward',
+        'postrouting',
+        'nat_virbr0',
+        'nat_virbr1',
+        'foreign',
+        'admin_vm',
+        'input',
+        'forward',
+      ),
     }),
     { maxLength: 8 },
   ),
@@ -401,12 +792,20 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
     ];
     const chains: ChainDraft[] = [];
     for (const [name, hook, present] of hooks) {
-      if (present && !chains.some((c) => c.name === name)) chains.push({ name, base: { type: 'filter', hook, prio: 0, policy: hook === 'output' ? 'accept' : 'drop' }, rules: [] });
+      if (present && !chains.some((c) => c.name === name))
+        chains.push({
+          name,
+          base: { type: 'filter', hook, prio: 0, policy: hook === 'output' ? 'accept' : 'drop' },
+          rules: [],
+        });
     }
     for (const r of recipe.adminRules) {
       const chain = chains[r.chain % Math.max(chains.length, 1)];
       if (!chain) continue;
-      const rule = { expr: structuredClone(ADMIN_RULES[r.expr]!), ...(COMMENTS[r.comment] === undefined ? {} : { comment: COMMENTS[r.comment]! }) };
+      const rule = {
+        expr: structuredClone(ADMIN_RULES[r.expr]!),
+        ...(COMMENTS[r.comment] === undefined ? {} : { comment: COMMENTS[r.comment]! }),
+      };
       if (r.first) chain.rules.unshift(rule);
       else chain.rules.push(rule);
     }
@@ -415,8 +814,18 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
   for (const f of recipe.foreignTables) {
     if (drafts.some((d) => d.family === f.family && d.name === f.name)) continue;
     if (f.family === 'inet' && f.name === config.nat.table) continue; // that one is ours; built below
-    const hook = f.name === 'nat' ? { type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } : { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' };
-    drafts.push({ family: f.family, name: f.name, chains: [{ name: 'LIBVIRT_X', rules: f.rules.map((i) => ({ expr: structuredClone(ADMIN_RULES[i]!) })) }, { name: 'BASE', base: hook, rules: [{ expr: [{ jump: { target: 'LIBVIRT_X' } }] }] }] });
+    const hook =
+      f.name === 'nat'
+        ? { type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' }
+        : { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' };
+    drafts.push({
+      family: f.family,
+      name: f.name,
+      chains: [
+        { name: 'LIBVIRT_X', rules: f.rules.map((i) => ({ expr: structuredClone(ADMIN_RULES[i]!) })) },
+        { name: 'BASE', base: hook, rules: [{ expr: [{ jump: { target: 'LIBVIRT_X' } }] }] },
+      ],
+    });
   }
   let doc = docOf(drafts);
 
@@ -427,7 +836,8 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
     prevConfig.nat.priority = recipe.previous.priority;
     if (!recipe.previous.sameAdmin) prevConfig.filter.table = 'filter';
     if (!recipe.previous.sameAdmin) prevConfig.filter.family = 'inet';
-    if (prevConfig.filter.family === 'inet' && prevConfig.filter.table === prevConfig.nat.table) prevConfig.nat.table = `${prevConfig.nat.table}_x`;
+    if (prevConfig.filter.family === 'inet' && prevConfig.filter.table === prevConfig.nat.table)
+      prevConfig.nat.table = `${prevConfig.nat.table}_x`;
     const live = indexRuleset(doc);
     try {
       const after = simulate(live, plan(parseAll(recipe.previous.specs), prevConfig, live).batch);
@@ -451,7 +861,10 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
         continue;
       }
       if (!t || t.chains.some((c) => c.name === e.name)) continue;
-      const base = e.op === 'basechain' ? { type: 'filter', hook: e.first ? 'input' : 'forward', prio: 5, policy: 'accept' } : undefined;
+      const base =
+        e.op === 'basechain'
+          ? { type: 'filter', hook: e.first ? 'input' : 'forward', prio: 5, policy: 'accept' }
+          : undefined;
       t.chains.push({ name: e.name, ...(base ? { base } : {}), rules: [] });
       continue;
     }
@@ -465,10 +878,15 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
     let expr: Expr[];
     if (e.op === 'jump') {
       // Only to a regular chain created later than this one (nft refuses loops), or from a base chain.
-      const targets = t.chains.filter((c, i) => c.base === undefined && c !== chain && (chain.base !== undefined || i > ci));
+      const targets = t.chains.filter(
+        (c, i) => c.base === undefined && c !== chain && (chain.base !== undefined || i > ci),
+      );
       const target = targets[e.target % Math.max(targets.length, 1)];
       if (!target) continue;
-      expr = e.expr % 3 === 0 ? [{ counter: { packets: 0, bytes: 0 } }, { jump: { target: target.name } }] : [{ jump: { target: target.name } }];
+      expr =
+        e.expr % 3 === 0
+          ? [{ counter: { packets: 0, bytes: 0 } }, { jump: { target: target.name } }]
+          : [{ jump: { target: target.name } }];
     } else {
       expr = structuredClone(ADMIN_RULES[e.expr]!);
     }
@@ -487,7 +905,9 @@ function draftsOf(doc: LiveDoc): TableDraft[] {
     name: t.name,
     chains: [...t.chains.values()].map((c) => ({
       name: c.name,
-      ...(c.hook !== undefined ? { base: { type: c.type ?? 'filter', hook: c.hook, prio: c.prio ?? 0, policy: c.policy ?? 'accept' } } : {}),
+      ...(c.hook !== undefined
+        ? { base: { type: c.type ?? 'filter', hook: c.hook, prio: c.prio ?? 0, policy: c.policy ?? 'accept' } }
+        : {}),
       rules: c.rules.map((x) => ({ expr: x.expr, ...(x.comment === undefined ? {} : { comment: x.comment }) })),
     })),
   }));
@@ -510,7 +930,17 @@ function rulesetObjects(r: Ruleset): Obj[] {
       out.push({ chain });
     }
     for (const c of t.chains.values()) {
-      for (const rule of c.rules) out.push({ rule: { family: t.family, table: t.name, chain: c.name, handle: rule.handle, expr: rule.expr, ...(rule.comment === undefined ? {} : { comment: rule.comment }) } });
+      for (const rule of c.rules)
+        out.push({
+          rule: {
+            family: t.family,
+            table: t.name,
+            chain: c.name,
+            handle: rule.handle,
+            expr: rule.expr,
+            ...(rule.comment === undefined ? {} : { comment: rule.comment }),
+          },
+        });
     }
   }
   return out;
@@ -522,9 +952,20 @@ function docOf(tables: TableDraft[]): LiveDoc {
   tables.forEach((t, ti) => {
     let handle = 0;
     out.push({ table: { family: t.family, name: t.name, handle: ti + 1 } });
-    for (const c of t.chains) out.push({ chain: { family: t.family, table: t.name, name: c.name, handle: ++handle, ...(c.base ?? {}) } });
+    for (const c of t.chains)
+      out.push({ chain: { family: t.family, table: t.name, name: c.name, handle: ++handle, ...(c.base ?? {}) } });
     for (const c of t.chains) {
-      for (const r of c.rules) out.push({ rule: { family: t.family, table: t.name, chain: c.name, handle: ++handle, expr: r.expr as Json, ...(r.comment === undefined ? {} : { comment: r.comment }) } });
+      for (const r of c.rules)
+        out.push({
+          rule: {
+            family: t.family,
+            table: t.name,
+            chain: c.name,
+            handle: ++handle,
+            expr: r.expr as Json,
+            ...(r.comment === undefined ? {} : { comment: r.comment }),
+          },
+        });
     }
   });
   return { nftables: out };
@@ -533,7 +974,11 @@ function docOf(tables: TableDraft[]): LiveDoc {
 /** The same document as nft input: no handles (nft assigns them). */
 export function loadableDoc(doc: LiveDoc): LiveDoc {
   const strip = (o: Obj): Obj => Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'handle'));
-  return { nftables: doc.nftables.map((item) => Object.fromEntries(Object.entries(item).map(([k, v]) => [k, strip(v as Obj)]))) };
+  return {
+    nftables: doc.nftables.map((item) =>
+      Object.fromEntries(Object.entries(item).map(([k, v]) => [k, strip(v as Obj)])),
+    ),
+  };
 }
 
 // ---- ownership -----------------------------------------------------------------
@@ -557,7 +1002,8 @@ const hasJump = (expr: readonly Expr[] | undefined): string | undefined => {
 export function ownershipViolations(batch: Batch, config: Config, live: Ruleset): string[] {
   const out: string[] = [];
   const own = (family: string, name: string): boolean => family === 'inet' && name === config.nat.table;
-  const admin = (family: string, name: string): boolean => family === config.filter.family && name === config.filter.table;
+  const admin = (family: string, name: string): boolean =>
+    family === config.filter.family && name === config.filter.table;
   const ownChains = new Set([OWN_INPUT_CHAIN, OWN_FORWARD_CHAIN]);
   const baseChains = new Set([config.filter.inputChain, config.filter.forwardChain]);
   for (const cmd of batch.nftables) {
@@ -566,12 +1012,17 @@ export function ownershipViolations(batch: Batch, config: Config, live: Ruleset)
     const kind = Object.keys(body)[0]!;
     const o = body[kind]!;
     const text = JSON.stringify(cmd);
-    if (!['add', 'insert', 'flush', 'delete'].includes(verb) || Object.keys(cmd).length !== 1 || Object.keys(body).length !== 1) {
+    if (
+      !['add', 'insert', 'flush', 'delete'].includes(verb) ||
+      Object.keys(cmd).length !== 1 ||
+      Object.keys(body).length !== 1
+    ) {
       out.push(`unexpected command shape: ${text}`);
       continue;
     }
     if (kind === 'table') {
-      if (!own(String(o['family']), String(o['name'])) || verb === 'flush' || verb === 'insert') out.push(`table not owned: ${text}`);
+      if (!own(String(o['family']), String(o['name'])) || verb === 'flush' || verb === 'insert')
+        out.push(`table not owned: ${text}`);
     } else if (kind === 'chain') {
       const f = String(o['family']);
       const t = String(o['table']);
@@ -585,11 +1036,18 @@ export function ownershipViolations(batch: Batch, config: Config, live: Ruleset)
         out.push(`rule outside owned objects: ${text}`);
       } else if (verb === 'add' || verb === 'insert') {
         const target = hasJump(o['expr'] as Expr[] | undefined);
-        if (o['comment'] !== TAG || target === undefined || !ownChains.has(target)) out.push(`rule added to an admin base chain is not a tagged jump to our chain: ${text}`);
+        if (o['comment'] !== TAG || target === undefined || !ownChains.has(target))
+          out.push(`rule added to an admin base chain is not a tagged jump to our chain: ${text}`);
       } else if (verb === 'delete') {
-        const rule = live.tables.get(tableKey(f, t))?.chains.get(chain)?.rules.find((r) => r.handle === o['handle']);
+        const rule = live.tables
+          .get(tableKey(f, t))
+          ?.chains.get(chain)
+          ?.rules.find((r) => r.handle === o['handle']);
         if (!rule) out.push(`deletes a handle that is not in the live chain: ${text}`);
-        else if (rule.comment !== TAG || hasJump(rule.expr) === undefined) out.push(`deletes a rule that is not a tagged jump (comment ${JSON.stringify(rule.comment)}, ${ruleKey(rule)}): ${text}`);
+        else if (rule.comment !== TAG || hasJump(rule.expr) === undefined)
+          out.push(
+            `deletes a rule that is not a tagged jump (comment ${JSON.stringify(rule.comment)}, ${ruleKey(rule)}): ${text}`,
+          );
       } else {
         out.push(`unexpected rule command: ${text}`);
       }
@@ -610,7 +1068,9 @@ export function foreignState(r: Ruleset, config: Config): string[] {
     out.push(`table ${table.family} ${table.name}`);
     for (const chain of table.chains.values()) {
       if (isAdmin && (chain.name === OWN_INPUT_CHAIN || chain.name === OWN_FORWARD_CHAIN)) continue;
-      out.push(`  chain ${chain.name} ${chain.type ?? ''} ${chain.hook ?? ''} ${chain.prio ?? ''} ${chain.policy ?? ''}`);
+      out.push(
+        `  chain ${chain.name} ${chain.type ?? ''} ${chain.hook ?? ''} ${chain.prio ?? ''} ${chain.policy ?? ''}`,
+      );
       for (const rule of chain.rules) {
         if (isAdmin && baseChains.has(chain.name) && rule.comment === TAG && hasJump(rule.expr) !== undefined) continue;
         out.push(`    #${rule.handle} ${ruleKey(rule)}`);
@@ -634,7 +1094,12 @@ export const planCaseArb: fc.Arbitrary<PlanCase> = fc.record({
   specs: networksArb,
   doc: validConfigDocArb,
   recipe: liveRecipeArb,
-  derive: maybe(fc.array(fc.constantFrom('keep' as const, 'keep' as const, 'drop' as const, 'break' as const, 'change' as const), { maxLength: 5 }), 5),
+  derive: maybe(
+    fc.array(fc.constantFrom('keep' as const, 'keep' as const, 'drop' as const, 'break' as const, 'change' as const), {
+      maxLength: 5,
+    }),
+    5,
+  ),
 });
 
 /** The planner's inputs for a case: parse results, the accepted config, the live ruleset document. */

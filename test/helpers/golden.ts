@@ -11,7 +11,9 @@ import { renderBatch } from '../../src/nft/render-text.js';
 import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
 
 export const GOLDEN_DIR = join(import.meta.dirname, '..', 'golden');
-export const LIVE_LIBVIRT9 = indexRuleset(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'live-libvirt9.json'), 'utf8')));
+export const LIVE_LIBVIRT9 = indexRuleset(
+  JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'live-libvirt9.json'), 'utf8')),
+);
 
 export interface GoldenCase {
   name: string;
@@ -31,7 +33,9 @@ export function goldenCases(): string[] {
 export function loadCase(name: string): GoldenCase {
   const dir = join(GOLDEN_DIR, name);
   const cfg = join(dir, 'config.toml');
-  const config = existsSync(cfg) ? configFromObject(parseToml(readFileSync(cfg, 'utf8')) as Record<string, unknown>, cfg) : defaultConfig();
+  const config = existsSync(cfg)
+    ? configFromObject(parseToml(readFileSync(cfg, 'utf8')) as Record<string, unknown>, cfg)
+    : defaultConfig();
   const liveFile = join(dir, 'live.json');
   const live = existsSync(liveFile) ? indexRuleset(JSON.parse(readFileSync(liveFile, 'utf8'))) : LIVE_LIBVIRT9;
   const xmlFiles = readdirSync(dir)
@@ -45,7 +49,9 @@ export function loadCase(name: string): GoldenCase {
 export function renderCase(name: string): string {
   const c = loadCase(name);
   const result = plan(c.inputs, c.config, c.live);
-  const notes = result.notes.map((n) => `# ${n.level}: ${n.network ? `network ${n.network}: ` : ''}${n.message}\n`).join('');
+  const notes = result.notes
+    .map((n) => `# ${n.level}: ${n.network ? `network ${n.network}: ` : ''}${n.message}\n`)
+    .join('');
   return `${notes}${renderBatch(result.batch.nftables)}`;
 }
 

@@ -3,7 +3,8 @@
 // items, local $ref). Returns the list of violations, with their paths.
 type Schema = { [key: string]: unknown };
 
-const typeOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v);
+const typeOf = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v;
 
 export function validate(value: unknown, schema: Schema, root: Schema = schema, path = '$'): string[] {
   if (typeof schema['$ref'] === 'string') {
@@ -14,12 +15,15 @@ export function validate(value: unknown, schema: Schema, root: Schema = schema, 
     return validate(value, target, root, path);
   }
   const errors: string[] = [];
-  if ('const' in schema && value !== schema['const']) errors.push(`${path}: expected ${JSON.stringify(schema['const'])}`);
-  if (Array.isArray(schema['enum']) && !schema['enum'].includes(value)) errors.push(`${path}: ${JSON.stringify(value)} not in ${JSON.stringify(schema['enum'])}`);
+  if ('const' in schema && value !== schema['const'])
+    errors.push(`${path}: expected ${JSON.stringify(schema['const'])}`);
+  if (Array.isArray(schema['enum']) && !schema['enum'].includes(value))
+    errors.push(`${path}: ${JSON.stringify(value)} not in ${JSON.stringify(schema['enum'])}`);
   if (schema['type'] !== undefined) {
     const types = Array.isArray(schema['type']) ? (schema['type'] as string[]) : [schema['type'] as string];
     const t = typeOf(value);
-    if (!types.includes(t) && !(t === 'integer' && types.includes('number'))) errors.push(`${path}: type ${t}, expected ${types.join('|')}`);
+    if (!types.includes(t) && !(t === 'integer' && types.includes('number')))
+      errors.push(`${path}: type ${t}, expected ${types.join('|')}`);
   }
   if (typeOf(value) === 'object') {
     const obj = value as Record<string, unknown>;
@@ -30,6 +34,7 @@ export function validate(value: unknown, schema: Schema, root: Schema = schema, 
       else if (schema['additionalProperties'] === false) errors.push(`${path}: unexpected property ${key}`);
     }
   }
-  if (Array.isArray(value) && schema['items']) value.forEach((v, i) => errors.push(...validate(v, schema['items'] as Schema, root, `${path}[${i}]`)));
+  if (Array.isArray(value) && schema['items'])
+    value.forEach((v, i) => errors.push(...validate(v, schema['items'] as Schema, root, `${path}[${i}]`)));
   return errors;
 }

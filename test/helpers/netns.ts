@@ -119,7 +119,10 @@ export interface WaitOptions {
 }
 
 /** Poll `cond` until it returns a truthy value (which is returned) or time runs out. */
-export async function waitFor<T>(cond: () => Promise<T | undefined | null | false> | T | undefined | null | false, opts: WaitOptions = {}): Promise<T> {
+export async function waitFor<T>(
+  cond: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  opts: WaitOptions = {},
+): Promise<T> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const intervalMs = opts.intervalMs ?? 50;
   const deadline = Date.now() + timeoutMs;
@@ -248,7 +251,12 @@ export class Lab {
   /** Set a sysctl inside a namespace by writing /proc/sys (no shell, no procps needed). */
   async sysctl(ns: string, key: string, value: string): Promise<void> {
     const path = `/proc/sys/${key.replace(/\./g, '/')}`;
-    await nsRunOk(ns, process.execPath, ['-e', 'require("node:fs").writeFileSync(process.argv[1], process.argv[2])', path, value]);
+    await nsRunOk(ns, process.execPath, [
+      '-e',
+      'require("node:fs").writeFileSync(process.argv[1], process.argv[2])',
+      path,
+      value,
+    ]);
   }
 
   /** Start a TCP listener in `ns`; it reports every peer address it accepted. */
@@ -301,7 +309,10 @@ export class TcpListener {
   private exited = false;
   private readonly exitPromise: Promise<void>;
 
-  constructor(private readonly child: ChildProcess, private readonly label: string) {
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly label: string,
+  ) {
     child.stdout!.setEncoding('utf8');
     onLines(child.stdout, (line) => {
       try {
@@ -336,7 +347,8 @@ export class TcpListener {
   async ready(timeoutMs = 10_000): Promise<void> {
     await waitFor(
       () => {
-        if (this.exited) throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
+        if (this.exited)
+          throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
         return this.port > 0;
       },
       { timeoutMs, what: `listener ${this.label} to listen` },
@@ -396,7 +408,9 @@ export async function tcpProbe(ns: string, host: string, port: number, timeoutMs
   try {
     return JSON.parse(line) as ProbeResult;
   } catch {
-    throw new Error(`tcp probe from ${ns} to ${host}:${port} gave no result (exit ${r.exitCode}): ${r.stdout} ${r.stderr}`);
+    throw new Error(
+      `tcp probe from ${ns} to ${host}:${port} gave no result (exit ${r.exitCode}): ${r.stdout} ${r.stderr}`,
+    );
   }
 }
 
@@ -412,7 +426,8 @@ export interface NftRuleset {
 export async function nftJson(ns: string): Promise<NftRuleset> {
   const r = await nsRunOk(ns, 'nft', ['-j', 'list', 'ruleset']);
   const parsed = JSON.parse(r.stdout) as NftRuleset;
-  if (!parsed || !Array.isArray(parsed.nftables)) throw new Error(`unexpected nft -j output: ${r.stdout.slice(0, 200)}`);
+  if (!parsed || !Array.isArray(parsed.nftables))
+    throw new Error(`unexpected nft -j output: ${r.stdout.slice(0, 200)}`);
   return parsed;
 }
 
@@ -428,7 +443,9 @@ export async function nftLoadFile(ns: string, file: string, json = false): Promi
 
 function stripDeep(v: unknown, keepHandles: boolean): unknown {
   if (Array.isArray(v)) {
-    return v.filter((x) => !(x && typeof x === 'object' && !Array.isArray(x) && 'metainfo' in x)).map((x) => stripDeep(x, keepHandles));
+    return v
+      .filter((x) => !(x && typeof x === 'object' && !Array.isArray(x) && 'metainfo' in x))
+      .map((x) => stripDeep(x, keepHandles));
   }
   if (v && typeof v === 'object') {
     const out: Record<string, unknown> = {};

@@ -26,7 +26,8 @@ function chainOf(r: Ruleset, family: string, table: string, name: string): LiveC
 function step(r: Ruleset, cmd: Command, nextHandle: () => number): void {
   if ('add' in cmd && 'table' in cmd.add) {
     const { family, name } = cmd.add.table;
-    if (!r.tables.has(tableKey(family, name))) r.tables.set(tableKey(family, name), { family, name, handle: nextHandle(), chains: new Map() });
+    if (!r.tables.has(tableKey(family, name)))
+      r.tables.set(tableKey(family, name), { family, name, handle: nextHandle(), chains: new Map() });
   } else if ('add' in cmd && 'chain' in cmd.add) {
     const c = cmd.add.chain;
     const table = r.tables.get(tableKey(c.family, c.table));
@@ -40,13 +41,18 @@ function step(r: Ruleset, cmd: Command, nextHandle: () => number): void {
       table.chains.set(c.name, chain);
     }
   } else if ('add' in cmd || 'insert' in cmd) {
-    const rule = 'add' in cmd ? (cmd.add as { rule: import('../../src/nft/json.js').RuleObject }).rule : cmd.insert.rule;
+    const rule =
+      'add' in cmd ? (cmd.add as { rule: import('../../src/nft/json.js').RuleObject }).rule : cmd.insert.rule;
     const chain = chainOf(r, rule.family, rule.table, rule.chain);
     for (const e of rule.expr ?? []) {
       const target = (e as Expr & { jump?: { target: string } }).jump?.target;
       if (target !== undefined) chainOf(r, rule.family, rule.table, target);
     }
-    const live = { handle: nextHandle(), expr: structuredClone(rule.expr ?? []), ...(rule.comment === undefined ? {} : { comment: rule.comment }) };
+    const live = {
+      handle: nextHandle(),
+      expr: structuredClone(rule.expr ?? []),
+      ...(rule.comment === undefined ? {} : { comment: rule.comment }),
+    };
     if ('add' in cmd) chain.rules.push(live);
     else chain.rules.unshift(live);
   } else if ('flush' in cmd) {

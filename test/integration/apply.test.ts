@@ -23,7 +23,15 @@ import {
   type NftObject,
   type NftRuleset,
 } from '../helpers/netns.js';
-import { cliContext, describeRun, fixture, useNetnsLab, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
+import {
+  cliContext,
+  describeRun,
+  fixture,
+  useNetnsLab,
+  runCli,
+  type CliContext,
+  type CliResult,
+} from '../helpers/cli.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const ADMIN_JUMP_NONE = fixture('admin-ruleset-jump-none.nft');
@@ -72,7 +80,9 @@ function tableKeys(rs: NftRuleset): string[] {
 
 /** Admin base chain definitions (type/hook/prio/policy) of `inet filter`. */
 function adminChainDefs(rs: NftRuleset): NftObject[] {
-  return chainsOf(rs, 'inet', 'filter').filter((c) => c.name === 'input' || c.name === 'forward' || c.name === 'output');
+  return chainsOf(rs, 'inet', 'filter').filter(
+    (c) => c.name === 'input' || c.name === 'forward' || c.name === 'output',
+  );
 }
 
 /**
@@ -96,7 +106,9 @@ function expectAdminIntactWithJumps(admin0: NftRuleset, after: NftRuleset, mode:
       const idx = mode === 'first' ? 0 : now.length - 1;
       const jump = now[idx]!;
       expect(isJumpTo(jump, ours), `${base}: rule ${idx} should be "jump ${ours}": ${JSON.stringify(jump)}`).toBe(true);
-      expect(String(jump.comment ?? ''), `${base}: our jump rule must carry a "kvmnftd..." comment`).toMatch(/^kvmnftd/);
+      expect(String(jump.comment ?? ''), `${base}: our jump rule must carry a "kvmnftd..." comment`).toMatch(
+        /^kvmnftd/,
+      );
       const rest = now.filter((_, i) => i !== idx);
       expect(rest, `${base}: admin rules changed`).toEqual(before);
     }
@@ -110,7 +122,13 @@ function expectAdminIntactWithJumps(admin0: NftRuleset, after: NftRuleset, mode:
   const names = chainsOf(after, 'inet', 'filter')
     .map((c) => c.name as string)
     .sort();
-  const expected = [...new Set([...chainsOf(admin0, 'inet', 'filter').map((c) => c.name as string), 'kvmnftd_input', 'kvmnftd_forward'])].sort();
+  const expected = [
+    ...new Set([
+      ...chainsOf(admin0, 'inet', 'filter').map((c) => c.name as string),
+      'kvmnftd_input',
+      'kvmnftd_forward',
+    ]),
+  ].sort();
   expect(names).toEqual(expected);
 }
 
@@ -122,13 +140,19 @@ function expectNatTable(after: NftRuleset): void {
   expect(post, `chain inet kvmnftd postrouting missing\n${dump}`).toBeDefined();
   expect(post).toMatchObject({ type: 'nat', hook: 'postrouting', prio: 99 });
   const postRules = rulesOf(after, 'inet', 'kvmnftd', 'postrouting');
-  expect(postRules.filter((r) => isJumpTo(r, 'nat_virbr0')), `postrouting must jump to nat_virbr0\n${dump}`).toHaveLength(1);
+  expect(
+    postRules.filter((r) => isJumpTo(r, 'nat_virbr0')),
+    `postrouting must jump to nat_virbr0\n${dump}`,
+  ).toHaveLength(1);
 
   const nat = rulesOf(after, 'inet', 'kvmnftd', 'nat_virbr0');
   const masq = nat.filter((r) => ruleHas(r, 'masquerade'));
   expect(masq.length, `no masquerade rule in nat_virbr0\n${dump}`).toBeGreaterThan(0);
   for (const r of masq) {
-    expect(matchesIpSaddr(r, '192.168.122.0', 24), `masquerade without ip saddr 192.168.122.0/24: ${JSON.stringify(r)}`).toBe(true);
+    expect(
+      matchesIpSaddr(r, '192.168.122.0', 24),
+      `masquerade without ip saddr 192.168.122.0/24: ${JSON.stringify(r)}`,
+    ).toBe(true);
     expect(ruleHas(r, 'counter'), `masquerade without counter: ${JSON.stringify(r)}`).toBe(true);
   }
   // The plain one from the contract: ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
@@ -149,11 +173,17 @@ function expectForwardPolicy(after: NftRuleset): void {
   const rules = rulesOf(after, 'inet', 'filter', 'kvmnftd_forward');
   const dump = JSON.stringify(rules, null, 1);
   const accepts = (r: NftObject): boolean => (r.expr as NftObject[]).some((e) => 'accept' in e);
-  expect(rules.some((r) => accepts(r) && matchesIpSaddr(r, '192.168.122.0', 24)), `no accept from 192.168.122.0/24\n${dump}`).toBe(true);
+  expect(
+    rules.some((r) => accepts(r) && matchesIpSaddr(r, '192.168.122.0', 24)),
+    `no accept from 192.168.122.0/24\n${dump}`,
+  ).toBe(true);
   // Any accept towards the guests (daddr in the subnet) must be conditional on ct state.
   for (const r of rules) {
     const inbound = (r.expr as NftObject[]).some(
-      (e) => e.match?.op !== '!=' && e.match?.left?.payload?.field === 'daddr' && e.match?.right?.prefix?.addr === '192.168.122.0',
+      (e) =>
+        e.match?.op !== '!=' &&
+        e.match?.left?.payload?.field === 'daddr' &&
+        e.match?.right?.prefix?.addr === '192.168.122.0',
     );
     if (inbound && accepts(r)) {
       expect(JSON.stringify(r.expr), `inbound accept without ct state: ${JSON.stringify(r)}`).toMatch(/"ct"/);
@@ -191,7 +221,9 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
     const r2 = await apply(ns, ctx);
     expectExit(r2, 0);
     const after2Raw = await nftJson(ns);
-    expect(normalizeRuleset(after2Raw, { keepHandles: true })).toEqual(normalizeRuleset(after1Raw, { keepHandles: true }));
+    expect(normalizeRuleset(after2Raw, { keepHandles: true })).toEqual(
+      normalizeRuleset(after1Raw, { keepHandles: true }),
+    );
 
     // remove: back to exactly the admin's ruleset.
     const rm = await cli(ns, ctx, 'remove');
@@ -268,9 +300,13 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
       const ownTable = tableKeys(now).includes('inet kvmnftd');
       for (const { base, ours } of BASE_CHAINS) {
         const rules = rulesOf(now, 'inet', 'filter', base).filter((x) => !isJumpTo(x, ours));
-        expect(rules, `iteration ${i}: admin rules of ${base} lost or changed`).toEqual(rulesOf(admin0, 'inet', 'filter', base));
+        expect(rules, `iteration ${i}: admin rules of ${base} lost or changed`).toEqual(
+          rulesOf(admin0, 'inet', 'filter', base),
+        );
         // One transaction: our jump and our table exist together or not at all.
-        expect(jumpsTo(now, ours).length, `iteration ${i}: jumps to ${ours} (own table present: ${ownTable})`).toBe(ownTable ? 1 : 0);
+        expect(jumpsTo(now, ours).length, `iteration ${i}: jumps to ${ours} (own table present: ${ownTable})`).toBe(
+          ownTable ? 1 : 0,
+        );
       }
     }
     // Afterwards a plain apply converges to the normal state.

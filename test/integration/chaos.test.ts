@@ -43,7 +43,11 @@ describe('chaos', () => {
   let lab: Lab | undefined;
   let daemon: Daemon | undefined;
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-chaos-'));
-  const env: DaemonEnv = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'no-notify') };
+  const env: DaemonEnv = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'no-notify'),
+  };
   let admin0 = '';
 
   beforeAll(async () => {
@@ -62,7 +66,7 @@ describe('chaos', () => {
   it(`settles to the plan after every one of ${OPS} random operations (seed printed)`, async () => {
     const l = lab!;
     const random = rng(SEED);
-    const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const counts: Record<string, number> = {};
     let checks = 0;
     let leaks = 0;
@@ -88,7 +92,18 @@ describe('chaos', () => {
       'admin reload': async () => void (await l.nft('-f', LAB_FILES.adminRuleset)),
       'libvirtd restart': () => l.restartLibvirtd(),
       'libvirt-dbus kill': async () => {
-        const r = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.libvirt'], { reject: false });
+        const r = await l.exec(
+          'dbus-send',
+          [
+            '--system',
+            '--print-reply',
+            '--dest=org.freedesktop.DBus',
+            '/org/freedesktop/DBus',
+            'org.freedesktop.DBus.GetConnectionUnixProcessID',
+            'string:org.libvirt',
+          ],
+          { reject: false },
+        );
         const pid = Number(/uint32 (\d+)/.exec(r.stdout)?.[1]);
         if (pid > 1) process.kill(pid, 'SIGKILL');
       },
@@ -99,8 +114,15 @@ describe('chaos', () => {
       },
     };
     const weights: Array<[string, number]> = [
-      ['define', 14], ['start', 22], ['destroy', 16], ['undefine', 6], ['burst', 6],
-      ['admin reload', 10], ['libvirtd restart', 4], ['libvirt-dbus kill', 4], ['kvmnftd SIGKILL + restart', 4],
+      ['define', 14],
+      ['start', 22],
+      ['destroy', 16],
+      ['undefine', 6],
+      ['burst', 6],
+      ['admin reload', 10],
+      ['libvirtd restart', 4],
+      ['libvirt-dbus kill', 4],
+      ['kvmnftd SIGKILL + restart', 4],
     ];
     const total = weights.reduce((a, [, w]) => a + w, 0);
     const choose = (): string => {
@@ -111,20 +133,37 @@ describe('chaos', () => {
 
     const settle = async (step: number, op: string): Promise<void> => {
       const plan = await until(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
-        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], { env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') }, reject: false });
+        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], {
+          env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
+          reject: false,
+        });
         if (r.exitCode !== 0) return false; // libvirtd restarting
         const batch = (JSON.parse(r.stdout) as { nftables: unknown[] }).nftables;
         return batch.length === 0 ? batch : false;
       }).catch(async (e: Error) => {
-        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--log-level', 'error'], { env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') }, reject: false });
+        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--log-level', 'error'], {
+          env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
+          reject: false,
+        });
         leaks++;
-        throw new Error(`${e.message}\nseed ${SEED}\npending plan:\n${r.stdout}${r.stderr}\ndaemon log tail:\n${daemon!.logs.slice(-15).map((x) => JSON.stringify(x)).join('\n')}`);
+        throw new Error(
+          `${e.message}\nseed ${SEED}\npending plan:\n${r.stdout}${r.stderr}\ndaemon log tail:\n${daemon!.logs
+            .slice(-15)
+            .map((x) => JSON.stringify(x))
+            .join('\n')}`,
+        );
       });
       expect(plan).toEqual([]);
       expect(await adminRules(l), `step ${step} (${op}): admin rules changed (seed ${SEED})`).toBe(admin0);
-      const active = (await virsh('net-list', '--name')).stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '');
+      const active = (await virsh('net-list', '--name')).stdout
+        .split('\n')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
       const needsLibvirtChains = active.some((n) => n === 'default' || /^chaos[0-3]$/.test(n));
-      if (needsLibvirtChains) await until(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () => libvirtChainsPresent(l));
+      if (needsLibvirtChains)
+        await until(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
+          libvirtChainsPresent(l),
+        );
       checks++;
     };
 
@@ -155,9 +194,14 @@ describe('chaos', () => {
     }
     await checkpoint();
 
-    const faults = ['admin reload', 'libvirtd restart', 'libvirt-dbus kill', 'kvmnftd SIGKILL + restart'].reduce((a, k) => a + (counts[k] ?? 0), 0);
+    const faults = ['admin reload', 'libvirtd restart', 'libvirt-dbus kill', 'kvmnftd SIGKILL + restart'].reduce(
+      (a, k) => a + (counts[k] ?? 0),
+      0,
+    );
     // eslint-disable-next-line no-console
-    console.log(`chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`);
+    console.log(
+      `chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`,
+    );
     expect(leaks).toBe(0);
   }, 420_000);
 });

@@ -29,7 +29,19 @@ describe('cross-network forwarding', () => {
     }
     await nftLoadFile(host, fixture('admin-ruleset.nft'));
     const ctx = await cliContext(l, '');
-    const r = await runCli(host, ['apply', '--from-xml', fixture('default.xml'), '--from-xml', `${import.meta.dirname}/../golden/route/routed.xml`, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
+    const r = await runCli(
+      host,
+      [
+        'apply',
+        '--from-xml',
+        fixture('default.xml'),
+        '--from-xml',
+        `${import.meta.dirname}/../golden/route/routed.xml`,
+        '--config',
+        ctx.configFile,
+      ],
+      { runtimeDir: ctx.runtimeDir },
+    );
     expect(r.exitCode, describeRun(r)).toBe(0);
 
     const inNat = await l.tcpListener(natGuest, '192.168.122.50', 0);

@@ -9,7 +9,11 @@ import { onLines } from '../helpers/lines.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+export async function until<T>(
+  what: string,
+  timeoutMs: number,
+  f: () => Promise<T | undefined | false> | T | undefined | false,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await f();
@@ -38,12 +42,17 @@ export class NotifySocket {
   }
   waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
     return until(`notify message ${String(what)}`, timeoutMs, () => {
-      const i = this.messages.findIndex((m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)));
+      const i = this.messages.findIndex(
+        (m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)),
+      );
       return i >= 0 ? i : undefined;
     });
   }
   lastStatus(): string | undefined {
-    return [...this.messages].reverse().find((m) => m.startsWith('STATUS='))?.slice('STATUS='.length);
+    return [...this.messages]
+      .reverse()
+      .find((m) => m.startsWith('STATUS='))
+      ?.slice('STATUS='.length);
   }
   close(): void {
     this.child.kill('SIGTERM');
@@ -97,17 +106,25 @@ export async function ruleset(lab: Lab): Promise<RulesetView> {
   let masqueradePackets = 0;
   for (const o of doc.nftables) {
     const chain = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
-    if (chain?.family === 'inet' && chain.table === 'kvmnftd' && chain.name?.startsWith('nat_')) natChains.push(chain.name);
-    const rule = o['rule'] as { table?: string; family?: string; chain?: string; comment?: string; expr?: Array<Record<string, unknown>> } | undefined;
-    if (rule?.family === 'inet' && rule.table === 'filter' && rule.chain === 'kvmnftd_forward' && rule.comment) forwardComments.push(rule.comment);
-    if (rule?.family === 'inet' && rule.table === 'kvmnftd' && rule.chain === 'nat_virbr0' && rule.expr?.some((e) => 'masquerade' in e)) {
+    if (chain?.family === 'inet' && chain.table === 'kvmnftd' && chain.name?.startsWith('nat_'))
+      natChains.push(chain.name);
+    const rule = o['rule'] as
+      | { table?: string; family?: string; chain?: string; comment?: string; expr?: Array<Record<string, unknown>> }
+      | undefined;
+    if (rule?.family === 'inet' && rule.table === 'filter' && rule.chain === 'kvmnftd_forward' && rule.comment)
+      forwardComments.push(rule.comment);
+    if (
+      rule?.family === 'inet' &&
+      rule.table === 'kvmnftd' &&
+      rule.chain === 'nat_virbr0' &&
+      rule.expr?.some((e) => 'masquerade' in e)
+    ) {
       const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
       masqueradePackets += counter?.packets ?? 0;
     }
   }
   return { natChains: natChains.sort(), forwardComments, masqueradePackets };
 }
-
 
 export interface DaemonEnv {
   KVMNFTD_RUNTIME_DIR: string;
@@ -135,7 +152,8 @@ export async function adminRules(lab: Lab): Promise<string> {
   let skipping = false;
   for (const line of lines) {
     if (/^\tchain kvmnftd_/.test(line)) skipping = true;
-    if (!skipping && line.trim() !== '' && !/comment "kvmnftd"/.test(line)) kept.push(line.replace(/ counter packets \d+ bytes \d+/g, ''));
+    if (!skipping && line.trim() !== '' && !/comment "kvmnftd"/.test(line))
+      kept.push(line.replace(/ counter packets \d+ bytes \d+/g, ''));
     if (skipping && /^\t}/.test(line)) skipping = false;
   }
   return kept.join('\n');

@@ -18,10 +18,26 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
   let daemon: Daemon | undefined;
   const work = mkdtempSync(join(tmpdir(), `kvmnftd-daemon-${transport}-`));
   const config = join(work, 'kvmnftd.toml');
-  const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
-  const theLab = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
-  const theDaemon = (): Daemon => daemon ?? (() => { throw new Error('daemon not started'); })();
-  const theNotify = (): NotifySocket => notify ?? (() => { throw new Error('notify socket missing'); })();
+  const env = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'notify'),
+  };
+  const theLab = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('lab not started');
+    })();
+  const theDaemon = (): Daemon =>
+    daemon ??
+    (() => {
+      throw new Error('daemon not started');
+    })();
+  const theNotify = (): NotifySocket =>
+    notify ??
+    (() => {
+      throw new Error('notify socket missing');
+    })();
 
   beforeAll(async () => {
     requireBuiltCli();
@@ -29,7 +45,13 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     lab = await startLab({ defaultNetwork: 'define' });
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
-    daemon = new Daemon(lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'], env));
+    daemon = new Daemon(
+      lab.spawnInLab(
+        process.execPath,
+        [CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'],
+        env,
+      ),
+    );
   }, 60_000);
 
   afterAll(async () => {
@@ -41,7 +63,10 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
   it('reaches READY=1 with a STATUS line, using the requested transport', async () => {
     await theNotify().waitFor('READY=1');
     expect(theNotify().lastStatus(), theDaemon().dump()).toBe('0 networks');
-    expect(theDaemon().logs.some((r) => r['transport'] === transport && r.msg.startsWith('events:')), theDaemon().dump()).toBe(true);
+    expect(
+      theDaemon().logs.some((r) => r['transport'] === transport && r.msg.startsWith('events:')),
+      theDaemon().dump(),
+    ).toBe(true);
   }, 30_000);
 
   it('virsh net-start default: rules appear by themselves; the guest gets DHCP and reaches the wan, masqueraded', async () => {
@@ -49,12 +74,16 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     const before = theDaemon().logs.length;
     const t0 = Date.now();
     await lab.virsh('net-start', 'default');
-    await until('nat_virbr0 in table inet kvmnftd', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await until('nat_virbr0 in table inet kvmnftd', 10_000, async () =>
+      (await ruleset(lab)).natChains.includes('nat_virbr0'),
+    );
     const latency = Date.now() - t0;
     // The commit is visible before the daemon gets to log it.
     await until('the daemon logs the change', 2000, () => theDaemon().applied(before).length >= 1);
     expect(theDaemon().applied(before)[0]!.msg).toContain('network default up');
-    await until('STATUS names default', 5000, () => theNotify().lastStatus()?.startsWith('1 network (default); last change'));
+    await until('STATUS names default', 5000, () =>
+      theNotify().lastStatus()?.startsWith('1 network (default); last change'),
+    );
 
     const lease = await lab.dhcp();
     expect(lease).toMatch(/^192\.168\.122\.\d+$/);
@@ -74,16 +103,22 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     writeFileSync(xml, networkXml('lab2', 'virbr1', 1, 'route'));
     await lab.virsh('net-define', xml);
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 forward rules', 10_000, async () => (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await until('lab2 forward rules', 10_000, async () =>
+      (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
     const rs = await ruleset(lab);
     expect(rs.natChains).toEqual(['nat_virbr0']);
     expect(rs.forwardComments).toContain('kvmnftd net=default');
   }, 30_000);
 
-  it('virsh net-destroy removes that network\'s rules only', async () => {
+  it("virsh net-destroy removes that network's rules only", async () => {
     const lab = theLab();
     await lab.virsh('net-destroy', 'lab2');
-    await until('lab2 rules gone', 10_000, async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await until(
+      'lab2 rules gone',
+      10_000,
+      async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
     const rs = await ruleset(lab);
     expect(rs.natChains).toEqual(['nat_virbr0']);
     expect(rs.forwardComments).toContain('kvmnftd net=default');
@@ -100,12 +135,20 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     const before = theDaemon().logs.length;
     for (const name of names) await lab.virsh('net-start', name);
     const want = ['nat_virbr0', ...names.map((_, i) => `nat_vbb${i}`)].sort();
-    await until('21 NAT chains', 20_000, async () => JSON.stringify((await ruleset(lab)).natChains) === JSON.stringify(want));
+    await until(
+      '21 NAT chains',
+      20_000,
+      async () => JSON.stringify((await ruleset(lab)).natChains) === JSON.stringify(want),
+    );
     const transactions = theDaemon().applied(before).length;
     expect(transactions).toBeGreaterThanOrEqual(1);
     expect(transactions).toBeLessThanOrEqual(20);
     for (const name of names) await lab.virsh('net-destroy', name);
-    await until('back to one NAT chain', 20_000, async () => JSON.stringify((await ruleset(lab)).natChains) === '["nat_virbr0"]');
+    await until(
+      'back to one NAT chain',
+      20_000,
+      async () => JSON.stringify((await ruleset(lab)).natChains) === '["nat_virbr0"]',
+    );
     // eslint-disable-next-line no-console
     console.log(`[${transport}] 20 net-starts -> ${transactions} transactions`);
   }, 90_000);
@@ -115,9 +158,15 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     await lab.restartLibvirtd();
     await sleep(300);
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 rules after libvirtd restart', 10_000, async () => (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await until('lab2 rules after libvirtd restart', 10_000, async () =>
+      (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
     await lab.virsh('net-destroy', 'lab2');
-    await until('lab2 rules gone again', 10_000, async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await until(
+      'lab2 rules gone again',
+      10_000,
+      async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
   }, 40_000);
 
   it('kvmnftd reload waits for RELOADING=1 ... READY=1; a broken config is rejected and the old one stays', async () => {

@@ -26,7 +26,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import { adminRules, networkXml, NotifySocket, ruleset, sleep, until, type Daemon, type DaemonEnv, Daemon as DaemonClass } from './daemon-harness.js';
+import {
+  adminRules,
+  networkXml,
+  NotifySocket,
+  ruleset,
+  sleep,
+  until,
+  type Daemon,
+  type DaemonEnv,
+  Daemon as DaemonClass,
+} from './daemon-harness.js';
 
 type Backend = 'nftables' | 'iptables';
 
@@ -45,7 +55,7 @@ export async function foreignTables(lab: Lab): Promise<string> {
       ...text
         .split('\n')
         .filter((l) => l.trim() !== '')
-        .map((l) => l.replace(/\bcounter packets \d+ bytes \d+/g, "counter")),
+        .map((l) => l.replace(/\bcounter packets \d+ bytes \d+/g, 'counter')),
     );
   }
   return out.join('\n');
@@ -55,9 +65,15 @@ export async function foreignTables(lab: Lab): Promise<string> {
 async function libvirtRulesFor(lab: Lab, backend: Backend, bridge: string): Promise<boolean> {
   const text = (await lab.nft('list', 'ruleset')).stdout;
   if (backend === 'nftables') {
-    return /table ip libvirt_network/.test(text) && new RegExp(`oif "${bridge}"`).test(text) && !text.includes('LIBVIRT_FWO');
+    return (
+      /table ip libvirt_network/.test(text) && new RegExp(`oif "${bridge}"`).test(text) && !text.includes('LIBVIRT_FWO')
+    );
   }
-  return text.includes('chain LIBVIRT_FWO') && new RegExp(`iifname "${bridge}"`).test(text) && !text.includes('libvirt_network');
+  return (
+    text.includes('chain LIBVIRT_FWO') &&
+    new RegExp(`iifname "${bridge}"`).test(text) &&
+    !text.includes('libvirt_network')
+  );
 }
 
 const combos: Array<[Backend, 'dbus' | 'virsh']> = [
@@ -73,19 +89,46 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
   let daemon: Daemon | undefined;
   const work = mkdtempSync(join(tmpdir(), `kvmnftd-deb13-${backend}-${transport}-`));
   const config = join(work, 'kvmnftd.toml');
-  const env: DaemonEnv = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
-  const L = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
-  const D = (): Daemon => daemon ?? (() => { throw new Error('daemon not started'); })();
-  const N = (): NotifySocket => notify ?? (() => { throw new Error('no notify socket'); })();
+  const env: DaemonEnv = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'notify'),
+  };
+  const L = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('lab not started');
+    })();
+  const D = (): Daemon =>
+    daemon ??
+    (() => {
+      throw new Error('daemon not started');
+    })();
+  const N = (): NotifySocket =>
+    notify ??
+    (() => {
+      throw new Error('no notify socket');
+    })();
   let admin0 = '';
   let libvirt0 = '';
   let port = 9100;
 
-  const cli = (...args: string[]) => L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
+  const cli = (...args: string[]) =>
+    L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
   const startDaemon = async (): Promise<Daemon> => {
     const from = N().messages.length;
-    daemon = new DaemonClass(L().spawnInLab(L().node, [CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'], env));
-    await N().waitFor('READY=1', from).catch((e: Error) => { throw new Error(`${e.message}\n${D().dump()}`); });
+    daemon = new DaemonClass(
+      L().spawnInLab(
+        L().node,
+        [CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'],
+        env,
+      ),
+    );
+    await N()
+      .waitFor('READY=1', from)
+      .catch((e: Error) => {
+        throw new Error(`${e.message}\n${D().dump()}`);
+      });
     return daemon;
   };
   const guestReachesWan = async (): Promise<string> => {
@@ -102,7 +145,11 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
   const converged = async (): Promise<void> => {
     const r = await cli('plan', '--json');
     expect(r.exitCode, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { nftables: unknown[] }).nftables.filter((c) => !(typeof c === 'object' && c !== null && 'metainfo' in c))).toEqual([]);
+    expect(
+      (JSON.parse(r.stdout) as { nftables: unknown[] }).nftables.filter(
+        (c) => !(typeof c === 'object' && c !== null && 'metainfo' in c),
+      ),
+    ).toEqual([]);
   };
 
   beforeAll(async () => {
@@ -123,13 +170,15 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     const ignored = lab?.tcCsumIgnored() ?? [];
     if (ignored.length > 0) {
       // eslint-disable-next-line no-console
-      console.log(`[${backend}/${transport}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing tc command(s) (this kernel has no tc csum action):\n  ${ignored.join('\n  ')}`);
+      console.log(
+        `[${backend}/${transport}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing tc command(s) (this kernel has no tc csum action):\n  ${ignored.join('\n  ')}`,
+      );
     }
     await lab?.stop();
     rmSync(work, { recursive: true, force: true });
   }, 60_000);
 
-  it('the lab runs libvirt 11 with the configured backend; kvmnftd runs on trixie\'s node', async () => {
+  it("the lab runs libvirt 11 with the configured backend; kvmnftd runs on trixie's node", async () => {
     const lab = L();
     expect((await lab.exec('libvirtd', ['--version'])).stdout).toMatch(/libvirtd \(libvirt\) 11\./);
     expect((await lab.exec(lab.node, ['--version'])).stdout).toMatch(/^v20\./);
@@ -141,7 +190,7 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     if (backend === 'iptables') expect(ignored).toEqual([]);
   });
 
-  it('kvmnftd apply, run, SIGTERM and remove never change libvirt\'s tables', async () => {
+  it("kvmnftd apply, run, SIGTERM and remove never change libvirt's tables", async () => {
     const lab = L();
     const a = await cli('apply');
     expect(a.exitCode, a.stderr).toBe(0);
@@ -176,7 +225,7 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     expect(await foreignTables(lab)).toBe(libvirt0);
   }, 30_000);
 
-  it('DHCP and NAT behind the drop policy: lease, TCP to the wan masqueraded by kvmnftd\'s rule', async () => {
+  it("DHCP and NAT behind the drop policy: lease, TCP to the wan masqueraded by kvmnftd's rule", async () => {
     const lab = L();
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\.\d+$/);
     expect(await guestReachesWan()).toBe('192.0.2.1');
@@ -191,8 +240,14 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     await lab.virsh('net-define', xml);
     const before = D().logs.length;
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 forward rules', 10_000, async () => (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
-    await until('the daemon logs it', 3000, () => D().applied(before).some((r) => r.msg.includes('lab2')));
+    await until('lab2 forward rules', 10_000, async () =>
+      (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
+    await until('the daemon logs it', 3000, () =>
+      D()
+        .applied(before)
+        .some((r) => r.msg.includes('lab2')),
+    );
     expect(await libvirtRulesFor(lab, backend, 'virbr1')).toBe(true);
     const rs = await ruleset(lab);
     expect(rs.natChains).toEqual(['nat_virbr0']);
@@ -200,7 +255,11 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     await converged();
 
     await lab.virsh('net-destroy', 'lab2');
-    await until('lab2 rules gone', 10_000, async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await until(
+      'lab2 rules gone',
+      10_000,
+      async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
     expect((await ruleset(lab)).forwardComments).toContain('kvmnftd net=default');
     expect(await foreignTables(lab)).toBe(libvirt0);
   }, 40_000);
@@ -213,7 +272,9 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     const ours = Date.now() - t0;
     await until("libvirt's rules restored", 5000, () => libvirtRulesFor(lab, backend, 'virbr0'));
     const theirs = Date.now() - t0;
-    await until('the daemon logs the libvirt restore', 2000, () => D().logs.some((r) => r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded'))).catch((e: Error) => {
+    await until('the daemon logs the libvirt restore', 2000, () =>
+      D().logs.some((r) => r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded')),
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n${D().dump()}`);
     });
     expect(await adminRules(lab)).toBe(admin0);
@@ -238,7 +299,7 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     console.log(`[${backend}/${transport}] nft -f -> our rules back in ${ours} ms, libvirt's in ${theirs} ms`);
   }, 90_000);
 
-  it('SIGTERM: exit 0, rules stay; libvirt\'s tables unchanged', async () => {
+  it("SIGTERM: exit 0, rules stay; libvirt's tables unchanged", async () => {
     const lab = L();
     const before = await foreignTables(lab);
     D().child.kill('SIGTERM');

@@ -28,13 +28,21 @@ const CONFIG = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 class PrivateBus {
   readonly socket: string;
   private readonly child: ChildProcess;
-  constructor(readonly dir: string, name: string, activatable: string[] = []) {
+  constructor(
+    readonly dir: string,
+    name: string,
+    activatable: string[] = [],
+  ) {
     this.socket = join(dir, `${name}.sock`);
     const services = join(dir, `${name}-services`);
     mkdirSync(services, { recursive: true });
-    for (const svc of activatable) writeFileSync(join(services, `${svc}.service`), `[D-BUS Service]\nName=${svc}\nExec=/bin/false\n`);
+    for (const svc of activatable)
+      writeFileSync(join(services, `${svc}.service`), `[D-BUS Service]\nName=${svc}\nExec=/bin/false\n`);
     const conf = join(dir, `${name}.conf`);
-    writeFileSync(conf, CONFIG.replace('SOCKET', this.socket).replace('SERVICEDIR', `<servicedir>${services}</servicedir>`));
+    writeFileSync(
+      conf,
+      CONFIG.replace('SOCKET', this.socket).replace('SERVICEDIR', `<servicedir>${services}</servicedir>`),
+    );
     this.child = spawn('dbus-daemon', [`--config-file=${conf}`, '--nofork', '--nopidfile'], { stdio: 'ignore' });
   }
   get address(): string {
@@ -96,7 +104,11 @@ describe('doctor facts from the system bus', () => {
       await nftLoadFile(ns, fixture('admin-ruleset.nft'));
       const ctx = await cliContext(lab, '');
       const doctor = async (address: string): Promise<string[]> => {
-        const r = await runCli(ns, ['doctor', '--json', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir, env: { DBUS_SYSTEM_BUS_ADDRESS: address } });
+        const r = await runCli(
+          ns,
+          ['doctor', '--json', '--from-xml', fixture('default.xml'), '--config', ctx.configFile],
+          { runtimeDir: ctx.runtimeDir, env: { DBUS_SYSTEM_BUS_ADDRESS: address } },
+        );
         expect([0, 3], describeRun(r)).toContain(r.exitCode);
         return (JSON.parse(r.stdout) as DoctorReport).findings.map((f) => f.id);
       };
@@ -107,7 +119,11 @@ describe('doctor facts from the system bus', () => {
       expect(withFirewalld[0]).toBe('firewalld-running'); // errors first, and this one first of all
       expect(withFirewalld).toContain('libvirt-dbus-unavailable');
       firewalld.disconnect();
-      await until('FirewallD1 released', 3000, async () => !(await doctor(plain.address)).includes('firewalld-running'));
+      await until(
+        'FirewallD1 released',
+        3000,
+        async () => !(await doctor(plain.address)).includes('firewalld-running'),
+      );
 
       const activatable = await doctor(activating.address);
       expect(activatable).not.toContain('libvirt-dbus-unavailable');

@@ -66,7 +66,9 @@ async function buildTopology(l: Lab): Promise<Topology> {
 
 async function applyDefault(l: Lab, host: string): Promise<void> {
   const ctx = await cliContext(l, '');
-  const r = await runCli(host, ['apply', '--from-xml', DEFAULT_XML, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
+  const r = await runCli(host, ['apply', '--from-xml', DEFAULT_XML, '--config', ctx.configFile], {
+    runtimeDir: ctx.runtimeDir,
+  });
   expect(r.exitCode, describeRun(r)).toBe(0);
 }
 
@@ -142,7 +144,18 @@ describe('e2e: guest traffic through a strict host firewall', () => {
 
     // Control: the route and the guest are fine; an admin accept rule lets it in,
     // so it was the firewall (kvmnftd's forward rules + policy drop) that blocked it.
-    await nsRunOk(t.host, 'nft', ['insert', 'rule', 'inet', 'filter', 'forward', 'iifname', 'eth0', 'oifname', 'virbr0', 'accept']);
+    await nsRunOk(t.host, 'nft', [
+      'insert',
+      'rule',
+      'inet',
+      'filter',
+      'forward',
+      'iifname',
+      'eth0',
+      'oifname',
+      'virbr0',
+      'accept',
+    ]);
     const control = await eventuallyConnects(t.wan, GUEST, guestListener.port, 10_000);
     expect(control.ok).toBe(true);
     expect(guestListener.peers).toContain(WAN);

@@ -11,7 +11,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLI_MAIN, cliContext, describeRun, fixture, useNetnsLab, runCli } from '../helpers/cli.js';
-import { nftJson, nftLoadFile, normalizeRuleset, run, tablesOf, waitFor, type NftObject, type NftRuleset } from '../helpers/netns.js';
+import {
+  nftJson,
+  nftLoadFile,
+  normalizeRuleset,
+  run,
+  tablesOf,
+  waitFor,
+  type NftObject,
+  type NftRuleset,
+} from '../helpers/netns.js';
 
 /** Every object of the admin's `inet filter` table. */
 function adminTable(rs: NftRuleset): NftObject[] {
@@ -25,7 +34,7 @@ function adminTable(rs: NftRuleset): NftObject[] {
 const theLab = useNetnsLab();
 
 describe('faults', () => {
-  it('a transaction the kernel refuses (the admin table is owned by another process): exit 1, nft\'s words, nothing applied', async () => {
+  it("a transaction the kernel refuses (the admin table is owned by another process): exit 1, nft's words, nothing applied", async () => {
     const ns = await theLab().netns('host');
     // `flags owner`: only the netlink socket that created the table may change
     // it, so the kernel answers EPERM to everyone else — as long as this
@@ -35,10 +44,14 @@ describe('faults', () => {
     owner.stdin.write('add table inet filter { flags owner; }\n');
     owner.stdin.write('add chain inet filter input { type filter hook input priority 0; policy drop; }\n');
     owner.stdin.write('add chain inet filter forward { type filter hook forward priority 0; policy drop; }\n');
-    await waitFor(async () => (await nftJson(ns)).nftables.some((o) => o['chain']?.name === 'forward'), { what: 'the owned table' });
+    await waitFor(async () => (await nftJson(ns)).nftables.some((o) => o['chain']?.name === 'forward'), {
+      what: 'the owned table',
+    });
     const before = normalizeRuleset(await nftJson(ns));
     const ctx = await cliContext(theLab(), '');
-    const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
+    const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
     expect(r.exitCode, describeRun(r)).toBe(1);
     expect(r.stderr).toContain('nft failed applying the batch');
     expect(r.stderr).toContain('Operation not permitted');
@@ -46,16 +59,22 @@ describe('faults', () => {
     expect(normalizeRuleset(await nftJson(ns))).toEqual(before);
   });
 
-  it('a base chain named like one of kvmnftd\'s chains: exit 1 naming it, only the NAT part applied', async () => {
+  it("a base chain named like one of kvmnftd's chains: exit 1 naming it, only the NAT part applied", async () => {
     const ns = await theLab().netns('host');
     await nftLoadFile(ns, fixture('admin-ruleset-base-collision.nft'));
     const adminBefore = adminTable(normalizeRuleset(await nftJson(ns)));
     const ctx = await cliContext(theLab(), '');
-    const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
+    const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
     expect(r.exitCode, describeRun(r)).toBe(1);
     expect(r.stderr).toContain('has a base chain named kvmnftd_input');
     const after = normalizeRuleset(await nftJson(ns));
-    expect(tablesOf(after).map((t) => `${t.family} ${t.name}`).sort()).toEqual(['inet filter', 'inet kvmnftd']);
+    expect(
+      tablesOf(after)
+        .map((t) => `${t.family} ${t.name}`)
+        .sort(),
+    ).toEqual(['inet filter', 'inet kvmnftd']);
     expect(adminTable(after)).toEqual(adminBefore);
   });
 
@@ -66,7 +85,21 @@ describe('faults', () => {
     await symlink(process.execPath, join(bin, 'node'));
     const ctx = await cliContext(theLab(), '');
     // Only kvmnftd runs with a PATH without nft; `ip` and `env` are found as usual.
-    const r = await run('ip', ['netns', 'exec', ns, 'env', `PATH=${bin}`, `KVMNFTD_RUNTIME_DIR=${ctx.runtimeDir}`, process.execPath, CLI_MAIN, 'apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile]);
+    const r = await run('ip', [
+      'netns',
+      'exec',
+      ns,
+      'env',
+      `PATH=${bin}`,
+      `KVMNFTD_RUNTIME_DIR=${ctx.runtimeDir}`,
+      process.execPath,
+      CLI_MAIN,
+      'apply',
+      '--from-xml',
+      fixture('default.xml'),
+      '--config',
+      ctx.configFile,
+    ]);
     expect(r.exitCode, r.stderr).toBe(1);
     expect(r.stderr).toContain('nft not found: install the nftables package');
   });

@@ -28,7 +28,9 @@ describe('FirewallD1.Reloaded broadcast', () => {
 
   beforeAll(async () => {
     writeFileSync(join(dir, 'bus.conf'), CONFIG.replace('SOCKET', socket));
-    bus = spawn('dbus-daemon', [`--config-file=${join(dir, 'bus.conf')}`, '--nofork', '--nopidfile'], { stdio: 'ignore' });
+    bus = spawn('dbus-daemon', [`--config-file=${join(dir, 'bus.conf')}`, '--nofork', '--nopidfile'], {
+      stdio: 'ignore',
+    });
     await until('private bus socket', 5000, async () => (await import('node:fs')).existsSync(socket));
     process.env['DBUS_SYSTEM_BUS_ADDRESS'] = `unix:path=${socket}`;
   });
@@ -46,7 +48,16 @@ describe('FirewallD1.Reloaded broadcast', () => {
     listener.on('message', (m) => {
       if (m.interface === 'org.fedoraproject.FirewallD1' && m.member === 'Reloaded') seen.push(m.path ?? '');
     });
-    await listener.call(new dbus.Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch', signature: 's', body: ["type='signal',interface='org.fedoraproject.FirewallD1'"] }));
+    await listener.call(
+      new dbus.Message({
+        destination: 'org.freedesktop.DBus',
+        path: '/org/freedesktop/DBus',
+        interface: 'org.freedesktop.DBus',
+        member: 'AddMatch',
+        signature: 's',
+        body: ["type='signal',interface='org.fedoraproject.FirewallD1'"],
+      }),
+    );
     expect(await announceFirewallReload()).toEqual({ sent: true });
     await until('the signal arrives', 3000, () => seen.length === 1);
     expect(seen).toEqual(['/org/fedoraproject/FirewallD1']);

@@ -51,15 +51,28 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   let wan2: LabNetns | undefined;
   const work = mkdtempSync(join(tmpdir(), `kvmnftd-modes-${distro.root ? 'd13' : 'd12'}-`));
   const config = join(work, 'kvmnftd.toml');
-  const env: DaemonEnv = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
-  const L = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
+  const env: DaemonEnv = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'notify'),
+  };
+  const L = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('lab not started');
+    })();
   let port = 10_000;
   const t0 = Date.now();
 
   const host = (cmd: string, ...args: string[]) => L().exec(cmd, args);
   const sh = (where: 'host' | 'wan' | 'guest', script: string) =>
-    where === 'host' ? L().exec('sh', ['-c', script]) : where === 'wan' ? L().inWan('sh', ['-c', script]) : L().inGuest('sh', ['-c', script]);
-  const cli = (...args: string[]) => L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
+    where === 'host'
+      ? L().exec('sh', ['-c', script])
+      : where === 'wan'
+        ? L().inWan('sh', ['-c', script])
+        : L().inGuest('sh', ['-c', script]);
+  const cli = (...args: string[]) =>
+    L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
 
   /** kvmnftd's plan for the running networks is empty: the daemon has caught up. */
   const converged = () =>
@@ -86,7 +99,13 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   };
 
   /** Guest addresses: flush, then static v4 (and v6) with default routes. */
-  const guestAddrs = async (run: (cmd: string, args: string[]) => Promise<unknown>, v4: string, gw4: string, v6?: string, gw6?: string) => {
+  const guestAddrs = async (
+    run: (cmd: string, args: string[]) => Promise<unknown>,
+    v4: string,
+    gw4: string,
+    v6?: string,
+    gw6?: string,
+  ) => {
     await run('ip', ['-4', 'addr', 'flush', 'dev', 'eth0']);
     await run('ip', ['-6', 'addr', 'flush', 'dev', 'eth0', 'scope', 'global']);
     await run('ip', ['addr', 'add', v4, 'dev', 'eth0']);
@@ -121,12 +140,17 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   }
   const mustPass = async (target: string, opts: { listen?: TcpWhere; from?: TcpWhere } = {}) => {
     const r = await probe(target, { ...opts, retryMs: 10_000 });
-    expect(r.result.ok, `must pass: ${target} from ${JSON.stringify(opts.from ?? 'guest')}: ${r.result.output}`).toBe(true);
+    expect(r.result.ok, `must pass: ${target} from ${JSON.stringify(opts.from ?? 'guest')}: ${r.result.output}`).toBe(
+      true,
+    );
     return r;
   };
   const mustNotPass = async (target: string, opts: { listen?: TcpWhere; from?: TcpWhere } = {}) => {
     const r = await probe(target, opts);
-    expect(r.result.ok, `must NOT pass: ${target} from ${JSON.stringify(opts.from ?? 'guest')}: ${r.result.output}`).toBe(false);
+    expect(
+      r.result.ok,
+      `must NOT pass: ${target} from ${JSON.stringify(opts.from ?? 'guest')}: ${r.result.output}`,
+    ).toBe(false);
     expect(r.peers).toEqual([]);
     return r;
   };
@@ -137,11 +161,15 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     writeFileSync(config, '# defaults\n');
     lab = await startLab({ root: root?.path, firewallBackend: distro.backend });
     // IPv6 in the lab host: forwarding on (the test's job, not kvmnftd's), no DAD delays.
-    await sh('host', 'for k in all default; do echo 0 >/proc/sys/net/ipv6/conf/$k/accept_dad; done; echo 1 >/proc/sys/net/ipv6/conf/all/forwarding');
+    await sh(
+      'host',
+      'for k in all default; do echo 0 >/proc/sys/net/ipv6/conf/$k/accept_dad; done; echo 1 >/proc/sys/net/ipv6/conf/all/forwarding',
+    );
     await host('ip', '-6', 'addr', 'add', `${HOST_WAN6}/64`, 'dev', 'eth0', 'nodad');
     await lab.inWan('ip', ['-6', 'addr', 'add', `${WAN6}/64`, 'dev', 'eth0', 'nodad']);
     await host('ip', '-6', 'route', 'add', 'default', 'via', WAN6);
-    const mac = async (r: Promise<{ stdout: string }>) => (JSON.parse((await r).stdout) as Array<{ address: string }>)[0]!.address;
+    const mac = async (r: Promise<{ stdout: string }>) =>
+      (JSON.parse((await r).stdout) as Array<{ address: string }>)[0]!.address;
     const hostMac = await mac(lab.exec('ip', ['-j', 'link', 'show', 'dev', 'eth0']));
     const wanMac = await mac(lab.inWan('ip', ['-j', 'link', 'show', 'dev', 'eth0']));
     await host('ip', '-6', 'neigh', 'replace', WAN6, 'lladdr', wanMac, 'dev', 'eth0', 'nud', 'permanent');
@@ -154,11 +182,16 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     await wan2.exec('ip', ['addr', 'add', `${WAN2}/24`, 'dev', 'eth0']);
     await wan2.exec('ip', ['link', 'set', 'eth0', 'up']);
     // static guest addresses only: no DAD, and no SLAAC address from libvirt's router advertisements
-    await sh('guest', 'for k in all default eth0; do for s in accept_dad autoconf accept_ra; do echo 0 >/proc/sys/net/ipv6/conf/$k/$s; done; done');
+    await sh(
+      'guest',
+      'for k in all default eth0; do for s in accept_dad autoconf accept_ra; do echo 0 >/proc/sys/net/ipv6/conf/$k/$s; done; done',
+    );
 
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
-    daemon = new Daemon(lab.spawnInLab(lab.node, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env));
+    daemon = new Daemon(
+      lab.spawnInLab(lab.node, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env),
+    );
     await notify.waitFor('READY=1');
   }, 15 * 60_000);
 
@@ -167,7 +200,9 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     const ignored = lab?.tcCsumIgnored() ?? [];
     if (ignored.length > 0) {
       // eslint-disable-next-line no-console
-      console.log(`[${distro.name}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing \`tc filter add ... action csum\` (this kernel has no csum action):\n  ${ignored.join('\n  ')}`);
+      console.log(
+        `[${distro.name}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing \`tc filter add ... action csum\` (this kernel has no csum action):\n  ${ignored.join('\n  ')}`,
+      );
     }
     // eslint-disable-next-line no-console
     console.log(`[${distro.name}] forward modes suite: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -234,7 +269,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       await stopNetwork('fmroute');
     }, 30_000);
 
-    it('IPv4: out with the guest\'s own address; new connections in reach the guest; a spoofed source does not get out', async () => {
+    it("IPv4: out with the guest's own address; new connections in reach the guest; a spoofed source does not get out", async () => {
       expect((await mustPass(WAN)).peers).toEqual(['10.77.11.50']);
       expect((await mustPass('10.77.11.50', { from: { in: 'wan' }, listen: { in: 'guest' } })).peers).toEqual([WAN]);
       // a source outside the network's subnet (routes exist both ways, so only the firewall can stop it)
@@ -250,9 +285,11 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       }
     }, 60_000);
 
-    it('IPv6: out with the guest\'s own address; new connections in reach the guest', async () => {
+    it("IPv6: out with the guest's own address; new connections in reach the guest", async () => {
       expect((await mustPass(WAN6)).peers).toEqual(['2001:db8:77:11::50']);
-      expect((await mustPass('2001:db8:77:11::50', { from: { in: 'wan' }, listen: { in: 'guest', address: '::' } })).peers).toEqual([WAN6]);
+      expect(
+        (await mustPass('2001:db8:77:11::50', { from: { in: 'wan' }, listen: { in: 'guest', address: '::' } })).peers,
+      ).toEqual([WAN6]);
     }, 60_000);
   });
 
@@ -273,7 +310,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       await stopNetwork('fmopen');
     }, 30_000);
 
-    it('without filter.accept_open_networks: the admin\'s drop policy stands, nothing in or out', async () => {
+    it("without filter.accept_open_networks: the admin's drop policy stands, nothing in or out", async () => {
       // wiring control: the guest reaches its gateway only once accepted (below); here everything is dropped
       await mustNotPass(WAN);
       await mustNotPass('10.77.12.50', { from: { in: 'wan' }, listen: { in: 'guest' } });
@@ -345,7 +382,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       await host('ip', 'addr', 'del', '192.0.2.100/32', 'dev', 'eth0');
     }, 30_000);
 
-    it('the wan sees the SNAT address, never the host\'s own address or the guest', async () => {
+    it("the wan sees the SNAT address, never the host's own address or the guest", async () => {
       for (let i = 0; i < 3; i++) {
         const r = await mustPass(WAN);
         expect(r.peers).toEqual(['192.0.2.100']);
@@ -365,7 +402,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     }, 60_000);
     afterAll(() => stopNetwork('fmport'), 30_000);
 
-    it('every connection leaves with a source port in the range (the guest\'s own ports are outside it)', async () => {
+    it("every connection leaves with a source port in the range (the guest's own ports are outside it)", async () => {
       for (let i = 0; i < 4; i++) {
         const r = await mustPass(WAN);
         expect(r.peers).toEqual([HOST_WAN]);

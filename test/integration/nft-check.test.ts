@@ -22,7 +22,15 @@ import type { Batch } from '../../src/nft/json.js';
 import { plan } from '../../src/nft/plan.js';
 import { renderBatch } from '../../src/nft/render-text.js';
 import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
-import { fuzzSeed, loadableDoc, networksArb, parseAll, planCaseArb, planInputs, validConfigDocArb } from '../helpers/arbitraries.js';
+import {
+  fuzzSeed,
+  loadableDoc,
+  networksArb,
+  parseAll,
+  planCaseArb,
+  planInputs,
+  validConfigDocArb,
+} from '../helpers/arbitraries.js';
 import { requireLabPrivileges, run, runOk } from '../helpers/netns.js';
 
 const ADMIN = join(import.meta.dirname, '..', 'fixtures', 'admin-ruleset.nft');
@@ -58,7 +66,9 @@ function writeJson(value: unknown): string {
 async function nftRejects(batch: Batch): Promise<string | undefined> {
   checked++;
   const r = await nft(['-c', '-j', '-f', writeJson(batch)]);
-  return r.exitCode === 0 ? undefined : `${r.stderr.trim() || `exit ${r.exitCode}`}\n--- batch:\n${renderBatch(batch.nftables)}`;
+  return r.exitCode === 0
+    ? undefined
+    : `${r.stderr.trim() || `exit ${r.exitCode}`}\n--- batch:\n${renderBatch(batch.nftables)}`;
 }
 
 beforeAll(async () => {
@@ -69,7 +79,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  console.log(`fuzz/nft: ${cases} cases, ${checked} batches checked with nft -c in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed}; re-run with FC_SEED=${seed})`);
+  console.log(
+    `fuzz/nft: ${cases} cases, ${checked} batches checked with nft -c in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed}; re-run with FC_SEED=${seed})`,
+  );
   if (nsCreated) await runOk('ip', ['netns', 'delete', ns]);
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
 });
@@ -94,8 +106,15 @@ describe('planner batches are accepted by nft -c', () => {
       fc.asyncProperty(planCaseArb, async (c) => {
         cases++;
         const { inputs, config, live: doc } = planInputs(c);
-        const load = await nft(['-j', '-f', writeJson({ nftables: [{ flush: { ruleset: null } }, ...loadableDoc(doc).nftables] })]);
-        if (load.exitCode !== 0) throw new Error(`the generated live ruleset does not load (a generator bug): ${load.stderr}\n${JSON.stringify(doc)}`);
+        const load = await nft([
+          '-j',
+          '-f',
+          writeJson({ nftables: [{ flush: { ruleset: null } }, ...loadableDoc(doc).nftables] }),
+        ]);
+        if (load.exitCode !== 0)
+          throw new Error(
+            `the generated live ruleset does not load (a generator bug): ${load.stderr}\n${JSON.stringify(doc)}`,
+          );
         const live = await listRuleset();
         const result = plan(inputs, config, live);
         fc.pre(result.batch.nftables.length > 0);
@@ -119,7 +138,18 @@ describe('planner batches are accepted by nft -c', () => {
 
   it('a base chain named kvmnftd_input in the admin table: the plan leaves the admin table alone (an error note says why) and nft accepts it', async () => {
     await runOk('ip', ['netns', 'exec', ns, 'nft', '-f', ADMIN]);
-    await runOk('ip', ['netns', 'exec', ns, 'nft', 'add', 'chain', 'inet', 'filter', 'kvmnftd_input', '{ type filter hook forward priority 5; policy accept; }']);
+    await runOk('ip', [
+      'netns',
+      'exec',
+      ns,
+      'nft',
+      'add',
+      'chain',
+      'inet',
+      'filter',
+      'kvmnftd_input',
+      '{ type filter hook forward priority 5; policy accept; }',
+    ]);
     const result = plan([parseNetworkXml(NAT_XML)], defaultConfig(), await listRuleset());
     expect(await nftRejects(result.batch)).toBeUndefined();
   });

@@ -20,8 +20,16 @@ describe('status and doctor in the libvirt lab', () => {
   let daemon: Daemon | undefined;
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-operator-lab-'));
   const config = join(work, 'kvmnftd.toml');
-  const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
-  const theLab = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
+  const env = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'notify'),
+  };
+  const theLab = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('lab not started');
+    })();
 
   const cli = async (...args: string[]): Promise<{ code: number; out: string; err: string }> => {
     const r = await theLab().exec(process.execPath, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
@@ -39,7 +47,9 @@ describe('status and doctor in the libvirt lab', () => {
     lab = await startLab({ defaultNetwork: 'start' });
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
-    daemon = new Daemon(lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config], env));
+    daemon = new Daemon(
+      lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config], env),
+    );
     await notify.waitFor('READY=1');
     await until('nat_virbr0', 10_000, async () => (await ruleset(theLab())).natChains.includes('nat_virbr0'));
   }, 90_000);
@@ -58,7 +68,18 @@ describe('status and doctor in the libvirt lab', () => {
     });
     expect(code).toBe(0);
     expect(report.libvirt).toEqual({ source: 'libvirt', reachable: true, error: null });
-    expect(report.networks).toEqual([{ name: 'default', bridge: 'virbr0', mode: 'nat', subnets: ['192.168.122.0/24'], nat: 'ok', input: 'ok', forward: 'ok', ok: true }]);
+    expect(report.networks).toEqual([
+      {
+        name: 'default',
+        bridge: 'virbr0',
+        mode: 'nat',
+        subnets: ['192.168.122.0/24'],
+        nat: 'ok',
+        input: 'ok',
+        forward: 'ok',
+        ok: true,
+      },
+    ]);
     expect(report.daemon).toMatchObject({ running: true, transport: 'dbus', systemd: { available: false } });
     expect(report.daemon.pid).toEqual(expect.any(Number));
     expect(report.daemon.last_pass_at).toMatch(/^\d{4}-\d\d-\d\dT/);
@@ -75,7 +96,10 @@ describe('status and doctor in the libvirt lab', () => {
     expect(ids).not.toContain('firewalld-running');
     expect(report.findings.find((f) => f.id === 'libvirt-firewall-backend')?.title).toContain('iptables');
     // The lab's namespaces start with br_netfilter's default (1) when the module is loaded.
-    expect(report.findings.filter((f) => f.severity !== 'info' && f.id !== 'br-netfilter' && f.id !== 'nft-too-old'), JSON.stringify(report, null, 1)).toEqual([]);
+    expect(
+      report.findings.filter((f) => f.severity !== 'info' && f.id !== 'br-netfilter' && f.id !== 'nft-too-old'),
+      JSON.stringify(report, null, 1),
+    ).toEqual([]);
   }, 30_000);
 
   it('after SIGTERM the rules stay: status still 0, daemon not running; a flush then gives exit 3 and libvirt-chains-missing', async () => {

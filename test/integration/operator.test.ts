@@ -11,11 +11,23 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/index.js';
 import type { Finding } from '../../src/doctor/types.js';
 import type { StatusReport } from '../../src/status/evaluate.js';
-import { cliContext, describeRun, fixture, REPO_ROOT, useNetnsLab, runCli, type CliContext, type CliResult } from '../helpers/cli.js';
+import {
+  cliContext,
+  describeRun,
+  fixture,
+  REPO_ROOT,
+  useNetnsLab,
+  runCli,
+  type CliContext,
+  type CliResult,
+} from '../helpers/cli.js';
 import { validate } from '../helpers/json-schema.js';
 import { nftLoadFile, nsRun, nsRunOk } from '../helpers/netns.js';
 
-const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<string, unknown>;
+const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
 const ADMIN = fixture('admin-ruleset.nft');
 const DEFAULT_XML = fixture('default.xml');
 const ISOLATED_XML = join(REPO_ROOT, 'test', 'golden', 'isolated', 'isolated.xml');
@@ -81,7 +93,10 @@ const byId = (findings: Finding[], id: string): Finding[] => findings.filter((f)
 
 async function deleteJump(ns: string, chain: string, target: string): Promise<void> {
   const listing = (await nsRunOk(ns, 'nft', ['-a', 'list', 'chain', 'inet', 'filter', chain])).stdout;
-  const handle = listing.split('\n').find((l) => l.includes(`jump ${target}`))?.match(/# handle (\d+)/)?.[1];
+  const handle = listing
+    .split('\n')
+    .find((l) => l.includes(`jump ${target}`))
+    ?.match(/# handle (\d+)/)?.[1];
   expect(handle, listing).toBeDefined();
   await nsRunOk(ns, 'nft', ['delete', 'rule', 'inet', 'filter', chain, 'handle', handle!]);
 }
@@ -93,11 +108,24 @@ describe('kvmnftd status (real nft)', () => {
     const ns = await host();
     const before = await status(ns);
     expect(before.report).toMatchObject({ exit_code: 3, jumps: { input: 'missing', forward: 'missing' } });
-    expect(before.report.networks[0]).toMatchObject({ name: 'default', bridge: 'virbr0', mode: 'nat', subnets: ['192.168.122.0/24'], nat: 'missing', ok: false });
+    expect(before.report.networks[0]).toMatchObject({
+      name: 'default',
+      bridge: 'virbr0',
+      mode: 'nat',
+      subnets: ['192.168.122.0/24'],
+      nat: 'missing',
+      ok: false,
+    });
 
     await apply(ns);
     const planned = await status(ns);
-    expect(planned.report).toMatchObject({ ok: true, exit_code: 0, pending_commands: 0, jumps: { input: 'ok', forward: 'ok' }, problems: [] });
+    expect(planned.report).toMatchObject({
+      ok: true,
+      exit_code: 0,
+      pending_commands: 0,
+      jumps: { input: 'ok', forward: 'ok' },
+      problems: [],
+    });
     expect(planned.report.networks[0]).toMatchObject({ nat: 'ok', input: 'ok', forward: 'ok', ok: true });
     const text = await cli(ns, 'status', '--from-xml', DEFAULT_XML);
     expect(text.exitCode, describeRun(text)).toBe(0);
@@ -106,7 +134,12 @@ describe('kvmnftd status (real nft)', () => {
 
     await deleteJump(ns, 'input', 'kvmnftd_input');
     const broken = await status(ns);
-    expect(broken.report).toMatchObject({ ok: false, exit_code: 3, pending_commands: 1, jumps: { input: 'missing', forward: 'ok' } });
+    expect(broken.report).toMatchObject({
+      ok: false,
+      exit_code: 3,
+      pending_commands: 1,
+      jumps: { input: 'missing', forward: 'ok' },
+    });
     expect(broken.report.networks[0]).toMatchObject({ input: 'ok', ok: false }); // its rules are there, but unreachable
     const text3 = await cli(ns, 'status', '--from-xml', DEFAULT_XML);
     expect(text3.exitCode).toBe(3);
@@ -124,7 +157,12 @@ describe('kvmnftd status (real nft)', () => {
     const report = JSON.parse(r.stdout) as StatusReport;
     expect(validate(report, SCHEMA)).toEqual([]);
     expect(r.exitCode, describeRun(r)).toBe(1);
-    expect(report).toMatchObject({ exit_code: 1, libvirt: { source: 'libvirt', reachable: false }, ruleset: { readable: true, networks_with_rules: ['default'] }, jumps: { input: 'unknown' } });
+    expect(report).toMatchObject({
+      exit_code: 1,
+      libvirt: { source: 'libvirt', reachable: false },
+      ruleset: { readable: true, networks_with_rules: ['default'] },
+      jumps: { input: 'unknown' },
+    });
     expect(report.libvirt.error).toContain('virsh');
   });
 });
@@ -135,7 +173,9 @@ describe('kvmnftd plan --diff (real nft)', () => {
     const first = await cli(ns, 'plan', '--diff', '--from-xml', DEFAULT_XML);
     expect(first.exitCode, describeRun(first)).toBe(0);
     expect(first.stdout).toContain('+ table inet kvmnftd\n');
-    expect(first.stdout).toContain('    chain input { type filter hook input priority 0; policy drop; }\n+     jump kvmnftd_input comment "kvmnftd"\n      ... 5 unchanged rules\n');
+    expect(first.stdout).toContain(
+      '    chain input { type filter hook input priority 0; policy drop; }\n+     jump kvmnftd_input comment "kvmnftd"\n      ... 5 unchanged rules\n',
+    );
 
     await apply(ns, [DEFAULT_XML, ISOLATED_XML]);
     const none = await cli(ns, 'plan', '--diff', ...xmlArgs([DEFAULT_XML, ISOLATED_XML]));
@@ -143,7 +183,9 @@ describe('kvmnftd plan --diff (real nft)', () => {
 
     await deleteJump(ns, 'forward', 'kvmnftd_forward');
     const one = await cli(ns, 'plan', '--diff', ...xmlArgs([DEFAULT_XML, ISOLATED_XML]));
-    expect(one.stdout.split('\n').filter((l) => /^[+-] /.test(l))).toEqual(['+     jump kvmnftd_forward comment "kvmnftd"']);
+    expect(one.stdout.split('\n').filter((l) => /^[+-] /.test(l))).toEqual([
+      '+     jump kvmnftd_forward comment "kvmnftd"',
+    ]);
 
     await apply(ns, [DEFAULT_XML, ISOLATED_XML]);
     const gone = await cli(ns, 'plan', '--diff', '--from-xml', DEFAULT_XML); // "isolated" stopped
@@ -158,7 +200,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   it('foreign-drop-chain: a second admin table with a drop-policy input chain', async () => {
     const ns = await host();
     await apply(ns);
-    await nftScript(ns, 'table ip extra {\n chain in { type filter hook input priority 10; policy drop; iifname "lo" accept; }\n}\n');
+    await nftScript(
+      ns,
+      'table ip extra {\n chain in { type filter hook input priority 10; policy drop; iifname "lo" accept; }\n}\n',
+    );
     const [f, ...more] = byId(await doctor(ns), 'foreign-drop-chain');
     expect(more).toEqual([]);
     expect(f!.title).toContain('table ip extra chain in (hook input, priority 10)');
@@ -171,30 +216,85 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   it('foreign-drop-chain: Docker imitated (iptables-nft FORWARD policy DROP + DOCKER-USER, nft docker-bridges)', async () => {
     const ns = await host();
     await apply(ns);
-    for (const args of [['-N', 'DOCKER-USER'], ['-A', 'DOCKER-USER', '-j', 'RETURN'], ['-A', 'FORWARD', '-j', 'DOCKER-USER'], ['-A', 'FORWARD', '-o', 'docker0', '-j', 'ACCEPT'], ['-P', 'FORWARD', 'DROP']]) {
+    for (const args of [
+      ['-N', 'DOCKER-USER'],
+      ['-A', 'DOCKER-USER', '-j', 'RETURN'],
+      ['-A', 'FORWARD', '-j', 'DOCKER-USER'],
+      ['-A', 'FORWARD', '-o', 'docker0', '-j', 'ACCEPT'],
+      ['-P', 'FORWARD', 'DROP'],
+    ]) {
       await nsRunOk(ns, 'iptables-nft', args);
     }
-    await nftScript(ns, 'table ip docker-bridges {\n chain filter-FORWARD { type filter hook forward priority 0; policy accept; oifname "docker0" accept; counter drop; }\n}\n');
+    await nftScript(
+      ns,
+      'table ip docker-bridges {\n chain filter-FORWARD { type filter hook forward priority 0; policy accept; oifname "docker0" accept; counter drop; }\n}\n',
+    );
     const found = byId(await doctor(ns), 'foreign-drop-chain');
     const titles = found.map((f) => f.title);
-    expect(titles.some((t) => t.includes('table ip filter chain FORWARD (hook forward, priority 0)')), titles.join('\n')).toBe(true);
-    expect(titles.some((t) => t.includes('table ip docker-bridges chain filter-FORWARD (hook forward, priority 0)')), titles.join('\n')).toBe(true);
+    expect(
+      titles.some((t) => t.includes('table ip filter chain FORWARD (hook forward, priority 0)')),
+      titles.join('\n'),
+    ).toBe(true);
+    expect(
+      titles.some((t) => t.includes('table ip docker-bridges chain filter-FORWARD (hook forward, priority 0)')),
+      titles.join('\n'),
+    ).toBe(true);
     const ipt = found.find((f) => f.title.includes('ip filter'))!;
     expect(ipt.evidence.join('\n')).toContain('Docker, through iptables-nft');
     expect(ipt.fix).toContain('iptables -I DOCKER-USER -i virbr0 -j ACCEPT');
 
     // The fix works: with the accepts in place the findings go away.
-    await nsRunOk(ns, 'iptables-nft', ['-I', 'DOCKER-USER', '-o', 'virbr0', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT']);
+    await nsRunOk(ns, 'iptables-nft', [
+      '-I',
+      'DOCKER-USER',
+      '-o',
+      'virbr0',
+      '-m',
+      'conntrack',
+      '--ctstate',
+      'RELATED,ESTABLISHED',
+      '-j',
+      'ACCEPT',
+    ]);
     await nsRunOk(ns, 'iptables-nft', ['-I', 'DOCKER-USER', '-i', 'virbr0', '-j', 'ACCEPT']);
-    await nsRunOk(ns, 'nft', ['insert', 'rule', 'ip', 'docker-bridges', 'filter-FORWARD', 'iifname', 'virbr0', 'accept']);
-    await nsRunOk(ns, 'nft', ['insert', 'rule', 'ip', 'docker-bridges', 'filter-FORWARD', 'oifname', 'virbr0', 'ct', 'state', 'established,related', 'accept']);
+    await nsRunOk(ns, 'nft', [
+      'insert',
+      'rule',
+      'ip',
+      'docker-bridges',
+      'filter-FORWARD',
+      'iifname',
+      'virbr0',
+      'accept',
+    ]);
+    await nsRunOk(ns, 'nft', [
+      'insert',
+      'rule',
+      'ip',
+      'docker-bridges',
+      'filter-FORWARD',
+      'oifname',
+      'virbr0',
+      'ct',
+      'state',
+      'established,related',
+      'accept',
+    ]);
     expect(byId(await doctor(ns), 'foreign-drop-chain')).toEqual([]);
   });
 
   it("foreign-drop-chain: not reported when libvirt's own iptables rules accept the traffic under FORWARD DROP", async () => {
     const ns = await host();
     await apply(ns);
-    for (const args of [['-N', 'LIBVIRT_FWO'], ['-A', 'LIBVIRT_FWO', '-i', 'virbr0', '-s', '192.168.122.0/24', '-j', 'ACCEPT'], ['-N', 'LIBVIRT_FWI'], ['-A', 'LIBVIRT_FWI', '-o', 'virbr0', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'], ['-A', 'FORWARD', '-j', 'LIBVIRT_FWI'], ['-A', 'FORWARD', '-j', 'LIBVIRT_FWO'], ['-P', 'FORWARD', 'DROP']]) {
+    for (const args of [
+      ['-N', 'LIBVIRT_FWO'],
+      ['-A', 'LIBVIRT_FWO', '-i', 'virbr0', '-s', '192.168.122.0/24', '-j', 'ACCEPT'],
+      ['-N', 'LIBVIRT_FWI'],
+      ['-A', 'LIBVIRT_FWI', '-o', 'virbr0', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'],
+      ['-A', 'FORWARD', '-j', 'LIBVIRT_FWI'],
+      ['-A', 'FORWARD', '-j', 'LIBVIRT_FWO'],
+      ['-P', 'FORWARD', 'DROP'],
+    ]) {
       await nsRunOk(ns, 'iptables-nft', args);
     }
     const findings = await doctor(ns);
@@ -206,7 +306,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   it('foreign-drop-chain: a bridge-family forward chain drops guest-to-guest frames of an isolated network', async () => {
     const ns = await host({ bridges: [['virbr5', '192.168.150.1/24']] });
     await apply(ns, [ISOLATED_XML]);
-    await nftScript(ns, 'table bridge brfilter {\n chain forward { type filter hook forward priority 0; policy drop; }\n}\n');
+    await nftScript(
+      ns,
+      'table bridge brfilter {\n chain forward { type filter hook forward priority 0; policy drop; }\n}\n',
+    );
     const [f] = byId(await doctor(ns, [ISOLATED_XML]), 'foreign-drop-chain');
     expect(f!.title).toContain('table bridge brfilter chain forward (hook forward, priority 0)');
     expect(f!.networks).toEqual(['isolated']);
@@ -230,7 +333,12 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('ipv4-forwarding-off and ipv6-forwarding-off', async () => {
-    const ns = await host({ bridges: [['virbr0', '192.168.122.1/24'], ['virbr6', '2001:db8:ca2:2::1/64']] });
+    const ns = await host({
+      bridges: [
+        ['virbr0', '192.168.122.1/24'],
+        ['virbr6', '2001:db8:ca2:2::1/64'],
+      ],
+    });
     await apply(ns, [DEFAULT_XML, V6ROUTE_XML]);
     await theLab().sysctl(ns, 'net.ipv4.ip_forward', '0');
     await theLab().sysctl(ns, 'net.ipv6.conf.all.forwarding', '0');
@@ -248,7 +356,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
     await apply(ns);
     const missing = await doctor(ns);
     expect(byId(missing, 'libvirt-chains-missing')[0]!.fix).toContain('org.fedoraproject.FirewallD1.Reloaded');
-    await nftScript(ns, 'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n');
+    await nftScript(
+      ns,
+      'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n',
+    );
     const present = await doctor(ns);
     expect(byId(present, 'libvirt-chains-missing')).toEqual([]);
     expect(byId(present, 'libvirt-firewall-backend')[0]!.title).toContain('nftables');
@@ -264,7 +375,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   it('ip-nat-collision: an admin table ip nat with native chains, which iptables-nft refuses', async () => {
     const ns = await host();
     await apply(ns);
-    await nftScript(ns, 'table ip nat {\n chain postrouting { type nat hook postrouting priority 100; ip saddr 192.168.122.0/24 masquerade; }\n}\n');
+    await nftScript(
+      ns,
+      'table ip nat {\n chain postrouting { type nat hook postrouting priority 100; ip saddr 192.168.122.0/24 masquerade; }\n}\n',
+    );
     const ipt = await nsRun(ns, 'iptables-nft', ['-t', 'nat', '-S']);
     expect(ipt.stdout + ipt.stderr).toMatch(/incompatible/); // the premise of the finding
     const [f] = byId(await doctor(ns), 'ip-nat-collision');
@@ -287,9 +401,17 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
     await apply(ns);
     const invalid = byId(await doctor(ns, [DEFAULT_XML, WILDCARD_XML]), 'network-invalid');
     expect(invalid).toHaveLength(1);
-    await nftScript(ns, 'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n');
+    await nftScript(
+      ns,
+      'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n',
+    );
     const clean = await doctor(ns);
     // Facts outside the namespace (system bus, nft version, libvirt's config) may add notes only.
-    expect(clean.filter((f) => f.severity !== 'info' && !['libvirt-dbus-unavailable', 'nft-too-old', 'firewalld-running'].includes(f.id))).toEqual([]);
+    expect(
+      clean.filter(
+        (f) =>
+          f.severity !== 'info' && !['libvirt-dbus-unavailable', 'nft-too-old', 'firewalld-running'].includes(f.id),
+      ),
+    ).toEqual([]);
   });
 });

@@ -10,7 +10,17 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
-import { adminRules, libvirtChainsPresent, networkXml, NotifySocket, ruleset, spawnDaemon, until, type Daemon, type DaemonEnv } from './daemon-harness.js';
+import {
+  adminRules,
+  libvirtChainsPresent,
+  networkXml,
+  NotifySocket,
+  ruleset,
+  spawnDaemon,
+  until,
+  type Daemon,
+  type DaemonEnv,
+} from './daemon-harness.js';
 
 const ADMIN_FILE = LAB_FILES.adminRuleset;
 
@@ -20,9 +30,21 @@ describe('self-healing in the libvirt lab', () => {
   let daemon: Daemon | undefined;
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-heal-'));
   const config = join(work, 'kvmnftd.toml');
-  const env: DaemonEnv = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json', NOTIFY_SOCKET: join(work, 'notify') };
-  const L = (): Lab => lab ?? (() => { throw new Error('no lab'); })();
-  const D = (): Daemon => daemon ?? (() => { throw new Error('no daemon'); })();
+  const env: DaemonEnv = {
+    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+    KVMNFTD_LOG_FORMAT: 'json',
+    NOTIFY_SOCKET: join(work, 'notify'),
+  };
+  const L = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('no lab');
+    })();
+  const D = (): Daemon =>
+    daemon ??
+    (() => {
+      throw new Error('no daemon');
+    })();
   let admin0 = '';
 
   const start = async (): Promise<Daemon> => {
@@ -70,7 +92,7 @@ describe('self-healing in the libvirt lab', () => {
     rmSync(work, { recursive: true, force: true });
   }, 60_000);
 
-  it('the admin reloading their ruleset (flush ruleset): our rules and libvirt\'s come back; guests keep DHCP and NAT', async () => {
+  it("the admin reloading their ruleset (flush ruleset): our rules and libvirt's come back; guests keep DHCP and NAT", async () => {
     const lab = L();
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
@@ -82,7 +104,11 @@ describe('self-healing in the libvirt lab', () => {
     await until("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
     const theirs = Date.now() - t0;
     expect(await adminRules(lab)).toBe(admin0);
-    await until('the daemon logs the libvirt restore', 2000, () => D().logs.some((r) => r.level === 40 && r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded'))).catch((e: Error) => { throw new Error(`${e.message}\n${D().dump()}`); });
+    await until('the daemon logs the libvirt restore', 2000, () =>
+      D().logs.some((r) => r.level === 40 && r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded')),
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\n${D().dump()}`);
+    });
 
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
@@ -100,10 +126,14 @@ describe('self-healing in the libvirt lab', () => {
     const lab = L();
     await lab.nft('delete', 'table', 'inet', 'kvmnftd');
     await until('table back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
-    const handle = /jump kvmnftd_forward comment "kvmnftd" # handle (\d+)/.exec((await lab.nft('-a', 'list', 'chain', 'inet', 'filter', 'forward')).stdout)?.[1];
+    const handle = /jump kvmnftd_forward comment "kvmnftd" # handle (\d+)/.exec(
+      (await lab.nft('-a', 'list', 'chain', 'inet', 'filter', 'forward')).stdout,
+    )?.[1];
     expect(handle).toBeDefined();
     await lab.nft('delete', 'rule', 'inet', 'filter', 'forward', 'handle', handle!);
-    await until('jump back', 5000, async () => (await lab.nft('list', 'chain', 'inet', 'filter', 'forward')).stdout.includes('jump kvmnftd_forward'));
+    await until('jump back', 5000, async () =>
+      (await lab.nft('list', 'chain', 'inet', 'filter', 'forward')).stdout.includes('jump kvmnftd_forward'),
+    );
     expect(await adminRules(lab)).toBe(admin0);
   }, 30_000);
 
@@ -122,14 +152,27 @@ describe('self-healing in the libvirt lab', () => {
     expect((await ruleset(lab)).forwardComments).toContain('kvmnftd net=gone'); // nobody cleaned up yet
 
     await start();
-    await until('gone rules collected', 10_000, async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=gone'));
+    await until(
+      'gone rules collected',
+      10_000,
+      async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=gone'),
+    );
     expect((await ruleset(lab)).natChains).toEqual(['nat_virbr0']);
     expect(await adminRules(lab)).toBe(admin0);
   }, 60_000);
 
   it('libvirt-dbus killed: the next net-start is still seen', async () => {
     const lab = L();
-    const owner = (await lab.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.libvirt'])).stdout;
+    const owner = (
+      await lab.exec('dbus-send', [
+        '--system',
+        '--print-reply',
+        '--dest=org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus.GetConnectionUnixProcessID',
+        'string:org.libvirt',
+      ])
+    ).stdout;
     const pid = Number(/uint32 (\d+)/.exec(owner)?.[1]);
     expect(pid).toBeGreaterThan(1);
     process.kill(pid, 'SIGKILL');
@@ -151,7 +194,11 @@ describe('self-healing in the libvirt lab', () => {
     await until('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     await new Promise((r) => setTimeout(r, 1500));
     expect(await libvirtChainsPresent(lab)).toBe(false);
-    expect(D().logs.slice(from).some((r) => r.msg.includes('FirewallD1.Reloaded'))).toBe(false);
+    expect(
+      D()
+        .logs.slice(from)
+        .some((r) => r.msg.includes('FirewallD1.Reloaded')),
+    ).toBe(false);
     // put things right for whoever comes next
     writeFileSync(config, '# defaults\n');
     await lab.exec(process.execPath, [CLI_MAIN, 'reload'], { env, reject: false });
@@ -168,15 +215,23 @@ describe('self-healing in the libvirt lab', () => {
     const owner = lab.spawnInLab('nft', ['-i']);
     owner.stdout?.resume();
     owner.stderr?.resume();
-    owner.stdin?.write('flush ruleset\nadd table inet filter { flags owner; }\nadd chain inet filter input { type filter hook input priority 0; policy drop; }\nadd chain inet filter forward { type filter hook forward priority 0; policy drop; }\n');
+    owner.stdin?.write(
+      'flush ruleset\nadd table inet filter { flags owner; }\nadd chain inet filter input { type filter hook input priority 0; policy drop; }\nadd chain inet filter forward { type filter hook forward priority 0; policy drop; }\n',
+    );
     await notify!.waitFor(/^STATUS=degraded: nft failed applying the batch: .*Operation not permitted/, from, 10_000);
     await new Promise((r) => setTimeout(r, 1500)); // retries happen; they must not be logged again
-    const failures = D().logs.slice(logFrom).filter((r) => r.level >= 40 && r.msg.startsWith('reconcile failed'));
+    const failures = D()
+      .logs.slice(logFrom)
+      .filter((r) => r.level >= 40 && r.msg.startsWith('reconcile failed'));
     expect(failures.length, JSON.stringify(failures, null, 1)).toBe(1);
     // The owner goes away (its table with it); the admin loads their ruleset.
     owner.kill('SIGTERM');
     await lab.nft('-f', LAB_FILES.adminRuleset);
-    await until('recovered', 15_000, () => D().logs.slice(logFrom).some((r) => r.msg.startsWith('reconcile succeeded again')));
+    await until('recovered', 15_000, () =>
+      D()
+        .logs.slice(logFrom)
+        .some((r) => r.msg.startsWith('reconcile succeeded again')),
+    );
     await until('rules back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     await notify!.waitFor(/^STATUS=1 network \(default\)/, from, 5000);
     expect(await adminRules(lab)).toBe(admin0);
@@ -200,8 +255,18 @@ describe('self-healing in the libvirt lab', () => {
     await lab.exec('dbus-daemon', ['--config-file=/run/dbus/lab-system-bus.conf', '--fork', '--print-pid']);
     // libdbus makes libvirtd exit when its bus goes away; systemd would restart it.
     await lab.restartLibvirtd();
-    await until('reconnected over D-Bus', 15_000, () => D().logs.slice(logFrom).some((r) => r.transport === 'dbus' && r.msg.startsWith('event source connected'))).catch((e: Error) => { throw new Error(`${e.message}\n${JSON.stringify(D().logs.slice(logFrom), null, 1)}`); });
-    expect(D().logs.slice(logFrom).some((r) => r.level === 40 && r.msg.startsWith('lost the libvirt event source'))).toBe(true);
+    await until('reconnected over D-Bus', 15_000, () =>
+      D()
+        .logs.slice(logFrom)
+        .some((r) => r.transport === 'dbus' && r.msg.startsWith('event source connected')),
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\n${JSON.stringify(D().logs.slice(logFrom), null, 1)}`);
+    });
+    expect(
+      D()
+        .logs.slice(logFrom)
+        .some((r) => r.level === 40 && r.msg.startsWith('lost the libvirt event source')),
+    ).toBe(true);
     const xml = join(work, 'busnet.xml');
     writeFileSync(xml, networkXml('busnet', 'virbr7', 7, 'nat'));
     await lab.virsh('net-define', xml);

@@ -19,10 +19,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { Daemon, until } from './daemon-harness.js';
 import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
-import { buildVmArtifacts, prepareLabForQemu, requireQemu, startGuest, type Guest, type VmArtifacts } from '../lab/vm.js';
+import {
+  buildVmArtifacts,
+  prepareLabForQemu,
+  requireQemu,
+  startGuest,
+  type Guest,
+  type VmArtifacts,
+} from '../lab/vm.js';
 
 const PORT = 8080;
-
 
 /** kvmnftd's masquerade packet counter for virbr0 (0 when the chain is absent). */
 async function masqueradePackets(lab: Lab): Promise<{ chain: boolean; packets: number }> {
@@ -32,8 +38,14 @@ async function masqueradePackets(lab: Lab): Promise<{ chain: boolean; packets: n
   for (const o of doc.nftables) {
     const c = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
     if (c?.family === 'inet' && c.table === 'kvmnftd' && c.name === 'nat_virbr0') chain = true;
-    const rule = o['rule'] as { table?: string; family?: string; chain?: string; expr?: Array<Record<string, unknown>> } | undefined;
-    if (rule?.family === 'inet' && rule.table === 'kvmnftd' && rule.chain === 'nat_virbr0' && rule.expr?.some((e) => 'masquerade' in e)) {
+    const rule = o['rule'] as
+      { table?: string; family?: string; chain?: string; expr?: Array<Record<string, unknown>> } | undefined;
+    if (
+      rule?.family === 'inet' &&
+      rule.table === 'kvmnftd' &&
+      rule.chain === 'nat_virbr0' &&
+      rule.expr?.some((e) => 'masquerade' in e)
+    ) {
       const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
       packets += counter?.packets ?? 0;
     }
@@ -49,8 +61,16 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-vm-'));
   const config = join(work, 'kvmnftd.toml');
   const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' };
-  const theLab = (): Lab => lab ?? (() => { throw new Error('lab not started'); })();
-  const theArtifacts = (): VmArtifacts => artifacts ?? (() => { throw new Error('no VM artifacts'); })();
+  const theLab = (): Lab =>
+    lab ??
+    (() => {
+      throw new Error('lab not started');
+    })();
+  const theArtifacts = (): VmArtifacts =>
+    artifacts ??
+    (() => {
+      throw new Error('no VM artifacts');
+    })();
   const t0 = Date.now();
   const timings: Record<string, number | string> = {};
 
@@ -60,7 +80,8 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     writeFileSync(config, '# defaults\n');
     let t = Date.now();
     artifacts = await buildVmArtifacts();
-    timings['artifacts'] = `${Date.now() - t} ms (${artifacts.built.initrd || artifacts.built.kernel ? `built; downloaded: ${artifacts.built.downloaded.join(', ') || 'none'}` : 'cached'})`;
+    timings['artifacts'] =
+      `${Date.now() - t} ms (${artifacts.built.initrd || artifacts.built.kernel ? `built; downloaded: ${artifacts.built.downloaded.join(', ') || 'none'}` : 'cached'})`;
     t = Date.now();
     lab = await startLab({ libvirtd: false });
     await prepareLabForQemu(lab);
@@ -90,9 +111,13 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
 
   it('without kvmnftd: the domain boots and asks for DHCP, but gets no lease (the admin input chain drops it)', async () => {
     const lab = theLab();
-    const g = await startGuest(lab, { name: 'vm-nodaemon', artifacts: theArtifacts(), probe: { host: WAN_ADDR, port: PORT } });
+    const g = await startGuest(lab, {
+      name: 'vm-nodaemon',
+      artifacts: theArtifacts(),
+      probe: { host: WAN_ADDR, port: PORT },
+    });
     guests.push(g);
-    expect(g.tap?.master, 'libvirt put the domain\'s tap on virbr0').toBe('virbr0');
+    expect(g.tap?.master, "libvirt put the domain's tap on virbr0").toBe('virbr0');
     expect(g.tap?.name).toMatch(/^vnet\d+$/);
     timings['virsh create (first domain)'] = g.createMs;
     const boot = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
@@ -115,15 +140,29 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
 
   it('with kvmnftd run: the domain gets a lease from dnsmasq and reaches the wan, which sees 192.0.2.1', async () => {
     const lab = theLab();
-    const daemon = new Daemon(lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env));
+    const daemon = new Daemon(
+      lab.spawnInLab(
+        process.execPath,
+        [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'],
+        env,
+      ),
+    );
     const child = daemon.child;
     const dump = () => daemon.dump();
-    await until('kvmnftd\'s nat_virbr0 chain', 15_000, async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false)).catch((e: unknown) => {
+    await until(
+      "kvmnftd's nat_virbr0 chain",
+      15_000,
+      async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false),
+    ).catch((e: unknown) => {
       throw new Error(`${String(e)}\n--- daemon log ---\n${dump()}`);
     });
     expect(child.exitCode, dump()).toBeNull();
 
-    const g = await startGuest(lab, { name: 'vm-daemon', artifacts: theArtifacts(), probe: { host: WAN_ADDR, port: PORT } });
+    const g = await startGuest(lab, {
+      name: 'vm-daemon',
+      artifacts: theArtifacts(),
+      probe: { host: WAN_ADDR, port: PORT },
+    });
     guests.push(g);
     expect(g.tap?.master).toBe('virbr0');
     const nic = await g.waitForLog(/^KVMNFTD-NIC eth0/m, 40_000);
@@ -138,7 +177,10 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(rep.probe, g.serialLog()).toBe('ok');
     // libvirt's own view: dnsmasq leased that address to the guest's MAC
     const leases = (await lab.virsh('net-dhcp-leases', 'default')).stdout;
-    expect(leases.split('\n').some((l) => l.includes(rep.mac ?? '?') && l.includes(`${rep.lease}/24`)), leases).toBe(true);
+    expect(
+      leases.split('\n').some((l) => l.includes(rep.mac ?? '?') && l.includes(`${rep.lease}/24`)),
+      leases,
+    ).toBe(true);
     expect(await listener!.waitForPeer(5000, 0)).toBe(HOST_WAN_ADDR);
     expect((await masqueradePackets(lab)).packets).toBeGreaterThan(0);
     expect(await g.waitGone(15_000)).toBe(true);
@@ -148,7 +190,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(errors, dump()).toEqual([]);
   }, 90_000);
 
-  it('stop(): no qemu (or anything else) left in the lab\'s namespaces', async () => {
+  it("stop(): no qemu (or anything else) left in the lab's namespaces", async () => {
     const lab = theLab();
     for (const g of guests) await g.destroy();
     const comm = (pid: number) => {
@@ -159,7 +201,12 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       }
     };
     // both domains powered themselves off: no qemu is left before stop() either
-    expect(lab.processes().map(comm).filter((c) => c.startsWith('qemu'))).toEqual([]);
+    expect(
+      lab
+        .processes()
+        .map(comm)
+        .filter((c) => c.startsWith('qemu')),
+    ).toEqual([]);
     const report = await lab.stop();
     expect(report.errors).toEqual([]);
     expect(report.remaining).toEqual([]);

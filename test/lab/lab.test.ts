@@ -111,20 +111,54 @@ describe('libvirt lab', () => {
     expect(labRun).toContain('libvirt-sock');
 
     // The first call to org.libvirt activates libvirt-dbus through the bus (launch helper).
-    const before = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.libvirt']);
+    const before = await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.freedesktop.DBus',
+      '/org/freedesktop/DBus',
+      'org.freedesktop.DBus.NameHasOwner',
+      'string:org.libvirt',
+    ]);
     expect(before.stdout).toContain('boolean false');
-    const list0 = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    const list0 = await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.libvirt',
+      '/org/libvirt/QEMU',
+      'org.libvirt.Connect.ListNetworks',
+      'uint32:0',
+    ]);
     expect(list0.stdout).toContain('array [');
-    const owner = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixUser', 'string:org.libvirt']);
+    const owner = await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.freedesktop.DBus',
+      '/org/freedesktop/DBus',
+      'org.freedesktop.DBus.GetConnectionUnixUser',
+      'string:org.libvirt',
+    ]);
     const uid = Number(owner.stdout.match(/uint32 (\d+)/)?.[1]);
     expect(uid).toBe(Number(execFileSync('id', ['-u', 'libvirtdbus'], { encoding: 'utf8' }).trim()));
-    const ownerPid = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.GetConnectionUnixProcessID', 'string:org.libvirt']);
+    const ownerPid = await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.freedesktop.DBus',
+      '/org/freedesktop/DBus',
+      'org.freedesktop.DBus.GetConnectionUnixProcessID',
+      'string:org.libvirt',
+    ]);
     const pid = Number(ownerPid.stdout.match(/uint32 (\d+)/)?.[1]);
-    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual(['/usr/sbin/libvirt-dbus', '--system', '']);
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual([
+      '/usr/sbin/libvirt-dbus',
+      '--system',
+      '',
+    ]);
     expect(l.processes()).toContain(pid);
     // The bus runs as messagebus and cannot setuid: libvirt-dbus running as
     // libvirtdbus proves activation went through the setuid launch helper.
-    expect(readProc(l.busPid, 'status')).toMatch(new RegExp(`^Uid:\\s+${execFileSync('id', ['-u', 'messagebus'], { encoding: 'utf8' }).trim()}\\s`, 'm'));
+    expect(readProc(l.busPid, 'status')).toMatch(
+      new RegExp(`^Uid:\\s+${execFileSync('id', ['-u', 'messagebus'], { encoding: 'utf8' }).trim()}\\s`, 'm'),
+    );
   }, 30_000);
 
   it('defines and starts the default network: virbr0 and dnsmasq in the lab only; events on D-Bus and virsh', async () => {
@@ -137,8 +171,9 @@ describe('libvirt lab', () => {
     // network until both have seen it, then look only at what follows.
     writeFileSync(l.path('/run/labsentinel.xml'), SENTINEL_XML);
     const seen = () =>
-      virshEvents.includes("event 'lifecycle' for network labsentinel: Undefined") && networkEvents(monitor).some(([, n]) => n === 1);
-        for (let i = 0; i < 50 && !seen(); i++) {
+      virshEvents.includes("event 'lifecycle' for network labsentinel: Undefined") &&
+      networkEvents(monitor).some(([, n]) => n === 1);
+    for (let i = 0; i < 50 && !seen(); i++) {
       await l.virsh('net-define', '/run/labsentinel.xml');
       await l.virsh('net-undefine', 'labsentinel');
       await new Promise((r) => setTimeout(r, 100));
@@ -163,9 +198,18 @@ describe('libvirt lab', () => {
     expect(tables).toContain('table inet filter');
     expect(tables).toContain('table ip nat');
     const json = await l.nftJson();
-    expect(json.nftables.some((o) => (o.table as { family?: string; name?: string } | undefined)?.name === 'nat')).toBe(true);
+    expect(json.nftables.some((o) => (o.table as { family?: string; name?: string } | undefined)?.name === 'nat')).toBe(
+      true,
+    );
 
-    const listed = await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    const listed = await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.libvirt',
+      '/org/libvirt/QEMU',
+      'org.libvirt.Connect.ListNetworks',
+      'uint32:0',
+    ]);
     expect(listed.stdout).toContain('object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"');
 
     // a full lifecycle on a second network: define, start, destroy, undefine
@@ -194,7 +238,11 @@ describe('libvirt lab', () => {
     //   event 'lifecycle' for network default: Started
     //   event 'lifecycle' for network labevt: Stopped
     //   event 'lifecycle' for network labevt: Undefined
-    const vs = await until('6 virsh net-event lines', 5000, () => (virshEvents.filter((x) => x.startsWith('event ')).length >= 6 ? virshEvents.filter((x) => x.startsWith('event ')) : undefined));
+    const vs = await until('6 virsh net-event lines', 5000, () =>
+      virshEvents.filter((x) => x.startsWith('event ')).length >= 6
+        ? virshEvents.filter((x) => x.startsWith('event '))
+        : undefined,
+    );
     expect(vs).toEqual([
       "event 'lifecycle' for network default: Defined",
       "event 'lifecycle' for network default: Started",
@@ -252,7 +300,14 @@ describe('libvirt lab', () => {
     await l.virsh('net-destroy', 'default');
     await new Promise((r) => setTimeout(r, 700));
     expect(networkEvents(mon)).toEqual([]);
-    await l.exec('dbus-send', ['--system', '--print-reply', '--dest=org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect.ListNetworks', 'uint32:0']);
+    await l.exec('dbus-send', [
+      '--system',
+      '--print-reply',
+      '--dest=org.libvirt',
+      '/org/libvirt/QEMU',
+      'org.libvirt.Connect.ListNetworks',
+      'uint32:0',
+    ]);
     await l.virsh('net-start', 'default');
     expect((await until('NetworkEvent after a call', 5000, () => networkEvents(mon)[0]))[1]).toBe(2);
   }, 30_000);
@@ -261,7 +316,12 @@ describe('libvirt lab', () => {
     const l = lab!;
     await l.nft('flush', 'ruleset');
     expect((await l.nft('list', 'tables')).stdout).toBe('');
-    await l.exec('dbus-send', ['--system', '--type=signal', '/org/fedoraproject/FirewallD1', 'org.fedoraproject.FirewallD1.Reloaded']);
+    await l.exec('dbus-send', [
+      '--system',
+      '--type=signal',
+      '/org/fedoraproject/FirewallD1',
+      'org.fedoraproject.FirewallD1.Reloaded',
+    ]);
     const t = Date.now();
     let listed = '';
     while (Date.now() - t < 5000) {
@@ -290,9 +350,11 @@ describe('libvirt lab', () => {
       await until(`lab pid ${pid} (${readProc(pid, 'comm')}) gone`, 3000, () => readProc(pid, 'stat') === '');
     }
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain('kvl-');
-    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((x) => x.startsWith('kvl-'))).toEqual(
-      netnsBefore.split('\n').filter((x) => x.startsWith('kvl-')),
-    );
+    expect(
+      execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((x) => x.startsWith('kvl-')),
+    ).toEqual(netnsBefore.split('\n').filter((x) => x.startsWith('kvl-')));
     expect(realMounts()).toEqual(mountsBefore);
     expect(realLinkExists('virbr0')).toBe(false);
     // eslint-disable-next-line no-console
@@ -312,7 +374,9 @@ describe('startLab failing halfway', () => {
     expect(e.message).toMatch(/net-define/);
     expect(e.message).toContain('last 50 lines');
     // it got as far as libvirtd: the bus and libvirtd were killed
-    expect(e.stopReport.killed.map((k) => k.role)).toEqual(expect.arrayContaining(['libvirtd', 'dbus-daemon', 'lab-ns.sh']));
+    expect(e.stopReport.killed.map((k) => k.role)).toEqual(
+      expect.arrayContaining(['libvirtd', 'dbus-daemon', 'lab-ns.sh']),
+    );
     expect(e.stopReport.remaining).toEqual([]);
     for (const { pid } of e.stopReport.killed) await until(`pid ${pid} gone`, 3000, () => readProc(pid, 'stat') === '');
     expect(realMounts()).toEqual(mountsBefore);

@@ -403,7 +403,9 @@ function waitForLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: s
     };
     const onExit = (code: number | null, sig: string | null) => {
       cleanup();
-      reject(new Error(`${what}: exited (code ${code}, signal ${sig}) before ready\nstdout: ${buf}\nstderr: ${errBuf}`));
+      reject(
+        new Error(`${what}: exited (code ${code}, signal ${sig}) before ready\nstdout: ${buf}\nstderr: ${errBuf}`),
+      );
     };
     const timer = setTimeout(() => {
       cleanup();
@@ -501,10 +503,14 @@ class LabImpl implements Lab {
       const binds = new Set([REPO_DIR, realpathSync(REPO_DIR), tmpdir(), realpathSync(tmpdir())]);
       labEnv['LAB_BIND'] = [...binds].join(':');
     }
-    const helper = spawn('unshare', ['--mount', '--net', '--fork', '--kill-child', '--', 'bash', LAB_FILES.setupScript, LAB_DIR], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ...labEnv },
-    });
+    const helper = spawn(
+      'unshare',
+      ['--mount', '--net', '--fork', '--kill-child', '--', 'bash', LAB_FILES.setupScript, LAB_DIR],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, ...labEnv },
+      },
+    );
     this.helper = helper;
     if (helper.pid !== undefined) this.startedPids.set(helper.pid, 'unshare');
     const m = await waitForLine(helper, /^READY (\d+)$/, 15_000, 'lab namespace helper (lab-ns.sh)');
@@ -535,7 +541,12 @@ class LabImpl implements Lab {
 
     // 4. the system bus
     t = Date.now();
-    const bus = await this.exec('dbus-daemon', [`--config-file=${LAB_PATHS.busConfig}`, '--fork', '--print-pid', '--print-address']);
+    const bus = await this.exec('dbus-daemon', [
+      `--config-file=${LAB_PATHS.busConfig}`,
+      '--fork',
+      '--print-pid',
+      '--print-address',
+    ]);
     const lines = bus.stdout.trim().split('\n');
     const busPid = Number(lines[lines.length - 1]);
     if (!Number.isInteger(busPid) || busPid <= 1) throw failure('dbus-daemon (no pid printed)', bus);
@@ -582,7 +593,9 @@ class LabImpl implements Lab {
   tcCsumIgnored(): string[] {
     if (!this.hostPid) return [];
     try {
-      return readFileSync(this.path(LAB_PATHS.tcCsumLog), 'utf8').split('\n').filter((l) => l !== '');
+      return readFileSync(this.path(LAB_PATHS.tcCsumLog), 'utf8')
+        .split('\n')
+        .filter((l) => l !== '');
     } catch {
       return [];
     }
@@ -590,9 +603,13 @@ class LabImpl implements Lab {
 
   /** A process that holds a new network namespace inside the lab's mount namespace. */
   private async holdNetns(role: string): Promise<number> {
-    const child = spawn('nsenter', ['-t', String(this.hostPid), '-m', ...this.rootArgs(), '--', 'unshare', '--net', '--', 'cat'], {
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      'nsenter',
+      ['-t', String(this.hostPid), '-m', ...this.rootArgs(), '--', 'unshare', '--net', '--', 'cat'],
+      {
+        stdio: ['pipe', 'ignore', 'pipe'],
+      },
+    );
     this.holders.push(child);
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not spawn the ${role} namespace holder`);
@@ -692,7 +709,13 @@ class LabImpl implements Lab {
     return ['-t', String(pid), '-m', '-n', ...this.rootArgs(), '--', cmd, ...args];
   }
 
-  private async execAt(pid: number, where: string, cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  private async execAt(
+    pid: number,
+    where: string,
+    cmd: string,
+    args: readonly string[],
+    opts: ExecOptions = {},
+  ): Promise<ExecResult> {
     if (!pid) throw new Error(`lab ${where} namespace is not up`);
     const r = await run('nsenter', this.nsenterArgs(pid, cmd, args), { ...opts, env: this.procEnv(opts.env) });
     r.command = `[${where}] ${[cmd, ...args].join(' ')}`;
@@ -745,7 +768,22 @@ class LabImpl implements Lab {
     const tries = opts.tries ?? 10;
     const r = await this.inGuest(
       'busybox',
-      ['udhcpc', '-i', iface, '-n', '-q', '-f', '-t', String(tries), '-T', '1', '-A', '1', '-s', LAB_PATHS.udhcpcScript],
+      [
+        'udhcpc',
+        '-i',
+        iface,
+        '-n',
+        '-q',
+        '-f',
+        '-t',
+        String(tries),
+        '-T',
+        '1',
+        '-A',
+        '1',
+        '-s',
+        LAB_PATHS.udhcpcScript,
+      ],
       { reject: false, timeoutMs: (tries + 10) * 1000 },
     );
     const m = r.stdout.match(/^LEASE (\d+\.\d+\.\d+\.\d+)\/(\d+)/m);
@@ -788,10 +826,18 @@ class LabImpl implements Lab {
   async tcpListen(port: number, where?: TcpWhere): Promise<TcpListener> {
     const at = this.wherePid(where, 'wan');
     const child = this.track(
-      spawn('nsenter', this.nsenterArgs(at.pid, this.node, [LAB_FILES.tcpListen, String(port), ...(where?.address !== undefined ? [where.address] : [])]), {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: this.procEnv(),
-      }),
+      spawn(
+        'nsenter',
+        this.nsenterArgs(at.pid, this.node, [
+          LAB_FILES.tcpListen,
+          String(port),
+          ...(where?.address !== undefined ? [where.address] : []),
+        ]),
+        {
+          stdio: ['pipe', 'pipe', 'pipe'],
+          env: this.procEnv(),
+        },
+      ),
       `tcp-listen:${port}`,
     );
     const peers: string[] = [];
@@ -821,7 +867,10 @@ class LabImpl implements Lab {
             }
             return false;
           };
-          const timer = setTimeout(() => reject(new Error(`no connection #${n + 1} on ${at.name}:${port} within ${timeoutMs} ms`)), timeoutMs);
+          const timer = setTimeout(
+            () => reject(new Error(`no connection #${n + 1} on ${at.name}:${port} within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
           if (!check()) waiters.push(() => void check());
         }),
       close: async () => {
@@ -835,10 +884,20 @@ class LabImpl implements Lab {
   async tcpProbe(host: string, port: number, timeoutMs = 3000, where?: TcpWhere): Promise<TcpProbeResult> {
     const t = Date.now();
     const at = this.wherePid(where, 'guest');
-    const args = [LAB_FILES.tcpProbe, host, String(port), String(timeoutMs), ...(where?.address !== undefined ? [where.address] : [])];
+    const args = [
+      LAB_FILES.tcpProbe,
+      host,
+      String(port),
+      String(timeoutMs),
+      ...(where?.address !== undefined ? [where.address] : []),
+    ];
     const r = await this.execAt(at.pid, at.name, this.node, args, { reject: false, timeoutMs: timeoutMs + 5000 });
     const m = r.stdout.match(/^CONNECTED (\S+) \d+$/m);
-    const res: TcpProbeResult = { ok: r.exitCode === 0 && m !== null, output: (r.stdout + r.stderr).trim(), ms: Date.now() - t };
+    const res: TcpProbeResult = {
+      ok: r.exitCode === 0 && m !== null,
+      output: (r.stdout + r.stderr).trim(),
+      ms: Date.now() - t,
+    };
     if (m && m[1] !== undefined) res.localAddress = m[1];
     return res;
   }
@@ -857,7 +916,12 @@ class LabImpl implements Lab {
   }
 
   processes(): number[] {
-    const ns = [this.namespaces.mnt, this.namespaces.hostNet, this.namespaces.wanNet ?? '', this.namespaces.guestNet ?? ''];
+    const ns = [
+      this.namespaces.mnt,
+      this.namespaces.hostNet,
+      this.namespaces.wanNet ?? '',
+      this.namespaces.guestNet ?? '',
+    ];
     return processesInNamespaces(ns);
   }
 
@@ -886,7 +950,9 @@ class LabImpl implements Lab {
     try {
       // 1. what tests spawned (daemon under test, listeners, monitors)
       await term(
-        [...this.children].flatMap((c) => (c.pid !== undefined ? [{ pid: c.pid, role: this.startedPids.get(c.pid) ?? 'child' }] : [])),
+        [...this.children].flatMap((c) =>
+          c.pid !== undefined ? [{ pid: c.pid, role: this.startedPids.get(c.pid) ?? 'child' }] : [],
+        ),
         3000,
       );
       // 2. libvirtd, then the dnsmasq of every network (pid files in the lab's /run), libvirt-dbus, the bus
@@ -895,14 +961,18 @@ class LabImpl implements Lab {
       if (lv !== undefined) infra.push({ pid: lv, role: 'libvirtd' });
       await term(infra, 5000);
       const dns = this.dnsmasqPids().map((pid) => ({ pid, role: 'dnsmasq' }));
-      const libvirtDbus = this.processes().filter((pid) => comm(pid) === 'libvirt-dbus' && nsOf(pid, 'mnt') === this.namespaces.mnt);
+      const libvirtDbus = this.processes().filter(
+        (pid) => comm(pid) === 'libvirt-dbus' && nsOf(pid, 'mnt') === this.namespaces.mnt,
+      );
       await term([...dns, ...libvirtDbus.map((pid) => ({ pid, role: 'libvirt-dbus (activated)' }))], 3000);
       if (this.busPid) await term([{ pid: this.busPid, role: 'dbus-daemon' }], 3000);
       // 3. safety net, while the holders still pin the namespaces: anything
       //    else inside one (e.g. dnsmasq's script helper) is the lab's. Once a
       //    namespace is gone its inode number can be reused by a namespace of
       //    some other test, so namespaces are never matched after step 4.
-      const holderPids = new Set([...this.holders.map((h) => h.pid), this.hostPid, this.helper?.pid].filter((p): p is number => p !== undefined));
+      const holderPids = new Set(
+        [...this.holders.map((h) => h.pid), this.hostPid, this.helper?.pid].filter((p): p is number => p !== undefined),
+      );
       const left = this.processes().filter((pid) => !holderPids.has(pid));
       for (const pid of left) {
         report.stragglers.push({ pid, comm: comm(pid) });
@@ -940,9 +1010,19 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   if (process.getuid?.() !== 0) throw new Error('the libvirt lab needs root');
   if (!existsSync(LAB_FILES.setupScript)) throw new Error(`the libvirt lab needs ${LAB_FILES.setupScript}`);
   const root = opts.root ?? '';
-  for (const f of ['/usr/sbin/libvirtd', '/usr/bin/dbus-daemon', '/usr/sbin/libvirt-dbus', '/usr/bin/busybox', ...(opts.root !== undefined ? ['/usr/bin/node', '/usr/sbin/tc'] : [])]) {
+  for (const f of [
+    '/usr/sbin/libvirtd',
+    '/usr/bin/dbus-daemon',
+    '/usr/sbin/libvirt-dbus',
+    '/usr/bin/busybox',
+    ...(opts.root !== undefined ? ['/usr/bin/node', '/usr/sbin/tc'] : []),
+  ]) {
     if (!existsSync(root + f)) {
-      throw new Error(opts.root !== undefined ? `the test root ${opts.root} lacks ${f} (rebuild it: test/lab/trixie-root.sh)` : `the libvirt lab needs ${f} (see .ci/install-deps)`);
+      throw new Error(
+        opts.root !== undefined
+          ? `the test root ${opts.root} lacks ${f} (rebuild it: test/lab/trixie-root.sh)`
+          : `the libvirt lab needs ${f} (see .ci/install-deps)`,
+      );
     }
   }
   const lab = new LabImpl(opts);

@@ -28,7 +28,9 @@ export function ensureTrixieRoot(): Promise<TrixieRoot> {
     const r = await execa(TRIXIE_ROOT_SCRIPT, [], { reject: false, timeout: 15 * 60_000, stdin: 'ignore' });
     const path = String(r.stdout).trim().split('\n').pop() ?? '';
     if (r.exitCode !== 0 || !path.startsWith('/')) {
-      throw new Error(`could not build the Debian 13 test root (${TRIXIE_ROOT_SCRIPT}, exit ${r.exitCode}):\n${String(r.stderr)}`);
+      throw new Error(
+        `could not build the Debian 13 test root (${TRIXIE_ROOT_SCRIPT}, exit ${r.exitCode}):\n${String(r.stderr)}`,
+      );
     }
     return { path, ms: Date.now() - t0, log: String(r.stderr).trim() };
   })();

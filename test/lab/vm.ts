@@ -41,7 +41,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  appendFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
@@ -74,7 +84,9 @@ const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
 /** Throws a clear error when qemu is not installed (the test must fail, not skip). */
 export function requireQemu(): string {
   if (!existsSync(QEMU_BINARY)) {
-    throw new Error(`${QEMU_BINARY} is missing: install qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86; see .ci/install-deps)`);
+    throw new Error(
+      `${QEMU_BINARY} is missing: install qemu-system-x86 (apt-get install --no-install-recommends qemu-system-x86; see .ci/install-deps)`,
+    );
   }
   return QEMU_BINARY;
 }
@@ -183,7 +195,8 @@ export function moduleLoadOrder(roots: readonly string[], modulesDir: string): A
     if (seen.has(name)) return;
     if (stack.includes(name)) throw new Error(`module dependency cycle: ${[...stack, name].join(' -> ')}`);
     const path = all.get(name);
-    if (path === undefined) throw new Error(`kernel module ${name} not found under ${modulesDir} (built in? then drop it from NIC_MODULES)`);
+    if (path === undefined)
+      throw new Error(`kernel module ${name} not found under ${modulesDir} (built in? then drop it from NIC_MODULES)`);
     const data = readModule(path);
     for (const dep of moduleDepends(data)) visit(dep, [...stack, name]);
     seen.add(name);
@@ -211,9 +224,17 @@ export interface VmArtifacts {
 }
 
 async function sh(cmd: string, args: readonly string[], cwd?: string, timeoutMs = 120_000): Promise<string> {
-  const r = await execa(cmd, [...args], { reject: false, timeout: timeoutMs, cwd, stdin: 'ignore', env: { ...process.env, LC_ALL: 'C' } });
+  const r = await execa(cmd, [...args], {
+    reject: false,
+    timeout: timeoutMs,
+    cwd,
+    stdin: 'ignore',
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   if (r.exitCode !== 0) {
-    throw new Error(`${[cmd, ...args].join(' ')} failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})\n${String(r.stdout)}\n${String(r.stderr)}`);
+    throw new Error(
+      `${[cmd, ...args].join(' ')} failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})\n${String(r.stdout)}\n${String(r.stderr)}`,
+    );
   }
   return String(r.stdout);
 }
@@ -222,7 +243,8 @@ async function sh(cmd: string, args: readonly string[], cwd?: string, timeoutMs 
 export async function kernelPackageName(): Promise<string> {
   const out = await sh('apt-cache', ['depends', 'linux-image-amd64']);
   const m = out.match(/Depends:\s+(linux-image-\d\S*-amd64)\b/);
-  if (!m || m[1] === undefined) throw new Error(`no linux-image-*-amd64 dependency in \`apt-cache depends linux-image-amd64\`:\n${out}`);
+  if (!m || m[1] === undefined)
+    throw new Error(`no linux-image-*-amd64 dependency in \`apt-cache depends linux-image-amd64\`:\n${out}`);
   return m[1];
 }
 
@@ -304,18 +326,22 @@ export async function buildVmArtifacts(opts: { cacheDir?: string; nic?: NicModel
       }
       const busybox = readFileSync(join(bdir, 'bin', 'busybox'));
       // a static busybox names no dynamic loader
-      if (busybox.includes(Buffer.from('/lib64/ld-linux'))) throw new Error('busybox-static\'s /bin/busybox looks dynamically linked');
+      if (busybox.includes(Buffer.from('/lib64/ld-linux')))
+        throw new Error("busybox-static's /bin/busybox looks dynamically linked");
       const modulesDir = join(kdir, 'lib', 'modules', kernelRelease, 'kernel');
       const config = readFileSync(join(kdir, 'boot', `config-${kernelRelease}`), 'utf8');
       const roots: string[] = [];
       for (const [opt, mod] of NIC_MODULES[nic]) {
         const v = config.match(new RegExp(`^${opt}=(\\w)`, 'm'))?.[1];
-        if (v === undefined) throw new Error(`${opt} is not set in ${kernelPackage}'s config: the guest would have no NIC driver`);
+        if (v === undefined)
+          throw new Error(`${opt} is not set in ${kernelPackage}'s config: the guest would have no NIC driver`);
         if (v === 'm') roots.push(mod); // =y: built in, nothing to load
       }
       const order = moduleLoadOrder(roots, modulesDir);
       const entries: CpioEntry[] = [
-        ...['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'lib', 'lib/modules'].map((p): CpioEntry => ({ type: 'dir', path: p })),
+        ...['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'lib', 'lib/modules'].map(
+          (p): CpioEntry => ({ type: 'dir', path: p }),
+        ),
         { type: 'char', path: 'dev/console', major: 5, minor: 1 },
         { type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
         { type: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
@@ -332,7 +358,9 @@ export async function buildVmArtifacts(opts: { cacheDir?: string; nic?: NicModel
       rmSync(work, { recursive: true, force: true });
     }
   }
-  const modules = readFileSync(modulesFile, 'utf8').split('\n').filter((s) => s !== '');
+  const modules = readFileSync(modulesFile, 'utf8')
+    .split('\n')
+    .filter((s) => s !== '');
   return { kernel, initrd, kernelPackage, kernelRelease, nic, modules, cacheDir, built, ms: Date.now() - t0 };
 }
 
@@ -385,12 +413,23 @@ export function serialLogPath(name: string): string {
 }
 
 function xmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/'/g, '&apos;')
+    .replace(/"/g, '&quot;');
 }
 
 export function domainXml(o: GuestOptions): string {
   const probe = o.probe ?? { host: '192.0.2.2', port: 8080 };
-  const cmdline = ['console=ttyS0', 'quiet', 'panic=-1', `kvmnftd.probe=${probe.host}:${probe.port}`, `kvmnftd.dhcp_tries=${o.dhcpTries ?? 15}`].join(' ');
+  const cmdline = [
+    'console=ttyS0',
+    'quiet',
+    'panic=-1',
+    `kvmnftd.probe=${probe.host}:${probe.port}`,
+    `kvmnftd.dhcp_tries=${o.dhcpTries ?? 15}`,
+  ].join(' ');
   const e = xmlEscape;
   return `<domain type='qemu'>
   <name>${e(o.name)}</name>
@@ -458,8 +497,7 @@ export function parseSerialLog(text: string): GuestReport {
     else if ((m = line.match(/^KVMNFTD-NIC (\S+)(?: mac=(\S+))?/))) {
       r.nic = m[1];
       if (m[2] !== undefined) r.mac = m[2];
-    }
-    else if ((m = line.match(/^KVMNFTD-LEASE (\S+)/))) {
+    } else if ((m = line.match(/^KVMNFTD-LEASE (\S+)/))) {
       r.lease = m[1] === 'none' ? null : m[1];
       r.uptime.lease = num(line);
     } else if ((m = line.match(/^KVMNFTD-PROBE (ok|fail) ?(.*)$/))) {
@@ -514,7 +552,11 @@ class GuestImpl implements Guest {
 
   qemuLog(n = 30): string {
     try {
-      return readFileSync(this.lab.path(`/var/log/libvirt/qemu/${this.name}.log`), 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+      return readFileSync(this.lab.path(`/var/log/libvirt/qemu/${this.name}.log`), 'utf8')
+        .trimEnd()
+        .split('\n')
+        .slice(-n)
+        .join('\n');
     } catch (e) {
       return `(no qemu log: ${e instanceof Error ? e.message : String(e)})`;
     }
@@ -540,7 +582,8 @@ class GuestImpl implements Guest {
         if (m2) return { match: m2, ms: Date.now() - this.startedAt };
         throw new Error(`domain ${this.name} is gone and its serial log never matched ${re}\n${this.describe()}`);
       }
-      if (Date.now() > deadline) throw new Error(`serial log of ${this.name} did not match ${re} within ${timeoutMs} ms\n${this.describe()}`);
+      if (Date.now() > deadline)
+        throw new Error(`serial log of ${this.name} did not match ${re} within ${timeoutMs} ms\n${this.describe()}`);
       await sleep(50);
     }
   }
@@ -555,7 +598,8 @@ class GuestImpl implements Guest {
   }
 
   async destroy(): Promise<void> {
-    if (await this.running()) await this.lab.exec('virsh', ['-c', 'qemu:///system', 'destroy', this.name], { reject: false });
+    if (await this.running())
+      await this.lab.exec('virsh', ['-c', 'qemu:///system', 'destroy', this.name], { reject: false });
     await this.waitGone(10_000);
   }
 
@@ -582,7 +626,9 @@ export async function startGuest(lab: Lab, opts: GuestOptions): Promise<Guest> {
   const r = await lab.exec('virsh', ['-c', 'qemu:///system', 'create', xmlInLab], { reject: false, timeoutMs: 60_000 });
   g.createMs = Date.now() - g.startedAt;
   if (r.exitCode !== 0) {
-    throw new Error(`virsh create ${opts.name} failed (exit ${r.exitCode}): ${r.stderr.trim()}\n--- qemu log ---\n${g.qemuLog()}\n--- libvirtd log ---\n${lab.libvirtdLog(30)}`);
+    throw new Error(
+      `virsh create ${opts.name} failed (exit ${r.exitCode}): ${r.stderr.trim()}\n--- qemu log ---\n${g.qemuLog()}\n--- libvirtd log ---\n${lab.libvirtdLog(30)}`,
+    );
   }
   // The tap libvirt made for the domain (target dev), and its master.
   const dom = await lab.virsh('domiflist', opts.name).catch(() => undefined);

@@ -18,7 +18,11 @@ export interface Run {
 }
 
 /** Runs a command; never rejects (a time-out kills it and gives code null). */
-export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {}): Promise<Run> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; log?: (line: string) => void } = {},
+): Promise<Run> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -47,13 +51,19 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env
 }
 
 export function must(r: Run, what: string): string {
-  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`);
+  if (r.code !== 0)
+    throw new Error(`${what} failed (exit ${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`);
   return r.stdout;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined | false>, everyMs = 200): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined | false>,
+  everyMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -65,18 +75,28 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
 
 /** A cached root of RELEASE (packaging/deb/rootfs.sh). */
 export async function rootfs(release: Release, kind: 'build' | 'system'): Promise<string> {
-  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'rootfs.sh'), release, kind], { timeoutMs: 900_000, log: (l) => console.log(`[${release}] ${l}`) });
+  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'rootfs.sh'), release, kind], {
+    timeoutMs: 900_000,
+    log: (l) => console.log(`[${release}] ${l}`),
+  });
   return must(r, `rootfs.sh ${release} ${kind}`).trim().split('\n').at(-1)!;
 }
 
 /** Builds the release's .deb into OUT (packaging/deb/build.sh); returns its path. */
 export async function buildDeb(release: Release, out: string): Promise<{ deb: string; log: string; lintian: string }> {
-  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'build.sh'), release], { timeoutMs: 900_000, env: { ...process.env, KVMNFTD_DEB_OUT: out } });
+  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'build.sh'), release], {
+    timeoutMs: 900_000,
+    env: { ...process.env, KVMNFTD_DEB_OUT: out },
+  });
   must(r, `build.sh ${release}`);
   const deb = readdirSync(out).find((f) => f.endsWith('.deb'));
   if (!deb) throw new Error(`build.sh ${release} made no .deb:\n${r.stdout}`);
   const lintianFile = join(out, deb.replace(/\.deb$/, '.lintian.txt'));
-  return { deb: join(out, deb), log: r.stdout, lintian: existsSync(lintianFile) ? readFileSync(lintianFile, 'utf8') : '(no lintian output)' };
+  return {
+    deb: join(out, deb),
+    log: r.stdout,
+    lintian: existsSync(lintianFile) ? readFileSync(lintianFile, 'utf8') : '(no lintian output)',
+  };
 }
 
 function procStat(pid: number): { comm: string; ppid: number } | undefined {
@@ -96,7 +116,14 @@ function childrenOf(pid: number): number[] {
     .filter((p) => procStat(p)?.ppid === pid);
 }
 
-const CLEAN_ENV = ['PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8', 'SYSTEMD_PAGER=', 'SYSTEMD_COLORS=0', 'TERM=dumb', 'HOME=/root'];
+const CLEAN_ENV = [
+  'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
+  'LANG=C.UTF-8',
+  'SYSTEMD_PAGER=',
+  'SYSTEMD_COLORS=0',
+  'TERM=dumb',
+  'HOME=/root',
+];
 
 export class Container {
   private constructor(
@@ -108,17 +135,27 @@ export class Container {
   ) {}
 
   /** Boots ROOT+LAYER (test/system/boot.sh) and waits until systemd is up. */
-  static async boot(name: string, root: string, layer: string, work: string): Promise<{ container: Container; bootMs: number; state: string }> {
+  static async boot(
+    name: string,
+    root: string,
+    layer: string,
+    work: string,
+  ): Promise<{ container: Container; bootMs: number; state: string }> {
     const t0 = performance.now();
     const console_ = openSync(join(work, 'console.log'), 'a');
-    const launcher = spawn('bash', [join(REPO, 'test', 'system', 'boot.sh'), root, layer, work, name], { stdio: ['ignore', console_, console_] });
+    const launcher = spawn('bash', [join(REPO, 'test', 'system', 'boot.sh'), root, layer, work, name], {
+      stdio: ['ignore', console_, console_],
+    });
     closeSync(console_);
     const exited = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
     let gone = false;
     void exited.then(() => (gone = true));
     const pidFile = join(work, 'nspawn.pid');
     const leader = await waitFor(`${name}: the container's systemd`, 30_000, async () => {
-      if (gone) throw new Error(`${name}: boot.sh exited early:\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+      if (gone)
+        throw new Error(
+          `${name}: boot.sh exited early:\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`,
+        );
       if (!existsSync(pidFile)) return undefined;
       const nspawn = Number(readFileSync(pidFile, 'utf8'));
       // PID 1 of the container: a descendant of nspawn named systemd.
@@ -137,11 +174,17 @@ export class Container {
     const container = new Container(name, work, launcher, exited, leader);
     try {
       // systemctl answers once PID 1 has its private socket; then wait for the boot to finish.
-      await waitFor(`${name}: systemd's private bus`, 30_000, async () => (await container.exec(['systemctl', 'is-system-running'])).stdout.trim() !== '');
+      await waitFor(
+        `${name}: systemd's private bus`,
+        30_000,
+        async () => (await container.exec(['systemctl', 'is-system-running'])).stdout.trim() !== '',
+      );
       const r = await container.exec(['systemctl', 'is-system-running', '--wait'], 120_000);
       const state = r.stdout.trim();
       if (state !== 'running' && state !== 'degraded') {
-        throw new Error(`${name}: system state "${state}" (${r.stderr})\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`);
+        throw new Error(
+          `${name}: system state "${state}" (${r.stderr})\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`,
+        );
       }
       return { container, bootMs: performance.now() - t0, state };
     } catch (err) {
@@ -151,7 +194,9 @@ export class Container {
   }
 
   exec(args: string[], timeoutMs = 60_000): Promise<Run> {
-    return run('nsenter', ['-t', String(this.leader), '-a', '/usr/bin/env', '-i', ...CLEAN_ENV, ...args], { timeoutMs });
+    return run('nsenter', ['-t', String(this.leader), '-a', '/usr/bin/env', '-i', ...CLEAN_ENV, ...args], {
+      timeoutMs,
+    });
   }
 
   /** A shell script inside; throws unless it exits 0. */
@@ -204,5 +249,10 @@ export function exposure(text: string, unit: string): number {
 /** The unit's systemd properties as a map. */
 export async function unitProps(c: Container, unit: string, props: string[]): Promise<Record<string, string>> {
   const out = await c.sh(`systemctl show ${unit} ${props.map((p) => `-p ${p}`).join(' ')}`);
-  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }

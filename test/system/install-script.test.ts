@@ -15,9 +15,21 @@ afterAll(() => rmSync(dest, { recursive: true, force: true }));
 describe('packaging/install.sh', () => {
   it('install into DESTDIR, run the installed command, uninstall', () => {
     const env = { ...process.env, DESTDIR: dest, PREFIX: '/usr/local' };
-    const r = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'install'], { env, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const r = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'install'], {
+      env,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
     expect(r.status, `${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`).toBe(0);
-    for (const f of ['usr/local/lib/kvmnftd/dist/cli/main.js', 'usr/local/lib/kvmnftd/package.json', 'usr/local/lib/kvmnftd/node_modules/sd-notify/build/Release/notify.node', 'usr/local/bin/kvmnftd', 'usr/local/share/man/man8/kvmnftd.8', 'usr/local/share/man/man5/kvmnftd.toml.5', 'etc/kvmnftd/kvmnftd.toml']) {
+    for (const f of [
+      'usr/local/lib/kvmnftd/dist/cli/main.js',
+      'usr/local/lib/kvmnftd/package.json',
+      'usr/local/lib/kvmnftd/node_modules/sd-notify/build/Release/notify.node',
+      'usr/local/bin/kvmnftd',
+      'usr/local/share/man/man8/kvmnftd.8',
+      'usr/local/share/man/man5/kvmnftd.toml.5',
+      'etc/kvmnftd/kvmnftd.toml',
+    ]) {
       expect(existsSync(join(dest, f)), f).toBe(true);
     }
     expect(existsSync(join(dest, 'usr/local/lib/kvmnftd/node_modules/typescript')), 'no dev dependencies').toBe(false);
@@ -27,18 +39,30 @@ describe('packaging/install.sh', () => {
     // The wrapper names the install path; run the installed build through it.
     const wrapper = readFileSync(join(dest, 'usr/local/bin/kvmnftd'), 'utf8');
     expect(wrapper).toContain('/usr/local/lib/kvmnftd/dist/cli/main.js');
-    const out = execFileSync(process.execPath, [join(dest, 'usr/local/lib/kvmnftd/dist/cli/main.js'), '--version'], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [join(dest, 'usr/local/lib/kvmnftd/dist/cli/main.js'), '--version'], {
+      encoding: 'utf8',
+    });
     expect(out.trim()).toMatch(/^kvmnftd \d+\.\d+\.\d+$/);
 
     // A second install (the upgrade path) keeps an edited config.
     writeFileSync(join(dest, 'etc/kvmnftd/kvmnftd.toml'), '# edited\n');
-    const again = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'install'], { env, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const again = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'install'], {
+      env,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
     expect(again.status, again.stderr.slice(-2000)).toBe(0);
     expect(readFileSync(join(dest, 'etc/kvmnftd/kvmnftd.toml'), 'utf8')).toBe('# edited\n');
 
     const un = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'uninstall'], { env, encoding: 'utf8' });
     expect(un.status, un.stderr).toBe(0);
-    for (const f of ['usr/local/lib/kvmnftd', 'usr/local/bin/kvmnftd', 'etc/systemd/system/kvmnftd.service', 'usr/local/share/man/man8/kvmnftd.8']) expect(existsSync(join(dest, f)), f).toBe(false);
+    for (const f of [
+      'usr/local/lib/kvmnftd',
+      'usr/local/bin/kvmnftd',
+      'etc/systemd/system/kvmnftd.service',
+      'usr/local/share/man/man8/kvmnftd.8',
+    ])
+      expect(existsSync(join(dest, f)), f).toBe(false);
     expect(existsSync(join(dest, 'etc/kvmnftd/kvmnftd.toml')), 'uninstall leaves the config').toBe(true);
   }, 600_000);
 });

@@ -11,7 +11,19 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildDeb, Container, exposure, must, REPO, rootfs, run, sleep, unitProps, waitFor, type Release } from './container.js';
+import {
+  buildDeb,
+  Container,
+  exposure,
+  must,
+  REPO,
+  rootfs,
+  run,
+  sleep,
+  unitProps,
+  waitFor,
+  type Release,
+} from './container.js';
 
 const ADMIN = join(REPO, 'test', 'fixtures', 'admin-ruleset.nft');
 const MINUTE = 60_000;
@@ -40,14 +52,22 @@ async function prepare(release: Release): Promise<Prepared> {
   const dir = join(work, release);
   mkdirSync(join(dir, 'deb'), { recursive: true });
   const [root, built] = await Promise.all([
-    rootfs(release, 'system').then((r) => (t(release, 'system root ready (cached or built)', performance.now() - t0), r)),
-    buildDeb(release, join(dir, 'deb')).then((b) => (t(release, '.deb built (incl. its build root)', performance.now() - t0), b)),
+    rootfs(release, 'system').then(
+      (r) => (t(release, 'system root ready (cached or built)', performance.now() - t0), r),
+    ),
+    buildDeb(release, join(dir, 'deb')).then(
+      (b) => (t(release, '.deb built (incl. its build root)', performance.now() - t0), b),
+    ),
   ]);
   console.log(`[${release}] ${built.log.trim()}`);
   console.log(`[${release}] lintian:\n${built.lintian.trim()}`);
   const t1 = performance.now();
   const layer = join(dir, 'layer');
-  const installed = await run('bash', [join(REPO, 'test', 'system', 'install-layer.sh'), root, layer, built.deb, ADMIN], { timeoutMs: 5 * MINUTE });
+  const installed = await run(
+    'bash',
+    [join(REPO, 'test', 'system', 'install-layer.sh'), root, layer, built.deb, ADMIN],
+    { timeoutMs: 5 * MINUTE },
+  );
   console.log(`[${release}] install layer:\n${installed.stdout}${installed.stderr}`);
   must(installed, `install-layer.sh ${release}`);
   t(release, 'dpkg -i into the install layer', performance.now() - t1);
@@ -64,22 +84,34 @@ beforeAll(() => {
 afterAll(() => {
   console.log(`\ntest/system timings:\n  ${timings.join('\n  ')}`);
   const units = ['kvmnftd.service', 'libvirtd.service', 'nftables.service'];
-  const rows = Object.entries(scores).map(([rel, s]) => `  ${rel.padEnd(10)} ${units.map((u) => String(s[u] ?? '-').padStart(18)).join('')}`);
-  console.log(`\nsystemd-analyze security (exposure, lower is better), inside the booted container:\n  ${''.padEnd(10)} ${units.map((u) => u.padStart(18)).join('')}\n${rows.join('\n')}`);
+  const rows = Object.entries(scores).map(
+    ([rel, s]) => `  ${rel.padEnd(10)} ${units.map((u) => String(s[u] ?? '-').padStart(18)).join('')}`,
+  );
+  console.log(
+    `\nsystemd-analyze security (exposure, lower is better), inside the booted container:\n  ${''.padEnd(10)} ${units.map((u) => u.padStart(18)).join('')}\n${rows.join('\n')}`,
+  );
   rmSync(work, { recursive: true, force: true });
 });
 
 /** Everything kvmnftd's rules for BRIDGE need: NAT in its table, accepts in the admin's chains, the two jumps. */
 async function kvmnftdRulesFor(c: Container, bridge: string): Promise<boolean> {
   const r = await c.try('nft list table inet kvmnftd && nft list table inet filter');
-  return r.code === 0 && r.stdout.includes(`nat_${bridge}`) && r.stdout.includes(`iifname "${bridge}" udp dport 67`) && /chain input \{[^}]*?jump kvmnftd_input/s.test(r.stdout) && /chain forward \{[^}]*?jump kvmnftd_forward/s.test(r.stdout);
+  return (
+    r.code === 0 &&
+    r.stdout.includes(`nat_${bridge}`) &&
+    r.stdout.includes(`iifname "${bridge}" udp dport 67`) &&
+    /chain input \{[^}]*?jump kvmnftd_input/s.test(r.stdout) &&
+    /chain forward \{[^}]*?jump kvmnftd_forward/s.test(r.stdout)
+  );
 }
 
 /** libvirt's own rules for BRIDGE (iptables-nft tables on libvirt 9, libvirt_network on the nftables backend). */
 async function libvirtRulesFor(c: Container, bridge: string): Promise<boolean> {
   const r = await c.try('nft list ruleset');
   if (r.code !== 0) return false;
-  const foreign = r.stdout.split(/^table /m).filter((tb) => !tb.startsWith('inet kvmnftd') && !tb.startsWith('inet filter'));
+  const foreign = r.stdout
+    .split(/^table /m)
+    .filter((tb) => !tb.startsWith('inet kvmnftd') && !tb.startsWith('inet filter'));
   return foreign.some((tb) => tb.includes(`"${bridge}"`));
 }
 
@@ -94,198 +126,311 @@ const LAB_XML = `<network>
 `;
 
 for (const release of ['bookworm', 'trixie'] as const) {
-  describe.sequential(`kvmnftd.deb under systemd on ${release === 'bookworm' ? 'Debian 12' : 'Debian 13'} (${release})`, () => {
-    let p: Prepared;
-    let c: Container | undefined;
+  describe.sequential(
+    `kvmnftd.deb under systemd on ${release === 'bookworm' ? 'Debian 12' : 'Debian 13'} (${release})`,
+    () => {
+      let p: Prepared;
+      let c: Container | undefined;
 
-    beforeAll(async () => {
-      p = await prepared[release];
-      t(release, `.deb size ${(p.debBytes / 1024).toFixed(0)} KiB`, 0);
-      const boot = await Container.boot(`kvmnftd-${release}`, p.root, p.layer, mkdtempSync(join(work, `${release}-boot1-`)));
-      c = boot.container;
-      t(release, `boot 1 to "${boot.state}"`, boot.bootMs);
-      if (boot.state !== 'running') console.log(`[${release}] failed units:\n${(await c.try('systemctl --failed --no-legend')).stdout}`);
-    }, 20 * MINUTE);
+      beforeAll(async () => {
+        p = await prepared[release];
+        t(release, `.deb size ${(p.debBytes / 1024).toFixed(0)} KiB`, 0);
+        const boot = await Container.boot(
+          `kvmnftd-${release}`,
+          p.root,
+          p.layer,
+          mkdtempSync(join(work, `${release}-boot1-`)),
+        );
+        c = boot.container;
+        t(release, `boot 1 to "${boot.state}"`, boot.bootMs);
+        if (boot.state !== 'running')
+          console.log(`[${release}] failed units:\n${(await c.try('systemctl --failed --no-legend')).stdout}`);
+      }, 20 * MINUTE);
 
-    afterAll(async () => {
-      if (c) t(release, 'power off', await c.stop());
-    }, 2 * MINUTE);
+      afterAll(async () => {
+        if (c) t(release, 'power off', await c.stop());
+      }, 2 * MINUTE);
 
-    it('the package enabled kvmnftd; at boot it came up after nftables and libvirtd with the default network\'s rules', async () => {
-      const ct = c!;
-      expect((await ct.try('systemctl is-enabled kvmnftd')).stdout.trim()).toBe('enabled');
-      await waitFor('kvmnftd active after boot', 60_000, async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active');
-      await waitFor('default network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
-      const at = async (unit: string) => unitProps(ct, unit, ['ActiveEnterTimestampMonotonic', 'InactiveExitTimestampMonotonic', 'ActiveState']);
-      const nft = await at('nftables.service');
-      const libvirtd = await at('libvirtd.service');
-      const kvm = await at('kvmnftd.service');
-      expect(nft['ActiveState']).toBe('active');
-      expect(libvirtd['ActiveState']).toBe('active');
-      expect(Number(nft['ActiveEnterTimestampMonotonic'])).toBeLessThanOrEqual(Number(libvirtd['InactiveExitTimestampMonotonic']));
-      expect(Number(libvirtd['ActiveEnterTimestampMonotonic'])).toBeLessThanOrEqual(Number(kvm['InactiveExitTimestampMonotonic']));
-      expect((await ct.sh('virsh -q net-list --name')).trim().split('\n')).toContain('default');
-    }, 3 * MINUTE);
+      it(
+        "the package enabled kvmnftd; at boot it came up after nftables and libvirtd with the default network's rules",
+        async () => {
+          const ct = c!;
+          expect((await ct.try('systemctl is-enabled kvmnftd')).stdout.trim()).toBe('enabled');
+          await waitFor(
+            'kvmnftd active after boot',
+            60_000,
+            async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active',
+          );
+          await waitFor('default network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
+          const at = async (unit: string) =>
+            unitProps(ct, unit, ['ActiveEnterTimestampMonotonic', 'InactiveExitTimestampMonotonic', 'ActiveState']);
+          const nft = await at('nftables.service');
+          const libvirtd = await at('libvirtd.service');
+          const kvm = await at('kvmnftd.service');
+          expect(nft['ActiveState']).toBe('active');
+          expect(libvirtd['ActiveState']).toBe('active');
+          expect(Number(nft['ActiveEnterTimestampMonotonic'])).toBeLessThanOrEqual(
+            Number(libvirtd['InactiveExitTimestampMonotonic']),
+          );
+          expect(Number(libvirtd['ActiveEnterTimestampMonotonic'])).toBeLessThanOrEqual(
+            Number(kvm['InactiveExitTimestampMonotonic']),
+          );
+          expect((await ct.sh('virsh -q net-list --name')).trim().split('\n')).toContain('default');
+        },
+        3 * MINUTE,
+      );
 
-    it('systemctl enable --now kvmnftd: active (READY=1), systemctl status shows the STATUS line', async () => {
-      const ct = c!;
-      await ct.sh('systemctl disable --now kvmnftd');
-      expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('inactive');
-      expect(await kvmnftdRulesFor(ct, 'virbr0'), 'a plain stop keeps the rules').toBe(true);
-      const start = await ct.exec(['systemctl', 'enable', '--now', 'kvmnftd']);
-      must(start, 'systemctl enable --now kvmnftd');
-      t(release, 'systemctl enable --now kvmnftd -> active (Type=notify: returns at READY=1)', start.ms);
-      expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
-      const status = (await ct.try('systemctl status --no-pager kvmnftd')).stdout;
-      console.log(`[${release}] systemctl status kvmnftd:\n${status}`);
-      expect(status).toMatch(/Status: "1 network \(default\)/);
-      // The time from `systemctl start` to active, on a warm system.
-      await ct.sh('systemctl stop kvmnftd');
-      const again = await ct.exec(['systemctl', 'start', 'kvmnftd']);
-      must(again, 'systemctl start kvmnftd');
-      t(release, 'systemctl start kvmnftd -> active', again.ms);
-    }, 3 * MINUTE);
+      it(
+        'systemctl enable --now kvmnftd: active (READY=1), systemctl status shows the STATUS line',
+        async () => {
+          const ct = c!;
+          await ct.sh('systemctl disable --now kvmnftd');
+          expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('inactive');
+          expect(await kvmnftdRulesFor(ct, 'virbr0'), 'a plain stop keeps the rules').toBe(true);
+          const start = await ct.exec(['systemctl', 'enable', '--now', 'kvmnftd']);
+          must(start, 'systemctl enable --now kvmnftd');
+          t(release, 'systemctl enable --now kvmnftd -> active (Type=notify: returns at READY=1)', start.ms);
+          expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
+          const status = (await ct.try('systemctl status --no-pager kvmnftd')).stdout;
+          console.log(`[${release}] systemctl status kvmnftd:\n${status}`);
+          expect(status).toMatch(/Status: "1 network \(default\)/);
+          // The time from `systemctl start` to active, on a warm system.
+          await ct.sh('systemctl stop kvmnftd');
+          const again = await ct.exec(['systemctl', 'start', 'kvmnftd']);
+          must(again, 'systemctl start kvmnftd');
+          t(release, 'systemctl start kvmnftd -> active', again.ms);
+        },
+        3 * MINUTE,
+      );
 
-    it('virsh net-start of another network: its rules appear, one readable journal line for it', async () => {
-      const ct = c!;
-      await ct.sh(`cat > /tmp/lab.xml <<'X'\n${LAB_XML}X\nvirsh -q net-define /tmp/lab.xml && virsh -q net-start lab`);
-      await waitFor('lab network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
-      const lines = await waitFor('the journal line for lab', 10_000, async () => {
-        const j = (await ct.try('journalctl -u kvmnftd -b -o cat --no-pager')).stdout.split('\n').filter((l) => /\blab\b/.test(l) && /network lab up/.test(l));
-        return j.length > 0 ? j : undefined;
+      it(
+        'virsh net-start of another network: its rules appear, one readable journal line for it',
+        async () => {
+          const ct = c!;
+          await ct.sh(
+            `cat > /tmp/lab.xml <<'X'\n${LAB_XML}X\nvirsh -q net-define /tmp/lab.xml && virsh -q net-start lab`,
+          );
+          await waitFor('lab network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
+          const lines = await waitFor('the journal line for lab', 10_000, async () => {
+            const j = (await ct.try('journalctl -u kvmnftd -b -o cat --no-pager')).stdout
+              .split('\n')
+              .filter((l) => /\blab\b/.test(l) && /network lab up/.test(l));
+            return j.length > 0 ? j : undefined;
+          });
+          console.log(`[${release}] journal: ${lines.join('\n')}`);
+          expect(lines).toHaveLength(1);
+          expect(lines[0]).toMatch(/^network lab up: applied \d+ nft commands in [\d.]+ ms/);
+        },
+        2 * MINUTE,
+      );
+
+      it('journalctl -u kvmnftd -p warning shows only warnings and worse', async () => {
+        const ct = c!;
+        const all = (await ct.sh('journalctl -u kvmnftd -b -o json --no-pager'))
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, string>);
+        const mine = all.filter((e) => e['_PID'] !== undefined && e['SYSLOG_IDENTIFIER'] !== 'systemd');
+        expect(
+          mine.some((e) => Number(e['PRIORITY']) === 6),
+          'info lines are logged at priority 6',
+        ).toBe(true);
+        const warn = (await ct.sh('journalctl -u kvmnftd -b -p warning -o json --no-pager'))
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, string>);
+        for (const e of warn) expect(Number(e['PRIORITY']), e['MESSAGE']).toBeLessThanOrEqual(4);
+        const text = (await ct.sh('journalctl -u kvmnftd -b -p warning -o cat --no-pager')).trim();
+        expect(text).not.toMatch(/network lab up|ready:/);
       });
-      console.log(`[${release}] journal: ${lines.join('\n')}`);
-      expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(/^network lab up: applied \d+ nft commands in [\d.]+ ms/);
-    }, 2 * MINUTE);
 
-    it('journalctl -u kvmnftd -p warning shows only warnings and worse', async () => {
-      const ct = c!;
-      const all = (await ct.sh('journalctl -u kvmnftd -b -o json --no-pager')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
-      const mine = all.filter((e) => e['_PID'] !== undefined && e['SYSLOG_IDENTIFIER'] !== 'systemd');
-      expect(mine.some((e) => Number(e['PRIORITY']) === 6), 'info lines are logged at priority 6').toBe(true);
-      const warn = (await ct.sh('journalctl -u kvmnftd -b -p warning -o json --no-pager')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, string>);
-      for (const e of warn) expect(Number(e['PRIORITY']), e['MESSAGE']).toBeLessThanOrEqual(4);
-      const text = (await ct.sh('journalctl -u kvmnftd -b -p warning -o cat --no-pager')).trim();
-      expect(text).not.toMatch(/network lab up|ready:/);
-    });
+      it(
+        'systemctl reload kvmnftd re-reads the config and returns when done; a bad config is rejected, the old one kept',
+        async () => {
+          const ct = c!;
+          const pid = (await unitProps(ct, 'kvmnftd', ['MainPID']))['MainPID'];
+          await ct.sh(
+            "sed -i 's/^resync_interval = 60/resync_interval = 30/' /etc/kvmnftd/kvmnftd.toml && grep -q '^resync_interval = 30' /etc/kvmnftd/kvmnftd.toml",
+          );
+          const r = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
+          must(r, 'systemctl reload kvmnftd');
+          t(release, 'systemctl reload kvmnftd', r.ms);
+          // Returned only after the daemon recorded the reload (READY=1 follows RELOADING=1).
+          expect((await ct.sh('cat /run/kvmnftd/reload.state')).trim()).toMatch(/^\d+ ok$/);
+          expect(
+            (await ct.sh('journalctl -u kvmnftd -b -o cat --no-pager')).includes('SIGHUP: configuration re-read'),
+          ).toBe(true);
+          const after = await unitProps(ct, 'kvmnftd', ['MainPID', 'ActiveState', 'SubState']);
+          expect(after).toMatchObject({ MainPID: pid, ActiveState: 'active', SubState: 'running' });
 
-    it('systemctl reload kvmnftd re-reads the config and returns when done; a bad config is rejected, the old one kept', async () => {
-      const ct = c!;
-      const pid = (await unitProps(ct, 'kvmnftd', ['MainPID']))['MainPID'];
-      await ct.sh("sed -i 's/^resync_interval = 60/resync_interval = 30/' /etc/kvmnftd/kvmnftd.toml && grep -q '^resync_interval = 30' /etc/kvmnftd/kvmnftd.toml");
-      const r = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
-      must(r, 'systemctl reload kvmnftd');
-      t(release, 'systemctl reload kvmnftd', r.ms);
-      // Returned only after the daemon recorded the reload (READY=1 follows RELOADING=1).
-      expect((await ct.sh('cat /run/kvmnftd/reload.state')).trim()).toMatch(/^\d+ ok$/);
-      expect((await ct.sh('journalctl -u kvmnftd -b -o cat --no-pager')).includes('SIGHUP: configuration re-read')).toBe(true);
-      const after = await unitProps(ct, 'kvmnftd', ['MainPID', 'ActiveState', 'SubState']);
-      expect(after).toMatchObject({ MainPID: pid, ActiveState: 'active', SubState: 'running' });
+          await ct.sh('sed -i \'s/^jump = "first"/jump = "middle"/\' /etc/kvmnftd/kvmnftd.toml');
+          const bad = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
+          expect(bad.code).not.toBe(0);
+          expect((await ct.sh('cat /run/kvmnftd/reload.state')).trim()).toMatch(/rejected: .*filter\.jump/);
+          expect(await unitProps(ct, 'kvmnftd', ['MainPID', 'ActiveState'])).toMatchObject({
+            MainPID: pid,
+            ActiveState: 'active',
+          });
+          await ct.sh(
+            'sed -i \'s/^jump = "middle"/jump = "first"/\' /etc/kvmnftd/kvmnftd.toml && systemctl reload kvmnftd',
+          );
+        },
+        2 * MINUTE,
+      );
 
-      await ct.sh("sed -i 's/^jump = \"first\"/jump = \"middle\"/' /etc/kvmnftd/kvmnftd.toml");
-      const bad = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
-      expect(bad.code).not.toBe(0);
-      expect((await ct.sh('cat /run/kvmnftd/reload.state')).trim()).toMatch(/rejected: .*filter\.jump/);
-      expect(await unitProps(ct, 'kvmnftd', ['MainPID', 'ActiveState'])).toMatchObject({ MainPID: pid, ActiveState: 'active' });
-      await ct.sh("sed -i 's/^jump = \"middle\"/jump = \"first\"/' /etc/kvmnftd/kvmnftd.toml && systemctl reload kvmnftd");
-    }, 2 * MINUTE);
+      it(
+        'systemctl restart keeps the rules in place',
+        async () => {
+          const ct = c!;
+          const before = await ct.sh('nft list table inet kvmnftd');
+          // Watch the ruleset during the restart: kvmnftd's table is never deleted.
+          await ct.sh('(timeout 15 nft monitor > /tmp/monitor.txt 2>&1 &) ; sleep 0.3');
+          await ct.sh('systemctl restart kvmnftd');
+          await sleep(1500);
+          await ct.try('pkill -x -f "nft monitor" ; true');
+          const monitor = await ct.sh('cat /tmp/monitor.txt');
+          expect(monitor).not.toMatch(/delete table inet kvmnftd|delete chain inet filter kvmnftd_/);
+          expect(await ct.sh('nft list table inet kvmnftd')).toBe(before);
+          expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
+          expect(await kvmnftdRulesFor(ct, 'virbr7')).toBe(true);
+        },
+        MINUTE,
+      );
 
-    it('systemctl restart keeps the rules in place', async () => {
-      const ct = c!;
-      const before = await ct.sh('nft list table inet kvmnftd');
-      // Watch the ruleset during the restart: kvmnftd's table is never deleted.
-      await ct.sh('(timeout 15 nft monitor > /tmp/monitor.txt 2>&1 &) ; sleep 0.3');
-      await ct.sh('systemctl restart kvmnftd');
-      await sleep(1500);
-      await ct.try('pkill -x -f "nft monitor" ; true');
-      const monitor = await ct.sh('cat /tmp/monitor.txt');
-      expect(monitor).not.toMatch(/delete table inet kvmnftd|delete chain inet filter kvmnftd_/);
-      expect(await ct.sh('nft list table inet kvmnftd')).toBe(before);
-      expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
-      expect(await kvmnftdRulesFor(ct, 'virbr7')).toBe(true);
-    }, MINUTE);
+      it(
+        'a hung daemon (SIGSTOP) is killed by the watchdog and restarted',
+        async () => {
+          const ct = c!;
+          // Shorter than the unit's 30 s for the test; the abort of a stopped process waits TimeoutAbortSec.
+          await ct.sh(
+            'mkdir -p /run/systemd/system/kvmnftd.service.d && printf "[Service]\\nWatchdogSec=3s\\nTimeoutAbortSec=2s\\n" > /run/systemd/system/kvmnftd.service.d/watchdog.conf && systemctl daemon-reload && systemctl restart kvmnftd',
+          );
+          const before = await unitProps(ct, 'kvmnftd', ['MainPID', 'NRestarts', 'WatchdogUSec']);
+          expect(before['WatchdogUSec']).toBe('3s');
+          const t0 = performance.now();
+          await ct.sh(`kill -STOP ${before['MainPID']}`);
+          const after = await waitFor(
+            'a new kvmnftd after the watchdog',
+            60_000,
+            async () => {
+              const now = await unitProps(ct, 'kvmnftd', ['MainPID', 'NRestarts', 'ActiveState', 'SubState']);
+              return now['MainPID'] !== before['MainPID'] &&
+                now['MainPID'] !== '0' &&
+                now['ActiveState'] === 'active' &&
+                now['SubState'] === 'running'
+                ? now
+                : undefined;
+            },
+            250,
+          );
+          t(release, 'SIGSTOP -> watchdog kill -> active again (WatchdogSec=3s)', performance.now() - t0);
+          expect(Number(after['NRestarts'])).toBe(Number(before['NRestarts']) + 1);
+          expect(await ct.sh('journalctl -u kvmnftd -b -o cat --no-pager')).toMatch(/[Ww]atchdog timeout/);
+          expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
+          await ct.sh(
+            'rm -r /run/systemd/system/kvmnftd.service.d && systemctl daemon-reload && systemctl restart kvmnftd',
+          );
+        },
+        2 * MINUTE,
+      );
 
-    it('a hung daemon (SIGSTOP) is killed by the watchdog and restarted', async () => {
-      const ct = c!;
-      // Shorter than the unit's 30 s for the test; the abort of a stopped process waits TimeoutAbortSec.
-      await ct.sh('mkdir -p /run/systemd/system/kvmnftd.service.d && printf "[Service]\\nWatchdogSec=3s\\nTimeoutAbortSec=2s\\n" > /run/systemd/system/kvmnftd.service.d/watchdog.conf && systemctl daemon-reload && systemctl restart kvmnftd');
-      const before = await unitProps(ct, 'kvmnftd', ['MainPID', 'NRestarts', 'WatchdogUSec']);
-      expect(before['WatchdogUSec']).toBe('3s');
-      const t0 = performance.now();
-      await ct.sh(`kill -STOP ${before['MainPID']}`);
-      const after = await waitFor('a new kvmnftd after the watchdog', 60_000, async () => {
-        const now = await unitProps(ct, 'kvmnftd', ['MainPID', 'NRestarts', 'ActiveState', 'SubState']);
-        return now['MainPID'] !== before['MainPID'] && now['MainPID'] !== '0' && now['ActiveState'] === 'active' && now['SubState'] === 'running' ? now : undefined;
-      }, 250);
-      t(release, 'SIGSTOP -> watchdog kill -> active again (WatchdogSec=3s)', performance.now() - t0);
-      expect(Number(after['NRestarts'])).toBe(Number(before['NRestarts']) + 1);
-      expect(await ct.sh('journalctl -u kvmnftd -b -o cat --no-pager')).toMatch(/[Ww]atchdog timeout/);
-      expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
-      await ct.sh('rm -r /run/systemd/system/kvmnftd.service.d && systemctl daemon-reload && systemctl restart kvmnftd');
-    }, 2 * MINUTE);
+      it(
+        "systemctl reload nftables: kvmnftd restores its rules and libvirt's; networks start again",
+        async () => {
+          const ct = c!;
+          expect(await libvirtRulesFor(ct, 'virbr0')).toBe(true);
+          const t0 = performance.now();
+          await ct.sh('systemctl reload nftables');
+          await waitFor(
+            'kvmnftd rules back',
+            30_000,
+            async () => (await kvmnftdRulesFor(ct, 'virbr0')) && kvmnftdRulesFor(ct, 'virbr7'),
+          );
+          t(release, 'systemctl reload nftables -> kvmnftd rules back', performance.now() - t0);
+          await waitFor(
+            "libvirt's rules back (FirewallD1.Reloaded)",
+            30_000,
+            async () => (await libvirtRulesFor(ct, 'virbr0')) && libvirtRulesFor(ct, 'virbr7'),
+          );
+          t(release, "systemctl reload nftables -> libvirt's rules back", performance.now() - t0);
+          // The admin's own rules are as in /etc/nftables.conf (plus the jumps).
+          expect(await ct.sh('nft list chain inet filter input')).toContain('tcp dport 22 accept comment "admin ssh"');
+          await ct.sh('virsh -q net-destroy lab && virsh -q net-start lab');
+          await waitFor('lab rules after its restart', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
+        },
+        2 * MINUTE,
+      );
 
-    it('systemctl reload nftables: kvmnftd restores its rules and libvirt\'s; networks start again', async () => {
-      const ct = c!;
-      expect(await libvirtRulesFor(ct, 'virbr0')).toBe(true);
-      const t0 = performance.now();
-      await ct.sh('systemctl reload nftables');
-      await waitFor('kvmnftd rules back', 30_000, async () => (await kvmnftdRulesFor(ct, 'virbr0')) && kvmnftdRulesFor(ct, 'virbr7'));
-      t(release, 'systemctl reload nftables -> kvmnftd rules back', performance.now() - t0);
-      await waitFor("libvirt's rules back (FirewallD1.Reloaded)", 30_000, async () => (await libvirtRulesFor(ct, 'virbr0')) && libvirtRulesFor(ct, 'virbr7'));
-      t(release, "systemctl reload nftables -> libvirt's rules back", performance.now() - t0);
-      // The admin's own rules are as in /etc/nftables.conf (plus the jumps).
-      expect(await ct.sh('nft list chain inet filter input')).toContain('tcp dport 22 accept comment "admin ssh"');
-      await ct.sh('virsh -q net-destroy lab && virsh -q net-start lab');
-      await waitFor('lab rules after its restart', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
-    }, 2 * MINUTE);
+      it('systemd-analyze security: kvmnftd.service exposure <= 2.0 while working', async () => {
+        const ct = c!;
+        const s: Record<string, number> = {};
+        for (const unit of ['kvmnftd.service', 'libvirtd.service', 'nftables.service']) {
+          s[unit] = exposure((await ct.try(`systemd-analyze security --no-pager ${unit}`)).stdout, unit);
+        }
+        scores[release] = s;
+        console.log(`[${release}] exposure: ${JSON.stringify(s)}`);
+        expect(s['kvmnftd.service']).toBeLessThanOrEqual(2.0);
+        expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
+        expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
+      });
 
-    it('systemd-analyze security: kvmnftd.service exposure <= 2.0 while working', async () => {
-      const ct = c!;
-      const s: Record<string, number> = {};
-      for (const unit of ['kvmnftd.service', 'libvirtd.service', 'nftables.service']) {
-        s[unit] = exposure((await ct.try(`systemd-analyze security --no-pager ${unit}`)).stdout, unit);
-      }
-      scores[release] = s;
-      console.log(`[${release}] exposure: ${JSON.stringify(s)}`);
-      expect(s['kvmnftd.service']).toBeLessThanOrEqual(2.0);
-      expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
-      expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
-    });
+      it(
+        'apt-get remove takes the rules out (prerm); purge removes /etc/kvmnftd',
+        async () => {
+          const ct = c!;
+          await ct.sh('cp /etc/nftables.conf /tmp/admin.nft');
+          const r = await ct.exec(['dpkg', '--remove', 'kvmnftd'], 2 * MINUTE);
+          console.log(`[${release}] dpkg --remove:\n${r.stdout}${r.stderr}`);
+          must(r, 'dpkg --remove kvmnftd');
+          expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).not.toBe('active');
+          const ruleset = await ct.sh('nft list ruleset');
+          expect(ruleset).not.toContain('kvmnftd');
+          expect(ruleset).toContain('tcp dport 22 accept comment "admin ssh"');
+          expect(await libvirtRulesFor(ct, 'virbr0'), "libvirt's own rules stay").toBe(true);
+          expect((await ct.try('test -f /etc/kvmnftd/kvmnftd.toml')).code, 'remove keeps the conffile').toBe(0);
+          must(await ct.exec(['dpkg', '--purge', 'kvmnftd'], MINUTE), 'dpkg --purge kvmnftd');
+          expect((await ct.try('test -e /etc/kvmnftd')).code, 'purge removes /etc/kvmnftd').not.toBe(0);
+          expect((await ct.try('test -e /usr/lib/kvmnftd || test -e /usr/bin/kvmnftd')).code).not.toBe(0);
+        },
+        3 * MINUTE,
+      );
 
-    it('apt-get remove takes the rules out (prerm); purge removes /etc/kvmnftd', async () => {
-      const ct = c!;
-      await ct.sh('cp /etc/nftables.conf /tmp/admin.nft');
-      const r = await ct.exec(['dpkg', '--remove', 'kvmnftd'], 2 * MINUTE);
-      console.log(`[${release}] dpkg --remove:\n${r.stdout}${r.stderr}`);
-      must(r, 'dpkg --remove kvmnftd');
-      expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).not.toBe('active');
-      const ruleset = await ct.sh('nft list ruleset');
-      expect(ruleset).not.toContain('kvmnftd');
-      expect(ruleset).toContain('tcp dport 22 accept comment "admin ssh"');
-      expect(await libvirtRulesFor(ct, 'virbr0'), "libvirt's own rules stay").toBe(true);
-      expect((await ct.try('test -f /etc/kvmnftd/kvmnftd.toml')).code, 'remove keeps the conffile').toBe(0);
-      must(await ct.exec(['dpkg', '--purge', 'kvmnftd'], MINUTE), 'dpkg --purge kvmnftd');
-      expect((await ct.try('test -e /etc/kvmnftd')).code, 'purge removes /etc/kvmnftd').not.toBe(0);
-      expect((await ct.try('test -e /usr/lib/kvmnftd || test -e /usr/bin/kvmnftd')).code).not.toBe(0);
-    }, 3 * MINUTE);
-
-    it('reboot: after a fresh boot nobody touches, nftables -> libvirtd -> kvmnftd and the default network has its rules', async () => {
-      t(release, 'power off (boot 1)', await c!.stop());
-      c = undefined;
-      const boot = await Container.boot(`kvmnftd-${release}`, p.root, p.layer, mkdtempSync(join(work, `${release}-boot2-`)));
-      c = boot.container;
-      t(release, `boot 2 to "${boot.state}"`, boot.bootMs);
-      const ct = c;
-      await waitFor('kvmnftd active', 60_000, async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active');
-      await waitFor('default network rules after the reboot', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
-      const order = await ct.sh('for u in nftables libvirtd kvmnftd; do echo "$u $(systemctl show -p InactiveExitTimestampMonotonic --value $u) $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)"; done');
-      const [nft, libvirtd, kvm] = order.trim().split('\n').map((l) => l.split(' ').slice(1).map(Number)) as [number[], number[], number[]];
-      expect(nft[1]!).toBeLessThanOrEqual(libvirtd[0]!);
-      expect(libvirtd[1]!).toBeLessThanOrEqual(kvm[0]!);
-      t(release, `boot 2: kvmnftd active ${((kvm[1]! - kvm[0]!) / 1e6).toFixed(2)} s after its start`, 0);
-      expect(await libvirtRulesFor(ct, 'virbr0')).toBe(true);
-      writeFileSync(join(work, `${release}-journal.txt`), (await ct.try('journalctl -b --no-pager')).stdout);
-    }, 5 * MINUTE);
-  });
+      it(
+        'reboot: after a fresh boot nobody touches, nftables -> libvirtd -> kvmnftd and the default network has its rules',
+        async () => {
+          t(release, 'power off (boot 1)', await c!.stop());
+          c = undefined;
+          const boot = await Container.boot(
+            `kvmnftd-${release}`,
+            p.root,
+            p.layer,
+            mkdtempSync(join(work, `${release}-boot2-`)),
+          );
+          c = boot.container;
+          t(release, `boot 2 to "${boot.state}"`, boot.bootMs);
+          const ct = c;
+          await waitFor(
+            'kvmnftd active',
+            60_000,
+            async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active',
+          );
+          await waitFor('default network rules after the reboot', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
+          const order = await ct.sh(
+            'for u in nftables libvirtd kvmnftd; do echo "$u $(systemctl show -p InactiveExitTimestampMonotonic --value $u) $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)"; done',
+          );
+          const [nft, libvirtd, kvm] = order
+            .trim()
+            .split('\n')
+            .map((l) => l.split(' ').slice(1).map(Number)) as [number[], number[], number[]];
+          expect(nft[1]!).toBeLessThanOrEqual(libvirtd[0]!);
+          expect(libvirtd[1]!).toBeLessThanOrEqual(kvm[0]!);
+          t(release, `boot 2: kvmnftd active ${((kvm[1]! - kvm[0]!) / 1e6).toFixed(2)} s after its start`, 0);
+          expect(await libvirtRulesFor(ct, 'virbr0')).toBe(true);
+          writeFileSync(join(work, `${release}-journal.txt`), (await ct.try('journalctl -b --no-pager')).stdout);
+        },
+        5 * MINUTE,
+      );
+    },
+  );
 }

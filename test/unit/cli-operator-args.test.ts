@@ -5,11 +5,23 @@ import { COMMAND_HELP } from '../../src/cli/help.js';
 
 describe('operator commands on the command line', () => {
   it('parses status, doctor and plan --diff', () => {
-    expect(parseCommandLine(['status', '--json', '--from-xml', 'a.xml'])).toMatchObject({ command: 'status', json: true, fromXml: ['a.xml'] });
+    expect(parseCommandLine(['status', '--json', '--from-xml', 'a.xml'])).toMatchObject({
+      command: 'status',
+      json: true,
+      fromXml: ['a.xml'],
+    });
     expect(parseCommandLine(['doctor'])).toMatchObject({ command: 'doctor', json: false, diff: false });
     expect(parseCommandLine(['plan', '--diff'])).toMatchObject({ command: 'plan', diff: true });
   });
-  it.each([[['status', '--diff']], [['plan', '--diff', '--json']], [['apply', '--diff']], [['doctor', '--force']], [['status', '--events', 'dbus']], [['help', 'bogus']], [['reload', '--from-xml', 'x']]])('rejects %j', (argv) => {
+  it.each([
+    [['status', '--diff']],
+    [['plan', '--diff', '--json']],
+    [['apply', '--diff']],
+    [['doctor', '--force']],
+    [['status', '--events', 'dbus']],
+    [['help', 'bogus']],
+    [['reload', '--from-xml', 'x']],
+  ])('rejects %j', (argv) => {
     expect(() => parseCommandLine(argv)).toThrow(UsageError);
   });
   it('help for one command: `help CMD` and `CMD --help`', () => {

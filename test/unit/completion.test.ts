@@ -20,8 +20,13 @@ function helpOptions(cmd: string): string[] {
 
 function bashComplete(words: string[]): string[] {
   const script = `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _kvmnftd; printf '%s\\n' "\${COMPREPLY[@]}"`;
-  const out = execFileSync('bash', ['--norc', '--noprofile', '-c', script, 'bash', BASH_FILE, ...words], { encoding: 'utf8' });
-  return out.split('\n').filter((l) => l !== '').sort();
+  const out = execFileSync('bash', ['--norc', '--noprofile', '-c', script, 'bash', BASH_FILE, ...words], {
+    encoding: 'utf8',
+  });
+  return out
+    .split('\n')
+    .filter((l) => l !== '')
+    .sort();
 }
 
 /** Runs _kvmnftd in zsh with _arguments/_describe replaced by printers. */
@@ -42,7 +47,7 @@ describe('bash completion', () => {
   it('is valid bash', () => {
     execFileSync('bash', ['-n', BASH_FILE]);
   });
-  it('completes commands, then each command\'s options as its help lists them', () => {
+  it("completes commands, then each command's options as its help lists them", () => {
     expect(bashComplete(['kvmnftd', ''])).toEqual([...COMMANDS, 'help'].sort());
     expect(bashComplete(['kvmnftd', 'st'])).toEqual(['status']);
     for (const cmd of COMMANDS) {
@@ -55,7 +60,8 @@ describe('bash completion', () => {
   it('offers only options the parser accepts for that command', () => {
     for (const cmd of COMMANDS) {
       for (const opt of helpOptions(cmd)) {
-        const value = { '--from-xml': ['x.xml'], '--config': ['c.toml'], '--log-level': ['info'], '--events': ['auto'] }[opt] ?? [];
+        const value =
+          { '--from-xml': ['x.xml'], '--config': ['c.toml'], '--log-level': ['info'], '--events': ['auto'] }[opt] ?? [];
         if (opt === '--help') continue;
         expect(() => parseCommandLine([cmd, opt, ...value]), `${cmd} ${opt}`).not.toThrow();
       }
@@ -66,9 +72,11 @@ describe('bash completion', () => {
 describe('zsh completion', () => {
   it('is valid zsh and registers for kvmnftd', () => {
     execFileSync('zsh', ['-n', ZSH_FILE]);
-    expect(execFileSync('zsh', ['-f', '-c', 'head -1 "$1"', 'zsh', ZSH_FILE], { encoding: 'utf8' })).toBe('#compdef kvmnftd\n');
+    expect(execFileSync('zsh', ['-f', '-c', 'head -1 "$1"', 'zsh', ZSH_FILE], { encoding: 'utf8' })).toBe(
+      '#compdef kvmnftd\n',
+    );
   });
-  it('completes commands with descriptions, and each command\'s options', () => {
+  it("completes commands with descriptions, and each command's options", () => {
     const commands = zshComplete(['kvmnftd', '']).filter((l) => !l.startsWith('(') && !l.startsWith('-'));
     expect(commands.map((l) => l.split(':')[0]).sort()).toEqual([...COMMANDS, 'help'].sort());
     for (const cmd of COMMANDS) {

@@ -29,7 +29,14 @@ describe('config', () => {
   it('defaults match the article layout', () => {
     expect(defaultConfig()).toEqual({
       libvirtUri: 'qemu:///system',
-      filter: { family: 'inet', table: 'filter', inputChain: 'input', forwardChain: 'forward', jump: 'first', acceptOpenNetworks: [] },
+      filter: {
+        family: 'inet',
+        table: 'filter',
+        inputChain: 'input',
+        forwardChain: 'forward',
+        jump: 'first',
+        acceptOpenNetworks: [],
+      },
       nat: { table: 'kvmnftd', priority: 99 },
       forwarding: { manageIpv4: true },
       daemon: { resyncInterval: 60, restoreLibvirtRules: true },
@@ -57,7 +64,14 @@ restore_libvirt_rules = false
 `);
     expect(loadConfig(file).config).toEqual({
       libvirtUri: 'qemu+ssh://host/system',
-      filter: { family: 'ip', table: 'fw', inputChain: 'in', forwardChain: 'fwd', jump: 'last', acceptOpenNetworks: ['lab'] },
+      filter: {
+        family: 'ip',
+        table: 'fw',
+        inputChain: 'in',
+        forwardChain: 'fwd',
+        jump: 'last',
+        acceptOpenNetworks: ['lab'],
+      },
       nat: { table: 'guestnat', priority: 90 },
       forwarding: { manageIpv4: false },
       daemon: { resyncInterval: 0, restoreLibvirtRules: false },

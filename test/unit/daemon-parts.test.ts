@@ -8,21 +8,35 @@ import { parseCommandLine, UsageError } from '../../src/cli/args.js';
 describe('STATUS= line', () => {
   it('names networks and the last change on one line', () => {
     const at = new Date(2026, 10, 26, 12, 0, 1);
-    expect(formatStatus({ networks: ['default', 'lab', 'iso'], degraded: undefined, lastChange: { at, ms: 4 } })).toBe('3 networks (default, lab, iso); last change 12:00:01 applied in 4 ms');
-    expect(formatStatus({ networks: ['default'], degraded: undefined, lastChange: undefined })).toBe('1 network (default)');
-    expect(formatStatus({ networks: [], degraded: 'libvirt is not reachable: x\ny', lastChange: undefined })).toBe('degraded: libvirt is not reachable: x; 0 networks');
+    expect(formatStatus({ networks: ['default', 'lab', 'iso'], degraded: undefined, lastChange: { at, ms: 4 } })).toBe(
+      '3 networks (default, lab, iso); last change 12:00:01 applied in 4 ms',
+    );
+    expect(formatStatus({ networks: ['default'], degraded: undefined, lastChange: undefined })).toBe(
+      '1 network (default)',
+    );
+    expect(formatStatus({ networks: [], degraded: 'libvirt is not reachable: x\ny', lastChange: undefined })).toBe(
+      'degraded: libvirt is not reachable: x; 0 networks',
+    );
   });
 
   it('abbreviates long network lists', () => {
     const names = Array.from({ length: 8 }, (_, i) => `n${i}`);
-    expect(formatStatus({ networks: names, degraded: undefined, lastChange: undefined })).toBe('8 networks (n0, n1, n2, n3, n4, ...)');
+    expect(formatStatus({ networks: names, degraded: undefined, lastChange: undefined })).toBe(
+      '8 networks (n0, n1, n2, n3, n4, ...)',
+    );
   });
 });
 
 describe('virsh net-event lines', () => {
   it('parses lifecycle events and ignores the rest', () => {
-    expect(parseEventLine("event 'lifecycle' for network default: Started")).toEqual({ network: 'default', event: 'started' });
-    expect(parseEventLine("event 'lifecycle' for network my net: Stopped")).toEqual({ network: 'my net', event: 'stopped' });
+    expect(parseEventLine("event 'lifecycle' for network default: Started")).toEqual({
+      network: 'default',
+      event: 'started',
+    });
+    expect(parseEventLine("event 'lifecycle' for network my net: Stopped")).toEqual({
+      network: 'my net',
+      event: 'stopped',
+    });
     expect(parseEventLine('events received: 3')).toBeUndefined();
     expect(parseEventLine('')).toBeUndefined();
   });
@@ -50,11 +64,26 @@ describe('log lines', () => {
 
 describe('command line', () => {
   it('parses commands and options', () => {
-    expect(parseCommandLine(['plan', '--json', '--from-xml', 'a.xml', '--from-xml', 'b.xml'])).toMatchObject({ command: 'plan', json: true, fromXml: ['a.xml', 'b.xml'] });
+    expect(parseCommandLine(['plan', '--json', '--from-xml', 'a.xml', '--from-xml', 'b.xml'])).toMatchObject({
+      command: 'plan',
+      json: true,
+      fromXml: ['a.xml', 'b.xml'],
+    });
     expect(parseCommandLine(['run', '--events', 'virsh'])).toMatchObject({ command: 'run', events: 'virsh' });
     expect(parseCommandLine(['--version'])).toMatchObject({ command: 'version' });
   });
-  it.each([[[]], [['frobnicate']], [['apply', '--json']], [['plan', '--force']], [['remove', '--from-xml', 'x']], [['run', '--events', 'carrier-pigeon']], [['plan', '--events', 'dbus']], [['plan', '--bogus']], [['plan', 'extra']], [['plan', '--log-level', 'loud']]])('rejects %j', (argv) => {
+  it.each([
+    [[]],
+    [['frobnicate']],
+    [['apply', '--json']],
+    [['plan', '--force']],
+    [['remove', '--from-xml', 'x']],
+    [['run', '--events', 'carrier-pigeon']],
+    [['plan', '--events', 'dbus']],
+    [['plan', '--bogus']],
+    [['plan', 'extra']],
+    [['plan', '--log-level', 'loud']],
+  ])('rejects %j', (argv) => {
     expect(() => parseCommandLine(argv)).toThrow(UsageError);
   });
 });

@@ -17,12 +17,17 @@ describe('docs', () => {
   });
   it('troubleshooting.md: every finding a symptom section refers to exists', () => {
     const body = read('troubleshooting.md').split('## Every doctor finding')[0] ?? '';
-    const cited = new Set([...body.matchAll(/`([a-z0-9]+(?:-[a-z0-9]+)+)`/g)].map((m) => m[1]!).filter((id) => /^(foreign|rules|admin|ipv|br|libvirt|nft|ip|firewalld|iptables|network|ruleset)-/.test(id)));
+    const cited = new Set(
+      [...body.matchAll(/`([a-z0-9]+(?:-[a-z0-9]+)+)`/g)]
+        .map((m) => m[1]!)
+        .filter((id) => /^(foreign|rules|admin|ipv|br|libvirt|nft|ip|firewalld|iptables|network|ruleset)-/.test(id)),
+    );
     for (const id of cited) expect(FINDING_IDS as readonly string[], id).toContain(id);
     expect(cited.size).toBeGreaterThan(10);
   });
   it('operation.md documents every command', () => {
     const text = read('operation.md');
-    for (const cmd of COMMANDS.filter((c) => c !== 'run' && c !== 'reload')) expect(text, cmd).toContain(`kvmnftd ${cmd} `);
+    for (const cmd of COMMANDS.filter((c) => c !== 'run' && c !== 'reload'))
+      expect(text, cmd).toContain(`kvmnftd ${cmd} `);
   });
 });

@@ -8,7 +8,12 @@ import { checkBrNetfilter, checkForwarding } from '../../src/doctor/host.js';
 import { diagnose, doctorReport, renderDoctor } from '../../src/doctor/index.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from '../../src/doctor/libvirt.js';
 import { checkNftVersion, compareVersions, parseNftVersion } from '../../src/doctor/nft-version.js';
-import { checkAdminTable, checkIptablesNameCollision, checkRulesApplied, checkRuleset } from '../../src/doctor/tables.js';
+import {
+  checkAdminTable,
+  checkIptablesNameCollision,
+  checkRulesApplied,
+  checkRuleset,
+} from '../../src/doctor/tables.js';
 import type { DoctorFacts } from '../../src/doctor/types.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
@@ -36,31 +41,61 @@ function ruleset(tables: Array<{ family: string; name: string; chains: ChainSpec
   for (const t of tables) {
     items.push({ table: { family: t.family, name: t.name, handle: handle++ } });
     for (const c of t.chains) {
-      items.push({ chain: { family: t.family, table: t.name, name: c.name, handle: handle++, ...(c.hook ? { type: c.type ?? 'filter', hook: c.hook, prio: c.prio ?? 0, policy: c.policy ?? 'accept' } : {}) } });
+      items.push({
+        chain: {
+          family: t.family,
+          table: t.name,
+          name: c.name,
+          handle: handle++,
+          ...(c.hook
+            ? { type: c.type ?? 'filter', hook: c.hook, prio: c.prio ?? 0, policy: c.policy ?? 'accept' }
+            : {}),
+        },
+      });
     }
     for (const c of t.chains) {
       (c.rules ?? []).forEach((expr, i) => {
         const comment = c.comments?.[i];
-        items.push({ rule: { family: t.family, table: t.name, chain: c.name, handle: handle++, expr, ...(comment ? { comment } : {}) } });
+        items.push({
+          rule: {
+            family: t.family,
+            table: t.name,
+            chain: c.name,
+            handle: handle++,
+            expr,
+            ...(comment ? { comment } : {}),
+          },
+        });
       });
     }
   }
   return indexRuleset({ nftables: items });
 }
 
-const ifname = (key: 'iifname' | 'oifname', name: string): Expr => ({ match: { op: '==', left: { meta: { key } }, right: name } });
+const ifname = (key: 'iifname' | 'oifname', name: string): Expr => ({
+  match: { op: '==', left: { meta: { key } }, right: name },
+});
 const accept: Expr = { accept: null };
 const drop: Expr = { drop: null };
 const counter: Expr = { counter: { packets: 0, bytes: 0 } };
 const jump = (target: string): Expr => ({ jump: { target } });
 const xtTarget = (name: string): Expr => ({ xt: { type: 'target', name } });
 
-const ADMIN = { family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }, { name: 'forward', hook: 'forward', policy: 'drop' }] };
+const ADMIN = {
+  family: 'inet',
+  name: 'filter',
+  chains: [
+    { name: 'input', hook: 'input', policy: 'drop' },
+    { name: 'forward', hook: 'forward', policy: 'drop' },
+  ],
+};
 
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
 const xml = (body: string): NetworkParse => parseNetworkXml(`<network>${body}</network>`, 'inline');
 const ISOLATED = xml("<name>iso</name><bridge name='virbr9'/><ip address='10.9.0.1' prefix='24'/>");
-const ROUTED6 = xml("<name>r6</name><forward mode='route'/><bridge name='virbr6'/><ip family='ipv6' address='fd00:6::1' prefix='64'/>");
+const ROUTED6 = xml(
+  "<name>r6</name><forward mode='route'/><bridge name='virbr6'/><ip family='ipv6' address='fd00:6::1' prefix='64'/>",
+);
 
 function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()): DoctorFacts {
   return {
@@ -75,14 +110,19 @@ function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()
   };
 }
 
-const withLive = (live: Ruleset, planned = 0): Partial<DoctorFacts> => ({ ruleset: { live, plannedCommands: planned } });
+const withLive = (live: Ruleset, planned = 0): Partial<DoctorFacts> => ({
+  ruleset: { live, plannedCommands: planned },
+});
 const ids = (fs: Array<{ id: string }>): string[] => fs.map((f) => f.id);
 
 // ---- foreign-drop-chain --------------------------------------------------
 
 describe('foreign-drop-chain', () => {
   it('names table, chain, hook, priority and the network of a second drop-policy admin table', () => {
-    const live = ruleset([ADMIN, { family: 'ip', name: 'extra', chains: [{ name: 'in', hook: 'input', prio: 10, policy: 'drop' }] }]);
+    const live = ruleset([
+      ADMIN,
+      { family: 'ip', name: 'extra', chains: [{ name: 'in', hook: 'input', prio: 10, policy: 'drop' }] },
+    ]);
     const [f, ...rest] = checkDropChains(facts(withLive(live)));
     expect(rest).toEqual([]);
     expect(f).toMatchObject({ id: 'foreign-drop-chain', severity: 'error', networks: ['default'] });
@@ -95,7 +135,14 @@ describe('foreign-drop-chain', () => {
   it('ignores the admin chain kvmnftd jumps from, accepting chains and other hooks', () => {
     const live = ruleset([
       ADMIN,
-      { family: 'inet', name: 'open', chains: [{ name: 'fwd', hook: 'forward', policy: 'accept' }, { name: 'out', hook: 'output', policy: 'drop' }] },
+      {
+        family: 'inet',
+        name: 'open',
+        chains: [
+          { name: 'fwd', hook: 'forward', policy: 'accept' },
+          { name: 'out', hook: 'output', policy: 'drop' },
+        ],
+      },
       { family: 'inet', name: 'nat2', chains: [{ name: 'post', type: 'nat', hook: 'postrouting', policy: 'accept' }] },
     ]);
     expect(checkDropChains(facts(withLive(live)))).toEqual([]);
@@ -104,7 +151,22 @@ describe('foreign-drop-chain', () => {
   it('finds Docker nft chains whose last rule drops (docker-bridges imitation)', () => {
     const live = ruleset([
       ADMIN,
-      { family: 'ip', name: 'docker-bridges', chains: [{ name: 'filter-FORWARD', hook: 'forward', prio: 0, policy: 'accept', rules: [[ifname('oifname', 'docker0'), accept], [counter, drop]] }] },
+      {
+        family: 'ip',
+        name: 'docker-bridges',
+        chains: [
+          {
+            name: 'filter-FORWARD',
+            hook: 'forward',
+            prio: 0,
+            policy: 'accept',
+            rules: [
+              [ifname('oifname', 'docker0'), accept],
+              [counter, drop],
+            ],
+          },
+        ],
+      },
     ]);
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip docker-bridges chain filter-FORWARD (hook forward, priority 0)');
@@ -116,7 +178,22 @@ describe('foreign-drop-chain', () => {
   it('finds an iptables-nft FORWARD policy DROP (Docker) and says to use DOCKER-USER', () => {
     const live = ruleset([
       ADMIN,
-      { family: 'ip', name: 'filter', chains: [{ name: 'FORWARD', hook: 'forward', policy: 'drop', rules: [[counter, jump('DOCKER-USER')], [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')]] }, { name: 'DOCKER-USER', rules: [[counter, { return: null }]] }] },
+      {
+        family: 'ip',
+        name: 'filter',
+        chains: [
+          {
+            name: 'FORWARD',
+            hook: 'forward',
+            policy: 'drop',
+            rules: [
+              [counter, jump('DOCKER-USER')],
+              [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')],
+            ],
+          },
+          { name: 'DOCKER-USER', rules: [[counter, { return: null }]] },
+        ],
+      },
     ]);
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip filter chain FORWARD (hook forward, priority 0)');
@@ -132,8 +209,27 @@ describe('foreign-drop-chain', () => {
         family: 'ip',
         name: 'filter',
         chains: [
-          { name: 'FORWARD', hook: 'forward', policy: 'drop', rules: [[counter, jump('LIBVIRT_FWI')], [counter, jump('LIBVIRT_FWO')]] },
-          { name: 'LIBVIRT_FWI', rules: [[ifname('oifname', 'virbr0'), { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, counter, accept], [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')]] },
+          {
+            name: 'FORWARD',
+            hook: 'forward',
+            policy: 'drop',
+            rules: [
+              [counter, jump('LIBVIRT_FWI')],
+              [counter, jump('LIBVIRT_FWO')],
+            ],
+          },
+          {
+            name: 'LIBVIRT_FWI',
+            rules: [
+              [
+                ifname('oifname', 'virbr0'),
+                { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } },
+                counter,
+                accept,
+              ],
+              [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')],
+            ],
+          },
           { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
         ],
       },
@@ -142,7 +238,11 @@ describe('foreign-drop-chain', () => {
   });
 
   it('only flags the forward hook for isolated networks when bridged frames reach it', () => {
-    const live = ruleset([ADMIN, { family: 'inet', name: 'x', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }, { family: 'bridge', name: 'br', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }]);
+    const live = ruleset([
+      ADMIN,
+      { family: 'inet', name: 'x', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] },
+      { family: 'bridge', name: 'br', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] },
+    ]);
     const base = facts({ ...withLive(live), libvirt: { networks: [ISOLATED] }, sysctl: { ipv6AcceptRa1: [] } });
     expect(checkDropChains(base).map((f) => f.title.slice(0, 30))).toEqual(['table bridge br chain f (hook ']);
     const brnf = checkDropChains({ ...base, sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] } });
@@ -150,13 +250,25 @@ describe('foreign-drop-chain', () => {
   });
 
   it('matches chain families to network address families', () => {
-    const live = ruleset([ADMIN, { family: 'ip', name: 'v4only', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] }]);
+    const live = ruleset([
+      ADMIN,
+      { family: 'ip', name: 'v4only', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] },
+    ]);
     expect(checkDropChains(facts({ ...withLive(live), libvirt: { networks: [ROUTED6] } }))).toEqual([]);
-    expect(checkDropChains(facts({ ...withLive(live), libvirt: { networks: [DEFAULT, ROUTED6] } }))[0]!.networks).toEqual(['default']);
+    expect(
+      checkDropChains(facts({ ...withLive(live), libvirt: { networks: [DEFAULT, ROUTED6] } }))[0]!.networks,
+    ).toEqual(['default']);
   });
 
   it('treats a wildcard iifname accept as covering the bridge', () => {
-    const live = ruleset([ADMIN, { family: 'inet', name: 'x', chains: [{ name: 'i', hook: 'input', policy: 'drop', rules: [[ifname('iifname', 'virbr*'), accept]] }] }]);
+    const live = ruleset([
+      ADMIN,
+      {
+        family: 'inet',
+        name: 'x',
+        chains: [{ name: 'i', hook: 'input', policy: 'drop', rules: [[ifname('iifname', 'virbr*'), accept]] }],
+      },
+    ]);
     expect(checkDropChains(facts(withLive(live)))).toEqual([]);
   });
 });
@@ -165,12 +277,21 @@ describe('foreign-drop-chain', () => {
 
 describe('forwarding sysctls', () => {
   it('ipv4-forwarding-off only while a network forwards IPv4', () => {
-    expect(ids(checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] } })))).toEqual(['ipv4-forwarding-off']);
-    expect(checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] }, libvirt: { networks: [ISOLATED] } }))).toEqual([]);
+    expect(ids(checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] } })))).toEqual([
+      'ipv4-forwarding-off',
+    ]);
+    expect(
+      checkForwarding(facts({ sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] }, libvirt: { networks: [ISOLATED] } })),
+    ).toEqual([]);
     expect(checkForwarding(facts({ sysctl: { ipv4Forward: '1', ipv6AcceptRa1: [] } }))).toEqual([]);
   });
   it('ipv6-forwarding-off names the accept_ra interfaces to fix first', () => {
-    const [f] = checkForwarding(facts({ sysctl: { ipv4Forward: '1', ipv6Forward: '0', ipv6AcceptRa1: ['eth0'] }, libvirt: { networks: [ROUTED6] } }));
+    const [f] = checkForwarding(
+      facts({
+        sysctl: { ipv4Forward: '1', ipv6Forward: '0', ipv6AcceptRa1: ['eth0'] },
+        libvirt: { networks: [ROUTED6] },
+      }),
+    );
     expect(f).toMatchObject({ id: 'ipv6-forwarding-off', severity: 'warning', networks: ['r6'] });
     expect(f!.fix).toContain('sysctl -w net.ipv6.conf.eth0.accept_ra=2');
   });
@@ -178,9 +299,18 @@ describe('forwarding sysctls', () => {
 
 describe('br-netfilter', () => {
   it('warns when bridge-nf-call-iptables = 1 and networks are active', () => {
-    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] } }))[0]).toMatchObject({ id: 'br-netfilter', severity: 'warning' });
-    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] }, libvirt: { networks: [] } }))[0]!.severity).toBe('info');
-    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '0', bridgeNfCallIp6tables: '0', ipv6AcceptRa1: [] } }))).toEqual([]);
+    expect(checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] } }))[0]).toMatchObject({
+      id: 'br-netfilter',
+      severity: 'warning',
+    });
+    expect(
+      checkBrNetfilter(
+        facts({ sysctl: { bridgeNfCallIptables: '1', ipv6AcceptRa1: [] }, libvirt: { networks: [] } }),
+      )[0]!.severity,
+    ).toBe('info');
+    expect(
+      checkBrNetfilter(facts({ sysctl: { bridgeNfCallIptables: '0', bridgeNfCallIp6tables: '0', ipv6AcceptRa1: [] } })),
+    ).toEqual([]);
     expect(checkBrNetfilter(facts({ sysctl: { ipv6AcceptRa1: [] } }))).toEqual([]); // module not loaded
   });
 });
@@ -199,16 +329,22 @@ describe('libvirt', () => {
     const found = checkLibvirtBackend(facts(withLive(ruleset([ADMIN]))));
     expect(ids(found)).toEqual(['libvirt-firewall-backend', 'libvirt-chains-missing']);
     expect(found[1]!.fix).toContain('org.fedoraproject.FirewallD1.Reloaded');
-    expect(ids(checkLibvirtBackend(facts({ ...withLive(ruleset([ADMIN])), libvirt: { networks: [] } })))).toEqual(['libvirt-firewall-backend']);
+    expect(ids(checkLibvirtBackend(facts({ ...withLive(ruleset([ADMIN])), libvirt: { networks: [] } })))).toEqual([
+      'libvirt-firewall-backend',
+    ]);
   });
   it('libvirt-dbus-unavailable when org.libvirt neither runs nor activates, or there is no bus', () => {
     expect(checkLibvirtDbus(facts())).toEqual([]);
     expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'activatable', firewalld: false } }))).toEqual([]);
-    expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'absent', firewalld: false } }))[0]!.fix).toContain('apt-get install libvirt-dbus');
+    expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'absent', firewalld: false } }))[0]!.fix).toContain(
+      'apt-get install libvirt-dbus',
+    );
     expect(checkLibvirtDbus(facts({ bus: { error: 'connect ENOENT' } }))[0]!.id).toBe('libvirt-dbus-unavailable');
   });
   it('libvirt-unreachable and network-invalid', () => {
-    expect(ids(checkLibvirtReachable(facts({ libvirt: { error: 'virsh: no socket' } })))).toEqual(['libvirt-unreachable']);
+    expect(ids(checkLibvirtReachable(facts({ libvirt: { error: 'virsh: no socket' } })))).toEqual([
+      'libvirt-unreachable',
+    ]);
     const bad = xml("<name>bad</name><bridge name='v*'/><ip address='10.1.0.1' prefix='24'/>");
     expect(ids(checkLibvirtReachable(facts({ libvirt: { networks: [DEFAULT, bad] } })))).toEqual(['network-invalid']);
   });
@@ -225,8 +361,14 @@ describe('nft-too-old', () => {
   it('warns below the tested floor, errors when nft cannot run', () => {
     expect(checkNftVersion(facts())).toEqual([]);
     expect(checkNftVersion(facts({ nft: { version: '1.1.3' } }))).toEqual([]);
-    expect(checkNftVersion(facts({ nft: { version: '0.9.8' } }))[0]).toMatchObject({ id: 'nft-too-old', severity: 'warning' });
-    expect(checkNftVersion(facts({ nft: { error: 'nft not found' } }))[0]).toMatchObject({ id: 'nft-too-old', severity: 'error' });
+    expect(checkNftVersion(facts({ nft: { version: '0.9.8' } }))[0]).toMatchObject({
+      id: 'nft-too-old',
+      severity: 'warning',
+    });
+    expect(checkNftVersion(facts({ nft: { error: 'nft not found' } }))[0]).toMatchObject({
+      id: 'nft-too-old',
+      severity: 'error',
+    });
   });
 });
 
@@ -239,7 +381,9 @@ describe('tables', () => {
     expect(f).toMatchObject({ id: 'admin-table-missing', severity: 'error' });
     expect(f!.fix).toContain('family = "ip" table = "fw"');
     expect(checkAdminTable(facts())).toEqual([]);
-    const noForward = ruleset([{ family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }] }]);
+    const noForward = ruleset([
+      { family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }] },
+    ]);
     expect(checkAdminTable(facts(withLive(noForward)))[0]!.title).toContain('forward');
   });
   it('rules-not-applied when the plan is not empty', () => {
@@ -254,17 +398,32 @@ describe('tables', () => {
     const [f] = checkRulesApplied(facts(withLive(without), config));
     expect(f).toMatchObject({ id: 'rules-not-applied', severity: 'error' });
     expect(f!.title).toContain('inet filter input does not jump to kvmnftd_input');
-    const withJump = ruleset([{ ...ADMIN, chains: [{ name: 'input', hook: 'input', policy: 'drop', rules: [[jump('kvmnftd_input')]] }, ADMIN.chains[1]!, own] }]);
+    const withJump = ruleset([
+      {
+        ...ADMIN,
+        chains: [
+          { name: 'input', hook: 'input', policy: 'drop', rules: [[jump('kvmnftd_input')]] },
+          ADMIN.chains[1]!,
+          own,
+        ],
+      },
+    ]);
     expect(checkRulesApplied(facts(withLive(withJump), config))).toEqual([]);
   });
   it('ruleset-unreadable', () => {
-    expect(ids(checkRuleset(facts({ ruleset: { error: 'nft: Operation not permitted' } })))).toEqual(['ruleset-unreadable']);
+    expect(ids(checkRuleset(facts({ ruleset: { error: 'nft: Operation not permitted' } })))).toEqual([
+      'ruleset-unreadable',
+    ]);
   });
-  it('ip-nat-collision for a native table ip nat, not for iptables-nft\'s own', () => {
-    const own = ruleset([{ family: 'ip', name: 'nat', chains: [{ name: 'POSTROUTING', type: 'nat', hook: 'postrouting', prio: 100 }] }]);
+  it("ip-nat-collision for a native table ip nat, not for iptables-nft's own", () => {
+    const own = ruleset([
+      { family: 'ip', name: 'nat', chains: [{ name: 'POSTROUTING', type: 'nat', hook: 'postrouting', prio: 100 }] },
+    ]);
     expect(checkIptablesNameCollision(facts(withLive(own)))).toEqual([]);
     expect(checkIptablesNameCollision(facts(withLive(LIVE_LIBVIRT9)))).toEqual([]);
-    const admins = ruleset([{ family: 'ip', name: 'nat', chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100 }] }]);
+    const admins = ruleset([
+      { family: 'ip', name: 'nat', chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100 }] },
+    ]);
     const [f] = checkIptablesNameCollision(facts(withLive(admins)));
     expect(f).toMatchObject({ id: 'ip-nat-collision', severity: 'warning' });
     expect(f!.fix).toContain('nft delete table ip nat');
@@ -280,7 +439,8 @@ describe('firewalld and iptables-legacy', () => {
     expect(f).toMatchObject({ id: 'firewalld-running', severity: 'error' });
     expect(f!.title).toContain('wrong tool');
   });
-  const SAVE = '# Generated by iptables-save v1.8.9\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -i virbr0 -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n';
+  const SAVE =
+    '# Generated by iptables-save v1.8.9\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -i virbr0 -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n';
   it('summarises an iptables-save dump', () => {
     expect(summariseIptablesSave(SAVE, 'iptables-legacy')).toEqual({
       rules: ['iptables-legacy -t filter -A FORWARD -i virbr0 -j ACCEPT', 'iptables-legacy -t filter -A INPUT -j DROP'],
@@ -293,7 +453,15 @@ describe('firewalld and iptables-legacy', () => {
     const [f] = checkIptablesLegacy(facts({ iptablesLegacy: { installed: true, ipv4: SAVE, ipv6: '' } }));
     expect(f).toMatchObject({ id: 'iptables-legacy-rules', severity: 'error', networks: ['default'] });
     expect(f!.evidence).toContain('iptables-legacy -t filter -P FORWARD DROP');
-    const quiet = checkIptablesLegacy(facts({ iptablesLegacy: { installed: true, ipv4: '*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n', ipv6: '' } }));
+    const quiet = checkIptablesLegacy(
+      facts({
+        iptablesLegacy: {
+          installed: true,
+          ipv4: '*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n',
+          ipv6: '',
+        },
+      }),
+    );
     expect(quiet[0]!.severity).toBe('warning');
   });
 });
@@ -302,10 +470,25 @@ describe('firewalld and iptables-legacy', () => {
 
 describe('diagnose', () => {
   it('sorts errors first and exits 3 when anything is above info', () => {
-    const all = diagnose(facts({ ...withLive(LIVE_LIBVIRT9), bus: { libvirtDbus: 'absent', firewalld: true }, sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] } }));
-    expect(ids(all)).toEqual(['firewalld-running', 'ipv4-forwarding-off', 'libvirt-firewall-backend', 'libvirt-dbus-unavailable']);
+    const all = diagnose(
+      facts({
+        ...withLive(LIVE_LIBVIRT9),
+        bus: { libvirtDbus: 'absent', firewalld: true },
+        sysctl: { ipv4Forward: '0', ipv6AcceptRa1: [] },
+      }),
+    );
+    expect(ids(all)).toEqual([
+      'firewalld-running',
+      'ipv4-forwarding-off',
+      'libvirt-firewall-backend',
+      'libvirt-dbus-unavailable',
+    ]);
     const report = doctorReport(all, new Date(0));
-    expect(report).toMatchObject({ schema: 'kvmnftd.doctor/1', exit_code: 3, summary: { error: 2, warning: 0, info: 2 } });
+    expect(report).toMatchObject({
+      schema: 'kvmnftd.doctor/1',
+      exit_code: 3,
+      summary: { error: 2, warning: 0, info: 2 },
+    });
     expect(renderDoctor(report)).toContain('ERROR [firewalld-running]');
   });
   it('a healthy host has only notes and exits 0', () => {

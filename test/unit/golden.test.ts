@@ -11,7 +11,18 @@ import { expectedFile, goldenCases, renderCase } from '../helpers/golden.js';
 describe('golden plans', () => {
   it('has the cases the project promises', () => {
     expect(goldenCases()).toEqual(
-      expect.arrayContaining(['nat-default', 'nat-forward-dev', 'nat-address-port', 'route', 'open', 'isolated', 'ipv6-routed', 'ipv6-nat', 'two-networks', 'hostile']),
+      expect.arrayContaining([
+        'nat-default',
+        'nat-forward-dev',
+        'nat-address-port',
+        'route',
+        'open',
+        'isolated',
+        'ipv6-routed',
+        'ipv6-nat',
+        'two-networks',
+        'hostile',
+      ]),
     );
   });
 

@@ -45,7 +45,9 @@ const started = Date.now();
 const params = (numRuns: number): fc.Parameters<unknown> => ({ seed, numRuns, endOnFailure: false });
 
 afterAll(() => {
-  console.log(`fuzz: ${cases} cases in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed}; re-run with FC_SEED=${seed})`);
+  console.log(
+    `fuzz: ${cases} cases in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed}; re-run with FC_SEED=${seed})`,
+  );
 });
 
 /** What a successful parse guarantees to everything downstream. */
@@ -85,9 +87,13 @@ function checkConfig(c: Config): void {
   expect(['first', 'last', 'none']).toContain(c.filter.jump);
   for (const n of [c.filter.table, c.filter.inputChain, c.filter.forwardChain, c.nat.table]) expect(n).toMatch(NAME);
   expect(Number.isInteger(c.nat.priority) && c.nat.priority >= -400 && c.nat.priority <= 400).toBe(true);
-  expect(Array.isArray(c.filter.acceptOpenNetworks) && c.filter.acceptOpenNetworks.every((x) => typeof x === 'string')).toBe(true);
+  expect(
+    Array.isArray(c.filter.acceptOpenNetworks) && c.filter.acceptOpenNetworks.every((x) => typeof x === 'string'),
+  ).toBe(true);
   expect(typeof c.forwarding.manageIpv4).toBe('boolean');
-  expect(Number.isInteger(c.daemon.resyncInterval) && c.daemon.resyncInterval >= 0 && c.daemon.resyncInterval <= 86_400).toBe(true);
+  expect(
+    Number.isInteger(c.daemon.resyncInterval) && c.daemon.resyncInterval >= 0 && c.daemon.resyncInterval <= 86_400,
+  ).toBe(true);
   expect(typeof c.daemon.restoreLibvirtRules).toBe('boolean');
   expect(c.filter.family === 'inet' && c.filter.table === c.nat.table).toBe(false);
 }
@@ -155,7 +161,8 @@ describe('hostile configuration documents', () => {
         try {
           config = configFromObject(doc, 'fuzz.toml');
         } catch (err) {
-          if (!(err instanceof ConfigError)) throw new Error(`configFromObject threw ${String(err)} instead of a ConfigError`);
+          if (!(err instanceof ConfigError))
+            throw new Error(`configFromObject threw ${String(err)} instead of a ConfigError`);
           return;
         }
         checkConfig(config);
@@ -193,10 +200,20 @@ describe('planner on hostile input', () => {
 describe('regressions found by fuzzing', () => {
   const config = defaultConfig();
   const NAT_XML = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'default.xml'), 'utf8');
-  const applied = (inputs: NetworkParse[], c: Config = config): Ruleset => simulate(LIVE_LIBVIRT9, plan(inputs, c, LIVE_LIBVIRT9).batch);
+  const applied = (inputs: NetworkParse[], c: Config = config): Ruleset =>
+    simulate(LIVE_LIBVIRT9, plan(inputs, c, LIVE_LIBVIRT9).batch);
   const addRule = (live: Ruleset, chain: string, expr: Expr[], comment?: string): Ruleset =>
-    simulate(live, { nftables: [{ add: { rule: { family: 'inet', table: 'filter', chain, expr, ...(comment === undefined ? {} : { comment }) } } }] });
-  const addChain = (live: Ruleset, table: string, name: string): Ruleset => simulate(live, { nftables: [{ add: { chain: { family: 'inet', table, name } } }] });
+    simulate(live, {
+      nftables: [
+        {
+          add: {
+            rule: { family: 'inet', table: 'filter', chain, expr, ...(comment === undefined ? {} : { comment }) },
+          },
+        },
+      ],
+    });
+  const addChain = (live: Ruleset, table: string, name: string): Ruleset =>
+    simulate(live, { nftables: [{ add: { chain: { family: 'inet', table, name } } }] });
 
   it('configFromObject: a key that exists on Object.prototype throws a ConfigError, not a TypeError', () => {
     // smol-toml returns these as own keys of null-prototype objects; SCHEMA is a plain object.
@@ -215,16 +232,33 @@ describe('regressions found by fuzzing', () => {
   });
 
   it('input_chain = forward_chain (it could never converge) is a config error naming the key', () => {
-    expect(() => configFromObject({ filter: { forward_chain: 'input' } }, 'k.toml')).toThrow(/filter\.forward_chain: must differ from filter\.input_chain/);
+    expect(() => configFromObject({ filter: { forward_chain: 'input' } }, 'k.toml')).toThrow(
+      /filter\.forward_chain: must differ from filter\.input_chain/,
+    );
   });
 
   it('a "kvmnftd" jump to kvmnftd_forward from the input chain blocks removal (nft: chain busy)', () => {
-    const live = addRule(applied([parseNetworkXml(NAT_XML)]), 'input', [{ jump: { target: 'kvmnftd_forward' } }], 'kvmnftd');
-    const withoutInputChain = simulate(live, { nftables: [{ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } }] });
-    const noInput = simulate(withoutInputChain, { nftables: [
-      ...withoutInputChain.tables.get('inet filter')!.chains.get('input')!.rules.filter((r) => JSON.stringify(r.expr).includes('"kvmnftd_input"')).map((r) => ({ delete: { rule: { family: 'inet' as const, table: 'filter', chain: 'input', handle: r.handle } } })),
-      { delete: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } },
-    ] });
+    const live = addRule(
+      applied([parseNetworkXml(NAT_XML)]),
+      'input',
+      [{ jump: { target: 'kvmnftd_forward' } }],
+      'kvmnftd',
+    );
+    const withoutInputChain = simulate(live, {
+      nftables: [{ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } }],
+    });
+    const noInput = simulate(withoutInputChain, {
+      nftables: [
+        ...withoutInputChain.tables
+          .get('inet filter')!
+          .chains.get('input')!
+          .rules.filter((r) => JSON.stringify(r.expr).includes('"kvmnftd_input"'))
+          .map((r) => ({
+            delete: { rule: { family: 'inet' as const, table: 'filter', chain: 'input', handle: r.handle } },
+          })),
+        { delete: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } },
+      ],
+    });
     expect(() => simulate(noInput, plan([], config, noInput).batch)).not.toThrow();
   });
 
@@ -248,19 +282,42 @@ describe('regressions found by fuzzing', () => {
   });
 
   it('re-creating "postrouting" in its own table while a foreign chain there jumps to it (nft: chain busy)', () => {
-    const live = indexRuleset({ nftables: [
-      { table: { family: 'inet', name: 'kvmnftd', handle: 1 } },
-      { chain: { family: 'inet', table: 'kvmnftd', name: 'postrouting', handle: 1 } },
-      { chain: { family: 'inet', table: 'kvmnftd', name: 'other', handle: 2, type: 'filter', hook: 'input', prio: 0, policy: 'accept' } },
-      { rule: { family: 'inet', table: 'kvmnftd', chain: 'other', handle: 3, expr: [{ jump: { target: 'postrouting' } }] } },
-    ] });
+    const live = indexRuleset({
+      nftables: [
+        { table: { family: 'inet', name: 'kvmnftd', handle: 1 } },
+        { chain: { family: 'inet', table: 'kvmnftd', name: 'postrouting', handle: 1 } },
+        {
+          chain: {
+            family: 'inet',
+            table: 'kvmnftd',
+            name: 'other',
+            handle: 2,
+            type: 'filter',
+            hook: 'input',
+            prio: 0,
+            policy: 'accept',
+          },
+        },
+        {
+          rule: {
+            family: 'inet',
+            table: 'kvmnftd',
+            chain: 'other',
+            handle: 3,
+            expr: [{ jump: { target: 'postrouting' } }],
+          },
+        },
+      ],
+    });
     expect(() => simulate(live, plan([parseNetworkXml(NAT_XML)], config, live).batch)).not.toThrow();
   });
 
   it("renderBatch throws on an invalid network's kept rules when one has a statement the renderer does not know", () => {
     const live = addRule(applied([parseNetworkXml(NAT_XML)]), 'kvmnftd_input', [{ drop: null }], 'kvmnftd net=default');
     const broken = parseNetworkXml(NAT_XML.replace("name='virbr0'", "name='v*'"));
-    const other = parseNetworkXml(`<network><name>routed</name><forward mode='route'/><bridge name='virbr1'/><ip address='10.1.0.1' prefix='24'/></network>`);
+    const other = parseNetworkXml(
+      `<network><name>routed</name><forward mode='route'/><bridge name='virbr1'/><ip address='10.1.0.1' prefix='24'/></network>`,
+    );
     const result = plan([broken, other], config, live);
     expect(() => renderBatch(result.batch.nftables)).not.toThrow();
   });

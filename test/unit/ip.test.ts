@@ -15,7 +15,8 @@ describe('ip', () => {
   });
 
   it('rejects what is not an address', () => {
-    for (const bad of ['192.168.300.1', '1.2.3', 'fe80::1%eth0', 'virbr0', '', '1.2.3.4/24']) expect(canonicalIp(bad)).toBeUndefined();
+    for (const bad of ['192.168.300.1', '1.2.3', 'fe80::1%eth0', 'virbr0', '', '1.2.3.4/24'])
+      expect(canonicalIp(bad)).toBeUndefined();
   });
 
   it('computes networks', () => {

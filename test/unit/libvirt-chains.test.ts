@@ -9,7 +9,8 @@ import type { Network } from '../../src/libvirt/model.js';
 import { libvirtBackendsPresent, libvirtChainsMissing } from '../../src/nft/libvirt-chains.js';
 import { indexRuleset, tableKey } from '../../src/nft/ruleset.js';
 
-const fixture = (f: string) => indexRuleset(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', f), 'utf8')));
+const fixture = (f: string) =>
+  indexRuleset(JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', f), 'utf8')));
 const net = (xml: string): Network => {
   const r = parseNetworkXml(readFileSync(join(import.meta.dirname, '..', 'golden', xml), 'utf8'));
   if (r.kind !== 'ok') throw new Error('fixture');
@@ -24,7 +25,7 @@ describe('libvirt chains after a flush', () => {
     ['live-libvirt9.json', ['iptables']],
     ['live-libvirt11.json', ['nftables']],
     ['live-libvirt11-iptables.json', ['iptables']],
-  ])('finds libvirt\'s chains in %s', (file, backends) => {
+  ])("finds libvirt's chains in %s", (file, backends) => {
     const live = fixture(file);
     expect(libvirtBackendsPresent(live)).toEqual(backends);
     expect(libvirtChainsMissing(live, [nat])).toBe(false);

@@ -57,21 +57,33 @@ describe('man pages', () => {
     const keysSection = section(page5, 'KEYS');
     for (const key of keys) {
       const [table, name] = key.includes('.') ? key.split('.') : [undefined, key];
-      const sub = table === undefined ? keysSection.split('\n.SS [')[0]! : keysSection.split(`\n.SS [${table}]`)[1]?.split('\n.SS ')[0];
+      const sub =
+        table === undefined
+          ? keysSection.split('\n.SS [')[0]!
+          : keysSection.split(`\n.SS [${table}]`)[1]?.split('\n.SS ')[0];
       expect(sub, `a ".SS [${table}]" subsection for ${key}`).toBeDefined();
       expect(sub!.includes(`\n.TP\n.B ${troff(name!)}\n`), `kvmnftd.toml(5) documents ${key}`).toBe(true);
     }
   });
 
   it('kvmnftd(8) documents every command and option of USAGE', () => {
-    const commands = USAGE.split('\nCommands:\n')[1]!.split('\n\n')[0]!.split('\n').map((l) => /^ {2}(\w+) /.exec(l)?.[1]).filter((c): c is string => c !== undefined);
+    const commands = USAGE.split('\nCommands:\n')[1]!
+      .split('\n\n')[0]!
+      .split('\n')
+      .map((l) => /^ {2}(\w+) /.exec(l)?.[1])
+      .filter((c): c is string => c !== undefined);
     expect(commands).toEqual([...COMMANDS]);
     const cmdSection = section(page8, 'COMMANDS');
-    for (const c of [...commands, 'help']) expect(cmdSection, `command ${c}`).toMatch(new RegExp(`\\n\\.TP\\n\\.BI? ${c}\\b`));
+    for (const c of [...commands, 'help'])
+      expect(cmdSection, `command ${c}`).toMatch(new RegExp(`\\n\\.TP\\n\\.BI? ${c}\\b`));
     const synopsis = section(page8, 'SYNOPSIS');
     for (const c of commands) expect(synopsis, `synopsis of ${c}`).toContain(`.B kvmnftd ${c}\n`);
 
-    const options = [...USAGE.split('\nOptions:\n')[1]!.split('\n\n')[0]!.matchAll(/^ {2}(?:(-\w), )?(--[\w-]+)/gm)].flatMap((m) => [m[1], m[2]].filter((o): o is string => o !== undefined));
+    const options = [
+      ...USAGE.split('\nOptions:\n')[1]!
+        .split('\n\n')[0]!
+        .matchAll(/^ {2}(?:(-\w), )?(--[\w-]+)/gm),
+    ].flatMap((m) => [m[1], m[2]].filter((o): o is string => o !== undefined));
     expect(options).toContain('--from-xml');
     expect(options).toContain('-V');
     const optSection = section(page8, 'OPTIONS');
@@ -86,7 +98,14 @@ describe('man pages', () => {
     const signals = section(page8, 'SIGNALS');
     for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGABRT']) expect(signals).toContain(sig);
     const files = section(page8, 'FILES');
-    for (const f of ['/etc/kvmnftd/kvmnftd.toml', '/run/kvmnftd/apply.lock', '/run/kvmnftd/daemon.pid', '/run/kvmnftd/reload.state', 'kvmnftd.service']) expect(files).toContain(troff(f));
+    for (const f of [
+      '/etc/kvmnftd/kvmnftd.toml',
+      '/run/kvmnftd/apply.lock',
+      '/run/kvmnftd/daemon.pid',
+      '/run/kvmnftd/reload.state',
+      'kvmnftd.service',
+    ])
+      expect(files).toContain(troff(f));
   });
 
   it('the unit points at both pages', () => {

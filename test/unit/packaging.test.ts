@@ -66,7 +66,9 @@ describe('packaging', () => {
   it('postinst enables the unit on install, updates state on upgrade', () => {
     const install = maintainer('postinst', 'configure');
     expect(install).toContain('deb-systemd-helper enable kvmnftd.service');
-    expect(maintainer('postinst', 'configure', '0.0.9-1')).toContain('deb-systemd-helper --quiet was-enabled kvmnftd.service');
+    expect(maintainer('postinst', 'configure', '0.0.9-1')).toContain(
+      'deb-systemd-helper --quiet was-enabled kvmnftd.service',
+    );
   });
 
   it('postrm masks on remove and purges the unit state on purge', () => {
@@ -80,31 +82,45 @@ describe('packaging', () => {
     const r = sh('rpmspec', ['-P', P('rpm', 'kvmnftd.spec')]);
     expect(r.status, r.out).toBe(0);
     expect(r.out).toMatch(new RegExp(`^Version:\\s+${VERSION.replaceAll('.', '\\.')}$`, 'm'));
-    for (const dep of ['nodejs >= 18.19', 'nftables', 'libvirt-client']) expect(r.out).toMatch(new RegExp(`^Requires:\\s+${dep}$`, 'm'));
+    for (const dep of ['nodejs >= 18.19', 'nftables', 'libvirt-client'])
+      expect(r.out).toMatch(new RegExp(`^Requires:\\s+${dep}$`, 'm'));
     expect(r.out).toMatch(/^Recommends:\s+libvirt-dbus$/m);
     expect(r.out).toMatch(/%preun[\s\S]*if \[ \$1 -eq 0 \][\s\S]*kvmnftd remove --force/);
     expect(r.out).toContain('%config(noreplace) /etc/kvmnftd/kvmnftd.toml');
   });
 
   it('the PKGBUILD sources in bash with the right version and dependencies', () => {
-    const r = sh('bash', ['-c', 'set -e; source "$1"; declare -F build package >/dev/null; echo "$pkgver"; printf "%s\\n" "${depends[@]}"; printf "backup=%s\\n" "${backup[@]}"', 'pkgbuild', P('arch', 'PKGBUILD')]);
+    const r = sh('bash', [
+      '-c',
+      'set -e; source "$1"; declare -F build package >/dev/null; echo "$pkgver"; printf "%s\\n" "${depends[@]}"; printf "backup=%s\\n" "${backup[@]}"',
+      'pkgbuild',
+      P('arch', 'PKGBUILD'),
+    ]);
     expect(r.status, r.out).toBe(0);
     const lines = r.out.trim().split('\n');
     expect(lines[0]).toBe(VERSION);
-    expect(lines).toEqual(expect.arrayContaining(['nodejs>=18.19', 'nftables', 'libvirt', 'backup=etc/kvmnftd/kvmnftd.toml']));
+    expect(lines).toEqual(
+      expect.arrayContaining(['nodejs>=18.19', 'nftables', 'libvirt', 'backup=etc/kvmnftd/kvmnftd.toml']),
+    );
   });
 
   it('man pages and the Debian changelog name the package.json version', () => {
-    for (const page of ['kvmnftd.8', 'kvmnftd.toml.5']) expect(readFileSync(P('man', page), 'utf8')).toContain(`"kvmnftd ${VERSION}"`);
-    expect(readFileSync(P('deb', 'control.in'), 'utf8')).toMatch(/^Depends: nodejs \(>= 18\.19\), .*nftables, libvirt-clients/m);
+    for (const page of ['kvmnftd.8', 'kvmnftd.toml.5'])
+      expect(readFileSync(P('man', page), 'utf8')).toContain(`"kvmnftd ${VERSION}"`);
+    expect(readFileSync(P('deb', 'control.in'), 'utf8')).toMatch(
+      /^Depends: nodejs \(>= 18\.19\), .*nftables, libvirt-clients/m,
+    );
     expect(readFileSync(P('deb', 'control.in'), 'utf8')).toMatch(/^Recommends: libvirt-dbus$/m);
   });
 });
 
 describe('shell completion is shipped by every way of installing', () => {
-  it.each(['packaging/deb/build.sh', 'packaging/rpm/kvmnftd.spec', 'packaging/arch/PKGBUILD', 'packaging/install.sh'])('%s installs both completion files', (file) => {
-    const text = readFileSync(join(REPO, file), 'utf8');
-    expect(text).toContain('packaging/completion/kvmnftd.bash');
-    expect(text).toContain('packaging/completion/_kvmnftd');
-  });
+  it.each(['packaging/deb/build.sh', 'packaging/rpm/kvmnftd.spec', 'packaging/arch/PKGBUILD', 'packaging/install.sh'])(
+    '%s installs both completion files',
+    (file) => {
+      const text = readFileSync(join(REPO, file), 'utf8');
+      expect(text).toContain('packaging/completion/kvmnftd.bash');
+      expect(text).toContain('packaging/completion/_kvmnftd');
+    },
+  );
 });

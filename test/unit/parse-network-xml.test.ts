@@ -30,12 +30,19 @@ describe('parseNetworkXml', () => {
 
   it('reads NAT address and port ranges, forward dev, IPv6 and TFTP', () => {
     const snat = parseNetworkXml(golden('nat-address-port/snat.xml'));
-    expect(snat.kind === 'ok' && snat.network.nat).toEqual({ address: { start: '198.51.100.10', end: '198.51.100.20' }, ports: { start: 20000, end: 30000 }, ipv6: false });
+    expect(snat.kind === 'ok' && snat.network.nat).toEqual({
+      address: { start: '198.51.100.10', end: '198.51.100.20' },
+      ports: { start: 20000, end: 30000 },
+      ipv6: false,
+    });
     const dev = parseNetworkXml(golden('nat-forward-dev/uplink.xml'));
     expect(dev.kind === 'ok' && dev.network.forwardDev).toBe('eth0');
     const v6 = parseNetworkXml(golden('ipv6-nat/v6nat.xml'));
     expect(v6.kind === 'ok' && v6.network.nat?.ipv6).toBe(true);
-    expect(v6.kind === 'ok' && v6.network.ips.map((ip) => `${ip.cidr.network}/${ip.cidr.prefix}`)).toEqual(['192.168.170.0/24', 'fd00:170::/64']);
+    expect(v6.kind === 'ok' && v6.network.ips.map((ip) => `${ip.cidr.network}/${ip.cidr.prefix}`)).toEqual([
+      '192.168.170.0/24',
+      'fd00:170::/64',
+    ]);
     const pxe = parseNetworkXml(golden('tftp-no-dns/pxe.xml'));
     expect(pxe.kind === 'ok' && [pxe.network.dns, pxe.network.ips[0]!.tftp]).toEqual([false, true]);
   });
@@ -43,13 +50,19 @@ describe('parseNetworkXml', () => {
   it('maps forward modes: no <forward> is isolated, bridge is ignored', () => {
     const iso = parseNetworkXml(golden('isolated/isolated.xml'));
     expect(iso.kind === 'ok' && iso.network.mode).toBe('isolated');
-    expect(parseNetworkXml(golden('hostile/bridge-mode.xml'))).toEqual({ kind: 'ignored', name: 'hostbridge', mode: 'bridge' });
+    expect(parseNetworkXml(golden('hostile/bridge-mode.xml'))).toEqual({
+      kind: 'ignored',
+      name: 'hostbridge',
+      mode: 'bridge',
+    });
     const noMode = parseNetworkXml("<network><name>n</name><forward/><bridge name='br1'/></network>");
     expect(noMode.kind === 'ok' && noMode.network.mode).toBe('nat');
   });
 
   it('uses the classful prefix for IPv4 without netmask, and /64 for IPv6 without prefix', () => {
-    const r = parseNetworkXml("<network><name>n</name><bridge name='br1'/><ip address='10.1.2.3'/><ip address='172.16.0.1'/><ip family='ipv6' address='fd00::1'/></network>");
+    const r = parseNetworkXml(
+      "<network><name>n</name><bridge name='br1'/><ip address='10.1.2.3'/><ip address='172.16.0.1'/><ip family='ipv6' address='fd00::1'/></network>",
+    );
     expect(r.kind === 'ok' && r.network.ips.map((ip) => ip.cidr.prefix)).toEqual([8, 16, 64]);
   });
 

@@ -19,7 +19,9 @@ describe('plan --diff', () => {
     const lines = text.split('\n').filter((l) => l !== '');
     expect(lines.every((l) => l.startsWith('+') || l.startsWith(' '))).toBe(true);
     expect(text).toContain('+ table inet kvmnftd\n');
-    expect(text).toContain('  table inet filter\n    chain input { type filter hook input priority 0; policy drop; }\n+     jump kvmnftd_input comment "kvmnftd"\n      ... 4 unchanged rules\n');
+    expect(text).toContain(
+      '  table inet filter\n    chain input { type filter hook input priority 0; policy drop; }\n+     jump kvmnftd_input comment "kvmnftd"\n      ... 4 unchanged rules\n',
+    );
     expect(text).toContain('+     iifname "virbr0" udp dport 67 counter accept comment "kvmnftd net=default"');
     expect(text).not.toContain('LIBVIRT'); // untouched tables are not shown
   });
@@ -50,7 +52,13 @@ describe('plan --diff', () => {
   });
 
   it('describes rules the text renderer does not know (iptables-nft xt statements)', () => {
-    expect(describeRule([{ match: { op: '==', left: { meta: { key: 'oifname' } }, right: 'docker0' } }, { counter: { packets: 1, bytes: 2 } }, { xt: { type: 'target', name: 'REJECT' } }])).toBe('oifname "docker0" counter xt target REJECT');
+    expect(
+      describeRule([
+        { match: { op: '==', left: { meta: { key: 'oifname' } }, right: 'docker0' } },
+        { counter: { packets: 1, bytes: 2 } },
+        { xt: { type: 'target', name: 'REJECT' } },
+      ]),
+    ).toBe('oifname "docker0" counter xt target REJECT');
     expect(describeRule([{ drop: null }], 'x')).toBe('drop comment "x"');
   });
 });

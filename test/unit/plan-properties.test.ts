@@ -52,7 +52,23 @@ describe('planner behaviour', () => {
     let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
     const input = () => live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
     expect(input().rules[0]!.comment).toBe('kvmnftd');
-    live = simulate(live, { nftables: [{ insert: { rule: { family: 'inet', table: 'filter', chain: 'input', expr: [{ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 2222 } }, { accept: null }] } } }] });
+    live = simulate(live, {
+      nftables: [
+        {
+          insert: {
+            rule: {
+              family: 'inet',
+              table: 'filter',
+              chain: 'input',
+              expr: [
+                { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 2222 } },
+                { accept: null },
+              ],
+            },
+          },
+        },
+      ],
+    });
     expect(input().rules[0]!.comment).toBeUndefined();
     const fix = plan(inputs, config, live).batch.nftables;
     expect(fix[0]).toEqual({ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } });
@@ -64,7 +80,21 @@ describe('planner behaviour', () => {
 
   it('collapses duplicate jumps to one', () => {
     let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    live = simulate(live, { nftables: [{ add: { rule: { family: 'inet', table: 'filter', chain: 'forward', expr: [{ jump: { target: 'kvmnftd_forward' } }], comment: 'kvmnftd' } } }] });
+    live = simulate(live, {
+      nftables: [
+        {
+          add: {
+            rule: {
+              family: 'inet',
+              table: 'filter',
+              chain: 'forward',
+              expr: [{ jump: { target: 'kvmnftd_forward' } }],
+              comment: 'kvmnftd',
+            },
+          },
+        },
+      ],
+    });
     live = simulate(live, plan(inputs, config, live).batch);
     const forward = live.tables.get(tableKey('inet', 'filter'))!.chains.get('forward')!;
     expect(forward.rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
@@ -72,7 +102,21 @@ describe('planner behaviour', () => {
 
   it('a batch that deletes by handle fails as a whole when the admin table was re-created', () => {
     const applied = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    const withDup = simulate(applied, { nftables: [{ add: { rule: { family: 'inet', table: 'filter', chain: 'input', expr: [{ jump: { target: 'kvmnftd_input' } }], comment: 'kvmnftd' } } }] });
+    const withDup = simulate(applied, {
+      nftables: [
+        {
+          add: {
+            rule: {
+              family: 'inet',
+              table: 'filter',
+              chain: 'input',
+              expr: [{ jump: { target: 'kvmnftd_input' } }],
+              comment: 'kvmnftd',
+            },
+          },
+        },
+      ],
+    });
     const staleBatch = plan(inputs, config, withDup).batch;
     expect(staleBatch.nftables.some((c) => 'delete' in c && 'rule' in c.delete)).toBe(true);
     // The admin reloads their file: the table is back without our chains,
@@ -117,15 +161,22 @@ describe('planner behaviour', () => {
 
   it('deletes foreign chains inside its own table', () => {
     const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    const polluted = simulate(live, { nftables: [{ add: { chain: { family: 'inet', table: 'kvmnftd', name: 'nat_gone' } } }] });
+    const polluted = simulate(live, {
+      nftables: [{ add: { chain: { family: 'inet', table: 'kvmnftd', name: 'nat_gone' } } }],
+    });
     const after = simulate(polluted, plan(inputs, config, polluted).batch);
-    expect([...after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.keys()].sort()).toEqual(['nat_virbr0', 'postrouting']);
+    expect([...after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.keys()].sort()).toEqual([
+      'nat_virbr0',
+      'postrouting',
+    ]);
   });
 
   it('applies only the NAT part, with a warning, when the admin table is missing', () => {
     const bare = indexRuleset({ nftables: [] });
     const result = plan(inputs, config, bare);
-    expect(result.notes).toEqual([expect.objectContaining({ level: 'warn', message: expect.stringContaining('table inet filter does not exist') })]);
+    expect(result.notes).toEqual([
+      expect.objectContaining({ level: 'warn', message: expect.stringContaining('table inet filter does not exist') }),
+    ]);
     const after = simulate(bare, result.batch);
     expect([...after.tables.keys()]).toEqual(['inet kvmnftd']);
   });

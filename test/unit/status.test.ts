@@ -14,9 +14,15 @@ import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
 import { validate } from '../helpers/json-schema.js';
 import { cloneRuleset, simulate } from '../helpers/simulate.js';
 
-const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<string, unknown>;
+const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<
+  string,
+  unknown
+>;
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
-const ROUTED = parseNetworkXml(readFileSync(join(REPO_ROOT, 'test', 'golden', 'route', 'routed.xml'), 'utf8'), 'routed.xml');
+const ROUTED = parseNetworkXml(
+  readFileSync(join(REPO_ROOT, 'test', 'golden', 'route', 'routed.xml'), 'utf8'),
+  'routed.xml',
+);
 const config = defaultConfig();
 
 function applied(live: Ruleset, networks = [DEFAULT, ROUTED]): Ruleset {
@@ -40,7 +46,13 @@ function status(over: Partial<StatusFacts>): StatusReport {
 describe('kvmnftd status (pure)', () => {
   it('exit 0 when every rule is as planned', () => {
     const r = status({});
-    expect(r).toMatchObject({ ok: true, exit_code: 0, pending_commands: 0, problems: [], jumps: { input: 'ok', forward: 'ok' } });
+    expect(r).toMatchObject({
+      ok: true,
+      exit_code: 0,
+      pending_commands: 0,
+      problems: [],
+      jumps: { input: 'ok', forward: 'ok' },
+    });
     expect(r.networks.map((n) => [n.name, n.mode, n.nat, n.input, n.forward, n.ok])).toEqual([
       ['default', 'nat', 'ok', 'ok', 'ok', true],
       [ROUTED.kind === 'ok' ? ROUTED.network.name : '?', 'route', 'not-needed', 'ok', 'ok', true],
@@ -54,13 +66,23 @@ describe('kvmnftd status (pure)', () => {
     const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
     input.rules = input.rules.filter((r) => r.comment !== 'kvmnftd');
     const r = status({ ruleset: { live } });
-    expect(r).toMatchObject({ ok: false, exit_code: 3, jumps: { input: 'missing', forward: 'ok' }, pending_commands: 1 });
+    expect(r).toMatchObject({
+      ok: false,
+      exit_code: 3,
+      jumps: { input: 'missing', forward: 'ok' },
+      pending_commands: 1,
+    });
     expect(r.networks.every((n) => !n.ok)).toBe(true);
     expect(r.problems[0]).toContain('input jump to kvmnftd_input is missing');
   });
 
   it('exit 3 with missing and stale rules before an apply and after a change', () => {
-    expect(status({ ruleset: { live: LIVE_LIBVIRT9 } }).networks[0]).toMatchObject({ nat: 'missing', input: 'missing', forward: 'missing', ok: false });
+    expect(status({ ruleset: { live: LIVE_LIBVIRT9 } }).networks[0]).toMatchObject({
+      nat: 'missing',
+      input: 'missing',
+      forward: 'missing',
+      ok: false,
+    });
     const live = cloneRuleset(applied(LIVE_LIBVIRT9));
     const nat = live.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('nat_virbr0')!;
     nat.rules = nat.rules.slice(1);
@@ -86,10 +108,19 @@ describe('kvmnftd status (pure)', () => {
 
   it('exit 1 when libvirt or nft cannot be read, still saying what it could', () => {
     const r = status({ libvirt: { source: 'libvirt', error: 'virsh: cannot connect' } });
-    expect(r).toMatchObject({ ok: false, exit_code: 1, libvirt: { reachable: false, error: 'virsh: cannot connect' }, jumps: { input: 'unknown', forward: 'unknown' }, pending_commands: null });
+    expect(r).toMatchObject({
+      ok: false,
+      exit_code: 1,
+      libvirt: { reachable: false, error: 'virsh: cannot connect' },
+      jumps: { input: 'unknown', forward: 'unknown' },
+      pending_commands: null,
+    });
     expect(r.ruleset.networks_with_rules).toContain('default');
     expect(renderStatus(r)).toContain('rules present for: ');
-    expect(status({ ruleset: { error: 'nft: permission denied' } })).toMatchObject({ exit_code: 1, ruleset: { readable: false, admin_table_present: null } });
+    expect(status({ ruleset: { error: 'nft: permission denied' } })).toMatchObject({
+      exit_code: 1,
+      ruleset: { readable: false, admin_table_present: null },
+    });
   });
 
   it('invalid networks are listed as skipped', () => {
@@ -100,11 +131,37 @@ describe('kvmnftd status (pure)', () => {
   });
 
   it('reports the daemon from its files and systemd, and "unknown" without systemd', () => {
-    const r = status({ daemon: { pid: 42, state: { transport: 'dbus', status: '2 networks (default, r)', lastPassAt: '2026-01-01T00:00:00.000Z', lastChangeAt: null }, systemd: { available: false } } });
-    expect(r.daemon).toMatchObject({ running: true, pid: 42, transport: 'dbus', status_text: '2 networks (default, r)', systemd: { available: false } });
+    const r = status({
+      daemon: {
+        pid: 42,
+        state: {
+          transport: 'dbus',
+          status: '2 networks (default, r)',
+          lastPassAt: '2026-01-01T00:00:00.000Z',
+          lastChangeAt: null,
+        },
+        systemd: { available: false },
+      },
+    });
+    expect(r.daemon).toMatchObject({
+      running: true,
+      pid: 42,
+      transport: 'dbus',
+      status_text: '2 networks (default, r)',
+      systemd: { available: false },
+    });
     expect(renderStatus(r)).toContain('systemd: unknown (systemd is not running)');
-    const sd = status({ daemon: { systemd: { available: true, activeState: 'active', subState: 'running', statusText: '1 network (default)' } } });
-    expect(sd.daemon).toMatchObject({ running: true, pid: null, status_text: '1 network (default)', systemd: { active_state: 'active' } });
+    const sd = status({
+      daemon: {
+        systemd: { available: true, activeState: 'active', subState: 'running', statusText: '1 network (default)' },
+      },
+    });
+    expect(sd.daemon).toMatchObject({
+      running: true,
+      pid: null,
+      status_text: '1 network (default)',
+      systemd: { active_state: 'active' },
+    });
     expect(status({}).daemon.running).toBe(false);
   });
 

@@ -50,7 +50,9 @@ describe('systemd/kvmnftd.service', () => {
 
   it('scores a low exposure in systemd-analyze security --offline', () => {
     const unit = testableUnit();
-    const out = execFileSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], { encoding: 'utf8' });
+    const out = execFileSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], {
+      encoding: 'utf8',
+    });
     const score = Number(/Overall exposure level for kvmnftd\.service: ([\d.]+)/.exec(out)?.[1]);
     expect(score).toBeLessThanOrEqual(2.0);
   });
