@@ -14,7 +14,7 @@ export function libvirtBackendsPresent(live: Ruleset): LibvirtBackend[] {
   if (live.tables.has(tableKey('ip', 'libvirt_network'))) found.push('nftables');
   // libvirt's iptables backend (through iptables-nft): LIBVIRT_* chains in ip filter/nat.
   const filter = live.tables.get(tableKey('ip', 'filter'));
-  if (filter && [...filter.chains.keys()].some((c) => c.startsWith('LIBVIRT_'))) found.push('iptables');
+  if (filter && [...filter.chains.keys()].some((c) => isLibvirtChain('ip', 'filter', c))) found.push('iptables');
   return found;
 }
 
@@ -24,4 +24,10 @@ export function libvirtBackendsPresent(live: Ruleset): LibvirtBackend[] {
  */
 export function libvirtChainsMissing(live: Ruleset, active: readonly Network[]): boolean {
   return active.some((n) => n.mode !== 'open') && libvirtBackendsPresent(live).length === 0;
+}
+
+/** A chain libvirt creates: LIBVIRT_* through iptables-nft, or anything in its nftables backend's tables. */
+export function isLibvirtChain(family: string, table: string, chain: string): boolean {
+  if (table === 'libvirt_network') return family === 'ip' || family === 'ip6';
+  return (family === 'ip' || family === 'ip6') && chain.startsWith('LIBVIRT_');
 }

@@ -1,0 +1,88 @@
+// Never loop on our own commits. After kvmnftd's own successful transaction
+// the next plan for the same inputs must be empty: its commit comes back
+// through `nft monitor`, and an empty plan is what ends that echo. A plan
+// that is not empty then is a planner bug (e.g. an address written in a form
+// nft prints back differently): re-applying it would flush and refill the
+// same rules forever, resetting counters and flooding the journal.
+//
+// The guard trips when the first pass after an own transaction, for the
+// same networks and config, wants to apply the very batch it just applied
+// (handles aside), and in any case when such echo passes would commit more
+// than MAX_ECHO_COMMITS transactions within ECHO_WINDOW_MS. Tripped, the
+// daemon stops applying until an input changes, a periodic check runs or a
+// reload comes in. Pure: the clock is passed in.
+import type { Batch } from '../nft/json.js';
+
+export const MAX_ECHO_COMMITS = 2;
+export const ECHO_WINDOW_MS = 60_000;
+
+export type GuardVerdict = { apply: true } | { apply: false; reason: string; firstTime: boolean };
+
+/** A batch without rule handles (they change with every commit). */
+export function batchShape(batch: Batch): string {
+  return JSON.stringify(batch, (key, value: unknown) => (key === 'handle' ? undefined : value));
+}
+
+export class ConvergenceGuard {
+  private lastCommit: { inputs: string; shape: string } | undefined;
+  /** The next pass is the first one after an own commit. */
+  private echoPending = false;
+  /** When the transactions that echo passes (or retries while tripped) committed. */
+  private window: number[] = [];
+  private tripped: { inputs: string; shape: string; reason: string } | undefined;
+  private retry = false;
+
+  /**
+   * Asked before applying a non-empty batch. `inputs` identifies the
+   * networks and config the batch was planned from.
+   */
+  check(inputs: string, batch: Batch, now: number): GuardVerdict {
+    const echo = this.echoPending && this.lastCommit?.inputs === inputs;
+    this.echoPending = false;
+    this.window = this.window.filter((t) => now - t < ECHO_WINDOW_MS);
+    const shape = batchShape(batch);
+    if (this.tripped && this.tripped.inputs !== inputs) this.tripped = undefined; // an input changed
+    if (this.tripped) {
+      // Once more after a periodic check or reload, or for a different change
+      // (someone flushed the ruleset meanwhile), within the same budget.
+      const allowed = (this.retry || shape !== this.tripped.shape) && this.window.length < MAX_ECHO_COMMITS;
+      this.retry = false;
+      if (!allowed) return { apply: false, reason: this.tripped.reason, firstTime: false };
+      this.window.push(now);
+      return { apply: true };
+    }
+    if (!echo) return { apply: true };
+    const again = this.lastCommit?.shape === shape;
+    if (again || this.window.length >= MAX_ECHO_COMMITS) {
+      const reason = again
+        ? 'the plan after its own transaction is not empty: it would re-apply the same rules forever'
+        : `its own transactions keep causing new ones (${this.window.length + 1} within ${ECHO_WINDOW_MS / 1000} s)`;
+      this.tripped = { inputs, shape, reason };
+      return { apply: false, reason, firstTime: true };
+    }
+    this.window.push(now);
+    return { apply: true };
+  }
+
+  /** After a pass that found nothing to do: whatever was wrong converged. */
+  converged(): void {
+    this.echoPending = false;
+    this.tripped = undefined;
+  }
+
+  /** After an own transaction committed. */
+  committed(inputs: string, batch: Batch): void {
+    this.lastCommit = { inputs, shape: batchShape(batch) };
+    this.echoPending = true;
+  }
+
+  /** A periodic check or a reload: while tripped, one more attempt (within the budget). */
+  rearm(): void {
+    this.retry = true;
+  }
+
+  /** Why applying is suspended, while it is. */
+  get suspended(): string | undefined {
+    return this.tripped?.reason;
+  }
+}

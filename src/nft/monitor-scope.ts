@@ -1,0 +1,110 @@
+// Which `nft -j monitor` events start a pass. Real hosts are busy: fail2ban
+// and CrowdSec add and delete set elements one `nft` call at a time, Docker
+// and libvirt rewrite their own chains. Only changes that can alter what
+// kvmnftd plans, or undo what it applied, matter:
+// - anything in a table kvmnftd owns or writes into (its rules, chains, sets);
+// - a base chain on a hook kvmnftd cares about, in any table, created,
+//   deleted or given a new policy (nft reports a policy change as an `add`
+//   of the chain with its new policy);
+// - libvirt's own chains appearing or disappearing (the post-flush trap);
+// - a table that holds any of these being deleted or re-created;
+// - anything the stream cannot say precisely: a line that is not JSON (e.g.
+//   "# ERROR: We lost some netlink events!") or an object kind not known here.
+// Pure: the scope is derived from the last ruleset a pass read.
+import { isLibvirtChain } from './libvirt-chains.js';
+import { tableKey, type Ruleset } from './ruleset.js';
+
+/** Hooks whose base chains decide whether guest traffic passes. */
+export const WATCHED_HOOKS: ReadonlySet<string> = new Set(['input', 'forward', 'prerouting', 'postrouting', 'output']);
+
+export interface MonitorScope {
+  /** `family name` of the tables kvmnftd owns or writes into: every change there matters. */
+  readonly tables: ReadonlySet<string>;
+  /** `family table chain` of the watched base chains the last pass saw: their deletion matters. */
+  readonly baseChains: ReadonlySet<string>;
+  /** `family name` of tables holding such a chain: deleting one matters. */
+  readonly tablesWithBaseChains: ReadonlySet<string>;
+}
+
+const chainKey = (family: string, table: string, chain: string): string => `${family} ${table} ${chain}`;
+
+/** `tables`: kvmnftd's own table and the tables it writes into, as `family name` (see tableKey). */
+export function monitorScope(live: Ruleset, tables: Iterable<string>): MonitorScope {
+  const baseChains = new Set<string>();
+  const tablesWithBaseChains = new Set<string>();
+  for (const table of live.tables.values()) {
+    for (const chain of table.chains.values()) {
+      if (chain.hook === undefined || !WATCHED_HOOKS.has(chain.hook)) continue;
+      baseChains.add(chainKey(table.family, table.name, chain.name));
+      tablesWithBaseChains.add(tableKey(table.family, table.name));
+    }
+  }
+  return { tables: new Set(tables), baseChains, tablesWithBaseChains };
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/**
+ * Why a monitor line matters, or undefined when it cannot change what
+ * kvmnftd plans (a foreign set's elements, a foreign table's rules).
+ */
+export function monitorLineReason(line: string, scope: MonitorScope): string | undefined {
+  let event: unknown;
+  try {
+    event = JSON.parse(line);
+  } catch {
+    return line.trim() === '' ? undefined : 'nft monitor reported a problem';
+  }
+  if (!isObj(event)) return 'nft monitor printed an unknown event';
+  const op = Object.keys(event)[0] ?? '';
+  const body = event[op];
+  if (!isObj(body)) return 'nft monitor printed an unknown event';
+  const kind = Object.keys(body)[0] ?? '';
+  const obj = body[kind];
+  if (!isObj(obj)) return 'nft monitor printed an unknown event';
+  const family = str(obj['family']);
+
+  if (kind === 'table') {
+    const key = tableKey(family, str(obj['name']));
+    if (scope.tables.has(key)) return `table ${key} changed`;
+    if (op === 'delete' && scope.tablesWithBaseChains.has(key)) return `table ${key} deleted`;
+    return undefined;
+  }
+  // Every other object names its table as `table`.
+  const table = str(obj['table']);
+  const inScope = scope.tables.has(tableKey(family, table));
+  switch (kind) {
+    case 'chain': {
+      const name = str(obj['name']);
+      if (inScope) return `chain ${chainKey(family, table, name)} changed`;
+      const hook = obj['hook'];
+      // An add carries the hook (created, or a new policy); a delete does not.
+      if (op !== 'delete' && typeof hook === 'string' && WATCHED_HOOKS.has(hook)) {
+        return `base chain ${chainKey(family, table, name)} (hook ${hook}) added or changed`;
+      }
+      if (op === 'delete' && scope.baseChains.has(chainKey(family, table, name))) {
+        return `base chain ${chainKey(family, table, name)} deleted`;
+      }
+      if (isLibvirtChain(family, table, name)) return `libvirt chain ${name} ${op === 'delete' ? 'deleted' : 'added'}`;
+      return undefined;
+    }
+    case 'rule':
+    case 'set':
+    case 'element':
+    case 'map':
+    case 'counter':
+    case 'quota':
+    case 'limit':
+    case 'flowtable':
+    case 'ct helper':
+    case 'ct timeout':
+    case 'ct expectation':
+    case 'synproxy':
+    case 'secmark':
+      return inScope ? `${kind} in ${tableKey(family, table)} changed` : undefined;
+    default:
+      return `nft monitor reported a ${kind || 'new kind of'} event`;
+  }
+}

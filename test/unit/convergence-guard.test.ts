@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { ConvergenceGuard, ECHO_WINDOW_MS, MAX_ECHO_COMMITS } from '../../src/daemon/convergence-guard.js';
+import type { Batch } from '../../src/nft/json.js';
+
+const refill = (handle: number): Batch => ({
+  nftables: [
+    { flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_forward' } } },
+    { delete: { rule: { family: 'inet', table: 'filter', chain: 'forward', handle } } },
+  ],
+});
+const other: Batch = { nftables: [{ add: { table: { family: 'inet', name: 'kvmnftd' } } }] };
+
+/** Drives the guard like the daemon: apply when allowed, then the commit echoes back as the next pass. */
+function loop(guard: ConvergenceGuard, passes: number, batchAt: (i: number) => Batch, t0 = 0, step = 100): number {
+  let commits = 0;
+  for (let i = 0; i < passes; i++) {
+    const batch = batchAt(i);
+    if (guard.check('nets-1', batch, t0 + i * step).apply) {
+      guard.committed('nets-1', batch);
+      commits++;
+    }
+  }
+  return commits;
+}
+
+describe('convergence guard', () => {
+  it('trips on the first echo pass that wants the same batch again (handles aside)', () => {
+    const guard = new ConvergenceGuard();
+    expect(guard.check('nets-1', refill(1), 0)).toEqual({ apply: true });
+    guard.committed('nets-1', refill(1));
+    const verdict = guard.check('nets-1', refill(7), 50);
+    expect(verdict).toMatchObject({ apply: false, firstTime: true });
+    expect(guard.suspended).toMatch(/re-apply the same rules forever/);
+    expect(guard.check('nets-1', refill(7), 60)).toMatchObject({ apply: false, firstTime: false });
+  });
+
+  it('caps what own commits cause at 2 transactions per 60 s, whatever the batches', () => {
+    const guard = new ConvergenceGuard();
+    // Every pass wants something different: an alternating or growing non-convergence.
+    const commits = loop(guard, 500, (i) =>
+      i % 2 ? refill(i) : { nftables: [...other.nftables, ...refill(i).nftables] },
+    );
+    expect(commits).toBe(1 + MAX_ECHO_COMMITS);
+    expect(guard.suspended).toMatch(/keep causing new ones/);
+  });
+
+  it('stays within the budget over many periodic checks while tripped', () => {
+    const guard = new ConvergenceGuard();
+    let commits = loop(guard, 3, () => refill(1));
+    expect(commits).toBe(1);
+    // A periodic check every 5 s for 10 minutes, each followed by its echo pass.
+    for (let t = 0; t < 600_000; t += 5_000) {
+      guard.rearm();
+      commits += loop(guard, 2, () => refill(2), 1_000 + t, 10);
+    }
+    expect(commits).toBeLessThanOrEqual(1 + MAX_ECHO_COMMITS * Math.ceil(600_000 / ECHO_WINDOW_MS));
+    expect(guard.suspended).toBeDefined();
+  });
+
+  it('lets a changed input through at once, and a converged pass clears the trip', () => {
+    const guard = new ConvergenceGuard();
+    loop(guard, 2, () => refill(1));
+    expect(guard.suspended).toBeDefined();
+    expect(guard.check('nets-2', refill(1), 300)).toEqual({ apply: true });
+    expect(guard.suspended).toBeUndefined();
+    guard.committed('nets-2', refill(1));
+    guard.converged();
+    expect(guard.check('nets-2', refill(1), 400)).toEqual({ apply: true }); // not an echo any more
+  });
+
+  it('does not count drift repairs that are not echoes of its own commit', () => {
+    const guard = new ConvergenceGuard();
+    for (let i = 0; i < 10; i++) {
+      expect(guard.check('nets-1', refill(i), i * 1000).apply).toBe(true);
+      guard.committed('nets-1', refill(i));
+      guard.converged(); // the echo pass found nothing to do
+    }
+  });
+});
