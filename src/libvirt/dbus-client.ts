@@ -11,6 +11,7 @@ import dbus from 'dbus-next';
 import type { MessageBus, Message as DbusMessage } from 'dbus-next';
 import type { NetworkParse } from './model.js';
 import { parseNetworkXml } from './parse-network-xml.js';
+import { mapLimit } from '../util/map-limit.js';
 
 const { Message, systemBus } = dbus;
 const SIGNAL = dbus.MessageType.SIGNAL;
@@ -20,6 +21,8 @@ const CONNECT_IFACE = 'org.libvirt.Connect';
 const NETWORK_IFACE = 'org.libvirt.Network';
 const LIST_ACTIVE = 2; // VIR_CONNECT_LIST_NETWORKS_ACTIVE
 const CALL_TIMEOUT_MS = 10_000;
+/** D-Bus calls one pass keeps in flight: libvirt-dbus serves them one libvirt call at a time anyway. */
+const MAX_PARALLEL_CALLS = 16;
 
 export const NETWORK_EVENTS = ['defined', 'undefined', 'started', 'stopped'] as const;
 
@@ -137,7 +140,7 @@ export class LibvirtDbusClient {
   /** Parse results of every active network. */
   async activeNetworks(): Promise<NetworkParse[]> {
     const paths = await this.listNetworkPaths();
-    return Promise.all(paths.map(async (p) => parseNetworkXml(await this.networkXml(p), p)));
+    return mapLimit(paths, MAX_PARALLEL_CALLS, async (p) => parseNetworkXml(await this.networkXml(p), p));
   }
 
   close(): void {

@@ -1,7 +1,10 @@
 // Networks from libvirt through virsh (argument arrays, no shell).
 import { execa } from 'execa';
+import { mapLimit } from '../util/map-limit.js';
 
 const VIRSH_TIMEOUT_MS = 15_000;
+/** virsh processes one pass runs at once: each connects to libvirtd afresh. */
+const MAX_PARALLEL_VIRSH = 8;
 
 export class VirshError extends Error {
   override name = 'VirshError';
@@ -28,5 +31,8 @@ export async function activeNetworkXml(uri: string): Promise<Array<{ name: strin
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '');
-  return Promise.all(names.map(async (name) => ({ name, xml: await virsh(uri, ['net-dumpxml', '--network', name]) })));
+  return mapLimit(names, MAX_PARALLEL_VIRSH, async (name) => ({
+    name,
+    xml: await virsh(uri, ['net-dumpxml', '--network', name]),
+  }));
 }
