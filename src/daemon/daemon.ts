@@ -133,9 +133,11 @@ export async function runDaemon(
           release();
         }
         const messages = result.messages;
-        if (libvirtChainsMissing(result.live, result.plan.networks)) {
-          if (config.daemon.restoreLibvirtRules) void restorer.restore();
-          else
+        const chainsMissing = libvirtChainsMissing(result.live, result.plan.networks);
+        if (config.daemon.restoreLibvirtRules) {
+          const situation = `${watch?.transport ?? 'none'}:${result.plan.networks.map((n) => n.name).join(',')}`;
+          void restorer.observe(chainsMissing, situation);
+        } else if (chainsMissing)
             messages.push({
               level: 'warn',
               fields: {},
