@@ -137,12 +137,12 @@ export async function runDaemon(
         if (config.daemon.restoreLibvirtRules) {
           const situation = `${watch?.transport ?? 'none'}:${result.plan.networks.map((n) => n.name).join(',')}`;
           void restorer.observe(chainsMissing, situation);
-        } else if (chainsMissing)
-            messages.push({
-              level: 'warn',
-              fields: {},
-              text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks",
-            });
+        } else if (chainsMissing) {
+          messages.push({
+            level: 'warn',
+            fields: {},
+            text: "libvirt's own firewall chains are gone (was the ruleset flushed?) and daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks",
+          });
         }
         logNew(messages);
         const before = new Set(facts.networks);
