@@ -16,6 +16,7 @@ import { openWatch, type EventsMode, type LibvirtWatch } from './libvirt-watch.j
 import { systemdNotifier, type Notifier } from './notify.js';
 import { LibvirtRestorer } from './libvirt-restore.js';
 import { MonitorSupervisor } from './monitor-supervisor.js';
+import { monitorScope, ownedOrWrittenTables, type MonitorScope } from '../nft/monitor-scope.js';
 import { Reconciler } from './reconciler.js';
 import { formatStatus, STATE_FILE, writeDaemonState, type StatusFacts } from './status.js';
 
@@ -63,6 +64,8 @@ export async function runDaemon(
   let watch: LibvirtWatch | undefined;
   let watchFault: string | undefined = 'not connected yet';
   const facts: Omit<StatusFacts, 'degraded'> = { networks: [], lastChange: undefined };
+  /** Which monitor events matter, from the ruleset the last pass read. */
+  let scope: MonitorScope | undefined;
   let passError: string | undefined; // the last pass's failure, until a pass succeeds
   let planError: string | undefined; // what the last plan had to leave out
   // Derived, never stored: libvirt away beats a failing pass beats a partial plan.
@@ -133,6 +136,7 @@ export async function runDaemon(
           release();
         }
         const messages = result.messages;
+        scope = monitorScope(result.live, ownedOrWrittenTables(config));
         const chainsMissing = libvirtChainsMissing(result.live, result.plan.networks);
         if (config.daemon.restoreLibvirtRules) {
           const situation = `${watch?.transport ?? 'none'}:${result.plan.networks.map((n) => n.name).join(',')}`;
@@ -258,7 +262,11 @@ export async function runDaemon(
 
   // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
   // a deleted jump) triggers a pass; so do our own commits, harmlessly.
-  const monitor = new MonitorSupervisor((reason) => reconciler.trigger(reason), log);
+  const monitor = new MonitorSupervisor(
+    (reason) => reconciler.trigger(reason),
+    log,
+    () => scope,
+  );
   let resync: NodeJS.Timeout | undefined;
   const scheduleResync = (): void => {
     if (resync) clearInterval(resync);

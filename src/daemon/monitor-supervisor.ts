@@ -1,8 +1,10 @@
-// Keeps one `nft -j monitor` running: every line triggers a reconcile, and a
-// monitor that exits is restarted with back-off (logged once per reason;
+// Keeps one `nft -j monitor` running: every line that matters (see
+// nft/monitor-scope.ts; before the first pass, every line) triggers a
+// reconcile, and a monitor that exits is restarted with back-off (logged once per reason;
 // the periodic check covers the gap).
 import type { Logger } from '../log/logger.js';
 import { NftMonitor } from '../nft/monitor.js';
+import { monitorLineReason, type MonitorScope } from '../nft/monitor-scope.js';
 
 const MAX_DELAY_MS = 30_000;
 
@@ -15,6 +17,8 @@ export class MonitorSupervisor {
   constructor(
     private readonly trigger: (reason: string) => void,
     private readonly log: Logger,
+    /** What the last pass saw; undefined until then. */
+    private readonly scope: () => MonitorScope | undefined = () => undefined,
   ) {}
 
   start(): void {
@@ -23,7 +27,11 @@ export class MonitorSupervisor {
     const startedAt = Date.now();
     this.monitor = monitor;
     monitor.start(
-      () => this.trigger('ruleset changed'),
+      (line) => {
+        const scope = this.scope();
+        const reason = scope ? monitorLineReason(line, scope) : 'ruleset changed';
+        if (reason !== undefined) this.trigger(reason);
+      },
       (reason) => {
         if (reason !== this.lastFault) this.log.warn(`${reason}; restarting it (the periodic check covers the gap)`);
         this.lastFault = reason;

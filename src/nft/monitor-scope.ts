@@ -11,6 +11,7 @@
 // - anything the stream cannot say precisely: a line that is not JSON (e.g.
 //   "# ERROR: We lost some netlink events!") or an object kind not known here.
 // Pure: the scope is derived from the last ruleset a pass read.
+import type { Config } from '../config/config.js';
 import { isLibvirtChain } from './libvirt-chains.js';
 import { tableKey, type Ruleset } from './ruleset.js';
 
@@ -24,6 +25,11 @@ export interface MonitorScope {
   readonly baseChains: ReadonlySet<string>;
   /** `family name` of tables holding such a chain: deleting one matters. */
   readonly tablesWithBaseChains: ReadonlySet<string>;
+}
+
+/** kvmnftd's own table and the admin table it writes its chains and jumps into. */
+export function ownedOrWrittenTables(config: Config): string[] {
+  return [tableKey('inet', config.nat.table), tableKey(config.filter.family, config.filter.table)];
 }
 
 const chainKey = (family: string, table: string, chain: string): string => `${family} ${table} ${chain}`;
