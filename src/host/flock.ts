@@ -1,0 +1,73 @@
+// flock(2) for Node, which has none: we open the lock file and let
+// util-linux's flock(1) lock our descriptor, inherited as fd 3. A flock lock
+// belongs to the open file description, which we keep open after flock(1)
+// exits: the lock is ours until we close it, and the kernel drops it when
+// this process dies, whatever happens to the file or to PIDs. No stale
+// lock, no takeover race, no PID reuse.
+import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { execaSync } from 'execa';
+
+export interface Flock {
+  release(): void;
+}
+
+/** flock(1) on our descriptor `fd`: true when locked, false when another process holds the lock. */
+function lockFd(fd: number, path: string): boolean {
+  const result = execaSync('flock', ['--nonblock', '--exclusive', '3'], {
+    stdio: ['ignore', 'ignore', 'pipe', fd],
+    reject: false,
+  });
+  if (result.code === 'ENOENT') throw new Error('flock not found: install util-linux');
+  if (result.exitCode !== 0 && result.exitCode !== 1) {
+    throw new Error(`flock ${path} failed: ${String(result.stderr) || `exit code ${String(result.exitCode)}`}`);
+  }
+  return result.exitCode === 0;
+}
+
+/** Locks `path` (created if needed) exclusively without waiting; undefined when another process holds it. */
+export function tryFlock(path: string): Flock | undefined {
+  const fd = openSync(path, 'a+', 0o600);
+  let locked = false;
+  try {
+    locked = lockFd(fd, path);
+  } finally {
+    if (!locked) closeSync(fd);
+  }
+  if (!locked) return undefined;
+  // The holder's PID, for messages only: the lock itself is the truth.
+  ftruncateSync(fd, 0);
+  writeSync(fd, `${process.pid}\n`, 0);
+  let open = true;
+  return {
+    release() {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
+}
+
+/** Is `path` locked by some process right now? A missing file is not. */
+export function isFlocked(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  try {
+    return !lockFd(fd, path);
+  } finally {
+    closeSync(fd); // also drops the lock if we just took it
+  }
+}
+
+/** The PID the holder wrote into the lock file (informational). */
+export function lockHolder(path: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
