@@ -536,7 +536,7 @@ export const validConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc
       configFromObject(doc, 'fuzz.toml');
       return true;
     } catch {
-      return false; // nat.table == filter.table in inet: rejected on purpose
+      return false; // rules between keys (nat.table == filter.table, ...): rejected on purpose
     }
   });
 
@@ -601,6 +601,8 @@ const scalarArb: fc.Arbitrary<unknown> = fc.oneof(
     400,
     401,
     -401,
+    -199,
+    -200,
     86_400,
     86_401,
     1.5,
@@ -635,7 +637,7 @@ export const hostileConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc.let
   table: fc.array(fc.tuple(keyArb, tie('value')), { maxLength: 5 }).chain((entries) =>
     fc.boolean().map((nullProto) => {
       // TOML parsers (smol-toml) hand out null-prototype objects with own "__proto__" keys.
-      const obj: Record<string, unknown> = nullProto ? Object.create(null) : {};
+      const obj: Record<string, unknown> = nullProto ? (Object.create(null) as Record<string, unknown>) : {};
       for (const [k, v] of entries)
         Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
       return obj;

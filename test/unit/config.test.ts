@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, defaultConfig, loadConfig } from '../../src/config/config.js';
+import { ConfigError, defaultConfig, loadConfig, type Config } from '../../src/config/config.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -95,10 +95,45 @@ restore_libvirt_rules = false
     ['[nat]\ntable = "filter"\n', 'nat.table', 'must differ'],
     ['[daemon]\nresync_interval = -1\n', 'daemon.resync_interval', 'seconds'],
     ['[daemon]\nrestore_libvirt_rules = 1\n', 'daemon.restore_libvirt_rules', 'true or false'],
+    ['[nat]\npriority = -200\n', 'nat.priority', 'from -199 to 400'],
+    ['[nat]\npriority = 401\n', 'nat.priority', 'from -199 to 400'],
+    ['[nat]\npriority = 99.5\n', 'nat.priority', 'integer'],
+    ['[daemon]\nresync_interval = 86401\n', 'daemon.resync_interval', 'from 0 (off) to 86400'],
+    // Equal names are refused whatever the admin table's family.
+    ['[filter]\nfamily = "ip"\ntable = "t"\n[nat]\ntable = "t"\n', 'nat.table', 'must differ from filter.table (t)'],
+    ['[filter]\ninput_chain = "kvmnftd_input"\n', 'filter.input_chain', "kvmnftd's own chain"],
+    ['[filter]\nforward_chain = "kvmnftd_input"\n', 'filter.forward_chain', "kvmnftd's own chain"],
+    // A TOML date is not a table (it is an object to JavaScript).
+    ['filter = 1979-05-27\n', 'filter', 'a table ([filter])'],
+    // A key that is not a bare TOML key is shown quoted, as TOML writes it.
+    ['"a b" = 1\n', '"a b"', 'unknown key'],
+    ['[nat]\n"" = 1\n', 'nat.""', 'unknown key'],
   ])('%j is rejected naming %s', (content, key, expected) => {
     const err = errorOf(content);
     expect(err.key).toBe(key);
     expect(err.message).toContain(expected);
     expect(err.message).toContain('kvmnftd.toml');
+  });
+
+  it.each([
+    ['[nat]\npriority = -199\n', (c: Config) => c.nat.priority, -199],
+    ['[nat]\npriority = 400\n', (c: Config) => c.nat.priority, 400],
+    ['[daemon]\nresync_interval = 0\n', (c: Config) => c.daemon.resyncInterval, 0],
+    ['[daemon]\nresync_interval = 86400\n', (c: Config) => c.daemon.resyncInterval, 86_400],
+  ])('%j is accepted (a bound of its range)', (content, get, want) => {
+    expect(get(loadConfig(write(content)).config)).toBe(want);
+  });
+
+  it('an unknown key is answered with the keys there are', () => {
+    expect(errorOf('zz = 1\n').expected).toBe(
+      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [daemon]',
+    );
+    expect(errorOf('[nat]\nzz = 1\n').expected).toBe('unknown key; known keys in [nat]: table, priority');
+  });
+
+  it('defaultConfig() hands out a fresh object each time', () => {
+    const a = defaultConfig();
+    a.filter.acceptOpenNetworks.push('lab');
+    expect(defaultConfig().filter.acceptOpenNetworks).toEqual([]);
   });
 });

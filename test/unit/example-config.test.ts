@@ -1,10 +1,46 @@
-// The shipped example config must load and equal the built-in defaults, so
-// the comments in /etc cannot lie about them.
+// The shipped example config (packaging/kvmnftd.toml, installed as
+// /etc/kvmnftd/kvmnftd.toml) must load, equal the built-in defaults and write
+// out every key of the schema, in the schema's order, so the comments in /etc
+// cannot lie about them and kvmnftd.toml(5) can call its generated EXAMPLE
+// "this file, with comments".
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect, it } from 'vitest';
+import { parse as parseToml } from 'smol-toml';
+import { describe, expect, it } from 'vitest';
 import { defaultConfig, loadConfig } from '../../src/config/config.js';
+import { keyPaths, tomlDefaults } from '../../src/config/docs.js';
+import { SCHEMA } from '../../src/config/schema.js';
 
-it('packaging/kvmnftd.toml states exactly the defaults', () => {
-  const { config } = loadConfig(join(import.meta.dirname, '..', '..', 'packaging', 'kvmnftd.toml'));
-  expect(config).toEqual(defaultConfig());
+const FILE = join(import.meta.dirname, '..', '..', 'packaging', 'kvmnftd.toml');
+const text = readFileSync(FILE, 'utf8');
+
+/** Dotted paths of the values in a parsed TOML document. */
+function valuePaths(doc: Record<string, unknown>, prefix = ''): string[] {
+  return Object.entries(doc).flatMap(([k, v]) =>
+    typeof v === 'object' && v !== null && !Array.isArray(v)
+      ? valuePaths(v as Record<string, unknown>, `${prefix}${k}.`)
+      : [`${prefix}${k}`],
+  );
+}
+
+/** The file without comments and blank lines (no value in it contains a "#"). */
+const withoutComments = (toml: string): string[] =>
+  toml
+    .split('\n')
+    .map((l) => l.replace(/(^|\s)#.*$/, '').trimEnd())
+    .filter((l) => l !== '');
+
+describe('packaging/kvmnftd.toml', () => {
+  it('states exactly the defaults', () => {
+    const { config } = loadConfig(FILE);
+    expect(config).toEqual(defaultConfig());
+  });
+
+  it('writes out every key of the schema', () => {
+    expect(valuePaths(parseToml(text) as Record<string, unknown>).sort()).toEqual(keyPaths(SCHEMA).sort());
+  });
+
+  it('is the generated defaults of kvmnftd.toml(5), with comments', () => {
+    expect(withoutComments(text)).toEqual(withoutComments(tomlDefaults(SCHEMA)));
+  });
 });

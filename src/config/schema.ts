@@ -1,0 +1,183 @@
+// Every key of kvmnftd.toml, once: its kind (type and allowed values), its
+// default and its documentation. The loader (load.ts) validates from this
+// table, docs/configuration.md and kvmnftd.toml(5) are generated from it
+// (`npm run docs:config`), and test/unit/docs-config.test.ts fails when they
+// differ. Adding a key here is the whole change to the config; texts use the
+// markup described in kinds.ts.
+import type { Config } from './config.js';
+import { bool, integer, key, list, oneOf, section, table, text, type Glossary } from './kinds.js';
+
+/** nft object names: an identifier nft's parser accepts unquoted, and short. */
+export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+
+const NFT_NAME_TERM: Glossary = {
+  term: 'nft name',
+  meaning: `An "nft name" is a name matching \`${NFT_NAME.source}\`.`,
+};
+
+function nftName(what: string) {
+  return text({
+    expected: `${what}: a name matching ${NFT_NAME.source}`,
+    valid: (s) => NFT_NAME.test(s),
+    docType: NFT_NAME_TERM.term,
+    glossary: NFT_NAME_TERM,
+  });
+}
+
+export const ADMIN_FAMILIES = ['inet', 'ip', 'ip6'] as const;
+export const JUMP_POSITIONS = ['first', 'last', 'none'] as const;
+
+/** The chains kvmnftd adds to the admin's table (the planner's names). */
+const OWN_CHAINS = ['kvmnftd_input', 'kvmnftd_forward'];
+
+export const SCHEMA = table({
+  libvirt_uri: key({
+    kind: text({
+      expected: 'a libvirt URI such as "qemu:///system"',
+      valid: (s) => /^[a-z0-9+]+:\/\/[^\s]*$/.test(s),
+    }),
+    default: 'qemu:///system',
+    summary: 'The libvirt connection used to list active networks, read their XML and follow their events.',
+  }),
+  filter: section({
+    summary: "The administrator's own table, whose base chains have the drop policy.",
+    keys: {
+      family: key({
+        kind: oneOf(ADMIN_FAMILIES),
+        default: 'inet',
+        summary:
+          "Family of the administrator's table. An `ip` table gets only IPv4 rules, an `ip6` table only IPv6 rules.",
+      }),
+      table: key({
+        kind: nftName('the admin table'),
+        default: 'filter',
+        summary: "The administrator's table holding the drop-policy base chains.",
+        doc: 'kvmnftd adds the chains `kvmnftd_input` and `kvmnftd_forward` to it.',
+      }),
+      input_chain: key({
+        kind: nftName('the admin input base chain'),
+        default: 'input',
+        summary: "The administrator's base chain on the input hook.",
+      }),
+      forward_chain: key({
+        kind: nftName('the admin forward base chain'),
+        default: 'forward',
+        summary: "The administrator's base chain on the forward hook.",
+      }),
+      jump: key({
+        kind: oneOf(JUMP_POSITIONS),
+        default: 'first',
+        summary: "Where kvmnftd's single jump into each base chain goes.",
+        doc:
+          '`first` makes it rule 0, so guests work whatever the chain contains further down (invalid packets are ' +
+          'handed back, so a later `ct state invalid drop` still applies). ' +
+          "`last` appends it after the administrator's rules; a rule that drops guest traffic before the end wins. " +
+          '`none` means kvmnftd never adds or removes a jump: write both chains and the jumps into your own ruleset ' +
+          'so that `systemctl reload nftables` keeps them where you put them; kvmnftd only fills (and on `remove`, ' +
+          'empties) the two chains, and warns and applies only the NAT part when they are missing. ' +
+          'A jump kvmnftd adds carries the comment `kvmnftd`; a jump without it is never touched.',
+      }),
+      accept_open_networks: key({
+        kind: list(text({ expected: 'a libvirt network name', valid: () => true }), 'libvirt network names'),
+        default: [],
+        summary:
+          "Networks with `<forward mode='open'>` whose bridge traffic is accepted. " +
+          'By default, as with libvirt, open networks get no rules.',
+      }),
+    },
+  }),
+  nat: section({
+    keys: {
+      table: key({
+        kind: nftName("kvmnftd's own table"),
+        default: 'kvmnftd',
+        summary: "kvmnftd's own `inet` table for NAT; owned whole (anything else in it is removed).",
+      }),
+      priority: key({
+        kind: integer({ min: -199, max: 400, what: 'an integer nat priority', note: 'libvirt uses 100' }),
+        default: 99,
+        summary:
+          "Priority of the NAT base chain (postrouting). 99 is `srcnat - 1`, just before libvirt's own masquerade " +
+          'at `srcnat` (100): the first nat chain that maps a connection wins.',
+        doc: "The lower bound is nft's: it refuses a nat chain at priority -200 (conntrack) or lower.",
+      }),
+    },
+  }),
+  forwarding: section({
+    keys: {
+      manage_ipv4: key({
+        kind: bool,
+        default: true,
+        summary: 'Set `net.ipv4.ip_forward=1` when an active network forwards IPv4 (logged); when `false`, only warn.',
+        doc:
+          'IPv6 forwarding is never switched on by kvmnftd: doing so makes every interface with `accept_ra=1` ' +
+          "ignore router advertisements, which can take the host's own IPv6 default route away; kvmnftd warns " +
+          'instead and names the interfaces at risk.',
+      }),
+    },
+  }),
+  daemon: section({
+    keys: {
+      resync_interval: key({
+        kind: integer({ min: 0, max: 86_400, what: 'a whole number of seconds', unit: 'seconds', zero: 'off' }),
+        default: 60,
+        summary:
+          'A full reconcile this often, backing up the event sources (libvirt events and `nft monitor`); ' +
+          '`0` turns the periodic check off.',
+      }),
+      restore_libvirt_rules: key({
+        kind: bool,
+        default: true,
+        summary:
+          'After a foreign `flush ruleset`, broadcast `org.fedoraproject.FirewallD1.Reloaded` so that libvirt ' +
+          're-creates its own chains (see [docs/operation.md](operation.md#after-a-flush-ruleset)).',
+        doc:
+          'After someone else flushes the ruleset (for example `systemctl reload nftables`), libvirt cannot start ' +
+          'networks until it re-creates its chains. ' +
+          'On the signal libvirt re-creates them and re-adds the rules of running networks; other programs ' +
+          'listening for it (Docker, podman) reload their rules too. ' +
+          'kvmnftd sends it at most once per 10 seconds, and never while a real firewalld is running. ' +
+          'When `false`, kvmnftd only warns.',
+      }),
+    },
+  }),
+});
+
+/** A rule between keys (or about a whole value), checked after every key has been read. */
+export interface Rule {
+  /** The key an error names. */
+  readonly key: string;
+  /** The rule for the docs (markup), shown with that key. */
+  readonly doc: string;
+  /** What the error says when the rule is broken; undefined when it holds. */
+  readonly check: (c: Config) => string | undefined;
+}
+
+const notOwnChain =
+  (chain: (c: Config) => string) =>
+  (c: Config): string | undefined =>
+    OWN_CHAINS.includes(chain(c)) ? `${chain(c)} is the name of kvmnftd's own chain; name your base chain` : undefined;
+
+const NOT_OWN_CHAIN_DOC = "Must not be `kvmnftd_input` or `kvmnftd_forward`: those are kvmnftd's own chains.";
+
+/** In this order: the first broken rule is the error. */
+export const RULES: readonly Rule[] = [
+  { key: 'filter.input_chain', doc: NOT_OWN_CHAIN_DOC, check: notOwnChain((c) => c.filter.inputChain) },
+  { key: 'filter.forward_chain', doc: NOT_OWN_CHAIN_DOC, check: notOwnChain((c) => c.filter.forwardChain) },
+  {
+    key: 'filter.forward_chain',
+    doc: 'Must differ from `filter.input_chain`: they hook different traffic.',
+    check: (c) =>
+      c.filter.inputChain === c.filter.forwardChain
+        ? `must differ from filter.input_chain (${c.filter.inputChain}): they hook different traffic`
+        : undefined,
+  },
+  {
+    key: 'nat.table',
+    doc: 'Must differ from `filter.table`, whatever `filter.family` is.',
+    check: (c) =>
+      c.nat.table === c.filter.table
+        ? `must differ from filter.table (${c.filter.table}): kvmnftd owns that table whole`
+        : undefined,
+  },
+];
