@@ -1,5 +1,6 @@
 // libvirt itself: reachable? which firewall backend? are its private chains
 // still there (the post-flush trap)? is libvirt-dbus there for events? Pure.
+import { libvirtWritesRules } from '../libvirt/model.js';
 import { libvirtBackendsPresent, libvirtChainsMissing } from '../nft/libvirt-chains.js';
 import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
@@ -60,7 +61,7 @@ export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
     );
   }
   if (libvirtChainsMissing(live, nets)) {
-    const names = nets.filter((n) => n.mode !== 'open').map((n) => n.name);
+    const names = nets.filter((n) => libvirtWritesRules(n.mode)).map((n) => n.name);
     out.push({
       id: 'libvirt-chains-missing',
       severity: 'error',

@@ -1,8 +1,14 @@
 // The admin's table and kvmnftd's rules in it; an admin `table ip nat` that
 // fights iptables-nft over the name. Pure.
-import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN } from '../nft/desired.js';
 import { libvirtBackendsPresent } from '../nft/libvirt-chains.js';
-import { tableKey } from '../nft/ruleset.js';
+import {
+  adminBaseChainOf,
+  adminTable,
+  isAdminTable,
+  jumpTarget,
+  missingBaseChains,
+  OWN_CHAINS,
+} from '../nft/ownership.js';
 import { dropsByDefault } from './drop-chains.js';
 import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
@@ -25,8 +31,8 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
   const live = liveRuleset(facts);
   const nets = activeNetworks(facts);
   if (!live || nets.length === 0) return [];
-  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
-  const admin = live.tables.get(tableKey(family, table));
+  const { family, table } = facts.config.filter;
+  const admin = adminTable(live, facts.config);
   if (!admin) {
     const candidates = [...live.tables.values()].filter((t) =>
       [...t.chains.values()].some(
@@ -51,8 +57,8 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
       },
     ];
   }
-  const missing = [inputChain, forwardChain].filter((c) => !admin.chains.has(c));
-  if (missing.length > 0 && jump !== 'none') {
+  const missing = missingBaseChains(admin, facts.config);
+  if (missing.length > 0) {
     return [
       {
         id: 'admin-table-missing',
@@ -84,19 +90,14 @@ export function checkRulesApplied(facts: DoctorFacts): Finding[] {
 /** filter.jump = "none": the admin's own rules must jump to kvmnftd's chains. Do they? */
 function unjumpedOwnChains(facts: DoctorFacts): Finding[] {
   const live = liveRuleset(facts);
-  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
-  const admin = live?.tables.get(tableKey(family, table));
+  const { family, table, jump } = facts.config.filter;
+  const admin = live ? adminTable(live, facts.config) : undefined;
   if (jump !== 'none' || !admin || activeNetworks(facts).length === 0) return [];
   const out: Finding[] = [];
-  for (const [base, own] of [
-    [inputChain, OWN_INPUT_CHAIN],
-    [forwardChain, OWN_FORWARD_CHAIN],
-  ] as const) {
+  for (const own of OWN_CHAINS) {
+    const base = adminBaseChainOf(own, facts.config);
     if (!admin.chains.get(own)?.rules.length) continue;
-    const jumps = (admin.chains.get(base)?.rules ?? []).some((r) =>
-      r.expr.some((e) => ['jump', 'goto'].some((k) => JSON.stringify(e[k] ?? null).includes(`"target":"${own}"`))),
-    );
-    if (jumps) continue;
+    if ((admin.chains.get(base)?.rules ?? []).some((r) => jumpTarget(r) === own)) continue;
     out.push({
       id: 'rules-not-applied',
       severity: 'error',
@@ -129,7 +130,7 @@ export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
     if (!builtin) continue;
     const foreign = [...t.chains.values()].filter((c) => c.hook !== undefined && !builtin.includes(c.name));
     if (foreign.length === 0) continue;
-    const isAdmin = t.family === facts.config.filter.family && t.name === facts.config.filter.table;
+    const isAdmin = isAdminTable(t, facts.config);
     const cmd = t.family === 'ip6' ? 'ip6tables' : 'iptables';
     out.push({
       id: 'ip-nat-collision',

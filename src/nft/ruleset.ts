@@ -38,6 +38,11 @@ export function emptyRuleset(): Ruleset {
   return { tables: new Map() };
 }
 
+/** A deep copy: tables, chains and rules can be changed without touching the original. */
+export function cloneRuleset(r: Ruleset): Ruleset {
+  return structuredClone(r);
+}
+
 type Obj = { [key: string]: Json };
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 

@@ -7,12 +7,13 @@ import { defaultConfig } from '../../src/config/config.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import { plan } from '../../src/nft/plan.js';
 import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
-import { evaluateStatus, type StatusFacts, type StatusReport } from '../../src/status/evaluate.js';
+import { evaluateStatus, type StatusInputs, type StatusReport } from '../../src/status/evaluate.js';
 import { renderStatus } from '../../src/status/render.js';
 import { fixture, REPO_ROOT } from '../helpers/cli.js';
 import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
 import { validate } from '../helpers/json-schema.js';
-import { cloneRuleset, simulate } from '../helpers/simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { cloneRuleset } from '../../src/nft/ruleset.js';
 
 const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<
   string,
@@ -26,10 +27,10 @@ const ROUTED = parseNetworkXml(
 const config = defaultConfig();
 
 function applied(live: Ruleset, networks = [DEFAULT, ROUTED]): Ruleset {
-  return simulate(live, plan(networks, config, live).batch);
+  return applyBatch(live, plan(networks, config, live).batch);
 }
 
-function status(over: Partial<StatusFacts>): StatusReport {
+function status(over: Partial<StatusInputs>): StatusReport {
   const report = evaluateStatus({
     config,
     configSource: 'built-in defaults',
