@@ -25,7 +25,8 @@ import { cloneRuleset, tableKey, type LiveChain, type LiveTable, type Ruleset } 
 
 export type NftErrno = 'ENOENT' | 'EBUSY' | 'EOPNOTSUPP';
 
-const STRERROR: Record<NftErrno, string> = {
+/** How nft prints each errno. */
+export const NFT_STRERROR: Record<NftErrno, string> = {
   ENOENT: 'No such file or directory',
   EBUSY: 'Device or resource busy',
   EOPNOTSUPP: 'Operation not supported',
@@ -39,7 +40,7 @@ export class BatchRefused extends Error {
     readonly command: number,
     what: string,
   ) {
-    super(`${STRERROR[errno]}: ${what}`);
+    super(`${NFT_STRERROR[errno]}: ${what}`);
     this.name = 'BatchRefused';
   }
 }
