@@ -10,21 +10,16 @@ import {
   OWN_CHAINS,
 } from '../nft/ownership.js';
 import { dropsByDefault } from './drop-chains.js';
-import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
+import { activeNetworks, cannotGather, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
 export function checkRuleset(facts: DoctorFacts): Finding[] {
-  if ('error' in facts.ruleset) {
-    return [
-      {
-        id: 'ruleset-unreadable',
-        severity: 'error',
-        title: 'cannot read the nftables ruleset: nothing about it can be checked',
-        evidence: [facts.ruleset.error],
-        fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
-      },
-    ];
-  }
-  return [];
+  if (!('error' in facts.ruleset)) return [];
+  return cannotGather(facts.ruleset.error, {
+    id: 'ruleset-unreadable',
+    severity: 'error',
+    title: 'cannot read the nftables ruleset: nothing about it can be checked',
+    fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
+  });
 }
 
 export function checkAdminTable(facts: DoctorFacts): Finding[] {
@@ -61,7 +56,7 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
   if (missing.length > 0) {
     return [
       {
-        id: 'admin-table-missing',
+        id: 'admin-chain-missing',
         severity: 'error',
         title: `base chain${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${family} ${table} do${missing.length > 1 ? '' : 'es'} not exist: kvmnftd has nowhere to put its jump`,
         evidence: [`chains of ${family} ${table}: ${[...admin.chains.keys()].join(', ') || 'none'}`],
@@ -133,7 +128,7 @@ export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
     const isAdmin = isAdminTable(t, facts.config);
     const cmd = t.family === 'ip6' ? 'ip6tables' : 'iptables';
     out.push({
-      id: 'ip-nat-collision',
+      id: 'iptables-table-collision',
       severity: t.name === 'nat' || libvirtIptables ? 'warning' : 'info',
       title: `table ${t.family} ${t.name} has nft base chains iptables-nft does not know (${foreign.map((c) => c.name).join(', ')}): ${cmd} -t ${t.name} fails on it, and libvirt's iptables backend and Docker use exactly that table`,
       evidence: [

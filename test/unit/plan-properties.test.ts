@@ -1,7 +1,7 @@
 // Properties of the planner checked on every golden case with the model of nft
-// (src/nft/batch-model.ts):
-// applying the plan converges (a second plan is empty), removal restores the
-// admin's chains exactly, and nothing the daemon does not own is touched.
+// (src/nft/batch-model.ts): applying the plan converges (a second plan is
+// empty), removal restores the admin's chains exactly, and nothing the daemon
+// does not own is touched.
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
