@@ -5,7 +5,7 @@
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import { desiredState, natBaseSpec, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
-import type { Batch, ChainObject, Command, Expr, NftFamily, RuleSpec, TableRef } from './json.js';
+import type { Batch, ChainObject, Command, Expr, RuleSpec, TableRef } from './json.js';
 import {
   adminBaseChainOf,
   adminTable,
@@ -254,7 +254,7 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
 
 function jumpCommand(table: TableRef, chain: string, target: string, first: boolean): Command {
   const rule = {
-    family: table.family as NftFamily,
+    family: table.family,
     table: table.name,
     chain,
     expr: [{ jump: { target } }],
@@ -330,7 +330,7 @@ function chainRef(table: TableRef, name: string): ChainObject {
 }
 
 function addRules(table: TableRef, chain: string, rules: RuleSpec[]): Command[] {
-  return rules.map((r) => ({ add: { rule: { family: table.family as NftFamily, table: table.name, chain, ...r } } }));
+  return rules.map((r) => ({ add: { rule: { family: table.family, table: table.name, chain, ...r } } }));
 }
 
 function deleteRule(table: TableRef, chain: string, rule: LiveRule): Command {

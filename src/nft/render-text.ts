@@ -1,7 +1,7 @@
 // The batch as nft(8) text, for people reading `kvmnftd plan`. It covers
 // exactly the statements the planner emits; anything else is a programming
 // error and throws. Tests load both forms into nft and compare the results.
-import type { Command, Expr, Json } from './json.js';
+import { scalar, type Command, type Expr, type Json } from './json.js';
 
 export function renderBatch(commands: readonly Command[]): string {
   return commands.map(renderCommand).join('\n') + (commands.length > 0 ? '\n' : '');
@@ -128,13 +128,6 @@ function renderPorts(port: Json): string {
   if (typeof port === 'number') return String(port);
   const [a, b] = obj(port)['range'] as [number, number];
   return a === b ? String(a) : `${a}-${b}`;
-}
-
-/** A JSON value as text: strings and numbers as they are, anything else as JSON. */
-function scalar(v: Json | undefined): string {
-  if (typeof v === 'string') return v;
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  return JSON.stringify(v) ?? 'undefined';
 }
 
 function obj(v: Json | undefined): { [key: string]: Json } {
