@@ -99,6 +99,22 @@ describe('kvmnftd status (pure)', () => {
     expect(status({ ruleset: { live } }).jumps.input).toBe('stale');
   });
 
+  it('judges the jump and the NAT base chain as the planner does (ownership.ts)', () => {
+    // A tagged jump with more than the jump in it is not the rule kvmnftd writes: the planner adds its own.
+    const live = cloneRuleset(applied(LIVE_LIBVIRT9));
+    const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
+    input.rules[0] = { ...input.rules[0]!, expr: [{ counter: null }, ...input.rules[0]!.expr] };
+    const r = status({ ruleset: { live } });
+    expect(r.jumps.input).toBe('stale');
+    expect(r.pending_commands).toBeGreaterThan(0);
+    // The NAT base chain's policy counts too.
+    const nat = cloneRuleset(applied(LIVE_LIBVIRT9));
+    nat.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('postrouting')!.policy = 'drop';
+    const n = status({ ruleset: { live: nat } });
+    expect(n.networks[0]).toMatchObject({ name: 'default', nat: 'stale', ok: false });
+    expect(n.pending_commands).toBeGreaterThan(0);
+  });
+
   it('exit 3 when the admin table is missing', () => {
     const live = cloneRuleset(LIVE_LIBVIRT9);
     live.tables.delete(tableKey('inet', 'filter'));
