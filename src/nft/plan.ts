@@ -170,7 +170,6 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   }
   // Our names taken by base chains: the kernel refuses a jump to a base chain.
   const taken = OWN_CHAINS.filter((c) => liveTable.chains.get(c)?.hook !== undefined);
-  const missingBases = missingBaseChains(liveTable, config);
   if (taken.length > 0) {
     notes.push({
       level: 'error',
@@ -184,6 +183,7 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   const jumpAdds: Command[] = [];
   const flushedByGuard = new Set<string>();
   const guards: Command[] = [];
+  const missingBases = missingBaseChains(liveTable, config);
   const wantJumpFor = (own: string): boolean =>
     jump !== 'none' && !missingBases.includes(adminBaseChainOf(own, config)) && wanted[own]!.length > 0;
 
@@ -193,7 +193,7 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
     if (!base) continue;
     const tagged = base.rules.filter(isOurJump);
     let keep: LiveRule | undefined;
-    if (wantJumpFor(own) && jump !== 'none') {
+    if (jump !== 'none' && wantJumpFor(own)) {
       keep = ourJumpInPlace(base, own, jump);
       if (!keep) jumpAdds.push(jumpCommand(table, baseName, own, jump === 'first'));
     }
