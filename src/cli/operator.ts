@@ -13,7 +13,7 @@ import { planDiff, renderDiff } from '../nft/diff.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { plan } from '../nft/plan.js';
 import type { Ruleset } from '../nft/ruleset.js';
-import { evaluateStatus, type StatusFacts } from '../status/evaluate.js';
+import { evaluateStatus, type StatusInputs } from '../status/evaluate.js';
 import { daemonFacts } from '../status/gather.js';
 import { renderStatus } from '../status/render.js';
 import type { Args } from './args.js';
@@ -44,7 +44,7 @@ export async function runStatus(args: Args, config: Config, source: string, _log
     daemonFacts(dir),
   ]);
   const libvirtSource = args.fromXml.length > 0 ? 'xml-files' : 'libvirt';
-  const facts: StatusFacts = {
+  const facts: StatusInputs = {
     config,
     configSource: source,
     libvirt:

@@ -1,14 +1,22 @@
 // Every base chain on the input or forward hook, in any table and family,
 // that drops what it does not accept (policy drop, or an unconditional
-// drop/reject as its last rule) and that kvmnftd's jump does not reach. An
-// accept in one base chain does not stop another base chain on the same hook
-// from dropping the packet (FACTS.md), so each such chain drops guest traffic
+// drop/reject as its last rule) and that kvmnftd's jump does not reach. In
+// nftables an accept ends only the current base chain: the packet still
+// traverses every other base chain on the same hook, and a drop anywhere is
+// final (docs/troubleshooting.md). So each such chain drops guest traffic
 // unless it accepts it itself: a second admin table, Docker's chains, an
 // iptables-nft FORWARD policy DROP. Pure.
-import type { Network } from '../libvirt/model.js';
-import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN } from '../nft/desired.js';
+import { modeForwards, type Network } from '../libvirt/model.js';
 import type { Expr, Json } from '../nft/json.js';
-import { describeRule } from '../nft/diff.js';
+import {
+  adminBaseChainOf,
+  exprJumpTarget,
+  isAdminTable,
+  isOwnChain,
+  networkAccepted,
+  ownChainOn,
+} from '../nft/ownership.js';
+import { describeRule } from '../nft/render-text.js';
 import type { LiveChain, LiveRule, LiveTable } from '../nft/ruleset.js';
 import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
@@ -25,13 +33,11 @@ function verdictOf(rule: LiveRule): 'accept' | 'drop' | 'reject' | 'return' | { 
     if ('drop' in e) return 'drop';
     if ('reject' in e) return 'reject';
     if ('return' in e) return 'return';
-    for (const k of ['jump', 'goto']) {
-      const v = e[k];
-      if (isObj(v) && typeof v['target'] === 'string') return { jump: v['target'] };
-    }
+    const target = exprJumpTarget(e);
+    if (target !== undefined) return { jump: target };
     const xt = e['xt'];
     if (isObj(xt) && xt['type'] === 'target') {
-      const name = String(xt['name']);
+      const name = xt['name'];
       if (name === 'ACCEPT') return 'accept';
       if (name === 'DROP') return 'drop';
       if (name === 'REJECT') return 'reject';
@@ -103,7 +109,7 @@ function accepts(
     const named = viaBridgeMatch || matchesBridge(rule.expr, key, bridge);
     if (v === 'accept' && named) return true;
     if (typeof v === 'object') {
-      if (v.jump === OWN_INPUT_CHAIN || v.jump === OWN_FORWARD_CHAIN) return true; // kvmnftd's jump
+      if (isOwnChain(v.jump)) return true; // kvmnftd's jump
       const target = table.chains.get(v.jump);
       if (target && accepts(table, target, key, bridge, depth + 1, named)) return true;
     }
@@ -182,21 +188,17 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
       if (chain.type !== undefined && chain.type !== 'filter') continue;
       if (chain.hook !== 'input' && chain.hook !== 'forward') continue;
       const hook = chain.hook;
-      const isAdmin =
-        table.family === config.filter.family &&
-        table.name === config.filter.table &&
-        chain.name === (hook === 'input' ? config.filter.inputChain : config.filter.forwardChain);
+      const isAdmin = isAdminTable(table, config) && chain.name === adminBaseChainOf(ownChainOn(hook), config);
       if (isAdmin) continue; // kvmnftd's own jump; a missing one is rules-not-applied
       const how = dropsByDefault(chain);
       if (!how) continue;
       const affected = nets.filter((n) => {
         if (!familyCarries(table.family, n)) return false;
-        const accepted = n.mode !== 'open' || config.filter.acceptOpenNetworks.includes(n.name);
-        if (!accepted) return false;
+        if (!networkAccepted(n, config)) return false;
         if (hook === 'input') return n.ips.length > 0 && !accepts(table, chain, 'iifname', n.bridge);
         // forward: routed/NATed traffic crosses it; bridged guest-to-guest traffic only
         // in the bridge family, or with br_netfilter calling iptables.
-        const routes = n.mode === 'nat' || n.mode === 'route' || n.mode === 'open';
+        const routes = modeForwards(n.mode);
         const bridged = table.family === 'bridge' || brNf;
         if (!routes && !bridged) return false;
         return !(accepts(table, chain, 'iifname', n.bridge) && accepts(table, chain, 'oifname', n.bridge));
@@ -213,7 +215,7 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
           `table ${table.family} ${table.name}, chain ${chain.name}: type ${chain.type ?? 'filter'} hook ${hook} priority ${chain.prio ?? 0}; ${how}`,
           `no rule there (or in a chain it jumps to) accepts traffic ${hook === 'input' ? 'in from' : 'in from and out to'} ${affected.map((n) => n.bridge).join(', ')}`,
           `looks like: ${o.who}`,
-          ...(table.family === 'bridge' || (hook === 'forward' && brNf && affected.some((n) => n.mode === 'isolated'))
+          ...(table.family === 'bridge' || (hook === 'forward' && brNf && affected.some((n) => !modeForwards(n.mode)))
             ? ['bridged guest-to-guest frames cross this hook (bridge family or br_netfilter)']
             : []),
         ],

@@ -1,5 +1,6 @@
 // Host settings that decide whether guest traffic is forwarded at all, and
 // where bridged traffic is filtered. Pure: reads gathered /proc/sys values.
+import { modeForwards } from '../libvirt/model.js';
 import { desiredState } from '../nft/desired.js';
 import { activeNetworks, type DoctorFacts, type Finding } from './types.js';
 
@@ -8,13 +9,7 @@ export function checkForwarding(facts: DoctorFacts): Finding[] {
   const want = desiredState(nets, facts.config);
   const out: Finding[] = [];
   const forwarding = (v6: boolean): string[] =>
-    nets
-      .filter(
-        (n) =>
-          (n.mode === 'nat' || n.mode === 'route' || n.mode === 'open') &&
-          n.ips.some((ip) => ip.cidr.family === (v6 ? 6 : 4)),
-      )
-      .map((n) => n.name);
+    nets.filter((n) => modeForwards(n.mode) && n.ips.some((ip) => ip.cidr.family === (v6 ? 6 : 4))).map((n) => n.name);
   if (want.forwardsIpv4 && facts.sysctl.ipv4Forward === '0') {
     const names = forwarding(false);
     out.push({

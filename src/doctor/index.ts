@@ -5,7 +5,7 @@ import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
 import { checkNftVersion } from './nft-version.js';
 import { checkAdminTable, checkIptablesNameCollision, checkRulesApplied, checkRuleset } from './tables.js';
-import type { DoctorFacts, Finding, Severity } from './types.js';
+import { FINDING_ALIASES, type DoctorFacts, type Finding, type Severity } from './types.js';
 
 export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkFirewalld,
@@ -35,12 +35,25 @@ export function diagnose(facts: DoctorFacts): Finding[] {
 
 export const DOCTOR_SCHEMA_ID = 'kvmnftd.doctor/1';
 
+/** A finding as `doctor --json` prints it. */
+export interface ReportedFinding extends Omit<Finding, 'id'> {
+  /** The finding's id; for a renamed finding, for one release still its old id (FINDING_ALIASES). */
+  id: string;
+  /** Every id the finding answers to, its current id first: match on these. */
+  ids: string[];
+}
+
 export interface DoctorReport {
   schema: typeof DOCTOR_SCHEMA_ID;
   checked_at: string;
   exit_code: 0 | 3;
   summary: Record<Severity, number>;
-  findings: Finding[];
+  findings: ReportedFinding[];
+}
+
+export function reportedFinding({ id, ...rest }: Finding): ReportedFinding {
+  const alias = FINDING_ALIASES[id];
+  return { id: alias ?? id, ids: alias === undefined ? [id] : [id, alias], ...rest };
 }
 
 export function doctorReport(findings: Finding[], at: Date): DoctorReport {
@@ -51,14 +64,17 @@ export function doctorReport(findings: Finding[], at: Date): DoctorReport {
     checked_at: at.toISOString(),
     exit_code: summary.error + summary.warning > 0 ? 3 : 0,
     summary,
-    findings,
+    findings: findings.map(reportedFinding),
   };
 }
 
 export function renderDoctor(report: DoctorReport): string {
   const out: string[] = [];
   for (const f of report.findings) {
-    out.push(`${f.severity.toUpperCase()} [${f.id}] ${f.title}`);
+    const [id, ...was] = f.ids;
+    out.push(
+      `${f.severity.toUpperCase()} [${id ?? f.id}]${was.length > 0 ? ` (was ${was.join(', ')})` : ''} ${f.title}`,
+    );
     for (const e of f.evidence) out.push(`    seen: ${e}`);
     const [first, ...rest] = f.fix.split('\n');
     out.push(`    fix:  ${first ?? ''}`, ...rest.map((l) => `          ${l}`), '');

@@ -1,7 +1,8 @@
 // libvirt itself: reachable? which firewall backend? are its private chains
 // still there (the post-flush trap)? is libvirt-dbus there for events? Pure.
+import { libvirtWritesRules } from '../libvirt/model.js';
 import { libvirtBackendsPresent, libvirtChainsMissing } from '../nft/libvirt-chains.js';
-import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
+import { activeNetworks, cannotGather, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
 export function checkLibvirtReachable(facts: DoctorFacts): Finding[] {
   if ('networks' in facts.libvirt) {
@@ -20,15 +21,12 @@ export function checkLibvirtReachable(facts: DoctorFacts): Finding[] {
         : [],
     );
   }
-  return [
-    {
-      id: 'libvirt-unreachable',
-      severity: 'error',
-      title: "cannot list libvirt's active networks: every check that needs them is skipped",
-      evidence: [facts.libvirt.error],
-      fix: `Is libvirtd (or virtnetworkd) running? systemctl status libvirtd virtnetworkd; virsh -c ${facts.config.libvirtUri} net-list. Or check against XML files: kvmnftd doctor --from-xml FILE.`,
-    },
-  ];
+  return cannotGather(facts.libvirt.error, {
+    id: 'libvirt-unreachable',
+    severity: 'error',
+    title: "cannot list libvirt's active networks: every check that needs them is skipped",
+    fix: `Is libvirtd (or virtnetworkd) running? systemctl status libvirtd virtnetworkd; virsh -c ${facts.config.libvirtUri} net-list. Or check against XML files: kvmnftd doctor --from-xml FILE.`,
+  });
 }
 
 export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
@@ -60,7 +58,7 @@ export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
     );
   }
   if (libvirtChainsMissing(live, nets)) {
-    const names = nets.filter((n) => n.mode !== 'open').map((n) => n.name);
+    const names = nets.filter((n) => libvirtWritesRules(n.mode)).map((n) => n.name);
     out.push({
       id: 'libvirt-chains-missing',
       severity: 'error',
@@ -80,15 +78,12 @@ export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
 
 export function checkLibvirtDbus(facts: DoctorFacts): Finding[] {
   if ('error' in facts.bus) {
-    return [
-      {
-        id: 'libvirt-dbus-unavailable',
-        severity: 'info',
-        title: 'the system bus cannot be reached: the daemon would follow libvirt through virsh net-event',
-        evidence: [facts.bus.error],
-        fix: 'Nothing breaks: virsh net-event works too. For D-Bus events, make the system bus available (dbus / dbus-broker) and install libvirt-dbus.',
-      },
-    ];
+    return cannotGather(facts.bus.error, {
+      id: 'libvirt-dbus-unavailable',
+      severity: 'info',
+      title: 'the system bus cannot be reached: the daemon would follow libvirt through virsh net-event',
+      fix: 'Nothing breaks: virsh net-event works too. For D-Bus events, make the system bus available (dbus / dbus-broker) and install libvirt-dbus.',
+    });
   }
   if (facts.bus.libvirtDbus !== 'absent') return [];
   return [

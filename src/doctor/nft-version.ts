@@ -1,5 +1,5 @@
-// Is the installed nft new enough for what kvmnftd asks of it? Pure.
-import type { DoctorFacts, Finding } from './types.js';
+// Can nft run, and is it new enough for what kvmnftd asks of it? Pure.
+import { cannotGather, type DoctorFacts, type Finding } from './types.js';
 
 /** Versions kvmnftd is tested with (Debian 12 and 13). */
 export const TESTED_NFT = ['1.0.6', '1.1.3'];
@@ -35,15 +35,12 @@ export function parseNftVersion(text: string): string | undefined {
 
 export function checkNftVersion(facts: DoctorFacts): Finding[] {
   if ('error' in facts.nft)
-    return [
-      {
-        id: 'nft-too-old',
-        severity: 'error',
-        title: 'nft cannot be run',
-        evidence: [facts.nft.error],
-        fix: 'apt-get install nftables',
-      },
-    ];
+    return cannotGather(facts.nft.error, {
+      id: 'nft-unusable',
+      severity: 'error',
+      title: 'nft cannot be run',
+      fix: 'apt-get install nftables',
+    });
   const version = facts.nft.version;
   const lacking = NFT_FEATURES.filter((f) => compareVersions(version, f.since) < 0);
   if (lacking.length === 0) return [];

@@ -1,32 +1,33 @@
 // The admin's table and kvmnftd's rules in it; an admin `table ip nat` that
 // fights iptables-nft over the name. Pure.
-import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN } from '../nft/desired.js';
 import { libvirtBackendsPresent } from '../nft/libvirt-chains.js';
-import { tableKey } from '../nft/ruleset.js';
+import {
+  adminBaseChainOf,
+  adminTable,
+  isAdminTable,
+  jumpTarget,
+  missingBaseChains,
+  OWN_CHAINS,
+} from '../nft/ownership.js';
 import { dropsByDefault } from './drop-chains.js';
-import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
+import { activeNetworks, cannotGather, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
 export function checkRuleset(facts: DoctorFacts): Finding[] {
-  if ('error' in facts.ruleset) {
-    return [
-      {
-        id: 'ruleset-unreadable',
-        severity: 'error',
-        title: 'cannot read the nftables ruleset: nothing about it can be checked',
-        evidence: [facts.ruleset.error],
-        fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
-      },
-    ];
-  }
-  return [];
+  if (!('error' in facts.ruleset)) return [];
+  return cannotGather(facts.ruleset.error, {
+    id: 'ruleset-unreadable',
+    severity: 'error',
+    title: 'cannot read the nftables ruleset: nothing about it can be checked',
+    fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
+  });
 }
 
 export function checkAdminTable(facts: DoctorFacts): Finding[] {
   const live = liveRuleset(facts);
   const nets = activeNetworks(facts);
   if (!live || nets.length === 0) return [];
-  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
-  const admin = live.tables.get(tableKey(family, table));
+  const { family, table } = facts.config.filter;
+  const admin = adminTable(live, facts.config);
   if (!admin) {
     const candidates = [...live.tables.values()].filter((t) =>
       [...t.chains.values()].some(
@@ -51,11 +52,11 @@ export function checkAdminTable(facts: DoctorFacts): Finding[] {
       },
     ];
   }
-  const missing = [inputChain, forwardChain].filter((c) => !admin.chains.has(c));
-  if (missing.length > 0 && jump !== 'none') {
+  const missing = missingBaseChains(admin, facts.config);
+  if (missing.length > 0) {
     return [
       {
-        id: 'admin-table-missing',
+        id: 'admin-chain-missing',
         severity: 'error',
         title: `base chain${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of ${family} ${table} do${missing.length > 1 ? '' : 'es'} not exist: kvmnftd has nowhere to put its jump`,
         evidence: [`chains of ${family} ${table}: ${[...admin.chains.keys()].join(', ') || 'none'}`],
@@ -84,19 +85,14 @@ export function checkRulesApplied(facts: DoctorFacts): Finding[] {
 /** filter.jump = "none": the admin's own rules must jump to kvmnftd's chains. Do they? */
 function unjumpedOwnChains(facts: DoctorFacts): Finding[] {
   const live = liveRuleset(facts);
-  const { family, table, inputChain, forwardChain, jump } = facts.config.filter;
-  const admin = live?.tables.get(tableKey(family, table));
+  const { family, table, jump } = facts.config.filter;
+  const admin = live ? adminTable(live, facts.config) : undefined;
   if (jump !== 'none' || !admin || activeNetworks(facts).length === 0) return [];
   const out: Finding[] = [];
-  for (const [base, own] of [
-    [inputChain, OWN_INPUT_CHAIN],
-    [forwardChain, OWN_FORWARD_CHAIN],
-  ] as const) {
+  for (const own of OWN_CHAINS) {
+    const base = adminBaseChainOf(own, facts.config);
     if (!admin.chains.get(own)?.rules.length) continue;
-    const jumps = (admin.chains.get(base)?.rules ?? []).some((r) =>
-      r.expr.some((e) => ['jump', 'goto'].some((k) => JSON.stringify(e[k] ?? null).includes(`"target":"${own}"`))),
-    );
-    if (jumps) continue;
+    if ((admin.chains.get(base)?.rules ?? []).some((r) => jumpTarget(r) === own)) continue;
     out.push({
       id: 'rules-not-applied',
       severity: 'error',
@@ -129,10 +125,10 @@ export function checkIptablesNameCollision(facts: DoctorFacts): Finding[] {
     if (!builtin) continue;
     const foreign = [...t.chains.values()].filter((c) => c.hook !== undefined && !builtin.includes(c.name));
     if (foreign.length === 0) continue;
-    const isAdmin = t.family === facts.config.filter.family && t.name === facts.config.filter.table;
+    const isAdmin = isAdminTable(t, facts.config);
     const cmd = t.family === 'ip6' ? 'ip6tables' : 'iptables';
     out.push({
-      id: 'ip-nat-collision',
+      id: 'iptables-table-collision',
       severity: t.name === 'nat' || libvirtIptables ? 'warning' : 'info',
       title: `table ${t.family} ${t.name} has nft base chains iptables-nft does not know (${foreign.map((c) => c.name).join(', ')}): ${cmd} -t ${t.name} fails on it, and libvirt's iptables backend and Docker use exactly that table`,
       evidence: [

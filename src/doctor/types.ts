@@ -13,6 +13,7 @@ export const FINDING_IDS = [
   'network-invalid',
   'rules-not-applied',
   'admin-table-missing',
+  'admin-chain-missing',
   'foreign-drop-chain',
   'br-netfilter',
   'ipv4-forwarding-off',
@@ -20,13 +21,29 @@ export const FINDING_IDS = [
   'libvirt-firewall-backend',
   'libvirt-chains-missing',
   'libvirt-dbus-unavailable',
+  'nft-unusable',
   'nft-too-old',
-  'ip-nat-collision',
+  'iptables-table-collision',
   'firewalld-running',
   'iptables-legacy-rules',
 ] as const;
 
 export type FindingId = (typeof FINDING_IDS)[number];
+
+/**
+ * Findings renamed to say what they report, with the id kvmnftd 0.1 reported
+ * them under. For one release `doctor --json` still puts that old id in `id`
+ * (scripts matching it keep working) and lists the new one first in `ids`;
+ * the release after, `id` is the new id. docs/operation.md documents it.
+ */
+export const FINDING_ALIASES: Partial<Record<FindingId, string>> = {
+  // was also raised when nft cannot run at all
+  'nft-unusable': 'nft-too-old',
+  // covers ip/ip6 filter and mangle too, not only nat
+  'iptables-table-collision': 'ip-nat-collision',
+  // the table exists, its base chains do not
+  'admin-chain-missing': 'admin-table-missing',
+};
 
 export interface Finding {
   id: FindingId;
@@ -63,6 +80,11 @@ export interface DoctorFacts {
   libvirtConfiguredBackend?: string;
   /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */
   iptablesLegacy: { installed: false } | { installed: true; ipv4: string; ipv6: string };
+}
+
+/** The one finding for a fact that could not be gathered: why not is its evidence. */
+export function cannotGather(error: string, finding: Omit<Finding, 'evidence'>): Finding[] {
+  return [{ ...finding, evidence: [error] }];
 }
 
 /** The valid active networks, or [] when libvirt could not be read. */

@@ -51,3 +51,13 @@ export type NetworkParse =
   | { kind: 'invalid'; name: string; field: string; message: string };
 
 export const DEFAULT_NAT_PORTS: PortRange = { start: 1024, end: 65535 };
+
+/** Whether the host routes the network's traffic (it crosses the forward hook): nat, route and open; not isolated. */
+export function modeForwards(mode: ForwardMode): boolean {
+  return mode === 'nat' || mode === 'route' || mode === 'open';
+}
+
+/** Whether libvirt writes firewall rules (and so needs its private chains) for the mode: all but open. */
+export function libvirtWritesRules(mode: ForwardMode): boolean {
+  return mode !== 'open';
+}

@@ -4,27 +4,14 @@ import type { Config } from '../config/config.js';
 import type { Network, NetworkIp } from '../libvirt/model.js';
 import { cidrOf, type Cidr, type Family } from '../net/ip.js';
 import { ipProto, m, s, type BaseChainSpec, type Expr, type RuleSpec } from './json.js';
-
-export const OWN_INPUT_CHAIN = 'kvmnftd_input';
-export const OWN_FORWARD_CHAIN = 'kvmnftd_forward';
-export const NAT_BASE_CHAIN = 'postrouting';
-export const TAG = 'kvmnftd';
-
-export const natChainName = (bridge: string): string => `nat_${bridge}`;
-
-const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
-
-/** The comment every rule of one network carries: `kvmnftd net=<name>`, truncated with a hash when long. */
-export function networkTag(name: string): string {
-  const full = `${TAG} net=${name}`;
-  if (Buffer.byteLength(full) <= COMMENT_MAX_BYTES) return full;
-  let hash = 0x811c9dc5; // FNV-1a keeps truncated tags of different names apart
-  for (const byte of Buffer.from(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
-  const suffix = `~${hash.toString(16).padStart(8, '0')}`;
-  let cut = [...full];
-  while (Buffer.byteLength(cut.join('') + suffix) > COMMENT_MAX_BYTES) cut = cut.slice(0, -1);
-  return cut.join('') + suffix;
-}
+import {
+  forwardsThroughOwnRules,
+  NAT_BASE_CHAIN,
+  natChainName,
+  networkAccepted,
+  networkTag,
+  TAG,
+} from './ownership.js';
 
 export interface DesiredChain {
   name: string;
@@ -71,7 +58,7 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
     const rule = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.accept()], comment: tag });
     const stop = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.return()], comment: tag });
     const ips = net.ips.filter((ip) => holds.has(ip.cidr.family));
-    const accepted = net.mode !== 'open' || config.filter.acceptOpenNetworks.includes(net.name);
+    const accepted = networkAccepted(net, config);
 
     if (net.mode === 'open') {
       if (accepted) {
@@ -87,7 +74,7 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
       for (const ip of ips) outOf.push(...outOfBridge(net, ip.cidr, rule));
       outOf.push(stop(m.iifname(net.bridge)));
     }
-    if (net.mode === 'nat' || net.mode === 'route' || (net.mode === 'open' && accepted)) {
+    if (forwardsThroughOwnRules(net, config)) {
       for (const ip of net.ips) {
         if (ip.cidr.family === 4) state.forwardsIpv4 = true;
         else state.forwardsIpv6 = true;

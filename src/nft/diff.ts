@@ -1,11 +1,13 @@
 // `kvmnftd plan --diff`: what the next apply adds and removes, as a readable
-// diff against the live ruleset. Pure: the planner's batch is played against a
-// copy of the live ruleset index (the same semantics nft gives the commands)
-// and every chain the batch touches is compared before and after, rule by rule
-// (ruleKey: counters ignored), with a longest-common-subsequence alignment.
-import type { Batch, Command, Expr } from './json.js';
-import { renderRule } from './render-text.js';
-import { ruleKey, tableKey, type LiveChain, type Ruleset } from './ruleset.js';
+// diff against the live ruleset. Pure: the planner's batch is applied to the
+// live ruleset index by the model of nft (batch-model.ts; a batch nft would
+// refuse throws BatchRefused) and every chain the batch touches is compared
+// before and after, rule by rule (ruleKey: counters ignored), with a
+// longest-common-subsequence alignment.
+import { applyBatch } from './batch-model.js';
+import type { Batch, Command } from './json.js';
+import { describeRule } from './render-text.js';
+import { ruleKey, tableKey, type LiveChain, type LiveTable, type Ruleset } from './ruleset.js';
 
 export type DiffOp = ' ' | '-' | '+';
 
@@ -16,145 +18,20 @@ export interface DiffLine {
   text: string;
 }
 
-interface SimRule {
+/** A rule as the diff shows and compares it. */
+interface ShownRule {
   key: string;
   text: string;
-  handle?: number;
 }
 
-interface SimChain {
-  name: string;
-  header: string;
-  rules: SimRule[];
-}
-
-interface SimTable {
-  family: string;
-  name: string;
-  chains: Map<string, SimChain>;
-}
-
-type Sim = Map<string, SimTable>;
-
-/** A rule as nft text; statements the renderer does not know are shown in a short generic form. */
-export function describeRule(expr: readonly Expr[], comment?: string): string {
-  try {
-    return renderRule(expr, comment);
-  } catch {
-    const parts = expr.map((e) => {
-      try {
-        return renderRule([e]);
-      } catch {
-        const [[kind, body] = ['?', null]] = Object.entries(e);
-        if (kind === 'xt' && typeof body === 'object' && body !== null && !Array.isArray(body))
-          return `xt ${String(body['type'])} ${String(body['name'])}`;
-        if (kind === 'drop' || kind === 'reject' || kind === 'accept' || kind === 'return') return kind;
-        if ((kind === 'jump' || kind === 'goto') && typeof body === 'object' && body !== null && !Array.isArray(body))
-          return `${kind} ${String(body['target'])}`;
-        return `${kind} ${JSON.stringify(body)}`;
-      }
-    });
-    if (comment !== undefined) parts.push(`comment "${comment}"`);
-    return parts.join(' ');
-  }
-}
-
-function chainHeader(c: {
-  name: string;
-  type?: string | undefined;
-  hook?: string | undefined;
-  prio?: number | undefined;
-  policy?: string | undefined;
-}): string {
+function chainHeader(c: LiveChain): string {
   return c.hook
     ? `chain ${c.name} { type ${c.type ?? 'filter'} hook ${c.hook} priority ${c.prio ?? 0}; policy ${c.policy ?? 'accept'}; }`
     : `chain ${c.name}`;
 }
 
-function fromLive(live: Ruleset): Sim {
-  const sim: Sim = new Map();
-  for (const [key, t] of live.tables) {
-    const chains = new Map<string, SimChain>();
-    for (const c of t.chains.values()) chains.set(c.name, simChain(c));
-    sim.set(key, { family: t.family, name: t.name, chains });
-  }
-  return sim;
-}
-
-function simChain(c: LiveChain): SimChain {
-  return {
-    name: c.name,
-    header: chainHeader(c),
-    rules: c.rules.map((r) => ({ key: ruleKey(r), text: describeRule(r.expr, r.comment), handle: r.handle })),
-  };
-}
-
-function clone(sim: Sim): Sim {
-  const out: Sim = new Map();
-  for (const [k, t] of sim)
-    out.set(k, { ...t, chains: new Map([...t.chains].map(([n, c]) => [n, { ...c, rules: [...c.rules] }])) });
-  return out;
-}
-
-/** Plays the batch on a copy of the ruleset; throws when a command could not apply (nft would refuse the batch too). */
-function play(before: Sim, commands: readonly Command[]): Sim {
-  const sim = clone(before);
-  const table = (family: string, name: string): SimTable => {
-    const t = sim.get(tableKey(family, name));
-    if (!t) throw new Error(`table ${family} ${name} does not exist`);
-    return t;
-  };
-  const chain = (family: string, tname: string, name: string): SimChain => {
-    const c = table(family, tname).chains.get(name);
-    if (!c) throw new Error(`chain ${family} ${tname} ${name} does not exist`);
-    return c;
-  };
-  for (const cmd of commands) {
-    if ('add' in cmd) {
-      const o = cmd.add;
-      if ('table' in o) {
-        if (!sim.has(tableKey(o.table.family, o.table.name)))
-          sim.set(tableKey(o.table.family, o.table.name), {
-            family: o.table.family,
-            name: o.table.name,
-            chains: new Map(),
-          });
-      } else if ('chain' in o) {
-        const t = table(o.chain.family, o.chain.table);
-        if (!t.chains.has(o.chain.name))
-          t.chains.set(o.chain.name, { name: o.chain.name, header: chainHeader(o.chain), rules: [] });
-      } else {
-        const r = o.rule;
-        chain(r.family, r.table, r.chain).rules.push({
-          key: ruleKey({ expr: r.expr ?? [], comment: r.comment }),
-          text: renderRule(r.expr ?? [], r.comment),
-        });
-      }
-    } else if ('insert' in cmd) {
-      const r = cmd.insert.rule;
-      chain(r.family, r.table, r.chain).rules.unshift({
-        key: ruleKey({ expr: r.expr ?? [], comment: r.comment }),
-        text: renderRule(r.expr ?? [], r.comment),
-      });
-    } else if ('flush' in cmd) {
-      const c = cmd.flush.chain;
-      chain(c.family, c.table, c.name).rules = [];
-    } else {
-      const d = cmd.delete;
-      if ('table' in d) sim.delete(tableKey(d.table.family, d.table.name));
-      else if ('chain' in d) table(d.chain.family, d.chain.table).chains.delete(d.chain.name);
-      else {
-        const c = chain(d.rule.family, d.rule.table, d.rule.chain);
-        const at = c.rules.findIndex((r) => r.handle === d.rule.handle);
-        if (at < 0)
-          throw new Error(
-            `rule handle ${String(d.rule.handle)} not in chain ${d.rule.family} ${d.rule.table} ${d.rule.chain}`,
-          );
-        c.rules.splice(at, 1);
-      }
-    }
-  }
-  return sim;
+function shownRules(c: LiveChain): ShownRule[] {
+  return c.rules.map((r) => ({ key: ruleKey(r), text: describeRule(r.expr, r.comment) }));
 }
 
 /** Tables and chains a command names. */
@@ -186,7 +63,7 @@ function touched(commands: readonly Command[]): { tables: Set<string>; chains: S
 /** Runs of more than this many unchanged rules are folded into one line. */
 const CONTEXT = 2;
 
-function ruleDiff(before: SimRule[], after: SimRule[]): DiffLine[] {
+function ruleDiff(before: ShownRule[], after: ShownRule[]): DiffLine[] {
   const n = before.length;
   const m = after.length;
   const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
@@ -223,8 +100,11 @@ function ruleDiff(before: SimRule[], after: SimRule[]): DiffLine[] {
   return out;
 }
 
-function whole(op: '-' | '+', c: SimChain): DiffLine[] {
-  return [{ op, depth: 1, text: c.header }, ...c.rules.map((r) => ({ op, depth: 2 as const, text: r.text }))];
+function whole(op: '-' | '+', c: LiveChain): DiffLine[] {
+  return [
+    { op, depth: 1, text: chainHeader(c) },
+    ...c.rules.map((r) => ({ op, depth: 2 as const, text: describeRule(r.expr, r.comment) })),
+  ];
 }
 
 /**
@@ -233,13 +113,12 @@ function whole(op: '-' | '+', c: SimChain): DiffLine[] {
  * context). Empty when the batch changes nothing.
  */
 export function planDiff(live: Ruleset, batch: Batch): DiffLine[] {
-  const before = fromLive(live);
-  const after = play(before, batch.nftables);
+  const after = applyBatch(live, batch);
   const { tables, chains } = touched(batch.nftables);
   const out: DiffLine[] = [];
   for (const key of tables) {
-    const b = before.get(key);
-    const a = after.get(key);
+    const b: LiveTable | undefined = live.tables.get(key);
+    const a: LiveTable | undefined = after.tables.get(key);
     const t = (a ?? b)!;
     const head = `table ${t.family} ${t.name}`;
     if (!b && a) {
@@ -259,11 +138,11 @@ export function planDiff(live: Ruleset, batch: Batch): DiffLine[] {
       if (!cb && ca) lines.push(...whole('+', ca));
       else if (cb && !ca) lines.push(...whole('-', cb));
       else if (cb && ca) {
-        const rules = ruleDiff(cb.rules, ca.rules);
-        const headerChanged = cb.header !== ca.header;
-        if (!headerChanged && rules.every((l) => l.op === ' ')) continue;
-        if (headerChanged) lines.push({ op: '-', depth: 1, text: cb.header }, { op: '+', depth: 1, text: ca.header });
-        else lines.push({ op: ' ', depth: 1, text: cb.header });
+        const rules = ruleDiff(shownRules(cb), shownRules(ca));
+        const [hb, ha] = [chainHeader(cb), chainHeader(ca)];
+        if (hb === ha && rules.every((l) => l.op === ' ')) continue;
+        if (hb !== ha) lines.push({ op: '-', depth: 1, text: hb }, { op: '+', depth: 1, text: ha });
+        else lines.push({ op: ' ', depth: 1, text: hb });
         lines.push(...rules);
       }
     }

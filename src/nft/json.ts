@@ -7,6 +7,13 @@ import type { Cidr, Family } from '../net/ip.js';
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type Expr = { [statement: string]: Json };
 
+/** A JSON value as text: strings and numbers as they are, anything else as JSON. */
+export function scalar(v: Json | undefined): string {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return JSON.stringify(v) ?? 'undefined';
+}
+
 export type NftFamily = 'ip' | 'ip6' | 'inet';
 
 export interface TableRef {

@@ -2,7 +2,7 @@
 // `systemctl reload nftables` does) removes them, and libvirt creates them
 // only once per process: running networks lose libvirt's rules and every
 // later `virsh net-start` fails. Pure: reads the ruleset index.
-import type { Network } from '../libvirt/model.js';
+import { libvirtWritesRules, type Network } from '../libvirt/model.js';
 import { tableKey, type Ruleset } from './ruleset.js';
 
 export type LibvirtBackend = 'iptables' | 'nftables';
@@ -23,7 +23,7 @@ export function libvirtBackendsPresent(live: Ruleset): LibvirtBackend[] {
  * 'open') and none of its chains exist: the post-flush trap.
  */
 export function libvirtChainsMissing(live: Ruleset, active: readonly Network[]): boolean {
-  return active.some((n) => n.mode !== 'open') && libvirtBackendsPresent(live).length === 0;
+  return active.some((n) => libvirtWritesRules(n.mode)) && libvirtBackendsPresent(live).length === 0;
 }
 
 /** A chain libvirt creates: LIBVIRT_* through iptables-nft, or anything in its nftables backend's tables. */

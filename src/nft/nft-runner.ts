@@ -1,5 +1,9 @@
-// The only module that runs nft. JSON in, JSON out; the batch goes through a
-// private file because nft cannot read a Node pipe as stdin (FACTS.md).
+// Reads the ruleset (`nft -j list ruleset`) and applies batches
+// (`nft -j -f FILE`): the only module that changes the ruleset. nft also runs
+// in monitor.ts (`nft -j monitor`, for the daemon) and in doctor/gather.ts
+// (`nft --version`). JSON in, JSON out; the batch goes through a private file
+// because `nft -f -` opens /dev/stdin by path, which fails (ENXIO) on the
+// socket Node gives a child as its stdin.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';

@@ -4,21 +4,28 @@
 // monitor events.
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
+import { desiredState, natBaseSpec, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
+import type { Batch, ChainObject, Command, Expr, RuleSpec, TableRef } from './json.js';
 import {
-  desiredState,
+  adminBaseChainOf,
+  adminTable,
+  isOurJump,
+  isOwnChain,
+  jumpTarget,
+  missingBaseChains,
   NAT_BASE_CHAIN,
-  natBaseSpec,
+  networkAccepted,
   networkTag,
+  OWN_CHAINS,
   OWN_FORWARD_CHAIN,
   OWN_INPUT_CHAIN,
+  ourJumpInPlace,
+  ownTable,
+  sameBase,
   TAG,
-  withInvalidGuard,
-  type DesiredChain,
-  type DesiredState,
-} from './desired.js';
-import type { Batch, ChainObject, Command, Expr, NftFamily, RuleSpec, TableRef } from './json.js';
+} from './ownership.js';
 import { isRenderable } from './render-text.js';
-import { ruleKey, tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
+import { ruleKey, type LiveChain, type LiveRule, type Ruleset } from './ruleset.js';
 
 export interface PlanNote {
   level: 'info' | 'warn' | 'error';
@@ -70,7 +77,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     } else {
       bridges.set(input.network.bridge, input.network.name);
       networks.push(input.network);
-      if (input.network.mode === 'open' && !config.filter.acceptOpenNetworks.includes(input.network.name)) {
+      if (!networkAccepted(input.network, config)) {
         notes.push({
           level: 'info',
           network: input.network.name,
@@ -93,7 +100,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
 
 function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Command[] {
   const table: TableRef = { family: 'inet', name: config.nat.table };
-  const liveTable = live.tables.get(tableKey(table.family, table.name));
+  const liveTable = ownTable(live, config);
   if (desired.natChains.length === 0) return liveTable ? [{ delete: { table } }] : [];
   // A base chain's type, hook or priority cannot change in place, and a
   // chain of that name may be jumped to: re-create the whole table (it is
@@ -102,7 +109,7 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
     liveTable &&
     desired.natChains.some((c) => {
       const cur = liveTable.chains.get(c.name);
-      return cur !== undefined && !sameBase(cur, c);
+      return cur !== undefined && !sameBase(cur, c.base);
     })
   ) {
     return [{ delete: { table } }, ...createOwnTable(table, desired)];
@@ -147,17 +154,11 @@ function regularFirst(chains: DesiredChain[]): DesiredChain[] {
 
 // ---- the admin's table: two chains of ours, one tagged jump each -------
 
-const OWN_CHAINS = [OWN_INPUT_CHAIN, OWN_FORWARD_CHAIN];
-
 function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, notes: PlanNote[]): Command[] {
   const { family, table: name, jump } = config.filter;
   const table: TableRef = { family, name };
-  const liveTable = live.tables.get(tableKey(family, name));
+  const liveTable = adminTable(live, config);
   const wanted: Record<string, RuleSpec[]> = { [OWN_INPUT_CHAIN]: desired.input, [OWN_FORWARD_CHAIN]: desired.forward };
-  const bases: Record<string, string> = {
-    [OWN_INPUT_CHAIN]: config.filter.inputChain,
-    [OWN_FORWARD_CHAIN]: config.filter.forwardChain,
-  };
   if (!liveTable) {
     if (desired.input.length + desired.forward.length > 0) {
       notes.push({
@@ -182,21 +183,19 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   const jumpAdds: Command[] = [];
   const flushedByGuard = new Set<string>();
   const guards: Command[] = [];
+  const missingBases = missingBaseChains(liveTable, config);
   const wantJumpFor = (own: string): boolean =>
-    jump !== 'none' && liveTable.chains.has(bases[own]!) && wanted[own]!.length > 0;
+    jump !== 'none' && !missingBases.includes(adminBaseChainOf(own, config)) && wanted[own]!.length > 0;
 
-  for (const baseName of new Set(Object.values(bases))) {
+  for (const own of OWN_CHAINS) {
+    const baseName = adminBaseChainOf(own, config);
     const base = liveTable.chains.get(baseName);
     if (!base) continue;
-    const own = OWN_CHAINS.find((c) => bases[c] === baseName)!;
     const tagged = base.rules.filter(isOurJump);
     let keep: LiveRule | undefined;
-    if (wantJumpFor(own)) {
-      const position = jump === 'first' ? 0 : base.rules.length - 1;
-      const candidate = base.rules[position];
-      if (candidate && tagged.length === 1 && tagged[0] === candidate && jumpTarget(candidate) === own)
-        keep = candidate;
-      else jumpAdds.push(jumpCommand(table, baseName, own, jump === 'first'));
+    if (jump !== 'none' && wantJumpFor(own)) {
+      keep = ourJumpInPlace(base, own, jump);
+      if (!keep) jumpAdds.push(jumpCommand(table, baseName, own, jump === 'first'));
     }
     for (const rule of tagged) {
       if (rule === keep) continue;
@@ -219,22 +218,22 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
     const rules = wanted[own]!;
     const current = liveTable.chains.get(own);
     const ref = chainRef(table, own);
-    const baseExists = liveTable.chains.has(bases[own]!);
+    const baseName = adminBaseChainOf(own, config);
     if (jump === 'none' && !current && rules.length > 0) {
       notes.push({
         level: 'warn',
-        message: `jump = "none" but chain ${family} ${name} ${own} does not exist: add it, and a jump to it from ${bases[own]}, to your ruleset`,
+        message: `jump = "none" but chain ${family} ${name} ${own} does not exist: add it, and a jump to it from ${baseName}, to your ruleset`,
       });
     }
-    if (jump !== 'none' && !baseExists && rules.length > 0) {
+    if (missingBases.includes(baseName) && rules.length > 0) {
       notes.push({
         level: 'warn',
-        message: `base chain ${family} ${name} ${bases[own]} does not exist: no ${own} rules applied`,
+        message: `base chain ${family} ${name} ${baseName} does not exist: no ${own} rules applied`,
       });
     }
     // Any other rule that jumps to our chain (an admin's) keeps it alive.
     const referenced = [...liveTable.chains.values()].some(
-      (c) => !OWN_CHAINS.includes(c.name) && c.rules.some((r) => !deleted.has(r) && jumpTarget(r) === own),
+      (c) => !isOwnChain(c.name) && c.rules.some((r) => !deleted.has(r) && jumpTarget(r) === own),
     );
     const keepChain =
       jump === 'none' ? current !== undefined : wantJumpFor(own) || (referenced && current !== undefined);
@@ -255,31 +254,13 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
 
 function jumpCommand(table: TableRef, chain: string, target: string, first: boolean): Command {
   const rule = {
-    family: table.family as NftFamily,
+    family: table.family,
     table: table.name,
     chain,
     expr: [{ jump: { target } }],
     comment: TAG,
   };
   return first ? { insert: { rule } } : { add: { rule } };
-}
-
-/**
- * Ours, in an admin base chain: exactly the rule kvmnftd writes, a single
- * jump to one of its own chains with the comment "kvmnftd". Nothing else,
- * whatever its comment says, is touched.
- */
-function isOurJump(rule: LiveRule): boolean {
-  const target = jumpTarget(rule);
-  return rule.comment === TAG && rule.expr.length === 1 && target !== undefined && OWN_CHAINS.includes(target);
-}
-
-function jumpTarget(rule: { expr: readonly Expr[] }): string | undefined {
-  for (const e of rule.expr) {
-    const j = e['jump'] ?? e['goto'];
-    if (typeof j === 'object' && j !== null && !Array.isArray(j) && typeof j['target'] === 'string') return j['target'];
-  }
-  return undefined;
 }
 
 /** An invalid network that already has rules keeps them until it validates again. */
@@ -291,8 +272,8 @@ function keepRetained(
   notes: PlanNote[],
 ): void {
   if (retained.size === 0) return;
-  const admin = live.tables.get(tableKey(config.filter.family, config.filter.table));
-  const own = live.tables.get(tableKey('inet', config.nat.table));
+  const admin = adminTable(live, config);
+  const own = ownTable(live, config);
   const kept = new Set<string>();
   // Only rules made of statements kvmnftd itself writes are carried over: a
   // tagged rule someone edited into something else is not ours to keep.
@@ -349,7 +330,7 @@ function chainRef(table: TableRef, name: string): ChainObject {
 }
 
 function addRules(table: TableRef, chain: string, rules: RuleSpec[]): Command[] {
-  return rules.map((r) => ({ add: { rule: { family: table.family as NftFamily, table: table.name, chain, ...r } } }));
+  return rules.map((r) => ({ add: { rule: { family: table.family, table: table.name, chain, ...r } } }));
 }
 
 function deleteRule(table: TableRef, chain: string, rule: LiveRule): Command {
@@ -358,10 +339,4 @@ function deleteRule(table: TableRef, chain: string, rule: LiveRule): Command {
 
 function sameRules(live: LiveRule[], wanted: RuleSpec[]): boolean {
   return live.length === wanted.length && live.every((r, i) => ruleKey(r) === ruleKey(wanted[i]!));
-}
-
-function sameBase(live: LiveChain, wanted: DesiredChain): boolean {
-  if (!wanted.base) return live.hook === undefined;
-  const b = wanted.base;
-  return live.type === b.type && live.hook === b.hook && live.prio === b.prio && live.policy === b.policy;
 }

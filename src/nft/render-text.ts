@@ -1,7 +1,7 @@
 // The batch as nft(8) text, for people reading `kvmnftd plan`. It covers
 // exactly the statements the planner emits; anything else is a programming
 // error and throws. Tests load both forms into nft and compare the results.
-import type { Command, Expr, Json } from './json.js';
+import { scalar, type Command, type Expr, type Json } from './json.js';
 
 export function renderBatch(commands: readonly Command[]): string {
   return commands.map(renderCommand).join('\n') + (commands.length > 0 ? '\n' : '');
@@ -45,6 +45,29 @@ export function renderRule(expr: readonly Expr[], comment?: string): string {
   return parts.join(' ');
 }
 
+/** A rule as nft text; statements the renderer does not know are shown in a short generic form. */
+export function describeRule(expr: readonly Expr[], comment?: string): string {
+  try {
+    return renderRule(expr, comment);
+  } catch {
+    const parts = expr.map((e) => {
+      try {
+        return renderRule([e]);
+      } catch {
+        const [[kind, body] = ['?', null]] = Object.entries(e);
+        if (kind === 'xt' && typeof body === 'object' && body !== null && !Array.isArray(body))
+          return `xt ${scalar(body['type'])} ${scalar(body['name'])}`;
+        if (kind === 'drop' || kind === 'reject' || kind === 'accept' || kind === 'return') return kind;
+        if ((kind === 'jump' || kind === 'goto') && typeof body === 'object' && body !== null && !Array.isArray(body))
+          return `${kind} ${scalar(body['target'])}`;
+        return `${kind} ${JSON.stringify(body)}`;
+      }
+    });
+    if (comment !== undefined) parts.push(`comment "${comment}"`);
+    return parts.join(' ');
+  }
+}
+
 function renderExpr(e: Expr): string {
   const [[kind, body]] = Object.entries(e) as [[string, Json]];
   switch (kind) {
@@ -55,7 +78,7 @@ function renderExpr(e: Expr): string {
     case 'return':
       return kind;
     case 'jump':
-      return `jump ${String(obj(body)['target'])}`;
+      return `jump ${scalar(obj(body)['target'])}`;
     case 'masquerade':
       return body === null ? 'masquerade' : `masquerade to :${renderPorts(obj(body)['port'] ?? null)}`;
     case 'snat': {
@@ -63,7 +86,7 @@ function renderExpr(e: Expr): string {
       const addr = b['addr'];
       const a = typeof addr === 'string' ? addr : (obj(addr ?? null)['range'] as string[]).join('-');
       const port = b['port'] === undefined ? '' : `:${renderPorts(b['port'])}`;
-      return `snat ${String(b['family'])} to ${a}${port}`;
+      return `snat ${scalar(b['family'])} to ${a}${port}`;
     }
     default:
       throw new Error(`renderExpr: unsupported statement ${kind}`);
@@ -74,13 +97,13 @@ function renderMatch(m: { [key: string]: Json }): string {
   const left = obj(m['left'] ?? null);
   let lhs: string;
   if ('meta' in left) {
-    const key = String(obj(left['meta'] ?? null)['key']);
+    const key = scalar(obj(left['meta'] ?? null)['key']);
     lhs = key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
   } else if ('payload' in left) {
     const p = obj(left['payload'] ?? null);
-    lhs = `${String(p['protocol'])} ${String(p['field'])}`;
+    lhs = `${scalar(p['protocol'])} ${scalar(p['field'])}`;
   } else if ('ct' in left) {
-    lhs = `ct ${String(obj(left['ct'] ?? null)['key'])}`;
+    lhs = `ct ${scalar(obj(left['ct'] ?? null)['key'])}`;
   } else {
     throw new Error(`renderMatch: unsupported left side ${JSON.stringify(left)}`);
   }
@@ -95,7 +118,7 @@ function renderValue(v: Json, lhs: string): string {
   const o = obj(v);
   if ('prefix' in o) {
     const p = obj(o['prefix'] ?? null);
-    return `${String(p['addr'])}/${String(p['len'])}`;
+    return `${scalar(p['addr'])}/${scalar(p['len'])}`;
   }
   if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);

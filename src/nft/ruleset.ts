@@ -1,7 +1,7 @@
 // The live ruleset (`nft -j list ruleset`) as an index the planner can query,
 // and the normal form used to decide whether a live rule already is the rule
 // we want: counters and handles are run-time state, not configuration.
-import type { Expr, Json, NftFamily } from './json.js';
+import { scalar, type Expr, type Json } from './json.js';
 
 export interface LiveRule {
   handle: number;
@@ -10,7 +10,7 @@ export interface LiveRule {
 }
 
 export interface LiveChain {
-  family: NftFamily | string;
+  family: string;
   table: string;
   name: string;
   handle: number;
@@ -38,6 +38,11 @@ export function emptyRuleset(): Ruleset {
   return { tables: new Map() };
 }
 
+/** A deep copy: tables, chains and rules can be changed without touching the original. */
+export function cloneRuleset(r: Ruleset): Ruleset {
+  return structuredClone(r);
+}
+
 type Obj = { [key: string]: Json };
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -51,16 +56,16 @@ export function indexRuleset(doc: unknown): Ruleset {
     const chain = item['chain'];
     const rule = item['rule'];
     if (isObj(table)) {
-      const family = String(table['family']);
-      const name = String(table['name']);
+      const family = scalar(table['family']);
+      const name = scalar(table['name']);
       ruleset.tables.set(tableKey(family, name), { family, name, handle: Number(table['handle']), chains: new Map() });
     } else if (isObj(chain)) {
-      const owner = ruleset.tables.get(tableKey(String(chain['family']), String(chain['table'])));
+      const owner = ruleset.tables.get(tableKey(scalar(chain['family']), scalar(chain['table'])));
       if (!owner) continue;
       const live: LiveChain = {
         family: owner.family,
         table: owner.name,
-        name: String(chain['name']),
+        name: scalar(chain['name']),
         handle: Number(chain['handle']),
         rules: [],
       };
@@ -71,12 +76,12 @@ export function indexRuleset(doc: unknown): Ruleset {
       owner.chains.set(live.name, live);
     } else if (isObj(rule)) {
       const owner = ruleset.tables
-        .get(tableKey(String(rule['family']), String(rule['table'])))
-        ?.chains.get(String(rule['chain']));
+        .get(tableKey(scalar(rule['family']), scalar(rule['table'])))
+        ?.chains.get(scalar(rule['chain']));
       if (!owner) continue;
       const live: LiveRule = {
         handle: Number(rule['handle']),
-        expr: Array.isArray(rule['expr']) ? (rule['expr'].filter(isObj) as Expr[]) : [],
+        expr: Array.isArray(rule['expr']) ? rule['expr'].filter(isObj) : [],
       };
       if (typeof rule['comment'] === 'string') live.comment = rule['comment'];
       owner.rules.push(live);

@@ -4,10 +4,23 @@
 import type { Config } from '../config/config.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { cidrText } from '../net/ip.js';
-import { natChainName, NAT_BASE_CHAIN, networkTag, OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG } from '../nft/desired.js';
 import type { RuleSpec } from '../nft/json.js';
+import {
+  adminBaseChainOf,
+  adminTable,
+  jumpTarget,
+  natChainName,
+  NAT_BASE_CHAIN,
+  networkTag,
+  OWN_FORWARD_CHAIN,
+  OWN_INPUT_CHAIN,
+  ourJumpInPlace,
+  ownTable,
+  sameBase,
+  taggedNetwork,
+} from '../nft/ownership.js';
 import { plan } from '../nft/plan.js';
-import { ruleKey, tableKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
+import { ruleKey, type LiveChain, type Ruleset } from '../nft/ruleset.js';
 
 export const STATUS_SCHEMA_ID = 'kvmnftd.status/1';
 
@@ -37,7 +50,8 @@ export interface DaemonFacts {
   systemd: SystemdFacts;
 }
 
-export interface StatusFacts {
+/** What `kvmnftd status` gathered (through src/status/gather.ts and the nft and libvirt adapters). */
+export interface StatusInputs {
   config: Config;
   configSource: string;
   /** Parse results of every active network, or why libvirt could not be read. */
@@ -95,17 +109,6 @@ export interface StatusReport {
   problems: string[];
 }
 
-function jumpTargets(rule: LiveRule): string[] {
-  return rule.expr.flatMap((e) => {
-    for (const k of ['jump', 'goto']) {
-      const v = e[k];
-      if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof v['target'] === 'string')
-        return [v['target']];
-    }
-    return [];
-  });
-}
-
 /** Ordered rule keys of one network's rules (by comment tag) in a chain. */
 function tagged(chain: LiveChain | undefined, tag: string): string[] {
   return (chain?.rules ?? []).filter((r) => r.comment === tag).map(ruleKey);
@@ -123,13 +126,16 @@ export function networksWithRules(live: Ruleset): string[] {
   const names = new Set<string>();
   for (const t of live.tables.values()) {
     for (const c of t.chains.values()) {
-      for (const r of c.rules) if (r.comment?.startsWith(`${TAG} net=`)) names.add(r.comment.slice(TAG.length + 5));
+      for (const r of c.rules) {
+        const name = taggedNetwork(r.comment);
+        if (name !== undefined) names.add(name);
+      }
     }
   }
   return [...names].sort();
 }
 
-export function evaluateStatus(facts: StatusFacts): StatusReport {
+export function evaluateStatus(facts: StatusInputs): StatusReport {
   const { config } = facts;
   const problems: string[] = [];
   const adminName = `${config.filter.family} ${config.filter.table}`;
@@ -142,7 +148,7 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
   const skipped: StatusReport['skipped'] = [];
   let jumps: StatusReport['jumps'] = { input: 'unknown', forward: 'unknown' };
   let pending: number | null = null;
-  const admin = live?.tables.get(tableKey(config.filter.family, config.filter.table));
+  const admin = live ? adminTable(live, config) : undefined;
 
   if (live && inputs) {
     const p = plan(inputs, config, live);
@@ -152,22 +158,21 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
       else if (note.level !== 'info')
         problems.push(note.network ? `network ${note.network}: ${note.message}` : note.message);
     }
-    const own = live.tables.get(tableKey('inet', config.nat.table));
+    const own = ownTable(live, config);
     const inputChain = admin?.chains.get(OWN_INPUT_CHAIN);
     const forwardChain = admin?.chains.get(OWN_FORWARD_CHAIN);
     const postrouting = own?.chains.get(NAT_BASE_CHAIN);
-    const jumpState = (baseName: string, ownName: string, wanted: number): RuleState => {
+    // Present when any rule of the base chain jumps to ours (with filter.jump = "none" the admin's
+    // own jump counts); in place when it is the tagged jump the planner keeps.
+    const jumpState = (own: string, wanted: number): RuleState => {
       if (wanted === 0) return 'not-needed';
-      const rules = admin?.chains.get(baseName)?.rules ?? [];
-      const hits = rules.filter((r) => jumpTargets(r).includes(ownName));
-      if (hits.length === 0) return 'missing';
+      const base = admin?.chains.get(adminBaseChainOf(own, config));
+      if (!base?.rules.some((r) => jumpTarget(r) === own)) return 'missing';
       if (config.filter.jump === 'none') return 'ok';
-      const ours = hits.filter((r) => r.comment === TAG);
-      const at = config.filter.jump === 'first' ? 0 : rules.length - 1;
-      return ours.length === 1 && rules[at] === ours[0] ? 'ok' : 'stale';
+      return ourJumpInPlace(base, own, config.filter.jump) ? 'ok' : 'stale';
     };
-    const input = jumpState(config.filter.inputChain, OWN_INPUT_CHAIN, p.desired.input.length);
-    const forward = jumpState(config.filter.forwardChain, OWN_FORWARD_CHAIN, p.desired.forward.length);
+    const input = jumpState(OWN_INPUT_CHAIN, p.desired.input.length);
+    const forward = jumpState(OWN_FORWARD_CHAIN, p.desired.forward.length);
     jumps = { input, forward };
     for (const [which, state] of [
       ['input', input],
@@ -190,12 +195,7 @@ export function evaluateStatus(facts: StatusFacts): StatusReport {
         const jumpKey = ruleKey({ expr: [{ jump: { target: natWanted.name } }], comment: tag });
         const jumped = (postrouting?.rules ?? []).some((r) => ruleKey(r) === jumpKey);
         const base = p.desired.natChains.find((c) => c.base !== undefined)?.base;
-        const baseOk =
-          postrouting !== undefined &&
-          base !== undefined &&
-          postrouting.hook === base.hook &&
-          postrouting.prio === base.prio &&
-          postrouting.type === base.type;
+        const baseOk = postrouting !== undefined && base !== undefined && sameBase(postrouting, base);
         if (!liveNat && !jumped) nat = 'missing';
         else
           nat =

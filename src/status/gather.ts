@@ -44,7 +44,7 @@ export async function systemdUnitFacts(unit = UNIT): Promise<SystemdFacts> {
         body: [unit],
       }),
     );
-    const path = reply?.body[0];
+    const path: unknown = reply?.body[0];
     if (typeof path !== 'string') return { available: true, error: 'systemd gave no unit path' };
     const prop = async (iface: string, name: string): Promise<string | undefined> => {
       const r = await call(
@@ -58,7 +58,7 @@ export async function systemdUnitFacts(unit = UNIT): Promise<SystemdFacts> {
         }),
       );
       const v: unknown = r?.body[0];
-      const value = typeof v === 'object' && v !== null && 'value' in v ? (v as { value: unknown }).value : undefined;
+      const value = typeof v === 'object' && v !== null && 'value' in v ? v.value : undefined;
       return typeof value === 'string' ? value : undefined;
     };
     const facts: SystemdFacts = { available: true };

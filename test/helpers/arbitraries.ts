@@ -9,11 +9,11 @@ import { configFromObject, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import { formatIp, maskOf } from '../../src/net/ip.js';
-import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG } from '../../src/nft/desired.js';
+import { OWN_FORWARD_CHAIN, OWN_INPUT_CHAIN, TAG } from '../../src/nft/ownership.js';
 import type { Batch, Expr, Json } from '../../src/nft/json.js';
 import { plan } from '../../src/nft/plan.js';
 import { indexRuleset, ruleKey, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
-import { simulate } from './simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
 
 // ---- seed and case counting ------------------------------------------------
 
@@ -842,7 +842,7 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
       prevConfig.nat.table = `${prevConfig.nat.table}_x`;
     const live = indexRuleset(doc);
     try {
-      const after = simulate(live, plan(parseAll(recipe.previous.specs), prevConfig, live).batch);
+      const after = applyBatch(live, plan(parseAll(recipe.previous.specs), prevConfig, live).batch);
       doc = docFromRuleset(after, doc);
     } catch {
       // A previous run that nft would have refused left nothing behind.

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS } from '../../src/cli/args.js';
-import { FINDING_IDS } from '../../src/doctor/types.js';
+import { FINDING_ALIASES, FINDING_IDS } from '../../src/doctor/types.js';
 import { REPO_ROOT } from '../helpers/cli.js';
 
 const read = (name: string): string => readFileSync(join(REPO_ROOT, 'docs', name), 'utf8');
@@ -24,6 +24,16 @@ describe('docs', () => {
     );
     for (const id of cited) expect(FINDING_IDS as readonly string[], id).toContain(id);
     expect(cited.size).toBeGreaterThan(10);
+  });
+  it('renamed findings: both docs name the new id with the old one it is still reported under', () => {
+    const table = read('troubleshooting.md').split('## Every doctor finding')[1] ?? '';
+    const operation = read('operation.md');
+    expect(Object.keys(FINDING_ALIASES).length).toBeGreaterThan(0);
+    for (const [id, old] of Object.entries(FINDING_ALIASES)) {
+      const row = table.split('\n').find((l) => l.startsWith(`| \`${id}\` |`)) ?? '';
+      expect(row, id).toContain(`\`${old}\``);
+      expect(operation, id).toContain(`\`${id}\` (was \`${old}\`)`);
+    }
   });
   it('operation.md documents every command', () => {
     const text = read('operation.md');

@@ -14,7 +14,7 @@ import {
   checkRulesApplied,
   checkRuleset,
 } from '../../src/doctor/tables.js';
-import type { DoctorFacts } from '../../src/doctor/types.js';
+import { FINDING_ALIASES, FINDING_IDS, type DoctorFacts } from '../../src/doctor/types.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { Expr } from '../../src/nft/json.js';
@@ -352,13 +352,13 @@ describe('libvirt', () => {
 
 // ---- nft version ----------------------------------------------------------------
 
-describe('nft-too-old', () => {
+describe('nft-too-old and nft-unusable', () => {
   it('parses and compares versions', () => {
     expect(parseNftVersion('nftables v1.0.6 (Lester Gooch #5)')).toBe('1.0.6');
     expect(compareVersions('1.0.10', '1.0.6')).toBe(1);
     expect(compareVersions('0.9.8', '1.0.6')).toBe(-1);
   });
-  it('warns below the tested floor, errors when nft cannot run', () => {
+  it('warns below the tested floor (nft-too-old), errors when nft cannot run (nft-unusable)', () => {
     expect(checkNftVersion(facts())).toEqual([]);
     expect(checkNftVersion(facts({ nft: { version: '1.1.3' } }))).toEqual([]);
     expect(checkNftVersion(facts({ nft: { version: '0.9.8' } }))[0]).toMatchObject({
@@ -366,8 +366,9 @@ describe('nft-too-old', () => {
       severity: 'warning',
     });
     expect(checkNftVersion(facts({ nft: { error: 'nft not found' } }))[0]).toMatchObject({
-      id: 'nft-too-old',
+      id: 'nft-unusable',
       severity: 'error',
+      evidence: ['nft not found'],
     });
   });
 });
@@ -384,7 +385,10 @@ describe('tables', () => {
     const noForward = ruleset([
       { family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input', policy: 'drop' }] },
     ]);
-    expect(checkAdminTable(facts(withLive(noForward)))[0]!.title).toContain('forward');
+    expect(checkAdminTable(facts(withLive(noForward)))[0]).toMatchObject({
+      id: 'admin-chain-missing',
+      title: expect.stringContaining('forward') as unknown,
+    });
   });
   it('rules-not-applied when the plan is not empty', () => {
     expect(checkRulesApplied(facts(withLive(ruleset([ADMIN]), 21)))[0]!.title).toContain('21 nft commands');
@@ -415,7 +419,7 @@ describe('tables', () => {
       'ruleset-unreadable',
     ]);
   });
-  it("ip-nat-collision for a native table ip nat, not for iptables-nft's own", () => {
+  it("iptables-table-collision for a native table ip nat, not for iptables-nft's own", () => {
     const own = ruleset([
       { family: 'ip', name: 'nat', chains: [{ name: 'POSTROUTING', type: 'nat', hook: 'postrouting', prio: 100 }] },
     ]);
@@ -425,7 +429,7 @@ describe('tables', () => {
       { family: 'ip', name: 'nat', chains: [{ name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100 }] },
     ]);
     const [f] = checkIptablesNameCollision(facts(withLive(admins)));
-    expect(f).toMatchObject({ id: 'ip-nat-collision', severity: 'warning' });
+    expect(f).toMatchObject({ id: 'iptables-table-collision', severity: 'warning' });
     expect(f!.fix).toContain('nft delete table ip nat');
   });
 });
@@ -490,6 +494,36 @@ describe('diagnose', () => {
       summary: { error: 2, warning: 0, info: 2 },
     });
     expect(renderDoctor(report)).toContain('ERROR [firewalld-running]');
+  });
+  it('renamed findings: the new id in the text and first in ids; for one release the old id in the JSON id', () => {
+    const renamed = [
+      ...checkNftVersion(facts({ nft: { error: 'nft not found' } })),
+      ...checkAdminTable(
+        facts(withLive(ruleset([{ family: 'inet', name: 'filter', chains: [{ name: 'input', hook: 'input' }] }]))),
+      ),
+      ...checkIptablesNameCollision(
+        facts(withLive(ruleset([{ family: 'ip', name: 'filter', chains: [{ name: 'mine', hook: 'input' }] }]))),
+      ),
+    ];
+    expect(ids(renamed)).toEqual(['nft-unusable', 'admin-chain-missing', 'iptables-table-collision']);
+    const report = doctorReport(
+      [...renamed, ...checkFirewalld(facts({ bus: { libvirtDbus: 'absent', firewalld: true } }))],
+      new Date(0),
+    );
+    expect(report.findings.map((f) => [f.id, f.ids])).toEqual([
+      ['nft-too-old', ['nft-unusable', 'nft-too-old']],
+      ['admin-table-missing', ['admin-chain-missing', 'admin-table-missing']],
+      ['ip-nat-collision', ['iptables-table-collision', 'ip-nat-collision']],
+      ['firewalld-running', ['firewalld-running']],
+    ]);
+    const text = renderDoctor(report);
+    expect(text).toContain('ERROR [nft-unusable] (was nft-too-old) nft cannot be run');
+    expect(text).toContain('ERROR [firewalld-running] firewalld is running');
+    // Aliases belong to current ids, and an alias is never itself renamed.
+    for (const [id, old] of Object.entries(FINDING_ALIASES)) {
+      expect(FINDING_IDS, id).toContain(id);
+      expect(Object.keys(FINDING_ALIASES), old).not.toContain(old);
+    }
   });
   it('a healthy host has only notes and exits 0', () => {
     const report = doctorReport(diagnose(facts(withLive(LIVE_LIBVIRT9))), new Date(0));

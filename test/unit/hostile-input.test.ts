@@ -3,7 +3,7 @@
 // validator, the planner or the text renderer throw; every batch the planner
 // produces touches only what kvmnftd owns (checked against generated live
 // rulesets: extra admin rules and chains, stray tagged jumps, foreign tables,
-// foreign chains in our own table); applying a batch (test/helpers/simulate.ts,
+// foreign chains in our own table); applying a batch (src/nft/batch-model.ts,
 // which throws where nft would) converges in one step.
 //
 // Seeded: the seed is printed; FC_SEED=<seed> re-runs the same cases.
@@ -37,7 +37,7 @@ import {
   xmlishString,
 } from '../helpers/arbitraries.js';
 import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
-import { simulate } from '../helpers/simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
 
 const seed = fuzzSeed();
 let cases = 0;
@@ -109,7 +109,7 @@ export function checkPlan(inputs: NetworkParse[], config: Config, live: Ruleset)
   const first = plan(inputs, config, live);
   renderBatch(first.batch.nftables);
   expect(ownershipViolations(first.batch, config, live)).toEqual([]);
-  const after = simulate(live, first.batch);
+  const after = applyBatch(live, first.batch);
   expect(foreignState(after, config)).toEqual(foreignState(live, config));
   const second = plan(inputs, config, after);
   expect(second.batch.nftables).toEqual([]);
@@ -117,7 +117,7 @@ export function checkPlan(inputs: NetworkParse[], config: Config, live: Ruleset)
   const removal = plan([], config, after);
   renderBatch(removal.batch.nftables);
   expect(ownershipViolations(removal.batch, config, after)).toEqual([]);
-  const removed = simulate(after, removal.batch);
+  const removed = applyBatch(after, removal.batch);
   expect(foreignState(removed, config)).toEqual(foreignState(live, config));
   expect(plan([], config, removed).batch.nftables).toEqual([]);
 }
@@ -203,9 +203,9 @@ describe('regressions found by fuzzing', () => {
   const config = defaultConfig();
   const NAT_XML = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'default.xml'), 'utf8');
   const applied = (inputs: NetworkParse[], c: Config = config): Ruleset =>
-    simulate(LIVE_LIBVIRT9, plan(inputs, c, LIVE_LIBVIRT9).batch);
+    applyBatch(LIVE_LIBVIRT9, plan(inputs, c, LIVE_LIBVIRT9).batch);
   const addRule = (live: Ruleset, chain: string, expr: Expr[], comment?: string): Ruleset =>
-    simulate(live, {
+    applyBatch(live, {
       nftables: [
         {
           add: {
@@ -215,7 +215,7 @@ describe('regressions found by fuzzing', () => {
       ],
     });
   const addChain = (live: Ruleset, table: string, name: string): Ruleset =>
-    simulate(live, { nftables: [{ add: { chain: { family: 'inet', table, name } } }] });
+    applyBatch(live, { nftables: [{ add: { chain: { family: 'inet', table, name } } }] });
 
   it('configFromObject: a key that exists on Object.prototype throws a ConfigError, not a TypeError', () => {
     // smol-toml returns these as own keys of null-prototype objects; SCHEMA is a plain object.
@@ -246,10 +246,10 @@ describe('regressions found by fuzzing', () => {
       [{ jump: { target: 'kvmnftd_forward' } }],
       'kvmnftd',
     );
-    const withoutInputChain = simulate(live, {
+    const withoutInputChain = applyBatch(live, {
       nftables: [{ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } }],
     });
-    const noInput = simulate(withoutInputChain, {
+    const noInput = applyBatch(withoutInputChain, {
       nftables: [
         ...withoutInputChain.tables
           .get('inet filter')!
@@ -261,12 +261,12 @@ describe('regressions found by fuzzing', () => {
         { delete: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } },
       ],
     });
-    expect(() => simulate(noInput, plan([], config, noInput).batch)).not.toThrow();
+    expect(() => applyBatch(noInput, plan([], config, noInput).batch)).not.toThrow();
   });
 
   it("an admin's own (untagged) jump to kvmnftd_forward blocks removal forever (nft: chain busy)", () => {
     const live = addRule(applied([parseNetworkXml(NAT_XML)]), 'forward', [{ jump: { target: 'kvmnftd_forward' } }]);
-    expect(() => simulate(live, plan([], config, live).batch)).not.toThrow();
+    expect(() => applyBatch(live, plan([], config, live).batch)).not.toThrow();
   });
 
   it('deletes an admin jump commented "kvmnftd net=..." although only comment "kvmnftd" marks a jump as ours', () => {
@@ -279,7 +279,7 @@ describe('regressions found by fuzzing', () => {
     let live = addChain(LIVE_LIBVIRT9, 'filter', 'admin_vm');
     live = addRule(live, 'input', [{ jump: { target: 'admin_vm' } }], 'kvmnftd');
     const inputs = [parseNetworkXml(NAT_XML)];
-    const after = simulate(live, plan(inputs, config, live).batch);
+    const after = applyBatch(live, plan(inputs, config, live).batch);
     expect(plan(inputs, config, after).batch.nftables).toEqual([]);
   });
 
@@ -311,7 +311,7 @@ describe('regressions found by fuzzing', () => {
         },
       ],
     });
-    expect(() => simulate(live, plan([parseNetworkXml(NAT_XML)], config, live).batch)).not.toThrow();
+    expect(() => applyBatch(live, plan([parseNetworkXml(NAT_XML)], config, live).batch)).not.toThrow();
   });
 
   it("renderBatch throws on an invalid network's kept rules when one has a statement the renderer does not know", () => {

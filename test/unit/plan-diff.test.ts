@@ -3,12 +3,14 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { defaultConfig } from '../../src/config/config.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
-import { describeRule, planDiff, renderDiff } from '../../src/nft/diff.js';
+import { planDiff, renderDiff } from '../../src/nft/diff.js';
+import { describeRule } from '../../src/nft/render-text.js';
 import { plan } from '../../src/nft/plan.js';
 import { tableKey } from '../../src/nft/ruleset.js';
 import { fixture } from '../helpers/cli.js';
 import { goldenCases, LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
-import { cloneRuleset, simulate } from '../helpers/simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { cloneRuleset } from '../../src/nft/ruleset.js';
 
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
 const config = defaultConfig();
@@ -30,13 +32,13 @@ describe('plan --diff', () => {
     for (const name of goldenCases()) {
       const c = loadCase(name);
       const first = plan(c.inputs, c.config, c.live);
-      const after = simulate(c.live, first.batch);
+      const after = applyBatch(c.live, first.batch);
       expect(planDiff(after, plan(c.inputs, c.config, after).batch), name).toEqual([]);
     }
   });
 
   it('shows a removed network as - lines and a deleted jump as one + line', () => {
-    const after = simulate(LIVE_LIBVIRT9, plan([DEFAULT], config, LIVE_LIBVIRT9).batch);
+    const after = applyBatch(LIVE_LIBVIRT9, plan([DEFAULT], config, LIVE_LIBVIRT9).batch);
     const removal = renderDiff(planDiff(after, plan([], config, after).batch));
     expect(removal).toContain('- table inet kvmnftd\n');
     expect(removal).toContain('-   chain kvmnftd_forward\n');

@@ -1,13 +1,14 @@
-// Properties of the planner checked on every golden case with the simulator:
-// applying the plan converges (a second plan is empty), removal restores the
-// admin's chains exactly, and nothing the daemon does not own is touched.
+// Properties of the planner checked on every golden case with the model of nft
+// (src/nft/batch-model.ts): applying the plan converges (a second plan is
+// empty), removal restores the admin's chains exactly, and nothing the daemon
+// does not own is touched.
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { plan } from '../../src/nft/plan.js';
 import { indexRuleset, ruleKey, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
 import { goldenCases, LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
-import { simulate } from '../helpers/simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
 
 const LIVE = LIVE_LIBVIRT9;
 
@@ -31,14 +32,14 @@ describe.each(cases)('planner properties: %s', (name) => {
   const { inputs, config, live } = loadCase(name);
 
   it('converges: the plan after applying the plan is empty', () => {
-    const after = simulate(live, plan(inputs, config, live).batch);
+    const after = applyBatch(live, plan(inputs, config, live).batch);
     expect(plan(inputs, config, after).batch.nftables).toEqual([]);
   });
 
   it('touches nothing it does not own, and remove restores the original', () => {
-    const after = simulate(live, plan(inputs, config, live).batch);
+    const after = applyBatch(live, plan(inputs, config, live).batch);
     expect(foreignState(after, config)).toEqual(foreignState(live, config));
-    const removed = simulate(after, plan([], config, after).batch);
+    const removed = applyBatch(after, plan([], config, after).batch);
     expect(removed).toEqual(live);
     expect(plan([], config, removed).batch.nftables).toEqual([]);
   });
@@ -49,10 +50,10 @@ describe('planner behaviour', () => {
   const config = defaultConfig();
 
   it('puts exactly one tagged jump first, and moves it back when the admin inserts above it', () => {
-    let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    let live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
     const input = () => live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
     expect(input().rules[0]!.comment).toBe('kvmnftd');
-    live = simulate(live, {
+    live = applyBatch(live, {
       nftables: [
         {
           insert: {
@@ -72,15 +73,15 @@ describe('planner behaviour', () => {
     expect(input().rules[0]!.comment).toBeUndefined();
     const fix = plan(inputs, config, live).batch.nftables;
     expect(fix[0]).toEqual({ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } });
-    live = simulate(live, { nftables: fix });
+    live = applyBatch(live, { nftables: fix });
     expect(input().rules[0]!.comment).toBe('kvmnftd');
     expect(input().rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
     expect(plan(inputs, config, live).batch.nftables).toEqual([]);
   });
 
   it('collapses duplicate jumps to one', () => {
-    let live = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    live = simulate(live, {
+    let live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
+    live = applyBatch(live, {
       nftables: [
         {
           add: {
@@ -95,14 +96,14 @@ describe('planner behaviour', () => {
         },
       ],
     });
-    live = simulate(live, plan(inputs, config, live).batch);
+    live = applyBatch(live, plan(inputs, config, live).batch);
     const forward = live.tables.get(tableKey('inet', 'filter'))!.chains.get('forward')!;
     expect(forward.rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
   });
 
   it('a batch that deletes by handle fails as a whole when the admin table was re-created', () => {
-    const applied = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    const withDup = simulate(applied, {
+    const applied = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
+    const withDup = applyBatch(applied, {
       nftables: [
         {
           add: {
@@ -121,11 +122,11 @@ describe('planner behaviour', () => {
     expect(staleBatch.nftables.some((c) => 'delete' in c && 'rule' in c.delete)).toBe(true);
     // The admin reloads their file: the table is back without our chains,
     // and its rule handles start again from the same numbers.
-    expect(() => simulate(LIVE, staleBatch)).toThrow(/No such file or directory: chain inet filter kvmnftd_input/);
+    expect(() => applyBatch(LIVE, staleBatch)).toThrow(/No such file or directory: chain inet filter kvmnftd_input/);
   });
 
   it('keeps the rules of a network whose XML turns invalid', () => {
-    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
     const broken: NetworkParse = { kind: 'invalid', name: 'default', field: 'ip[1]/@address', message: 'bad' };
     const result = plan([broken], config, live);
     expect(result.batch.nftables).toEqual([]);
@@ -134,37 +135,37 @@ describe('planner behaviour', () => {
 
   it('removes a stopped network and keeps the other one', () => {
     const two = loadCase('two-networks');
-    const live = simulate(LIVE, plan(two.inputs, config, LIVE).batch);
+    const live = applyBatch(LIVE, plan(two.inputs, config, LIVE).batch);
     const onlyRouted = two.inputs.filter((i) => i.kind === 'ok' && i.network.name === 'routed');
-    const after = simulate(live, plan(onlyRouted, config, live).batch);
+    const after = applyBatch(live, plan(onlyRouted, config, live).batch);
     expect(after.tables.has(tableKey('inet', 'kvmnftd'))).toBe(false);
     const fwd = after.tables.get(tableKey('inet', 'filter'))!.chains.get('kvmnftd_forward')!;
     expect(fwd.rules.map((r) => r.comment)).toEqual(['kvmnftd', ...Array<string>(5).fill('kvmnftd net=routed')]);
   });
 
   it('re-creates its NAT base chain when the priority setting changes', () => {
-    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
     const moved: Config = { ...config, nat: { ...config.nat, priority: 50 } };
-    const after = simulate(live, plan(inputs, moved, live).batch);
+    const after = applyBatch(live, plan(inputs, moved, live).batch);
     expect(after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('postrouting')!.prio).toBe(50);
     expect(plan(inputs, moved, after).batch.nftables).toEqual([]);
   });
 
   it('switching jump from first to last moves the jump to the end', () => {
-    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
+    const live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
     const last: Config = { ...config, filter: { ...config.filter, jump: 'last' } };
-    const after = simulate(live, plan(inputs, last, live).batch);
+    const after = applyBatch(live, plan(inputs, last, live).batch);
     const rules = after.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!.rules;
     expect(rules.at(-1)!.comment).toBe('kvmnftd');
     expect(rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
   });
 
   it('deletes foreign chains inside its own table', () => {
-    const live = simulate(LIVE, plan(inputs, config, LIVE).batch);
-    const polluted = simulate(live, {
+    const live = applyBatch(LIVE, plan(inputs, config, LIVE).batch);
+    const polluted = applyBatch(live, {
       nftables: [{ add: { chain: { family: 'inet', table: 'kvmnftd', name: 'nat_gone' } } }],
     });
-    const after = simulate(polluted, plan(inputs, config, polluted).batch);
+    const after = applyBatch(polluted, plan(inputs, config, polluted).batch);
     expect([...after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.keys()].sort()).toEqual([
       'nat_virbr0',
       'postrouting',
@@ -174,10 +175,10 @@ describe('planner behaviour', () => {
   it('applies only the NAT part, with a warning, when the admin table is missing', () => {
     const bare = indexRuleset({ nftables: [] });
     const result = plan(inputs, config, bare);
-    expect(result.notes).toEqual([
-      expect.objectContaining({ level: 'warn', message: expect.stringContaining('table inet filter does not exist') }),
-    ]);
-    const after = simulate(bare, result.batch);
+    expect(result.notes).toHaveLength(1);
+    expect(result.notes[0]).toMatchObject({ level: 'warn' });
+    expect(result.notes[0]!.message).toContain('table inet filter does not exist');
+    const after = applyBatch(bare, result.batch);
     expect([...after.tables.keys()]).toEqual(['inet kvmnftd']);
   });
 });

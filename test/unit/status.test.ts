@@ -7,12 +7,13 @@ import { defaultConfig } from '../../src/config/config.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import { plan } from '../../src/nft/plan.js';
 import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
-import { evaluateStatus, type StatusFacts, type StatusReport } from '../../src/status/evaluate.js';
+import { evaluateStatus, type StatusInputs, type StatusReport } from '../../src/status/evaluate.js';
 import { renderStatus } from '../../src/status/render.js';
 import { fixture, REPO_ROOT } from '../helpers/cli.js';
 import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
 import { validate } from '../helpers/json-schema.js';
-import { cloneRuleset, simulate } from '../helpers/simulate.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { cloneRuleset } from '../../src/nft/ruleset.js';
 
 const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<
   string,
@@ -26,10 +27,10 @@ const ROUTED = parseNetworkXml(
 const config = defaultConfig();
 
 function applied(live: Ruleset, networks = [DEFAULT, ROUTED]): Ruleset {
-  return simulate(live, plan(networks, config, live).batch);
+  return applyBatch(live, plan(networks, config, live).batch);
 }
 
-function status(over: Partial<StatusFacts>): StatusReport {
+function status(over: Partial<StatusInputs>): StatusReport {
   const report = evaluateStatus({
     config,
     configSource: 'built-in defaults',
@@ -96,6 +97,22 @@ describe('kvmnftd status (pure)', () => {
     const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
     input.rules.push(input.rules.shift()!);
     expect(status({ ruleset: { live } }).jumps.input).toBe('stale');
+  });
+
+  it('judges the jump and the NAT base chain as the planner does (ownership.ts)', () => {
+    // A tagged jump with more than the jump in it is not the rule kvmnftd writes: the planner adds its own.
+    const live = cloneRuleset(applied(LIVE_LIBVIRT9));
+    const input = live.tables.get(tableKey('inet', 'filter'))!.chains.get('input')!;
+    input.rules[0] = { ...input.rules[0]!, expr: [{ counter: null }, ...input.rules[0]!.expr] };
+    const r = status({ ruleset: { live } });
+    expect(r.jumps.input).toBe('stale');
+    expect(r.pending_commands).toBeGreaterThan(0);
+    // The NAT base chain's policy counts too.
+    const nat = cloneRuleset(applied(LIVE_LIBVIRT9));
+    nat.tables.get(tableKey('inet', 'kvmnftd'))!.chains.get('postrouting')!.policy = 'drop';
+    const n = status({ ruleset: { live: nat } });
+    expect(n.networks[0]).toMatchObject({ name: 'default', nat: 'stale', ok: false });
+    expect(n.pending_commands).toBeGreaterThan(0);
   });
 
   it('exit 3 when the admin table is missing', () => {

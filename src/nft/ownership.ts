@@ -1,0 +1,154 @@
+// What is kvmnftd's in a ruleset, and how to recognise it: the one home for
+// the rules of ownership that the planner, `status` and `doctor` all apply.
+// Pure. Ownership is by name and comment, never by a state file:
+//
+// - table `inet <nat.table>` belongs to kvmnftd entirely;
+// - in the admin's table (filter.family, filter.table) it owns the regular
+//   chains kvmnftd_input and kvmnftd_forward, and in the admin's base chains
+//   exactly the rule it writes there: a single jump to one of those two
+//   chains with the comment "kvmnftd" (a "tagged jump");
+// - every rule of one network carries the comment `kvmnftd net=<name>`.
+import type { Config } from '../config/config.js';
+import { modeForwards, type Network } from '../libvirt/model.js';
+import type { BaseChainSpec, Expr } from './json.js';
+import { tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
+
+// ---- names ------------------------------------------------------------------
+
+export const OWN_INPUT_CHAIN = 'kvmnftd_input';
+export const OWN_FORWARD_CHAIN = 'kvmnftd_forward';
+/** kvmnftd's regular chains in the admin's table. */
+export const OWN_CHAINS: readonly string[] = [OWN_INPUT_CHAIN, OWN_FORWARD_CHAIN];
+/** The NAT base chain of kvmnftd's own table. */
+export const NAT_BASE_CHAIN = 'postrouting';
+/** The comment of kvmnftd's jumps (and of the rules that are no single network's). */
+export const TAG = 'kvmnftd';
+
+const NET_TAG_PREFIX = `${TAG} net=`;
+const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
+
+/** One NAT network's chain in kvmnftd's own table. */
+export const natChainName = (bridge: string): string => `nat_${bridge}`;
+
+/** The comment every rule of one network carries: `kvmnftd net=<name>`, truncated with a hash when long. */
+export function networkTag(name: string): string {
+  const full = `${NET_TAG_PREFIX}${name}`;
+  if (Buffer.byteLength(full) <= COMMENT_MAX_BYTES) return full;
+  let hash = 0x811c9dc5; // FNV-1a keeps truncated tags of different names apart
+  for (const byte of Buffer.from(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  const suffix = `~${hash.toString(16).padStart(8, '0')}`;
+  let cut = [...full];
+  while (Buffer.byteLength(cut.join('') + suffix) > COMMENT_MAX_BYTES) cut = cut.slice(0, -1);
+  return cut.join('') + suffix;
+}
+
+/** The network a `kvmnftd net=<name>` comment names (a truncated tag gives the truncated name), or undefined. */
+export function taggedNetwork(comment: string | undefined): string | undefined {
+  return comment?.startsWith(NET_TAG_PREFIX) ? comment.slice(NET_TAG_PREFIX.length) : undefined;
+}
+
+export function isOwnChain(name: string): boolean {
+  return OWN_CHAINS.includes(name);
+}
+
+/** kvmnftd's chain for the traffic of one hook. */
+export function ownChainOn(hook: 'input' | 'forward'): string {
+  return hook === 'input' ? OWN_INPUT_CHAIN : OWN_FORWARD_CHAIN;
+}
+
+/** The admin base chain whose tagged jump leads to one of kvmnftd's chains (filter.input_chain, filter.forward_chain). */
+export function adminBaseChainOf(own: string, config: Config): string {
+  return own === OWN_INPUT_CHAIN ? config.filter.inputChain : config.filter.forwardChain;
+}
+
+// ---- tables -----------------------------------------------------------------
+
+/** The admin's table kvmnftd is configured to put its chains in, when it exists. */
+export function adminTable(live: Ruleset, config: Config): LiveTable | undefined {
+  return live.tables.get(tableKey(config.filter.family, config.filter.table));
+}
+
+export function isAdminTable(table: { family: string; name: string }, config: Config): boolean {
+  return table.family === config.filter.family && table.name === config.filter.table;
+}
+
+/** kvmnftd's own (NAT) table, when it exists. */
+export function ownTable(live: Ruleset, config: Config): LiveTable | undefined {
+  return live.tables.get(tableKey('inet', config.nat.table));
+}
+
+/**
+ * The configured base chains (filter.input_chain, filter.forward_chain) the
+ * admin table lacks: kvmnftd has nowhere to put its jump there. None with
+ * filter.jump = "none", where the admin writes the jumps.
+ */
+export function missingBaseChains(admin: LiveTable, config: Config): string[] {
+  if (config.filter.jump === 'none') return [];
+  return [config.filter.inputChain, config.filter.forwardChain].filter((c) => !admin.chains.has(c));
+}
+
+// ---- rules ------------------------------------------------------------------
+
+/** The chain one statement jumps to (`jump` or `goto`). */
+export function exprJumpTarget(e: Expr): string | undefined {
+  for (const k of ['jump', 'goto']) {
+    const v = e[k];
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof v['target'] === 'string') return v['target'];
+  }
+  return undefined;
+}
+
+/** The chain a rule jumps to (`jump` or `goto`), if it does. */
+export function jumpTarget(rule: { expr: readonly Expr[] }): string | undefined {
+  for (const e of rule.expr) {
+    const target = exprJumpTarget(e);
+    if (target !== undefined) return target;
+  }
+  return undefined;
+}
+
+/**
+ * Ours, in an admin base chain: exactly the rule kvmnftd writes, a single
+ * jump to one of its own chains with the comment "kvmnftd". Nothing else,
+ * whatever its comment says, is touched.
+ */
+export function isOurJump(rule: LiveRule): boolean {
+  const target = jumpTarget(rule);
+  return rule.comment === TAG && rule.expr.length === 1 && target !== undefined && isOwnChain(target);
+}
+
+/**
+ * Our jump to `own` in the admin base chain, when it is in place: the only
+ * tagged jump there, and the first (filter.jump = "first") or last rule.
+ */
+export function ourJumpInPlace(base: LiveChain, own: string, jump: 'first' | 'last'): LiveRule | undefined {
+  const tagged = base.rules.filter(isOurJump);
+  const candidate = base.rules[jump === 'first' ? 0 : base.rules.length - 1];
+  return candidate && tagged.length === 1 && tagged[0] === candidate && jumpTarget(candidate) === own
+    ? candidate
+    : undefined;
+}
+
+/** Whether a live chain has the base-chain spec (type, hook, priority, policy) kvmnftd wants; none = a regular chain. */
+export function sameBase(live: LiveChain, wanted: BaseChainSpec | undefined): boolean {
+  if (!wanted) return live.hook === undefined;
+  return (
+    live.type === wanted.type && live.hook === wanted.hook && live.prio === wanted.prio && live.policy === wanted.policy
+  );
+}
+
+// ---- networks ---------------------------------------------------------------
+
+/**
+ * Whether kvmnftd's rules accept the network's traffic: every mode it writes
+ * rules for, and an `open` network only when listed in
+ * filter.accept_open_networks (libvirt writes no rules for `open` either).
+ */
+export function networkAccepted(net: Network, config: Config): boolean {
+  return net.mode !== 'open' || config.filter.acceptOpenNetworks.includes(net.name);
+}
+
+/** Whether kvmnftd's rules let the network's traffic be forwarded through the host. */
+export function forwardsThroughOwnRules(net: Network, config: Config): boolean {
+  return modeForwards(net.mode) && networkAccepted(net, config);
+}
