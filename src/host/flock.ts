@@ -5,7 +5,7 @@
 // this process dies, whatever happens to the file or to PIDs. No stale
 // lock, no takeover race, no PID reuse.
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { execaSync } from 'execa';
+import { spawnSync } from 'node:child_process';
 
 export interface Flock {
   release(): void;
@@ -13,15 +13,18 @@ export interface Flock {
 
 /** flock(1) on our descriptor `fd`: true when locked, false when another process holds the lock. */
 function lockFd(fd: number, path: string): boolean {
-  const result = execaSync('flock', ['--nonblock', '--exclusive', '3'], {
+  // spawnSync rather than execa: execa's types do not take a descriptor as an extra stdio entry.
+  const result = spawnSync('flock', ['--nonblock', '--exclusive', '3'], {
     stdio: ['ignore', 'ignore', 'pipe', fd],
-    reject: false,
+    encoding: 'utf8',
   });
-  if (result.code === 'ENOENT') throw new Error('flock not found: install util-linux');
-  if (result.exitCode !== 0 && result.exitCode !== 1) {
-    throw new Error(`flock ${path} failed: ${String(result.stderr) || `exit code ${String(result.exitCode)}`}`);
+  if ((result.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    throw new Error('flock not found: install util-linux');
   }
-  return result.exitCode === 0;
+  if (result.status !== 0 && result.status !== 1) {
+    throw new Error(`flock ${path} failed: ${result.stderr || `exit status ${String(result.status)}`}`);
+  }
+  return result.status === 0;
 }
 
 /** Locks `path` (created if needed) exclusively without waiting; undefined when another process holds it. */
