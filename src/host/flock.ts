@@ -18,7 +18,7 @@ function lockFd(fd: number, path: string): boolean {
     stdio: ['ignore', 'ignore', 'pipe', fd],
     encoding: 'utf8',
   });
-  if ((result.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+  if (result.error?.code === 'ENOENT') {
     throw new Error('flock not found: install util-linux');
   }
   if (result.status !== 0 && result.status !== 1) {
