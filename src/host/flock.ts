@@ -18,7 +18,8 @@ function lockFd(fd: number, path: string): boolean {
     stdio: ['ignore', 'ignore', 'pipe', fd],
     encoding: 'utf8',
   });
-  if (result.error?.code === 'ENOENT') {
+  const spawnError: NodeJS.ErrnoException | undefined = result.error;
+  if (spawnError?.code === 'ENOENT') {
     throw new Error('flock not found: install util-linux');
   }
   if (result.status !== 0 && result.status !== 1) {

@@ -8,6 +8,7 @@
 //   exactly the rule it writes there: a single jump to one of those two
 //   chains with the comment "kvmnftd" (a "tagged jump");
 // - every rule of one network carries the comment `kvmnftd net=<name>`.
+import { createHash } from 'node:crypto';
 import type { Config } from '../config/config.js';
 import { modeForwards, type Network } from '../libvirt/model.js';
 import type { BaseChainSpec, Expr } from './json.js';
@@ -19,6 +20,12 @@ export const OWN_INPUT_CHAIN = 'kvmnftd_input';
 export const OWN_FORWARD_CHAIN = 'kvmnftd_forward';
 /** kvmnftd's regular chains in the admin's table. */
 export const OWN_CHAINS: readonly string[] = [OWN_INPUT_CHAIN, OWN_FORWARD_CHAIN];
+/**
+ * An empty chain that marks kvmnftd's own table as kvmnftd's. Not a table
+ * comment: nft 1.0.6 drops table and chain comments in JSON, written and
+ * listed alike.
+ */
+export const OWNER_MARKER_CHAIN = 'kvmnftd_owner';
 /** The NAT base chain of kvmnftd's own table. */
 export const NAT_BASE_CHAIN = 'postrouting';
 /** The comment of kvmnftd's jumps (and of the rules that are no single network's). */
@@ -30,16 +37,41 @@ const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
 /** One NAT network's chain in kvmnftd's own table. */
 export const natChainName = (bridge: string): string => `nat_${bridge}`;
 
-/** The comment every rule of one network carries: `kvmnftd net=<name>`, truncated with a hash when long. */
+/**
+ * The comment every rule of one network carries: `kvmnftd net=<name>`. A
+ * name too long for nft's 127-byte comments is cut and ends in
+ * `/<16 hex digits of its SHA-256>`: libvirt refuses `/` in a network name,
+ * so no other network's full tag can look like it, and 64 bits keep two cut
+ * names apart.
+ */
 export function networkTag(name: string): string {
   const full = `${NET_TAG_PREFIX}${name}`;
   if (Buffer.byteLength(full) <= COMMENT_MAX_BYTES) return full;
-  let hash = 0x811c9dc5; // FNV-1a keeps truncated tags of different names apart
+  return cutWithSuffix(full, `/${createHash('sha256').update(name).digest('hex').slice(0, 16)}`);
+}
+
+/**
+ * Tags kvmnftd 0.1.0 wrote for the same network, when they differ from
+ * today's: a cut name ended in `~<8 hex digits of FNV-1a>`. Rules carrying
+ * them are still kvmnftd's, and are replaced by the next transaction.
+ */
+export function legacyNetworkTags(name: string): string[] {
+  const full = `${NET_TAG_PREFIX}${name}`;
+  if (Buffer.byteLength(full) <= COMMENT_MAX_BYTES) return [];
+  let hash = 0x811c9dc5;
   for (const byte of Buffer.from(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
-  const suffix = `~${hash.toString(16).padStart(8, '0')}`;
+  return [cutWithSuffix(full, `~${hash.toString(16).padStart(8, '0')}`)];
+}
+
+function cutWithSuffix(full: string, suffix: string): string {
   let cut = [...full];
   while (Buffer.byteLength(cut.join('') + suffix) > COMMENT_MAX_BYTES) cut = cut.slice(0, -1);
   return cut.join('') + suffix;
+}
+
+/** A comment kvmnftd writes: its jump tag, or any network's tag (today's or 0.1.0's). */
+export function isOurComment(comment: string | undefined): boolean {
+  return comment === TAG || (comment?.startsWith(NET_TAG_PREFIX) ?? false);
 }
 
 /** The network a `kvmnftd net=<name>` comment names (a truncated tag gives the truncated name), or undefined. */
@@ -75,6 +107,34 @@ export function isAdminTable(table: { family: string; name: string }, config: Co
 /** kvmnftd's own (NAT) table, when it exists. */
 export function ownTable(live: Ruleset, config: Config): LiveTable | undefined {
   return live.tables.get(tableKey('inet', config.nat.table));
+}
+
+/**
+ * Whose is the table `inet <nat.table>`? kvmnftd manages (and deletes) it
+ * only when it is marked as kvmnftd's, or when it has exactly the 0.1.0
+ * layout (every chain and rule kvmnftd's, nothing else), which it adopts
+ * and marks in the same transaction. Any other table of that name is
+ * someone else's: never touched, reported.
+ */
+export type OwnTableClaim =
+  { kind: 'absent' } | { kind: 'ours' } | { kind: 'adoptable' } | { kind: 'foreign'; why: string };
+
+export function ownTableClaim(live: Ruleset, config: Config): OwnTableClaim {
+  const table = ownTable(live, config);
+  if (!table) return { kind: 'absent' };
+  if (table.chains.has(OWNER_MARKER_CHAIN)) return { kind: 'ours' };
+  const objects = table.objects ?? [];
+  if (objects.length > 0) return { kind: 'foreign', why: `it holds ${objects.slice(0, 3).join(', ')}` };
+  for (const chain of table.chains.values()) {
+    const layout =
+      chain.name === NAT_BASE_CHAIN
+        ? chain.type === 'nat' && chain.hook === 'postrouting'
+        : chain.hook === undefined && chain.name.startsWith('nat_');
+    if (!layout) return { kind: 'foreign', why: `it has a chain ${chain.name} kvmnftd does not write` };
+    const alien = chain.rules.find((r) => !isOurComment(r.comment));
+    if (alien) return { kind: 'foreign', why: `chain ${chain.name} has a rule without kvmnftd's comment` };
+  }
+  return { kind: 'adoptable' };
 }
 
 /**

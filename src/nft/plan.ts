@@ -10,6 +10,9 @@ import {
   adminBaseChainOf,
   adminTable,
   isOurJump,
+  legacyNetworkTags,
+  OWNER_MARKER_CHAIN,
+  ownTableClaim,
   isOwnChain,
   jumpTarget,
   missingBaseChains,
@@ -66,7 +69,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
         field: input.field,
         message: `skipped: ${input.field}: ${input.message}`,
       });
-      retained.set(networkTag(input.name), input.name);
+      for (const tag of [networkTag(input.name), ...legacyNetworkTags(input.name)]) retained.set(tag, input.name);
     } else if (bridges.has(input.network.bridge)) {
       notes.push({
         level: 'error',
@@ -88,38 +91,56 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     }
   }
 
+  // A tag a valid network produces is that network's, never an invalid one's to keep.
+  for (const n of networks) for (const tag of [networkTag(n.name), ...legacyNetworkTags(n.name)]) retained.delete(tag);
+  const claim = ownTableClaim(live, config);
+  if (claim.kind === 'foreign') {
+    notes.push({
+      level: 'error',
+      field: 'nat.table',
+      message:
+        `table inet ${config.nat.table} exists and is not kvmnftd's (${claim.why}): kvmnftd neither changes ` +
+        'nor deletes it, and applies no NAT rules: set nat.table to a name no other table uses',
+    });
+  }
   const desired = desiredState(networks, config);
   keepRetained(desired, retained, live, config, notes);
   desired.input = withInvalidGuard(desired.input);
   desired.forward = withInvalidGuard(desired.forward);
-  const commands = [...planOwnTable(desired, config, live), ...planAdminTable(desired, config, live, notes)];
+  const commands = [
+    ...(claim.kind === 'foreign' ? [] : planOwnTable(desired, config, live)),
+    ...planAdminTable(desired, config, live, notes),
+  ];
   return { batch: { nftables: commands }, notes, networks, desired };
 }
 
 // ---- kvmnftd's own table: owned whole, managed chain by chain -----------
 
+/** A 0.1.0 table (every chain and rule kvmnftd's, no marker) gets its marker like any missing chain. */
 function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Command[] {
   const table: TableRef = { family: 'inet', name: config.nat.table };
   const liveTable = ownTable(live, config);
   if (desired.natChains.length === 0) return liveTable ? [{ delete: { table } }] : [];
+  // The marker chain says "kvmnftd's" to the next pass (and the next version).
+  const chains: DesiredChain[] = [{ name: OWNER_MARKER_CHAIN, rules: [] }, ...desired.natChains];
   // A base chain's type, hook or priority cannot change in place, and a
   // chain of that name may be jumped to: re-create the whole table (it is
   // ours alone), atomically within the batch.
   if (
     liveTable &&
-    desired.natChains.some((c) => {
+    chains.some((c) => {
       const cur = liveTable.chains.get(c.name);
       return cur !== undefined && !sameBase(cur, c.base);
     })
   ) {
-    return [{ delete: { table } }, ...createOwnTable(table, desired)];
+    return [{ delete: { table } }, ...createOwnTable(table, chains)];
   }
-  if (!liveTable) return createOwnTable(table, desired);
+  if (!liveTable) return createOwnTable(table, chains);
 
   const adds: Command[] = [];
   const fills: Command[] = [];
   const deletes: Command[] = [];
-  for (const chain of regularFirst(desired.natChains)) {
+  for (const chain of regularFirst(chains)) {
     const current = liveTable.chains.get(chain.name);
     const ref = chainRef(table, chain.name);
     if (!current) {
@@ -129,7 +150,7 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
       fills.push({ flush: { chain: ref } }, ...addRules(table, chain.name, chain.rules));
     }
   }
-  const wanted = new Set(desired.natChains.map((c) => c.name));
+  const wanted = new Set(chains.map((c) => c.name));
   const stale = [...liveTable.chains.keys()].filter((name) => !wanted.has(name));
   // Empty every stale chain before deleting any: they may jump to each other.
   for (const name of stale) deletes.push({ flush: { chain: chainRef(table, name) } });
@@ -138,8 +159,8 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
   return [...adds, ...fills, ...deletes];
 }
 
-function createOwnTable(table: TableRef, desired: DesiredState): Command[] {
-  const chains = regularFirst(desired.natChains);
+function createOwnTable(table: TableRef, wanted: DesiredChain[]): Command[] {
+  const chains = regularFirst(wanted);
   return [
     { add: { table } },
     ...chains.map((c): Command => ({ add: { chain: { ...chainRef(table, c.name), ...c.base } } })),
@@ -187,7 +208,8 @@ function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, no
   const wantJumpFor = (own: string): boolean =>
     jump !== 'none' && !missingBases.includes(adminBaseChainOf(own, config)) && wanted[own]!.length > 0;
 
-  for (const own of OWN_CHAINS) {
+  // filter.jump = "none": the admin writes the jumps; kvmnftd never adds or deletes one.
+  for (const own of jump === 'none' ? [] : OWN_CHAINS) {
     const baseName = adminBaseChainOf(own, config);
     const base = liveTable.chains.get(baseName);
     if (!base) continue;
@@ -273,7 +295,7 @@ function keepRetained(
 ): void {
   if (retained.size === 0) return;
   const admin = adminTable(live, config);
-  const own = ownTable(live, config);
+  const own = ownTableClaim(live, config).kind === 'foreign' ? undefined : ownTable(live, config);
   const kept = new Set<string>();
   // Only rules made of statements kvmnftd itself writes are carried over: a
   // tagged rule someone edited into something else is not ours to keep.

@@ -26,7 +26,24 @@ export interface LiveTable {
   name: string;
   handle: number;
   chains: Map<string, LiveChain>;
+  /** Its other named objects (sets, maps, flowtables, stateful objects) as `kind name`. */
+  objects?: string[];
 }
+
+/** Kinds of `nft -j list ruleset` items that are a table's named objects besides chains. */
+const TABLE_OBJECTS = new Set([
+  'set',
+  'map',
+  'flowtable',
+  'counter',
+  'quota',
+  'limit',
+  'ct helper',
+  'ct timeout',
+  'ct expectation',
+  'secmark',
+  'synproxy',
+]);
 
 export interface Ruleset {
   tables: Map<string, LiveTable>;
@@ -85,6 +102,12 @@ export function indexRuleset(doc: unknown): Ruleset {
       };
       if (typeof rule['comment'] === 'string') live.comment = rule['comment'];
       owner.rules.push(live);
+    } else {
+      const kind = Object.keys(item).find((k) => TABLE_OBJECTS.has(k));
+      const obj = kind === undefined ? undefined : item[kind];
+      if (kind === undefined || !isObj(obj)) continue;
+      const owner = ruleset.tables.get(tableKey(scalar(obj['family']), scalar(obj['table'])));
+      if (owner) (owner.objects ??= []).push(`${kind} ${scalar(obj['name'])}`);
     }
   }
   return ruleset;

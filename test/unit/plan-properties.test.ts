@@ -167,6 +167,7 @@ describe('planner behaviour', () => {
     });
     const after = applyBatch(polluted, plan(inputs, config, polluted).batch);
     expect([...after.tables.get(tableKey('inet', 'kvmnftd'))!.chains.keys()].sort()).toEqual([
+      'kvmnftd_owner',
       'nat_virbr0',
       'postrouting',
     ]);
