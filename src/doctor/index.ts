@@ -4,7 +4,13 @@ import { checkFirewalld, checkIptablesLegacy } from './foreign.js';
 import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
 import { checkNftVersion } from './nft-version.js';
-import { checkAdminTable, checkIptablesNameCollision, checkRulesApplied, checkRuleset } from './tables.js';
+import {
+  checkAdminTable,
+  checkIptablesNameCollision,
+  checkOwnTable,
+  checkRulesApplied,
+  checkRuleset,
+} from './tables.js';
 import { FINDING_ALIASES, type DoctorFacts, type Finding, type Severity } from './types.js';
 
 export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
@@ -12,6 +18,7 @@ export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkRuleset,
   checkLibvirtReachable,
   checkAdminTable,
+  checkOwnTable,
   checkRulesApplied,
   checkDropChains,
   checkIptablesLegacy,

@@ -8,6 +8,8 @@ import {
   jumpTarget,
   missingBaseChains,
   OWN_CHAINS,
+  OWNER_MARKER_CHAIN,
+  ownTableClaim,
 } from '../nft/ownership.js';
 import { dropsByDefault } from './drop-chains.js';
 import { activeNetworks, cannotGather, liveRuleset, type DoctorFacts, type Finding } from './types.js';
@@ -20,6 +22,33 @@ export function checkRuleset(facts: DoctorFacts): Finding[] {
     title: 'cannot read the nftables ruleset: nothing about it can be checked',
     fix: 'Run as root (CAP_NET_ADMIN) and install nftables: apt-get install nftables.',
   });
+}
+
+/** `nat.table` names a table kvmnftd did not create (and will not adopt): it applies no NAT. */
+export function checkOwnTable(facts: DoctorFacts): Finding[] {
+  const live = liveRuleset(facts);
+  if (!live) return [];
+  const claim = ownTableClaim(live, facts.config);
+  if (claim.kind !== 'foreign') return [];
+  const name = facts.config.nat.table;
+  return [
+    {
+      id: 'nat-table-not-owned',
+      severity: 'error',
+      title: `table inet ${name} (nat.table) is not kvmnftd's: kvmnftd neither changes nor deletes it, and applies no NAT rules`,
+      evidence: [
+        `table inet ${name} has no ${OWNER_MARKER_CHAIN} chain, kvmnftd's mark`,
+        `${claim.why}, so it is not the table kvmnftd 0.1.0 wrote either`,
+      ],
+      fix:
+        `Give kvmnftd a table of its own in /etc/kvmnftd/kvmnftd.toml: [nat] table = "kvmnftd" (any name no ` +
+        `other table uses), then systemctl reload kvmnftd. If this table really is a leftover of kvmnftd, ` +
+        `delete it: nft delete table inet ${name}.`,
+      networks: activeNetworks(facts)
+        .filter((n) => n.mode === 'nat')
+        .map((n) => n.name),
+    },
+  ];
 }
 
 export function checkAdminTable(facts: DoctorFacts): Finding[] {

@@ -14,6 +14,7 @@ export const FINDING_IDS = [
   'rules-not-applied',
   'admin-table-missing',
   'admin-chain-missing',
+  'nat-table-not-owned',
   'foreign-drop-chain',
   'br-netfilter',
   'ipv4-forwarding-off',

@@ -391,6 +391,28 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
     expect(f!.title).toContain('table ip nat has nft base chains iptables-nft does not know (postrouting)');
   });
 
+  it('nat-table-not-owned: nat.table = "nat" next to the admin\'s own table inet nat, which stays untouched', async () => {
+    const ns = await host();
+    const natCtx = await cliContext(theLab(), '[nat]\ntable = "nat"\n');
+    const run = (...args: string[]) => runCli(ns, [...args, '--config', natCtx.configFile], natCtx);
+    await nftScript(
+      ns,
+      'table inet nat {\n chain prerouting { type nat hook prerouting priority -100; tcp dport 8080 redirect to :80; }\n' +
+        ' chain postrouting { type nat hook postrouting priority 100; }\n}\n',
+    );
+    const before = (await nsRunOk(ns, 'nft', ['list', 'table', 'inet', 'nat'])).stdout;
+    const applied = await run('apply', ...xmlArgs([DEFAULT_XML]));
+    expect(applied.exitCode, describeRun(applied)).toBe(1);
+    expect(applied.stderr).toMatch(/table inet nat exists and is not kvmnftd's/);
+    const removed = await run('remove', '--force');
+    expect(removed.exitCode, describeRun(removed)).toBe(0);
+    expect((await nsRunOk(ns, 'nft', ['list', 'table', 'inet', 'nat'])).stdout).toBe(before);
+    const r = await run('doctor', '--json', ...xmlArgs([DEFAULT_XML]));
+    const [f] = byId((JSON.parse(r.stdout) as DoctorReport).findings, 'nat-table-not-owned');
+    expect(f).toMatchObject({ severity: 'error', networks: ['default'] });
+    expect(f!.fix).toContain('[nat] table = "kvmnftd"');
+  });
+
   it('iptables-legacy-rules: a legacy FORWARD DROP rule in the namespace', async () => {
     const ns = await host();
     await apply(ns);

@@ -18,11 +18,12 @@ describe('libvirt restore', () => {
   afterEach(() => vi.useRealTimers());
 
   it('stops broadcasting when libvirt does not answer, and says so once', async () => {
-    const announce = vi.fn(async () => ({ sent: true as const }));
+    const announce = vi.fn(() => Promise.resolve({ sent: true as const }));
     const log = quietLog();
-    let restorer!: LibvirtRestorer;
-    const recheck = vi.fn(() => void restorer.observe(true, 'default'));
-    restorer = new LibvirtRestorer(announce, recheck, log);
+    const ref: { restorer?: LibvirtRestorer } = {};
+    const recheck = vi.fn(() => void ref.restorer?.observe(true, 'default'));
+    const restorer = new LibvirtRestorer(announce, recheck, log);
+    ref.restorer = restorer;
     await restorer.observe(true, 'default');
     // libvirt never re-creates its chains: every re-check still sees them missing.
     await vi.advanceTimersByTimeAsync(10 * 60_000);
@@ -33,7 +34,7 @@ describe('libvirt restore', () => {
   });
 
   it('starts again when the situation changes or the chains come back', async () => {
-    const announce = vi.fn(async () => ({ sent: true as const }));
+    const announce = vi.fn(() => Promise.resolve({ sent: true as const }));
     const restorer = new LibvirtRestorer(announce, () => undefined, quietLog());
     for (let i = 0; i <= GIVE_UP_AFTER; i++) {
       await restorer.observe(true, 'default');
@@ -50,7 +51,7 @@ describe('libvirt restore', () => {
   });
 
   it('never broadcasts while the chains are there', async () => {
-    const announce = vi.fn(async () => ({ sent: true as const }));
+    const announce = vi.fn(() => Promise.resolve({ sent: true as const }));
     const restorer = new LibvirtRestorer(announce, () => undefined, quietLog());
     for (let i = 0; i < 10; i++) await restorer.observe(false, 'default');
     expect(announce).not.toHaveBeenCalled();

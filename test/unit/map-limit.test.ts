@@ -18,7 +18,7 @@ describe('mapLimit', () => {
   });
 
   it('handles no items, and rejects with the first failure', async () => {
-    expect(await mapLimit([], 8, async () => 1)).toEqual([]);
+    expect(await mapLimit([], 8, () => Promise.resolve(1))).toEqual([]);
     await expect(
       mapLimit([1, 2, 3], 2, async (i) => (i === 2 ? Promise.reject(new Error('boom')) : i)),
     ).rejects.toThrow('boom');

@@ -42,7 +42,7 @@ describe('own table ownership', () => {
   });
 
   it('refuses an admin table of the same name: no change to it, not even on remove', () => {
-    const cfg = configFromObject({ nat: { table: 'nat' } });
+    const cfg = configFromObject({ nat: { table: 'nat' } }, 'test.toml');
     const live = withTable(LIVE_LIBVIRT9, 'nat', [
       { chain: { family: 'inet', table: 'nat', name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100 } },
       { chain: { family: 'inet', table: 'nat', name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100 } },
@@ -97,7 +97,7 @@ describe('own table ownership', () => {
 describe('filter.jump = "none"', () => {
   it('never deletes a jump tagged kvmnftd, nor adds one', () => {
     const first = applyBatch(LIVE_LIBVIRT9, plan([xml('default')], config, LIVE_LIBVIRT9).batch);
-    const none = configFromObject({ filter: { jump: 'none' } });
+    const none = configFromObject({ filter: { jump: 'none' } }, 'test.toml');
     const batch = plan([xml('default')], none, first).batch;
     expect(batch.nftables.filter((c) => 'delete' in c && 'rule' in (c.delete as object))).toEqual([]);
     expect(JSON.stringify(batch)).not.toMatch(/"jump":\{"target":"kvmnftd_/);
@@ -123,7 +123,7 @@ describe('tags', () => {
     const now = applyBatch(LIVE_LIBVIRT9, plan([net], config, LIVE_LIBVIRT9).batch);
     // The same ruleset as 0.1.0 wrote it: every network tag in its old form.
     const [legacy] = legacyNetworkTags(long);
-    const old = indexRuleset(JSON.parse(JSON.stringify(toJson(now)).split(networkTag(long)).join(legacy!)) as unknown);
+    const old = indexRuleset(JSON.parse(JSON.stringify(toJson(now)).split(networkTag(long)).join(legacy)) as unknown);
     const upgrade = plan([net], config, old).batch;
     expect(upgrade.nftables.length).toBeGreaterThan(0);
     const after = applyBatch(old, upgrade);
