@@ -6,7 +6,8 @@
 // - a base chain on a hook kvmnftd cares about, in any table, created,
 //   deleted or given a new policy (nft reports a policy change as an `add`
 //   of the chain with its new policy);
-// - libvirt's own chains appearing or disappearing (the post-flush trap);
+// - libvirt's own chains appearing, disappearing or being rewritten (the
+//   post-flush trap; how a libvirtd restart is noticed);
 // - a table that holds any of these being deleted or re-created;
 // - anything the stream cannot say precisely: a line that is not JSON (e.g.
 //   "# ERROR: We lost some netlink events!") or an object kind not known here.
@@ -97,6 +98,12 @@ export function monitorLineReason(line: string, scope: MonitorScope): string | u
       return undefined;
     }
     case 'rule':
+      if (inScope) return `rule in ${tableKey(family, table)} changed`;
+      // libvirt rewrites its own chains when it (re)starts a network: after a
+      // libvirtd restart libvirt-dbus emits no event until some method call,
+      // and these changes are how the daemon notices (a pass's ListNetworks
+      // wakes libvirt-dbus up).
+      return isLibvirtChain(family, table, str(obj['chain'])) ? 'libvirt changed its rules' : undefined;
     case 'set':
     case 'element':
     case 'map':

@@ -51,11 +51,15 @@ describe('monitor scope', () => {
     for (const n of [0, 3, 4, 7, 8, 9, 11, 12, 15, 16]) expect(monitorLineReason(at(n), own)).toBeDefined();
   });
 
-  it("reacts to libvirt's chains appearing and disappearing", () => {
+  it("reacts to libvirt's chains appearing, disappearing and being rewritten, not to Docker's", () => {
     const add = JSON.stringify({ add: { chain: { family: 'ip', table: 'filter', name: 'LIBVIRT_FWI', handle: 9 } } });
     const del = JSON.stringify({ delete: { chain: { family: 'ip', table: 'libvirt_network', name: 'guest_input' } } });
     expect(monitorLineReason(add, scope)).toBe('libvirt chain LIBVIRT_FWI added');
     expect(monitorLineReason(del, scope)).toBe('libvirt chain guest_input deleted');
+    const rule = { family: 'ip', table: 'filter', chain: 'LIBVIRT_FWO', handle: 3, expr: [{ accept: null }] };
+    expect(monitorLineReason(JSON.stringify({ add: { rule } }), scope)).toBe('libvirt changed its rules');
+    const docker = { ...rule, chain: 'DOCKER' };
+    expect(monitorLineReason(JSON.stringify({ add: { rule: docker } }), scope)).toBeUndefined();
   });
 
   it('reacts to what it cannot read precisely: lost events, unknown kinds, garbage', () => {
