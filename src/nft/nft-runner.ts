@@ -1,8 +1,10 @@
 // The only module that runs nft. JSON in, JSON out; the batch goes through a
-// private file because nft cannot read a Node pipe as stdin (FACTS.md).
+// private file because `nft -f -` cannot read a Node child's stdin: nft opens
+// /dev/stdin by path and Node's stdio pipe is a socket (ENXIO).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { RUNTIME_FILES } from '../host/runtime.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
 
@@ -37,8 +39,8 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
       return indexRuleset(doc);
     },
     async apply(batch) {
-      const dir = await mkdtemp(join(runtimeDir, 'batch-'));
-      const file = join(dir, 'batch.json');
+      const dir = await mkdtemp(join(runtimeDir, RUNTIME_FILES.batchDirPrefix));
+      const file = join(dir, RUNTIME_FILES.batchFile);
       try {
         await writeFile(file, JSON.stringify(batch), { mode: 0o600 });
         await run(nft, ['-j', '-f', file], 'applying the batch');

@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, USAGE } from '../../src/cli/args.js';
-import { ConfigError, configFromObject } from '../../src/config/config.js';
+import { ConfigError, configFromObject, DEFAULT_CONFIG_PATH } from '../../src/config/config.js';
+import { DEFAULT_RUNTIME_DIR, RUNTIME_FILES } from '../../src/host/runtime.js';
 
 const MAN = join(import.meta.dirname, '..', '..', 'packaging', 'man');
 const page8 = readFileSync(join(MAN, 'kvmnftd.8'), 'utf8');
@@ -62,7 +63,7 @@ describe('man pages', () => {
           ? keysSection.split('\n.SS [')[0]!
           : keysSection.split(`\n.SS [${table}]`)[1]?.split('\n.SS ')[0];
       expect(sub, `a ".SS [${table}]" subsection for ${key}`).toBeDefined();
-      expect(sub!.includes(`\n.TP\n.B ${troff(name!)}\n`), `kvmnftd.toml(5) documents ${key}`).toBe(true);
+      expect(sub!.includes(`\n.TP\n.B ${troff(name)}\n`), `kvmnftd.toml(5) documents ${key}`).toBe(true);
     }
   });
 
@@ -98,11 +99,11 @@ describe('man pages', () => {
     const signals = section(page8, 'SIGNALS');
     for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGABRT']) expect(signals).toContain(sig);
     const files = section(page8, 'FILES');
+    const { batchDirPrefix, batchFile, ...single } = RUNTIME_FILES;
+    const runtime = [...Object.values(single), `${batchDirPrefix}*/${batchFile}`];
     for (const f of [
-      '/etc/kvmnftd/kvmnftd.toml',
-      '/run/kvmnftd/apply.lock',
-      '/run/kvmnftd/daemon.pid',
-      '/run/kvmnftd/reload.state',
+      DEFAULT_CONFIG_PATH,
+      ...runtime.map((name) => `${DEFAULT_RUNTIME_DIR}/${name}`),
       'kvmnftd.service',
     ])
       expect(files).toContain(troff(f));
