@@ -55,15 +55,18 @@ function renderExpr(e: Expr): string {
     case 'return':
       return kind;
     case 'jump':
-      return `jump ${String(obj(body)['target'])}`;
+      return `jump ${word(obj(body)['target'])}`;
     case 'masquerade':
       return body === null ? 'masquerade' : `masquerade to :${renderPorts(obj(body)['port'] ?? null)}`;
     case 'snat': {
       const b = obj(body);
       const addr = b['addr'];
-      const a = typeof addr === 'string' ? addr : (obj(addr ?? null)['range'] as string[]).join('-');
+      const a =
+        typeof addr === 'string' || 'prefix' in obj(addr ?? null)
+          ? renderValue(addr ?? null, 'snat')
+          : renderRange(obj(addr ?? null));
       const port = b['port'] === undefined ? '' : `:${renderPorts(b['port'])}`;
-      return `snat ${String(b['family'])} to ${a}${port}`;
+      return `snat ${word(b['family'])} to ${a}${port}`;
     }
     default:
       throw new Error(`renderExpr: unsupported statement ${kind}`);
@@ -74,13 +77,13 @@ function renderMatch(m: { [key: string]: Json }): string {
   const left = obj(m['left'] ?? null);
   let lhs: string;
   if ('meta' in left) {
-    const key = String(obj(left['meta'] ?? null)['key']);
+    const key = word(obj(left['meta'] ?? null)['key']);
     lhs = key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
   } else if ('payload' in left) {
     const p = obj(left['payload'] ?? null);
-    lhs = `${String(p['protocol'])} ${String(p['field'])}`;
+    lhs = `${word(p['protocol'])} ${word(p['field'])}`;
   } else if ('ct' in left) {
-    lhs = `ct ${String(obj(left['ct'] ?? null)['key'])}`;
+    lhs = `ct ${word(obj(left['ct'] ?? null)['key'])}`;
   } else {
     throw new Error(`renderMatch: unsupported left side ${JSON.stringify(left)}`);
   }
@@ -95,10 +98,22 @@ function renderValue(v: Json, lhs: string): string {
   const o = obj(v);
   if ('prefix' in o) {
     const p = obj(o['prefix'] ?? null);
-    return `${String(p['addr'])}/${String(p['len'])}`;
+    return `${word(p['addr'])}/${word(p['len'])}`;
   }
   if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
+}
+
+function renderRange(o: { [key: string]: Json }): string {
+  const r = o['range'];
+  if (!Array.isArray(r) || r.length !== 2) throw new Error(`renderRange: unsupported value ${JSON.stringify(o)}`);
+  return r.map(word).join('-');
+}
+
+/** A name, address or number inside a statement; anything else is not something kvmnftd writes. */
+function word(v: Json | undefined): string {
+  if (typeof v === 'string' || typeof v === 'number') return String(v);
+  throw new Error(`expected a name or number, got ${JSON.stringify(v)}`);
 }
 
 function renderPorts(port: Json): string {
