@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configFromObject } from '../../src/config/config.js';
+import { canonicalIp, formatIp } from '../../src/net/ip.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { Batch } from '../../src/nft/json.js';
 import { plan } from '../../src/nft/plan.js';
@@ -23,12 +24,21 @@ import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
 import { fuzzSeed } from '../helpers/arbitraries.js';
 import { GOLDEN_DIR, goldenCases, loadCase } from '../helpers/golden.js';
 import { requireLabPrivileges, run, runOk } from '../helpers/netns.js';
-import { networkBatchArb, type GeneratedNetwork } from '../helpers/network-arbitraries.js';
+import {
+  networkBatchArb,
+  v4Text,
+  v4ValueArb,
+  v6Text,
+  v6ValueArb,
+  type GeneratedNetwork,
+  type V6Spelling,
+} from '../helpers/network-arbitraries.js';
 
 const ADMIN = join(import.meta.dirname, '..', 'fixtures', 'admin-ruleset.nft');
 const MIN_NETWORKS = 300;
 const BATCHES = 60;
 const PER_BATCH = { min: 3, max: 9 };
+const ADDRESSES = 2000;
 
 const seed = fuzzSeed();
 const ns = `kvc-${process.pid}`;
@@ -97,6 +107,54 @@ afterAll(async () => {
   );
   if (nsCreated) await runOk('ip', ['netns', 'delete', ns]);
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
+});
+
+describe('addresses are written as nft prints them', () => {
+  // One rule with an anonymous set of generated addresses, each spelled some
+  // other way (upper case, zero-padded, compressed at any zero run, dotted
+  // tail): nft must list every element exactly as canonicalIp/formatIp write it.
+  it(`${ADDRESSES} IPv6 and IPv4 addresses in every spelling`, async () => {
+    const spellings = fc.sample(
+      fc.record({
+        compress: fc.option(fc.nat(7), { nil: undefined }),
+        pad: fc.boolean(),
+        upper: fc.boolean(),
+        dotted: fc.boolean(),
+      }),
+      { seed, numRuns: ADDRESSES },
+    ) as V6Spelling[];
+    const v6 = [...new Set(fc.sample(v6ValueArb, { seed, numRuns: ADDRESSES }))];
+    const v4 = [...new Set(fc.sample(v4ValueArb, { seed, numRuns: ADDRESSES / 4 }))];
+    const written6 = v6.map((value, i) => v6Text(value, spellings[i]!));
+    const table = { family: 'inet', table: 'addr', name: 'c' };
+    const rule = (proto: string, elements: string[]): unknown => ({
+      add: {
+        rule: {
+          ...table,
+          chain: 'c',
+          expr: [
+            { match: { op: '==', left: { payload: { protocol: proto, field: 'daddr' } }, right: { set: elements } } },
+          ],
+        },
+      },
+    });
+    delete (table as Partial<typeof table>).name;
+    await applyBatch({
+      nftables: [
+        { flush: { ruleset: null } },
+        { add: { table: { family: 'inet', name: 'addr' } } },
+        { add: { chain: { family: 'inet', table: 'addr', name: 'c' } } },
+        rule('ip6', written6),
+        rule('ip', v4.map(v4Text)),
+      ],
+    } as unknown as Batch);
+    const listed = (await readRuleset()).tables.get('inet addr')!.chains.get('c')!.rules;
+    const printed = listed.map((r) => (r.expr[0]!['match'] as { right: { set: string[] } }).right.set);
+    expect(new Set(printed[0])).toEqual(new Set(v6.map((v) => formatIp(6, v))));
+    expect(new Set(printed[1])).toEqual(new Set(v4.map((v) => formatIp(4, v))));
+    // The parser's canonical form of each spelling is the same text.
+    expect(new Set(written6.map((t) => canonicalIp(t)))).toEqual(new Set(printed[0]));
+  });
 });
 
 describe('apply, read back, plan again: nothing to do', () => {
