@@ -216,7 +216,8 @@ export function reservedInRange(
   if (atEnd) return { ...atEnd, where: 'end' };
   for (const block of RESERVED[a.family]) {
     const [blo, bhi] = bounds(a.family, block.value, block.prefix);
-    if (a.value <= bhi && blo <= b.value) return { kind: block.kind, block: block.block, address: false, where: 'inside' };
+    if (a.value <= bhi && blo <= b.value)
+      return { kind: block.kind, block: block.block, address: false, where: 'inside' };
   }
   return undefined;
 }
