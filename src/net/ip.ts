@@ -143,6 +143,14 @@ export function rangeAsCidr(start: string, end: string): Cidr | undefined {
   return undefined;
 }
 
+/** The first and last address of network/prefix, e.g. 10.0.0.4/30 -> 10.0.0.4, 10.0.0.7. */
+export function cidrBounds(network: string, prefix: number): [string, string] | undefined {
+  const parsed = parseIp(network);
+  if (!parsed || !isValidPrefix(parsed.family, prefix)) return undefined;
+  const [lo, hi] = bounds(parsed.family, parsed.value, prefix);
+  return [formatIp(parsed.family, lo), formatIp(parsed.family, hi)];
+}
+
 export function cidrText(cidr: Cidr): string {
   return `${cidr.network}/${cidr.prefix}`;
 }

@@ -1,6 +1,7 @@
 // The batch as nft(8) text, for people reading `kvmnftd plan`. It covers
 // exactly the statements the planner emits; anything else is a programming
 // error and throws. Tests load both forms into nft and compare the results.
+import { cidrBounds } from '../net/ip.js';
 import type { Command, Expr, Json } from './json.js';
 
 export function renderBatch(commands: readonly Command[]): string {
@@ -61,10 +62,7 @@ function renderExpr(e: Expr): string {
     case 'snat': {
       const b = obj(body);
       const addr = b['addr'];
-      const a =
-        typeof addr === 'string' || 'prefix' in obj(addr ?? null)
-          ? renderValue(addr ?? null, 'snat')
-          : renderRange(obj(addr ?? null));
+      const a = typeof addr === 'string' ? addr : renderRange(obj(addr ?? null));
       const port = b['port'] === undefined ? '' : `:${renderPorts(b['port'])}`;
       return `snat ${word(b['family'])} to ${a}${port}`;
     }
@@ -104,7 +102,18 @@ function renderValue(v: Json, lhs: string): string {
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
 }
 
+/**
+ * A SNAT address range. nft lists a range that is one prefix block as that
+ * prefix, but cannot read `to 10.0.0.4/30:1024-65535` back: the text form
+ * always spells the range out.
+ */
 function renderRange(o: { [key: string]: Json }): string {
+  if ('prefix' in o) {
+    const p = obj(o['prefix'] ?? null);
+    const bounds = cidrBounds(word(p['addr']), Number(word(p['len'])));
+    if (!bounds) throw new Error(`renderRange: unsupported prefix ${JSON.stringify(o)}`);
+    return bounds.join('-');
+  }
   const r = o['range'];
   if (!Array.isArray(r) || r.length !== 2) throw new Error(`renderRange: unsupported value ${JSON.stringify(o)}`);
   return r.map(word).join('-');

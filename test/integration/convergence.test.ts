@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { configFromObject } from '../../src/config/config.js';
 import { canonicalIp, formatIp } from '../../src/net/ip.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
@@ -68,6 +68,13 @@ async function applyBatch(batch: Batch): Promise<void> {
   writeFileSync(file, JSON.stringify(batch), { mode: 0o600 });
   applies++;
   await nft(['-j', '-f', file]);
+}
+
+/** `nft -c -f` of the plan as text (what `kvmnftd plan` prints), after `prelude`: nft must accept it. */
+async function checkText(prelude: string, batch: Batch): Promise<void> {
+  const file = join(dir, `plan-${++fileCounter}.nft`);
+  writeFileSync(file, `${prelude}${renderBatch(batch.nftables)}`, { mode: 0o600 });
+  await nft(['-c', '-f', file]);
 }
 
 /** A listed ruleset as commands that re-create it: no metainfo, no handles, no xt statements (nft cannot write those). */
@@ -160,6 +167,9 @@ describe('addresses are written as nft prints them', () => {
 describe('apply, read back, plan again: nothing to do', () => {
   it(`generated networks in every address form and forward mode (>= ${MIN_NETWORKS} networks)`, async () => {
     const started = Date.now();
+    onTestFinished(() => {
+      sampleSeconds = (Date.now() - started) / 1000;
+    });
     await fc.assert(
       fc.asyncProperty(networkBatchArb(PER_BATCH.min, PER_BATCH.max), fc.boolean(), async (nets, last) => {
         sampled += nets.length;
@@ -198,6 +208,7 @@ describe('apply, read back, plan again: nothing to do', () => {
             `an error note naming ${net.refuse!.field} for ${net.origin}: ${JSON.stringify(first.notes)}`,
           ).toBe(true);
         }
+        await checkText(`include "${ADMIN}"\n`, first.batch);
         await applyBatch({ nftables: [...adminCommands, ...first.batch.nftables] } as Batch);
         const listed = await nft(['-j', 'list', 'ruleset']);
         const second = plan(inputs, config, indexRuleset(JSON.parse(listed)));
@@ -210,7 +221,6 @@ describe('apply, read back, plan again: nothing to do', () => {
       }),
       { seed, numRuns: BATCHES, endOnFailure: false },
     );
-    sampleSeconds = (Date.now() - started) / 1000;
     expect(sampled, 'too few networks sampled: raise BATCHES').toBeGreaterThanOrEqual(MIN_NETWORKS);
   }, 300_000);
 
@@ -229,6 +239,7 @@ describe('apply, read back, plan again: nothing to do', () => {
         (n) => n.mode !== 'open' || c.config.filter.acceptOpenNetworks.includes(n.name),
       );
       expect(first.batch.nftables.length > 0, 'the case plans nothing against its own live ruleset').toBe(wantsRules);
+      await checkText('', first.batch);
       await applyBatch(first.batch);
       const second = plan(c.inputs, c.config, await readRuleset());
       expect(renderBatch(second.batch.nftables), `golden case ${name} did not converge`).toBe('');
