@@ -9,7 +9,9 @@
 // Runs as root in one network namespace this file creates and deletes
 // (`kvc-<pid>`), with the admin's drop-policy ruleset loaded before each batch.
 // Seeded: the seed is printed; FC_SEED=<seed> re-runs the same cases.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// KVMNFTD_TEST_NFT_ROOT=<dir> runs nft from that root with chroot, e.g. the
+// Debian 13 test root (nft 1.1.3) under /var/cache/kvmnftd-test/roots.
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -34,15 +36,18 @@ import {
   type V6Spelling,
 } from '../helpers/network-arbitraries.js';
 
-const ADMIN = join(import.meta.dirname, '..', 'fixtures', 'admin-ruleset.nft');
+const ADMIN_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'admin-ruleset.nft');
+const NFT_ROOT = process.env['KVMNFTD_TEST_NFT_ROOT'] ?? '';
 const MIN_NETWORKS = 300;
-const BATCHES = 60;
-const PER_BATCH = { min: 3, max: 9 };
+const BATCHES = 70;
+const PER_BATCH = { min: 1, max: 11 };
 const ADDRESSES = 2000;
 
 const seed = fuzzSeed();
 const ns = `kvc-${process.pid}`;
 let dir = '';
+let adminFile = '';
+let nftVersion = '';
 let nsCreated = false;
 let sampled = 0;
 let refused = 0;
@@ -53,7 +58,8 @@ let admin: Ruleset;
 let adminCommands: unknown[] = [];
 
 async function nft(args: string[]): Promise<string> {
-  const r = await run('ip', ['netns', 'exec', ns, 'nft', ...args], { timeoutMs: 20_000 });
+  const chroot = NFT_ROOT === '' ? [] : ['chroot', NFT_ROOT];
+  const r = await run('ip', ['netns', 'exec', ns, ...chroot, 'nft', ...args], { timeoutMs: 20_000 });
   if (r.exitCode !== 0) throw new Error(`nft ${args.join(' ')} failed: ${r.stderr.trim()}`);
   return r.stdout;
 }
@@ -62,19 +68,24 @@ async function readRuleset(): Promise<Ruleset> {
   return indexRuleset(JSON.parse(await nft(['-j', 'list', 'ruleset'])));
 }
 
+/** A path under `dir` as nft sees it (inside KVMNFTD_TEST_NFT_ROOT when set). */
+function inRoot(file: string): string {
+  return NFT_ROOT === '' ? file : file.slice(NFT_ROOT.replace(/\/+$/, '').length);
+}
+
 let fileCounter = 0;
 async function applyBatch(batch: Batch): Promise<void> {
   const file = join(dir, `batch-${++fileCounter}.json`);
   writeFileSync(file, JSON.stringify(batch), { mode: 0o600 });
   applies++;
-  await nft(['-j', '-f', file]);
+  await nft(['-j', '-f', inRoot(file)]);
 }
 
 /** `nft -c -f` of the plan as text (what `kvmnftd plan` prints), after `prelude`: nft must accept it. */
 async function checkText(prelude: string, batch: Batch): Promise<void> {
   const file = join(dir, `plan-${++fileCounter}.nft`);
   writeFileSync(file, `${prelude}${renderBatch(batch.nftables)}`, { mode: 0o600 });
-  await nft(['-c', '-f', file]);
+  await nft(['-c', '-f', inRoot(file)]);
 }
 
 /** A listed ruleset as commands that re-create it: no metainfo, no handles, no xt statements (nft cannot write those). */
@@ -98,10 +109,13 @@ function traces(rulesetJson: string, net: GeneratedNetwork): boolean {
 
 beforeAll(async () => {
   requireLabPrivileges(); // fails, never skips, without root, nft and ip
-  dir = mkdtempSync(join(tmpdir(), 'kvc-'));
+  dir = mkdtempSync(join(NFT_ROOT === '' ? tmpdir() : join(NFT_ROOT, 'tmp'), 'kvc-'));
+  adminFile = join(dir, 'admin-ruleset.nft');
+  copyFileSync(ADMIN_FIXTURE, adminFile);
   await runOk('ip', ['netns', 'add', ns]);
   nsCreated = true;
-  await nft(['-f', ADMIN]);
+  nftVersion = (await nft(['--version'])).trim();
+  await nft(['-f', inRoot(adminFile)]);
   const listed = JSON.parse(await nft(['-j', 'list', 'ruleset'])) as Parameters<typeof loadable>[0];
   admin = indexRuleset(listed);
   adminCommands = [{ flush: { ruleset: null } }, ...loadable(listed)];
@@ -110,7 +124,7 @@ beforeAll(async () => {
 afterAll(async () => {
   console.log(
     `convergence: ${sampled} generated networks (${refused} refused) in ${applies} applies to real nft, ` +
-      `${sampleSeconds.toFixed(1)} s (seed ${seed}; re-run with FC_SEED=${seed})`,
+      `${sampleSeconds.toFixed(1)} s, ${nftVersion} (seed ${seed}; re-run with FC_SEED=${seed})`,
   );
   if (nsCreated) await runOk('ip', ['netns', 'delete', ns]);
   if (dir !== '') rmSync(dir, { recursive: true, force: true });
@@ -208,7 +222,7 @@ describe('apply, read back, plan again: nothing to do', () => {
             `an error note naming ${net.refuse!.field} for ${net.origin}: ${JSON.stringify(first.notes)}`,
           ).toBe(true);
         }
-        await checkText(`include "${ADMIN}"\n`, first.batch);
+        await checkText(`include "${inRoot(adminFile)}"\n`, first.batch);
         await applyBatch({ nftables: [...adminCommands, ...first.batch.nftables] } as Batch);
         const listed = await nft(['-j', 'list', 'ruleset']);
         const second = plan(inputs, config, indexRuleset(JSON.parse(listed)));
