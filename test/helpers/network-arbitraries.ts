@@ -376,4 +376,4 @@ function rangeOverlaps(start: bigint, end: bigint, value: bigint, prefix: number
 
 /** A batch of networks with unique names and bridges, at least `min` of them. */
 export const networkBatchArb = (min: number, max: number): fc.Arbitrary<GeneratedNetwork[]> =>
-  fc.array(netRecipeArb, { minLength: min, maxLength: max }).map((rs) => rs.map(buildNetwork));
+  fc.array(netRecipeArb, { minLength: min, maxLength: max, size: 'max' }).map((rs) => rs.map(buildNetwork));
