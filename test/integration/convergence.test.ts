@@ -22,7 +22,7 @@ import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { Batch } from '../../src/nft/json.js';
 import { plan } from '../../src/nft/plan.js';
 import { renderBatch } from '../../src/nft/render-text.js';
-import { natChainName, networkTag } from '../../src/nft/desired.js';
+import { natChainName, networkTag } from '../../src/nft/ownership.js';
 import { indexRuleset, ruleKey, type Ruleset } from '../../src/nft/ruleset.js';
 import { fuzzSeed } from '../helpers/arbitraries.js';
 import { GOLDEN_DIR, goldenCases, loadCase } from '../helpers/golden.js';
