@@ -42,6 +42,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import dbus from 'dbus-next';
 import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { it } from 'vitest';
+import { busDaemonCall, DbusCaller } from '../src/libvirt/dbus-call.js';
 import { onLines } from '../test/helpers/lines.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
@@ -202,7 +203,11 @@ class Monitor {
 /** An independent D-Bus client on the lab's system bus: NetworkEvent signals, stamped on arrival. */
 class Observer {
   readonly signals: Array<{ path: string; code: number; at: number }> = [];
-  private constructor(readonly bus: MessageBus) {}
+  private readonly caller: DbusCaller;
+  private constructor(readonly bus: MessageBus) {
+    this.caller = new DbusCaller(bus, 10_000);
+    bus.on('error', (err: unknown) => this.caller.fail(err instanceof Error ? err : new Error(String(err))));
+  }
   static async connect(lab: Lab): Promise<Observer> {
     const bus = dbus.sessionBus({ busAddress: `unix:path=${lab.path('/run/dbus/system_bus_socket')}` });
     const o = new Observer(bus);
@@ -212,25 +217,19 @@ class Observer {
         o.signals.push({ path, code, at: now() });
       }
     });
-    await o.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [
-      "type='signal',interface='org.libvirt.Connect',member='NetworkEvent'",
-    ]);
-    // Activates libvirt-dbus (also needed with --events virsh: nobody else calls it then).
-    await o.call('org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect', 'ListNetworks', 'u', [0]);
-    return o;
-  }
-  async call(
-    destination: string,
-    path: string,
-    iface: string,
-    member: string,
-    signature: string,
-    body: unknown[],
-  ): Promise<unknown[]> {
-    const reply = await this.bus.call(
-      new dbus.Message({ destination, path, interface: iface, member, signature, body }),
+    await o.caller.call(
+      busDaemonCall('AddMatch', 's', ["type='signal',interface='org.libvirt.Connect',member='NetworkEvent'"]),
     );
-    return (reply?.body ?? []) as unknown[];
+    // Activates libvirt-dbus (also needed with --events virsh: nobody else calls it then).
+    await o.caller.call({
+      destination: 'org.libvirt',
+      path: '/org/libvirt/QEMU',
+      interface: 'org.libvirt.Connect',
+      member: 'ListNetworks',
+      signature: 'u',
+      body: [0],
+    });
+    return o;
   }
   close(): void {
     this.bus.disconnect();
@@ -424,7 +423,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
 
     const rss: RssSample[] = [];
     let events = 0;
-    const passes = () => d.logs.filter(DaemonProc.isPass).length;
+    const passes = () => d.logs.filter((l) => DaemonProc.isPass(l)).length;
     const sample = () => {
       const s = status(d.pid);
       const mib = (k: string) => round((s[k] ?? NaN) / 1024);
@@ -473,7 +472,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       if (TRACE > 0 && samples.length < TRACE)
         trace(what, c0, c1, d.logs.slice(logFrom), monitor.lines.slice(monFrom), observer!.signals.slice(sigFrom));
       const lines = d.logs.slice(logFrom);
-      const passLines = lines.filter(DaemonProc.isPass);
+      const passLines = lines.filter((l) => DaemonProc.isPass(l));
       // Possible: the pass was already running (triggered by libvirt's own firewall changes) and read the new state first.
       if (mon.at < sig.at)
         anomalies.push(
@@ -491,7 +490,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         logAfterCommitMs: round(applied.at - mon.at),
         event: String(applied.rec['event']),
         commands: Number(applied.rec['commands']),
-        transactions: passLines.filter(DaemonProc.isApplied).length,
+        transactions: passLines.filter((l) => DaemonProc.isApplied(l)).length,
         passes: passLines.length,
         passReasons: passLines.map((l) => String(l.rec['event'])),
       });
@@ -520,7 +519,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         ).catch((e: Error) => {
           throw new Error(`${e.message}\n${d.tail()}`);
         });
-        const extra = d.logs.slice(from).filter(DaemonProc.isApplied);
+        const extra = d.logs.slice(from).filter((l) => DaemonProc.isApplied(l));
         if (extra.length > 0)
           anomalies.push(
             `synthetic event ${synthetic}: ${extra.length} transaction(s) applied: ${JSON.stringify(extra[0]!.rec)}`,

@@ -91,10 +91,9 @@ export function parseCommandLine(argv: string[]): Args {
   const logLevel = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const events = values.events ?? 'auto';
-  if (events !== 'auto' && events !== 'dbus' && events !== 'virsh')
-    throw new UsageError('--events must be auto, dbus or virsh');
+  if (!isEventsMode(events)) throw new UsageError('--events must be auto, dbus or virsh');
   const base = {
-    events: events as Args['events'],
+    events,
     json: values.json ?? false,
     diff: values.diff ?? false,
     fromXml: values['from-xml'] ?? [],
@@ -125,4 +124,8 @@ export function parseCommandLine(argv: string[]): Args {
     throw new UsageError(`--from-xml does not go with ${command}`);
   if (values.events !== undefined && command !== 'run') throw new UsageError('--events goes with run');
   return args;
+}
+
+function isEventsMode(s: string): s is Args['events'] {
+  return s === 'auto' || s === 'dbus' || s === 'virsh';
 }

@@ -1,14 +1,16 @@
 // plan / apply / remove: thin wiring of the adapters around the pure planner.
 import type { Config } from '../config/config.js';
-import { logMessages, planMessages, syncOnce } from '../engine/sync.js';
 import { runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
 import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
+import { logMessages } from '../log/messages.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { plan } from '../nft/plan.js';
+import { planMessages, syncOnce } from '../nft/sync.js';
 import { renderBatch } from '../nft/render-text.js';
-import { readReloadState, runDaemon } from '../daemon/daemon.js';
+import { runDaemon } from '../daemon/daemon.js';
+import { readReloadState } from '../daemon/reload.js';
 import type { Args } from './args.js';
 
 export async function runPlan(args: Args, config: Config, log: Logger): Promise<number> {

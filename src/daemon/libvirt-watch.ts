@@ -48,7 +48,8 @@ export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallback
 }
 
 async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {
-  let client: LibvirtDbusClient | undefined;
+  // Callbacks can run before connect() returns: until then there is no client.
+  let client: LibvirtDbusClient | undefined = undefined;
   client = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
     onOwnerChange: (owner) => {

@@ -5,8 +5,9 @@
 import type { Logger } from '../log/logger.js';
 import { NftMonitor } from '../nft/monitor.js';
 import { monitorLineReason, type MonitorScope } from '../nft/monitor-scope.js';
+import { backoffMs, type Backoff } from './backoff.js';
 
-const MAX_DELAY_MS = 30_000;
+const BACKOFF: Backoff = { baseMs: 400, maxMs: 30_000 };
 
 export class MonitorSupervisor {
   private monitor: NftMonitor | undefined;
@@ -36,8 +37,8 @@ export class MonitorSupervisor {
         if (reason !== this.lastFault) this.log.warn(`${reason}; restarting it (the periodic check covers the gap)`);
         this.lastFault = reason;
         // A monitor that ran for a while starts the back-off afresh.
-        this.restarts = Date.now() - startedAt > MAX_DELAY_MS ? 1 : this.restarts + 1;
-        setTimeout(() => this.start(), Math.min(MAX_DELAY_MS, 200 * 2 ** Math.min(this.restarts, 8))).unref();
+        this.restarts = Date.now() - startedAt > BACKOFF.maxMs ? 1 : this.restarts + 1;
+        setTimeout(() => this.start(), backoffMs(this.restarts, BACKOFF)).unref();
         this.trigger('nft monitor restarted');
       },
     );

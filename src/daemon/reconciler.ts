@@ -3,6 +3,7 @@
 // that arrive during a pass fold into ONE follow-up pass, and a missed event
 // costs nothing but latency. Failures retry with capped exponential back-off
 // and are logged once per distinct error, not once per retry.
+import { backoffMs, type Backoff } from './backoff.js';
 
 export interface ReconcilerHooks {
   /**
@@ -16,12 +17,7 @@ export interface ReconcilerHooks {
   onRecovered: (failures: number) => void;
 }
 
-export interface BackoffOptions {
-  initialMs: number;
-  maxMs: number;
-}
-
-export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
+export const DEFAULT_BACKOFF: Backoff = { baseMs: 250, maxMs: 30_000 };
 
 export class Reconciler {
   private dirty = false;
@@ -37,7 +33,7 @@ export class Reconciler {
 
   constructor(
     private readonly hooks: ReconcilerHooks,
-    private readonly backoff: BackoffOptions = DEFAULT_BACKOFF,
+    private readonly backoff: Backoff = DEFAULT_BACKOFF,
   ) {}
 
   /** Marks the state dirty; a pass follows as soon as none is running. */
@@ -94,7 +90,7 @@ export class Reconciler {
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
           this.failures++;
-          const delay = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** (this.failures - 1));
+          const delay = backoffMs(this.failures, this.backoff);
           const repeated = this.seenErrors.has(error.message);
           this.seenErrors.add(error.message);
           this.hooks.onFailure(error, this.failures, delay, repeated);

@@ -1,8 +1,12 @@
-// The one-line STATUS= text `systemctl status kvmnftd` shows.
+// What the daemon says about itself, derived from its state (state.ts): the
+// one-line STATUS= text `systemctl status kvmnftd` shows, and the state file
+// in the runtime directory that `kvmnftd status` reads.
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { runtimePath } from '../host/runtime.js';
+import type { Notifier } from './notify.js';
+import type { DaemonState } from './state.js';
 
-export interface StatusFacts {
+export interface DaemonStatusFacts {
   networks: string[];
   degraded: string | undefined;
   lastChange: { at: Date; ms: number } | undefined;
@@ -10,7 +14,7 @@ export interface StatusFacts {
 
 const MAX_NAMES = 5;
 
-export function formatStatus(f: StatusFacts): string {
+export function formatStatus(f: DaemonStatusFacts): string {
   const names =
     f.networks.length > MAX_NAMES ? `${f.networks.slice(0, MAX_NAMES).join(', ')}, ...` : f.networks.join(', ');
   const count = `${f.networks.length} network${f.networks.length === 1 ? '' : 's'}${f.networks.length > 0 ? ` (${names})` : ''}`;
@@ -21,13 +25,30 @@ export function formatStatus(f: StatusFacts): string {
   return f.degraded ? `degraded: ${f.degraded.split('\n')[0]!.slice(0, 200)}; ${text}` : text;
 }
 
+type DegradedInputs = Pick<DaemonState, 'watchFault' | 'passError' | 'planError' | 'suspended' | 'restoreGaveUp'>;
+type StatusInputs = DegradedInputs & Pick<DaemonState, 'networks' | 'lastChange'>;
+
+/**
+ * Why the daemon is degraded, if it is: libvirt away beats a failing pass
+ * beats suspended applying beats libvirt's chains given up on beats a
+ * partial plan.
+ */
+export function degradedReason(s: DegradedInputs): string | undefined {
+  if (s.watchFault !== undefined) return `libvirt is not reachable: ${s.watchFault}`;
+  if (s.suspended !== undefined) return s.passError ?? `not applying: ${s.suspended}`;
+  return s.passError ?? s.restoreGaveUp ?? s.planError;
+}
+
+/** The STATUS= line. */
+export function statusText(s: StatusInputs): string {
+  return formatStatus({ networks: s.networks, lastChange: s.lastChange, degraded: degradedReason(s) });
+}
+
 // ---- the daemon's state file, for `kvmnftd status` -----------------------
 // systemd's StatusText is only there when systemd runs; this file (in the
 // runtime directory, next to the PID file) says the same and a little more.
 
-export const STATE_FILE = 'daemon.state.json';
-
-export interface DaemonState {
+export interface DaemonStateFile {
   pid: number;
   /** libvirt event transport in use, if connected. */
   transport: 'dbus' | 'virsh' | null;
@@ -40,20 +61,32 @@ export interface DaemonState {
   writtenAt: string;
 }
 
+export function stateFileRecord(s: DaemonState, pid: number, now: Date): DaemonStateFile {
+  return {
+    pid,
+    transport: s.watch?.transport ?? null,
+    status: statusText(s),
+    degraded: degradedReason(s) ?? null,
+    lastPassAt: s.lastPassAt?.toISOString() ?? null,
+    lastChangeAt: s.lastChange?.at.toISOString() ?? null,
+    writtenAt: now.toISOString(),
+  };
+}
+
 /** Best effort: a full disk must not stop the daemon. */
-export function writeDaemonState(dir: string, state: DaemonState): void {
+export function writeDaemonState(dir: string, state: DaemonStateFile): void {
   try {
-    const tmp = join(dir, `${STATE_FILE}.tmp`);
-    writeFileSync(tmp, `${JSON.stringify(state)}\n`, { mode: 0o644 });
-    renameSync(tmp, join(dir, STATE_FILE));
+    const file = runtimePath(dir, 'state');
+    writeFileSync(`${file}.tmp`, `${JSON.stringify(state)}\n`, { mode: 0o644 });
+    renameSync(`${file}.tmp`, file);
   } catch {
     /* status then says "unknown" */
   }
 }
 
-export function readDaemonState(dir: string): DaemonState | undefined {
+export function readDaemonState(dir: string): DaemonStateFile | undefined {
   try {
-    const doc = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as Partial<DaemonState>;
+    const doc = JSON.parse(readFileSync(runtimePath(dir, 'state'), 'utf8')) as Partial<DaemonStateFile>;
     if (typeof doc.pid !== 'number' || typeof doc.status !== 'string') return undefined;
     return {
       pid: doc.pid,
@@ -66,5 +99,32 @@ export function readDaemonState(dir: string): DaemonState | undefined {
     };
   } catch {
     return undefined;
+  }
+}
+
+/** Sends STATUS= to systemd and rewrites the state file. */
+export class StatusPublisher {
+  constructor(
+    private readonly state: DaemonState,
+    private readonly notifier: Notifier,
+    private readonly dir: string,
+  ) {}
+
+  /** Something changed: published once READY was sent (until then the first pass decides READY). */
+  changed(): void {
+    if (!this.state.ready) return;
+    this.notifier.send({ STATUS: statusText(this.state) });
+    this.save();
+  }
+
+  /** READY=1, with the status so far. */
+  ready(): void {
+    this.state.ready = true;
+    this.notifier.send({ READY: '1', STATUS: statusText(this.state) });
+    this.save();
+  }
+
+  private save(): void {
+    writeDaemonState(this.dir, stateFileRecord(this.state, process.pid, new Date()));
   }
 }

@@ -16,7 +16,7 @@ export async function readFlag(path: string): Promise<string | undefined> {
 
 /** Interfaces with accept_ra=1: they stop accepting router advertisements once IPv6 forwarding is on. */
 export async function interfacesAcceptingRa(): Promise<string[]> {
-  let names: string[] = [];
+  let names: string[];
   try {
     names = await readdir('/proc/sys/net/ipv6/conf');
   } catch {

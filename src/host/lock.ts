@@ -2,7 +2,7 @@
 // take the same lock file. Node has no flock(2), so the lock is an O_EXCL
 // file holding the owner's PID; a lock whose owner is dead is taken over.
 import { openSync, readFileSync, unlinkSync, writeSync, closeSync } from 'node:fs';
-import { join } from 'node:path';
+import { runtimePath } from './runtime.js';
 
 export class LockBusyError extends Error {
   constructor(readonly pid: number) {
@@ -29,9 +29,9 @@ function readPid(path: string): number | undefined {
   }
 }
 
-/** Takes `<dir>/<name>` or throws LockBusyError. Returns the release function. */
-export function takeLock(dir: string, name = 'apply.lock'): () => void {
-  const path = join(dir, name);
+/** Takes the lock file in `dir` or throws LockBusyError. Returns the release function. */
+export function takeLock(dir: string): () => void {
+  const path = runtimePath(dir, 'lock');
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
@@ -56,6 +56,6 @@ export function takeLock(dir: string, name = 'apply.lock'): () => void {
 
 /** The daemon's PID file; `remove` refuses while it names a live process. */
 export function runningDaemon(dir: string): number | undefined {
-  const pid = readPid(join(dir, 'daemon.pid'));
+  const pid = readPid(runtimePath(dir, 'pid'));
   return pid !== undefined && pid !== process.pid && isAlive(pid) ? pid : undefined;
 }

@@ -1,19 +1,21 @@
 // libvirt over D-Bus (libvirt-dbus, bus name org.libvirt): network listing,
 // XML, and NetworkEvent signals without a process per event.
 //
-// Two lessons from FACTS.md shape this module: a proxy-object signal
-// subscription goes silent once the service restarts, so we subscribe with
-// an explicit AddMatch and filter raw messages ourselves, accepting
-// NetworkEvent only from the current owner of org.libvirt; and a dead bus
-// makes later calls hang forever, so every call has a time-out and the
-// connection's end is reported as a fault for the caller to reconnect.
+// Two properties of dbus-next shape this module. A proxy-object signal
+// subscription goes silent once the service restarts (its owner is stale), so
+// we subscribe with an explicit AddMatch and filter raw messages ourselves,
+// accepting NetworkEvent only from the current owner of org.libvirt. And a
+// dead bus makes later calls hang forever, so every call has a time-out
+// (dbus-call.ts) and the connection's end is reported as a fault for the
+// caller to reconnect.
 import dbus from 'dbus-next';
-import type { MessageBus, Message as DbusMessage } from 'dbus-next';
+import type { MessageBus, MessageLike, Message as DbusMessage } from 'dbus-next';
+import { busDaemonCall, DbusCaller, DbusError } from './dbus-call.js';
 import type { NetworkParse } from './model.js';
 import { parseNetworkXml } from './parse-network-xml.js';
 import { mapLimit } from '../util/map-limit.js';
 
-const { Message, systemBus } = dbus;
+const { systemBus } = dbus;
 const SIGNAL = dbus.MessageType.SIGNAL;
 
 export const LIBVIRT_BUS_NAME = 'org.libvirt';
@@ -45,20 +47,17 @@ export interface ChangeHandlers {
   onFault: (error: Error) => void;
 }
 
-export class DbusError extends Error {
-  override name = 'DbusError';
-}
-
 export class LibvirtDbusClient {
   private owner: string | undefined;
   private closed = false;
-  /** Rejecters of calls in flight: a broken connection fails them at once. */
-  private readonly inFlight = new Set<(error: Error) => void>();
+  private readonly caller: DbusCaller;
 
   private constructor(
     private readonly bus: MessageBus,
     private readonly path: string,
-  ) {}
+  ) {
+    this.caller = new DbusCaller(bus, CALL_TIMEOUT_MS);
+  }
 
   /** Connects to the system bus ($DBUS_SYSTEM_BUS_ADDRESS is honoured). */
   static async connect(path: string, handlers: ChangeHandlers): Promise<LibvirtDbusClient> {
@@ -70,7 +69,7 @@ export class LibvirtDbusClient {
 
   private async attach(handlers: ChangeHandlers): Promise<void> {
     const fault = (error: Error): void => {
-      for (const reject of this.inFlight) reject(new DbusError(`D-Bus connection failed: ${error.message}`));
+      this.caller.fail(new DbusError(`D-Bus connection failed: ${error.message}`));
       if (this.closed) return;
       this.closed = true;
       handlers.onFault(error);
@@ -99,12 +98,17 @@ export class LibvirtDbusClient {
       }
     });
 
-    await this.callBus('AddMatch', 's', [
-      `type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`,
-    ]);
-    await this.callBus('AddMatch', 's', [
-      `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${LIBVIRT_BUS_NAME}'`,
-    ]);
+    await this.call(
+      busDaemonCall('AddMatch', 's', [
+        `type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`,
+      ]),
+    );
+    await this.call(
+      busDaemonCall('AddMatch', 's', [
+        "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'," +
+          `arg0='${LIBVIRT_BUS_NAME}'`,
+      ]),
+    );
     // The first method call activates libvirt-dbus if needed, and makes it
     // (re)open its libvirt connection and event callbacks.
     await this.listNetworkPaths();
@@ -113,7 +117,7 @@ export class LibvirtDbusClient {
 
   async refreshOwner(): Promise<string | undefined> {
     try {
-      const [owner] = (await this.callBus('GetNameOwner', 's', [LIBVIRT_BUS_NAME])) as [string];
+      const [owner] = (await this.call(busDaemonCall('GetNameOwner', 's', [LIBVIRT_BUS_NAME]))) as [string];
       this.owner = owner;
     } catch {
       this.owner = undefined;
@@ -126,14 +130,26 @@ export class LibvirtDbusClient {
   }
 
   async listNetworkPaths(): Promise<string[]> {
-    const [paths] = (await this.call(LIBVIRT_BUS_NAME, this.path, CONNECT_IFACE, 'ListNetworks', 'u', [
-      LIST_ACTIVE,
-    ])) as [string[]];
+    const [paths] = (await this.call({
+      destination: LIBVIRT_BUS_NAME,
+      path: this.path,
+      interface: CONNECT_IFACE,
+      member: 'ListNetworks',
+      signature: 'u',
+      body: [LIST_ACTIVE],
+    })) as [string[]];
     return paths;
   }
 
   async networkXml(path: string): Promise<string> {
-    const [xml] = (await this.call(LIBVIRT_BUS_NAME, path, NETWORK_IFACE, 'GetXMLDesc', 'u', [0])) as [string];
+    const [xml] = (await this.call({
+      destination: LIBVIRT_BUS_NAME,
+      path,
+      interface: NETWORK_IFACE,
+      member: 'GetXMLDesc',
+      signature: 'u',
+      body: [0],
+    })) as [string];
     return xml;
   }
 
@@ -148,45 +164,8 @@ export class LibvirtDbusClient {
     this.bus.disconnect();
   }
 
-  private callBus(member: string, signature: string, body: unknown[]): Promise<unknown[]> {
-    return this.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', member, signature, body);
-  }
-
-  private async call(
-    destination: string,
-    path: string,
-    iface: string,
-    member: string,
-    signature: string,
-    body: unknown[],
-  ): Promise<unknown[]> {
-    if (this.closed) throw new DbusError(`D-Bus connection closed (calling ${member})`);
-    const message = new Message({ destination, path, interface: iface, member, signature, body });
-    // One promise per call that settles on the reply, the time-out or a
-    // broken connection, whichever comes first. (Racing against a shared
-    // never-settling promise would pile up reactions on it: a leak.)
-    let timer: NodeJS.Timeout | undefined;
-    let fail: (error: Error) => void = () => undefined;
-    try {
-      const reply = await new Promise<DbusMessage | null>((resolve, reject) => {
-        fail = reject;
-        this.inFlight.add(fail);
-        timer = setTimeout(
-          () => reject(new DbusError(`${destination} did not answer ${member} within ${CALL_TIMEOUT_MS / 1000} s`)),
-          CALL_TIMEOUT_MS,
-        );
-        this.bus.call(message).then(resolve, reject);
-      });
-      return (reply?.body ?? []) as unknown[];
-    } catch (err) {
-      if (err instanceof DbusError) throw err;
-      const e = err as { type?: string; text?: string; message?: string };
-      throw new DbusError(
-        `${member} on ${destination} failed: ${e.type ? `${e.type}: ` : ''}${e.text ?? e.message ?? String(err)}`,
-      );
-    } finally {
-      clearTimeout(timer);
-      this.inFlight.delete(fail);
-    }
+  private call(message: MessageLike): Promise<unknown[]> {
+    if (this.closed) return Promise.reject(new DbusError(`D-Bus connection closed (calling ${message.member})`));
+    return this.caller.call(message);
   }
 }

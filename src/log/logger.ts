@@ -32,7 +32,8 @@ export function formatLine(line: string, format: Exclude<LogFormat, 'json'>): st
   const fields = Object.entries(record)
     .filter(([k]) => !INTERNAL.has(k))
     .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`);
-  const text = [String(record['msg'] ?? ''), ...fields].join(' ');
+  const msg = record['msg'];
+  const text = [msg == null ? '' : typeof msg === 'string' ? msg : JSON.stringify(msg), ...fields].join(' ');
   if (format === 'journal') return `<${SYSLOG_PRIORITY[level] ?? 6}>${text}\n`;
   return `${LEVEL_NAME[level] ?? 'info'}: ${text}\n`;
 }

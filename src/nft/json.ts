@@ -2,7 +2,7 @@
 // rule templates read like nft rules. Everything is emitted in the exact form
 // `nft -j list ruleset` prints back, which is what makes "live == desired"
 // a plain structural comparison (see ruleset.ts).
-import type { Cidr, Family } from '../net/ip.js';
+import { rangeAsCidr, type Cidr, type Family } from '../net/ip.js';
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type Expr = { [statement: string]: Json };
@@ -102,11 +102,15 @@ export const s = {
     masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null,
   }),
   snat: (family: 'ip' | 'ip6', addr: { start: string; end: string }, ports?: { start: number; end: number }): Expr => {
-    const spec: { [key: string]: Json } = {
-      family,
-      addr: addr.start === addr.end ? addr.start : { range: [addr.start, addr.end] },
-    };
+    const spec: { [key: string]: Json } = { family, addr: snatAddr(addr) };
     if (ports) spec['port'] = { range: [ports.start, ports.end] };
     return { snat: spec };
   },
 };
+
+/** A SNAT address range as nft lists it: one address, a prefix when the range is exactly one block, else a range. */
+function snatAddr(addr: { start: string; end: string }): Json {
+  if (addr.start === addr.end) return addr.start;
+  const block = rangeAsCidr(addr.start, addr.end);
+  return block ? addrValue(block) : { range: [addr.start, addr.end] };
+}

@@ -7,6 +7,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { RUNTIME_FILES } from '../host/runtime.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
 
@@ -45,8 +46,8 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
       return indexRuleset(doc);
     },
     async apply(batch) {
-      const dir = await mkdtemp(join(runtimeDir, 'batch-'));
-      const file = join(dir, 'batch.json');
+      const dir = await mkdtemp(join(runtimeDir, RUNTIME_FILES.batchDirPrefix));
+      const file = join(dir, RUNTIME_FILES.batchFile);
       try {
         await writeFile(file, JSON.stringify(batch), { mode: 0o600 });
         await run(nft, ['-j', '-f', file], 'applying the batch');

@@ -1,6 +1,7 @@
 // The batch as nft(8) text, for people reading `kvmnftd plan`. It covers
 // exactly the statements the planner emits; anything else is a programming
 // error and throws. Tests load both forms into nft and compare the results.
+import { cidrBounds } from '../net/ip.js';
 import { scalar, type Command, type Expr, type Json } from './json.js';
 
 export function renderBatch(commands: readonly Command[]): string {
@@ -84,7 +85,7 @@ function renderExpr(e: Expr): string {
     case 'snat': {
       const b = obj(body);
       const addr = b['addr'];
-      const a = typeof addr === 'string' ? addr : (obj(addr ?? null)['range'] as string[]).join('-');
+      const a = typeof addr === 'string' ? addr : renderRange(obj(addr ?? null));
       const port = b['port'] === undefined ? '' : `:${renderPorts(b['port'])}`;
       return `snat ${scalar(b['family'])} to ${a}${port}`;
     }
@@ -122,6 +123,29 @@ function renderValue(v: Json, lhs: string): string {
   }
   if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
+}
+
+/**
+ * A SNAT address range. nft lists a range that is one prefix block as that
+ * prefix, but cannot read `to 10.0.0.4/30:1024-65535` back: the text form
+ * always spells the range out.
+ */
+function renderRange(o: { [key: string]: Json }): string {
+  if ('prefix' in o) {
+    const p = obj(o['prefix'] ?? null);
+    const bounds = cidrBounds(word(p['addr']), Number(word(p['len'])));
+    if (!bounds) throw new Error(`renderRange: unsupported prefix ${JSON.stringify(o)}`);
+    return bounds.join('-');
+  }
+  const r = o['range'];
+  if (!Array.isArray(r) || r.length !== 2) throw new Error(`renderRange: unsupported value ${JSON.stringify(o)}`);
+  return r.map(word).join('-');
+}
+
+/** A name, address or number inside a statement; anything else is not something kvmnftd writes. */
+function word(v: Json | undefined): string {
+  if (typeof v === 'string' || typeof v === 'number') return String(v);
+  throw new Error(`expected a name or number, got ${JSON.stringify(v)}`);
 }
 
 function renderPorts(port: Json): string {

@@ -1,6 +1,7 @@
 // The live ruleset (`nft -j list ruleset`) as an index the planner can query,
 // and the normal form used to decide whether a live rule already is the rule
 // we want: counters and handles are run-time state, not configuration.
+import { canonicalIp, ipFamily } from '../net/ip.js';
 import { scalar, type Expr, type Json } from './json.js';
 
 export interface LiveRule {
@@ -62,6 +63,8 @@ export function cloneRuleset(r: Ruleset): Ruleset {
 
 type Obj = { [key: string]: Json };
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** A name in nft's output; anything else (never printed by nft) keeps a recognisable form. */
+const str = (v: Json | undefined): string => (typeof v === 'string' ? v : JSON.stringify(v ?? null));
 
 /** Indexes the parsed output of `nft -j list ruleset`. Unknown object kinds are ignored. */
 export function indexRuleset(doc: unknown): Ruleset {
@@ -115,18 +118,42 @@ export function indexRuleset(doc: unknown): Ruleset {
 
 /**
  * A rule's identity for comparison: statements with counter values dropped,
- * object keys sorted, plus the comment. Two rules with the same key behave
- * the same.
+ * object keys sorted, values in one normal form (below), plus the comment.
+ * Two rules with the same key behave the same.
  */
 export function ruleKey(rule: { expr: Expr[]; comment?: string | undefined }): string {
-  return canonical({ expr: rule.expr.map(stripCounter), comment: rule.comment ?? null });
+  return `{"comment":${JSON.stringify(rule.comment ?? null)},"expr":${canonical(rule.expr.map(stripCounter))}}`;
 }
 
 function stripCounter(expr: Expr): Json {
   return 'counter' in expr ? { counter: null } : expr;
 }
 
-function canonical(value: Json): string {
+/**
+ * One spelling for values that nft versions (or C libraries) print
+ * differently although they mean the same: a range of one value is that value
+ * (nft 1.0.6 lists `masquerade to :1024-1024` as {"range":[1024,1024]},
+ * nft 1.1.3 as 1024); a full-length prefix is the address; an IPv6 address
+ * is in canonicalIp's form (inet_ntop's, whatever the C library printed).
+ */
+function normal(value: Json): Json {
+  if (typeof value === 'string') return value.includes(':') ? (canonicalIp(value) ?? value) : value;
+  if (!isObj(value)) return value;
+  const keys = Object.keys(value);
+  if (keys.length !== 1) return value;
+  const range = value['range'];
+  if (Array.isArray(range) && range.length === 2 && typeof range[0] !== 'object' && range[0] === range[1])
+    return normal(range[0]!);
+  const prefix = value['prefix'];
+  if (isObj(prefix) && typeof prefix['addr'] === 'string' && typeof prefix['len'] === 'number') {
+    const family = ipFamily(prefix['addr']);
+    if (family !== undefined && prefix['len'] === (family === 4 ? 32 : 128)) return normal(prefix['addr']);
+  }
+  return value;
+}
+
+function canonical(raw: Json): string {
+  const value = normal(raw);
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (isObj(value)) {
     return `{${Object.keys(value)

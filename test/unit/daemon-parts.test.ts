@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { formatStatus } from '../../src/daemon/status.js';
+import { backoffMs } from '../../src/daemon/backoff.js';
+import { degradedReason, formatStatus, statusText } from '../../src/daemon/status.js';
 import { objectPathForUri } from '../../src/libvirt/dbus-client.js';
 import { parseEventLine } from '../../src/libvirt/virsh-events.js';
 import { formatLine } from '../../src/log/logger.js';
@@ -24,6 +25,48 @@ describe('STATUS= line', () => {
     expect(formatStatus({ networks: names, degraded: undefined, lastChange: undefined })).toBe(
       '8 networks (n0, n1, n2, n3, n4, ...)',
     );
+  });
+});
+
+describe('degraded reason', () => {
+  const healthy = {
+    watchFault: undefined,
+    passError: undefined,
+    planError: undefined,
+    suspended: undefined,
+    restoreGaveUp: undefined,
+  };
+  it('libvirt away beats a failing pass beats suspended applying beats a given-up restore beats a partial plan', () => {
+    expect(degradedReason(healthy)).toBeUndefined();
+    expect(degradedReason({ ...healthy, planError: 'network x: skipped' })).toBe('network x: skipped');
+    expect(degradedReason({ ...healthy, planError: 'network x: skipped', passError: 'nft failed' })).toBe('nft failed');
+    expect(degradedReason({ ...healthy, watchFault: 'libvirtd is down', passError: 'nft failed' })).toBe(
+      'libvirt is not reachable: libvirtd is down',
+    );
+    const gaveUp = "libvirt's own firewall chains are still missing";
+    expect(degradedReason({ ...healthy, planError: 'network x', restoreGaveUp: gaveUp })).toBe(gaveUp);
+    expect(degradedReason({ ...healthy, restoreGaveUp: gaveUp, suspended: 'it would loop' })).toBe(
+      'not applying: it would loop',
+    );
+  });
+  it('leads the STATUS= line', () => {
+    const state = { ...healthy, passError: 'nft failed', networks: ['default'], lastChange: undefined };
+    expect(statusText(state)).toBe('degraded: nft failed; 1 network (default)');
+    expect(statusText({ ...state, passError: undefined })).toBe('1 network (default)');
+  });
+});
+
+describe('back-off', () => {
+  it('doubles from the base up to the cap', () => {
+    const b = { baseMs: 500, maxMs: 30_000 };
+    expect([1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffMs(n, b))).toEqual([
+      500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000,
+    ]);
+  });
+  it('stays finite after any number of attempts', () => {
+    expect(backoffMs(10_000, { baseMs: 0, maxMs: 30_000 })).toBe(0);
+    expect(backoffMs(10_000, { baseMs: 250, maxMs: 30_000 })).toBe(30_000);
+    expect(backoffMs(0, { baseMs: 250, maxMs: 30_000 })).toBe(250);
   });
 });
 

@@ -16,7 +16,7 @@ import { ConfigError, configFromObject, defaultConfig, type Config } from '../..
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import { isSafeIfname } from '../../src/net/ifname.js';
-import { ipFamily } from '../../src/net/ip.js';
+import { ipFamily, reservedHit } from '../../src/net/ip.js';
 import { plan } from '../../src/nft/plan.js';
 import { renderBatch } from '../../src/nft/render-text.js';
 import type { Expr } from '../../src/nft/json.js';
@@ -58,15 +58,16 @@ function checkParse(result: NetworkParse): void {
     return;
   }
   const n = result.network;
-  // eslint-disable-next-line no-control-regex -- control characters are what a network name must not contain
-  expect(n.name).toMatch(/^[^\x00-\x20\x7f"'\\/]{1,200}$/);
+  // No control, bidi-override or separator characters, space, quote, backslash or slash.
+  expect(n.name).toMatch(/^[^\p{Cc}\u202a-\u202e\u2066-\u2069\u2028\u2029 "'\\/]{1,200}$/u);
   expect(isSafeIfname(n.bridge)).toBe(true);
   if (n.forwardDev !== undefined) expect(isSafeIfname(n.forwardDev)).toBe(true);
   expect(['nat', 'route', 'open', 'isolated']).toContain(n.mode);
   for (const ip of n.ips) {
     expect(ipFamily(ip.address)).toBe(ip.cidr.family);
-    // parse-network-xml.ts: "A /0 subnet would match every address: never a libvirt network."
-    expect(ip.cidr.prefix).toBeGreaterThanOrEqual(1);
+    // Never wider than /8 (IPv4) or /16 (IPv6), never in a reserved block.
+    expect(ip.cidr.prefix).toBeGreaterThanOrEqual(ip.cidr.family === 4 ? 8 : 16);
+    expect(reservedHit(ip.address, ip.cidr.prefix)).toBeUndefined();
     expect(ip.cidr.prefix).toBeLessThanOrEqual(ip.cidr.family === 4 ? 32 : 128);
     for (const r of ip.dhcpRanges) {
       expect(ipFamily(r.start)).toBe(ip.cidr.family);

@@ -10,6 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { COMMANDS, USAGE } from '../../src/cli/args.js';
 import { keyPaths } from '../../src/config/docs.js';
 import { SCHEMA } from '../../src/config/schema.js';
+import { DEFAULT_RUNTIME_DIR, RUNTIME_FILES } from '../../src/host/runtime.js';
+import { DEFAULT_CONFIG_PATH } from '../../src/config/config.js';
 
 const MAN = join(import.meta.dirname, '..', '..', 'packaging', 'man');
 const page8 = readFileSync(join(MAN, 'kvmnftd.8'), 'utf8');
@@ -75,11 +77,11 @@ describe('man pages', () => {
     const signals = section(page8, 'SIGNALS');
     for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGABRT']) expect(signals).toContain(sig);
     const files = section(page8, 'FILES');
+    const { batchDirPrefix, batchFile, ...single } = RUNTIME_FILES;
+    const runtime = [...Object.values(single), `${batchDirPrefix}*/${batchFile}`];
     for (const f of [
-      '/etc/kvmnftd/kvmnftd.toml',
-      '/run/kvmnftd/apply.lock',
-      '/run/kvmnftd/daemon.pid',
-      '/run/kvmnftd/reload.state',
+      DEFAULT_CONFIG_PATH,
+      ...runtime.map((name) => `${DEFAULT_RUNTIME_DIR}/${name}`),
       'kvmnftd.service',
     ])
       expect(files).toContain(troff(f));

@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { configFromObject } from '../../src/config/config.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import { plan } from '../../src/nft/plan.js';
+import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
 
 const golden = (file: string): string => readFileSync(join(import.meta.dirname, '..', 'golden', file), 'utf8');
 
@@ -102,5 +105,145 @@ describe('parseNetworkXml', () => {
     for (const ip of cases) {
       expect(parseNetworkXml(`<network><name>n</name><bridge name='br1'/>${ip}</network>`).kind, ip).toBe('invalid');
     }
+  });
+});
+
+const routed = (inner: string, name = 'n'): string =>
+  `<network><name>${name}</name><forward mode='route'/><bridge name='br1'/>${inner}</network>`;
+
+function refusal(xml: string): { field: string; message: string } {
+  const r = parseNetworkXml(xml, 'o.xml');
+  if (r.kind !== 'invalid') throw new Error(`expected a refusal, got ${JSON.stringify(r)}`);
+  return { field: r.field, message: r.message };
+}
+
+describe('parseNetworkXml: addresses that make no sense', () => {
+  it.each([
+    ["<ip address='10.0.0.1' prefix='7'/>", 'ip[1]/@prefix', 'must be 8-32 for IPv4'],
+    ["<ip address='10.0.0.1' netmask='254.0.0.0'/>", 'ip[1]/@netmask', 'is /7, wider than /8'],
+    ["<ip family='ipv6' address='fd00::1' prefix='15'/>", 'ip[1]/@prefix', 'must be 16-128 for IPv6'],
+    ["<ip family='ipv6' address='::ffff:10.0.0.1' prefix='120'/>", 'ip[1]/@address', 'IPv4-mapped'],
+    ["<ip family='ipv6' address='0:0:0:0:0:FFFF:a00:1' prefix='120'/>", 'ip[1]/@address', 'IPv4-mapped'],
+    ["<ip family='ipv6' address='::10.0.0.1' prefix='104'/>", 'ip[1]/@address', 'IPv4-compatible'],
+    ["<ip family='ipv6' address='::a00:1' prefix='64'/>", 'ip[1]/@address', 'IPv4-compatible'],
+    ["<ip address='127.0.0.1' prefix='8'/>", 'ip[1]/@address', 'loopback'],
+    ["<ip family='ipv6' address='::1' prefix='128'/>", 'ip[1]/@address', 'loopback'],
+    ["<ip address='239.1.2.3' prefix='24'/>", 'ip[1]/@address', 'multicast'],
+    ["<ip address='224.0.0.1'/>", 'ip[1]/@address', 'not a unicast class A/B/C address'],
+    ["<ip family='ipv6' address='ff02::1' prefix='64'/>", 'ip[1]/@address', 'multicast'],
+    ["<ip address='0.0.0.0' prefix='24'/>", 'ip[1]/@address', 'unspecified'],
+    ["<ip address='0.1.2.3'/>", 'ip[1]/@address', 'the network 0.0.0.0/8 contains the unspecified address'],
+    ["<ip family='ipv6' address='::' prefix='64'/>", 'ip[1]/@address', 'unspecified'],
+    [
+      "<ip family='ipv6' address='1::1' prefix='16'/><ip address='255.255.255.255' prefix='32'/>",
+      'ip[2]/@address',
+      'broadcast',
+    ],
+    [
+      "<ip family='ipv6' address='0:1::1' prefix='16'/>",
+      'ip[1]/@address',
+      'the network ::/16 contains the unspecified',
+    ],
+  ])('refuses %s naming %s', (ip, field, words) => {
+    const r = refusal(routed(ip));
+    expect(r.field).toBe(field);
+    expect(r.message).toContain(words);
+  });
+
+  it('accepts ordinary networks next to the reserved blocks', () => {
+    for (const ip of [
+      "<ip address='10.0.0.1' prefix='8'/>",
+      "<ip address='223.255.255.1' prefix='24'/>",
+      "<ip address='1.0.0.1'/>",
+      "<ip family='ipv6' address='1::1' prefix='16'/>",
+      "<ip family='ipv6' address='64:ff9b::10.0.0.1' prefix='120'/>",
+      "<ip family='ipv6' address='FD00:0000::1' prefix='128'/>",
+    ])
+      expect(parseNetworkXml(routed(ip)).kind, ip).toBe('ok');
+  });
+
+  it.each([
+    ['127.0.0.1', '127.0.0.9', 'forward/nat/address/@start', 'loopback'],
+    ['223.255.255.250', '224.0.0.1', 'forward/nat/address/@end', 'multicast'],
+    ['126.0.0.1', '128.0.0.1', 'forward/nat/address', 'loopback'],
+    ['0.0.0.0', '0.0.0.9', 'forward/nat/address/@start', 'unspecified'],
+    ['255.255.255.255', '255.255.255.255', 'forward/nat/address/@start', 'broadcast'],
+  ])('refuses the NAT address range %s-%s naming %s', (start, end, field, kind) => {
+    const r = refusal(
+      `<network><name>n</name><forward mode='nat'><nat><address start='${start}' end='${end}'/></nat></forward><bridge name='br1'/></network>`,
+    );
+    expect(r).toMatchObject({ field });
+    expect(r.message).toContain(kind);
+  });
+});
+
+describe('parseNetworkXml: names', () => {
+  it.each([
+    ['a&amp;b', 'a&b'],
+    ['&lt;x&gt;', '<x>'],
+    ['caf&#233;-&#xE9;', 'café-é'],
+    ['smile&#x1F642;', 'smile🙂'],
+    ['ünï-cødé', 'ünï-cødé'],
+  ])('decodes the entities in %s: the network is %s', (raw, name) => {
+    const r = parseNetworkXml(routed('', raw));
+    expect(r.kind === 'ok' && r.network.name).toBe(name);
+  });
+
+  it('decodes entities in attributes too, then validates the value', () => {
+    const ok = parseNetworkXml("<network><name>n</name><bridge name='virbr&#48;'/></network>");
+    expect(ok.kind === 'ok' && ok.network.bridge).toBe('virbr0');
+    expect(refusal("<network><name>n</name><bridge name='v&#42;'/></network>").field).toBe('bridge/@name');
+    expect(refusal("<network><name>n</name><bridge name='br&foo;'/></network>")).toMatchObject({
+      field: 'bridge/@name',
+      message: expect.stringContaining('undefined entity') as string,
+    });
+  });
+
+  const controls = ['\t', '\n', '\x7f', '\x85', '\x9f'];
+  const bidi = ['\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2066', '\u2067', '\u2068', '\u2069'];
+  it.each<[string, string]>([
+    ...controls.map((c): [string, string] => [c, 'a control character']),
+    ...bidi.map((c): [string, string] => [c, 'a bidi override character']),
+    ['\u2028', 'a line or paragraph separator'],
+    ['\u2029', 'a line or paragraph separator'],
+  ])('refuses a name with %j (%s), written as a character reference, and shows it escaped', (char, what) => {
+    const code = char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    const r = refusal(routed('', `x&#x${code};y`));
+    expect(r.field).toBe('name');
+    expect(r.message).toContain(`${what} (U+${code})`);
+    expect(r.message).not.toContain(char);
+  });
+
+  it('refuses bidi characters and separators written literally, too', () => {
+    for (const char of ['\u202e', '\u2069', '\u2028'])
+      expect(refusal(routed('', `x${char}y`)).field, JSON.stringify(char)).toBe('name');
+  });
+
+  it.each([
+    ['x&nbsp;y', 'undefined entity "&nbsp;"'],
+    ['x&#0;y', 'is not a character XML allows'],
+    ['x&#x1;y', 'is not a character XML allows'],
+    ['x&#xD800;y', 'is not a character XML allows'],
+    ['x&#x110000;y', 'is not a character XML allows'],
+    ['x&quot;y', 'a space, quote, backslash or slash'],
+    ['a&#32;b', 'a space, quote, backslash or slash'],
+    ['x'.repeat(201), '1-200 characters'],
+  ])('refuses the name %s: %s', (raw, words) => {
+    const r = refusal(routed('', raw));
+    expect(r.field).toBe('name');
+    expect(r.message).toContain(words);
+  });
+
+  it('refuses CDATA, whose content the XML parser would mix with decoded text', () => {
+    expect(refusal(routed('', '<![CDATA[a&amp;b]]>')).field).toBe('xml');
+  });
+
+  it('a decoded name is the name filter.accept_open_networks uses', () => {
+    const open = parseNetworkXml(
+      "<network><name>lab&amp;co</name><forward mode='open'/><bridge name='br9'/></network>",
+    );
+    const config = configFromObject({ filter: { accept_open_networks: ['lab&co'] } }, 'k.toml');
+    const result = plan([open], config, LIVE_LIBVIRT9);
+    expect(result.desired.input).toContainEqual(expect.objectContaining({ comment: 'kvmnftd net=lab&co' }) as unknown);
   });
 });

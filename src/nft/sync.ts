@@ -1,19 +1,14 @@
-// One pass: read the live ruleset, plan, apply, check forwarding. Shared by
-// the one-shot CLI and the daemon's reconciler. Findings come back as
-// messages so that the daemon can log each one once, not once per pass.
+// One pass with I/O: read the live ruleset, plan, apply, check forwarding.
+// Shared by the one-shot `kvmnftd apply`/`remove` and the daemon's pass.
+// Findings come back as messages (src/log/messages.ts) so that the daemon can
+// log each one once, not once per pass.
 import type { Config } from '../config/config.js';
 import { ensureIpv4Forwarding, ipv6ForwardingRisk } from '../host/forwarding.js';
 import type { NetworkParse } from '../libvirt/model.js';
-import type { Logger } from '../log/logger.js';
-import type { NftRunner } from '../nft/nft-runner.js';
-import { plan, type Plan } from '../nft/plan.js';
-import type { Ruleset } from '../nft/ruleset.js';
-
-export interface SyncMessage {
-  level: 'info' | 'warn' | 'error';
-  text: string;
-  fields: Record<string, string>;
-}
+import type { LogMessage } from '../log/messages.js';
+import type { NftRunner } from './nft-runner.js';
+import { plan, type Plan } from './plan.js';
+import type { Ruleset } from './ruleset.js';
 
 export interface SyncResult {
   plan: Plan;
@@ -21,21 +16,32 @@ export interface SyncResult {
   live: Ruleset;
   applied: boolean;
   durationMs: number;
-  messages: SyncMessage[];
+  messages: LogMessage[];
 }
 
-export async function syncOnce(networks: NetworkParse[], config: Config, nft: NftRunner): Promise<SyncResult> {
+export interface SyncOptions {
+  /** Asked before a non-empty batch is applied; false holds it back (the daemon's convergence guard). */
+  mayApply?: (plan: Plan, live: Ruleset) => boolean;
+}
+
+export async function syncOnce(
+  networks: NetworkParse[],
+  config: Config,
+  nft: NftRunner,
+  options: SyncOptions = {},
+): Promise<SyncResult> {
   const started = performance.now();
   const live = await nft.readRuleset();
   const result = plan(networks, config, live);
-  const applied = result.batch.nftables.length > 0;
+  const applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
   if (applied) await nft.apply(result.batch);
   const durationMs = Math.round((performance.now() - started) * 10) / 10;
   const messages = [...planMessages(result), ...(await forwardingMessages(result, config))];
   return { plan: result, live, applied, durationMs, messages };
 }
 
-export function planMessages(result: Plan): SyncMessage[] {
+/** The plan's notes as messages, for the log. */
+export function planMessages(result: Plan): LogMessage[] {
   return result.notes.map((note) => ({
     level: note.level,
     text: note.network ? `network ${note.network}: ${note.message}` : note.message,
@@ -43,12 +49,8 @@ export function planMessages(result: Plan): SyncMessage[] {
   }));
 }
 
-export function logMessages(messages: readonly SyncMessage[], log: Logger): void {
-  for (const m of messages) log[m.level](m.fields, m.text);
-}
-
-async function forwardingMessages(result: Plan, config: Config): Promise<SyncMessage[]> {
-  const out: SyncMessage[] = [];
+async function forwardingMessages(result: Plan, config: Config): Promise<LogMessage[]> {
+  const out: LogMessage[] = [];
   if (result.desired.forwardsIpv4) {
     const outcome = await ensureIpv4Forwarding(config.forwarding.manageIpv4);
     if (outcome.kind === 'enabled')

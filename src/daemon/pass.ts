@@ -1,0 +1,226 @@
+// The daemon's pass: plan from libvirt's active networks (or, while libvirt
+// is away, the last ones it reported), apply under the lock, ask libvirt to
+// re-create its own chains after a flush, and log what changed and each
+// finding once while it persists. The Reconciler schedules passes (coalescing,
+// back-off); failures are logged by how long they last.
+import { takeLock } from '../host/lock.js';
+import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
+import type { NetworkParse } from '../libvirt/model.js';
+import type { Logger } from '../log/logger.js';
+import { RepeatFilter, type LogMessage } from '../log/messages.js';
+import { libvirtChainsMissing } from '../nft/libvirt-chains.js';
+import type { NftRunner } from '../nft/nft-runner.js';
+import { planDiff, renderDiff } from '../nft/diff.js';
+import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
+import type { Plan } from '../nft/plan.js';
+import type { Ruleset } from '../nft/ruleset.js';
+import { syncOnce, type SyncResult } from '../nft/sync.js';
+import { ConvergenceGuard } from './convergence-guard.js';
+import type { Backoff } from './backoff.js';
+import { LibvirtRestorer } from './libvirt-restore.js';
+import { DEFAULT_BACKOFF, Reconciler } from './reconciler.js';
+import type { DaemonState } from './state.js';
+
+/** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
+const PERSISTENT_FAILURES = 5;
+/** Triggers that re-arm a suspended apply (convergence-guard.ts): a periodic check, a reload. */
+export const REARMING_TRIGGERS: ReadonlySet<string> = new Set(['periodic check', 'reload']);
+
+export interface PassDeps {
+  state: DaemonState;
+  runtimeDir: string;
+  nft: NftRunner;
+  log: Logger;
+  /** Called after every pass and every failure: the status follows. */
+  changed: () => void;
+  /** Broadcasts org.fedoraproject.FirewallD1.Reloaded (replaceable in tests). */
+  announce?: () => Promise<ReloadOutcome>;
+  /** One read-plan-apply (replaceable in tests). */
+  sync?: typeof syncOnce;
+  backoff?: Backoff;
+}
+
+export class DaemonPass {
+  /** Resolves when the first pass has ended, whatever its outcome. */
+  readonly firstPass: Promise<void>;
+  private firstPassDone: () => void = () => undefined;
+  private readonly reconciler: Reconciler;
+  private readonly restorer: LibvirtRestorer;
+  private readonly findings: RepeatFilter;
+  private readonly guard = new ConvergenceGuard();
+
+  constructor(private readonly deps: PassDeps) {
+    this.firstPass = new Promise((resolve) => (this.firstPassDone = resolve));
+    this.findings = new RepeatFilter(deps.log);
+    this.reconciler = new Reconciler(
+      {
+        pass: (reasons, since) => this.run(reasons, since),
+        onFailure: (error, attempt, retryInMs, repeated) => this.failed(error, attempt, retryInMs, repeated),
+        onRecovered: (failures) => this.recovered(failures),
+      },
+      deps.backoff ?? DEFAULT_BACKOFF,
+    );
+    this.restorer = new LibvirtRestorer(
+      deps.announce ?? announceFirewallReload,
+      () => this.trigger('libvirt chains still missing'),
+      deps.log,
+    );
+  }
+
+  /** Something may have changed: a pass follows (see Reconciler). */
+  trigger(reason: string): void {
+    if (REARMING_TRIGGERS.has(reason)) this.guard.rearm();
+    this.reconciler.trigger(reason);
+  }
+
+  /** Resolves when no pass is running or pending. */
+  idle(): Promise<void> {
+    return this.reconciler.idle();
+  }
+
+  /** Schedules nothing more; waits for a running pass to end. */
+  async stop(): Promise<void> {
+    this.restorer.stop();
+    await this.reconciler.stop();
+  }
+
+  private async run(reasons: string[], since: number): Promise<void> {
+    const { state } = this.deps;
+    state.passStartedAt = Date.now();
+    try {
+      const networks = await this.networks();
+      if (networks === undefined) return; // nothing known yet: the status names libvirt
+      const inputs = JSON.stringify([networks, state.config]);
+      const result = await this.sync(networks, inputs);
+      state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
+      this.judgeConvergence(result, inputs);
+      const messages = [...result.messages, ...this.checkLibvirtChains(result)];
+      this.findings.logNew(messages);
+      this.record(result, messages, reasons, since);
+    } finally {
+      state.passStartedAt = undefined;
+      state.lastPassAt = new Date();
+      this.firstPassDone();
+      this.deps.changed();
+    }
+  }
+
+  /**
+   * Without libvirt, plan from the last networks it reported, so that a flush
+   * during a libvirtd restart is still repaired; the reconnect loop, not the
+   * reconciler's back-off, brings fresh state back.
+   */
+  private async networks(): Promise<NetworkParse[] | undefined> {
+    const { state } = this.deps;
+    if (!state.watch) return state.lastNetworks;
+    state.lastNetworks = await state.watch.activeNetworks();
+    return state.lastNetworks;
+  }
+
+  private async sync(networks: NetworkParse[], inputs: string): Promise<SyncResult> {
+    const release = takeLock(this.deps.runtimeDir);
+    try {
+      return await (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
+        mayApply: (plan, live) => this.mayApply(inputs, plan, live),
+      });
+    } finally {
+      release();
+    }
+  }
+
+  /** The convergence guard's verdict; the first time it holds a batch back, one error line with the diff. */
+  private mayApply(inputs: string, plan: Plan, live: Ruleset): boolean {
+    const verdict = this.guard.check(inputs, plan.batch, Date.now());
+    if (verdict.apply) return true;
+    if (verdict.firstTime) {
+      const diff = renderDiff(planDiff(live, plan.batch)).trimEnd();
+      this.deps.log.error(
+        { commands: plan.batch.nftables.length },
+        `not applying: ${verdict.reason}; kvmnftd waits for a network or config change, a reload or the periodic ` +
+          `check. This is a bug in kvmnftd: please report it with this diff:\n${diff}`,
+      );
+    }
+    return false;
+  }
+
+  /** Tell the guard how the pass ended: committed, nothing to do, or held back. */
+  private judgeConvergence(result: SyncResult, inputs: string): void {
+    if (result.applied) this.guard.committed(inputs, result.plan.batch);
+    else if (result.plan.batch.nftables.length === 0) this.guard.converged();
+    this.deps.state.suspended = this.guard.suspended;
+  }
+
+  /** After a foreign flush libvirt's own chains are gone: restore them, or say how. */
+  private checkLibvirtChains(result: SyncResult): LogMessage[] {
+    const { state } = this.deps;
+    const missing = libvirtChainsMissing(result.live, result.plan.networks);
+    if (state.config.daemon.restoreLibvirtRules) {
+      // A new set of networks, or a new connection to libvirt, starts the attempts afresh.
+      const situation = `${state.watch?.transport ?? 'none'}:${result.plan.networks.map((n) => n.name).join(',')}`;
+      void this.restorer.observe(missing, situation).finally(() => {
+        state.restoreGaveUp = this.restorer.gaveUp;
+      });
+      return [];
+    }
+    if (!missing) return [];
+    return [
+      {
+        level: 'warn',
+        fields: {},
+        text:
+          "libvirt's own firewall chains are gone (was the ruleset flushed?) and " +
+          'daemon.restore_libvirt_rules = false: restart libvirtd (or virtnetworkd) before starting networks',
+      },
+    ];
+  }
+
+  /** The pass succeeded: record what it found and log what it changed. */
+  private record(result: SyncResult, messages: LogMessage[], reasons: string[], since: number): void {
+    const { state, log } = this.deps;
+    const before = new Set(state.networks);
+    const now = result.plan.networks.map((n) => n.name);
+    const started = now.filter((n) => !before.has(n));
+    const stopped = state.networks.filter((n) => !now.includes(n));
+    state.networks = now;
+    state.planError = messages.find((m) => m.level === 'error')?.text;
+    state.passError = undefined;
+    if (state.watch) state.reconnectAttempts = 0; // the event source proved itself
+    if (!result.applied) {
+      log.debug({ event: reasons[0], duration_ms: result.durationMs }, 'ruleset already up to date');
+      return;
+    }
+    state.lastChange = { at: new Date(), ms: result.durationMs };
+    const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
+    const summary =
+      what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
+    const commands = result.plan.batch.nftables.length;
+    log.info(
+      {
+        event: reasons[0],
+        networks: now.join(','),
+        commands,
+        duration_ms: result.durationMs,
+        latency_ms: Math.round((performance.now() - since) * 10) / 10,
+      },
+      `${summary}: applied ${commands} nft commands in ${result.durationMs} ms`,
+    );
+  }
+
+  private failed(error: Error, attempt: number, retryInMs: number, repeated: boolean): void {
+    const { state, log } = this.deps;
+    state.passError = error.message;
+    // A new error is a warning (libvirtd restarts cause short ones); one
+    // that persists becomes an error, once; retries in between are debug.
+    if (!repeated)
+      log.warn({ attempt, retry_ms: retryInMs }, `reconcile failed: ${error.message} (retrying with back-off)`);
+    else if (attempt === PERSISTENT_FAILURES)
+      log.error({ attempt }, `reconcile still failing after ${attempt} attempts: ${error.message}`);
+    else log.debug({ attempt, retry_ms: retryInMs }, 'reconcile failed again');
+    this.deps.changed();
+  }
+
+  private recovered(failures: number): void {
+    this.deps.state.passError = undefined;
+    this.deps.log.info({ failures }, `reconcile succeeded again after ${failures} failed attempts`);
+  }
+}

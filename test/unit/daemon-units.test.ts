@@ -1,0 +1,380 @@
+// The daemon's units, each alone: the pass (with a fake nft and a fake
+// libvirt), reconnecting to libvirt's event source, reload, the watchdog,
+// the periodic check and signal handling. Timers are fake where time matters.
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { defaultConfig, type Config } from '../../src/config/config.js';
+import { LibvirtConnection } from '../../src/daemon/connection.js';
+import type { LibvirtWatch, WatchCallbacks } from '../../src/daemon/libvirt-watch.js';
+import type { Notifier } from '../../src/daemon/notify.js';
+import { DaemonPass } from '../../src/daemon/pass.js';
+import { readReloadState, Reloader } from '../../src/daemon/reload.js';
+import { handleSignals } from '../../src/daemon/signals.js';
+import { initialState } from '../../src/daemon/state.js';
+import { PeriodicCheck, STUCK_PASS_MS, Watchdog } from '../../src/daemon/timers.js';
+import { runtimePath } from '../../src/host/runtime.js';
+import type { NetworkParse } from '../../src/libvirt/model.js';
+import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
+import type { NftRunner } from '../../src/nft/nft-runner.js';
+import { plan } from '../../src/nft/plan.js';
+import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
+import { planMessages, type syncOnce } from '../../src/nft/sync.js';
+import { fixture } from '../helpers/cli.js';
+import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { cloneRuleset } from '../../src/nft/ruleset.js';
+
+const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
+
+function memoryLog() {
+  const lines: Array<{ level: number; msg: string }> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as never) });
+  const at = (level: number): string[] => lines.filter((l) => l.level === level).map((l) => l.msg);
+  return { log, lines, debug: () => at(20), info: () => at(30), warn: () => at(40), error: () => at(50) };
+}
+
+function fakeNotifier(watchdogIntervalMs?: number): Notifier & { sent: Array<Record<string, string>> } {
+  const sent: Array<Record<string, string>> = [];
+  return { active: true, watchdogIntervalMs, sent, send: (state) => void sent.push(state) };
+}
+
+function fakeWatch(networks: () => Promise<NetworkParse[]>): LibvirtWatch & { closed: number } {
+  return {
+    transport: 'dbus',
+    closed: 0,
+    activeNetworks: networks,
+    close() {
+      this.closed++;
+    },
+  };
+}
+
+/** An nft that keeps the ruleset in memory and applies batches to it. */
+function fakeNft(live: Ruleset): NftRunner & { ruleset: Ruleset } {
+  return {
+    ruleset: live,
+    readRuleset() {
+      return Promise.resolve(this.ruleset);
+    },
+    apply(batch) {
+      this.ruleset = applyBatch(this.ruleset, batch);
+      return Promise.resolve();
+    },
+  };
+}
+
+/** syncOnce without the forwarding sysctls (a unit test must not read or write the host's /proc). */
+const sync: typeof syncOnce = async (networks, config, nft) => {
+  const live = await nft.readRuleset();
+  const result = plan(networks, config, live);
+  const applied = result.batch.nftables.length > 0;
+  if (applied) await nft.apply(result.batch);
+  return { plan: result, live, applied, durationMs: 1.5, messages: planMessages(result) };
+};
+
+/** LIVE_LIBVIRT9 after a `flush ruleset` and the admin's reload: only the admin's table is back. */
+function flushed(): Ruleset {
+  const r = cloneRuleset(LIVE_LIBVIRT9);
+  for (const key of [...r.tables.keys()]) if (key !== tableKey('inet', 'filter')) r.tables.delete(key);
+  return r;
+}
+
+describe('DaemonPass', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kvmnftd-pass-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function setup(live: Ruleset, config: Config = defaultConfig()) {
+    const state = initialState(config);
+    const nft = fakeNft(live);
+    const log = memoryLog();
+    const changed = vi.fn();
+    const announce = vi.fn(() => Promise.resolve({ sent: true as const }));
+    const backoff = { baseMs: 1, maxMs: 1 };
+    const pass = new DaemonPass({ state, runtimeDir: dir, nft, log: log.log, changed, announce, sync, backoff });
+    return { state, nft, log, changed, announce, pass };
+  }
+
+  it("plans from libvirt's networks, logs what changed, and repairs drift from the last ones while libvirt is away", async () => {
+    const { state, nft, log, changed, pass } = setup(LIVE_LIBVIRT9);
+    state.watch = fakeWatch(() => Promise.resolve([DEFAULT]));
+    state.reconnectAttempts = 3;
+    pass.trigger('network started');
+    await pass.firstPass;
+    await pass.idle();
+    expect(state.networks).toEqual(['default']);
+    expect(state.lastChange?.ms).toBe(1.5);
+    expect(state.lastPassAt).toBeInstanceOf(Date);
+    expect(state.reconnectAttempts).toBe(0); // the event source proved itself
+    expect(log.info()).toEqual([expect.stringMatching(/^network default up: applied \d+ nft commands in 1.5 ms$/)]);
+    expect(changed).toHaveBeenCalled();
+
+    state.watch = undefined;
+    state.reconnectAttempts = 2;
+    nft.ruleset = LIVE_LIBVIRT9; // somebody reloaded the admin's ruleset
+    pass.trigger('ruleset changed');
+    await pass.idle();
+    expect(log.info()[1]).toMatch(/^repaired drift \(ruleset changed\): applied/);
+    expect(state.reconnectAttempts).toBe(2); // only a pass through libvirt resets the back-off
+
+    pass.trigger('periodic check');
+    await pass.idle();
+    expect(log.debug()).toContain('ruleset already up to date');
+    await pass.stop();
+  });
+
+  it('does not touch the ruleset before libvirt has reported anything', async () => {
+    const { state, nft, pass } = setup(LIVE_LIBVIRT9);
+    const read = vi.spyOn(nft, 'readRuleset');
+    pass.trigger('event source unavailable');
+    await pass.firstPass;
+    expect(read).not.toHaveBeenCalled();
+    expect(state.lastPassAt).toBeInstanceOf(Date);
+    await pass.stop();
+  });
+
+  it('a failing pass degrades the status until a retry succeeds', async () => {
+    const { state, log, changed, pass } = setup(LIVE_LIBVIRT9);
+    let calls = 0;
+    state.watch = fakeWatch(() =>
+      ++calls === 1 ? Promise.reject(new Error('libvirt: connection reset')) : Promise.resolve([DEFAULT]),
+    );
+    const errors: Array<string | undefined> = [];
+    changed.mockImplementation(() => errors.push(state.passError));
+    pass.trigger('start');
+    await pass.idle();
+    // After the failed pass, then after the failure itself, then after the retry.
+    expect(errors).toEqual([undefined, 'libvirt: connection reset', undefined]);
+    expect(log.warn()).toEqual(['reconcile failed: libvirt: connection reset (retrying with back-off)']);
+    expect(log.info()).toContain('reconcile succeeded again after 1 failed attempts');
+    await pass.stop();
+  });
+
+  it('asks libvirt to restore its chains after a flush, or warns once when configured not to', async () => {
+    const restoring = setup(flushed());
+    restoring.state.watch = fakeWatch(() => Promise.resolve([DEFAULT]));
+    restoring.pass.trigger('ruleset changed');
+    await restoring.pass.idle();
+    expect(restoring.announce).toHaveBeenCalledTimes(1);
+    await restoring.pass.stop();
+
+    const config = defaultConfig();
+    config.daemon.restoreLibvirtRules = false;
+    const warning = setup(flushed(), config);
+    warning.state.watch = fakeWatch(() => Promise.resolve([DEFAULT]));
+    for (const reason of ['ruleset changed', 'periodic check']) {
+      warning.pass.trigger(reason);
+      await warning.pass.idle();
+    }
+    expect(warning.announce).not.toHaveBeenCalled();
+    expect(warning.log.warn()).toEqual([expect.stringContaining('daemon.restore_libvirt_rules = false')]);
+    await warning.pass.stop();
+  });
+});
+
+describe('LibvirtConnection', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  function setup(failures: number) {
+    const state = initialState(defaultConfig());
+    const log = memoryLog();
+    const triggers: string[] = [];
+    const changed = vi.fn();
+    const watch = fakeWatch(() => Promise.resolve([]));
+    let callbacks: WatchCallbacks | undefined;
+    let left = failures;
+    const open = vi.fn((_mode: string, _uri: string, cb: WatchCallbacks) => {
+      callbacks = cb;
+      if (left-- > 0) return Promise.reject(new Error('libvirtd is down'));
+      return Promise.resolve({ watch, why: 'events: libvirt-dbus (test)' });
+    });
+    const trigger = (reason: string): void => void triggers.push(reason);
+    const connection = new LibvirtConnection({ state, events: 'auto', log: log.log, changed, open, trigger });
+    return { state, log, triggers, changed, watch, open, connection, callbacks: () => callbacks! };
+  }
+
+  it('connects, says which transport, and triggers a catch-up pass; events then trigger passes', async () => {
+    const { state, log, triggers, watch, connection, callbacks } = setup(0);
+    await connection.connect();
+    expect(state.watch).toBe(watch);
+    expect(state.watchFault).toBeUndefined();
+    expect(log.info()).toEqual(['events: libvirt-dbus (test)']);
+    expect(triggers).toEqual(['event source connected']);
+    callbacks().onChange('network started', 'default');
+    expect(triggers).toEqual(['event source connected', 'network started']);
+  });
+
+  it('retries with back-off while libvirt is away, logging the reason once', async () => {
+    const { state, log, triggers, open, connection } = setup(3);
+    await connection.connect();
+    expect(state.watchFault).toBe('libvirtd is down');
+    expect(triggers).toEqual(['event source unavailable']); // the first pass decides READY
+    for (const [wait, calls] of [
+      [499, 1],
+      [1, 2],
+      [1000, 3],
+      [2000, 4],
+    ] as const) {
+      await vi.advanceTimersByTimeAsync(wait);
+      expect(open).toHaveBeenCalledTimes(calls);
+    }
+    expect(state.watchFault).toBeUndefined();
+    expect(log.warn()).toEqual(['cannot open a libvirt event source: libvirtd is down; retrying with back-off']);
+    expect(log.info()).toContain('event source connected after 3 attempts');
+  });
+
+  it('a fault drops the source, publishes the status, and reconnects', async () => {
+    const { state, log, changed, watch, open, connection, callbacks } = setup(0);
+    await connection.connect();
+    callbacks().onFault('D-Bus: the D-Bus connection was closed');
+    expect(state.watch).toBeUndefined();
+    expect(state.watchFault).toBe('D-Bus: the D-Bus connection was closed');
+    expect(watch.closed).toBe(1);
+    expect(changed).toHaveBeenCalledTimes(1);
+    expect(log.warn()).toEqual(['lost the libvirt event source: D-Bus: the D-Bus connection was closed; reconnecting']);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(open).toHaveBeenCalledTimes(2);
+    expect(state.watch).toBe(watch);
+  });
+
+  it('reopens for a new libvirt_uri, and stops reconnecting when stopped', async () => {
+    const { state, open, connection } = setup(0);
+    await connection.connect();
+    state.config = { ...state.config, libvirtUri: 'qemu:///session' };
+    connection.reopen();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///session', expect.anything());
+
+    const away = setup(5);
+    await away.connection.connect();
+    away.connection.stop();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(away.open).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('Reloader', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kvmnftd-reload-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('re-reads the configuration, counts reloads across restarts, and keeps the old one when the new is bad', async () => {
+    const file = join(dir, 'kvmnftd.toml');
+    writeFileSync(runtimePath(dir, 'reloadState'), '7 ok\n'); // a previous daemon's last reload
+    const state = initialState(defaultConfig());
+    const notifier = fakeNotifier();
+    const triggers: string[] = [];
+    const reopen = vi.fn();
+    const intervals: number[] = [];
+    const reloader = new Reloader({
+      state,
+      configPath: file,
+      runtimeDir: dir,
+      notifier,
+      log: memoryLog().log,
+      readyTimeoutMs: 1000,
+      pass: { trigger: (reason) => void triggers.push(reason), idle: () => Promise.resolve() },
+      reopenLibvirt: reopen,
+      setResyncInterval: (seconds) => void intervals.push(seconds),
+    });
+
+    writeFileSync(file, 'libvirt_uri = "qemu:///session"\n[daemon]\nresync_interval = 5\n');
+    await reloader.reload();
+    expect(readReloadState(dir)).toEqual({ generation: 8, outcome: 'ok' });
+    expect(state.config.libvirtUri).toBe('qemu:///session');
+    expect(intervals).toEqual([5]);
+    expect(reopen).toHaveBeenCalledTimes(1);
+    expect(triggers).toEqual(['reload']);
+    expect(notifier.sent.map((s) => Object.keys(s))).toEqual([
+      ['RELOADING', 'MONOTONIC_USEC'],
+      ['READY', 'STATUS'],
+    ]);
+
+    writeFileSync(file, '[daemon]\nresync_interval = "often"\n');
+    await reloader.reload();
+    expect(readReloadState(dir)?.generation).toBe(9);
+    expect(readReloadState(dir)?.outcome).toMatch(/^rejected: .*resync_interval/);
+    expect(state.config.libvirtUri).toBe('qemu:///session');
+    expect(triggers).toEqual(['reload', 'reload']); // a pass follows either way
+  });
+});
+
+describe('Watchdog and periodic check', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('pings while healthy, withholds the ping while a pass is stuck, and says so once', async () => {
+    const notifier = fakeNotifier(1000);
+    const log = memoryLog();
+    let passStartedAt: number | undefined;
+    const watchdog = new Watchdog(notifier, () => passStartedAt, log.log);
+    watchdog.start();
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(notifier.sent).toEqual([{ WATCHDOG: '1' }, { WATCHDOG: '1' }, { WATCHDOG: '1' }]);
+    passStartedAt = Date.now() - STUCK_PASS_MS - 1;
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(notifier.sent).toHaveLength(3);
+    expect(log.error()).toEqual(['a reconcile has been running for over 90 s: withholding the watchdog ping']);
+    passStartedAt = undefined;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(notifier.sent).toHaveLength(4);
+    watchdog.stop();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('does nothing without WatchdogSec', () => {
+    new Watchdog(fakeNotifier(undefined), () => undefined, memoryLog().log).start();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('the periodic check follows daemon.resync_interval, 0 meaning never', async () => {
+    const triggers: string[] = [];
+    const periodic = new PeriodicCheck((reason) => void triggers.push(reason));
+    periodic.set(60);
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(triggers).toEqual(['periodic check', 'periodic check']);
+    periodic.set(0);
+    await vi.advanceTimersByTimeAsync(600_000);
+    expect(triggers).toHaveLength(2);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe('signals', () => {
+  it('SIGHUP reloads; the first SIGTERM or SIGINT stops, a second is ignored', async () => {
+    const source = new EventEmitter();
+    const reload = vi.fn(() => Promise.resolve());
+    const stop = vi.fn(() => Promise.resolve());
+    const signals = handleSignals({ reload, stop }, source);
+    source.emit('SIGHUP');
+    source.emit('SIGHUP');
+    expect(reload).toHaveBeenCalledTimes(2);
+    source.emit('SIGINT');
+    source.emit('SIGTERM');
+    await signals.stopped;
+    expect(stop.mock.calls).toEqual([['SIGINT']]);
+    signals.dispose();
+    expect(source.eventNames()).toEqual([]);
+  });
+});
