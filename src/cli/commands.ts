@@ -1,7 +1,7 @@
 // plan / apply / remove: thin wiring of the adapters around the pure planner.
 import type { Config } from '../config/config.js';
-import { runningDaemon, takeLock } from '../host/lock.js';
-import { runtimeDir } from '../host/runtime.js';
+import { holdsDaemonLock, runningDaemon, takeLock } from '../host/lock.js';
+import { runtimeDir, runtimePath } from '../host/runtime.js';
 import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { logMessages } from '../log/messages.js';
@@ -88,6 +88,11 @@ export async function runReload(log: Logger): Promise<number> {
   const pid = runningDaemon(dir);
   if (pid === undefined) {
     log.error('no running kvmnftd daemon to reload');
+    return 1;
+  }
+  // The PID comes from a file: signal it only if that process really is the daemon.
+  if (!holdsDaemonLock(pid, dir)) {
+    log.error(`PID ${pid} does not hold ${runtimePath(dir, 'daemonLock')}: not the kvmnftd daemon, not signalled`);
     return 1;
   }
   const before = readReloadState(dir)?.generation ?? 0;

@@ -4,7 +4,8 @@
 // STOPPING and WATCHDOG from here.
 import { rmSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
-import { runningDaemon } from '../host/lock.js';
+import { lockHolder } from '../host/flock.js';
+import { takeDaemonLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
@@ -36,9 +37,11 @@ export async function runDaemon(
   const config = configOrUndefined(options.configPath, log);
   if (config === undefined) return EXIT_CONFIG;
   const dir = runtimeDir();
-  const other = runningDaemon(dir);
-  if (other !== undefined) {
-    log.error(`another kvmnftd daemon is running (PID ${other})`);
+  // Held until this process ends: the kernel releases it even on SIGKILL.
+  const daemonLock = takeDaemonLock(dir);
+  if (daemonLock === undefined) {
+    const other = lockHolder(runtimePath(dir, 'daemonLock'));
+    log.error(`another kvmnftd daemon is running${other === undefined ? '' : ` (PID ${other})`}`);
     return 1;
   }
   writeFileSync(runtimePath(dir, 'pid'), `${process.pid}\n`);
@@ -79,6 +82,7 @@ export async function runDaemon(
         libvirt.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });
         rmSync(runtimePath(dir, 'state'), { force: true });
+        daemonLock.release();
       });
     },
   });

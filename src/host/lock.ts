@@ -1,61 +1,57 @@
-// One writer at a time: the CLI's apply/remove and the daemon's reconciles
-// take the same lock file. Node has no flock(2), so the lock is an O_EXCL
-// file holding the owner's PID; a lock whose owner is dead is taken over.
-import { openSync, readFileSync, unlinkSync, writeSync, closeSync } from 'node:fs';
+// One writer at a time: the CLI's apply/remove and the daemon's passes take
+// the same flock(2) on apply.lock; the daemon holds daemon.lock for its whole
+// life. flock locks die with their holder (see flock.ts): no stale lock to
+// take over, no race between two processes taking one over, and no reused
+// PID that makes a dead holder look alive.
+import { readdirSync, readlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { isFlocked, lockHolder, tryFlock, type Flock } from './flock.js';
 import { runtimePath } from './runtime.js';
 
 export class LockBusyError extends Error {
-  constructor(readonly pid: number) {
-    super(`another kvmnftd process (PID ${pid}) is changing the ruleset; try again`);
+  constructor(readonly pid: number | undefined) {
+    super(`another kvmnftd process${pid === undefined ? '' : ` (PID ${pid})`} is changing the ruleset; try again`);
     this.name = 'LockBusyError';
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function readPid(path: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(path, 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Takes the lock file in `dir` or throws LockBusyError. Returns the release function. */
+/** Takes the apply lock in `dir` or throws LockBusyError. Returns the release function. */
 export function takeLock(dir: string): () => void {
   const path = runtimePath(dir, 'lock');
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => {
-        if (readPid(path) === process.pid) unlinkSync(path);
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const owner = readPid(path);
-      if (owner !== undefined && owner !== process.pid && isAlive(owner)) throw new LockBusyError(owner);
-      try {
-        unlinkSync(path); // stale: its owner is gone
-      } catch {
-        /* somebody else removed it first */
-      }
-    }
-  }
-  throw new Error(`could not take the lock ${path}`);
+  const lock = tryFlock(path);
+  if (!lock) throw new LockBusyError(lockHolder(path));
+  return () => lock.release();
 }
 
-/** The daemon's PID file; `remove` refuses while it names a live process. */
+/** The daemon's lifelong lock, or undefined when another daemon holds it. */
+export function takeDaemonLock(dir: string): Flock | undefined {
+  return tryFlock(runtimePath(dir, 'daemonLock'));
+}
+
+/** The running daemon's PID: whoever holds daemon.lock (its PID is written inside). */
 export function runningDaemon(dir: string): number | undefined {
-  const pid = readPid(runtimePath(dir, 'pid'));
-  return pid !== undefined && pid !== process.pid && isAlive(pid) ? pid : undefined;
+  const path = runtimePath(dir, 'daemonLock');
+  if (!isFlocked(path)) return undefined;
+  // The PID is written right after the lock is taken: fall back to the PID file in that instant.
+  const pid = lockHolder(path) ?? lockHolder(runtimePath(dir, 'pid'));
+  return pid === process.pid ? undefined : pid;
+}
+
+/**
+ * Is `pid` the daemon of `dir`, i.e. does that process have daemon.lock
+ * open? Checked before signalling it: a PID in a file may be anybody's now.
+ */
+export function holdsDaemonLock(pid: number, dir: string): boolean {
+  const lockPath = resolve(runtimePath(dir, 'daemonLock'));
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === lockPath;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }

@@ -8,9 +8,11 @@ import { join } from 'node:path';
 export const DEFAULT_RUNTIME_DIR = '/run/kvmnftd';
 
 export const RUNTIME_FILES = {
-  /** Held (O_EXCL, the owner's PID inside) while a process changes the ruleset. */
+  /** flock(2)ed while a process changes the ruleset (the holder's PID inside, for messages). */
   lock: 'apply.lock',
-  /** The running daemon's PID. */
+  /** flock(2)ed by the running daemon for its whole life: the proof that it runs (its PID inside). */
+  daemonLock: 'daemon.lock',
+  /** The running daemon's PID (informational; daemon.lock is the proof). */
   pid: 'daemon.pid',
   /** The daemon's transport, STATUS text and last pass/change, for `kvmnftd status`. */
   state: 'daemon.state.json',

@@ -61,7 +61,7 @@ const SECTIONS = Object.entries(SCHEMA.fields)
   .filter(([, f]) => f.kind.shape !== 'value')
   .map(([name]) => name);
 const KEYS = keyPaths(SCHEMA);
-const FILE_EXTENSIONS = ['ts', 'js', 'json', 'md', 'toml'];
+const FILE_EXTENSIONS = ['lock', 'ts', 'js', 'json', 'md', 'toml'];
 
 /** Hand-written Markdown that names config keys. */
 const PROSE = [
