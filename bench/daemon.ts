@@ -43,6 +43,7 @@ import dbus from 'dbus-next';
 import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { it } from 'vitest';
 import { onLines } from '../test/helpers/lines.js';
+import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -76,23 +77,10 @@ const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
 const QUIET_MS = 120;
 
 const now = (): number => performance.now();
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
 
-async function until<T>(
-  what: string,
-  timeoutMs: number,
-  f: () => T | undefined | false | Promise<T | undefined | false>,
-  pollMs = 2,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(pollMs);
-  }
-}
+/** The step lookups poll this often: the stamps are taken on arrival, the pace of the cycles follows it. */
+const POLL = { intervalMs: 2 };
 
 // ---------------------------------------------------------------------------
 // statistics
@@ -168,14 +156,11 @@ class DaemonProc {
   }
   /** Waits until the daemon has logged nothing for `ms`. */
   async quiet(ms: number, timeoutMs = 10_000): Promise<void> {
-    await until(
+    await waitUntil(
       'the daemon to go quiet',
       timeoutMs,
-      () => {
-        const last = this.logs[this.logs.length - 1]?.at ?? 0;
-        return now() - last >= ms;
-      },
-      10,
+      () => now() - (this.logs[this.logs.length - 1]?.at ?? 0) >= ms,
+      { intervalMs: 10 },
     );
   }
   tail(n = 30): string {
@@ -386,7 +371,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     observer = await Observer.connect(lab);
     const monitor = new Monitor(lab.spawnInLab('nft', ['-j', 'monitor']));
     // nft monitor has no ready signal: wait until it reports a probe change.
-    await until(
+    await waitUntil(
       'nft monitor to report',
       5000,
       async () => {
@@ -394,7 +379,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         await lab.nft('delete', 'table', 'ip', 'kvmbench_probe');
         return monitor.find(0, (t) => t.includes('kvmbench_probe')) !== undefined;
       },
-      50,
+      { intervalMs: 50 },
     );
 
     const bare = extras ? await bareNodeRss(lab) : undefined;
@@ -409,14 +394,12 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         env,
       ),
     );
-    const readyLine = await until(
+    const readyLine = await waitUntil(
       'READY (the "ready:" log line)',
       30_000,
       () => d.find(0, (l) => l.rec.msg.startsWith('ready:')),
-      5,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}\n${d.tail()}`);
-    });
+      { intervalMs: 5, detail: () => d.tail() },
+    );
     const readyMs = round(readyLine.at - spawnedAt, 0);
     const transportLine = d.find(0, (l) => l.rec['transport'] === transport && l.rec.msg.startsWith('events:'));
     if (!transportLine) anomalies.push(`no "events:" line with transport=${transport}`);
@@ -455,16 +438,23 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       const want = kind === 'start' ? NET : '';
       const code = kind === 'start' ? 2 : 3;
       const what = `${label} ${kind} #${samples.length}`;
-      const applied = await until(`${what}: applied line with networks="${want}"`, 10_000, () =>
-        d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}\n${d.tail()}`);
-      });
-      const sig = await until(`${what}: NetworkEvent ${code}`, 5000, () =>
-        observer!.signals.slice(sigFrom).find((s) => s.code === code),
+      const applied = await waitUntil(
+        `${what}: applied line with networks="${want}"`,
+        10_000,
+        () => d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
+        { ...POLL, detail: () => d.tail() },
       );
-      const mon = await until(`${what}: nft monitor line naming kvmnftd`, 5000, () =>
-        monitor.find(monFrom, (t) => t.includes('kvmnftd')),
+      const sig = await waitUntil(
+        `${what}: NetworkEvent ${code}`,
+        5000,
+        () => observer!.signals.slice(sigFrom).find((s) => s.code === code),
+        POLL,
+      );
+      const mon = await waitUntil(
+        `${what}: nft monitor line naming kvmnftd`,
+        5000,
+        () => monitor.find(monFrom, (t) => t.includes('kvmnftd')),
+        POLL,
       );
       const evLine = d.find(logFrom, (l) =>
         l.rec.msg.startsWith(`event: network ${kind === 'start' ? 'started' : 'stopped'}`),
@@ -512,14 +502,12 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         const from = d.logs.length;
         await lab.nft(synthetic % 2 === 0 ? 'add' : 'delete', 'table', 'ip', 'kvmbench_x');
         synthetic++;
-        await until(
+        await waitUntil(
           'a pass after a synthetic event',
           5000,
           () => d.find(from, (l) => DaemonProc.isPass(l) && l.rec['event'] === 'ruleset changed'),
-          1,
-        ).catch((e: Error) => {
-          throw new Error(`${e.message}\n${d.tail()}`);
-        });
+          { intervalMs: 1, detail: () => d.tail() },
+        );
         const extra = d.logs.slice(from).filter(DaemonProc.isApplied);
         if (extra.length > 0)
           anomalies.push(

@@ -12,6 +12,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { execa } from 'execa';
 import { onLines } from './lines.js';
+import { waitUntil } from './wait.js';
 
 export interface RunResult {
   exitCode: number;
@@ -106,39 +107,6 @@ export function requireLabPrivileges(): void {
   if (!findInPath('ip')) problems.push('`ip` (iproute2) is not installed or not in PATH');
   if (problems.length > 0) {
     throw new Error(`integration lab cannot run: ${problems.join('; ')}`);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Polling
-
-export interface WaitOptions {
-  timeoutMs?: number;
-  intervalMs?: number;
-  what?: string;
-}
-
-/** Poll `cond` until it returns a truthy value (which is returned) or time runs out. */
-export async function waitFor<T>(
-  cond: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  opts: WaitOptions = {},
-): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const intervalMs = opts.intervalMs ?? 50;
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await cond();
-      if (v) return v as T;
-    } catch (e) {
-      lastError = e;
-    }
-    if (Date.now() >= deadline) {
-      const extra = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what ?? 'condition'}${extra}`);
-    }
-    await new Promise((res) => setTimeout(res, intervalMs));
   }
 }
 
@@ -345,18 +313,15 @@ export class TcpListener {
   }
 
   async ready(timeoutMs = 10_000): Promise<void> {
-    await waitFor(
-      () => {
-        if (this.exited)
-          throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
-        return this.port > 0;
-      },
-      { timeoutMs, what: `listener ${this.label} to listen` },
-    );
+    await waitUntil(`listener ${this.label} to listen`, timeoutMs, () => {
+      if (this.exited)
+        throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
+      return this.port > 0;
+    });
   }
 
   async waitForConnections(n: number, timeoutMs = 5_000): Promise<string[]> {
-    await waitFor(() => this.peers.length >= n, { timeoutMs, what: `${n} connection(s) at listener ${this.label}` });
+    await waitUntil(`${n} connection(s) at listener ${this.label}`, timeoutMs, () => this.peers.length >= n);
     return this.peers;
   }
 

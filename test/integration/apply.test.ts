@@ -32,6 +32,7 @@ import {
   type CliContext,
   type CliResult,
 } from '../helpers/cli.js';
+import { sleep } from '../helpers/wait.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const ADMIN_JUMP_NONE = fixture('admin-ruleset-jump-none.nft');
@@ -292,7 +293,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
       // Deliberate jitter (not a wait for a condition): the admin's reload lands
       // before the CLI's snapshot, between snapshot and commit, or after the commit.
       const jitterMs = i * 20;
-      const reload = new Promise((res) => setTimeout(res, jitterMs)).then(() => nftLoadFile(ns, ADMIN));
+      const reload = sleep(jitterMs).then(() => nftLoadFile(ns, ADMIN));
       const [r] = await Promise.all([apply(ns, ctx), reload]);
       // Either it won, or it lost the race and failed cleanly; never a usage error.
       expect([0, 1], describeRun(r)).toContain(r.exitCode);

@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
-import { adminRules, libvirtChainsPresent, spawnDaemon, until, type Daemon, type DaemonEnv } from './daemon-harness.js';
+import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon, type DaemonEnv } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
 const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -132,7 +133,7 @@ describe('chaos', () => {
     };
 
     const settle = async (step: number, op: string): Promise<void> => {
-      const plan = await until(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
+      const plan = await waitUntil(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
         const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], {
           env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
           reject: false,
@@ -161,7 +162,7 @@ describe('chaos', () => {
         .filter((s) => s !== '');
       const needsLibvirtChains = active.some((n) => n === 'default' || /^chaos[0-3]$/.test(n));
       if (needsLibvirtChains)
-        await until(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
+        await waitUntil(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
           libvirtChainsPresent(l),
         );
       checks++;

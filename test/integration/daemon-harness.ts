@@ -1,27 +1,12 @@
 /**
  * Shared by the lab tests that run `kvmnftd run`: a NOTIFY_SOCKET the test
- * owns, the daemon's JSON log, polling, and a compact view of the ruleset.
+ * owns, the daemon's JSON log, and a compact view of the ruleset.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import type { Lab } from '../lab/lab.js';
 import { onLines } from '../helpers/lines.js';
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function until<T>(
-  what: string,
-  timeoutMs: number,
-  f: () => Promise<T | undefined | false> | T | undefined | false,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { waitUntil } from '../helpers/wait.js';
 
 /** A NOTIFY_SOCKET: socat receives the daemon's datagrams; one assignment per line. */
 export class NotifySocket {
@@ -32,7 +17,7 @@ export class NotifySocket {
     onLines(this.child.stdout, (line) => this.messages.push(line));
   }
   ready(): Promise<void> {
-    return until(`socat on ${this.path}`, 5000, async () => {
+    return waitUntil(`socat on ${this.path}`, 5000, async () => {
       try {
         return statSync(this.path).isSocket();
       } catch {
@@ -41,7 +26,7 @@ export class NotifySocket {
     }).then(() => undefined);
   }
   waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
-    return until(`notify message ${String(what)}`, timeoutMs, () => {
+    return waitUntil(`notify message ${String(what)}`, timeoutMs, () => {
       const i = this.messages.findIndex(
         (m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)),
       );

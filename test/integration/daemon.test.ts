@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { startLab, type Lab } from '../lab/lab.js';
-import { Daemon, networkXml, NotifySocket, ruleset, sleep, until } from './daemon-harness.js';
+import { Daemon, networkXml, NotifySocket, ruleset } from './daemon-harness.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
 
 describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvirt lab', (transport) => {
   let lab: Lab | undefined;
@@ -74,14 +75,14 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     const before = theDaemon().logs.length;
     const t0 = Date.now();
     await lab.virsh('net-start', 'default');
-    await until('nat_virbr0 in table inet kvmnftd', 10_000, async () =>
+    await waitUntil('nat_virbr0 in table inet kvmnftd', 10_000, async () =>
       (await ruleset(lab)).natChains.includes('nat_virbr0'),
     );
     const latency = Date.now() - t0;
     // The commit is visible before the daemon gets to log it.
-    await until('the daemon logs the change', 2000, () => theDaemon().applied(before).length >= 1);
+    await waitUntil('the daemon logs the change', 2000, () => theDaemon().applied(before).length >= 1);
     expect(theDaemon().applied(before)[0]!.msg).toContain('network default up');
-    await until('STATUS names default', 5000, () =>
+    await waitUntil('STATUS names default', 5000, () =>
       theNotify().lastStatus()?.startsWith('1 network (default); last change'),
     );
 
@@ -103,7 +104,7 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     writeFileSync(xml, networkXml('lab2', 'virbr1', 1, 'route'));
     await lab.virsh('net-define', xml);
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 forward rules', 10_000, async () =>
+    await waitUntil('lab2 forward rules', 10_000, async () =>
       (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
     );
     const rs = await ruleset(lab);
@@ -114,7 +115,7 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
   it("virsh net-destroy removes that network's rules only", async () => {
     const lab = theLab();
     await lab.virsh('net-destroy', 'lab2');
-    await until(
+    await waitUntil(
       'lab2 rules gone',
       10_000,
       async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
@@ -135,7 +136,7 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     const before = theDaemon().logs.length;
     for (const name of names) await lab.virsh('net-start', name);
     const want = ['nat_virbr0', ...names.map((_, i) => `nat_vbb${i}`)].sort();
-    await until(
+    await waitUntil(
       '21 NAT chains',
       20_000,
       async () => JSON.stringify((await ruleset(lab)).natChains) === JSON.stringify(want),
@@ -144,7 +145,7 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     expect(transactions).toBeGreaterThanOrEqual(1);
     expect(transactions).toBeLessThanOrEqual(20);
     for (const name of names) await lab.virsh('net-destroy', name);
-    await until(
+    await waitUntil(
       'back to one NAT chain',
       20_000,
       async () => JSON.stringify((await ruleset(lab)).natChains) === '["nat_virbr0"]',
@@ -158,11 +159,11 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     await lab.restartLibvirtd();
     await sleep(300);
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 rules after libvirtd restart', 10_000, async () =>
+    await waitUntil('lab2 rules after libvirtd restart', 10_000, async () =>
       (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
     );
     await lab.virsh('net-destroy', 'lab2');
-    await until(
+    await waitUntil(
       'lab2 rules gone again',
       10_000,
       async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),

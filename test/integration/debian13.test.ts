@@ -31,12 +31,11 @@ import {
   networkXml,
   NotifySocket,
   ruleset,
-  sleep,
-  until,
   type Daemon,
   type DaemonEnv,
   Daemon as DaemonClass,
 } from './daemon-harness.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
 
 type Backend = 'nftables' | 'iptables';
 
@@ -217,7 +216,7 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
   it('daemon: rules for the running network appear, and stay converged (no churn on nft 1.1)', async () => {
     const lab = L();
     const d = await startDaemon();
-    await until('nat_virbr0', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('nat_virbr0', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     await converged();
     const applied = d.applied().length;
     await sleep(1500);
@@ -240,10 +239,10 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     await lab.virsh('net-define', xml);
     const before = D().logs.length;
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 forward rules', 10_000, async () =>
+    await waitUntil('lab2 forward rules', 10_000, async () =>
       (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
     );
-    await until('the daemon logs it', 3000, () =>
+    await waitUntil('the daemon logs it', 3000, () =>
       D()
         .applied(before)
         .some((r) => r.msg.includes('lab2')),
@@ -255,7 +254,7 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     await converged();
 
     await lab.virsh('net-destroy', 'lab2');
-    await until(
+    await waitUntil(
       'lab2 rules gone',
       10_000,
       async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
@@ -268,31 +267,33 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     const lab = L();
     const t0 = Date.now();
     await lab.nft('-f', LAB_FILES.adminRuleset);
-    await until('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     const ours = Date.now() - t0;
-    await until("libvirt's rules restored", 5000, () => libvirtRulesFor(lab, backend, 'virbr0'));
+    await waitUntil("libvirt's rules restored", 5000, () => libvirtRulesFor(lab, backend, 'virbr0'));
     const theirs = Date.now() - t0;
-    await until('the daemon logs the libvirt restore', 2000, () =>
+    await waitUntil('the daemon logs the libvirt restore', 2000, () =>
       D().logs.some((r) => r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded')),
     ).catch((e: Error) => {
       throw new Error(`${e.message}\n${D().dump()}`);
     });
     expect(await adminRules(lab)).toBe(admin0);
     // libvirt re-created exactly what it had (counters aside), and we did not touch it.
-    await until('libvirt tables as before the flush', 5000, async () => (await foreignTables(lab)) === libvirt0);
+    await waitUntil('libvirt tables as before the flush', 5000, async () => (await foreignTables(lab)) === libvirt0);
     await converged();
 
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
     // Without the restore, libvirt 11 cannot start a network after a flush (FACTS.md).
     await lab.virsh('net-start', 'lab2');
-    await until('lab2 rules', 10_000, async () => (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'));
+    await waitUntil('lab2 rules', 10_000, async () =>
+      (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),
+    );
     expect(await libvirtRulesFor(lab, backend, 'virbr1')).toBe(true);
     await lab.virsh('net-destroy', 'lab2');
     await lab.virsh('net-destroy', 'default');
     await lab.virsh('net-start', 'default');
     await lab.attachGuest('virbr0');
-    await until('default rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('default rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
     // eslint-disable-next-line no-console

@@ -25,7 +25,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { startLab, type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import { Daemon, NotifySocket, until, type DaemonEnv } from './daemon-harness.js';
+import { Daemon, NotifySocket, type DaemonEnv } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const WAN = '192.0.2.2';
 const HOST_WAN = '192.0.2.1';
@@ -76,7 +77,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
 
   /** kvmnftd's plan for the running networks is empty: the daemon has caught up. */
   const converged = () =>
-    until('kvmnftd converged (plan --json empty)', 15_000, async () => {
+    waitUntil('kvmnftd converged (plan --json empty)', 15_000, async () => {
       const r = await cli('plan', '--json');
       if (r.exitCode !== 0) return false;
       const cmds = (JSON.parse(r.stdout) as { nftables: object[] }).nftables.filter((c) => !('metainfo' in c));
@@ -117,7 +118,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   };
   const guest = (cmd: string, args: string[]) => L().inGuest(cmd, args);
 
-  /** A fresh listener; probe (with retries until `expectOk` holds, or once); returns what the listener saw. */
+  /** A fresh listener; probe (new flows for up to retryMs, or once); returns the last probe and what the listener saw. */
   async function probe(
     target: string,
     opts: { listen?: TcpWhere; from?: TcpWhere; retryMs?: number } = {},
@@ -125,15 +126,23 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     const p = ++port; // own copy: probes may run concurrently
     const listener = await L().tcpListen(p, { address: target.includes(':') ? '::' : '0.0.0.0', ...opts.listen });
     try {
-      let result: TcpProbeResult;
-      const deadline = Date.now() + (opts.retryMs ?? 0);
-      for (;;) {
-        result = await L().tcpProbe(target, p, 2000, opts.from);
-        if (result.ok || Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      if (result.ok) await listener.waitForPeer(3000, 0);
-      return { result, peers: [...listener.peers], ports: [...listener.peerPorts] };
+      // New flows until one gets through, for up to retryMs (0: one probe); a failure is the caller's to judge.
+      const probes: TcpProbeResult[] = [];
+      const passed = await waitUntil(
+        `a connection to ${target}:${p}`,
+        opts.retryMs ?? 0,
+        async () => {
+          const r = await L().tcpProbe(target, p, 2000, opts.from);
+          probes.push(r);
+          return r.ok || undefined;
+        },
+        { intervalMs: 200 },
+      ).catch((e: unknown) => {
+        if (probes.length === 0) throw e;
+        return false;
+      });
+      if (passed) await listener.waitForPeer(3000, 0);
+      return { result: probes.at(-1)!, peers: [...listener.peers], ports: [...listener.peerPorts] };
     } finally {
       await listener.close();
     }

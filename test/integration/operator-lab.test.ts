@@ -12,7 +12,8 @@ import type { DoctorReport } from '../../src/doctor/index.js';
 import type { StatusReport } from '../../src/status/evaluate.js';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
 import { startLab, type Lab } from '../lab/lab.js';
-import { Daemon, NotifySocket, ruleset, until } from './daemon-harness.js';
+import { Daemon, NotifySocket, ruleset } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 
 describe('status and doctor in the libvirt lab', () => {
   let lab: Lab | undefined;
@@ -51,7 +52,7 @@ describe('status and doctor in the libvirt lab', () => {
       lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config], env),
     );
     await notify.waitFor('READY=1');
-    await until('nat_virbr0', 10_000, async () => (await ruleset(theLab())).natChains.includes('nat_virbr0'));
+    await waitUntil('nat_virbr0', 10_000, async () => (await ruleset(theLab())).natChains.includes('nat_virbr0'));
   }, 90_000);
 
   afterAll(async () => {
@@ -62,7 +63,7 @@ describe('status and doctor in the libvirt lab', () => {
   }, 60_000);
 
   it('status: exit 0 with the daemon running, its PID, transport and last pass (no systemd: "unknown")', async () => {
-    const { code, report } = await until('status to settle at exit 0', 10_000, async () => {
+    const { code, report } = await waitUntil('status to settle at exit 0', 10_000, async () => {
       const s = await status();
       return s.code === 0 ? s : undefined;
     });

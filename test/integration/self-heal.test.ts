@@ -17,10 +17,10 @@ import {
   NotifySocket,
   ruleset,
   spawnDaemon,
-  until,
   type Daemon,
   type DaemonEnv,
 } from './daemon-harness.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
 
 const ADMIN_FILE = LAB_FILES.adminRuleset;
 
@@ -65,7 +65,7 @@ describe('self-healing in the libvirt lab', () => {
       // times, for up to 5 s: what must hold is that guests get through.
       let probe = await L().tcpProbe('192.0.2.2', port);
       for (let tries = 1; !probe.ok && tries < 10; tries++) {
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
         probe = await L().tcpProbe('192.0.2.2', port);
       }
       expect(probe.ok, probe.output).toBe(true);
@@ -83,7 +83,7 @@ describe('self-healing in the libvirt lab', () => {
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
     await start();
-    await until('default network rules', 10_000, async () => (await ruleset(L())).natChains.includes('nat_virbr0'));
+    await waitUntil('default network rules', 10_000, async () => (await ruleset(L())).natChains.includes('nat_virbr0'));
   }, 60_000);
 
   afterAll(async () => {
@@ -99,12 +99,12 @@ describe('self-healing in the libvirt lab', () => {
 
     const t0 = Date.now();
     await lab.nft('-f', ADMIN_FILE);
-    await until('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     const ours = Date.now() - t0;
-    await until("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
+    await waitUntil("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
     const theirs = Date.now() - t0;
     expect(await adminRules(lab)).toBe(admin0);
-    await until('the daemon logs the libvirt restore', 2000, () =>
+    await waitUntil('the daemon logs the libvirt restore', 2000, () =>
       D().logs.some((r) => r.level === 40 && r.msg.includes('sent org.fedoraproject.FirewallD1.Reloaded')),
     ).catch((e: Error) => {
       throw new Error(`${e.message}\n${D().dump()}`);
@@ -125,13 +125,13 @@ describe('self-healing in the libvirt lab', () => {
   it('deleting our jump or our table by hand is repaired', async () => {
     const lab = L();
     await lab.nft('delete', 'table', 'inet', 'kvmnftd');
-    await until('table back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('table back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     const handle = /jump kvmnftd_forward comment "kvmnftd" # handle (\d+)/.exec(
       (await lab.nft('-a', 'list', 'chain', 'inet', 'filter', 'forward')).stdout,
     )?.[1];
     expect(handle).toBeDefined();
     await lab.nft('delete', 'rule', 'inet', 'filter', 'forward', 'handle', handle!);
-    await until('jump back', 5000, async () =>
+    await waitUntil('jump back', 5000, async () =>
       (await lab.nft('list', 'chain', 'inet', 'filter', 'forward')).stdout.includes('jump kvmnftd_forward'),
     );
     expect(await adminRules(lab)).toBe(admin0);
@@ -143,7 +143,9 @@ describe('self-healing in the libvirt lab', () => {
     writeFileSync(xml, networkXml('gone', 'virbr9', 9, 'route'));
     await lab.virsh('net-define', xml);
     await lab.virsh('net-start', 'gone');
-    await until('gone rules', 10_000, async () => (await ruleset(lab)).forwardComments.includes('kvmnftd net=gone'));
+    await waitUntil('gone rules', 10_000, async () =>
+      (await ruleset(lab)).forwardComments.includes('kvmnftd net=gone'),
+    );
 
     D().child.kill('SIGKILL');
     await D().exited;
@@ -152,7 +154,7 @@ describe('self-healing in the libvirt lab', () => {
     expect((await ruleset(lab)).forwardComments).toContain('kvmnftd net=gone'); // nobody cleaned up yet
 
     await start();
-    await until(
+    await waitUntil(
       'gone rules collected',
       10_000,
       async () => !(await ruleset(lab)).forwardComments.includes('kvmnftd net=gone'),
@@ -180,9 +182,9 @@ describe('self-healing in the libvirt lab', () => {
     writeFileSync(xml, networkXml('again', 'virbr8', 8, 'nat'));
     await lab.virsh('net-define', xml);
     await lab.virsh('net-start', 'again');
-    await until('again rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr8'));
+    await waitUntil('again rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr8'));
     await lab.virsh('net-destroy', 'again');
-    await until('again rules gone', 10_000, async () => !(await ruleset(lab)).natChains.includes('nat_virbr8'));
+    await waitUntil('again rules gone', 10_000, async () => !(await ruleset(lab)).natChains.includes('nat_virbr8'));
   }, 40_000);
 
   it('with restore_libvirt_rules = false the daemon does not touch libvirt after a flush', async () => {
@@ -191,8 +193,8 @@ describe('self-healing in the libvirt lab', () => {
     expect((await lab.exec(process.execPath, [CLI_MAIN, 'reload'], { env, reject: false })).exitCode).toBe(0);
     const from = D().logs.length;
     await lab.nft('-f', ADMIN_FILE);
-    await until('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitUntil('our rules restored', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await sleep(1500);
     expect(await libvirtChainsPresent(lab)).toBe(false);
     expect(
       D()
@@ -203,7 +205,7 @@ describe('self-healing in the libvirt lab', () => {
     writeFileSync(config, '# defaults\n');
     await lab.exec(process.execPath, [CLI_MAIN, 'reload'], { env, reject: false });
     await lab.nft('-f', ADMIN_FILE);
-    await until("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
+    await waitUntil("libvirt's chains restored", 5000, () => libvirtChainsPresent(lab));
   }, 40_000);
 
   it('a transaction the kernel refuses: degraded STATUS, one log line, recovery when the admin fixes the ruleset', async () => {
@@ -219,7 +221,7 @@ describe('self-healing in the libvirt lab', () => {
       'flush ruleset\nadd table inet filter { flags owner; }\nadd chain inet filter input { type filter hook input priority 0; policy drop; }\nadd chain inet filter forward { type filter hook forward priority 0; policy drop; }\n',
     );
     await notify!.waitFor(/^STATUS=degraded: nft failed applying the batch: .*Operation not permitted/, from, 10_000);
-    await new Promise((r) => setTimeout(r, 1500)); // retries happen; they must not be logged again
+    await sleep(1500); // retries happen; they must not be logged again
     const failures = D()
       .logs.slice(logFrom)
       .filter((r) => r.level >= 40 && r.msg.startsWith('reconcile failed'));
@@ -227,12 +229,12 @@ describe('self-healing in the libvirt lab', () => {
     // The owner goes away (its table with it); the admin loads their ruleset.
     owner.kill('SIGTERM');
     await lab.nft('-f', LAB_FILES.adminRuleset);
-    await until('recovered', 15_000, () =>
+    await waitUntil('recovered', 15_000, () =>
       D()
         .logs.slice(logFrom)
         .some((r) => r.msg.startsWith('reconcile succeeded again')),
     );
-    await until('rules back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
+    await waitUntil('rules back', 5000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     await notify!.waitFor(/^STATUS=1 network \(default\)/, from, 5000);
     expect(await adminRules(lab)).toBe(admin0);
   }, 40_000);
@@ -243,7 +245,7 @@ describe('self-healing in the libvirt lab', () => {
     const lab = L();
     const logFrom = D().logs.length;
     process.kill(lab.busPid, 'SIGTERM');
-    await until('bus gone', 5000, () => {
+    await waitUntil('bus gone', 5000, () => {
       try {
         process.kill(lab.busPid, 0);
         return false;
@@ -255,7 +257,7 @@ describe('self-healing in the libvirt lab', () => {
     await lab.exec('dbus-daemon', ['--config-file=/run/dbus/lab-system-bus.conf', '--fork', '--print-pid']);
     // libdbus makes libvirtd exit when its bus goes away; systemd would restart it.
     await lab.restartLibvirtd();
-    await until('reconnected over D-Bus', 15_000, () =>
+    await waitUntil('reconnected over D-Bus', 15_000, () =>
       D()
         .logs.slice(logFrom)
         .some((r) => r.transport === 'dbus' && r.msg.startsWith('event source connected')),
@@ -271,6 +273,6 @@ describe('self-healing in the libvirt lab', () => {
     writeFileSync(xml, networkXml('busnet', 'virbr7', 7, 'nat'));
     await lab.virsh('net-define', xml);
     await lab.virsh('net-start', 'busnet');
-    await until('busnet rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr7'));
+    await waitUntil('busnet rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr7'));
   }, 40_000);
 });

@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { Daemon, until } from './daemon-harness.js';
+import { Daemon } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
 import {
   buildVmArtifacts,
@@ -149,7 +150,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     );
     const child = daemon.child;
     const dump = () => daemon.dump();
-    await until(
+    await waitUntil(
       "kvmnftd's nat_virbr0 chain",
       15_000,
       async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false),

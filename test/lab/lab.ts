@@ -62,6 +62,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { onLines } from '../helpers/lines.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = join(LAB_DIR, '..', '..');
@@ -269,8 +270,6 @@ export interface Lab {
 // ---------------------------------------------------------------------------
 // small utilities
 
-const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
-
 function nsOf(pid: number, kind: 'mnt' | 'net'): string | undefined {
   try {
     return readlinkSync(`/proc/${pid}/ns/${kind}`);
@@ -334,14 +333,12 @@ function kill(pid: number, sig: NodeJS.Signals): boolean {
   }
 }
 
+/** Waits up to `timeoutMs` for the processes to be gone; returns those still alive. */
 async function waitGone(pids: readonly number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  let left = pids.filter(alive);
-  while (left.length > 0 && Date.now() < deadline) {
-    await sleep(25);
-    left = left.filter(alive);
-  }
-  return left;
+  await waitUntil(`pids ${pids.join(' ')} gone`, timeoutMs, () => !pids.some(alive), { intervalMs: 25 }).catch(
+    () => undefined,
+  );
+  return pids.filter(alive);
 }
 
 function readPidFile(path: string): number | undefined {
@@ -614,16 +611,19 @@ class LabImpl implements Lab {
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not spawn the ${role} namespace holder`);
     this.startedPids.set(pid, `${role}-netns`);
-    const deadline = Date.now() + 5000;
     // nsenter (no fork for -m) execs unshare, which execs cat in the new netns
-    for (;;) {
-      const net = nsOf(pid, 'net');
-      if (net && net !== this.namespaces.hostNet && net !== nsOf(process.pid, 'net') && comm(pid) === 'cat') return pid;
-      if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`${role} namespace holder did not come up (exit ${child.exitCode})`);
-      }
-      await sleep(10);
-    }
+    return waitUntil(
+      `the ${role} namespace holder in its own network namespace`,
+      5000,
+      () => {
+        if (child.exitCode !== null) throw new Error(`${role} namespace holder exited (${child.exitCode})`);
+        const net = nsOf(pid, 'net');
+        return net && net !== this.namespaces.hostNet && net !== nsOf(process.pid, 'net') && comm(pid) === 'cat'
+          ? pid
+          : undefined;
+      },
+      { intervalMs: 10 },
+    );
   }
 
   private async plumb(): Promise<void> {
@@ -647,19 +647,19 @@ class LabImpl implements Lab {
 
   private async startLibvirtd(): Promise<void> {
     await this.exec('libvirtd', ['-d']);
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      const pid = this.libvirtdPid();
-      if (pid !== undefined) {
+    await waitUntil(
+      'libvirtd to answer `virsh uri`',
+      15_000,
+      async () => {
+        const pid = this.libvirtdPid();
+        if (pid === undefined) return false;
         this.startedPids.set(pid, 'libvirtd');
-        const r = await this.exec('virsh', ['-c', LIBVIRT_URI, 'uri'], { reject: false, timeoutMs: 5000 });
-        if (r.exitCode === 0) return;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`libvirtd did not come up within 15 s${this.logSuffix()}`);
-      }
-      await sleep(50);
-    }
+        return (
+          (await this.exec('virsh', ['-c', LIBVIRT_URI, 'uri'], { reject: false, timeoutMs: 5000 })).exitCode === 0
+        );
+      },
+      { intervalMs: 50, detail: () => this.logSuffix() },
+    );
   }
 
   // ---- helpers -------------------------------------------------------------

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Reconciler } from '../../src/daemon/reconciler.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../helpers/wait.js';
 
 function harness(passMs: number, fail: (n: number) => boolean = () => false) {
   const passes: string[][] = [];
