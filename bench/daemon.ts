@@ -45,6 +45,7 @@ import { it } from 'vitest';
 import { onLines } from '../test/helpers/lines.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
+import { LabMonitor } from '../test/integration/daemon-harness.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI_MAIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -168,19 +169,6 @@ class DaemonProc {
       .slice(-n)
       .map((l) => JSON.stringify(l.rec))
       .join('\n');
-  }
-}
-
-/** `nft -j monitor` in the lab; lines stamped on arrival here. */
-class Monitor {
-  readonly lines: Array<{ text: string; at: number }> = [];
-  constructor(readonly child: ChildProcess) {
-    onLines(child.stdout, (text, at) => this.lines.push({ text, at }));
-    child.stderr?.resume();
-  }
-  find(from: number, pred: (text: string) => boolean): { text: string; at: number } | undefined {
-    for (let i = from; i < this.lines.length; i++) if (pred(this.lines[i]!.text)) return this.lines[i];
-    return undefined;
   }
 }
 
@@ -369,18 +357,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     writeFileSync(xml, NET_XML);
     await lab.virsh('net-define', xml);
     observer = await Observer.connect(lab);
-    const monitor = new Monitor(lab.spawnInLab('nft', ['-j', 'monitor']));
-    // nft monitor has no ready signal: wait until it reports a probe change.
-    await waitUntil(
-      'nft monitor to report',
-      5000,
-      async () => {
-        await lab.nft('add', 'table', 'ip', 'kvmbench_probe');
-        await lab.nft('delete', 'table', 'ip', 'kvmbench_probe');
-        return monitor.find(0, (t) => t.includes('kvmbench_probe')) !== undefined;
-      },
-      { intervalMs: 50 },
-    );
+    const monitor = await LabMonitor.start(lab);
 
     const bare = extras ? await bareNodeRss(lab) : undefined;
     const config = join(work, 'kvmnftd.toml');

@@ -15,9 +15,8 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
-import { onLines } from '../test/helpers/lines.js';
-import { spawnDaemon } from '../test/integration/daemon-harness.js';
+import { requireBuiltCli } from '../test/helpers/cli.js';
+import { LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 
@@ -28,11 +27,6 @@ const UNIT_NODE_FLAGS = (
     readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'),
   )?.[1] ?? ''
 ).trim();
-
-interface Line {
-  text: string;
-  at: number;
-}
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -51,11 +45,9 @@ async function main(): Promise<void> {
       NOTIFY_SOCKET: join(work, 'none'),
       ...(UNIT_NODE_FLAGS ? { NODE_OPTIONS: UNIT_NODE_FLAGS } : {}),
     };
-    const daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
-    const lines: Line[] = [];
-    const monitor = lab.spawnInLab('nft', ['-j', 'monitor']);
-    onLines(monitor.stdout, (text, at) => lines.push({ text, at }));
-    monitor.stderr?.resume();
+    const daemon = spawnDaemon(lab, env, ['--events', 'dbus']);
+    const monitor = await LabMonitor.start(lab);
+    const lines = monitor.lines;
     await waitUntil('kvmnftd rules for default', 10_000, async () =>
       (await lab!.nft('list', 'tables')).stdout.includes('inet kvmnftd'),
     );
@@ -64,7 +56,7 @@ async function main(): Promise<void> {
     const ours: number[] = [];
     const whole: number[] = [];
     const libvirt: number[] = [];
-    const find = (from: number, pred: (t: string) => boolean) => lines.slice(from).find((l) => pred(l.text));
+    const find = (from: number, pred: (t: string) => boolean) => monitor.find(from, pred);
     for (let i = 0; i < RELOADS; i++) {
       const from = lines.length;
       await lab.nft('-f', LAB_FILES.adminRuleset);

@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
+import { requireBuiltCli } from '../helpers/cli.js';
 import { NotifySocket, spawnDaemon, type Daemon } from '../integration/daemon-harness.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     };
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
-    daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
+    daemon = spawnDaemon(lab, env, ['--events', 'dbus']);
     await notify.waitFor('READY=1');
     await waitUntil('the status names default', 5000, () => notify?.lastStatus()?.includes('default'));
     show(`systemd would show: STATUS=${notify.lastStatus() ?? ''}`);

@@ -8,14 +8,13 @@
  * networks; with a guest dataplane check at checkpoints.
  * Re-run a sequence with CHAOS_SEED=<seed>; CHAOS_OPS sets the length.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
-import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon, type DaemonEnv } from './daemon-harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CLI_MAIN } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
+import { busOwnerPid, LAB_FILES } from '../lab/lab.js';
+import { adminRules, libvirtChainsPresent, spawnDaemon, useLibvirtLab, type Daemon } from './daemon-harness.js';
 
 const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
 const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -41,31 +40,20 @@ function poolXml(i: number): string {
 }
 
 describe('chaos', () => {
-  let lab: Lab | undefined;
+  const f = useLibvirtLab({ tag: 'chaos', lab: { defaultNetwork: 'start' } });
+  const env = f.env;
+  const work = f.work;
   let daemon: Daemon | undefined;
-  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-chaos-'));
-  const env: DaemonEnv = {
-    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
-    KVMNFTD_LOG_FORMAT: 'json',
-    NOTIFY_SOCKET: join(work, 'no-notify'),
-  };
   let admin0 = '';
 
   beforeAll(async () => {
-    requireBuiltCli();
-    lab = await startLab({ defaultNetwork: 'start' });
-    admin0 = await adminRules(lab);
+    admin0 = await adminRules(f.lab);
     for (let i = 0; i < 5; i++) writeFileSync(join(work, `chaos${i}.xml`), poolXml(i));
-    daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'auto']);
-  }, 60_000);
-
-  afterAll(async () => {
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 60_000);
+    daemon = spawnDaemon(f.lab, env, ['--events', 'auto']);
+  });
 
   it(`settles to the plan after every one of ${OPS} random operations (seed printed)`, async () => {
-    const l = lab!;
+    const l = f.lab;
     const random = rng(SEED);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const counts: Record<string, number> = {};
@@ -93,25 +81,13 @@ describe('chaos', () => {
       'admin reload': async () => void (await l.nft('-f', LAB_FILES.adminRuleset)),
       'libvirtd restart': () => l.restartLibvirtd(),
       'libvirt-dbus kill': async () => {
-        const r = await l.exec(
-          'dbus-send',
-          [
-            '--system',
-            '--print-reply',
-            '--dest=org.freedesktop.DBus',
-            '/org/freedesktop/DBus',
-            'org.freedesktop.DBus.GetConnectionUnixProcessID',
-            'string:org.libvirt',
-          ],
-          { reject: false },
-        );
-        const pid = Number(/uint32 (\d+)/.exec(r.stdout)?.[1]);
+        const pid = await busOwnerPid(l, 'org.libvirt');
         if (pid > 1) process.kill(pid, 'SIGKILL');
       },
       'kvmnftd SIGKILL + restart': async () => {
         daemon!.child.kill('SIGKILL');
         await daemon!.exited;
-        daemon = spawnDaemon(l, CLI_MAIN, env, ['--events', 'auto']);
+        daemon = spawnDaemon(l, env, ['--events', 'auto']);
       },
     };
     const weights: Array<[string, number]> = [

@@ -18,15 +18,11 @@
  * Each case checks what must pass (with retries: a new bridge may take a moment)
  * and what must not (one probe, after the must-pass part proved the wiring).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { startLab, type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
-import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import { Daemon, NotifySocket, type DaemonEnv } from './daemon-harness.js';
 import { waitUntil } from '../helpers/wait.js';
+import { type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
+import { ensureTrixieRoot } from '../lab/trixie-root.js';
+import { useLibvirtLab } from './daemon-harness.js';
 
 const WAN = '192.0.2.2';
 const HOST_WAN = '192.0.2.1';
@@ -46,22 +42,16 @@ const distros: Distro[] = [
 ];
 
 describe.each(distros)('forward modes with real packets: $name', (distro) => {
-  let lab: Lab | undefined;
-  let notify: NotifySocket | undefined;
-  let daemon: Daemon | undefined;
+  const f = useLibvirtLab({
+    tag: `modes-${distro.root ? `d13-${distro.backend}` : 'd12'}`,
+    lab: async () => ({
+      root: distro.root ? (await ensureTrixieRoot()).path : undefined,
+      firewallBackend: distro.backend,
+    }),
+    setupMs: 15 * 60_000,
+  });
+  const L = (): Lab => f.lab;
   let wan2: LabNetns | undefined;
-  const work = mkdtempSync(join(tmpdir(), `kvmnftd-modes-${distro.root ? 'd13' : 'd12'}-`));
-  const config = join(work, 'kvmnftd.toml');
-  const env: DaemonEnv = {
-    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
-    KVMNFTD_LOG_FORMAT: 'json',
-    NOTIFY_SOCKET: join(work, 'notify'),
-  };
-  const L = (): Lab =>
-    lab ??
-    (() => {
-      throw new Error('lab not started');
-    })();
   let port = 10_000;
   const t0 = Date.now();
 
@@ -72,24 +62,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       : where === 'wan'
         ? L().inWan('sh', ['-c', script])
         : L().inGuest('sh', ['-c', script]);
-  const cli = (...args: string[]) =>
-    L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
-
+  const cli = (...args: string[]) => f.cli(...args);
   /** kvmnftd's plan for the running networks is empty: the daemon has caught up. */
-  const converged = () =>
-    waitUntil('kvmnftd converged (plan --json empty)', 15_000, async () => {
-      const r = await cli('plan', '--json');
-      if (r.exitCode !== 0) return false;
-      const cmds = (JSON.parse(r.stdout) as { nftables: object[] }).nftables.filter((c) => !('metainfo' in c));
-      return cmds.length === 0;
-    }).catch((e: Error) => {
-      throw new Error(`${e.message}\n${daemon?.dump() ?? ''}`);
-    });
+  const converged = () => f.converged();
 
   const startNetwork = async (name: string, xml: string): Promise<void> => {
-    const file = join(work, `${name}.xml`);
-    writeFileSync(file, xml);
-    await L().virsh('net-define', file);
+    await f.defineNetwork(name, xml);
     await L().virsh('net-start', name);
     await converged();
   };
@@ -165,10 +143,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   };
 
   beforeAll(async () => {
-    requireBuiltCli();
-    const root = distro.root ? await ensureTrixieRoot() : undefined;
-    writeFileSync(config, '# defaults\n');
-    lab = await startLab({ root: root?.path, firewallBackend: distro.backend });
+    const lab = L();
     // IPv6 in the lab host: forwarding on (the test's job, not kvmnftd's), no DAD delays.
     await sh(
       'host',
@@ -196,28 +171,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       'for k in all default eth0; do for s in accept_dad autoconf accept_ra; do echo 0 >/proc/sys/net/ipv6/conf/$k/$s; done; done',
     );
 
-    notify = new NotifySocket(env.NOTIFY_SOCKET);
-    await notify.ready();
-    daemon = new Daemon(
-      lab.spawnInLab(lab.node, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env),
-    );
-    await notify.waitFor('READY=1');
+    await f.startDaemon('dbus');
   }, 15 * 60_000);
 
-  afterAll(async () => {
-    notify?.close();
-    const ignored = lab?.tcCsumIgnored() ?? [];
-    if (ignored.length > 0) {
-      // eslint-disable-next-line no-console
-      console.log(
-        `[${distro.name}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing \`tc filter add ... action csum\` (this kernel has no csum action):\n  ${ignored.join('\n  ')}`,
-      );
-    }
-    // eslint-disable-next-line no-console
+  afterAll(() => {
     console.log(`[${distro.name}] forward modes suite: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 60_000);
+  });
 
   it('wiring: the host reaches wan (IPv4, IPv6) and wan2', async () => {
     expect((await mustPass(WAN, { from: { in: 'host' } })).peers).toEqual([HOST_WAN]);
@@ -313,7 +272,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       await L().inWan('ip', ['route', 'replace', '10.77.12.0/24', 'via', HOST_WAN]);
     }, 60_000);
     afterAll(async () => {
-      writeFileSync(config, '# defaults\n');
+      f.writeConfig('# defaults\n');
       await cli('reload');
       await L().inWan('ip', ['route', 'del', '10.77.12.0/24']);
       await stopNetwork('fmopen');
@@ -326,7 +285,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     }, 30_000);
 
     it('with filter.accept_open_networks = ["fmopen"]: out un-NATed, and in', async () => {
-      writeFileSync(config, '[filter]\naccept_open_networks = ["fmopen"]\n');
+      f.writeConfig('[filter]\naccept_open_networks = ["fmopen"]\n');
       const r = await cli('reload');
       expect(r.exitCode, r.stderr).toBe(0);
       await converged();

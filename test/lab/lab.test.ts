@@ -9,7 +9,19 @@ import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onLines } from '../helpers/lines.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
-import { HOST_WAN_ADDR, LAB_FILES, LabStartError, WAN_ADDR, startLab, type Lab, type StopReport } from './lab.js';
+import {
+  BUS,
+  busCall,
+  busOwnerPid,
+  HOST_WAN_ADDR,
+  LAB_FILES,
+  LabStartError,
+  LIBVIRT_DBUS,
+  WAN_ADDR,
+  startLab,
+  type Lab,
+  type StopReport,
+} from './lab.js';
 
 /** Mounts of the real mount namespace, minus other test suites' `ip netns` mounts (they come and go concurrently). */
 function realMounts(): string[] {
@@ -102,43 +114,12 @@ describe('libvirt lab', () => {
     expect(labRun).toContain('libvirt-sock');
 
     // The first call to org.libvirt activates libvirt-dbus through the bus (launch helper).
-    const before = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.NameHasOwner',
-      'string:org.libvirt',
-    ]);
-    expect(before.stdout).toContain('boolean false');
-    const list0 = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
-    expect(list0.stdout).toContain('array [');
-    const owner = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.GetConnectionUnixUser',
-      'string:org.libvirt',
-    ]);
-    const uid = Number(owner.stdout.match(/uint32 (\d+)/)?.[1]);
+    expect(await busCall(l, BUS, 'org.freedesktop.DBus.NameHasOwner', 'string:org.libvirt')).toContain('boolean false');
+    expect(await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0')).toContain('array [');
+    const owner = await busCall(l, BUS, 'org.freedesktop.DBus.GetConnectionUnixUser', 'string:org.libvirt');
+    const uid = Number(/uint32 (\d+)/.exec(owner)?.[1]);
     expect(uid).toBe(Number(execFileSync('id', ['-u', 'libvirtdbus'], { encoding: 'utf8' }).trim()));
-    const ownerPid = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.GetConnectionUnixProcessID',
-      'string:org.libvirt',
-    ]);
-    const pid = Number(ownerPid.stdout.match(/uint32 (\d+)/)?.[1]);
+    const pid = await busOwnerPid(l, 'org.libvirt');
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual([
       '/usr/sbin/libvirt-dbus',
       '--system',
@@ -197,15 +178,9 @@ describe('libvirt lab', () => {
       true,
     );
 
-    const listed = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
-    expect(listed.stdout).toContain('object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"');
+    expect(await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0')).toContain(
+      'object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"',
+    );
 
     // a full lifecycle on a second network: define, start, destroy, undefine
     t = Date.now();
@@ -295,14 +270,7 @@ describe('libvirt lab', () => {
     await l.virsh('net-destroy', 'default');
     await sleep(700); // a window in which no event may arrive
     expect(networkEvents(mon)).toEqual([]);
-    await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
+    await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0');
     await l.virsh('net-start', 'default');
     expect((await waitUntil('NetworkEvent after a call', 5000, () => networkEvents(mon)[0]))[1]).toBe(2);
   }, 30_000);

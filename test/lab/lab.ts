@@ -1040,3 +1040,27 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
     );
   }
 }
+
+/**
+ * A method call on the lab's system bus (`dbus-send --system --print-reply`):
+ * dbus-send's printout of the reply. `target` is `DEST PATH`; `method` is
+ * `INTERFACE.MEMBER`; args as dbus-send takes them (`string:org.libvirt`).
+ */
+export async function busCall(lab: Lab, target: string, method: string, ...args: string[]): Promise<string> {
+  const [dest = '', path = ''] = target.split(' ');
+  const r = await lab.exec('dbus-send', ['--system', '--print-reply', `--dest=${dest}`, path, method, ...args], {
+    reject: false,
+  });
+  return r.stdout;
+}
+
+/** The bus itself: `org.freedesktop.DBus /org/freedesktop/DBus`. */
+export const BUS = 'org.freedesktop.DBus /org/freedesktop/DBus';
+/** libvirt-dbus's connection object. */
+export const LIBVIRT_DBUS = 'org.libvirt /org/libvirt/QEMU';
+
+/** PID of the process that owns `name` on the lab's bus (NaN when none does). */
+export async function busOwnerPid(lab: Lab, name: string): Promise<number> {
+  const reply = await busCall(lab, BUS, 'org.freedesktop.DBus.GetConnectionUnixProcessID', `string:${name}`);
+  return Number(/uint32 (\d+)/.exec(reply)?.[1]);
+}

@@ -90,6 +90,17 @@ const ADMIN = {
   ],
 };
 
+/** The admin's table plus iptables-nft's `ip filter` with a FORWARD policy DROP (Docker's doing) and its chains. */
+const iptablesForwardDrop = (forward: Expr[][], ...chains: ChainSpec[]): Ruleset =>
+  ruleset([
+    ADMIN,
+    {
+      family: 'ip',
+      name: 'filter',
+      chains: [{ name: 'FORWARD', hook: 'forward', policy: 'drop', rules: forward }, ...chains],
+    },
+  ]);
+
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
 const xml = (body: string): NetworkParse => parseNetworkXml(`<network>${body}</network>`, 'inline');
 const ISOLATED = xml("<name>iso</name><bridge name='virbr9'/><ip address='10.9.0.1' prefix='24'/>");
@@ -176,25 +187,13 @@ describe('foreign-drop-chain', () => {
   });
 
   it('finds an iptables-nft FORWARD policy DROP (Docker) and says to use DOCKER-USER', () => {
-    const live = ruleset([
-      ADMIN,
-      {
-        family: 'ip',
-        name: 'filter',
-        chains: [
-          {
-            name: 'FORWARD',
-            hook: 'forward',
-            policy: 'drop',
-            rules: [
-              [counter, jump('DOCKER-USER')],
-              [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')],
-            ],
-          },
-          { name: 'DOCKER-USER', rules: [[counter, { return: null }]] },
-        ],
-      },
-    ]);
+    const live = iptablesForwardDrop(
+      [
+        [counter, jump('DOCKER-USER')],
+        [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')],
+      ],
+      { name: 'DOCKER-USER', rules: [[counter, { return: null }]] },
+    );
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip filter chain FORWARD (hook forward, priority 0)');
     expect(f!.evidence.join('\n')).toContain('Docker, through iptables-nft');
@@ -203,37 +202,21 @@ describe('foreign-drop-chain', () => {
   });
 
   it("counts libvirt's own accepts one jump deep (iptables backend under a FORWARD policy DROP)", () => {
-    const live = ruleset([
-      ADMIN,
+    const established = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } };
+    const live = iptablesForwardDrop(
+      [
+        [counter, jump('LIBVIRT_FWI')],
+        [counter, jump('LIBVIRT_FWO')],
+      ],
       {
-        family: 'ip',
-        name: 'filter',
-        chains: [
-          {
-            name: 'FORWARD',
-            hook: 'forward',
-            policy: 'drop',
-            rules: [
-              [counter, jump('LIBVIRT_FWI')],
-              [counter, jump('LIBVIRT_FWO')],
-            ],
-          },
-          {
-            name: 'LIBVIRT_FWI',
-            rules: [
-              [
-                ifname('oifname', 'virbr0'),
-                { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } },
-                counter,
-                accept,
-              ],
-              [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')],
-            ],
-          },
-          { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
+        name: 'LIBVIRT_FWI',
+        rules: [
+          [ifname('oifname', 'virbr0'), established, counter, accept],
+          [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')],
         ],
       },
-    ]);
+      { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
+    );
     expect(checkDropChains(facts(withLive(live)))).toEqual([]);
   });
 
