@@ -185,25 +185,17 @@ class Observer {
         o.signals.push({ path, code, at: now() });
       }
     });
-    await o.call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [
-      "type='signal',interface='org.libvirt.Connect',member='NetworkEvent'",
-    ]);
+    const daemonBus = {
+      destination: 'org.freedesktop.DBus',
+      path: '/org/freedesktop/DBus',
+      interface: 'org.freedesktop.DBus',
+    };
+    const libvirt = { destination: 'org.libvirt', path: '/org/libvirt/QEMU', interface: 'org.libvirt.Connect' };
+    const match = "type='signal',interface='org.libvirt.Connect',member='NetworkEvent'";
+    await bus.call(new dbus.Message({ ...daemonBus, member: 'AddMatch', signature: 's', body: [match] }));
     // Activates libvirt-dbus (also needed with --events virsh: nobody else calls it then).
-    await o.call('org.libvirt', '/org/libvirt/QEMU', 'org.libvirt.Connect', 'ListNetworks', 'u', [0]);
+    await bus.call(new dbus.Message({ ...libvirt, member: 'ListNetworks', signature: 'u', body: [0] }));
     return o;
-  }
-  async call(
-    destination: string,
-    path: string,
-    iface: string,
-    member: string,
-    signature: string,
-    body: unknown[],
-  ): Promise<unknown[]> {
-    const reply = await this.bus.call(
-      new dbus.Message({ destination, path, interface: iface, member, signature, body }),
-    );
-    return (reply?.body ?? []) as unknown[];
   }
   close(): void {
     this.bus.disconnect();
@@ -671,8 +663,12 @@ function table(headers: string[], rows: Array<Array<string | number>>): string {
   return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
 }
 
-function statRow(name: string, s: Stats): Array<string | number> {
-  return [name, s.n, s.p50, s.p95, s.p99, s.max, s.mean];
+/** One row per statistic, in the order given; a label's trailing blanks only keep object keys apart. */
+function statTable(rows: Record<string, Stats>): string {
+  return table(
+    ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
+    Object.entries(rows).map(([name, s]) => [name.trimEnd(), s.n, s.p50, s.p95, s.p99, s.max, s.mean]),
+  );
 }
 
 function countBy(xs: readonly string[]): Record<string, number> {
@@ -737,22 +733,19 @@ function report(
       `== --events ${r.label}: ${r.cycles} start/stop cycles (${s.changes} changes), lab start ${r.labStartMs} ms, daemon spawn -> READY ${r.readyMs} ms`,
     );
     out.push(
-      table(
-        ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
-        [
-          statRow('(a) daemon latency_ms', s.daemonLatencyMs),
-          statRow('    start', s.daemonLatencyStartMs),
-          statRow('    stop', s.daemonLatencyStopMs),
-          statRow('(b) NetworkEvent -> nft monitor', s.externalMs),
-          statRow('    start', s.externalStartMs),
-          statRow('    stop', s.externalStopMs),
-          statRow('(c) daemon "event:" line -> nft monitor', s.daemonEventToCommitMs),
-          statRow('daemon duration_ms', s.daemonDurationMs),
-          statRow('virsh cmd -> NetworkEvent', s.cmdToSignalMs),
-          statRow('virsh cmd -> nft monitor', s.endToEndMs),
-          statRow('monitor -> daemon log line', s.logAfterCommitMs),
-        ],
-      ),
+      statTable({
+        '(a) daemon latency_ms': s.daemonLatencyMs,
+        '    start': s.daemonLatencyStartMs,
+        '    stop': s.daemonLatencyStopMs,
+        '(b) NetworkEvent -> nft monitor': s.externalMs,
+        '    start ': s.externalStartMs,
+        '    stop ': s.externalStopMs,
+        '(c) daemon "event:" line -> nft monitor': s.daemonEventToCommitMs,
+        'daemon duration_ms': s.daemonDurationMs,
+        'virsh cmd -> NetworkEvent': s.cmdToSignalMs,
+        'virsh cmd -> nft monitor': s.endToEndMs,
+        'monitor -> daemon log line': s.logAfterCommitMs,
+      }),
     );
     const p99 = Math.max(s.daemonLatencyMs.p99, s.externalMs.p99);
     out.push(
@@ -781,20 +774,17 @@ function report(
         `pass steps timed in the lab with dist/ modules, daemon stopped (${b.iters} iterations, commands add ${b.commandsAdd} / remove ${b.commandsRemove}):`,
       );
       out.push(
-        table(
-          ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
-          [
-            statRow('D-Bus ListNetworks+GetXMLDesc', b.dbusListMs),
-            statRow('virsh net-list+net-dumpxml', b.virshListMs),
-            statRow('nft -j list ruleset (parsed, indexed)', b.nftListMs),
-            statRow('plan (incl. index)', b.planMs),
-            statRow('nft -j -f (start batch)', b.applyAddMs),
-            statRow('nft -j -f (stop batch)', b.applyRemoveMs),
-            statRow('list+plan+apply (start)', b.passAddMs),
-            statRow('list+plan+apply (stop)', b.passRemoveMs),
-            statRow('execa("true") spawn', b.spawnTrueMs),
-          ],
-        ),
+        statTable({
+          'D-Bus ListNetworks+GetXMLDesc': b.dbusListMs,
+          'virsh net-list+net-dumpxml': b.virshListMs,
+          'nft -j list ruleset (parsed, indexed)': b.nftListMs,
+          'plan (incl. index)': b.planMs,
+          'nft -j -f (start batch)': b.applyAddMs,
+          'nft -j -f (stop batch)': b.applyRemoveMs,
+          'list+plan+apply (start)': b.passAddMs,
+          'list+plan+apply (stop)': b.passRemoveMs,
+          'execa("true") spawn': b.spawnTrueMs,
+        }),
       );
     }
     if (r.anomalies.length > 0) out.push(`anomalies:\n  ${r.anomalies.slice(0, 20).join('\n  ')}`);

@@ -28,7 +28,7 @@ import {
   describeRun,
   fixture,
   useNetnsLab,
-  runCli,
+  runCliIn,
   type CliContext,
   type CliResult,
 } from '../helpers/cli.js';
@@ -61,9 +61,7 @@ function expectExit(r: CliResult, code: number): void {
   expect(r.exitCode, describeRun(r)).toBe(code);
 }
 
-async function cli(ns: string, ctx: CliContext, ...args: string[]): Promise<CliResult> {
-  return runCli(ns, [...args, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
-}
+const cli = runCliIn;
 
 async function apply(ns: string, ctx: CliContext, xml: string[] = [DEFAULT_XML]): Promise<CliResult> {
   return cli(ns, ctx, 'apply', ...xml.flatMap((x) => ['--from-xml', x]));

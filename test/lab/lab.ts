@@ -341,13 +341,10 @@ async function waitGone(pids: readonly number[], timeoutMs: number): Promise<num
   return pids.filter(alive);
 }
 
+/** The PID a pid file names (> 1), or undefined (no file, no number). */
 function readPidFile(path: string): number | undefined {
-  try {
-    const n = Number(readFileSync(path, 'utf8').trim());
-    return Number.isInteger(n) && n > 1 ? n : undefined;
-  } catch {
-    return undefined;
-  }
+  const n = existsSync(path) ? Number(readFileSync(path, 'utf8').trim()) : NaN;
+  return Number.isInteger(n) && n > 1 ? n : undefined;
 }
 
 /** Runs `cmd` with exactly `opts.env` (the caller merges process.env in). */
@@ -425,14 +422,9 @@ function waitForLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: s
 // whatever is still in a lab's namespaces (synchronously).
 
 const liveLabs = new Set<LabImpl>();
-let exitHook = false;
-function installExitHook(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', () => {
-    for (const lab of liveLabs) lab.emergencyKill();
-  });
-}
+process.once('exit', () => {
+  for (const lab of liveLabs) lab.emergencyKill();
+});
 
 let labCounter = 0;
 
@@ -488,7 +480,6 @@ class LabImpl implements Lab {
       this.debug(`${name}: ${this.timings[name]} ms`);
     };
     liveLabs.add(this);
-    installExitHook();
 
     // 1. the host: mount + net namespaces held by lab-ns.sh
     let t = Date.now();
