@@ -145,10 +145,10 @@ class DaemonProc {
     if (this.child.pid === undefined) throw new Error('daemon has no pid');
     return this.child.pid;
   }
-  static isApplied(l: LogLine): boolean {
+  static isApplied(this: void, l: LogLine): boolean {
     return typeof l.rec['commands'] === 'number' && l.rec.msg.includes('applied');
   }
-  static isPass(l: LogLine): boolean {
+  static isPass(this: void, l: LogLine): boolean {
     return DaemonProc.isApplied(l) || l.rec.msg === 'ruleset already up to date';
   }
   find(from: number, pred: (l: LogLine) => boolean): LogLine | undefined {

@@ -635,7 +635,7 @@ export const hostileConfigDocArb: fc.Arbitrary<Record<string, unknown>> = fc.let
   table: fc.array(fc.tuple(keyArb, tie('value')), { maxLength: 5 }).chain((entries) =>
     fc.boolean().map((nullProto) => {
       // TOML parsers (smol-toml) hand out null-prototype objects with own "__proto__" keys.
-      const obj: Record<string, unknown> = nullProto ? Object.create(null) : {};
+      const obj: Record<string, unknown> = nullProto ? (Object.create(null) as Record<string, unknown>) : {};
       for (const [k, v] of entries)
         Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
       return obj;

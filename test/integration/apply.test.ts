@@ -20,7 +20,8 @@ import {
   ruleHas,
   rulesOf,
   tablesOf,
-  type NftObject,
+  type NftChain,
+  type NftRule,
   type NftRuleset,
 } from '../helpers/netns.js';
 import {
@@ -78,7 +79,7 @@ function tableKeys(rs: NftRuleset): string[] {
 }
 
 /** Admin base chain definitions (type/hook/prio/policy) of `inet filter`. */
-function adminChainDefs(rs: NftRuleset): NftObject[] {
+function adminChainDefs(rs: NftRuleset): NftChain[] {
   return chainsOf(rs, 'inet', 'filter').filter(
     (c) => c.name === 'input' || c.name === 'forward' || c.name === 'output',
   );
@@ -119,14 +120,10 @@ function expectAdminIntactWithJumps(admin0: NftRuleset, after: NftRuleset, mode:
 
   // No stray chains in the admin table beyond our two.
   const names = chainsOf(after, 'inet', 'filter')
-    .map((c) => c.name as string)
+    .map((c) => c.name)
     .sort();
   const expected = [
-    ...new Set([
-      ...chainsOf(admin0, 'inet', 'filter').map((c) => c.name as string),
-      'kvmnftd_input',
-      'kvmnftd_forward',
-    ]),
+    ...new Set([...chainsOf(admin0, 'inet', 'filter').map((c) => c.name), 'kvmnftd_input', 'kvmnftd_forward']),
   ].sort();
   expect(names).toEqual(expected);
 }
@@ -156,7 +153,7 @@ function expectNatTable(after: NftRuleset): void {
   }
   // The plain one from the contract: ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
   const plain = masq.filter((r) =>
-    (r.expr as NftObject[]).some(
+    (r.expr ?? []).some(
       (e) =>
         e.match?.op === '!=' &&
         e.match?.left?.payload?.field === 'daddr' &&
@@ -171,14 +168,14 @@ function expectNatTable(after: NftRuleset): void {
 function expectForwardPolicy(after: NftRuleset): void {
   const rules = rulesOf(after, 'inet', 'filter', 'kvmnftd_forward');
   const dump = JSON.stringify(rules, null, 1);
-  const accepts = (r: NftObject): boolean => (r.expr as NftObject[]).some((e) => 'accept' in e);
+  const accepts = (r: NftRule): boolean => (r.expr ?? []).some((e) => 'accept' in e);
   expect(
     rules.some((r) => accepts(r) && matchesIpSaddr(r, '192.168.122.0', 24)),
     `no accept from 192.168.122.0/24\n${dump}`,
   ).toBe(true);
   // Any accept towards the guests (daddr in the subnet) must be conditional on ct state.
   for (const r of rules) {
-    const inbound = (r.expr as NftObject[]).some(
+    const inbound = (r.expr ?? []).some(
       (e) =>
         e.match?.op !== '!=' &&
         e.match?.left?.payload?.field === 'daddr' &&
@@ -213,7 +210,10 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
     const p = await cli(ns, ctx, 'plan', '--json', '--from-xml', DEFAULT_XML);
     expectExit(p, 0);
     let planned: unknown;
-    expect(() => (planned = JSON.parse(p.stdout)), `plan --json stdout is not JSON: ${describeRun(p)}`).not.toThrow();
+    expect(
+      () => (planned = JSON.parse(p.stdout) as unknown),
+      `plan --json stdout is not JSON: ${describeRun(p)}`,
+    ).not.toThrow();
     expect(planned, describeRun(p)).toEqual({ nftables: [] });
 
     // ...and a second apply changes nothing at all (same handles: nothing re-created).

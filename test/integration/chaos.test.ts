@@ -60,7 +60,6 @@ describe('chaos', () => {
     let checks = 0;
     let leaks = 0;
     let dataplane = 0;
-    // eslint-disable-next-line no-console
     console.log(`chaos: seed ${SEED} (re-run with CHAOS_SEED=${SEED}), ${OPS} operations`);
 
     const virsh = (...args: string[]) => l.exec('virsh', ['-q', '-c', 'qemu:///system', ...args], { reject: false });
@@ -175,7 +174,6 @@ describe('chaos', () => {
       (a, k) => a + (counts[k] ?? 0),
       0,
     );
-    // eslint-disable-next-line no-console
     console.log(
       `chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`,
     );

@@ -22,7 +22,7 @@ export class NotifySocket {
     onLines(this.child.stdout, (line) => this.messages.push(line));
   }
   ready(): Promise<void> {
-    return waitUntil(`socat on ${this.path}`, 5000, async () => {
+    return waitUntil(`socat on ${this.path}`, 5000, () => {
       try {
         return statSync(this.path).isSocket();
       } catch {

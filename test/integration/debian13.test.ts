@@ -220,7 +220,6 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     await waitUntil('default rules', 10_000, async () => (await ruleset(lab)).natChains.includes('nat_virbr0'));
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
-    // eslint-disable-next-line no-console
     console.log(`[${backend}/${transport}] nft -f -> our rules back in ${ours} ms, libvirt's in ${theirs} ms`);
   }, 90_000);
 

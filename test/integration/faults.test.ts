@@ -25,8 +25,8 @@ import { waitUntil } from '../helpers/wait.js';
 /** Every object of the admin's `inet filter` table. */
 function adminTable(rs: NftRuleset): NftObject[] {
   return rs.nftables.filter((o) => {
-    const t = o['table'];
-    const c = o['chain'] ?? o['rule'];
+    const t = o.table;
+    const c = o.chain ?? o.rule;
     return (t?.family === 'inet' && t.name === 'filter') || (c?.family === 'inet' && c.table === 'filter');
   });
 }
@@ -45,7 +45,7 @@ describe('faults', () => {
     owner.stdin.write('add chain inet filter input { type filter hook input priority 0; policy drop; }\n');
     owner.stdin.write('add chain inet filter forward { type filter hook forward priority 0; policy drop; }\n');
     await waitUntil('the owned table', 10_000, async () =>
-      (await nftJson(ns)).nftables.some((o) => o['chain']?.name === 'forward'),
+      (await nftJson(ns)).nftables.some((o) => o.chain?.name === 'forward'),
     );
     const before = normalizeRuleset(await nftJson(ns));
     const ctx = await cliContext(theLab(), '');

@@ -65,7 +65,6 @@ describe('self-healing in the libvirt lab', () => {
     await lab.attachGuest('virbr0');
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await reachesWan()).toBe('192.0.2.1');
-    // eslint-disable-next-line no-console
     console.log(`flush -> our rules back in ${ours} ms (incl. polling), libvirt's in ${theirs} ms`);
   }, 90_000);
 

@@ -98,7 +98,6 @@ describe('libvirt lab', () => {
 
   afterAll(async () => {
     if (lab && !stopReport) await lab.stop();
-    // eslint-disable-next-line no-console
     console.log(`lab timings (ms): ${JSON.stringify({ ...timings, phases: lab?.timings })}`);
   }, 60_000);
 
@@ -316,7 +315,6 @@ describe('libvirt lab', () => {
     ).toEqual(netnsBefore.split('\n').filter((x) => x.startsWith('kvl-')));
     expect(realMounts()).toEqual(mountsBefore);
     expect(realLinkExists('virbr0')).toBe(false);
-    // eslint-disable-next-line no-console
     console.log(`stop report: ${JSON.stringify(stopReport)}`);
   }, 30_000);
 });

@@ -181,7 +181,9 @@ export function readModule(path: string): Buffer {
   try {
     return execFileSync(tool, ['-dc', path], { maxBuffer: 64 * 1024 * 1024 });
   } catch (e) {
-    throw new Error(`cannot decompress ${path} with ${tool} (${e instanceof Error ? e.message : String(e)})`);
+    throw new Error(`cannot decompress ${path} with ${tool} (${e instanceof Error ? e.message : String(e)})`, {
+      cause: e,
+    });
   }
 }
 

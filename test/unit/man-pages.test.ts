@@ -62,7 +62,7 @@ describe('man pages', () => {
           ? keysSection.split('\n.SS [')[0]!
           : keysSection.split(`\n.SS [${table}]`)[1]?.split('\n.SS ')[0];
       expect(sub, `a ".SS [${table}]" subsection for ${key}`).toBeDefined();
-      expect(sub!.includes(`\n.TP\n.B ${troff(name!)}\n`), `kvmnftd.toml(5) documents ${key}`).toBe(true);
+      expect(sub!.includes(`\n.TP\n.B ${troff(name)}\n`), `kvmnftd.toml(5) documents ${key}`).toBe(true);
     }
   });
 

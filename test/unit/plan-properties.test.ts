@@ -175,7 +175,10 @@ describe('planner behaviour', () => {
     const bare = indexRuleset({ nftables: [] });
     const result = plan(inputs, config, bare);
     expect(result.notes).toEqual([
-      expect.objectContaining({ level: 'warn', message: expect.stringContaining('table inet filter does not exist') }),
+      expect.objectContaining({
+        level: 'warn',
+        message: expect.stringContaining('table inet filter does not exist') as unknown,
+      }),
     ]);
     const after = simulate(bare, result.batch);
     expect([...after.tables.keys()]).toEqual(['inet kvmnftd']);
