@@ -49,6 +49,13 @@ type JumpMode = 'first' | 'last' | 'none';
 const theLab = useNetnsLab();
 
 /** A host namespace with virbr0 (192.168.122.1/24) and the admin ruleset loaded. */
+/** The admin's host, a CLI context with that config, and the admin's ruleset before kvmnftd (normalised). */
+async function adminSetup(configToml = '') {
+  const ns = await adminHost();
+  const ctx = await cliContext(theLab(), configToml);
+  return { ns, ctx, admin0: await normalized(ns) };
+}
+
 async function adminHost(role = 'host', adminFile = ADMIN): Promise<string> {
   const l = theLab();
   const ns = await l.netns(role);
@@ -262,9 +269,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('a stale snapshot never loses an admin rule: admin reloads between applies', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
 
     expectExit(await apply(ns, ctx), 0);
     const first = await normalized(ns);
@@ -283,9 +288,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('concurrent admin reloads racing apply never lose an admin rule or duplicate a jump', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
 
     for (let i = 0; i < 14; i++) {
       // Deliberate jitter (not a wait for a condition): the admin's reload lands
@@ -316,9 +319,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('remove after the admin already flushed our objects leaves the admin ruleset alone', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
     expectExit(await apply(ns, ctx), 0);
     await nftLoadFile(ns, ADMIN);
     const rm = await cli(ns, ctx, 'remove');
@@ -329,9 +330,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
 
 describe('jump position', () => {
   it('jump = "last" puts the jump after every admin rule; remove restores', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '[filter]\njump = "last"\n');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup('[filter]\njump = "last"\n');
 
     expectExit(await apply(ns, ctx), 0);
     const after = await normalized(ns);

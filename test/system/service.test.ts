@@ -121,17 +121,19 @@ for (const release of ['bookworm', 'trixie'] as const) {
       let p: Prepared;
       let c: Container | undefined;
 
+      /** Boot N of the release's root with the install layer; the time it took is printed. */
+      const bootNo = async (n: number) => {
+        const dir = mkdtempSync(join(work, `${release}-boot${n}-`));
+        const boot = await Container.boot(`kvmnftd-${release}`, p.root, p.layer, dir);
+        t(release, `boot ${n} to "${boot.state}"`, boot.bootMs);
+        return boot;
+      };
+
       beforeAll(async () => {
         p = await prepared[release];
         t(release, `.deb size ${(p.debBytes / 1024).toFixed(0)} KiB`, 0);
-        const boot = await Container.boot(
-          `kvmnftd-${release}`,
-          p.root,
-          p.layer,
-          mkdtempSync(join(work, `${release}-boot1-`)),
-        );
+        const boot = await bootNo(1);
         c = boot.container;
-        t(release, `boot 1 to "${boot.state}"`, boot.bootMs);
         if (boot.state !== 'running')
           console.log(`[${release}] failed units:\n${(await c.try('systemctl --failed --no-legend')).stdout}`);
       }, 20 * MINUTE);
@@ -390,14 +392,8 @@ for (const release of ['bookworm', 'trixie'] as const) {
         async () => {
           t(release, 'power off (boot 1)', await c!.stop());
           c = undefined;
-          const boot = await Container.boot(
-            `kvmnftd-${release}`,
-            p.root,
-            p.layer,
-            mkdtempSync(join(work, `${release}-boot2-`)),
-          );
+          const boot = await bootNo(2);
           c = boot.container;
-          t(release, `boot 2 to "${boot.state}"`, boot.bootMs);
           const ct = c;
           await waitUntil(
             'kvmnftd active',
