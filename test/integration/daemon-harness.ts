@@ -316,13 +316,20 @@ export class LibvirtLab {
     return (JSON.parse(r.stdout) as { nftables: object[] }).nftables.filter((c) => !('metainfo' in c));
   }
 
-  /** Waits until there are no pending commands: the daemon has caught up. */
+  /** Waits until there are no pending commands: the daemon has caught up (a plan that fails counts as not yet). */
   async converged(timeoutMs = 15_000): Promise<void> {
+    let last = '';
     await waitUntil(
       'kvmnftd converged (plan --json empty)',
       timeoutMs,
-      async () => (await this.pendingCommands()).length === 0,
-      { detail: () => this.current?.dump() ?? '' },
+      async () => {
+        const r = await this.cli('plan', '--json');
+        last = r.exitCode === 0 ? r.stdout : `exit ${r.exitCode}: ${r.stderr}`;
+        return (
+          r.exitCode === 0 && (JSON.parse(r.stdout) as { nftables: object[] }).nftables.every((c) => 'metainfo' in c)
+        );
+      },
+      { detail: () => `last plan: ${last}\n${this.current?.dump() ?? ''}` },
     );
   }
 
