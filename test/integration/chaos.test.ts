@@ -14,7 +14,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 import { busOwnerPid, LAB_FILES } from '../lab/lab.js';
-import { adminRules, libvirtChainsPresent, spawnDaemon, useLibvirtLab, type Daemon } from './daemon-harness.js';
+import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
 const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));

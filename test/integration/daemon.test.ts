@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
-import { guestReachesWan, LabMonitor, networkXml, ruleset, useLibvirtLab } from './daemon-harness.js';
+import { guestReachesWan, LabMonitor, networkXml, ruleset } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const lab2Rules = (comments: string[]): boolean => comments.includes('kvmnftd net=lab2');
 

@@ -23,14 +23,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { sleep, waitUntil } from '../helpers/wait.js';
 import { LAB_FILES, type Lab } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import {
-  adminRules,
-  guestReachesWan as reachesWan,
-  networkXml,
-  ruleset,
-  useLibvirtLab,
-  type Daemon,
-} from './daemon-harness.js';
+import { adminRules, guestReachesWan as reachesWan, networkXml, ruleset, type Daemon } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 type Backend = 'nftables' | 'iptables';
 

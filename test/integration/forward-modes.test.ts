@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
 import { type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import { useLibvirtLab } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const WAN = '192.0.2.2';
 const HOST_WAN = '192.0.2.1';

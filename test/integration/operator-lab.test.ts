@@ -8,7 +8,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/index.js';
 import type { StatusReport } from '../../src/status/evaluate.js';
 import { waitUntil } from '../helpers/wait.js';
-import { ruleset, useLibvirtLab } from './daemon-harness.js';
+import { ruleset } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 describe('status and doctor in the libvirt lab', () => {
   const f = useLibvirtLab({ tag: 'operator-lab', lab: { defaultNetwork: 'start' }, daemon: 'dbus' });

@@ -14,9 +14,9 @@ import {
   libvirtChainsPresent,
   networkXml,
   ruleset,
-  useLibvirtLab,
   type Daemon,
 } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const ADMIN_FILE = LAB_FILES.adminRuleset;
 

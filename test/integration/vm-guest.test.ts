@@ -15,7 +15,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
-import { ruleset, spawnDaemon, useLibvirtLab } from './daemon-harness.js';
+import { ruleset, spawnDaemon } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, type TcpListener } from '../lab/lab.js';
 import {
   buildVmArtifacts,
