@@ -489,6 +489,9 @@ class LabImpl implements Lab {
       labEnv['LAB_ROOT'] = opts.root;
       labEnv['LAB_TC_WRAPPER'] = LAB_FILES.tcWrapper;
       const binds = new Set([REPO_DIR, realpathSync(REPO_DIR), tmpdir(), realpathSync(tmpdir())]);
+      // A worktree's node_modules may be a link to another checkout's: the daemon's imports need its target too.
+      const modules = realpathSync(join(REPO_DIR, 'node_modules'));
+      if (!modules.startsWith(`${realpathSync(REPO_DIR)}/`)) binds.add(modules);
       labEnv['LAB_BIND'] = [...binds].join(':');
     }
     const helper = spawn(
