@@ -3,7 +3,8 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'packaging/', 'bench/apply.mjs', 'eslint.config.js'] },
+  // Plain node scripts (outside the TypeScript project) are not linted.
+  { ignores: ['dist/', 'node_modules/', 'packaging/', 'bench/apply.mjs', 'test/lab/*.mjs', 'eslint.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -20,7 +20,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
-import { spawnDaemon, until, type Daemon } from '../test/integration/daemon-harness.js';
+import { waitUntil as until } from '../test/helpers/wait.js';
+import { Daemon } from '../test/integration/daemon-harness.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
 const CLI = process.env['BENCH_CLI'] ?? CLI_MAIN;
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
       KVMNFTD_LOG_FORMAT: 'json' as const,
       NOTIFY_SOCKET: join(work, 'none'),
     };
-    const daemon = spawnDaemon(lab, CLI, env, ['--events', 'dbus']);
+    const daemon = new Daemon(lab.spawnInLab(lab.node, [CLI, 'run', '--log-level', 'debug', '--events', 'dbus'], env));
     const pid = daemon.child.pid!;
     await settle(daemon, lab);
 

@@ -44,7 +44,9 @@ import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { it } from 'vitest';
 import { busDaemonCall, DbusCaller } from '../src/libvirt/dbus-call.js';
 import { onLines } from '../test/helpers/lines.js';
+import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
+import { LabMonitor } from '../test/integration/daemon-harness.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI_MAIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -77,23 +79,10 @@ const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
 const QUIET_MS = 120;
 
 const now = (): number => performance.now();
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
 
-async function until<T>(
-  what: string,
-  timeoutMs: number,
-  f: () => T | undefined | false | Promise<T | undefined | false>,
-  pollMs = 2,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(pollMs);
-  }
-}
+/** The step lookups poll this often: the stamps are taken on arrival, the pace of the cycles follows it. */
+const POLL = { intervalMs: 2 };
 
 // ---------------------------------------------------------------------------
 // statistics
@@ -157,10 +146,10 @@ class DaemonProc {
     if (this.child.pid === undefined) throw new Error('daemon has no pid');
     return this.child.pid;
   }
-  static isApplied(l: LogLine): boolean {
+  static isApplied(this: void, l: LogLine): boolean {
     return typeof l.rec['commands'] === 'number' && l.rec.msg.includes('applied');
   }
-  static isPass(l: LogLine): boolean {
+  static isPass(this: void, l: LogLine): boolean {
     return DaemonProc.isApplied(l) || l.rec.msg === 'ruleset already up to date';
   }
   find(from: number, pred: (l: LogLine) => boolean): LogLine | undefined {
@@ -169,14 +158,11 @@ class DaemonProc {
   }
   /** Waits until the daemon has logged nothing for `ms`. */
   async quiet(ms: number, timeoutMs = 10_000): Promise<void> {
-    await until(
+    await waitUntil(
       'the daemon to go quiet',
       timeoutMs,
-      () => {
-        const last = this.logs[this.logs.length - 1]?.at ?? 0;
-        return now() - last >= ms;
-      },
-      10,
+      () => now() - (this.logs[this.logs.length - 1]?.at ?? 0) >= ms,
+      { intervalMs: 10 },
     );
   }
   tail(n = 30): string {
@@ -184,19 +170,6 @@ class DaemonProc {
       .slice(-n)
       .map((l) => JSON.stringify(l.rec))
       .join('\n');
-  }
-}
-
-/** `nft -j monitor` in the lab; lines stamped on arrival here. */
-class Monitor {
-  readonly lines: Array<{ text: string; at: number }> = [];
-  constructor(readonly child: ChildProcess) {
-    onLines(child.stdout, (text, at) => this.lines.push({ text, at }));
-    child.stderr?.resume();
-  }
-  find(from: number, pred: (text: string) => boolean): { text: string; at: number } | undefined {
-    for (let i = from; i < this.lines.length; i++) if (pred(this.lines[i]!.text)) return this.lines[i];
-    return undefined;
   }
 }
 
@@ -383,18 +356,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     writeFileSync(xml, NET_XML);
     await lab.virsh('net-define', xml);
     observer = await Observer.connect(lab);
-    const monitor = new Monitor(lab.spawnInLab('nft', ['-j', 'monitor']));
-    // nft monitor has no ready signal: wait until it reports a probe change.
-    await until(
-      'nft monitor to report',
-      5000,
-      async () => {
-        await lab.nft('add', 'table', 'ip', 'kvmbench_probe');
-        await lab.nft('delete', 'table', 'ip', 'kvmbench_probe');
-        return monitor.find(0, (t) => t.includes('kvmbench_probe')) !== undefined;
-      },
-      50,
-    );
+    const monitor = await LabMonitor.start(lab);
 
     const bare = extras ? await bareNodeRss(lab) : undefined;
     const config = join(work, 'kvmnftd.toml');
@@ -408,14 +370,12 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         env,
       ),
     );
-    const readyLine = await until(
+    const readyLine = await waitUntil(
       'READY (the "ready:" log line)',
       30_000,
       () => d.find(0, (l) => l.rec.msg.startsWith('ready:')),
-      5,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}\n${d.tail()}`);
-    });
+      { intervalMs: 5, detail: () => d.tail() },
+    );
     const readyMs = round(readyLine.at - spawnedAt, 0);
     const transportLine = d.find(0, (l) => l.rec['transport'] === transport && l.rec.msg.startsWith('events:'));
     if (!transportLine) anomalies.push(`no "events:" line with transport=${transport}`);
@@ -454,16 +414,23 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       const want = kind === 'start' ? NET : '';
       const code = kind === 'start' ? 2 : 3;
       const what = `${label} ${kind} #${samples.length}`;
-      const applied = await until(`${what}: applied line with networks="${want}"`, 10_000, () =>
-        d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}\n${d.tail()}`);
-      });
-      const sig = await until(`${what}: NetworkEvent ${code}`, 5000, () =>
-        observer!.signals.slice(sigFrom).find((s) => s.code === code),
+      const applied = await waitUntil(
+        `${what}: applied line with networks="${want}"`,
+        10_000,
+        () => d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
+        { ...POLL, detail: () => d.tail() },
       );
-      const mon = await until(`${what}: nft monitor line naming kvmnftd`, 5000, () =>
-        monitor.find(monFrom, (t) => t.includes('kvmnftd')),
+      const sig = await waitUntil(
+        `${what}: NetworkEvent ${code}`,
+        5000,
+        () => observer!.signals.slice(sigFrom).find((s) => s.code === code),
+        POLL,
+      );
+      const mon = await waitUntil(
+        `${what}: nft monitor line naming kvmnftd`,
+        5000,
+        () => monitor.find(monFrom, (t) => t.includes('kvmnftd')),
+        POLL,
       );
       const evLine = d.find(logFrom, (l) =>
         l.rec.msg.startsWith(`event: network ${kind === 'start' ? 'started' : 'stopped'}`),
@@ -511,15 +478,13 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         const from = d.logs.length;
         await lab.nft(synthetic % 2 === 0 ? 'add' : 'delete', 'table', 'ip', 'kvmbench_x');
         synthetic++;
-        await until(
+        await waitUntil(
           'a pass after a synthetic event',
           5000,
           () => d.find(from, (l) => DaemonProc.isPass(l) && l.rec['event'] === 'ruleset changed'),
-          1,
-        ).catch((e: Error) => {
-          throw new Error(`${e.message}\n${d.tail()}`);
-        });
-        const extra = d.logs.slice(from).filter((l) => DaemonProc.isApplied(l));
+          { intervalMs: 1, detail: () => d.tail() },
+        );
+        const extra = d.logs.slice(from).filter(DaemonProc.isApplied);
         if (extra.length > 0)
           anomalies.push(
             `synthetic event ${synthetic}: ${extra.length} transaction(s) applied: ${JSON.stringify(extra[0]!.rec)}`,
@@ -705,8 +670,12 @@ function table(headers: string[], rows: Array<Array<string | number>>): string {
   return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
 }
 
-function statRow(name: string, s: Stats): Array<string | number> {
-  return [name, s.n, s.p50, s.p95, s.p99, s.max, s.mean];
+/** One row per statistic, in the order given; a label's trailing blanks only keep object keys apart. */
+function statTable(rows: Record<string, Stats>): string {
+  return table(
+    ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
+    Object.entries(rows).map(([name, s]) => [name.trimEnd(), s.n, s.p50, s.p95, s.p99, s.max, s.mean]),
+  );
 }
 
 function countBy(xs: readonly string[]): Record<string, number> {
@@ -771,22 +740,19 @@ function report(
       `== --events ${r.label}: ${r.cycles} start/stop cycles (${s.changes} changes), lab start ${r.labStartMs} ms, daemon spawn -> READY ${r.readyMs} ms`,
     );
     out.push(
-      table(
-        ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
-        [
-          statRow('(a) daemon latency_ms', s.daemonLatencyMs),
-          statRow('    start', s.daemonLatencyStartMs),
-          statRow('    stop', s.daemonLatencyStopMs),
-          statRow('(b) NetworkEvent -> nft monitor', s.externalMs),
-          statRow('    start', s.externalStartMs),
-          statRow('    stop', s.externalStopMs),
-          statRow('(c) daemon "event:" line -> nft monitor', s.daemonEventToCommitMs),
-          statRow('daemon duration_ms', s.daemonDurationMs),
-          statRow('virsh cmd -> NetworkEvent', s.cmdToSignalMs),
-          statRow('virsh cmd -> nft monitor', s.endToEndMs),
-          statRow('monitor -> daemon log line', s.logAfterCommitMs),
-        ],
-      ),
+      statTable({
+        '(a) daemon latency_ms': s.daemonLatencyMs,
+        '    start': s.daemonLatencyStartMs,
+        '    stop': s.daemonLatencyStopMs,
+        '(b) NetworkEvent -> nft monitor': s.externalMs,
+        '    start ': s.externalStartMs,
+        '    stop ': s.externalStopMs,
+        '(c) daemon "event:" line -> nft monitor': s.daemonEventToCommitMs,
+        'daemon duration_ms': s.daemonDurationMs,
+        'virsh cmd -> NetworkEvent': s.cmdToSignalMs,
+        'virsh cmd -> nft monitor': s.endToEndMs,
+        'monitor -> daemon log line': s.logAfterCommitMs,
+      }),
     );
     const p99 = Math.max(s.daemonLatencyMs.p99, s.externalMs.p99);
     out.push(
@@ -815,20 +781,17 @@ function report(
         `pass steps timed in the lab with dist/ modules, daemon stopped (${b.iters} iterations, commands add ${b.commandsAdd} / remove ${b.commandsRemove}):`,
       );
       out.push(
-        table(
-          ['ms', 'n', 'p50', 'p95', 'p99', 'max', 'mean'],
-          [
-            statRow('D-Bus ListNetworks+GetXMLDesc', b.dbusListMs),
-            statRow('virsh net-list+net-dumpxml', b.virshListMs),
-            statRow('nft -j list ruleset (parsed, indexed)', b.nftListMs),
-            statRow('plan (incl. index)', b.planMs),
-            statRow('nft -j -f (start batch)', b.applyAddMs),
-            statRow('nft -j -f (stop batch)', b.applyRemoveMs),
-            statRow('list+plan+apply (start)', b.passAddMs),
-            statRow('list+plan+apply (stop)', b.passRemoveMs),
-            statRow('execa("true") spawn', b.spawnTrueMs),
-          ],
-        ),
+        statTable({
+          'D-Bus ListNetworks+GetXMLDesc': b.dbusListMs,
+          'virsh net-list+net-dumpxml': b.virshListMs,
+          'nft -j list ruleset (parsed, indexed)': b.nftListMs,
+          'plan (incl. index)': b.planMs,
+          'nft -j -f (start batch)': b.applyAddMs,
+          'nft -j -f (stop batch)': b.applyRemoveMs,
+          'list+plan+apply (start)': b.passAddMs,
+          'list+plan+apply (stop)': b.passRemoveMs,
+          'execa("true") spawn': b.spawnTrueMs,
+        }),
       );
     }
     if (r.anomalies.length > 0) out.push(`anomalies:\n  ${r.anomalies.slice(0, 20).join('\n  ')}`);

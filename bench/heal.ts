@@ -15,9 +15,9 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
-import { onLines } from '../test/helpers/lines.js';
-import { spawnDaemon, until } from '../test/integration/daemon-harness.js';
+import { requireBuiltCli } from '../test/helpers/cli.js';
+import { LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
+import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 
 const RELOADS = Number(process.env['BENCH_RELOADS'] ?? 30);
@@ -27,11 +27,6 @@ const UNIT_NODE_FLAGS = (
     readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'),
   )?.[1] ?? ''
 ).trim();
-
-interface Line {
-  text: string;
-  at: number;
-}
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -50,52 +45,52 @@ async function main(): Promise<void> {
       NOTIFY_SOCKET: join(work, 'none'),
       ...(UNIT_NODE_FLAGS ? { NODE_OPTIONS: UNIT_NODE_FLAGS } : {}),
     };
-    const daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
-    const lines: Line[] = [];
-    const monitor = lab.spawnInLab('nft', ['-j', 'monitor']);
-    onLines(monitor.stdout, (text, at) => lines.push({ text, at }));
-    monitor.stderr?.resume();
-    await until('kvmnftd rules for default', 10_000, async () =>
+    const daemon = spawnDaemon(lab, env, ['--events', 'dbus']);
+    const monitor = await LabMonitor.start(lab);
+    const lines = monitor.lines;
+    await waitUntil('kvmnftd rules for default', 10_000, async () =>
       (await lab!.nft('list', 'tables')).stdout.includes('inet kvmnftd'),
     );
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
 
     const ours: number[] = [];
     const whole: number[] = [];
     const libvirt: number[] = [];
-    const find = (from: number, pred: (t: string) => boolean) => lines.slice(from).find((l) => pred(l.text));
+    const find = (from: number, pred: (t: string) => boolean) => monitor.find(from, pred);
     for (let i = 0; i < RELOADS; i++) {
       const from = lines.length;
       await lab.nft('-f', LAB_FILES.adminRuleset);
-      const flush = await until('the flush on the monitor', 5000, () => find(from, (t) => t.includes('"delete"')));
-      const table = await until('our table back', 5000, () =>
+      const flush = await waitUntil('the flush on the monitor', 5000, () => find(from, (t) => t.includes('"delete"')));
+      const table = await waitUntil('our table back', 5000, () =>
         find(from, (t) => t.includes('"add"') && t.includes('"table"') && t.includes('"kvmnftd"')),
       );
       // The jump into the forward chain is the batch's last command (an "insert" with jump = first).
-      const jump = await until('our last jump back', 5000, () =>
+      const jump = await waitUntil('our last jump back', 5000, () =>
         find(
           from,
           (t) =>
             !t.includes('"delete"') && t.includes('"target": "kvmnftd_forward"') && t.includes('"chain": "forward"'),
         ),
       );
-      const chains = await until("libvirt's chains back", 15_000, () =>
-        find(from, (t) => !t.includes('"delete"') && t.includes('LIBVIRT_FWO')),
-      ).catch((e: Error) => {
-        throw new Error(
-          `${e.message}\n${lines
-            .slice(from)
-            .map((l) => l.text.slice(0, 160))
-            .join('\n')}`,
-        );
-      });
+      const chains = await waitUntil(
+        "libvirt's chains back",
+        15_000,
+        () => find(from, (t) => !t.includes('"delete"') && t.includes('LIBVIRT_FWO')),
+        {
+          detail: () =>
+            lines
+              .slice(from)
+              .map((l) => l.text.slice(0, 160))
+              .join('\n'),
+        },
+      );
       ours.push(table.at - flush.at);
       whole.push(jump.at - flush.at);
       libvirt.push(chains.at - flush.at);
       // One reload every BENCH_GAP_MS (default 10 s, the pace the broadcast
       // rate limit — a bucket of 3, one back every 10 s — sustains); faster
       // reloads show the limit in (c).
-      await new Promise((r) => setTimeout(r, GAP_MS));
+      await sleep(GAP_MS);
     }
     const row = (label: string, xs: number[]) =>
       `${label.padEnd(44)} p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(

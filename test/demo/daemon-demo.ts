@@ -9,8 +9,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { NotifySocket, spawnDaemon, until, type Daemon } from '../integration/daemon-harness.js';
+import { requireBuiltCli } from '../helpers/cli.js';
+import { NotifySocket, spawnDaemon, type Daemon } from '../integration/daemon-harness.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -55,9 +56,9 @@ async function main(): Promise<void> {
     };
     notify = new NotifySocket(env.NOTIFY_SOCKET);
     await notify.ready();
-    daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'dbus']);
+    daemon = spawnDaemon(lab, env, ['--events', 'dbus']);
     await notify.waitFor('READY=1');
-    await until('the status names default', 5000, () => notify?.lastStatus()?.includes('default'));
+    await waitUntil('the status names default', 5000, () => notify?.lastStatus()?.includes('default'));
     show(`systemd would show: STATUS=${notify.lastStatus() ?? ''}`);
     for (const r of daemon.logs.filter((l) => l.level >= 30)) show(`journal: ${r.msg}`);
 
@@ -69,10 +70,10 @@ async function main(): Promise<void> {
     say('the admin runs `systemctl reload nftables` (nft -f: flush ruleset + their table)');
     const before = daemon.logs.length;
     await lab.nft('-f', LAB_FILES.adminRuleset);
-    await until('rules back', 5000, async () =>
+    await waitUntil('rules back', 5000, async () =>
       (await lab!.nft('list', 'tables')).stdout.includes('table inet kvmnftd'),
     );
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     for (const r of daemon.logs.slice(before).filter((l) => l.level >= 30)) show(`journal: ${r.msg}`);
     show(`guest DHCP lease: ${await lab.dhcp()}`);
     show(`guest -> 192.0.2.2:8080: ${await probe(lab)}`);

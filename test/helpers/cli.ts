@@ -54,6 +54,11 @@ export async function runCli(ns: string, args: readonly string[], opts: CliOptio
   return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut, args: [...args] };
 }
 
+/** `kvmnftd ARGS --config CONFIG` in `ns`, with the context's config file and runtime dir. */
+export function runCliIn(ns: string, ctx: CliContext, ...args: string[]): Promise<CliResult> {
+  return runCli(ns, [...args, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
+}
+
 /** A short description of a CLI run, for assertion messages. */
 export function describeRun(r: CliResult): string {
   return `kvmnftd ${r.args.join(' ')} -> exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;

@@ -33,9 +33,7 @@ export function goldenCases(): string[] {
 export function loadCase(name: string): GoldenCase {
   const dir = join(GOLDEN_DIR, name);
   const cfg = join(dir, 'config.toml');
-  const config = existsSync(cfg)
-    ? configFromObject(parseToml(readFileSync(cfg, 'utf8')) as Record<string, unknown>, cfg)
-    : defaultConfig();
+  const config = existsSync(cfg) ? configFromObject(parseToml(readFileSync(cfg, 'utf8')), cfg) : defaultConfig();
   const liveFile = join(dir, 'live.json');
   const live = existsSync(liveFile) ? indexRuleset(JSON.parse(readFileSync(liveFile, 'utf8'))) : LIVE_LIBVIRT9;
   const xmlFiles = readdirSync(dir)

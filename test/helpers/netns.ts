@@ -12,6 +12,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { execa } from 'execa';
 import { onLines } from './lines.js';
+import { waitUntil } from './wait.js';
 
 export interface RunResult {
   exitCode: number;
@@ -106,39 +107,6 @@ export function requireLabPrivileges(): void {
   if (!findInPath('ip')) problems.push('`ip` (iproute2) is not installed or not in PATH');
   if (problems.length > 0) {
     throw new Error(`integration lab cannot run: ${problems.join('; ')}`);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Polling
-
-export interface WaitOptions {
-  timeoutMs?: number;
-  intervalMs?: number;
-  what?: string;
-}
-
-/** Poll `cond` until it returns a truthy value (which is returned) or time runs out. */
-export async function waitFor<T>(
-  cond: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  opts: WaitOptions = {},
-): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const intervalMs = opts.intervalMs ?? 50;
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await cond();
-      if (v) return v as T;
-    } catch (e) {
-      lastError = e;
-    }
-    if (Date.now() >= deadline) {
-      const extra = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what ?? 'condition'}${extra}`);
-    }
-    await new Promise((res) => setTimeout(res, intervalMs));
   }
 }
 
@@ -345,18 +313,15 @@ export class TcpListener {
   }
 
   async ready(timeoutMs = 10_000): Promise<void> {
-    await waitFor(
-      () => {
-        if (this.exited)
-          throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
-        return this.port > 0;
-      },
-      { timeoutMs, what: `listener ${this.label} to listen` },
-    );
+    await waitUntil(`listener ${this.label} to listen`, timeoutMs, () => {
+      if (this.exited)
+        throw new Error(`listener ${this.label} exited early: ${this.stderr} ${JSON.stringify(this.events)}`);
+      return this.port > 0;
+    });
   }
 
   async waitForConnections(n: number, timeoutMs = 5_000): Promise<string[]> {
-    await waitFor(() => this.peers.length >= n, { timeoutMs, what: `${n} connection(s) at listener ${this.label}` });
+    await waitUntil(`${n} connection(s) at listener ${this.label}`, timeoutMs, () => this.peers.length >= n);
     return this.peers;
   }
 
@@ -417,7 +382,47 @@ export async function tcpProbe(ns: string, host: string, port: number, timeoutMs
 // ---------------------------------------------------------------------------
 // nftables helpers
 
-export type NftObject = Record<string, any>;
+/** A match expression, read loosely: the tests look into payload matches on prefixes. */
+export interface NftMatch {
+  op?: string;
+  left?: { payload?: { protocol?: string; field?: string } };
+  right?: { prefix?: { addr?: string; len?: number } };
+}
+/** One statement or expression of a rule (nft -j). */
+export interface NftExpr {
+  match?: NftMatch;
+  counter?: { packets?: number; bytes?: number } | null;
+  jump?: { target?: string };
+  goto?: { target?: string };
+  [key: string]: unknown;
+}
+export interface NftTable {
+  family: string;
+  name: string;
+  handle?: number;
+}
+export interface NftChain extends NftTable {
+  table: string;
+  type?: string;
+  hook?: string;
+  prio?: number;
+  policy?: string;
+}
+export interface NftRule {
+  family: string;
+  table: string;
+  chain: string;
+  handle?: number;
+  comment?: string;
+  expr?: NftExpr[];
+}
+/** One element of `nft -j list ruleset`'s array. */
+export interface NftObject {
+  table?: NftTable;
+  chain?: NftChain;
+  rule?: NftRule;
+  [key: string]: unknown;
+}
 export interface NftRuleset {
   nftables: NftObject[];
 }
@@ -478,44 +483,40 @@ export interface TableRef {
 }
 
 export function tablesOf(rs: NftRuleset): TableRef[] {
-  return rs.nftables.filter((o) => 'table' in o).map((o) => ({ family: o.table.family, name: o.table.name }));
+  return rs.nftables.flatMap((o) => (o.table ? [{ family: o.table.family, name: o.table.name }] : []));
 }
 
-export function chainsOf(rs: NftRuleset, family: string, table: string): NftObject[] {
-  return rs.nftables
-    .filter((o) => 'chain' in o && o.chain.family === family && o.chain.table === table)
-    .map((o) => o.chain);
+export function chainsOf(rs: NftRuleset, family: string, table: string): NftChain[] {
+  return rs.nftables.flatMap((o) => (o.chain?.family === family && o.chain.table === table ? [o.chain] : []));
 }
 
-export function chainOf(rs: NftRuleset, family: string, table: string, chain: string): NftObject | undefined {
+export function chainOf(rs: NftRuleset, family: string, table: string, chain: string): NftChain | undefined {
   return chainsOf(rs, family, table).find((c) => c.name === chain);
 }
 
 /** Rules of one chain, in chain order. */
-export function rulesOf(rs: NftRuleset, family: string, table: string, chain: string): NftObject[] {
-  return rs.nftables
-    .filter((o) => 'rule' in o && o.rule.family === family && o.rule.table === table && o.rule.chain === chain)
-    .map((o) => o.rule);
+export function rulesOf(rs: NftRuleset, family: string, table: string, chain: string): NftRule[] {
+  return allRules(rs).filter((r) => r.family === family && r.table === table && r.chain === chain);
 }
 
-export function allRules(rs: NftRuleset): NftObject[] {
-  return rs.nftables.filter((o) => 'rule' in o).map((o) => o.rule);
+export function allRules(rs: NftRuleset): NftRule[] {
+  return rs.nftables.flatMap((o) => (o.rule ? [o.rule] : []));
 }
 
 /** True when a rule is exactly `jump TARGET` (optionally with a counter and comment). */
-export function isJumpTo(rule: NftObject, target: string): boolean {
-  const expr: NftObject[] = rule.expr ?? [];
+export function isJumpTo(rule: NftRule, target: string): boolean {
+  const expr = rule.expr ?? [];
   const verdicts = expr.filter((e) => 'jump' in e || 'goto' in e);
   return verdicts.length === 1 && verdicts[0]!.jump?.target === target;
 }
 
 /** Rules anywhere in the ruleset that jump (or goto) to `target`. */
-export function jumpsTo(rs: NftRuleset, target: string): NftObject[] {
+export function jumpsTo(rs: NftRuleset, target: string): NftRule[] {
   return allRules(rs).filter((r) => JSON.stringify(r.expr ?? []).includes(`"target":"${target}"`));
 }
 
 /** Does any expression (deep) contain this key? e.g. 'masquerade'. */
-export function ruleHas(rule: NftObject, key: string): boolean {
+export function ruleHas(rule: NftRule, key: string): boolean {
   const walk = (v: unknown): boolean => {
     if (Array.isArray(v)) return v.some(walk);
     if (v && typeof v === 'object') {
@@ -527,17 +528,13 @@ export function ruleHas(rule: NftObject, key: string): boolean {
 }
 
 /** Packets counted by the anonymous counter statements of a rule (raw ruleset, not normalised). */
-export function rulePackets(rule: NftObject): number {
-  let n = 0;
-  for (const e of (rule.expr ?? []) as NftObject[]) {
-    if (e.counter && typeof e.counter === 'object' && typeof e.counter.packets === 'number') n += e.counter.packets;
-  }
-  return n;
+export function rulePackets(rule: NftRule): number {
+  return (rule.expr ?? []).reduce((n, e) => n + (e.counter?.packets ?? 0), 0);
 }
 
 /** Does the rule match `ip saddr <prefix>/<len>` (payload match on the source address)? */
-export function matchesIpSaddr(rule: NftObject, addr: string, len: number): boolean {
-  return ((rule.expr ?? []) as NftObject[]).some((e) => {
+export function matchesIpSaddr(rule: NftRule, addr: string, len: number): boolean {
+  return (rule.expr ?? []).some((e) => {
     const m = e.match;
     if (!m || m.op === '!=') return false;
     const left = m.left?.payload;

@@ -20,7 +20,8 @@ import {
   ruleHas,
   rulesOf,
   tablesOf,
-  type NftObject,
+  type NftChain,
+  type NftRule,
   type NftRuleset,
 } from '../helpers/netns.js';
 import {
@@ -28,10 +29,11 @@ import {
   describeRun,
   fixture,
   useNetnsLab,
-  runCli,
+  runCliIn,
   type CliContext,
   type CliResult,
 } from '../helpers/cli.js';
+import { sleep } from '../helpers/wait.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const ADMIN_JUMP_NONE = fixture('admin-ruleset-jump-none.nft');
@@ -47,6 +49,13 @@ type JumpMode = 'first' | 'last' | 'none';
 const theLab = useNetnsLab();
 
 /** A host namespace with virbr0 (192.168.122.1/24) and the admin ruleset loaded. */
+/** The admin's host, a CLI context with that config, and the admin's ruleset before kvmnftd (normalised). */
+async function adminSetup(configToml = '') {
+  const ns = await adminHost();
+  const ctx = await cliContext(theLab(), configToml);
+  return { ns, ctx, admin0: await normalized(ns) };
+}
+
 async function adminHost(role = 'host', adminFile = ADMIN): Promise<string> {
   const l = theLab();
   const ns = await l.netns(role);
@@ -60,9 +69,7 @@ function expectExit(r: CliResult, code: number): void {
   expect(r.exitCode, describeRun(r)).toBe(code);
 }
 
-async function cli(ns: string, ctx: CliContext, ...args: string[]): Promise<CliResult> {
-  return runCli(ns, [...args, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
-}
+const cli = runCliIn;
 
 async function apply(ns: string, ctx: CliContext, xml: string[] = [DEFAULT_XML]): Promise<CliResult> {
   return cli(ns, ctx, 'apply', ...xml.flatMap((x) => ['--from-xml', x]));
@@ -79,7 +86,7 @@ function tableKeys(rs: NftRuleset): string[] {
 }
 
 /** Admin base chain definitions (type/hook/prio/policy) of `inet filter`. */
-function adminChainDefs(rs: NftRuleset): NftObject[] {
+function adminChainDefs(rs: NftRuleset): NftChain[] {
   return chainsOf(rs, 'inet', 'filter').filter(
     (c) => c.name === 'input' || c.name === 'forward' || c.name === 'output',
   );
@@ -120,14 +127,10 @@ function expectAdminIntactWithJumps(admin0: NftRuleset, after: NftRuleset, mode:
 
   // No stray chains in the admin table beyond our two.
   const names = chainsOf(after, 'inet', 'filter')
-    .map((c) => c.name as string)
+    .map((c) => c.name)
     .sort();
   const expected = [
-    ...new Set([
-      ...chainsOf(admin0, 'inet', 'filter').map((c) => c.name as string),
-      'kvmnftd_input',
-      'kvmnftd_forward',
-    ]),
+    ...new Set([...chainsOf(admin0, 'inet', 'filter').map((c) => c.name), 'kvmnftd_input', 'kvmnftd_forward']),
   ].sort();
   expect(names).toEqual(expected);
 }
@@ -157,7 +160,7 @@ function expectNatTable(after: NftRuleset): void {
   }
   // The plain one from the contract: ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
   const plain = masq.filter((r) =>
-    (r.expr as NftObject[]).some(
+    (r.expr ?? []).some(
       (e) =>
         e.match?.op === '!=' &&
         e.match?.left?.payload?.field === 'daddr' &&
@@ -172,14 +175,14 @@ function expectNatTable(after: NftRuleset): void {
 function expectForwardPolicy(after: NftRuleset): void {
   const rules = rulesOf(after, 'inet', 'filter', 'kvmnftd_forward');
   const dump = JSON.stringify(rules, null, 1);
-  const accepts = (r: NftObject): boolean => (r.expr as NftObject[]).some((e) => 'accept' in e);
+  const accepts = (r: NftRule): boolean => (r.expr ?? []).some((e) => 'accept' in e);
   expect(
     rules.some((r) => accepts(r) && matchesIpSaddr(r, '192.168.122.0', 24)),
     `no accept from 192.168.122.0/24\n${dump}`,
   ).toBe(true);
   // Any accept towards the guests (daddr in the subnet) must be conditional on ct state.
   for (const r of rules) {
-    const inbound = (r.expr as NftObject[]).some(
+    const inbound = (r.expr ?? []).some(
       (e) =>
         e.match?.op !== '!=' &&
         e.match?.left?.payload?.field === 'daddr' &&
@@ -214,7 +217,10 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
     const p = await cli(ns, ctx, 'plan', '--json', '--from-xml', DEFAULT_XML);
     expectExit(p, 0);
     let planned: unknown;
-    expect(() => (planned = JSON.parse(p.stdout)), `plan --json stdout is not JSON: ${describeRun(p)}`).not.toThrow();
+    expect(
+      () => (planned = JSON.parse(p.stdout) as unknown),
+      `plan --json stdout is not JSON: ${describeRun(p)}`,
+    ).not.toThrow();
     expect(planned, describeRun(p)).toEqual({ nftables: [] });
 
     // ...and a second apply changes nothing at all (same handles: nothing re-created).
@@ -263,9 +269,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('a stale snapshot never loses an admin rule: admin reloads between applies', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
 
     expectExit(await apply(ns, ctx), 0);
     const first = await normalized(ns);
@@ -284,15 +288,13 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('concurrent admin reloads racing apply never lose an admin rule or duplicate a jump', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
 
     for (let i = 0; i < 14; i++) {
       // Deliberate jitter (not a wait for a condition): the admin's reload lands
       // before the CLI's snapshot, between snapshot and commit, or after the commit.
       const jitterMs = i * 20;
-      const reload = new Promise((res) => setTimeout(res, jitterMs)).then(() => nftLoadFile(ns, ADMIN));
+      const reload = sleep(jitterMs).then(() => nftLoadFile(ns, ADMIN));
       const [r] = await Promise.all([apply(ns, ctx), reload]);
       // Either it won, or it lost the race and failed cleanly; never a usage error.
       expect([0, 1], describeRun(r)).toContain(r.exitCode);
@@ -317,9 +319,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
   });
 
   it('remove after the admin already flushed our objects leaves the admin ruleset alone', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup();
     expectExit(await apply(ns, ctx), 0);
     await nftLoadFile(ns, ADMIN);
     const rm = await cli(ns, ctx, 'remove');
@@ -330,9 +330,7 @@ describe('kvmnftd apply/remove on a strict admin ruleset (jump = "first")', () =
 
 describe('jump position', () => {
   it('jump = "last" puts the jump after every admin rule; remove restores', async () => {
-    const ns = await adminHost();
-    const ctx = await cliContext(theLab(), '[filter]\njump = "last"\n');
-    const admin0 = await normalized(ns);
+    const { ns, ctx, admin0 } = await adminSetup('[filter]\njump = "last"\n');
 
     expectExit(await apply(ns, ctx), 0);
     const after = await normalized(ns);

@@ -8,13 +8,14 @@
  * networks; with a guest dataplane check at checkpoints.
  * Re-run a sequence with CHAOS_SEED=<seed>; CHAOS_OPS sets the length.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { LAB_FILES, startLab, type Lab } from '../lab/lab.js';
-import { adminRules, libvirtChainsPresent, spawnDaemon, until, type Daemon, type DaemonEnv } from './daemon-harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CLI_MAIN } from '../helpers/cli.js';
+import { waitUntil } from '../helpers/wait.js';
+import { busOwnerPid, LAB_FILES } from '../lab/lab.js';
+import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
 const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -40,38 +41,26 @@ function poolXml(i: number): string {
 }
 
 describe('chaos', () => {
-  let lab: Lab | undefined;
+  const f = useLibvirtLab({ tag: 'chaos', lab: { defaultNetwork: 'start' } });
+  const env = f.env;
+  const work = f.work;
   let daemon: Daemon | undefined;
-  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-chaos-'));
-  const env: DaemonEnv = {
-    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
-    KVMNFTD_LOG_FORMAT: 'json',
-    NOTIFY_SOCKET: join(work, 'no-notify'),
-  };
   let admin0 = '';
 
   beforeAll(async () => {
-    requireBuiltCli();
-    lab = await startLab({ defaultNetwork: 'start' });
-    admin0 = await adminRules(lab);
+    admin0 = await adminRules(f.lab);
     for (let i = 0; i < 5; i++) writeFileSync(join(work, `chaos${i}.xml`), poolXml(i));
-    daemon = spawnDaemon(lab, CLI_MAIN, env, ['--events', 'auto']);
-  }, 60_000);
-
-  afterAll(async () => {
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 60_000);
+    daemon = spawnDaemon(f.lab, env, ['--events', 'auto']);
+  });
 
   it(`settles to the plan after every one of ${OPS} random operations (seed printed)`, async () => {
-    const l = lab!;
+    const l = f.lab;
     const random = rng(SEED);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const counts: Record<string, number> = {};
     let checks = 0;
     let leaks = 0;
     let dataplane = 0;
-    // eslint-disable-next-line no-console
     console.log(`chaos: seed ${SEED} (re-run with CHAOS_SEED=${SEED}), ${OPS} operations`);
 
     const virsh = (...args: string[]) => l.exec('virsh', ['-q', '-c', 'qemu:///system', ...args], { reject: false });
@@ -92,25 +81,13 @@ describe('chaos', () => {
       'admin reload': async () => void (await l.nft('-f', LAB_FILES.adminRuleset)),
       'libvirtd restart': () => l.restartLibvirtd(),
       'libvirt-dbus kill': async () => {
-        const r = await l.exec(
-          'dbus-send',
-          [
-            '--system',
-            '--print-reply',
-            '--dest=org.freedesktop.DBus',
-            '/org/freedesktop/DBus',
-            'org.freedesktop.DBus.GetConnectionUnixProcessID',
-            'string:org.libvirt',
-          ],
-          { reject: false },
-        );
-        const pid = Number(/uint32 (\d+)/.exec(r.stdout)?.[1]);
+        const pid = await busOwnerPid(l, 'org.libvirt');
         if (pid > 1) process.kill(pid, 'SIGKILL');
       },
       'kvmnftd SIGKILL + restart': async () => {
         daemon!.child.kill('SIGKILL');
         await daemon!.exited;
-        daemon = spawnDaemon(l, CLI_MAIN, env, ['--events', 'auto']);
+        daemon = spawnDaemon(l, env, ['--events', 'auto']);
       },
     };
     const weights: Array<[string, number]> = [
@@ -132,7 +109,7 @@ describe('chaos', () => {
     };
 
     const settle = async (step: number, op: string): Promise<void> => {
-      const plan = await until(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
+      const plan = await waitUntil(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
         const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], {
           env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
           reject: false,
@@ -161,7 +138,7 @@ describe('chaos', () => {
         .filter((s) => s !== '');
       const needsLibvirtChains = active.some((n) => n === 'default' || /^chaos[0-3]$/.test(n));
       if (needsLibvirtChains)
-        await until(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
+        await waitUntil(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
           libvirtChainsPresent(l),
         );
       checks++;
@@ -198,7 +175,6 @@ describe('chaos', () => {
       (a, k) => a + (counts[k] ?? 0),
       0,
     );
-    // eslint-disable-next-line no-console
     console.log(
       `chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`,
     );

@@ -1,27 +1,15 @@
 /**
- * Shared by the lab tests that run `kvmnftd run`: a NOTIFY_SOCKET the test
- * owns, the daemon's JSON log, polling, and a compact view of the ruleset.
+ * Shared by the lab tests and benchmarks that run `kvmnftd run` (plain code,
+ * no vitest: bench/ and the demo use it too): a NOTIFY_SOCKET the test owns,
+ * the daemon's JSON log, an `nft monitor` of the lab, a guest probe, and a
+ * compact view of the ruleset. The per-file lab fixture is libvirt-lab.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
-import type { Lab } from '../lab/lab.js';
+import { WAN_ADDR, type Lab } from '../lab/lab.js';
+import { CLI_MAIN } from '../helpers/cli.js';
 import { onLines } from '../helpers/lines.js';
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export async function until<T>(
-  what: string,
-  timeoutMs: number,
-  f: () => Promise<T | undefined | false> | T | undefined | false,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { waitUntil } from '../helpers/wait.js';
 
 /** A NOTIFY_SOCKET: socat receives the daemon's datagrams; one assignment per line. */
 export class NotifySocket {
@@ -32,7 +20,7 @@ export class NotifySocket {
     onLines(this.child.stdout, (line) => this.messages.push(line));
   }
   ready(): Promise<void> {
-    return until(`socat on ${this.path}`, 5000, async () => {
+    return waitUntil(`socat on ${this.path}`, 5000, () => {
       try {
         return statSync(this.path).isSocket();
       } catch {
@@ -41,7 +29,7 @@ export class NotifySocket {
     }).then(() => undefined);
   }
   waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
-    return until(`notify message ${String(what)}`, timeoutMs, () => {
+    return waitUntil(`notify message ${String(what)}`, timeoutMs, () => {
       const i = this.messages.findIndex(
         (m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)),
       );
@@ -79,12 +67,51 @@ export class Daemon {
     child.stdout?.resume();
     this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   }
-  /** "applied" log records from log index `from` on (use `logs.length` as a marker). */
+  /** "applied" log records from log index `from` on (use `logs.length` as a marker): one per transaction. */
   applied(from = 0): LogRecord[] {
-    return this.logs.slice(from).filter((r) => typeof r['commands'] === 'number' && r.msg.includes('applied'));
+    return this.logs.slice(from).filter(isApplied);
+  }
+  /** One record per reconcile pass from `from` on: applied, already up to date, or failed (needs --log-level debug). */
+  passes(from = 0): LogRecord[] {
+    return this.logs
+      .slice(from)
+      .filter((r) => isApplied(r) || r.msg === 'ruleset already up to date' || r.msg.startsWith('reconcile failed'));
+  }
+  /** The libvirt lifecycle events the daemon received from `from` on (needs --log-level debug). */
+  events(from = 0): LogRecord[] {
+    return this.logs.slice(from).filter((r) => r.msg.startsWith('event: '));
   }
   dump(): string {
     return this.logs.map((r) => JSON.stringify(r)).join('\n');
+  }
+}
+
+const isApplied = (r: LogRecord): boolean => typeof r['commands'] === 'number' && r.msg.includes('applied');
+
+/** `nft -j monitor` in the lab: every line it printed, stamped on arrival (performance.now()). */
+export class LabMonitor {
+  readonly lines: Array<{ text: string; at: number }> = [];
+  private constructor(readonly child: ChildProcess) {
+    onLines(child.stdout, (text, at) => this.lines.push({ text, at }));
+    child.stderr?.resume();
+  }
+  /** Starts it and returns once it reports (nft monitor has no ready signal: a probe table, added and deleted). */
+  static async start(lab: Lab): Promise<LabMonitor> {
+    const m = new LabMonitor(lab.spawnInLab('nft', ['-j', 'monitor']));
+    await waitUntil(
+      'nft monitor to report a probe change',
+      5000,
+      async () => {
+        await lab.nft('add', 'table', 'ip', 'kvmtest_probe');
+        await lab.nft('delete', 'table', 'ip', 'kvmtest_probe');
+        return m.find(0, (t) => t.includes('kvmtest_probe')) !== undefined;
+      },
+      { intervalMs: 50 },
+    );
+    return m;
+  }
+  find(from: number, pred: (text: string) => boolean): { text: string; at: number } | undefined {
+    return this.lines.slice(from).find((l) => pred(l.text));
   }
 }
 
@@ -133,9 +160,9 @@ export interface DaemonEnv {
   [key: string]: string;
 }
 
-/** Starts `kvmnftd run` inside the lab (host mount + net namespace). */
-export function spawnDaemon(lab: Lab, cli: string, env: DaemonEnv, args: string[]): Daemon {
-  return new Daemon(lab.spawnInLab(process.execPath, [cli, 'run', '--log-level', 'debug', ...args], env));
+/** Starts `kvmnftd run --log-level debug ARGS` inside the lab (host mount + net namespace), with the lab's node. */
+export function spawnDaemon(lab: Lab, env: DaemonEnv, args: string[]): Daemon {
+  return new Daemon(lab.spawnInLab(lab.node, [CLI_MAIN, 'run', '--log-level', 'debug', ...args], env));
 }
 
 /** libvirt's own chains (iptables-nft backend on libvirt 9) present in the lab? */
@@ -157,4 +184,31 @@ export async function adminRules(lab: Lab): Promise<string> {
     if (skipping && /^\t}/.test(line)) skipping = false;
   }
   return kept.join('\n');
+}
+
+/**
+ * A NEW connection from the lab's guest to a fresh listener on the wan at
+ * `port`; returns the source address the wan saw. New flows for up to
+ * `retryMs` (0: one probe): while libvirt re-adds its rules after a
+ * FirewallD1.Reloaded, one SYN can meet libvirt's reject before its accept
+ * is back.
+ */
+export async function guestReachesWan(lab: Lab, port: number, retryMs = 0): Promise<string> {
+  const listener = await lab.tcpListen(port);
+  try {
+    let output = '';
+    await waitUntil(
+      `a connection from the guest to ${WAN_ADDR}:${port}`,
+      retryMs,
+      async () => {
+        const probe = await lab.tcpProbe(WAN_ADDR, port);
+        output = probe.output;
+        return probe.ok;
+      },
+      { intervalMs: 500, detail: () => output },
+    );
+    return await listener.waitForPeer(5000, 0);
+  } finally {
+    await listener.close();
+  }
 }

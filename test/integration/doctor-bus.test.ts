@@ -14,7 +14,7 @@ import { busFacts } from '../../src/doctor/gather.js';
 import type { DoctorReport } from '../../src/doctor/index.js';
 import { cliContext, describeRun, fixture, requireBuiltCli, runCli } from '../helpers/cli.js';
 import { Lab, nftLoadFile, requireLabPrivileges } from '../helpers/netns.js';
-import { until } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const CONFIG = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -49,7 +49,7 @@ class PrivateBus {
     return `unix:path=${this.socket}`;
   }
   ready(): Promise<boolean> {
-    return until(`bus socket ${this.socket}`, 5000, () => existsSync(this.socket));
+    return waitUntil(`bus socket ${this.socket}`, 5000, () => existsSync(this.socket));
   }
   stop(): void {
     this.child.kill('SIGTERM');
@@ -119,7 +119,7 @@ describe('doctor facts from the system bus', () => {
       expect(withFirewalld[0]).toBe('firewalld-running'); // errors first, and this one first of all
       expect(withFirewalld).toContain('libvirt-dbus-unavailable');
       firewalld.disconnect();
-      await until(
+      await waitUntil(
         'FirewallD1 released',
         3000,
         async () => !(await doctor(plain.address)).includes('firewalld-running'),

@@ -20,10 +20,10 @@ import {
   ruleHas,
   rulePackets,
   tcpProbe,
-  waitFor,
   type ProbeResult,
 } from '../helpers/netns.js';
 import { cliContext, describeRun, fixture, useNetnsLab, runCli } from '../helpers/cli.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const DEFAULT_XML = fixture('default.xml');
@@ -75,17 +75,15 @@ async function applyDefault(l: Lab, host: string): Promise<void> {
 /** Retry NEW connections (each probe is a fresh flow) until one succeeds. */
 async function eventuallyConnects(from: string, host: string, port: number, timeoutMs = 15_000): Promise<ProbeResult> {
   let last: ProbeResult | undefined;
-  try {
-    return await waitFor(
-      async () => {
-        last = await tcpProbe(from, host, port, 2_000);
-        return last.ok ? last : undefined;
-      },
-      { timeoutMs, intervalMs: 100, what: `a TCP connection from ${from} to ${host}:${port}` },
-    );
-  } catch (e) {
-    throw new Error(`${(e as Error).message}; last probe: ${JSON.stringify(last)}`);
-  }
+  return waitUntil(
+    `a TCP connection from ${from} to ${host}:${port}`,
+    timeoutMs,
+    async () => {
+      last = await tcpProbe(from, host, port, 2_000);
+      return last.ok ? last : undefined;
+    },
+    { intervalMs: 100, detail: () => `last probe: ${JSON.stringify(last)}` },
+  );
 }
 
 describe('e2e: guest traffic through a strict host firewall', () => {

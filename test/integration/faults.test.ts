@@ -17,16 +17,16 @@ import {
   normalizeRuleset,
   run,
   tablesOf,
-  waitFor,
   type NftObject,
   type NftRuleset,
 } from '../helpers/netns.js';
+import { waitUntil } from '../helpers/wait.js';
 
 /** Every object of the admin's `inet filter` table. */
 function adminTable(rs: NftRuleset): NftObject[] {
   return rs.nftables.filter((o) => {
-    const t = o['table'];
-    const c = o['chain'] ?? o['rule'];
+    const t = o.table;
+    const c = o.chain ?? o.rule;
     return (t?.family === 'inet' && t.name === 'filter') || (c?.family === 'inet' && c.table === 'filter');
   });
 }
@@ -44,9 +44,9 @@ describe('faults', () => {
     owner.stdin.write('add table inet filter { flags owner; }\n');
     owner.stdin.write('add chain inet filter input { type filter hook input priority 0; policy drop; }\n');
     owner.stdin.write('add chain inet filter forward { type filter hook forward priority 0; policy drop; }\n');
-    await waitFor(async () => (await nftJson(ns)).nftables.some((o) => o['chain']?.name === 'forward'), {
-      what: 'the owned table',
-    });
+    await waitUntil('the owned table', 10_000, async () =>
+      (await nftJson(ns)).nftables.some((o) => o.chain?.name === 'forward'),
+    );
     const before = normalizeRuleset(await nftJson(ns));
     const ctx = await cliContext(theLab(), '');
     const r = await runCli(ns, ['apply', '--from-xml', fixture('default.xml'), '--config', ctx.configFile], {

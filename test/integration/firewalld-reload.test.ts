@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import dbus from 'dbus-next';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { announceFirewallReload } from '../../src/libvirt/firewalld-reload.js';
-import { until } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const CONFIG = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -31,7 +31,7 @@ describe('FirewallD1.Reloaded broadcast', () => {
     bus = spawn('dbus-daemon', [`--config-file=${join(dir, 'bus.conf')}`, '--nofork', '--nopidfile'], {
       stdio: 'ignore',
     });
-    await until('private bus socket', 5000, async () => (await import('node:fs')).existsSync(socket));
+    await waitUntil('private bus socket', 5000, async () => (await import('node:fs')).existsSync(socket));
     process.env['DBUS_SYSTEM_BUS_ADDRESS'] = `unix:path=${socket}`;
   });
 
@@ -59,7 +59,7 @@ describe('FirewallD1.Reloaded broadcast', () => {
       }),
     );
     expect(await announceFirewallReload()).toEqual({ sent: true });
-    await until('the signal arrives', 3000, () => seen.length === 1);
+    await waitUntil('the signal arrives', 3000, () => seen.length === 1);
     expect(seen).toEqual(['/org/fedoraproject/FirewallD1']);
     listener.disconnect();
   });

@@ -18,14 +18,11 @@
  * Each case checks what must pass (with retries: a new bridge may take a moment)
  * and what must not (one probe, after the must-pass part proved the wiring).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { startLab, type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
+import { waitUntil } from '../helpers/wait.js';
+import { type Lab, type LabNetns, type TcpProbeResult, type TcpWhere } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
-import { Daemon, NotifySocket, until, type DaemonEnv } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const WAN = '192.0.2.2';
 const HOST_WAN = '192.0.2.1';
@@ -45,22 +42,16 @@ const distros: Distro[] = [
 ];
 
 describe.each(distros)('forward modes with real packets: $name', (distro) => {
-  let lab: Lab | undefined;
-  let notify: NotifySocket | undefined;
-  let daemon: Daemon | undefined;
+  const f = useLibvirtLab({
+    tag: `modes-${distro.root ? `d13-${distro.backend}` : 'd12'}`,
+    lab: async () => ({
+      root: distro.root ? (await ensureTrixieRoot()).path : undefined,
+      firewallBackend: distro.backend,
+    }),
+    setupMs: 15 * 60_000,
+  });
+  const L = (): Lab => f.lab;
   let wan2: LabNetns | undefined;
-  const work = mkdtempSync(join(tmpdir(), `kvmnftd-modes-${distro.root ? 'd13' : 'd12'}-`));
-  const config = join(work, 'kvmnftd.toml');
-  const env: DaemonEnv = {
-    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
-    KVMNFTD_LOG_FORMAT: 'json',
-    NOTIFY_SOCKET: join(work, 'notify'),
-  };
-  const L = (): Lab =>
-    lab ??
-    (() => {
-      throw new Error('lab not started');
-    })();
   let port = 10_000;
   const t0 = Date.now();
 
@@ -71,24 +62,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       : where === 'wan'
         ? L().inWan('sh', ['-c', script])
         : L().inGuest('sh', ['-c', script]);
-  const cli = (...args: string[]) =>
-    L().exec(L().node, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
-
+  const cli = (...args: string[]) => f.cli(...args);
   /** kvmnftd's plan for the running networks is empty: the daemon has caught up. */
-  const converged = () =>
-    until('kvmnftd converged (plan --json empty)', 15_000, async () => {
-      const r = await cli('plan', '--json');
-      if (r.exitCode !== 0) return false;
-      const cmds = (JSON.parse(r.stdout) as { nftables: object[] }).nftables.filter((c) => !('metainfo' in c));
-      return cmds.length === 0;
-    }).catch((e: Error) => {
-      throw new Error(`${e.message}\n${daemon?.dump() ?? ''}`);
-    });
+  const converged = () => f.converged();
 
   const startNetwork = async (name: string, xml: string): Promise<void> => {
-    const file = join(work, `${name}.xml`);
-    writeFileSync(file, xml);
-    await L().virsh('net-define', file);
+    await f.defineNetwork(name, xml);
     await L().virsh('net-start', name);
     await converged();
   };
@@ -117,7 +96,39 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   };
   const guest = (cmd: string, args: string[]) => L().inGuest(cmd, args);
 
-  /** A fresh listener; probe (with retries until `expectOk` holds, or once); returns what the listener saw. */
+  /** The wan's route back to a guest subnet through the host (`replace`), or its removal (`del`). */
+  const wanRoute = (op: 'replace' | 'del', cidr: string) => {
+    const v6 = cidr.includes(':');
+    const via = op === 'replace' ? ['via', v6 ? HOST_WAN6 : HOST_WAN] : [];
+    return L().inWan('ip', [...(v6 ? ['-6'] : []), 'route', op, cidr, ...via]);
+  };
+  /**
+   * One case's network, for the describe block it is called in: started (kvmnftd caught up), then
+   * `setup` (the guest's side), then the wan's routes back to `routesFromWan`; all undone afterwards.
+   */
+  const useNetwork = (
+    name: string,
+    xml: string,
+    opts: { setup?: () => Promise<unknown>; routesFromWan?: string[]; teardown?: () => Promise<unknown> } = {},
+  ) => {
+    beforeAll(async () => {
+      await startNetwork(name, xml);
+      await opts.setup?.();
+      for (const cidr of opts.routesFromWan ?? []) await wanRoute('replace', cidr);
+    }, 60_000);
+    afterAll(async () => {
+      await opts.teardown?.();
+      for (const cidr of opts.routesFromWan ?? []) await wanRoute('del', cidr);
+      await stopNetwork(name);
+    }, 30_000);
+  };
+  /** The lab's guest on `bridge` with static addresses. */
+  const staticGuest = (bridge: string, v4: string, gw4: string, v6?: string, gw6?: string) => async () => {
+    await L().attachGuest(bridge);
+    await guestAddrs(guest, v4, gw4, v6, gw6);
+  };
+
+  /** A fresh listener; probe (new flows for up to retryMs, or once); returns the last probe and what the listener saw. */
   async function probe(
     target: string,
     opts: { listen?: TcpWhere; from?: TcpWhere; retryMs?: number } = {},
@@ -125,15 +136,23 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     const p = ++port; // own copy: probes may run concurrently
     const listener = await L().tcpListen(p, { address: target.includes(':') ? '::' : '0.0.0.0', ...opts.listen });
     try {
-      let result: TcpProbeResult;
-      const deadline = Date.now() + (opts.retryMs ?? 0);
-      for (;;) {
-        result = await L().tcpProbe(target, p, 2000, opts.from);
-        if (result.ok || Date.now() > deadline) break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      if (result.ok) await listener.waitForPeer(3000, 0);
-      return { result, peers: [...listener.peers], ports: [...listener.peerPorts] };
+      // New flows until one gets through, for up to retryMs (0: one probe); a failure is the caller's to judge.
+      const probes: TcpProbeResult[] = [];
+      const passed = await waitUntil(
+        `a connection to ${target}:${p}`,
+        opts.retryMs ?? 0,
+        async () => {
+          const r = await L().tcpProbe(target, p, 2000, opts.from);
+          probes.push(r);
+          return r.ok || undefined;
+        },
+        { intervalMs: 200 },
+      ).catch((e: unknown) => {
+        if (probes.length === 0) throw e;
+        return false;
+      });
+      if (passed) await listener.waitForPeer(3000, 0);
+      return { result: probes.at(-1)!, peers: [...listener.peers], ports: [...listener.peerPorts] };
     } finally {
       await listener.close();
     }
@@ -156,10 +175,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   };
 
   beforeAll(async () => {
-    requireBuiltCli();
-    const root = distro.root ? await ensureTrixieRoot() : undefined;
-    writeFileSync(config, '# defaults\n');
-    lab = await startLab({ root: root?.path, firewallBackend: distro.backend });
+    const lab = L();
     // IPv6 in the lab host: forwarding on (the test's job, not kvmnftd's), no DAD delays.
     await sh(
       'host',
@@ -187,28 +203,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
       'for k in all default eth0; do for s in accept_dad autoconf accept_ra; do echo 0 >/proc/sys/net/ipv6/conf/$k/$s; done; done',
     );
 
-    notify = new NotifySocket(env.NOTIFY_SOCKET);
-    await notify.ready();
-    daemon = new Daemon(
-      lab.spawnInLab(lab.node, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'], env),
-    );
-    await notify.waitFor('READY=1');
+    await f.startDaemon('dbus');
   }, 15 * 60_000);
 
-  afterAll(async () => {
-    notify?.close();
-    const ignored = lab?.tcCsumIgnored() ?? [];
-    if (ignored.length > 0) {
-      // eslint-disable-next-line no-console
-      console.log(
-        `[${distro.name}] NOTE: the test root's tc wrapper ignored ${ignored.length} failing \`tc filter add ... action csum\` (this kernel has no csum action):\n  ${ignored.join('\n  ')}`,
-      );
-    }
-    // eslint-disable-next-line no-console
+  afterAll(() => {
     console.log(`[${distro.name}] forward modes suite: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 60_000);
+  });
 
   it('wiring: the host reaches wan (IPv4, IPv6) and wan2', async () => {
     expect((await mustPass(WAN, { from: { in: 'host' } })).peers).toEqual([HOST_WAN]);
@@ -217,23 +217,19 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('nat with <nat ipv6="yes"/> (IPv4 + IPv6 masquerade)', () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmnat',
-        `<network><name>fmnat</name><forward mode='nat'><nat ipv6='yes'/></forward><bridge name='virbr10' stp='off' delay='0'/>
-         <ip address='10.77.10.1' prefix='24'><dhcp><range start='10.77.10.10' end='10.77.10.99'/></dhcp></ip>
-         <ip family='ipv6' address='fd00:77:10::1' prefix='64'/></network>`,
-      );
-      await L().attachGuest('virbr10');
-      await L().inGuest('ip', ['-6', 'addr', 'flush', 'dev', 'eth0', 'scope', 'global']);
-      await L().inWan('ip', ['route', 'replace', '10.77.10.0/24', 'via', HOST_WAN]);
-      await L().inWan('ip', ['-6', 'route', 'replace', 'fd00:77:10::/64', 'via', HOST_WAN6]);
-    }, 60_000);
-    afterAll(async () => {
-      await L().inWan('ip', ['route', 'del', '10.77.10.0/24']);
-      await L().inWan('ip', ['-6', 'route', 'del', 'fd00:77:10::/64']);
-      await stopNetwork('fmnat');
-    }, 30_000);
+    useNetwork(
+      'fmnat',
+      `<network><name>fmnat</name><forward mode='nat'><nat ipv6='yes'/></forward><bridge name='virbr10' stp='off' delay='0'/>
+       <ip address='10.77.10.1' prefix='24'><dhcp><range start='10.77.10.10' end='10.77.10.99'/></dhcp></ip>
+       <ip family='ipv6' address='fd00:77:10::1' prefix='64'/></network>`,
+      {
+        setup: async () => {
+          await L().attachGuest('virbr10');
+          await L().inGuest('ip', ['-6', 'addr', 'flush', 'dev', 'eth0', 'scope', 'global']);
+        },
+        routesFromWan: ['10.77.10.0/24', 'fd00:77:10::/64'],
+      },
+    );
 
     it('nat (IPv4): DHCP lease, out masqueraded to the host; no new connection in from the wan', async () => {
       const lease = await L().dhcp({ bridge: 'virbr10' });
@@ -252,22 +248,15 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('route (IPv4 and IPv6; the wan has routes back)', () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmroute',
-        `<network><name>fmroute</name><forward mode='route'/><bridge name='virbr11' stp='off' delay='0'/>
-         <ip address='10.77.11.1' prefix='24'/><ip family='ipv6' address='2001:db8:77:11::1' prefix='64'/></network>`,
-      );
-      await L().attachGuest('virbr11');
-      await guestAddrs(guest, '10.77.11.50/24', '10.77.11.1', '2001:db8:77:11::50/64', '2001:db8:77:11::1');
-      await L().inWan('ip', ['route', 'replace', '10.77.11.0/24', 'via', HOST_WAN]);
-      await L().inWan('ip', ['-6', 'route', 'replace', '2001:db8:77:11::/64', 'via', HOST_WAN6]);
-    }, 60_000);
-    afterAll(async () => {
-      await L().inWan('ip', ['route', 'del', '10.77.11.0/24']);
-      await L().inWan('ip', ['-6', 'route', 'del', '2001:db8:77:11::/64']);
-      await stopNetwork('fmroute');
-    }, 30_000);
+    useNetwork(
+      'fmroute',
+      `<network><name>fmroute</name><forward mode='route'/><bridge name='virbr11' stp='off' delay='0'/>
+       <ip address='10.77.11.1' prefix='24'/><ip family='ipv6' address='2001:db8:77:11::1' prefix='64'/></network>`,
+      {
+        setup: staticGuest('virbr11', '10.77.11.50/24', '10.77.11.1', '2001:db8:77:11::50/64', '2001:db8:77:11::1'),
+        routesFromWan: ['10.77.11.0/24', '2001:db8:77:11::/64'],
+      },
+    );
 
     it("IPv4: out with the guest's own address; new connections in reach the guest; a spoofed source does not get out", async () => {
       expect((await mustPass(WAN)).peers).toEqual(['10.77.11.50']);
@@ -294,21 +283,18 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('open (libvirt adds no firewall rules)', () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmopen',
-        `<network><name>fmopen</name><forward mode='open'/><bridge name='virbr12' stp='off' delay='0'/><ip address='10.77.12.1' prefix='24'/></network>`,
-      );
-      await L().attachGuest('virbr12');
-      await guestAddrs(guest, '10.77.12.50/24', '10.77.12.1');
-      await L().inWan('ip', ['route', 'replace', '10.77.12.0/24', 'via', HOST_WAN]);
-    }, 60_000);
-    afterAll(async () => {
-      writeFileSync(config, '# defaults\n');
-      await cli('reload');
-      await L().inWan('ip', ['route', 'del', '10.77.12.0/24']);
-      await stopNetwork('fmopen');
-    }, 30_000);
+    useNetwork(
+      'fmopen',
+      `<network><name>fmopen</name><forward mode='open'/><bridge name='virbr12' stp='off' delay='0'/><ip address='10.77.12.1' prefix='24'/></network>`,
+      {
+        setup: staticGuest('virbr12', '10.77.12.50/24', '10.77.12.1'),
+        routesFromWan: ['10.77.12.0/24'],
+        teardown: async () => {
+          f.writeConfig('# defaults\n');
+          await cli('reload');
+        },
+      },
+    );
 
     it("without filter.accept_open_networks: the admin's drop policy stands, nothing in or out", async () => {
       // wiring control: the guest reaches its gateway only once accepted (below); here everything is dropped
@@ -317,7 +303,7 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
     }, 30_000);
 
     it('with filter.accept_open_networks = ["fmopen"]: out un-NATed, and in', async () => {
-      writeFileSync(config, '[filter]\naccept_open_networks = ["fmopen"]\n');
+      f.writeConfig('[filter]\naccept_open_networks = ["fmopen"]\n');
       const r = await cli('reload');
       expect(r.exitCode, r.stderr).toBe(0);
       await converged();
@@ -327,18 +313,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('isolated (no <forward>)', () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmiso',
-        `<network><name>fmiso</name><bridge name='virbr13' stp='off' delay='0'/>
-         <ip address='10.77.13.1' prefix='24'><dhcp><range start='10.77.13.10' end='10.77.13.99'/></dhcp></ip></network>`,
-      );
-      await L().inWan('ip', ['route', 'replace', '10.77.13.0/24', 'via', HOST_WAN]);
-    }, 60_000);
-    afterAll(async () => {
-      await L().inWan('ip', ['route', 'del', '10.77.13.0/24']);
-      await stopNetwork('fmiso');
-    }, 30_000);
+    useNetwork(
+      'fmiso',
+      `<network><name>fmiso</name><bridge name='virbr13' stp='off' delay='0'/>
+       <ip address='10.77.13.1' prefix='24'><dhcp><range start='10.77.13.10' end='10.77.13.99'/></dhcp></ip></network>`,
+      { routesFromWan: ['10.77.13.0/24'] },
+    );
 
     it('DHCP works; the wan is not reachable, nor the guest from the wan', async () => {
       const lease = await L().dhcp({ bridge: 'virbr13' });
@@ -349,15 +329,11 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe("nat with <forward dev='eth0'> (a second uplink eth1 -> wan2)", () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmdev',
-        `<network><name>fmdev</name><forward mode='nat' dev='eth0'/><bridge name='virbr14' stp='off' delay='0'/><ip address='10.77.14.1' prefix='24'/></network>`,
-      );
-      await L().attachGuest('virbr14');
-      await guestAddrs(guest, '10.77.14.50/24', '10.77.14.1');
-    }, 60_000);
-    afterAll(() => stopNetwork('fmdev'), 30_000);
+    useNetwork(
+      'fmdev',
+      `<network><name>fmdev</name><forward mode='nat' dev='eth0'/><bridge name='virbr14' stp='off' delay='0'/><ip address='10.77.14.1' prefix='24'/></network>`,
+      { setup: staticGuest('virbr14', '10.77.14.50/24', '10.77.14.1') },
+    );
 
     it('out of eth0 masqueraded; nothing out of eth1 (the host itself reaches wan2)', async () => {
       expect((await mustPass(WAN)).peers).toEqual([HOST_WAN]);
@@ -367,20 +343,15 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('nat <address> range (SNAT to 192.0.2.100)', () => {
-    beforeAll(async () => {
-      await host('ip', 'addr', 'add', '192.0.2.100/32', 'dev', 'eth0');
-      await startNetwork(
-        'fmaddr',
-        `<network><name>fmaddr</name><forward mode='nat'><nat><address start='192.0.2.100' end='192.0.2.100'/></nat></forward>
-         <bridge name='virbr15' stp='off' delay='0'/><ip address='10.77.15.1' prefix='24'/></network>`,
-      );
-      await L().attachGuest('virbr15');
-      await guestAddrs(guest, '10.77.15.50/24', '10.77.15.1');
-    }, 60_000);
-    afterAll(async () => {
-      await stopNetwork('fmaddr');
-      await host('ip', 'addr', 'del', '192.0.2.100/32', 'dev', 'eth0');
-    }, 30_000);
+    // The SNAT address on the host before the network, gone after it (hooks run in order, after-hooks reversed).
+    beforeAll(() => host('ip', 'addr', 'add', '192.0.2.100/32', 'dev', 'eth0'));
+    afterAll(() => host('ip', 'addr', 'del', '192.0.2.100/32', 'dev', 'eth0'));
+    useNetwork(
+      'fmaddr',
+      `<network><name>fmaddr</name><forward mode='nat'><nat><address start='192.0.2.100' end='192.0.2.100'/></nat></forward>
+       <bridge name='virbr15' stp='off' delay='0'/><ip address='10.77.15.1' prefix='24'/></network>`,
+      { setup: staticGuest('virbr15', '10.77.15.50/24', '10.77.15.1') },
+    );
 
     it("the wan sees the SNAT address, never the host's own address or the guest", async () => {
       for (let i = 0; i < 3; i++) {
@@ -391,16 +362,12 @@ describe.each(distros)('forward modes with real packets: $name', (distro) => {
   });
 
   describe('nat <port> range (20000-20099)', () => {
-    beforeAll(async () => {
-      await startNetwork(
-        'fmport',
-        `<network><name>fmport</name><forward mode='nat'><nat><port start='20000' end='20099'/></nat></forward>
-         <bridge name='virbr16' stp='off' delay='0'/><ip address='10.77.16.1' prefix='24'/></network>`,
-      );
-      await L().attachGuest('virbr16');
-      await guestAddrs(guest, '10.77.16.50/24', '10.77.16.1');
-    }, 60_000);
-    afterAll(() => stopNetwork('fmport'), 30_000);
+    useNetwork(
+      'fmport',
+      `<network><name>fmport</name><forward mode='nat'><nat><port start='20000' end='20099'/></nat></forward>
+       <bridge name='virbr16' stp='off' delay='0'/><ip address='10.77.16.1' prefix='24'/></network>`,
+      { setup: staticGuest('virbr16', '10.77.16.50/24', '10.77.16.1') },
+    );
 
     it("every connection leaves with a source port in the range (the guest's own ports are outside it)", async () => {
       for (let i = 0; i < 4; i++) {

@@ -4,35 +4,18 @@
  * libvirt-dbus, real nft) with the daemon running, stopped, and after a
  * foreign `flush ruleset`. No --from-xml here: networks come from libvirt.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor/index.js';
 import type { StatusReport } from '../../src/status/evaluate.js';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { startLab, type Lab } from '../lab/lab.js';
-import { Daemon, NotifySocket, ruleset, until } from './daemon-harness.js';
+import { waitUntil } from '../helpers/wait.js';
+import { ruleset } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 describe('status and doctor in the libvirt lab', () => {
-  let lab: Lab | undefined;
-  let notify: NotifySocket | undefined;
-  let daemon: Daemon | undefined;
-  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-operator-lab-'));
-  const config = join(work, 'kvmnftd.toml');
-  const env = {
-    KVMNFTD_RUNTIME_DIR: join(work, 'run'),
-    KVMNFTD_LOG_FORMAT: 'json',
-    NOTIFY_SOCKET: join(work, 'notify'),
-  };
-  const theLab = (): Lab =>
-    lab ??
-    (() => {
-      throw new Error('lab not started');
-    })();
+  const f = useLibvirtLab({ tag: 'operator-lab', lab: { defaultNetwork: 'start' }, daemon: 'dbus' });
 
   const cli = async (...args: string[]): Promise<{ code: number; out: string; err: string }> => {
-    const r = await theLab().exec(process.execPath, [CLI_MAIN, ...args, '--config', config], { env, reject: false });
+    const r = await f.cli(...args);
     return { code: r.exitCode, out: r.stdout, err: r.stderr };
   };
   const status = async (): Promise<{ code: number; report: StatusReport }> => {
@@ -42,27 +25,11 @@ describe('status and doctor in the libvirt lab', () => {
   const doctor = async (): Promise<DoctorReport> => JSON.parse((await cli('doctor', '--json')).out) as DoctorReport;
 
   beforeAll(async () => {
-    requireBuiltCli();
-    writeFileSync(config, '# defaults\n');
-    lab = await startLab({ defaultNetwork: 'start' });
-    notify = new NotifySocket(env.NOTIFY_SOCKET);
-    await notify.ready();
-    daemon = new Daemon(
-      lab.spawnInLab(process.execPath, [CLI_MAIN, 'run', '--events', 'dbus', '--config', config], env),
-    );
-    await notify.waitFor('READY=1');
-    await until('nat_virbr0', 10_000, async () => (await ruleset(theLab())).natChains.includes('nat_virbr0'));
-  }, 90_000);
-
-  afterAll(async () => {
-    notify?.close();
-    if (daemon && daemon.child.exitCode === null) daemon.child.kill('SIGTERM');
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
-  }, 60_000);
+    await waitUntil('nat_virbr0', 10_000, async () => (await ruleset(f.lab)).natChains.includes('nat_virbr0'));
+  });
 
   it('status: exit 0 with the daemon running, its PID, transport and last pass (no systemd: "unknown")', async () => {
-    const { code, report } = await until('status to settle at exit 0', 10_000, async () => {
+    const { code, report } = await waitUntil('status to settle at exit 0', 10_000, async () => {
       const s = await status();
       return s.code === 0 ? s : undefined;
     });
@@ -103,13 +70,13 @@ describe('status and doctor in the libvirt lab', () => {
   }, 30_000);
 
   it('after SIGTERM the rules stay: status still 0, daemon not running; a flush then gives exit 3 and libvirt-chains-missing', async () => {
-    daemon!.child.kill('SIGTERM');
-    await daemon!.exited;
+    f.daemon.child.kill('SIGTERM');
+    await f.daemon.exited;
     const after = await status();
     expect(after.code).toBe(0);
     expect(after.report.daemon).toMatchObject({ running: false, pid: null, transport: null });
 
-    await theLab().nft('flush', 'ruleset');
+    await f.lab.nft('flush', 'ruleset');
     const flushed = await status();
     expect(flushed.code).toBe(3);
     expect(flushed.report.networks[0]).toMatchObject({ nat: 'missing', ok: false });

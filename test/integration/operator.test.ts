@@ -4,7 +4,6 @@
  * come from --from-xml files; each situation a doctor finding is about is
  * built for real and the finding asserted.
  */
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
@@ -17,16 +16,12 @@ import {
   REPO_ROOT,
   useNetnsLab,
   runCli,
+  runCliIn,
   type CliContext,
-  type CliResult,
 } from '../helpers/cli.js';
-import { validate } from '../helpers/json-schema.js';
 import { nftLoadFile, nsRun, nsRunOk } from '../helpers/netns.js';
+import { statusSchemaErrors } from '../helpers/status-schema.js';
 
-const SCHEMA = JSON.parse(readFileSync(join(REPO_ROOT, 'docs', 'status.schema.json'), 'utf8')) as Record<
-  string,
-  unknown
->;
 const ADMIN = fixture('admin-ruleset.nft');
 const DEFAULT_XML = fixture('default.xml');
 const ISOLATED_XML = join(REPO_ROOT, 'test', 'golden', 'isolated', 'isolated.xml');
@@ -39,6 +34,13 @@ let ctx: CliContext;
 beforeEach(async () => {
   ctx = await cliContext(theLab(), '');
 });
+
+/** A host with the default network's rules applied. */
+async function appliedHost(): Promise<string> {
+  const ns = await host();
+  await apply(ns);
+  return ns;
+}
 
 /** A host namespace with the bridges and (optionally) the admin ruleset. */
 async function host(opts: { admin?: boolean; bridges?: Array<[string, string]> } = {}): Promise<string> {
@@ -61,9 +63,7 @@ async function nftScript(ns: string, text: string): Promise<void> {
   await nftLoadFile(ns, file);
 }
 
-function cli(ns: string, ...args: string[]): Promise<CliResult> {
-  return runCli(ns, [...args, '--config', ctx.configFile], { runtimeDir: ctx.runtimeDir });
-}
+const cli = (ns: string, ...args: string[]) => runCliIn(ns, ctx, ...args);
 
 const xmlArgs = (xml: string[]): string[] => xml.flatMap((x) => ['--from-xml', x]);
 
@@ -72,10 +72,10 @@ async function apply(ns: string, xml = [DEFAULT_XML]): Promise<void> {
   expect(r.exitCode, describeRun(r)).toBe(0);
 }
 
-async function status(ns: string, xml = [DEFAULT_XML]): Promise<{ r: CliResult; report: StatusReport }> {
+async function status(ns: string, xml = [DEFAULT_XML]) {
   const r = await cli(ns, 'status', '--json', ...xmlArgs(xml));
   const report = JSON.parse(r.stdout) as StatusReport;
-  expect(validate(report, SCHEMA), describeRun(r)).toEqual([]);
+  expect(statusSchemaErrors(report), describeRun(r)).toEqual([]);
   expect(r.exitCode, describeRun(r)).toBe(report.exit_code);
   return { r, report };
 }
@@ -90,6 +90,11 @@ async function doctor(ns: string, xml = [DEFAULT_XML]): Promise<Finding[]> {
 
 /** Findings that answer to the id (`ids`: the current id and, for one release, a renamed finding's old one). */
 const byId = (findings: Finding[], id: string): Finding[] => findings.filter((f) => f.ids.includes(id));
+/** The finding `id` of a doctor run (undefined when the doctor does not report it). */
+const finding = async (ns: string, id: string): Promise<Finding | undefined> => byId(await doctor(ns), id)[0];
+/** What libvirt >= 10.4's nftables backend creates: its table with a forward base chain. */
+const LIBVIRT_NFTABLES_TABLE =
+  'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n';
 
 async function deleteJump(ns: string, chain: string, target: string): Promise<void> {
   const listing = (await nsRunOk(ns, 'nft', ['-a', 'list', 'chain', 'inet', 'filter', chain])).stdout;
@@ -119,13 +124,8 @@ describe('kvmnftd status (real nft)', () => {
 
     await apply(ns);
     const planned = await status(ns);
-    expect(planned.report).toMatchObject({
-      ok: true,
-      exit_code: 0,
-      pending_commands: 0,
-      jumps: { input: 'ok', forward: 'ok' },
-      problems: [],
-    });
+    expect(planned.report).toMatchObject({ ok: true, exit_code: 0, pending_commands: 0, problems: [] });
+    expect(planned.report.jumps).toEqual({ input: 'ok', forward: 'ok' });
     expect(planned.report.networks[0]).toMatchObject({ nat: 'ok', input: 'ok', forward: 'ok', ok: true });
     const text = await cli(ns, 'status', '--from-xml', DEFAULT_XML);
     expect(text.exitCode, describeRun(text)).toBe(0);
@@ -134,12 +134,8 @@ describe('kvmnftd status (real nft)', () => {
 
     await deleteJump(ns, 'input', 'kvmnftd_input');
     const broken = await status(ns);
-    expect(broken.report).toMatchObject({
-      ok: false,
-      exit_code: 3,
-      pending_commands: 1,
-      jumps: { input: 'missing', forward: 'ok' },
-    });
+    expect(broken.report).toMatchObject({ ok: false, exit_code: 3, pending_commands: 1 });
+    expect(broken.report.jumps).toEqual({ input: 'missing', forward: 'ok' });
     expect(broken.report.networks[0]).toMatchObject({ input: 'ok', ok: false }); // its rules are there, but unreachable
     const text3 = await cli(ns, 'status', '--from-xml', DEFAULT_XML);
     expect(text3.exitCode).toBe(3);
@@ -150,12 +146,11 @@ describe('kvmnftd status (real nft)', () => {
   });
 
   it('exit 1 when libvirt cannot be reached, and still says which networks have rules', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     await writeFile(ctx.configFile, 'libvirt_uri = "qemu+unix:///system?socket=/nonexistent/kvmnftd-test.sock"\n');
     const r = await cli(ns, 'status', '--json');
     const report = JSON.parse(r.stdout) as StatusReport;
-    expect(validate(report, SCHEMA)).toEqual([]);
+    expect(statusSchemaErrors(report)).toEqual([]);
     expect(r.exitCode, describeRun(r)).toBe(1);
     expect(report).toMatchObject({
       exit_code: 1,
@@ -198,8 +193,7 @@ describe('kvmnftd plan --diff (real nft)', () => {
 
 describe('kvmnftd doctor (real nft in a netns)', () => {
   it('foreign-drop-chain: a second admin table with a drop-policy input chain', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     await nftScript(
       ns,
       'table ip extra {\n chain in { type filter hook input priority 10; policy drop; iifname "lo" accept; }\n}\n',
@@ -214,8 +208,7 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('foreign-drop-chain: Docker imitated (iptables-nft FORWARD policy DROP + DOCKER-USER, nft docker-bridges)', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     for (const args of [
       ['-N', 'DOCKER-USER'],
       ['-A', 'DOCKER-USER', '-j', 'RETURN'],
@@ -244,48 +237,22 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
     expect(ipt.fix).toContain('iptables -I DOCKER-USER -i virbr0 -j ACCEPT');
 
     // The fix works: with the accepts in place the findings go away.
-    await nsRunOk(ns, 'iptables-nft', [
-      '-I',
-      'DOCKER-USER',
-      '-o',
-      'virbr0',
-      '-m',
-      'conntrack',
-      '--ctstate',
-      'RELATED,ESTABLISHED',
-      '-j',
-      'ACCEPT',
-    ]);
-    await nsRunOk(ns, 'iptables-nft', ['-I', 'DOCKER-USER', '-i', 'virbr0', '-j', 'ACCEPT']);
-    await nsRunOk(ns, 'nft', [
-      'insert',
-      'rule',
-      'ip',
-      'docker-bridges',
-      'filter-FORWARD',
-      'iifname',
-      'virbr0',
-      'accept',
-    ]);
-    await nsRunOk(ns, 'nft', [
-      'insert',
-      'rule',
-      'ip',
-      'docker-bridges',
-      'filter-FORWARD',
-      'oifname',
-      'virbr0',
-      'ct',
-      'state',
-      'established,related',
-      'accept',
-    ]);
+    for (const args of [
+      ['-I', 'DOCKER-USER', '-o', 'virbr0', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'],
+      ['-I', 'DOCKER-USER', '-i', 'virbr0', '-j', 'ACCEPT'],
+    ]) {
+      await nsRunOk(ns, 'iptables-nft', args);
+    }
+    await nftScript(
+      ns,
+      'insert rule ip docker-bridges filter-FORWARD iifname "virbr0" accept\n' +
+        'insert rule ip docker-bridges filter-FORWARD oifname "virbr0" ct state established,related accept\n',
+    );
     expect(byId(await doctor(ns), 'foreign-drop-chain')).toEqual([]);
   });
 
   it("foreign-drop-chain: not reported when libvirt's own iptables rules accept the traffic under FORWARD DROP", async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     for (const args of [
       ['-N', 'LIBVIRT_FWO'],
       ['-A', 'LIBVIRT_FWO', '-i', 'virbr0', '-s', '192.168.122.0/24', '-j', 'ACCEPT'],
@@ -323,11 +290,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('br-netfilter: bridge-nf-call-iptables = 1 in the namespace', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     expect(byId(await doctor(ns), 'br-netfilter')).toEqual([]);
     await theLab().sysctl(ns, 'net.bridge.bridge-nf-call-iptables', '1');
-    const [f] = byId(await doctor(ns), 'br-netfilter');
+    const f = await finding(ns, 'br-netfilter');
     expect(f).toMatchObject({ severity: 'warning' });
     expect(f!.evidence).toContain('net.bridge.bridge-nf-call-iptables = 1');
   });
@@ -352,14 +318,10 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('libvirt-chains-missing after a flush; libvirt-firewall-backend names nftables for table ip libvirt_network', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     const missing = await doctor(ns);
     expect(byId(missing, 'libvirt-chains-missing')[0]!.fix).toContain('org.fedoraproject.FirewallD1.Reloaded');
-    await nftScript(
-      ns,
-      'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n',
-    );
+    await nftScript(ns, LIBVIRT_NFTABLES_TABLE);
     const present = await doctor(ns);
     expect(byId(present, 'libvirt-chains-missing')).toEqual([]);
     expect(byId(present, 'libvirt-firewall-backend')[0]!.title).toContain('nftables');
@@ -373,15 +335,14 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('iptables-table-collision: an admin table ip nat with native chains, which iptables-nft refuses', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     await nftScript(
       ns,
       'table ip nat {\n chain postrouting { type nat hook postrouting priority 100; ip saddr 192.168.122.0/24 masquerade; }\n}\n',
     );
     const ipt = await nsRun(ns, 'iptables-nft', ['-t', 'nat', '-S']);
     expect(ipt.stdout + ipt.stderr).toMatch(/incompatible/); // the premise of the finding
-    const [f] = byId(await doctor(ns), 'iptables-table-collision');
+    const f = await finding(ns, 'iptables-table-collision');
     // Renamed from ip-nat-collision: for one release `id` still says the old id, for scripts that match it.
     expect(f).toMatchObject({
       severity: 'warning',
@@ -414,24 +375,19 @@ describe('kvmnftd doctor (real nft in a netns)', () => {
   });
 
   it('iptables-legacy-rules: a legacy FORWARD DROP rule in the namespace', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     expect(byId(await doctor(ns), 'iptables-legacy-rules')).toEqual([]);
     await nsRunOk(ns, 'iptables-legacy', ['-A', 'FORWARD', '-j', 'DROP']);
-    const [f] = byId(await doctor(ns), 'iptables-legacy-rules');
+    const f = await finding(ns, 'iptables-legacy-rules');
     expect(f).toMatchObject({ severity: 'error' });
     expect(f!.evidence).toContain('iptables-legacy -t filter -A FORWARD -j DROP');
   });
 
   it('network-invalid for a hostile network definition; a clean host has no errors or warnings', async () => {
-    const ns = await host();
-    await apply(ns);
+    const ns = await appliedHost();
     const invalid = byId(await doctor(ns, [DEFAULT_XML, WILDCARD_XML]), 'network-invalid');
     expect(invalid).toHaveLength(1);
-    await nftScript(
-      ns,
-      'table ip libvirt_network {\n chain forward { type filter hook forward priority 0; policy accept; }\n}\n',
-    );
+    await nftScript(ns, LIBVIRT_NFTABLES_TABLE);
     const clean = await doctor(ns);
     // Facts outside the namespace (system bus, nft version, libvirt's config) may add notes only.
     expect(

@@ -12,13 +12,12 @@
  *   - with `kvmnftd run` the guest gets a lease and reaches the wan, which sees
  *     the host's wan address (masqueraded by kvmnftd's rules).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI_MAIN, requireBuiltCli } from '../helpers/cli.js';
-import { Daemon, until } from './daemon-harness.js';
-import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, startLab, type Lab, type TcpListener } from '../lab/lab.js';
+import { waitUntil } from '../helpers/wait.js';
+import { ruleset, spawnDaemon } from './daemon-harness.js';
+import { useLibvirtLab } from './libvirt-lab.js';
+import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, type TcpListener } from '../lab/lab.js';
 import {
   buildVmArtifacts,
   prepareLabForQemu,
@@ -30,42 +29,12 @@ import {
 
 const PORT = 8080;
 
-/** kvmnftd's masquerade packet counter for virbr0 (0 when the chain is absent). */
-async function masqueradePackets(lab: Lab): Promise<{ chain: boolean; packets: number }> {
-  const doc = await lab.nftJson();
-  let chain = false;
-  let packets = 0;
-  for (const o of doc.nftables) {
-    const c = o['chain'] as { table?: string; family?: string; name?: string } | undefined;
-    if (c?.family === 'inet' && c.table === 'kvmnftd' && c.name === 'nat_virbr0') chain = true;
-    const rule = o['rule'] as
-      { table?: string; family?: string; chain?: string; expr?: Array<Record<string, unknown>> } | undefined;
-    if (
-      rule?.family === 'inet' &&
-      rule.table === 'kvmnftd' &&
-      rule.chain === 'nat_virbr0' &&
-      rule.expr?.some((e) => 'masquerade' in e)
-    ) {
-      const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as { packets?: number } | undefined;
-      packets += counter?.packets ?? 0;
-    }
-  }
-  return { chain, packets };
-}
-
 describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind the admin drop-policy ruleset', () => {
-  let lab: Lab | undefined;
+  // libvirtd starts once qemu.conf is set for the lab (prepareLabForQemu)
+  const f = useLibvirtLab({ tag: 'vm', lab: { libvirtd: false } });
   let artifacts: VmArtifacts | undefined;
   let listener: TcpListener | undefined;
   const guests: Guest[] = [];
-  const work = mkdtempSync(join(tmpdir(), 'kvmnftd-vm-'));
-  const config = join(work, 'kvmnftd.toml');
-  const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' };
-  const theLab = (): Lab =>
-    lab ??
-    (() => {
-      throw new Error('lab not started');
-    })();
   const theArtifacts = (): VmArtifacts =>
     artifacts ??
     (() => {
@@ -76,27 +45,21 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
 
   beforeAll(async () => {
     requireQemu(); // fails (not skips) with an install hint when qemu is missing
-    requireBuiltCli();
-    writeFileSync(config, '# defaults\n');
     let t = Date.now();
     artifacts = await buildVmArtifacts();
     timings['artifacts'] =
       `${Date.now() - t} ms (${artifacts.built.initrd || artifacts.built.kernel ? `built; downloaded: ${artifacts.built.downloaded.join(', ') || 'none'}` : 'cached'})`;
     t = Date.now();
-    lab = await startLab({ libvirtd: false });
-    await prepareLabForQemu(lab);
-    await lab.virsh('net-define', LAB_FILES.defaultNetworkXml);
-    await lab.virsh('net-start', 'default');
-    listener = await lab.tcpListen(PORT);
+    await prepareLabForQemu(f.lab);
+    await f.lab.virsh('net-define', LAB_FILES.defaultNetworkXml);
+    await f.lab.virsh('net-start', 'default');
+    listener = await f.lab.tcpListen(PORT);
     timings['lab'] = Date.now() - t;
   }, 120_000);
 
   afterAll(async () => {
     for (const g of guests) await g.destroy().catch(() => undefined);
-    await lab?.stop();
-    rmSync(work, { recursive: true, force: true });
     timings['whole file'] = Date.now() - t0;
-    // eslint-disable-next-line no-console
     console.log(`[vm-guest] timings: ${JSON.stringify(timings)}`);
   }, 60_000);
 
@@ -110,7 +73,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   });
 
   it('without kvmnftd: the domain boots and asks for DHCP, but gets no lease (the admin input chain drops it)', async () => {
-    const lab = theLab();
+    const lab = f.lab;
     const g = await startGuest(lab, {
       name: 'vm-nodaemon',
       artifacts: theArtifacts(),
@@ -139,23 +102,17 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   }, 70_000);
 
   it('with kvmnftd run: the domain gets a lease from dnsmasq and reaches the wan, which sees 192.0.2.1', async () => {
-    const lab = theLab();
-    const daemon = new Daemon(
-      lab.spawnInLab(
-        process.execPath,
-        [CLI_MAIN, 'run', '--events', 'dbus', '--config', config, '--log-level', 'debug'],
-        env,
-      ),
-    );
+    const lab = f.lab;
+    const daemon = spawnDaemon(lab, f.env, ['--events', 'dbus', '--config', f.config]);
     const child = daemon.child;
     const dump = () => daemon.dump();
-    await until(
+    await waitUntil(
       "kvmnftd's nat_virbr0 chain",
       15_000,
-      async () => (await masqueradePackets(lab)).chain || (child.exitCode !== null ? undefined : false),
-    ).catch((e: unknown) => {
-      throw new Error(`${String(e)}\n--- daemon log ---\n${dump()}`);
-    });
+      async () =>
+        (await ruleset(lab)).natChains.includes('nat_virbr0') || (child.exitCode !== null ? undefined : false),
+      { detail: () => `--- daemon log ---\n${dump()}` },
+    );
     expect(child.exitCode, dump()).toBeNull();
 
     const g = await startGuest(lab, {
@@ -182,7 +139,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       leases,
     ).toBe(true);
     expect(await listener!.waitForPeer(5000, 0)).toBe(HOST_WAN_ADDR);
-    expect((await masqueradePackets(lab)).packets).toBeGreaterThan(0);
+    expect((await ruleset(lab)).masqueradePackets).toBeGreaterThan(0);
     expect(await g.waitGone(15_000)).toBe(true);
     timings['daemon run'] = Date.now() - g.startedAt;
     expect(child.exitCode, dump()).toBeNull();
@@ -191,7 +148,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   }, 90_000);
 
   it("stop(): no qemu (or anything else) left in the lab's namespaces", async () => {
-    const lab = theLab();
+    const lab = f.lab;
     for (const g of guests) await g.destroy();
     const comm = (pid: number) => {
       try {

@@ -8,7 +8,20 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onLines } from '../helpers/lines.js';
-import { HOST_WAN_ADDR, LAB_FILES, LabStartError, WAN_ADDR, startLab, type Lab, type StopReport } from './lab.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
+import {
+  BUS,
+  busCall,
+  busOwnerPid,
+  HOST_WAN_ADDR,
+  LAB_FILES,
+  LabStartError,
+  LIBVIRT_DBUS,
+  WAN_ADDR,
+  startLab,
+  type Lab,
+  type StopReport,
+} from './lab.js';
 
 /** Mounts of the real mount namespace, minus other test suites' `ip netns` mounts (they come and go concurrently). */
 function realMounts(): string[] {
@@ -41,16 +54,6 @@ function lines(child: ChildProcess): string[] {
   onLines(child.stdout, (line) => out.push(line));
   child.stderr?.resume();
   return out;
-}
-
-async function until<T>(what: string, timeoutMs: number, f: () => T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /** NetworkEvent signals seen by dbus-monitor: [network object path, event number]. */
@@ -95,7 +98,6 @@ describe('libvirt lab', () => {
 
   afterAll(async () => {
     if (lab && !stopReport) await lab.stop();
-    // eslint-disable-next-line no-console
     console.log(`lab timings (ms): ${JSON.stringify({ ...timings, phases: lab?.timings })}`);
   }, 60_000);
 
@@ -111,43 +113,12 @@ describe('libvirt lab', () => {
     expect(labRun).toContain('libvirt-sock');
 
     // The first call to org.libvirt activates libvirt-dbus through the bus (launch helper).
-    const before = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.NameHasOwner',
-      'string:org.libvirt',
-    ]);
-    expect(before.stdout).toContain('boolean false');
-    const list0 = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
-    expect(list0.stdout).toContain('array [');
-    const owner = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.GetConnectionUnixUser',
-      'string:org.libvirt',
-    ]);
-    const uid = Number(owner.stdout.match(/uint32 (\d+)/)?.[1]);
+    expect(await busCall(l, BUS, 'org.freedesktop.DBus.NameHasOwner', 'string:org.libvirt')).toContain('boolean false');
+    expect(await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0')).toContain('array [');
+    const owner = await busCall(l, BUS, 'org.freedesktop.DBus.GetConnectionUnixUser', 'string:org.libvirt');
+    const uid = Number(/uint32 (\d+)/.exec(owner)?.[1]);
     expect(uid).toBe(Number(execFileSync('id', ['-u', 'libvirtdbus'], { encoding: 'utf8' }).trim()));
-    const ownerPid = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.freedesktop.DBus',
-      '/org/freedesktop/DBus',
-      'org.freedesktop.DBus.GetConnectionUnixProcessID',
-      'string:org.libvirt',
-    ]);
-    const pid = Number(ownerPid.stdout.match(/uint32 (\d+)/)?.[1]);
+    const pid = await busOwnerPid(l, 'org.libvirt');
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toEqual([
       '/usr/sbin/libvirt-dbus',
       '--system',
@@ -170,15 +141,19 @@ describe('libvirt lab', () => {
     // Both must be subscribed before anything happens: define/undefine a sentinel
     // network until both have seen it, then look only at what follows.
     writeFileSync(l.path('/run/labsentinel.xml'), SENTINEL_XML);
-    const seen = () =>
-      virshEvents.includes("event 'lifecycle' for network labsentinel: Undefined") &&
-      networkEvents(monitor).some(([, n]) => n === 1);
-    for (let i = 0; i < 50 && !seen(); i++) {
-      await l.virsh('net-define', '/run/labsentinel.xml');
-      await l.virsh('net-undefine', 'labsentinel');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(seen()).toBe(true);
+    await waitUntil(
+      'dbus-monitor and virsh net-event to see a sentinel network undefined',
+      15_000,
+      async () => {
+        await l.virsh('net-define', '/run/labsentinel.xml');
+        await l.virsh('net-undefine', 'labsentinel');
+        return (
+          virshEvents.includes("event 'lifecycle' for network labsentinel: Undefined") &&
+          networkEvents(monitor).some(([, n]) => n === 1)
+        );
+      },
+      { intervalMs: 100 },
+    );
     monitor.splice(0);
     virshEvents.splice(0);
 
@@ -202,15 +177,9 @@ describe('libvirt lab', () => {
       true,
     );
 
-    const listed = await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
-    expect(listed.stdout).toContain('object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"');
+    expect(await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0')).toContain(
+      'object path "/org/libvirt/QEMU/network/_9a05da11_e96b_47f3_8253_a3a482e445f5"',
+    );
 
     // a full lifecycle on a second network: define, start, destroy, undefine
     t = Date.now();
@@ -222,7 +191,7 @@ describe('libvirt lab', () => {
     await l.virsh('net-undefine', 'labevt');
     timings.labevtCycle = Date.now() - t;
 
-    const evs = await until('6 NetworkEvent signals', 5000, () => {
+    const evs = await waitUntil('6 NetworkEvent signals', 5000, () => {
       const e = networkEvents(monitor);
       return e.length >= 6 ? e : undefined;
     });
@@ -238,7 +207,7 @@ describe('libvirt lab', () => {
     //   event 'lifecycle' for network default: Started
     //   event 'lifecycle' for network labevt: Stopped
     //   event 'lifecycle' for network labevt: Undefined
-    const vs = await until('6 virsh net-event lines', 5000, () =>
+    const vs = await waitUntil('6 virsh net-event lines', 5000, () =>
       virshEvents.filter((x) => x.startsWith('event ')).length >= 6
         ? virshEvents.filter((x) => x.startsWith('event '))
         : undefined,
@@ -296,20 +265,13 @@ describe('libvirt lab', () => {
     // libvirt-dbus survives the restart (same process) but emits NO NetworkEvent
     // until a method call makes it reopen its libvirt connection.
     const mon = lines(l.spawnInLab('dbus-monitor', ['--system', "type='signal',interface='org.libvirt.Connect'"]));
-    await until('dbus-monitor up', 5000, () => mon.length > 0);
+    await waitUntil('dbus-monitor up', 5000, () => mon.length > 0);
     await l.virsh('net-destroy', 'default');
-    await new Promise((r) => setTimeout(r, 700));
+    await sleep(700); // a window in which no event may arrive
     expect(networkEvents(mon)).toEqual([]);
-    await l.exec('dbus-send', [
-      '--system',
-      '--print-reply',
-      '--dest=org.libvirt',
-      '/org/libvirt/QEMU',
-      'org.libvirt.Connect.ListNetworks',
-      'uint32:0',
-    ]);
+    await busCall(l, LIBVIRT_DBUS, 'org.libvirt.Connect.ListNetworks', 'uint32:0');
     await l.virsh('net-start', 'default');
-    expect((await until('NetworkEvent after a call', 5000, () => networkEvents(mon)[0]))[1]).toBe(2);
+    expect((await waitUntil('NetworkEvent after a call', 5000, () => networkEvents(mon)[0]))[1]).toBe(2);
   }, 30_000);
 
   it("libvirtd listens on the lab's bus: FirewallD1.Reloaded re-creates its chains after a flush", async () => {
@@ -323,15 +285,11 @@ describe('libvirt lab', () => {
       'org.fedoraproject.FirewallD1.Reloaded',
     ]);
     const t = Date.now();
-    let listed = '';
-    while (Date.now() - t < 5000) {
-      listed = (await l.nft('list', 'chains')).stdout;
-      if (listed.includes('LIBVIRT_INP') && listed.includes('LIBVIRT_PRT')) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitUntil("libvirt's LIBVIRT_INP and LIBVIRT_PRT chains back", 5000, async () => {
+      const listed = (await l.nft('list', 'chains')).stdout;
+      return listed.includes('LIBVIRT_INP') && listed.includes('LIBVIRT_PRT');
+    });
     timings.firewalldReloaded = Date.now() - t;
-    expect(listed).toContain('LIBVIRT_INP');
-    expect(listed).toContain('LIBVIRT_PRT');
   }, 30_000);
 
   it('stop() leaves no process, namespace or mount behind', async () => {
@@ -347,7 +305,7 @@ describe('libvirt lab', () => {
     // belong to another test's new namespace by now. Every lab PID is checked.)
     // gone, not even a zombie (orphans are reaped by PID 1, our own children by Node)
     for (const pid of pids) {
-      await until(`lab pid ${pid} (${readProc(pid, 'comm')}) gone`, 3000, () => readProc(pid, 'stat') === '');
+      await waitUntil(`lab pid ${pid} (${readProc(pid, 'comm')}) gone`, 3000, () => readProc(pid, 'stat') === '');
     }
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain('kvl-');
     expect(
@@ -357,7 +315,6 @@ describe('libvirt lab', () => {
     ).toEqual(netnsBefore.split('\n').filter((x) => x.startsWith('kvl-')));
     expect(realMounts()).toEqual(mountsBefore);
     expect(realLinkExists('virbr0')).toBe(false);
-    // eslint-disable-next-line no-console
     console.log(`stop report: ${JSON.stringify(stopReport)}`);
   }, 30_000);
 });
@@ -378,7 +335,8 @@ describe('startLab failing halfway', () => {
       expect.arrayContaining(['libvirtd', 'dbus-daemon', 'lab-ns.sh']),
     );
     expect(e.stopReport.remaining).toEqual([]);
-    for (const { pid } of e.stopReport.killed) await until(`pid ${pid} gone`, 3000, () => readProc(pid, 'stat') === '');
+    for (const { pid } of e.stopReport.killed)
+      await waitUntil(`pid ${pid} gone`, 3000, () => readProc(pid, 'stat') === '');
     expect(realMounts()).toEqual(mountsBefore);
   }, 30_000);
 });

@@ -62,6 +62,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { onLines } from '../helpers/lines.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 const REPO_DIR = join(LAB_DIR, '..', '..');
@@ -269,8 +270,6 @@ export interface Lab {
 // ---------------------------------------------------------------------------
 // small utilities
 
-const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
-
 function nsOf(pid: number, kind: 'mnt' | 'net'): string | undefined {
   try {
     return readlinkSync(`/proc/${pid}/ns/${kind}`);
@@ -334,23 +333,18 @@ function kill(pid: number, sig: NodeJS.Signals): boolean {
   }
 }
 
+/** Waits up to `timeoutMs` for the processes to be gone; returns those still alive. */
 async function waitGone(pids: readonly number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  let left = pids.filter(alive);
-  while (left.length > 0 && Date.now() < deadline) {
-    await sleep(25);
-    left = left.filter(alive);
-  }
-  return left;
+  await waitUntil(`pids ${pids.join(' ')} gone`, timeoutMs, () => !pids.some(alive), { intervalMs: 25 }).catch(
+    () => undefined,
+  );
+  return pids.filter(alive);
 }
 
+/** The PID a pid file names (> 1), or undefined (no file, no number). */
 function readPidFile(path: string): number | undefined {
-  try {
-    const n = Number(readFileSync(path, 'utf8').trim());
-    return Number.isInteger(n) && n > 1 ? n : undefined;
-  } catch {
-    return undefined;
-  }
+  const n = existsSync(path) ? Number(readFileSync(path, 'utf8').trim()) : NaN;
+  return Number.isInteger(n) && n > 1 ? n : undefined;
 }
 
 /** Runs `cmd` with exactly `opts.env` (the caller merges process.env in). */
@@ -428,14 +422,9 @@ function waitForLine(child: ChildProcess, re: RegExp, timeoutMs: number, what: s
 // whatever is still in a lab's namespaces (synchronously).
 
 const liveLabs = new Set<LabImpl>();
-let exitHook = false;
-function installExitHook(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.once('exit', () => {
-    for (const lab of liveLabs) lab.emergencyKill();
-  });
-}
+process.once('exit', () => {
+  for (const lab of liveLabs) lab.emergencyKill();
+});
 
 let labCounter = 0;
 
@@ -491,7 +480,6 @@ class LabImpl implements Lab {
       this.debug(`${name}: ${this.timings[name]} ms`);
     };
     liveLabs.add(this);
-    installExitHook();
 
     // 1. the host: mount + net namespaces held by lab-ns.sh
     let t = Date.now();
@@ -501,6 +489,9 @@ class LabImpl implements Lab {
       labEnv['LAB_ROOT'] = opts.root;
       labEnv['LAB_TC_WRAPPER'] = LAB_FILES.tcWrapper;
       const binds = new Set([REPO_DIR, realpathSync(REPO_DIR), tmpdir(), realpathSync(tmpdir())]);
+      // A worktree's node_modules may be a link to another checkout's: the daemon's imports need its target too.
+      const modules = realpathSync(join(REPO_DIR, 'node_modules'));
+      if (!modules.startsWith(`${realpathSync(REPO_DIR)}/`)) binds.add(modules);
       labEnv['LAB_BIND'] = [...binds].join(':');
     }
     const helper = spawn(
@@ -614,16 +605,19 @@ class LabImpl implements Lab {
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not spawn the ${role} namespace holder`);
     this.startedPids.set(pid, `${role}-netns`);
-    const deadline = Date.now() + 5000;
     // nsenter (no fork for -m) execs unshare, which execs cat in the new netns
-    for (;;) {
-      const net = nsOf(pid, 'net');
-      if (net && net !== this.namespaces.hostNet && net !== nsOf(process.pid, 'net') && comm(pid) === 'cat') return pid;
-      if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`${role} namespace holder did not come up (exit ${child.exitCode})`);
-      }
-      await sleep(10);
-    }
+    return waitUntil(
+      `the ${role} namespace holder in its own network namespace`,
+      5000,
+      () => {
+        if (child.exitCode !== null) throw new Error(`${role} namespace holder exited (${child.exitCode})`);
+        const net = nsOf(pid, 'net');
+        return net && net !== this.namespaces.hostNet && net !== nsOf(process.pid, 'net') && comm(pid) === 'cat'
+          ? pid
+          : undefined;
+      },
+      { intervalMs: 10 },
+    );
   }
 
   private async plumb(): Promise<void> {
@@ -647,19 +641,19 @@ class LabImpl implements Lab {
 
   private async startLibvirtd(): Promise<void> {
     await this.exec('libvirtd', ['-d']);
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      const pid = this.libvirtdPid();
-      if (pid !== undefined) {
+    await waitUntil(
+      'libvirtd to answer `virsh uri`',
+      15_000,
+      async () => {
+        const pid = this.libvirtdPid();
+        if (pid === undefined) return false;
         this.startedPids.set(pid, 'libvirtd');
-        const r = await this.exec('virsh', ['-c', LIBVIRT_URI, 'uri'], { reject: false, timeoutMs: 5000 });
-        if (r.exitCode === 0) return;
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`libvirtd did not come up within 15 s${this.logSuffix()}`);
-      }
-      await sleep(50);
-    }
+        return (
+          (await this.exec('virsh', ['-c', LIBVIRT_URI, 'uri'], { reject: false, timeoutMs: 5000 })).exitCode === 0
+        );
+      },
+      { intervalMs: 50, detail: () => this.logSuffix() },
+    );
   }
 
   // ---- helpers -------------------------------------------------------------
@@ -1039,4 +1033,28 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
       report,
     );
   }
+}
+
+/**
+ * A method call on the lab's system bus (`dbus-send --system --print-reply`):
+ * dbus-send's printout of the reply. `target` is `DEST PATH`; `method` is
+ * `INTERFACE.MEMBER`; args as dbus-send takes them (`string:org.libvirt`).
+ */
+export async function busCall(lab: Lab, target: string, method: string, ...args: string[]): Promise<string> {
+  const [dest = '', path = ''] = target.split(' ');
+  const r = await lab.exec('dbus-send', ['--system', '--print-reply', `--dest=${dest}`, path, method, ...args], {
+    reject: false,
+  });
+  return r.stdout;
+}
+
+/** The bus itself: `org.freedesktop.DBus /org/freedesktop/DBus`. */
+export const BUS = 'org.freedesktop.DBus /org/freedesktop/DBus';
+/** libvirt-dbus's connection object. */
+export const LIBVIRT_DBUS = 'org.libvirt /org/libvirt/QEMU';
+
+/** PID of the process that owns `name` on the lab's bus (NaN when none does). */
+export async function busOwnerPid(lab: Lab, name: string): Promise<number> {
+  const reply = await busCall(lab, BUS, 'org.freedesktop.DBus.GetConnectionUnixProcessID', `string:${name}`);
+  return Number(/uint32 (\d+)/.exec(reply)?.[1]);
 }

@@ -57,6 +57,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import type { Lab } from './lab.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 
@@ -78,8 +79,6 @@ export const NIC_MODULES = {
   e1000: [['CONFIG_E1000', 'e1000']],
 } as const;
 export type NicModel = keyof typeof NIC_MODULES;
-
-const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
 
 /** Throws a clear error when qemu is not installed (the test must fail, not skip). */
 export function requireQemu(): string {
@@ -182,7 +181,9 @@ export function readModule(path: string): Buffer {
   try {
     return execFileSync(tool, ['-dc', path], { maxBuffer: 64 * 1024 * 1024 });
   } catch (e) {
-    throw new Error(`cannot decompress ${path} with ${tool} (${e instanceof Error ? e.message : String(e)})`);
+    throw new Error(`cannot decompress ${path} with ${tool} (${e instanceof Error ? e.message : String(e)})`, {
+      cause: e,
+    });
   }
 }
 
@@ -572,29 +573,31 @@ class GuestImpl implements Guest {
   }
 
   async waitForLog(re: RegExp, timeoutMs: number): Promise<{ match: RegExpMatchArray; ms: number }> {
-    const deadline = Date.now() + timeoutMs;
-    let goneChecks = 0;
-    for (;;) {
-      const m = this.serialLog().match(re);
-      if (m) return { match: m, ms: Date.now() - this.startedAt };
-      if (++goneChecks % 10 === 0 && !(await this.running())) {
-        const m2 = this.serialLog().match(re);
-        if (m2) return { match: m2, ms: Date.now() - this.startedAt };
-        throw new Error(`domain ${this.name} is gone and its serial log never matched ${re}\n${this.describe()}`);
-      }
-      if (Date.now() > deadline)
-        throw new Error(`serial log of ${this.name} did not match ${re} within ${timeoutMs} ms\n${this.describe()}`);
-      await sleep(50);
-    }
+    let checks = 0;
+    const match = await waitUntil(
+      `the serial log of ${this.name} to match ${re}`,
+      timeoutMs,
+      async () => {
+        const m = this.serialLog().match(re);
+        if (m || ++checks % 10 !== 0 || (await this.running())) return m;
+        // gone: one last look (it may have written the line and powered off since)
+        const last = this.serialLog().match(re);
+        if (!last)
+          throw new Error(`domain ${this.name} is gone and its serial log never matched ${re}\n${this.describe()}`);
+        return last;
+      },
+      { intervalMs: 50, detail: () => this.describe() },
+    );
+    return { match, ms: Date.now() - this.startedAt };
   }
 
   async waitGone(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (!(await this.running())) return true;
-      await sleep(100);
-    }
-    return !(await this.running());
+    return waitUntil(`domain ${this.name} gone`, timeoutMs, async () => !(await this.running()), {
+      intervalMs: 100,
+    }).then(
+      () => true,
+      () => false,
+    );
   }
 
   async destroy(): Promise<void> {

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, readdirSync, readFileSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
+import { sleep, waitUntil } from '../helpers/wait.js';
 
 export const REPO = join(import.meta.dirname, '..', '..');
 export type Release = 'bookworm' | 'trixie';
@@ -54,23 +55,6 @@ export function must(r: Run, what: string): string {
   if (r.code !== 0)
     throw new Error(`${what} failed (exit ${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`);
   return r.stdout;
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-export async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<T | undefined | false>,
-  everyMs = 200,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 /** A cached root of RELEASE (packaging/deb/rootfs.sh). */
@@ -151,22 +135,27 @@ export class Container {
     let gone = false;
     void exited.then(() => (gone = true));
     const pidFile = join(work, 'nspawn.pid');
-    const leader = await waitFor(`${name}: the container's systemd`, 30_000, async () => {
-      if (gone)
-        throw new Error(
-          `${name}: boot.sh exited early:\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`,
-        );
-      if (!existsSync(pidFile)) return undefined;
-      const nspawn = Number(readFileSync(pidFile, 'utf8'));
-      // PID 1 of the container: a descendant of nspawn named systemd.
-      const queue = childrenOf(nspawn);
-      while (queue.length > 0) {
-        const p = queue.shift()!;
-        if (procStat(p)?.comm === 'systemd') return p;
-        queue.push(...childrenOf(p));
-      }
-      return undefined;
-    }).catch(async (err: unknown) => {
+    const leader = await waitUntil(
+      `${name}: the container's systemd`,
+      30_000,
+      () => {
+        if (gone)
+          throw new Error(
+            `${name}: boot.sh exited early:\n${readFileSync(join(work, 'console.log'), 'utf8').slice(-3000)}`,
+          );
+        if (!existsSync(pidFile)) return undefined;
+        const nspawn = Number(readFileSync(pidFile, 'utf8'));
+        // PID 1 of the container: a descendant of nspawn named systemd.
+        const queue = childrenOf(nspawn);
+        while (queue.length > 0) {
+          const p = queue.shift()!;
+          if (procStat(p)?.comm === 'systemd') return p;
+          queue.push(...childrenOf(p));
+        }
+        return undefined;
+      },
+      { intervalMs: 200 },
+    ).catch(async (err: unknown) => {
       launcher.kill('SIGTERM');
       await Promise.race([exited, sleep(30_000)]);
       throw err;
@@ -174,10 +163,11 @@ export class Container {
     const container = new Container(name, work, launcher, exited, leader);
     try {
       // systemctl answers once PID 1 has its private socket; then wait for the boot to finish.
-      await waitFor(
+      await waitUntil(
         `${name}: systemd's private bus`,
         30_000,
         async () => (await container.exec(['systemctl', 'is-system-running'])).stdout.trim() !== '',
+        { intervalMs: 200 },
       );
       const r = await container.exec(['systemctl', 'is-system-running', '--wait'], 120_000);
       const state = r.stdout.trim();

@@ -21,7 +21,8 @@ describe('packaging/install.sh', () => {
       maxBuffer: 64 << 20,
     });
     expect(r.status, `${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`).toBe(0);
-    for (const f of [
+    const installed = (files: string[]): string[] => files.filter((f) => existsSync(join(dest, f)));
+    const wanted = [
       'usr/local/lib/kvmnftd/dist/cli/main.js',
       'usr/local/lib/kvmnftd/package.json',
       'usr/local/lib/kvmnftd/node_modules/sd-notify/build/Release/notify.node',
@@ -29,9 +30,8 @@ describe('packaging/install.sh', () => {
       'usr/local/share/man/man8/kvmnftd.8',
       'usr/local/share/man/man5/kvmnftd.toml.5',
       'etc/kvmnftd/kvmnftd.toml',
-    ]) {
-      expect(existsSync(join(dest, f)), f).toBe(true);
-    }
+    ];
+    expect(installed(wanted)).toEqual(wanted);
     expect(existsSync(join(dest, 'usr/local/lib/kvmnftd/node_modules/typescript')), 'no dev dependencies').toBe(false);
     const unit = readFileSync(join(dest, 'etc/systemd/system/kvmnftd.service'), 'utf8');
     expect(unit).toMatch(/^ExecStart=\/usr\/local\/bin\/kvmnftd run$/m);
@@ -56,13 +56,8 @@ describe('packaging/install.sh', () => {
 
     const un = spawnSync('bash', [join(REPO, 'packaging', 'install.sh'), 'uninstall'], { env, encoding: 'utf8' });
     expect(un.status, un.stderr).toBe(0);
-    for (const f of [
-      'usr/local/lib/kvmnftd',
-      'usr/local/bin/kvmnftd',
-      'etc/systemd/system/kvmnftd.service',
-      'usr/local/share/man/man8/kvmnftd.8',
-    ])
-      expect(existsSync(join(dest, f)), f).toBe(false);
+    const removed = ['usr/local/lib/kvmnftd', 'usr/local/bin/kvmnftd', 'etc/systemd/system/kvmnftd.service'];
+    expect(installed([...removed, 'usr/local/share/man/man8/kvmnftd.8']), 'left after uninstall').toEqual([]);
     expect(existsSync(join(dest, 'etc/kvmnftd/kvmnftd.toml')), 'uninstall leaves the config').toBe(true);
   }, 600_000);
 });

@@ -11,19 +11,8 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  buildDeb,
-  Container,
-  exposure,
-  must,
-  REPO,
-  rootfs,
-  run,
-  sleep,
-  unitProps,
-  waitFor,
-  type Release,
-} from './container.js';
+import { buildDeb, Container, exposure, must, REPO, rootfs, run, unitProps, type Release } from './container.js';
+import { sleep, waitUntil } from '../helpers/wait.js';
 
 const ADMIN = join(REPO, 'test', 'fixtures', 'admin-ruleset.nft');
 const MINUTE = 60_000;
@@ -132,17 +121,19 @@ for (const release of ['bookworm', 'trixie'] as const) {
       let p: Prepared;
       let c: Container | undefined;
 
+      /** Boot N of the release's root with the install layer; the time it took is printed. */
+      const bootNo = async (n: number) => {
+        const dir = mkdtempSync(join(work, `${release}-boot${n}-`));
+        const boot = await Container.boot(`kvmnftd-${release}`, p.root, p.layer, dir);
+        t(release, `boot ${n} to "${boot.state}"`, boot.bootMs);
+        return boot;
+      };
+
       beforeAll(async () => {
         p = await prepared[release];
         t(release, `.deb size ${(p.debBytes / 1024).toFixed(0)} KiB`, 0);
-        const boot = await Container.boot(
-          `kvmnftd-${release}`,
-          p.root,
-          p.layer,
-          mkdtempSync(join(work, `${release}-boot1-`)),
-        );
+        const boot = await bootNo(1);
         c = boot.container;
-        t(release, `boot 1 to "${boot.state}"`, boot.bootMs);
         if (boot.state !== 'running')
           console.log(`[${release}] failed units:\n${(await c.try('systemctl --failed --no-legend')).stdout}`);
       }, 20 * MINUTE);
@@ -156,12 +147,12 @@ for (const release of ['bookworm', 'trixie'] as const) {
         async () => {
           const ct = c!;
           expect((await ct.try('systemctl is-enabled kvmnftd')).stdout.trim()).toBe('enabled');
-          await waitFor(
+          await waitUntil(
             'kvmnftd active after boot',
             60_000,
             async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active',
           );
-          await waitFor('default network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
+          await waitUntil('default network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
           const at = async (unit: string) =>
             unitProps(ct, unit, ['ActiveEnterTimestampMonotonic', 'InactiveExitTimestampMonotonic', 'ActiveState']);
           const nft = await at('nftables.service');
@@ -210,8 +201,8 @@ for (const release of ['bookworm', 'trixie'] as const) {
           await ct.sh(
             `cat > /tmp/lab.xml <<'X'\n${LAB_XML}X\nvirsh -q net-define /tmp/lab.xml && virsh -q net-start lab`,
           );
-          await waitFor('lab network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
-          const lines = await waitFor('the journal line for lab', 10_000, async () => {
+          await waitUntil('lab network rules', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
+          const lines = await waitUntil('the journal line for lab', 10_000, async () => {
             const j = (await ct.try('journalctl -u kvmnftd -b -o cat --no-pager')).stdout
               .split('\n')
               .filter((l) => /\blab\b/.test(l) && /network lab up/.test(l));
@@ -310,7 +301,7 @@ for (const release of ['bookworm', 'trixie'] as const) {
           expect(before['WatchdogUSec']).toBe('3s');
           const t0 = performance.now();
           await ct.sh(`kill -STOP ${before['MainPID']}`);
-          const after = await waitFor(
+          const after = await waitUntil(
             'a new kvmnftd after the watchdog',
             60_000,
             async () => {
@@ -322,7 +313,7 @@ for (const release of ['bookworm', 'trixie'] as const) {
                 ? now
                 : undefined;
             },
-            250,
+            { intervalMs: 250 },
           );
           t(release, 'SIGSTOP -> watchdog kill -> active again (WatchdogSec=3s)', performance.now() - t0);
           expect(Number(after['NRestarts'])).toBe(Number(before['NRestarts']) + 1);
@@ -342,13 +333,13 @@ for (const release of ['bookworm', 'trixie'] as const) {
           expect(await libvirtRulesFor(ct, 'virbr0')).toBe(true);
           const t0 = performance.now();
           await ct.sh('systemctl reload nftables');
-          await waitFor(
+          await waitUntil(
             'kvmnftd rules back',
             30_000,
             async () => (await kvmnftdRulesFor(ct, 'virbr0')) && kvmnftdRulesFor(ct, 'virbr7'),
           );
           t(release, 'systemctl reload nftables -> kvmnftd rules back', performance.now() - t0);
-          await waitFor(
+          await waitUntil(
             "libvirt's rules back (FirewallD1.Reloaded)",
             30_000,
             async () => (await libvirtRulesFor(ct, 'virbr0')) && libvirtRulesFor(ct, 'virbr7'),
@@ -357,7 +348,7 @@ for (const release of ['bookworm', 'trixie'] as const) {
           // The admin's own rules are as in /etc/nftables.conf (plus the jumps).
           expect(await ct.sh('nft list chain inet filter input')).toContain('tcp dport 22 accept comment "admin ssh"');
           await ct.sh('virsh -q net-destroy lab && virsh -q net-start lab');
-          await waitFor('lab rules after its restart', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
+          await waitUntil('lab rules after its restart', 30_000, () => kvmnftdRulesFor(ct, 'virbr7'));
         },
         2 * MINUTE,
       );
@@ -401,21 +392,15 @@ for (const release of ['bookworm', 'trixie'] as const) {
         async () => {
           t(release, 'power off (boot 1)', await c!.stop());
           c = undefined;
-          const boot = await Container.boot(
-            `kvmnftd-${release}`,
-            p.root,
-            p.layer,
-            mkdtempSync(join(work, `${release}-boot2-`)),
-          );
+          const boot = await bootNo(2);
           c = boot.container;
-          t(release, `boot 2 to "${boot.state}"`, boot.bootMs);
           const ct = c;
-          await waitFor(
+          await waitUntil(
             'kvmnftd active',
             60_000,
             async () => (await ct.try('systemctl is-active kvmnftd')).stdout.trim() === 'active',
           );
-          await waitFor('default network rules after the reboot', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
+          await waitUntil('default network rules after the reboot', 30_000, () => kvmnftdRulesFor(ct, 'virbr0'));
           const order = await ct.sh(
             'for u in nftables libvirtd kvmnftd; do echo "$u $(systemctl show -p InactiveExitTimestampMonotonic --value $u) $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)"; done',
           );

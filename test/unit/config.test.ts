@@ -25,21 +25,29 @@ function errorOf(content: string): ConfigError {
   throw new Error('expected a ConfigError');
 }
 
+/** [dotted path, value] of every leaf of a config object (arrays are leaves). */
+function leaves(o: object, at = ''): Array<[string, unknown]> {
+  return Object.entries(o).flatMap(([k, v]): Array<[string, unknown]> =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? leaves(v as object, `${at}${k}.`) : [[`${at}${k}`, v]],
+  );
+}
+
 describe('config', () => {
   it('defaults match the article layout', () => {
-    expect(defaultConfig()).toEqual({
+    // Key by key: a new key must show up here too.
+    expect(Object.fromEntries(leaves(defaultConfig()))).toEqual({
       libvirtUri: 'qemu:///system',
-      filter: {
-        family: 'inet',
-        table: 'filter',
-        inputChain: 'input',
-        forwardChain: 'forward',
-        jump: 'first',
-        acceptOpenNetworks: [],
-      },
-      nat: { table: 'kvmnftd', priority: 99 },
-      forwarding: { manageIpv4: true },
-      daemon: { resyncInterval: 60, restoreLibvirtRules: true },
+      'filter.family': 'inet',
+      'filter.table': 'filter',
+      'filter.inputChain': 'input',
+      'filter.forwardChain': 'forward',
+      'filter.jump': 'first',
+      'filter.acceptOpenNetworks': [],
+      'nat.table': 'kvmnftd',
+      'nat.priority': 99,
+      'forwarding.manageIpv4': true,
+      'daemon.resyncInterval': 60,
+      'daemon.restoreLibvirtRules': true,
     });
   });
 

@@ -90,6 +90,14 @@ const ADMIN = {
   ],
 };
 
+/** The admin's table and one more, with these chains. */
+const besideAdmin = (family: string, name: string, ...chains: ChainSpec[]): Ruleset =>
+  ruleset([ADMIN, { family, name, chains }]);
+
+/** The admin's table plus iptables-nft's `ip filter` with a FORWARD policy DROP (Docker's doing) and its chains. */
+const iptablesForwardDrop = (forward: Expr[][], ...chains: ChainSpec[]): Ruleset =>
+  besideAdmin('ip', 'filter', { name: 'FORWARD', hook: 'forward', policy: 'drop', rules: forward }, ...chains);
+
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
 const xml = (body: string): NetworkParse => parseNetworkXml(`<network>${body}</network>`, 'inline');
 const ISOLATED = xml("<name>iso</name><bridge name='virbr9'/><ip address='10.9.0.1' prefix='24'/>");
@@ -119,10 +127,7 @@ const ids = (fs: Array<{ id: string }>): string[] => fs.map((f) => f.id);
 
 describe('foreign-drop-chain', () => {
   it('names table, chain, hook, priority and the network of a second drop-policy admin table', () => {
-    const live = ruleset([
-      ADMIN,
-      { family: 'ip', name: 'extra', chains: [{ name: 'in', hook: 'input', prio: 10, policy: 'drop' }] },
-    ]);
+    const live = besideAdmin('ip', 'extra', { name: 'in', hook: 'input', prio: 10, policy: 'drop' });
     const [f, ...rest] = checkDropChains(facts(withLive(live)));
     expect(rest).toEqual([]);
     expect(f).toMatchObject({ id: 'foreign-drop-chain', severity: 'error', networks: ['default'] });
@@ -149,25 +154,15 @@ describe('foreign-drop-chain', () => {
   });
 
   it('finds Docker nft chains whose last rule drops (docker-bridges imitation)', () => {
-    const live = ruleset([
-      ADMIN,
-      {
-        family: 'ip',
-        name: 'docker-bridges',
-        chains: [
-          {
-            name: 'filter-FORWARD',
-            hook: 'forward',
-            prio: 0,
-            policy: 'accept',
-            rules: [
-              [ifname('oifname', 'docker0'), accept],
-              [counter, drop],
-            ],
-          },
-        ],
-      },
-    ]);
+    const live = besideAdmin('ip', 'docker-bridges', {
+      name: 'filter-FORWARD',
+      hook: 'forward',
+      policy: 'accept',
+      rules: [
+        [ifname('oifname', 'docker0'), accept],
+        [counter, drop],
+      ],
+    });
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip docker-bridges chain filter-FORWARD (hook forward, priority 0)');
     expect(f!.evidence.join('\n')).toContain('its last rule "counter drop" drops');
@@ -176,25 +171,13 @@ describe('foreign-drop-chain', () => {
   });
 
   it('finds an iptables-nft FORWARD policy DROP (Docker) and says to use DOCKER-USER', () => {
-    const live = ruleset([
-      ADMIN,
-      {
-        family: 'ip',
-        name: 'filter',
-        chains: [
-          {
-            name: 'FORWARD',
-            hook: 'forward',
-            policy: 'drop',
-            rules: [
-              [counter, jump('DOCKER-USER')],
-              [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')],
-            ],
-          },
-          { name: 'DOCKER-USER', rules: [[counter, { return: null }]] },
-        ],
-      },
-    ]);
+    const live = iptablesForwardDrop(
+      [
+        [counter, jump('DOCKER-USER')],
+        [ifname('oifname', 'docker0'), counter, xtTarget('REJECT')],
+      ],
+      { name: 'DOCKER-USER', rules: [[counter, { return: null }]] },
+    );
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip filter chain FORWARD (hook forward, priority 0)');
     expect(f!.evidence.join('\n')).toContain('Docker, through iptables-nft');
@@ -203,37 +186,21 @@ describe('foreign-drop-chain', () => {
   });
 
   it("counts libvirt's own accepts one jump deep (iptables backend under a FORWARD policy DROP)", () => {
-    const live = ruleset([
-      ADMIN,
+    const established = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } };
+    const live = iptablesForwardDrop(
+      [
+        [counter, jump('LIBVIRT_FWI')],
+        [counter, jump('LIBVIRT_FWO')],
+      ],
       {
-        family: 'ip',
-        name: 'filter',
-        chains: [
-          {
-            name: 'FORWARD',
-            hook: 'forward',
-            policy: 'drop',
-            rules: [
-              [counter, jump('LIBVIRT_FWI')],
-              [counter, jump('LIBVIRT_FWO')],
-            ],
-          },
-          {
-            name: 'LIBVIRT_FWI',
-            rules: [
-              [
-                ifname('oifname', 'virbr0'),
-                { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } },
-                counter,
-                accept,
-              ],
-              [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')],
-            ],
-          },
-          { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
+        name: 'LIBVIRT_FWI',
+        rules: [
+          [ifname('oifname', 'virbr0'), established, counter, accept],
+          [ifname('oifname', 'virbr0'), counter, xtTarget('REJECT')],
         ],
       },
-    ]);
+      { name: 'LIBVIRT_FWO', rules: [[ifname('iifname', 'virbr0'), counter, accept]] },
+    );
     expect(checkDropChains(facts(withLive(live)))).toEqual([]);
   });
 
@@ -250,10 +217,7 @@ describe('foreign-drop-chain', () => {
   });
 
   it('matches chain families to network address families', () => {
-    const live = ruleset([
-      ADMIN,
-      { family: 'ip', name: 'v4only', chains: [{ name: 'f', hook: 'forward', policy: 'drop' }] },
-    ]);
+    const live = besideAdmin('ip', 'v4only', { name: 'f', hook: 'forward', policy: 'drop' });
     expect(checkDropChains(facts({ ...withLive(live), libvirt: { networks: [ROUTED6] } }))).toEqual([]);
     expect(
       checkDropChains(facts({ ...withLive(live), libvirt: { networks: [DEFAULT, ROUTED6] } }))[0]!.networks,
@@ -261,14 +225,8 @@ describe('foreign-drop-chain', () => {
   });
 
   it('treats a wildcard iifname accept as covering the bridge', () => {
-    const live = ruleset([
-      ADMIN,
-      {
-        family: 'inet',
-        name: 'x',
-        chains: [{ name: 'i', hook: 'input', policy: 'drop', rules: [[ifname('iifname', 'virbr*'), accept]] }],
-      },
-    ]);
+    const wildcard = [[ifname('iifname', 'virbr*'), accept]];
+    const live = besideAdmin('inet', 'x', { name: 'i', hook: 'input', policy: 'drop', rules: wildcard });
     expect(checkDropChains(facts(withLive(live)))).toEqual([]);
   });
 });

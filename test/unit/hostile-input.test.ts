@@ -124,33 +124,18 @@ export function checkPlan(inputs: NetworkParse[], config: Config, live: Ruleset)
 }
 
 describe('hostile network XML', () => {
-  it('parseNetworkXml never throws on arbitrary strings', () => {
+  const xmlCases: Array<[string, fc.Arbitrary<string>, number]> = [
+    ['arbitrary strings', xmlishString, 2500],
+    ['libvirt-shaped XML with hostile values, and what it accepts is safe', netSpecArb.map(networkXml), 3000],
+    ['mutated network XML', mutatedXml, 1000],
+  ];
+  it.each(xmlCases)('parseNetworkXml never throws on %s', (_what, xmlArb, runs) => {
     fc.assert(
-      fc.property(xmlishString, (xml) => {
+      fc.property(xmlArb, (xml) => {
         cases++;
         checkParse(parseNetworkXml(xml, 'fuzz'));
       }),
-      params(2500),
-    );
-  });
-
-  it('parseNetworkXml never throws on libvirt-shaped XML with hostile values, and what it accepts is safe', () => {
-    fc.assert(
-      fc.property(netSpecArb, (spec) => {
-        cases++;
-        checkParse(parseNetworkXml(networkXml(spec), 'fuzz'));
-      }),
-      params(3000),
-    );
-  });
-
-  it('parseNetworkXml never throws on mutated network XML', () => {
-    fc.assert(
-      fc.property(mutatedXml, (xml) => {
-        cases++;
-        checkParse(parseNetworkXml(xml, 'fuzz'));
-      }),
-      params(1000),
+      params(runs),
     );
   });
 });

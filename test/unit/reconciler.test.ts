@@ -2,8 +2,7 @@
 // coalescing, ordering and back-off are exact instead of racing real sleeps.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Reconciler } from '../../src/daemon/reconciler.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from '../helpers/wait.js';
 
 function harness(passMs: number, fail: (n: number) => boolean = () => false) {
   const passes: string[][] = [];
