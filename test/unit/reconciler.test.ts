@@ -2,7 +2,9 @@
 // coalescing, ordering and back-off are exact instead of racing real sleeps.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Reconciler } from '../../src/daemon/reconciler.js';
-import { sleep } from '../helpers/wait.js';
+
+// The global setTimeout, which vi.useFakeTimers() replaces (node:timers/promises is not faked).
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function harness(passMs: number, fail: (n: number) => boolean = () => false) {
   const passes: string[][] = [];
