@@ -4,6 +4,8 @@ import type { Config } from '../config/config.js';
 import { diagnose, doctorReport, renderDoctor } from '../doctor/index.js';
 import { busFacts, iptablesLegacyFacts, libvirtBackendSetting, nftVersionFact, sysctlFacts } from '../doctor/gather.js';
 import type { DoctorFacts } from '../doctor/types.js';
+import { readDaemonState } from '../daemon/status.js';
+import { runningDaemon } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { commandSource } from '../libvirt/sources.js';
@@ -86,10 +88,16 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     bus,
     ...(backend === undefined ? {} : { libvirtConfiguredBackend: backend }),
     iptablesLegacy: legacy,
+    ...daemonDegradedFact(dir),
   };
   const report = doctorReport(diagnose(facts), new Date());
   process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : renderDoctor(report));
   return report.exit_code;
+}
+
+function daemonDegradedFact(dir: string): Pick<DoctorFacts, 'daemonDegraded'> {
+  const degraded = runningDaemon(dir) === undefined ? undefined : readDaemonState(dir)?.degraded;
+  return degraded ? { daemonDegraded: degraded } : {};
 }
 
 export async function runPlanDiff(args: Args, config: Config, log: Logger): Promise<number> {

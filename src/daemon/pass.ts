@@ -186,7 +186,13 @@ export class DaemonPass {
     state.passError = undefined;
     if (state.watch) state.reconnectAttempts = 0; // the event source proved itself
     if (!result.applied) {
-      log.debug({ event: reasons[0], duration_ms: result.durationMs }, 'ruleset already up to date');
+      const held = result.plan.batch.nftables.length > 0;
+      log.debug(
+        { event: reasons[0], duration_ms: result.durationMs },
+        held
+          ? `not applying ${result.plan.batch.nftables.length} nft commands (suspended)`
+          : 'ruleset already up to date',
+      );
       return;
     }
     state.lastChange = { at: new Date(), ms: result.durationMs };

@@ -59,6 +59,7 @@ export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
   }
   if (libvirtChainsMissing(live, nets)) {
     const names = nets.filter((n) => libvirtWritesRules(n.mode)).map((n) => n.name);
+    const gaveUp = facts.daemonDegraded?.includes('FirewallD1.Reloaded broadcasts') ?? false;
     out.push({
       id: 'libvirt-chains-missing',
       severity: 'error',
@@ -68,8 +69,13 @@ export function checkLibvirtBackend(facts: DoctorFacts): Finding[] {
         `active networks: ${names.join(', ')}`,
         'neither LIBVIRT_* chains in table ip filter nor table ip libvirt_network exist',
         'libvirt creates its private chains once per libvirtd process; a flush ruleset (systemctl reload nftables) removes them',
+        ...(gaveUp ? [`the kvmnftd daemon gave up: ${facts.daemonDegraded ?? ''}`] : []),
       ],
-      fix: 'The kvmnftd daemon restores them by itself (daemon.restore_libvirt_rules = true). By hand: dbus-send --system --type=signal /org/fedoraproject/FirewallD1 org.fedoraproject.FirewallD1.Reloaded (libvirt re-creates its chains and rules), or systemctl restart libvirtd (virtnetworkd on modular daemons).',
+      fix: gaveUp
+        ? 'libvirt did not answer the FirewallD1.Reloaded broadcasts: its rules are in iptables-legacy (see ' +
+          'iptables-legacy-rules; switch libvirt to iptables-nft or nftables), or its network driver is not ' +
+          'running. Restart libvirtd (virtnetworkd on modular daemons): systemctl restart libvirtd.'
+        : 'The kvmnftd daemon restores them by itself (daemon.restore_libvirt_rules = true). By hand: dbus-send --system --type=signal /org/fedoraproject/FirewallD1 org.fedoraproject.FirewallD1.Reloaded (libvirt re-creates its chains and rules), or systemctl restart libvirtd (virtnetworkd on modular daemons).',
       networks: names,
     });
   }

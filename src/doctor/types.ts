@@ -77,6 +77,8 @@ export interface DoctorFacts {
   nft: { version: string } | { error: string };
   /** System bus probe: who owns / can activate the names kvmnftd cares about. */
   bus: { libvirtDbus: 'running' | 'activatable' | 'absent'; firewalld: boolean } | { error: string };
+  /** Why the running daemon says it is degraded (its state file), when it runs and is. */
+  daemonDegraded?: string;
   /** firewall_backend from /etc/libvirt/network.conf, when set. */
   libvirtConfiguredBackend?: string;
   /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */

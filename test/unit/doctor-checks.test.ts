@@ -291,6 +291,13 @@ describe('libvirt', () => {
       'libvirt-firewall-backend',
     ]);
   });
+  it('libvirt-chains-missing says when the daemon gave up broadcasting, and what then', () => {
+    const daemonDegraded =
+      "libvirt's own firewall chains are still missing after 3 FirewallD1.Reloaded broadcasts: libvirt does not hear them";
+    const [, f] = checkLibvirtBackend(facts({ ...withLive(ruleset([ADMIN])), daemonDegraded }));
+    expect(f!.evidence).toContain(`the kvmnftd daemon gave up: ${daemonDegraded}`);
+    expect(f!.fix).toMatch(/iptables-legacy.*systemctl restart libvirtd/s);
+  });
   it('libvirt-dbus-unavailable when org.libvirt neither runs nor activates, or there is no bus', () => {
     expect(checkLibvirtDbus(facts())).toEqual([]);
     expect(checkLibvirtDbus(facts({ bus: { libvirtDbus: 'activatable', firewalld: false } }))).toEqual([]);
