@@ -63,8 +63,6 @@ export function cloneRuleset(r: Ruleset): Ruleset {
 
 type Obj = { [key: string]: Json };
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-/** A name in nft's output; anything else (never printed by nft) keeps a recognisable form. */
-const str = (v: Json | undefined): string => (typeof v === 'string' ? v : JSON.stringify(v ?? null));
 
 /** Indexes the parsed output of `nft -j list ruleset`. Unknown object kinds are ignored. */
 export function indexRuleset(doc: unknown): Ruleset {
