@@ -1,6 +1,7 @@
 // Chooses and opens the event transport: libvirt-dbus when it is on the bus
 // (or can be activated), `virsh net-event` otherwise. Both report "something
 // changed" and list active networks; the reconciler does the rest.
+import { existsSync } from 'node:fs';
 import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
@@ -27,36 +28,71 @@ export interface OpenedWatch {
   why: string;
 }
 
-export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallbacks): Promise<OpenedWatch> {
-  let why = 'events: virsh net-event (--events virsh)';
+/** The socket of libvirt's modular network daemon; libvirt's client connects to it when it exists. */
+export const VIRTNETWORKD_SOCKET = '/run/libvirt/virtnetworkd-sock';
+
+const DBUS_ON_MODULAR =
+  'libvirt-dbus reaches virtnetworkd through virtqemud and loses it for good when virtnetworkd restarts';
+
+/**
+ * The URI to follow networks on. With the modular daemons (virtqemud,
+ * virtnetworkd: Fedora, RHEL, openSUSE), qemu:///system reaches the network
+ * driver through virtqemud, which opens its own connection to virtnetworkd
+ * once per client and never re-opens it: after a virtnetworkd restart the
+ * client's event registrations are silently gone and its network calls fail
+ * ("client socket is closed") while the connection itself stays up.
+ * network:///system talks to virtnetworkd itself: its restart ends the
+ * stream, and the daemon reconnects and catches up.
+ */
+export function networkUri(uri: string, modular: boolean): string {
+  return uri === 'qemu:///system' && modular ? 'network:///system' : uri;
+}
+
+export async function openWatch(
+  mode: EventsMode,
+  uri: string,
+  cb: WatchCallbacks,
+  modular = existsSync(VIRTNETWORKD_SOCKET),
+): Promise<OpenedWatch> {
+  const direct = networkUri(uri, modular);
+  const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
+  let why = `events: virsh net-event${on} (--events virsh)`;
   if (mode !== 'virsh') {
     const path = objectPathForUri(uri);
     if (path === undefined) {
       if (mode === 'dbus') throw new Error(`--events dbus: libvirt-dbus serves qemu:///system only, not ${uri}`);
       why = `events: virsh net-event (libvirt-dbus serves qemu:///system only, not ${uri})`;
+    } else if (mode === 'auto' && direct !== uri) {
+      // libvirt-dbus only speaks qemu:///system, i.e. through virtqemud (above).
+      why = `events: virsh net-event${on}, not libvirt-dbus: ${DBUS_ON_MODULAR}`;
     } else {
       try {
         const watch = await openDbus(path, cb);
-        return { watch, why: `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})` };
+        const caveat = direct === uri ? '' : `; beware, ${DBUS_ON_MODULAR} (--events auto avoids it)`;
+        return {
+          watch,
+          why: `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})${caveat}`,
+        };
       } catch (err) {
         if (mode === 'dbus') throw err;
-        why = `events: virsh net-event, because libvirt-dbus is not usable: ${(err as Error).message}`;
+        why = `events: virsh net-event${on}, because libvirt-dbus is not usable: ${(err as Error).message}`;
       }
     }
   }
-  return { watch: await openVirsh(uri, cb), why };
+  return { watch: await openVirsh(direct, cb), why };
 }
 
 async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {
-  let client: LibvirtDbusClient | undefined;
-  client = await LibvirtDbusClient.connect(path, {
+  // The handlers may run before connect() resolves: they find the client here.
+  const ref: { client?: LibvirtDbusClient } = {};
+  const c = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
     onOwnerChange: (owner) => {
       if (owner === undefined) {
         // libvirt-dbus exited (it does when idle, or crashed): a call
         // re-activates it and re-opens its libvirt event callbacks.
-        void client?.listNetworkPaths().then(
-          () => client?.refreshOwner(),
+        void ref.client?.listNetworkPaths().then(
+          () => ref.client?.refreshOwner(),
           () => undefined,
         );
       }
@@ -64,7 +100,7 @@ async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch 
     },
     onFault: (error) => cb.onFault(`D-Bus: ${error.message}`),
   });
-  const c = client;
+  ref.client = c;
   return {
     transport: 'dbus',
     owner: c.currentOwner,

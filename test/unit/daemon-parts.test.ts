@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatStatus } from '../../src/daemon/status.js';
+import { networkUri } from '../../src/daemon/libvirt-watch.js';
 import { objectPathForUri } from '../../src/libvirt/dbus-client.js';
 import { parseEventLine } from '../../src/libvirt/virsh-events.js';
 import { formatLine } from '../../src/log/logger.js';
@@ -47,6 +48,15 @@ describe('libvirt-dbus object paths', () => {
     expect(objectPathForUri('qemu:///system')).toBe('/org/libvirt/QEMU');
     expect(objectPathForUri('qemu:///session')).toBeUndefined();
     expect(objectPathForUri('test:///default')).toBeUndefined();
+  });
+});
+
+describe('the URI networks are followed on', () => {
+  it('is network:///system instead of qemu:///system only where virtnetworkd runs (modular libvirt)', () => {
+    expect(networkUri('qemu:///system', true)).toBe('network:///system');
+    expect(networkUri('qemu:///system', false)).toBe('qemu:///system');
+    expect(networkUri('qemu+ssh://host/system', true)).toBe('qemu+ssh://host/system');
+    expect(networkUri('test:///default', true)).toBe('test:///default');
   });
 });
 
