@@ -46,7 +46,9 @@ if [[ ${KVMNFTD_MODULAR_INNER:-} == 1 ]]; then
   grep -v '^#' debian/patches/series | while read -r p _; do
     [[ -z $p ]] || patch -s -p1 <"debian/patches/$p"
   done
-  # Debian's own choices where they matter to the daemons (debian/rules).
+  # Debian's own choices where they matter to the daemons (debian/rules). polkit
+  # above all: with it the sockets are 0666 and polkit lets libvirt-dbus (user
+  # libvirtdbus) in; without it they are 0600 and libvirt-dbus is refused.
   meson setup b --prefix=/usr --libdir=lib/x86_64-linux-gnu --sysconfdir=/etc --localstatedir=/var \
     --buildtype=plain --auto-features=disabled -Dsystem=true -Dinit_script=systemd -Ddriver_remote=enabled \
     -Ddriver_libvirtd=enabled -Ddriver_qemu=enabled -Ddriver_network=enabled -Djson_c=enabled -Dlibnl=enabled \
