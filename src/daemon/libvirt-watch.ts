@@ -1,10 +1,10 @@
 // Chooses and opens the event transport: libvirt-dbus when it is on the bus
 // (or can be activated), `virsh net-event` otherwise. Both report "something
 // changed" and list active networks; the reconciler does the rest.
-import { existsSync } from 'node:fs';
 import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
+import { modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
 import { VirshEventStream } from '../libvirt/virsh-events.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
@@ -28,31 +28,15 @@ export interface OpenedWatch {
   why: string;
 }
 
-/** The socket of libvirt's modular network daemon; libvirt's client connects to it when it exists. */
-export const VIRTNETWORKD_SOCKET = '/run/libvirt/virtnetworkd-sock';
-
+/** Why --events auto skips libvirt-dbus where virtnetworkd runs (libvirt/uri.ts). */
 const DBUS_ON_MODULAR =
   'libvirt-dbus reaches virtnetworkd through virtqemud and loses it for good when virtnetworkd restarts';
-
-/**
- * The URI to follow networks on. With the modular daemons (virtqemud,
- * virtnetworkd: Fedora, RHEL, openSUSE), qemu:///system reaches the network
- * driver through virtqemud, which opens its own connection to virtnetworkd
- * once per client and never re-opens it: after a virtnetworkd restart the
- * client's event registrations are silently gone and its network calls fail
- * ("client socket is closed") while the connection itself stays up.
- * network:///system talks to virtnetworkd itself: its restart ends the
- * stream, and the daemon reconnects and catches up.
- */
-export function networkUri(uri: string, modular: boolean): string {
-  return uri === 'qemu:///system' && modular ? 'network:///system' : uri;
-}
 
 export async function openWatch(
   mode: EventsMode,
   uri: string,
   cb: WatchCallbacks,
-  modular = existsSync(VIRTNETWORKD_SOCKET),
+  modular = modularNetworkDaemon(),
 ): Promise<OpenedWatch> {
   const direct = networkUri(uri, modular);
   const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
@@ -63,7 +47,7 @@ export async function openWatch(
       if (mode === 'dbus') throw new Error(`--events dbus: libvirt-dbus serves qemu:///system only, not ${uri}`);
       why = `events: virsh net-event (libvirt-dbus serves qemu:///system only, not ${uri})`;
     } else if (mode === 'auto' && direct !== uri) {
-      // libvirt-dbus only speaks qemu:///system, i.e. through virtqemud (above).
+      // libvirt-dbus only speaks qemu:///system, i.e. through virtqemud (libvirt/uri.ts).
       why = `events: virsh net-event${on}, not libvirt-dbus: ${DBUS_ON_MODULAR}`;
     } else {
       try {

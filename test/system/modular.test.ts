@@ -350,5 +350,14 @@ for (const backend of BACKENDS) {
       },
       4 * MINUTE,
     );
+
+    it('one-shot commands ask virtnetworkd directly: kvmnftd status works with virtqemud stopped', async () => {
+      const ct = c!;
+      await ct.sh('systemctl stop virtqemud.socket virtqemud-ro.socket virtqemud-admin.socket virtqemud.service');
+      expect((await ct.try('virsh -c qemu:///system net-list')).code, 'qemu:///system is unreachable').not.toBe(0);
+      const s = await waitFor('kvmnftd status --json ok without virtqemud', 30_000, () => statusOk(ct, ['default']));
+      expect(s.problems).toEqual([]);
+      await ct.sh('systemctl start virtqemud.socket virtqemud-ro.socket virtqemud-admin.socket');
+    });
   });
 }

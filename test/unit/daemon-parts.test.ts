@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatStatus } from '../../src/daemon/status.js';
-import { networkUri } from '../../src/daemon/libvirt-watch.js';
 import { objectPathForUri } from '../../src/libvirt/dbus-client.js';
+import { networkUri } from '../../src/libvirt/uri.js';
 import { parseEventLine } from '../../src/libvirt/virsh-events.js';
 import { formatLine } from '../../src/log/logger.js';
 import { parseCommandLine, UsageError } from '../../src/cli/args.js';
