@@ -5,6 +5,7 @@
 #   daemons/          test/system/modular-daemons.sh's build (virtqemud, virtnetworkd)
 #   tc-csum-wrapper.sh
 #   backend           "nftables" or "iptables": libvirt's firewall backend
+#   busybox, udhcpc.script   the test's DHCP client (the host's busybox; test/lab's script)
 # It turns the root into a host that runs libvirt's modular daemons, socket-
 # activated, with no libvirtd, as Fedora, RHEL and openSUSE do, following
 # https://libvirt.org/daemons.html ("Switching to modular daemons").
@@ -28,6 +29,10 @@ echo "firewall_backend = \"$BACKEND\"" >>/etc/libvirt/network.conf
 # (see the wrapper's header); a stock kernel needs none of this.
 dpkg-divert --local --rename --divert /usr/sbin/tc.lab-real --add /usr/sbin/tc
 install -m 755 tc-csum-wrapper.sh /usr/sbin/tc
+
+# The guest side of the DHCP test (a veth in a netns on virbr0).
+install -m 755 busybox /usr/local/bin/busybox
+install -D -m 755 udhcpc.script /usr/local/lib/kvmnftd-test/udhcpc.script
 
 echo "--- modular daemons: $(ls /usr/sbin/virtqemud /usr/sbin/virtnetworkd | tr '\n' ' ')"
 echo "--- enabled: $(systemctl is-enabled virtqemud.service virtnetworkd.service virtnetworkd.socket | tr '\n' ' ')"

@@ -33,12 +33,16 @@ interface Prepared {
   root: string;
   deb: string;
   daemons: string;
+  /** The host's busybox: udhcpc for the guest (the root has no DHCP client). */
+  busybox: string;
 }
 
 async function prepare(): Promise<Prepared> {
   if (process.getuid?.() !== 0) throw new Error('test/system must run as root (debootstrap, mounts, systemd-nspawn)');
-  for (const tool of ['debootstrap', 'systemd-nspawn', 'nsenter', 'unshare', 'flock']) {
-    must(await run('sh', ['-c', `command -v ${tool}`]), `${tool} is not installed (bash .ci/install-deps)`);
+  const tools: Record<string, string> = {};
+  for (const tool of ['debootstrap', 'systemd-nspawn', 'nsenter', 'unshare', 'flock', 'busybox']) {
+    const r = await run('sh', ['-c', `command -v ${tool}`]);
+    tools[tool] = must(r, `${tool} is not installed (bash .ci/install-deps)`).trim();
   }
   const start = performance.now();
   mkdirSync(join(work, 'deb'));
@@ -49,7 +53,7 @@ async function prepare(): Promise<Prepared> {
   });
   const daemons = must(r, 'modular-daemons.sh').trim().split('\n').at(-1)!;
   t('root, .deb and modular daemons ready (cached or built)', performance.now() - start);
-  return { root, deb: built.deb, daemons };
+  return { root, deb: built.deb, daemons, busybox: tools['busybox']! };
 }
 
 /** ROOT + kvmnftd + the switch to modular daemons with BACKEND, as an install layer. */
@@ -58,6 +62,8 @@ async function layer(p: Prepared, backend: Backend): Promise<string> {
   mkdirSync(setup);
   cpSync(join(REPO, 'test', 'system', 'modular-setup.sh'), join(setup, 'setup.sh'));
   cpSync(join(REPO, 'test', 'lab', 'tc-csum-wrapper.sh'), join(setup, 'tc-csum-wrapper.sh'));
+  cpSync(join(REPO, 'test', 'lab', 'udhcpc.script'), join(setup, 'udhcpc.script'));
+  cpSync(p.busybox, join(setup, 'busybox'));
   cpSync(p.daemons, join(setup, 'daemons'), { recursive: true });
   writeFileSync(join(setup, 'backend'), `${backend}\n`);
   const dir = join(work, `layer-${backend}`);
@@ -113,6 +119,12 @@ async function libvirtRulesFor(c: Container, bridge: string): Promise<boolean> {
 
 const active = async (c: Container, unit: string): Promise<string> =>
   (await c.try(`systemctl is-active ${unit}`)).stdout.trim();
+
+/** busybox udhcpc in the guest: up to 15 discovers 1 s apart, test/lab's script prints "LEASE ip/mask router r". */
+const UDHCPC =
+  '/usr/local/bin/busybox udhcpc -i eth0 -n -q -f -t 15 -T 1 -A 1 -s /usr/local/lib/kvmnftd-test/udhcpc.script'.split(
+    ' ',
+  );
 
 const OPEN_XML = `<network>
   <name>open1</name>
@@ -250,6 +262,26 @@ for (const backend of BACKENDS) {
       },
       3 * MINUTE,
     );
+
+    it("a guest (a veth in a netns on virbr0) gets a DHCP lease through the admin's drop policy", async () => {
+      const ct = c!;
+      await ct.sh(
+        [
+          'ip netns add guest',
+          'ip link add vguest type veth peer name eth0 netns guest',
+          'ip link set vguest master virbr0 up',
+          'ip -n guest link set lo up',
+        ].join(' && '),
+      );
+      try {
+        const start = performance.now();
+        const r = await ct.exec(['ip', 'netns', 'exec', 'guest', ...UDHCPC], 40_000);
+        expect(r.stdout, r.stderr).toMatch(/^LEASE 192\.168\.122\.\d+\/24 router 192\.168\.122\.1$/m);
+        tb('guest DHCP lease (udhcpc start -> bound)', performance.now() - start);
+      } finally {
+        await ct.try('ip netns del guest; ip link del vguest');
+      }
+    });
 
     for (const mode of ['dbus', 'virsh'] as const) {
       it(
