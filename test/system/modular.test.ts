@@ -121,10 +121,10 @@ const active = async (c: Container, unit: string): Promise<string> =>
   (await c.try(`systemctl is-active ${unit}`)).stdout.trim();
 
 /** busybox udhcpc in the guest: up to 15 discovers 1 s apart, test/lab's script prints "LEASE ip/mask router r". */
-const UDHCPC =
-  '/usr/local/bin/busybox udhcpc -i eth0 -n -q -f -t 15 -T 1 -A 1 -s /usr/local/lib/kvmnftd-test/udhcpc.script'.split(
-    ' ',
-  );
+const UDHCPC = [
+  ...['/usr/local/bin/busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '15', '-T', '1', '-A', '1'],
+  ...['-s', '/usr/local/lib/kvmnftd-test/udhcpc.script'],
+];
 
 const OPEN_XML = `<network>
   <name>open1</name>
