@@ -5,11 +5,13 @@
 // test/system/modular-setup.sh switches a Debian 13 system root to them
 // (libvirt.org/daemons.html) in kvmnftd's install layer. The root boots under
 // systemd-nspawn (systemd as PID 1, private network), once per libvirt
-// firewall backend. Covered: boot order, both event transports (libvirt-dbus
-// and virsh net-event), the repair after `nft flush ruleset` (kvmnftd's rules,
-// and libvirt's own chains through the FirewallD1.Reloaded broadcast that
-// virtnetworkd's network driver listens to), and virtnetworkd exiting when
-// idle and coming back by socket activation. Needs root; fails, never skips.
+// firewall backend. Covered: boot order, a guest's DHCP lease, both event
+// transports (libvirt-dbus and virsh net-event), the repair after `nft flush
+// ruleset` (kvmnftd's rules, and libvirt's own chains through the
+// FirewallD1.Reloaded broadcast that virtnetworkd's network driver listens
+// to), virtnetworkd restarted or stopped and socket-activated again (it never
+// exits on its idle timeout while kvmnftd is connected), and one-shot commands
+// without virtqemud. Needs root; fails, never skips.
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
