@@ -46,7 +46,8 @@ Options:
   --config PATH     config file (default /etc/kvmnftd/kvmnftd.toml; optional)
   --force           remove: even while the daemon runs
   --events MODE     run: auto|dbus|virsh (default auto: libvirt-dbus when it is
-                    on the system bus or can be activated, else virsh net-event)
+                    on the system bus or can be activated, else virsh net-event;
+                    virsh on network:///system where virtnetworkd runs)
   --log-level LVL   ${LOG_LEVELS.join('|')} (default info)
   -h, --help        this text
   -V, --version     print the version

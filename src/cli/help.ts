@@ -50,7 +50,8 @@ The daemon (what kvmnftd.service runs; Type=notify): follows libvirt's
 network events and ruleset changes and keeps the rules current.
 
   --events MODE     auto (default): libvirt-dbus when it is on the system bus
-                    or can be activated, else virsh net-event
+                    or can be activated, else virsh net-event; with libvirt's
+                    modular daemons, virsh net-event on network:///system
 ${COMMON}
 
 Examples:

@@ -37,7 +37,9 @@ export const SCHEMA = table({
       valid: (s) => /^[a-z0-9+]+:\/\/[^\s]*$/.test(s),
     }),
     default: 'qemu:///system',
-    summary: 'The libvirt connection used to list active networks, read their XML and follow their events.',
+    summary:
+      'The libvirt connection used to list active networks, read their XML and follow their events. Where ' +
+      "libvirt's modular virtnetworkd runs, qemu:///system is taken as network:///system (see docs/operation.md).",
   }),
   filter: section({
     summary: "The administrator's own table, whose base chains have the drop policy.",

@@ -4,6 +4,7 @@
 import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
+import { modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
 import { VirshEventStream } from '../libvirt/virsh-events.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
@@ -27,37 +28,55 @@ export interface OpenedWatch {
   why: string;
 }
 
-export async function openWatch(mode: EventsMode, uri: string, cb: WatchCallbacks): Promise<OpenedWatch> {
-  let why = 'events: virsh net-event (--events virsh)';
+/** Why --events auto skips libvirt-dbus where virtnetworkd runs (libvirt/uri.ts). */
+const DBUS_ON_MODULAR =
+  'libvirt-dbus reaches virtnetworkd through virtqemud and loses it for good when virtnetworkd restarts';
+
+export async function openWatch(
+  mode: EventsMode,
+  uri: string,
+  cb: WatchCallbacks,
+  modular = modularNetworkDaemon(),
+): Promise<OpenedWatch> {
+  const direct = networkUri(uri, modular);
+  const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
+  let why = `events: virsh net-event${on} (--events virsh)`;
   if (mode !== 'virsh') {
     const path = objectPathForUri(uri);
     if (path === undefined) {
       if (mode === 'dbus') throw new Error(`--events dbus: libvirt-dbus serves qemu:///system only, not ${uri}`);
       why = `events: virsh net-event (libvirt-dbus serves qemu:///system only, not ${uri})`;
+    } else if (mode === 'auto' && direct !== uri) {
+      // libvirt-dbus only speaks qemu:///system, i.e. through virtqemud (libvirt/uri.ts).
+      why = `events: virsh net-event${on}, not libvirt-dbus: ${DBUS_ON_MODULAR}`;
     } else {
       try {
         const watch = await openDbus(path, cb);
-        return { watch, why: `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})` };
+        const caveat = direct === uri ? '' : `; beware, ${DBUS_ON_MODULAR} (--events auto avoids it)`;
+        return {
+          watch,
+          why: `events: libvirt-dbus on the system bus (org.libvirt ${watch.owner ?? 'activated'})${caveat}`,
+        };
       } catch (err) {
         if (mode === 'dbus') throw err;
-        why = `events: virsh net-event, because libvirt-dbus is not usable: ${(err as Error).message}`;
+        why = `events: virsh net-event${on}, because libvirt-dbus is not usable: ${(err as Error).message}`;
       }
     }
   }
-  return { watch: await openVirsh(uri, cb), why };
+  return { watch: await openVirsh(direct, cb), why };
 }
 
 async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {
-  // Callbacks can run before connect() returns: until then there is no client.
-  let client: LibvirtDbusClient | undefined = undefined;
-  client = await LibvirtDbusClient.connect(path, {
+  // The handlers may run before connect() resolves: they find the client here.
+  const ref: { client?: LibvirtDbusClient } = {};
+  const c = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
     onOwnerChange: (owner) => {
       if (owner === undefined) {
         // libvirt-dbus exited (it does when idle, or crashed): a call
         // re-activates it and re-opens its libvirt event callbacks.
-        void client?.listNetworkPaths().then(
-          () => client?.refreshOwner(),
+        void ref.client?.listNetworkPaths().then(
+          () => ref.client?.refreshOwner(),
           () => undefined,
         );
       }
@@ -65,7 +84,7 @@ async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch 
     },
     onFault: (error) => cb.onFault(`D-Bus: ${error.message}`),
   });
-  const c = client;
+  ref.client = c;
   return {
     transport: 'dbus',
     owner: c.currentOwner,

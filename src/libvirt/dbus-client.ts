@@ -63,7 +63,15 @@ export class LibvirtDbusClient {
   static async connect(path: string, handlers: ChangeHandlers): Promise<LibvirtDbusClient> {
     const bus = systemBus();
     const client = new LibvirtDbusClient(bus, path);
-    await client.attach(handlers);
+    try {
+      await client.attach(handlers);
+    } catch (err) {
+      // An open bus connection keeps Node's event loop alive: left behind by
+      // a failed attach (e.g. libvirt-dbus refused), it made `kvmnftd run`
+      // hang on SIGTERM after its fallback to virsh.
+      client.close();
+      throw err;
+    }
     return client;
   }
 

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseNetworkXml } from './parse-network-xml.js';
 import type { NetworkParse } from './model.js';
+import { modularNetworkDaemon, networkUri } from './uri.js';
 import { activeNetworkXml } from './virsh.js';
 
 export type NetworkSource = () => Promise<NetworkParse[]>;
@@ -17,9 +18,12 @@ export function xmlFileSource(files: readonly string[]): NetworkSource {
     );
 }
 
-/** `--from-xml` files when given, else libvirt through virsh: how every one-shot command reads networks. */
+/**
+ * `--from-xml` files when given, else libvirt through virsh: how every one-shot
+ * command reads networks (on network:///system where virtnetworkd runs: uri.ts).
+ */
 export function commandSource(fromXml: readonly string[], uri: string): NetworkSource {
-  return fromXml.length > 0 ? xmlFileSource(fromXml) : virshSource(uri);
+  return fromXml.length > 0 ? xmlFileSource(fromXml) : virshSource(networkUri(uri, modularNetworkDaemon()));
 }
 
 export function virshSource(uri: string): NetworkSource {

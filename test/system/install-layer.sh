@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# install-layer.sh ROOT LAYER DEB ADMIN_RULESET  -- installs kvmnftd into an
+# install-layer.sh ROOT LAYER DEB ADMIN_RULESET [SETUP_DIR]  -- installs kvmnftd into an
 # overlay layer over a cached system root, before the container boots (a
 # booted --volatile=overlay container forgets what it installs, and has no
 # network). Configures what a user's host has:
 #   - the .deb, installed with dpkg (its dependencies must already be there)
 #   - /etc/nftables.conf = the admin's drop-policy ruleset, nftables.service enabled
 #   - the default libvirt network (autostart) with stp='off'
+#   - then, when SETUP_DIR is given, its setup.sh, run in the root with
+#     SETUP_DIR's files in /tmp/setup (e.g. test/system/modular-setup.sh)
 # Runs in a private mount namespace; LAYER keeps the result.
 set -euo pipefail
-ROOT=$1 LAYER=$2 DEB=$3 ADMIN=$4
+ROOT=$1 LAYER=$2 DEB=$3 ADMIN=$4 SETUP=${5:-}
 
-if [[ ${5:-} != __inner ]]; then
-  exec unshare --mount --propagation private --fork -- "$0" "$@" __inner
+if [[ ${KVMNFTD_LAYER_INNER:-} != 1 ]]; then
+  exec env KVMNFTD_LAYER_INNER=1 unshare --mount --propagation private --fork -- "$0" "$@"
 fi
 
 WORK=$(mktemp -d /var/tmp/kvmnftd-layer.XXXXXX)
@@ -25,6 +27,7 @@ mount --rbind /dev "$M/dev"
 mount -t tmpfs tmpfs "$M/tmp"
 cp "$DEB" "$M/tmp/kvmnftd.deb"
 cp "$ADMIN" "$M/tmp/admin.nft"
+[[ -z $SETUP ]] || cp -r "$SETUP" "$M/tmp/setup"
 
 inroot() { chroot "$M" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
 
@@ -44,3 +47,4 @@ inroot /bin/sh -ec '
   echo "--- kvmnftd.service enabled: $(systemctl is-enabled kvmnftd.service)"
   echo "--- kvmnftd --version: $(kvmnftd --version)"
 '
+[[ -z $SETUP ]] || inroot /bin/sh -ec 'cd /tmp/setup && sh ./setup.sh'

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { backoffMs } from '../../src/daemon/backoff.js';
 import { degradedReason, formatStatus, statusText } from '../../src/daemon/status.js';
 import { objectPathForUri } from '../../src/libvirt/dbus-client.js';
+import { networkUri } from '../../src/libvirt/uri.js';
 import { parseEventLine } from '../../src/libvirt/virsh-events.js';
 import { formatLine } from '../../src/log/logger.js';
 import { parseCommandLine, UsageError } from '../../src/cli/args.js';
@@ -90,6 +91,15 @@ describe('libvirt-dbus object paths', () => {
     expect(objectPathForUri('qemu:///system')).toBe('/org/libvirt/QEMU');
     expect(objectPathForUri('qemu:///session')).toBeUndefined();
     expect(objectPathForUri('test:///default')).toBeUndefined();
+  });
+});
+
+describe('the URI networks are followed on', () => {
+  it('is network:///system instead of qemu:///system only where virtnetworkd runs (modular libvirt)', () => {
+    expect(networkUri('qemu:///system', true)).toBe('network:///system');
+    expect(networkUri('qemu:///system', false)).toBe('qemu:///system');
+    expect(networkUri('qemu+ssh://host/system', true)).toBe('qemu+ssh://host/system');
+    expect(networkUri('test:///default', true)).toBe('test:///default');
   });
 });
 

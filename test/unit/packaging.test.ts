@@ -34,6 +34,8 @@ describe('packaging', () => {
     ['bash', P('arch', 'kvmnftd.install')],
     ['bash', join(REPO, 'test', 'system', 'boot.sh')],
     ['bash', join(REPO, 'test', 'system', 'install-layer.sh')],
+    ['bash', join(REPO, 'test', 'system', 'modular-daemons.sh')],
+    ['sh', join(REPO, 'test', 'system', 'modular-setup.sh')],
   ])('%s -n %s', (shell, file) => {
     expect(sh(shell, ['-n', file])).toEqual({ status: 0, out: '' });
   });
