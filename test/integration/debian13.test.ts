@@ -201,7 +201,9 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
 
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await guestReachesWan()).toBe('192.0.2.1');
-    // Without the restore, libvirt 11 cannot start a network after a flush (FACTS.md).
+    // Without the restore, libvirt 11 cannot start a network after a flush: it creates its private
+    // chains once per process, and net-start fails ("nft -ae insert rule ip libvirt_network
+    // guest_output ...: No such file or directory") until libvirtd restarts.
     await lab.virsh('net-start', 'lab2');
     await waitUntil('lab2 rules', 10_000, async () =>
       (await ruleset(lab)).forwardComments.includes('kvmnftd net=lab2'),

@@ -59,7 +59,8 @@ describe('self-healing in the libvirt lab', () => {
 
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);
     expect(await reachesWan()).toBe('192.0.2.1');
-    // libvirt can start networks again (without the restore it cannot: FACTS.md)
+    // libvirt can start networks again (without the restore it cannot: it creates its LIBVIRT_*
+    // chains once per process, and after a flush net-start fails "No chain/target/match by that name")
     await lab.virsh('net-destroy', 'default');
     await lab.virsh('net-start', 'default');
     await lab.attachGuest('virbr0');
