@@ -4,17 +4,23 @@
 // exits: the lock is ours until we close it, and the kernel drops it when
 // this process dies, whatever happens to the file or to PIDs. No stale
 // lock, no takeover race, no PID reuse.
-import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
 export interface Flock {
   release(): void;
 }
 
+/**
+ * util-linux's flock(1) by absolute path (util-linux is essential on Debian,
+ * Fedora and Arch): a lock must not depend on, or be hijacked through, PATH.
+ */
+const FLOCK = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p)) ?? 'flock';
+
 /** flock(1) on our descriptor `fd`: true when locked, false when another process holds the lock. */
 function lockFd(fd: number, path: string): boolean {
   // spawnSync rather than execa: execa's types do not take a descriptor as an extra stdio entry.
-  const result = spawnSync('flock', ['--nonblock', '--exclusive', '3'], {
+  const result = spawnSync(FLOCK, ['--nonblock', '--exclusive', '3'], {
     stdio: ['ignore', 'ignore', 'pipe', fd],
     encoding: 'utf8',
   });
