@@ -62,10 +62,7 @@ export class LibvirtRestorer {
     }
     const wait = this.bucket.take(Date.now());
     if (wait > 0) {
-      this.retry ??= setTimeout(() => {
-        this.retry = undefined;
-        this.recheck();
-      }, wait);
+      this.recheckIn(wait);
       return;
     }
     const outcome = await this.announce();
@@ -77,10 +74,7 @@ export class LibvirtRestorer {
       );
       this.lastFailure = undefined;
       // libvirt answers within a second; if it does not, the next pass counts it.
-      this.retry ??= setTimeout(() => {
-        this.retry = undefined;
-        this.recheck();
-      }, REFILL_MS);
+      this.recheckIn(REFILL_MS);
     } else if (outcome.reason !== this.lastFailure) {
       this.lastFailure = outcome.reason;
       this.log.warn(
@@ -88,6 +82,14 @@ export class LibvirtRestorer {
           'Restart libvirtd (or virtnetworkd) to bring them back',
       );
     }
+  }
+
+  /** One pending re-check at a time: a pass then looks at libvirt's chains again. */
+  private recheckIn(ms: number): void {
+    this.retry ??= setTimeout(() => {
+      this.retry = undefined;
+      this.recheck();
+    }, ms);
   }
 
   stop(): void {

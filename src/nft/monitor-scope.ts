@@ -14,7 +14,7 @@
 // Pure: the scope is derived from the last ruleset a pass read.
 import type { Config } from '../config/config.js';
 import { isLibvirtChain } from './libvirt-chains.js';
-import { tableKey, type Ruleset } from './ruleset.js';
+import { TABLE_OBJECTS, tableKey, type Ruleset } from './ruleset.js';
 
 /** Hooks whose base chains decide whether guest traffic passes. */
 export const WATCHED_HOOKS: ReadonlySet<string> = new Set(['input', 'forward', 'prerouting', 'postrouting', 'output']);
@@ -104,20 +104,11 @@ export function monitorLineReason(line: string, scope: MonitorScope): string | u
       // and these changes are how the daemon notices (a pass's ListNetworks
       // wakes libvirt-dbus up).
       return isLibvirtChain(family, table, str(obj['chain'])) ? 'libvirt changed its rules' : undefined;
-    case 'set':
-    case 'element':
-    case 'map':
-    case 'counter':
-    case 'quota':
-    case 'limit':
-    case 'flowtable':
-    case 'ct helper':
-    case 'ct timeout':
-    case 'ct expectation':
-    case 'synproxy':
-    case 'secmark':
-      return inScope ? `${kind} in ${tableKey(family, table)} changed` : undefined;
     default:
+      // A table's other objects (sets, their elements, maps, stateful objects): only kvmnftd's own matter.
+      if (kind === 'element' || TABLE_OBJECTS.has(kind)) {
+        return inScope ? `${kind} in ${tableKey(family, table)} changed` : undefined;
+      }
       return `nft monitor reported a ${kind || 'new kind of'} event`;
   }
 }

@@ -32,7 +32,7 @@ export interface LiveTable {
 }
 
 /** Kinds of `nft -j list ruleset` items that are a table's named objects besides chains. */
-const TABLE_OBJECTS = new Set([
+export const TABLE_OBJECTS: ReadonlySet<string> = new Set([
   'set',
   'map',
   'flowtable',
