@@ -66,19 +66,29 @@ export async function rootfs(release: Release, kind: 'build' | 'system'): Promis
   return must(r, `rootfs.sh ${release} ${kind}`).trim().split('\n').at(-1)!;
 }
 
-/** Builds the release's .deb into OUT (packaging/deb/build.sh); returns its path. */
-export async function buildDeb(release: Release, out: string): Promise<{ deb: string; log: string; lintian: string }> {
-  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'build.sh'), release], {
+/**
+ * The release's .deb of this work tree (packaging/deb/build.sh), or of COMMIT
+ * built with its own build.sh: test/system/cached-deb.sh, which builds each
+ * once (by the sources' hash, or by commit) and caches it.
+ */
+export async function buildDeb(
+  release: Release,
+  commit?: string,
+): Promise<{ deb: string; log: string; lintian: string }> {
+  const r = await run('bash', [join(REPO, 'test', 'system', 'cached-deb.sh'), release, ...(commit ? [commit] : [])], {
     timeoutMs: 900_000,
-    env: { ...process.env, KVMNFTD_DEB_OUT: out },
+    log: (l) => {
+      if (l.startsWith('cached-deb.sh:')) console.log(`[${release}] ${l}`);
+    },
   });
-  must(r, `build.sh ${release}`);
-  const deb = readdirSync(out).find((f) => f.endsWith('.deb'));
-  if (!deb) throw new Error(`build.sh ${release} made no .deb:\n${r.stdout}`);
-  const lintianFile = join(out, deb.replace(/\.deb$/, '.lintian.txt'));
+  const deb = must(r, `cached-deb.sh ${release} ${commit ?? ''}`)
+    .trim()
+    .split('\n')
+    .at(-1)!;
+  const lintianFile = deb.replace(/\.deb$/, '.lintian.txt');
   return {
-    deb: join(out, deb),
-    log: r.stdout,
+    deb,
+    log: readFileSync(join(deb, '..', 'build.log'), 'utf8'),
     lintian: existsSync(lintianFile) ? readFileSync(lintianFile, 'utf8') : '(no lintian output)',
   };
 }
@@ -109,19 +119,6 @@ export async function hostReady(tools: string[]): Promise<Record<string, string>
     paths[tool] = must(r, `${tool} is not installed (bash .ci/install-deps)`).trim();
   }
   return paths;
-}
-
-/**
- * The .deb of RELEASE as COMMIT (e.g. the released 0.1.0) built it with its
- * own packaging/deb/build.sh: test/system/released-deb.sh, cached by commit
- * and release.
- */
-export async function releasedDeb(commit: string, release: Release): Promise<string> {
-  const r = await run('bash', [join(REPO, 'test', 'system', 'released-deb.sh'), commit, release], {
-    timeoutMs: 900_000,
-    log: (l) => console.log(`[${release}] ${l}`),
-  });
-  return must(r, `released-deb.sh ${commit} ${release}`).trim().split('\n').at(-1)!;
 }
 
 const CLEAN_ENV = [

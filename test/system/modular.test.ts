@@ -58,8 +58,7 @@ interface Prepared {
 async function prepare(): Promise<Prepared> {
   const tools = await hostReady(['busybox']);
   const start = performance.now();
-  mkdirSync(join(work, 'deb'));
-  const [root, built] = await Promise.all([rootfs('trixie', 'system'), buildDeb('trixie', join(work, 'deb'))]);
+  const [root, built] = await Promise.all([rootfs('trixie', 'system'), buildDeb('trixie')]);
   const r = await run('bash', [join(REPO, 'test', 'system', 'modular-daemons.sh'), root], {
     timeoutMs: 40 * MINUTE,
     log: (l) => console.log(`[modular-daemons] ${l}`),

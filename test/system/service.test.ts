@@ -49,13 +49,13 @@ async function prepare(release: Release): Promise<Prepared> {
   await hostReady([]);
   const t0 = performance.now();
   const dir = join(work, release);
-  mkdirSync(join(dir, 'deb'), { recursive: true });
+  mkdirSync(dir, { recursive: true });
   const [root, built] = await Promise.all([
     rootfs(release, 'system').then(
       (r) => (t(release, 'system root ready (cached or built)', performance.now() - t0), r),
     ),
-    buildDeb(release, join(dir, 'deb')).then(
-      (b) => (t(release, '.deb built (incl. its build root)', performance.now() - t0), b),
+    buildDeb(release).then(
+      (b) => (t(release, '.deb ready (cached, or built with its build root)', performance.now() - t0), b),
     ),
   ]);
   console.log(`[${release}] ${built.log.trim()}`);

@@ -27,7 +27,6 @@ import {
   hostReady,
   kvmnftdRulesFor,
   must,
-  releasedDeb,
   REPO,
   rootfs,
   run,
@@ -79,11 +78,10 @@ async function prepare(release: Release): Promise<Prepared> {
   const tools = await hostReady(['busybox', 'git', 'dpkg-deb']);
   const t0 = performance.now();
   const dir = join(work, release);
-  mkdirSync(join(dir, 'deb'), { recursive: true });
-  const [root, oldDeb, built] = await Promise.all([
+  const [root, old, built] = await Promise.all([
     rootfs(release, 'system'),
-    releasedDeb(RELEASED, release),
-    buildDeb(release, join(dir, 'deb')),
+    buildDeb(release, RELEASED),
+    buildDeb(release),
   ]);
   t(release, 'roots, the 0.1.0 .deb (cached) and the new .deb ready', performance.now() - t0);
   const setup = join(dir, 'setup');
@@ -95,13 +93,13 @@ async function prepare(release: Release): Promise<Prepared> {
   writeFileSync(join(setup, 'networks', `${LONG}.xml`), LONG_XML);
   const layer = join(dir, 'layer');
   const t1 = performance.now();
-  const r = await run('bash', [join(REPO, 'test', 'system', 'install-layer.sh'), root, layer, oldDeb, ADMIN, setup], {
+  const r = await run('bash', [join(REPO, 'test', 'system', 'install-layer.sh'), root, layer, old.deb, ADMIN, setup], {
     timeoutMs: 5 * MINUTE,
   });
   console.log(`[${release}] install layer (0.1.0):\n${r.stdout}${r.stderr}`);
   must(r, `install-layer.sh ${release}`);
   t(release, 'install layer with 0.1.0', performance.now() - t1);
-  return { root, layer, oldVersion: await debVersion(oldDeb), newVersion: await debVersion(built.deb) };
+  return { root, layer, oldVersion: await debVersion(old.deb), newVersion: await debVersion(built.deb) };
 }
 
 let prepared: Record<Release, Promise<Prepared>>;
