@@ -417,6 +417,8 @@ export async function removeGuest(c: Container, ns: string): Promise<void> {
   await c.try(`ip netns del ${ns}; ip link del v${ns}`);
 }
 
+const UDHCPC_SCRIPT = '/usr/local/lib/kvmnftd-test/udhcpc.script';
+
 /**
  * busybox udhcpc in guest NS: up to 15 discovers 1 s apart; test/lab's script
  * sets the address and default route and prints "LEASE ip/mask router r".
@@ -425,10 +427,13 @@ export async function removeGuest(c: Container, ns: string): Promise<void> {
  */
 export async function dhcpLease(c: Container, ns: string): Promise<Run> {
   return c.exec(
-    [
-      ...['ip', 'netns', 'exec', ns, '/usr/local/bin/busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f'],
-      ...['-t', '15', '-T', '1', '-A', '1', '-s', '/usr/local/lib/kvmnftd-test/udhcpc.script'],
-    ],
+    guestBusybox(ns, 'udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '15', '-T', '1', '-A', '1', '-s', UDHCPC_SCRIPT),
     40_000,
   );
 }
+
+/** The command line of busybox APPLET ARGS in guest NS (a netns of the container). */
+export const guestBusybox = (ns: string, applet: string, ...args: string[]): string[] => [
+  ...['ip', 'netns', 'exec', ns, '/usr/local/bin/busybox', applet],
+  ...args,
+];

@@ -16,4 +16,8 @@ done
 install -m 755 busybox /usr/local/bin/busybox
 install -D -m 755 udhcpc.script /usr/local/lib/kvmnftd-test/udhcpc.script
 install -D -m 644 kvmnftd-new.deb /var/lib/kvmnftd-test/kvmnftd-new.deb
+# The admin's own setting in the conffile: an upgrade keeps it (dpkg's default
+# answer when the packaged file changed too).
+sed -i 's/^resync_interval = 60$/resync_interval = 45/' /etc/kvmnftd/kvmnftd.toml
+grep -q '^resync_interval = 45$' /etc/kvmnftd/kvmnftd.toml
 echo "--- autostarted networks: $(ls "$net/autostart" | tr '\n' ' ')"

@@ -1,18 +1,20 @@
 // kvmnftd upgraded in place from the released 0.1.0 to this tree's .deb, with
-// networks running, as an admin does it (`dpkg -i` in the booted system).
-// For Debian 12 and 13, in parallel: the 0.1.0 .deb (built once with commit
-// 166a18b's own packaging/deb/build.sh, cached) is installed into a system
-// root (test/system/container.ts) with the admin's drop-policy ruleset, the
-// default NAT network and a second NAT network whose name is long enough that
-// 0.1.0 cut its rules' tag (`~<FNV-1a>`). The root boots under systemd-nspawn;
-// a guest (a veth in a netns on virbr0) gets a DHCP lease and pings an
-// upstream host (another netns) through the forward path, without a pause,
-// while the new package is installed. Checked: the new daemon runs, the
-// guests never lost their rules (nft monitor: every transaction that takes a
-// kvmnftd rule away puts its replacement in, in the same generation; no ping
-// lost), 0.1.0's own table is adopted and marked, its tags replaced, the
-// admin's rules untouched, `kvmnftd plan` empty and `doctor` silent about
-// tables. Needs root; fails, never skips. Timings are printed.
+// networks running, as an admin does it (`dpkg -i` in the booted system,
+// keeping the conffile the admin edited). For Debian 12 and 13: the 0.1.0
+// .deb (built once with commit 166a18b's own packaging/deb/build.sh, cached)
+// is installed into a system root (test/system/container.ts) with the admin's
+// drop-policy ruleset, the default NAT network and a second NAT network whose
+// name is long enough that 0.1.0 cut its rules' tag (`~<FNV-1a>`). The root
+// boots under systemd-nspawn; a guest (a veth in a netns on virbr0) gets a
+// DHCP lease and pings an upstream host (another netns, no route back: only
+// masqueraded replies return) every 50 ms while the new package is
+// installed. Checked: the new daemon runs, the guests never lost their rules
+// (nft monitor: no transaction leaves a kvmnftd chain without rules; no ping
+// lost; a control shows the ping fails without kvmnftd's forward rules),
+// 0.1.0's own table is adopted and marked, its tags replaced in that one
+// transaction, the admin's rules untouched (same handles), `kvmnftd plan`
+// empty and `doctor` silent about tables. Needs root; fails, never skips.
+// Timings are printed.
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +26,7 @@ import {
   buildDeb,
   Container,
   dhcpLease,
+  guestBusybox,
   hostReady,
   kvmnftdRulesFor,
   must,
@@ -32,7 +35,6 @@ import {
   run,
   statusOk,
   unitProps,
-  type Background,
   type Line,
   type Release,
 } from './container.js';
@@ -63,6 +65,7 @@ const LONG_XML = `<network>
 const NETWORKS = ['default', LONG];
 /** The upstream host the guest pings: a netns in the container behind a veth (vup), no route back to the guests. */
 const UPSTREAM = '10.99.0.2';
+const PING_UPSTREAM = guestBusybox('guest', 'ping', '-c', '3', '-W', '2', UPSTREAM);
 
 interface Prepared {
   root: string;
@@ -241,22 +244,7 @@ for (const release of RELEASES) {
             'ip -n up link set eth0 up',
           ].join(' && '),
         );
-        must(
-          await ct.exec([
-            'ip',
-            'netns',
-            'exec',
-            'guest',
-            '/usr/local/bin/busybox',
-            'ping',
-            '-c',
-            '3',
-            '-W',
-            '2',
-            UPSTREAM,
-          ]),
-          '0.1.0: the guest pings upstream (forward path, masqueraded)',
-        );
+        must(await ct.exec(PING_UPSTREAM), '0.1.0: the guest pings upstream (forward path, masqueraded)');
       },
       3 * MINUTE,
     );
@@ -266,13 +254,15 @@ for (const release of RELEASES) {
       async () => {
         const ct = c!;
         const old = await unitProps(ct, 'kvmnftd', ['MainPID']);
-        const watch: Background = await ct.background('monitor', ['nft', 'monitor']);
-        const ping: Background = await ct.background('ping', [
-          ...['ip', 'netns', 'exec', 'guest', '/usr/local/bin/busybox', 'ping', '-i', '0.05', UPSTREAM],
-        ]);
+        const watch = await ct.background('monitor', ['nft', 'monitor']);
+        const ping = await ct.background('ping', guestBusybox('guest', 'ping', '-i', '0.05', UPSTREAM));
         await waitUntil('the first ping reply', 10_000, () => ping.lines.some((l) => /seq=\d+/.test(l.text)));
         const t0 = performance.now();
-        const r = await ct.exec(['dpkg', '-i', '/var/lib/kvmnftd-test/kvmnftd-new.deb'], 5 * MINUTE);
+        // The admin edited the conffile: keep it, as answering dpkg's question with its default does.
+        const r = await ct.exec(
+          ['dpkg', '-i', '--force-confdef', '--force-confold', '/var/lib/kvmnftd-test/kvmnftd-new.deb'],
+          5 * MINUTE,
+        );
         console.log(`[${release}] dpkg -i:\n${r.stdout}${r.stderr}`);
         must(r, 'dpkg -i kvmnftd-new.deb');
         t(release, 'dpkg -i of the new .deb (unpack, postinst: restart)', r.ms);
@@ -296,8 +286,15 @@ for (const release of RELEASES) {
             .join(' | ')}`,
         );
 
-        const now = await unitProps(ct, 'kvmnftd', ['MainPID', 'ActiveState', 'SubState']);
+        const now = await unitProps(ct, 'kvmnftd', [
+          'MainPID',
+          'ActiveExitTimestampMonotonic',
+          'ActiveEnterTimestampMonotonic',
+        ]);
         expect(now['MainPID']).not.toBe(old['MainPID']);
+        const gap = (Number(now['ActiveEnterTimestampMonotonic']) - Number(now['ActiveExitTimestampMonotonic'])) / 1000;
+        t(release, 'no kvmnftd daemon (0.1.0 asked to stop -> the new one READY), the rules in place', gap);
+        expect(await ct.sh('cat /etc/kvmnftd/kvmnftd.toml')).toMatch(/^resync_interval = 45$/m);
         expect((await ct.sh("dpkg-query -W -f '${Version}' kvmnftd")).trim()).toBe(p.newVersion);
         expect((await ct.sh('kvmnftd --version')).trim()).toBe(`kvmnftd ${p.newVersion.replace(/-[^-]*$/, '')}`);
         // The new package's files are the ones installed (the versions may be equal).
@@ -372,29 +369,14 @@ for (const release of RELEASES) {
         // The input path with the new rules: a fresh DHCP lease.
         const lease = await dhcpLease(ct, 'guest');
         expect(lease.stdout, lease.stderr).toMatch(/^LEASE 192\.168\.122\.\d+\/24 router 192\.168\.122\.1$/m);
-        must(
-          await ct.exec([
-            'ip',
-            'netns',
-            'exec',
-            'guest',
-            '/usr/local/bin/busybox',
-            'ping',
-            '-c',
-            '3',
-            '-W',
-            '2',
-            UPSTREAM,
-          ]),
-          'the guest pings upstream after the upgrade',
-        );
+        must(await ct.exec(PING_UPSTREAM), 'the guest pings upstream after the upgrade');
       },
       3 * MINUTE,
     );
 
     it('control: without kvmnftd the same ping fails (the probe above can fail)', async () => {
       const ct = c!;
-      const ping = ['ip', 'netns', 'exec', 'guest', '/usr/local/bin/busybox', 'ping', '-c', '2', '-W', '1', UPSTREAM];
+      const ping = guestBusybox('guest', 'ping', '-c', '2', '-W', '1', UPSTREAM);
       await ct.sh('systemctl stop kvmnftd && nft flush chain inet filter kvmnftd_forward');
       expect((await ct.exec(ping)).code, "the admin's forward policy drops it").not.toBe(0);
       await ct.sh('systemctl start kvmnftd');
