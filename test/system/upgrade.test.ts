@@ -1,6 +1,6 @@
 // kvmnftd upgraded in place from the released 0.1.0 to this tree's .deb, with
-// networks running, as an admin does it (`dpkg -i` in the booted system,
-// keeping the conffile the admin edited). For Debian 12 and 13: the 0.1.0
+// networks running, as the README tells an admin to (`apt install ./NEW.deb`
+// in the booted system), keeping the conffile the admin edited. For Debian 12 and 13: the 0.1.0
 // .deb (built once with commit 166a18b's own packaging/deb/build.sh, cached)
 // is installed into a system root (test/system/container.ts) with the admin's
 // drop-policy ruleset, the default NAT network and a second NAT network whose
@@ -250,7 +250,7 @@ for (const release of RELEASES) {
     );
 
     it(
-      'dpkg -i of the new .deb: the new daemon runs, converged; no guest packet lost, no transaction without its rules',
+      'apt-get install ./NEW.deb: the new daemon runs, converged; no guest packet lost, no transaction without its rules',
       async () => {
         const ct = c!;
         const old = await unitProps(ct, 'kvmnftd', ['MainPID']);
@@ -260,14 +260,17 @@ for (const release of RELEASES) {
         const t0 = performance.now();
         // The admin edited the conffile: keep it, as answering dpkg's question with its default does.
         const r = await ct.exec(
-          ['dpkg', '-i', '--force-confdef', '--force-confold', '/var/lib/kvmnftd-test/kvmnftd-new.deb'],
+          [
+            ...['apt-get', 'install', '-y', '-o', 'Dpkg::Options::=--force-confdef'],
+            ...['-o', 'Dpkg::Options::=--force-confold', '/var/lib/kvmnftd-test/kvmnftd-new.deb'],
+          ],
           5 * MINUTE,
         );
-        console.log(`[${release}] dpkg -i:\n${r.stdout}${r.stderr}`);
-        must(r, 'dpkg -i kvmnftd-new.deb');
-        t(release, 'dpkg -i of the new .deb (unpack, postinst: restart)', r.ms);
+        console.log(`[${release}] apt-get install:\n${r.stdout}${r.stderr}`);
+        must(r, 'apt-get install kvmnftd-new.deb');
+        t(release, 'apt-get install of the new .deb (unpack, postinst: restart)', r.ms);
         expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
-        expect(await kvmnftdRulesFor(ct, 'virbr0'), 'the rules right after dpkg -i').toBe(true);
+        expect(await kvmnftdRulesFor(ct, 'virbr0'), 'the rules right after apt-get install').toBe(true);
         expect(await kvmnftdRulesFor(ct, LONG_BRIDGE)).toBe(true);
         await waitUntil('status ok for both networks', 30_000, () => statusOk(ct, NETWORKS));
         const plan = await waitUntil('kvmnftd plan empty', 30_000, async () => {
@@ -275,7 +278,7 @@ for (const release of RELEASES) {
           return out.trim() === '' ? out : undefined;
         });
         expect(plan.trim()).toBe('');
-        t(release, 'dpkg -i start -> kvmnftd plan empty (converged)', performance.now() - t0);
+        t(release, 'apt-get install start -> kvmnftd plan empty (converged)', performance.now() - t0);
         const pings = await ping.stop('INT');
         monitor = generations(await watch.stop());
         console.log(`[${release}] nft monitor during the upgrade:\n${watch.text()}`);
@@ -321,7 +324,8 @@ for (const release of RELEASES) {
         for (const g of monitor) expect(chainsLeftBare(g), g.events.join('\n')).toEqual([]);
         expect(watch.text()).not.toMatch(/^delete (table inet kvmnftd|chain inet (kvmnftd|filter kvmnftd_))/m);
         expect(watch.text()).not.toMatch(/^delete rule inet filter (input|forward|output) /m);
-        if (monitor.length > 0) t(release, "dpkg -i start -> the new daemon's first transaction", monitor[0]!.at - t0);
+        if (monitor.length > 0)
+          t(release, "apt-get install start -> the new daemon's first transaction", monitor[0]!.at - t0);
       },
       6 * MINUTE,
     );
