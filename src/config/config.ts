@@ -6,7 +6,8 @@
 //   load.ts    file -> TOML -> Config
 //   errors.ts  ConfigError
 //   docs.ts    the key tables of docs/configuration.md and kvmnftd.toml(5)
-import type { TableKind } from './kinds.js';
+import type { PortRange, TableKind } from './kinds.js';
+import type { Protocol } from './port-forward.js';
 import type { ADMIN_FAMILIES, FOREIGN_CHAIN_MODES, JUMP_POSITIONS, SCHEMA } from './schema.js';
 
 export type JumpPosition = (typeof JUMP_POSITIONS)[number];
@@ -35,6 +36,23 @@ export interface Config {
   };
   forwarding: {
     manageIpv4: boolean;
+  };
+  /** [[port_forward]]: host ports forwarded to guests (validated by the schema's rules; see port-forward.ts). */
+  portForward: Array<{
+    network: string;
+    proto: Protocol;
+    hostPort: PortRange;
+    /** libvirt domain name, MAC address or guest address. */
+    to: string;
+    /** Absent: host_port. Its start is what counts (a range's length equals host_port's). */
+    toPort: PortRange | undefined;
+    /** Sources as given (addresses or subnets); [] = any. */
+    from: string[];
+    hostAddress: string | undefined;
+  }>;
+  metadataForwards: {
+    /** Host ports domain metadata forwards may use; [] = metadata forwards off. */
+    hostPorts: PortRange[];
   };
   daemon: {
     /** Seconds between full reconciles that back up the event sources; 0 = never. */

@@ -101,7 +101,12 @@ export function markdownKeys(root: TableKind<unknown>, rules: readonly Rule[]): 
     if (intro.length > 0) parts.push(intro.join(' '));
     if (g.keys.length === 0) continue;
     const rows = g.keys.map((k) => {
-      const def = k.field.default === undefined ? 'required' : `\`${tomlDefault(k.field)}\``;
+      const def =
+        k.field.optional !== undefined
+          ? k.field.optional
+          : k.field.default === undefined
+            ? 'required'
+            : `\`${tomlDefault(k.field)}\``;
       return `| \`${k.path}\` | ${cell(typeOf(k))} | ${cell(def)} | ${cell(texts(k, rules, false).join(' '))} |`;
     });
     parts.push(['| key | type | default | meaning |', '|---|---|---|---|', ...rows].join('\n'));
@@ -139,7 +144,12 @@ export function manKeys(root: TableKind<unknown>, rules: readonly Rule[]): strin
     lines.push(g.head === undefined ? '.SS Top level' : `.SS ${troff(g.head)}`);
     for (const text of groupIntro(g)) lines.push(...troffSentences(text));
     for (const k of g.keys) {
-      const def = k.field.default === undefined ? 'required' : `default ${troff(`\`${tomlDefault(k.field)}\``)}`;
+      const def =
+        k.field.optional !== undefined
+          ? `optional: ${troff(k.field.optional)}`
+          : k.field.default === undefined
+            ? 'required'
+            : `default ${troff(`\`${tomlDefault(k.field)}\``)}`;
       lines.push('.TP', `.B ${troff(k.name)}`, `(${troff(typeOf(k))}; ${def})`);
       for (const text of texts(k, rules, true)) lines.push(...troffSentences(text));
     }

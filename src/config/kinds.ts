@@ -80,6 +80,8 @@ export interface Field<T> {
   readonly summary: string;
   /** More text for the man page. */
   readonly doc?: string;
+  /** The key may be left out: it then reads as undefined, and this says what that means (the docs' default). */
+  readonly optional?: string;
 }
 
 export type Fields = { readonly [name: string]: Field<unknown> };
@@ -106,6 +108,17 @@ export function key<T>(spec: { kind: Kind<T>; default?: NoInfer<T>; summary: str
 /** A [section]: a table of keys whose defaults apply when the section is absent. */
 export function section<const F extends Fields>(spec: { summary?: string; doc?: string; keys: F }): Field<TableOf<F>> {
   return { kind: table(spec.keys), summary: spec.summary ?? '', ...(spec.doc === undefined ? {} : { doc: spec.doc }) };
+}
+
+/** A key that may be left out (no default value): absent, it reads as undefined; `absent` says what that means. */
+export function optionalKey<T>(spec: {
+  kind: ValueKind<T>;
+  absent: string;
+  summary: string;
+  doc?: string;
+}): Field<T | undefined> {
+  const { absent, ...rest } = spec;
+  return { ...rest, optional: absent };
 }
 
 // ---- values ------------------------------------------------------------------
@@ -179,6 +192,33 @@ export function integer(spec: {
   );
 }
 
+/** A range of ports, `start..end` inclusive; one port is a range of one. */
+export interface PortRange {
+  start: number;
+  end: number;
+}
+
+const PORT_RANGE = /^([0-9]{1,5})-([0-9]{1,5})$/;
+
+/** A port 1..65535 as an integer, or a range as the string "A-B" (A <= B); read as a PortRange. */
+export const portRange: ValueKind<PortRange> = value(
+  'a port from 1 to 65535, or a range "A-B" of such ports with A <= B',
+  'integer 1..65535 or "A-B"',
+  (v) => {
+    const n = typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined;
+    if (n !== undefined) return Number.isInteger(n) && n >= 1 && n <= 65535 ? { start: n, end: n } : undefined;
+    const match = typeof v === 'string' ? PORT_RANGE.exec(v) : null;
+    if (!match) return undefined;
+    const [start, end] = [Number(match[1]), Number(match[2])];
+    return start >= 1 && start <= end && end <= 65535 ? { start, end } : undefined;
+  },
+  undefined,
+  (r) => (r.start === r.end ? String(r.start) : JSON.stringify(`${r.start}-${r.end}`)),
+);
+
+/** A port range as the config writes it: `2222`, `8000-8010`. */
+export const portRangeText = (r: PortRange): string => (r.start === r.end ? String(r.start) : `${r.start}-${r.end}`);
+
 /** An array of values of one kind; `noun` names the elements ("libvirt network names"). */
 export function list<T>(of: ValueKind<T>, noun: string): ValueKind<T[]> {
   return value(`an array of ${noun}`, `array of ${noun}`, (v) => {
@@ -223,6 +263,7 @@ export function readField(field: Field<unknown>, value: unknown, at: ReadContext
 
 function absentField(field: Field<unknown>, at: ReadContext): unknown {
   if (field.default !== undefined) return structuredClone(field.default);
+  if (field.optional !== undefined) return undefined;
   if (field.kind.shape !== 'value') return field.kind.absent(at);
   throw new ConfigError(at.file, at.key, `missing; expected ${field.kind.expected}`);
 }
@@ -230,6 +271,7 @@ function absentField(field: Field<unknown>, at: ReadContext): unknown {
 function readTable(fields: Fields, doc: unknown, at: ReadContext, head: string): Record<string, unknown> {
   if (!isTable(doc)) throw new ConfigError(at.file, at.key, `a table (${head})`);
   const given = new Map<string, unknown>();
+  const failed = new Set<string>();
   for (const [name, v] of Object.entries(doc)) {
     // Own properties only: "constructor", "toString"... are unknown keys, not Object's.
     const field = Object.hasOwn(fields, name) ? fields[name] : undefined;
@@ -250,17 +292,21 @@ function readTable(fields: Fields, doc: unknown, at: ReadContext, head: string):
       () => undefined,
     );
     if (read !== undefined) given.set(name, read.value);
+    else failed.add(name);
   }
   const out: Record<string, unknown> = {};
   for (const [name, field] of Object.entries(fields)) {
     const key = joinKey(at.key, name);
+    // A key given with a bad value has its error already; it is not "missing" too.
     out[camel(name)] = given.has(name)
       ? given.get(name)
-      : collecting(
-          at,
-          () => absentField(field, under(at, key)),
-          () => undefined,
-        );
+      : failed.has(name)
+        ? undefined
+        : collecting(
+            at,
+            () => absentField(field, under(at, key)),
+            () => undefined,
+          );
   }
   return out;
 }

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { Config } from './config.js';
 import { ConfigError } from './errors.js';
-import { RULES, SCHEMA } from './schema.js';
+import { RULES, SCHEMA, type Rule } from './schema.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/kvmnftd/kvmnftd.toml';
 
@@ -16,10 +16,8 @@ export function defaultConfig(): Config {
 /** Validates a parsed TOML document; `file` only labels errors. */
 export function configFromObject(doc: Record<string, unknown>, file: string): Config {
   const config: Config = SCHEMA.read(doc, { file, key: '' });
-  for (const rule of RULES) {
-    const broken = rule.check(config);
-    if (broken !== undefined) throw new ConfigError(file, rule.key, broken);
-  }
+  const first = RULES.flatMap((rule) => ruleErrors(rule, config, file))[0];
+  if (first) throw first;
   return config;
 }
 
@@ -48,11 +46,7 @@ export function configProblems(doc: Record<string, unknown>, file: string): Conf
   const problems: ConfigError[] = [];
   const config: Config = SCHEMA.read(doc, { file, key: '', problems });
   if (problems.length > 0) return problems;
-  for (const rule of RULES) {
-    const broken = rule.check(config);
-    if (broken !== undefined) problems.push(new ConfigError(file, rule.key, broken));
-  }
-  return problems;
+  return RULES.flatMap((rule) => ruleErrors(rule, config, file));
 }
 
 /** The file's TOML document; undefined when `missingIsDefaults` and the file does not exist. */
@@ -83,4 +77,12 @@ export function loadConfig(path: string | undefined): { config: Config; source: 
   return doc === undefined
     ? { config: defaultConfig(), source: 'built-in defaults' }
     : { config: configFromObject(doc, file), source: file };
+}
+
+/** The errors of one rule: none, one naming its key, or one per broken entry of an array of tables. */
+function ruleErrors(rule: Rule, config: Config, file: string): ConfigError[] {
+  const broken = rule.check(config);
+  if (broken === undefined) return [];
+  if (typeof broken === 'string') return [new ConfigError(file, rule.key, broken)];
+  return broken.map((b) => new ConfigError(file, b.key, b.message));
 }

@@ -6,7 +6,22 @@
 // markup described in kinds.ts.
 import { CHAIN_REF_EXPECTED, parseChainRef, refusedChainRef } from './chain-ref.js';
 import type { Config } from './config.js';
-import { bool, integer, key, list, oneOf, section, table, text, type Glossary } from './kinds.js';
+import {
+  bool,
+  integer,
+  key,
+  list,
+  oneOf,
+  optionalKey,
+  portRange,
+  section,
+  table,
+  tables,
+  text,
+  type Glossary,
+} from './kinds.js';
+import { ipFamily } from '../net/ip.js';
+import { portForwardProblems, PROTOCOLS, sourceCidr, validTarget, type Broken } from './port-forward.js';
 
 /** nft object names: an identifier nft's parser accepts unquoted, and short. */
 export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
@@ -165,6 +180,70 @@ export const SCHEMA = table({
       }),
     },
   }),
+  port_forward: key({
+    kind: tables({
+      network: key({
+        kind: text({ expected: 'a libvirt network name', valid: (s) => s.length > 0 && !s.includes('/') }),
+        summary: 'The libvirt network the guest is on.',
+      }),
+      proto: key({ kind: oneOf(PROTOCOLS), summary: 'The protocol forwarded.' }),
+      host_port: key({
+        kind: portRange,
+        summary: 'The host port, or a range of them as `"8000-8010"`.',
+      }),
+      to: key({
+        kind: text({
+          expected: 'a libvirt domain name, a MAC address or an IPv4/IPv6 address',
+          valid: validTarget,
+        }),
+        summary:
+          "The guest: a libvirt domain name or a MAC address (resolved through libvirt: the domain's interfaces " +
+          "on that network, then the network's DHCP leases), or the guest's address.",
+        doc:
+          "An address must lie inside one of the network's subnets, or the forward gets no rules: a forward " +
+          'never sends traffic anywhere else.',
+      }),
+      to_port: optionalKey({
+        kind: portRange,
+        absent: 'host_port',
+        summary: "The guest's port; with a `host_port` range, the start of the guest's range (of the same length).",
+      }),
+      from: key({
+        kind: list(
+          text({
+            expected: 'an address or a subnet ADDR/PREFIX',
+            valid: (s) => sourceCidr(s) !== undefined,
+          }),
+          'addresses or subnets',
+        ),
+        default: [],
+        summary: 'Only connections from these sources are forwarded; `[]` means from anywhere.',
+      }),
+      host_address: optionalKey({
+        kind: text({ expected: 'an IPv4 or IPv6 address', valid: (s) => ipFamily(s) !== undefined }),
+        absent: 'every local address',
+        summary: "Only connections to this host address are forwarded; absent, to any of the host's own addresses.",
+      }),
+    }),
+    summary:
+      'A host port forwarded to a guest of a libvirt network: DNAT for connections from outside, from the host ' +
+      'itself and from other guests of that network (hairpin), and the accepts that let exactly those ' +
+      'connections in. One `[[port_forward]]` table per forward.',
+  }),
+  metadata_forwards: section({
+    summary:
+      "Forwards set in a domain's `<metadata>` apply only to the host ports listed here: whoever may edit a " +
+      "domain's XML is not necessarily allowed to open host ports.",
+    keys: {
+      host_ports: key({
+        kind: list(portRange, 'ports or "A-B" port ranges'),
+        default: [],
+        summary:
+          'Host ports (integers or `"A-B"` ranges) that domain metadata forwards may use; `[]` turns metadata ' +
+          'forwards off. A port of a `[[port_forward]]` is never theirs.',
+      }),
+    },
+  }),
   daemon: section({
     keys: {
       resync_interval: key({
@@ -198,8 +277,11 @@ export interface Rule {
   readonly key: string;
   /** The rule for the docs (markup), shown with that key. */
   readonly doc: string;
-  /** What the error says when the rule is broken; undefined when it holds. */
-  readonly check: (c: Config) => string | undefined;
+  /**
+   * What the error says when the rule is broken; undefined when it holds. A rule over the entries of an array
+   * of tables returns each broken entry with its own key (`port_forward[2].host_port`).
+   */
+  readonly check: (c: Config) => string | Broken[] | undefined;
 }
 
 const notOwnChain =
@@ -252,6 +334,28 @@ export const RULES: readonly Rule[] = [
       c.filter.inputChain === c.filter.forwardChain
         ? `must differ from filter.input_chain (${c.filter.inputChain}): they hook different traffic`
         : undefined,
+  },
+  {
+    key: 'port_forward[].to_port',
+    doc: 'A range must be as long as `host_port`; the range must end at 65535 or before.',
+    check: (c) => portForwardProblems(c.portForward).filter((b) => b.key.endsWith('.to_port')),
+  },
+  {
+    key: 'port_forward[].from',
+    doc: 'With `to` or `host_address` an address, every source must be of its family.',
+    check: (c) => portForwardProblems(c.portForward).filter((b) => b.key.endsWith('.from')),
+  },
+  {
+    key: 'port_forward[].host_address',
+    doc: 'With `to` an address, of the same family. Never a loopback address (see docs/rules.md).',
+    check: (c) => portForwardProblems(c.portForward).filter((b) => b.key.endsWith('.host_address')),
+  },
+  {
+    key: 'port_forward[].host_port',
+    doc:
+      'Two forwards of the same protocol whose host port ranges overlap must have different `host_address`es ' +
+      '(a forward without one takes its ports on every address).',
+    check: (c) => portForwardProblems(c.portForward).filter((b) => b.key.endsWith('.host_port')),
   },
   {
     key: 'nat.table',

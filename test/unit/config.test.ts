@@ -49,6 +49,8 @@ describe('config', () => {
       'nat.table': 'kvmnftd',
       'nat.priority': 99,
       'forwarding.manageIpv4': true,
+      portForward: [],
+      'metadataForwards.hostPorts': [],
       'daemon.resyncInterval': 60,
       'daemon.restoreLibvirtRules': true,
     });
@@ -72,6 +74,16 @@ table = "guestnat"
 priority = 90
 [forwarding]
 manage_ipv4 = false
+[[port_forward]]
+network = "default"
+proto = "udp"
+host_port = "5000-5001"
+to = "10.0.0.2"
+to_port = 6000
+from = ["198.51.100.0/24"]
+host_address = "198.51.100.1"
+[metadata_forwards]
+host_ports = [2200, "8000-8099"]
 [daemon]
 resync_interval = 0
 restore_libvirt_rules = false
@@ -91,6 +103,23 @@ restore_libvirt_rules = false
       },
       nat: { table: 'guestnat', priority: 90 },
       forwarding: { manageIpv4: false },
+      portForward: [
+        {
+          network: 'default',
+          proto: 'udp',
+          hostPort: { start: 5000, end: 5001 },
+          to: '10.0.0.2',
+          toPort: { start: 6000, end: 6000 },
+          from: ['198.51.100.0/24'],
+          hostAddress: '198.51.100.1',
+        },
+      ],
+      metadataForwards: {
+        hostPorts: [
+          { start: 2200, end: 2200 },
+          { start: 8000, end: 8099 },
+        ],
+      },
       daemon: { resyncInterval: 0, restoreLibvirtRules: false },
     });
   });
@@ -189,7 +218,7 @@ restore_libvirt_rules = false
 
   it('an unknown key is answered with the keys there are', () => {
     expect(errorOf('zz = 1\n').expected).toBe(
-      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [daemon]',
+      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [[port_forward]], [metadata_forwards], [daemon]',
     );
     expect(errorOf('[nat]\nzz = 1\n').expected).toBe('unknown key; known keys in [nat]: table, priority');
   });

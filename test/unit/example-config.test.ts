@@ -23,6 +23,10 @@ function valuePaths(doc: Record<string, unknown>, prefix = ''): string[] {
   );
 }
 
+function partition<T>(xs: T[], test: (x: T) => boolean): [T[], T[]] {
+  return [xs.filter(test), xs.filter((x) => !test(x))];
+}
+
 /** The file without comments and blank lines (no value in it contains a "#"). */
 const withoutComments = (toml: string): string[] =>
   toml
@@ -37,7 +41,10 @@ describe('packaging/kvmnftd.toml', () => {
   });
 
   it('writes out every key of the schema', () => {
-    expect(valuePaths(parseToml(text) as Record<string, unknown>).sort()).toEqual(keyPaths(SCHEMA).sort());
+    // Keys of arrays of tables ([[port_forward]]) have no default to write out: the file shows them in a comment.
+    const [inTables, valued] = partition(keyPaths(SCHEMA), (k) => k.includes('[]'));
+    expect(valuePaths(parseToml(text) as Record<string, unknown>).sort()).toEqual(valued.sort());
+    for (const k of inTables) expect(text, k).toMatch(new RegExp(`^#\\s+${k.split('.').pop()!} = `, 'm'));
   });
 
   it('is the generated defaults of kvmnftd.toml(5), with comments', () => {

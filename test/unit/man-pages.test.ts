@@ -35,7 +35,9 @@ describe('man pages', () => {
     expect(keys).toContain('daemon.restore_libvirt_rules');
     const keysSection = section(page5, 'KEYS');
     for (const key of keys) {
-      const [table, name] = key.includes('.') ? key.split('.') : [undefined, key];
+      const [path, name] = key.includes('.') ? key.split('.') : [undefined, key];
+      // `port_forward[].proto` is a key of the array of tables [[port_forward]].
+      const table = path?.endsWith('[]') ? `[${path.slice(0, -2)}]` : path;
       const sub =
         table === undefined
           ? keysSection.split('\n.SS [')[0]!
