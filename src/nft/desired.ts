@@ -28,6 +28,8 @@ export interface DesiredState {
    * table should not exist.
    */
   marking: DesiredChain[];
+  /** Port forward chains of kvmnftd's own table (port-forward.ts), set by the planner. */
+  forwardChains: DesiredChain[];
   /** kvmnftd_input / kvmnftd_forward contents, for the admin table. */
   input: RuleSpec[];
   forward: RuleSpec[];
@@ -45,13 +47,21 @@ const MULTICAST_V4 = cidrOf('224.0.0.0', 24)!;
 const BROADCAST_V4 = cidrOf('255.255.255.255', 32)!;
 const MULTICAST_V6 = cidrOf('ff02::', 16)!;
 
-/** Networks must be valid and active; the result is deterministic (sorted by name). */
-export function desiredState(networks: readonly Network[], config: Config): DesiredState {
+/**
+ * Networks must be valid and active; the result is deterministic (sorted by name). `forwardAccepts`: per
+ * network, the port forwards' accepts (port-forward.ts), placed before that bridge's `return`.
+ */
+export function desiredState(
+  networks: readonly Network[],
+  config: Config,
+  forwardAccepts: ReadonlyMap<string, RuleSpec[]> = new Map(),
+): DesiredState {
   const sorted = [...networks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const holds = familiesOf(config);
   const state: DesiredState = {
     natChains: [],
     marking: [],
+    forwardChains: [],
     input: [],
     forward: [],
     forwardsIpv4: false,
@@ -83,6 +93,7 @@ export function desiredState(networks: readonly Network[], config: Config): Desi
       state.input.push(...inputRules(net, ips, rule));
       cross.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
       for (const ip of ips) into.push(...intoBridge(net, ip.cidr, rule));
+      into.push(...(forwardAccepts.get(net.name) ?? []));
       into.push(stop(m.oifname(net.bridge)));
       for (const ip of ips) outOf.push(...outOfBridge(net, ip.cidr, rule));
       outOf.push(stop(m.iifname(net.bridge)));
@@ -122,7 +133,7 @@ export function withInvalidGuard(rules: RuleSpec[]): RuleSpec[] {
   return rules.length === 0 ? rules : [{ expr: [m.ctState('invalid'), s.return()], comment: TAG }, ...rules];
 }
 
-function familiesOf(config: Config): Set<Family> {
+export function familiesOf(config: Config): Set<Family> {
   switch (config.filter.family) {
     case 'ip':
       return new Set([4]);

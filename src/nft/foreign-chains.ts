@@ -15,7 +15,7 @@ import type { Json, NftFamily, RuleSpec } from './json.js';
 import { markAcceptRule } from './ownership.js';
 import { tableKey, type LiveChain, type Ruleset } from './ruleset.js';
 
-export type ForeignOwner = 'docker' | 'ufw' | 'admin-extra';
+export type ForeignOwner = 'docker' | 'ufw' | 'admin-extra' | 'libvirt';
 
 /**
  * Where the rule goes. 'anywhere': inserted at the top once, and never moved
@@ -33,6 +33,8 @@ export interface ForeignChainEntry {
   placement: Placement;
   /** The one rule kvmnftd writes into the chain. */
   rule: (config: Config) => RuleSpec;
+  /** Whether the config needs the chain at all (absent: always, while it exists). */
+  wanted?: (config: Config) => boolean;
 }
 
 const markAccept = (config: Config): RuleSpec => markAcceptRule(config.filter.acceptMark);
@@ -79,6 +81,21 @@ export const FOREIGN_CHAINS: readonly ForeignChainEntry[] = [
     placement: 'anywhere',
     rule: markAccept,
   },
+  // libvirt's own chains reject every new connection into a NAT bridge (iptables backend: `LIBVIRT_FWI: -o
+  // virbr0 -j REJECT`; nftables backend: `guest_input ... reject`), in base chains of their own that no accept
+  // elsewhere overrules. A port forward's DNATed connection must pass them: the mark accept, kept FIRST
+  // because libvirt inserts its rules at the top again on every net-start. The mark is set only on what
+  // kvmnftd_forward accepts: into a NAT bridge that is replies (which libvirt accepts itself) and exactly the
+  // DNATed connections of port forwards, so this opens nothing else. Written only while forwards are configured.
+  ...(['LIBVIRT_FWI', 'guest_input'] as const).map((chain): ForeignChainEntry => ({
+    owner: 'libvirt',
+    families: ['ip', 'ip6'],
+    table: chain === 'LIBVIRT_FWI' ? 'filter' : 'libvirt_network',
+    chain,
+    placement: 'first',
+    rule: markAccept,
+    wanted: (config) => config.portForward.length > 0,
+  })),
 ];
 
 /** One entry in one family: a chain kvmnftd may write into. */
@@ -114,6 +131,7 @@ export function foreignTargets(config: Config): ForeignTarget[] {
   const seen = new Set<string>();
   const out: ForeignTarget[] = [];
   for (const e of [...FOREIGN_CHAINS, ...extras]) {
+    if (e.wanted && !e.wanted(config)) continue;
     for (const family of e.families) {
       const t = {
         owner: e.owner,

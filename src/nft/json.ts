@@ -23,7 +23,7 @@ export interface TableRef {
 
 export interface BaseChainSpec {
   type: 'filter' | 'nat';
-  hook: 'input' | 'forward' | 'postrouting';
+  hook: 'input' | 'forward' | 'postrouting' | 'prerouting' | 'output';
   prio: number;
   policy: 'accept' | 'drop';
 }
@@ -94,9 +94,28 @@ export const m = {
   /** `oifname "a"`, or `oifname { "a", "b" }` for several names. */
   oifnames: (names: readonly string[]): Expr =>
     match('==', meta('oifname'), names.length === 1 ? names[0]! : { set: [...names] }),
+  /** `tcp dport 22`, `udp dport 8000-8010`. */
+  dports: (proto: 'tcp' | 'udp', ports: { start: number; end: number }): Expr =>
+    match('==', payload(proto, 'dport'), portValue(ports)),
+  /** `ip saddr 198.51.100.0/24`, or an anonymous set `ip saddr { ... }` for several. */
+  saddrs: (cidrs: readonly Cidr[]): Expr =>
+    match(
+      '==',
+      payload(ipProto(cidrs[0]!.family), 'saddr'),
+      cidrs.length === 1 ? addrValue(cidrs[0]!) : { set: cidrs.map(addrValue) },
+    ),
+  /** `fib daddr type local`: addressed to one of the host's own addresses. */
+  localDaddr: (): Expr => match('==', { fib: { result: 'type', flags: ['daddr'] } }, 'local'),
+  /** `ct status dnat`: the connection's destination was translated. */
+  ctDnat: (): Expr => match('in', { ct: { key: 'status' } }, 'dnat'),
   /** `meta mark & BIT == BIT`: the bit is set. */
   markBit: (bit: number): Expr => match('==', { '&': [meta('mark'), bit] }, bit),
 };
+
+/** A port range as nft lists it: one port is a number. */
+function portValue(r: { start: number; end: number }): Json {
+  return r.start === r.end ? r.start : { range: [r.start, r.end] };
+}
 
 /** All 32 bits of a packet mark: `~bit` as nft writes it, an unsigned number. */
 const MARK_BITS = 0xffff_ffff;
@@ -112,6 +131,24 @@ export const s = {
   markClear: (bit: number): Expr => ({
     mangle: { key: meta('mark'), value: { '&': [meta('mark'), (MARK_BITS ^ bit) >>> 0] } },
   }),
+  /**
+   * `dnat ip to ADDR[:PORT]`. `ports`: absent keeps the port; one port; or a
+   * shifted range as the map `PROTO dport map { host : guest, ... }`.
+   */
+  dnat: (
+    family: 'ip' | 'ip6',
+    addr: string,
+    ports?: { proto: 'tcp' | 'udp'; host: { start: number; end: number }; to: { start: number; end: number } },
+  ): Expr => {
+    const spec: { [key: string]: Json } = { family, addr };
+    if (ports && ports.host.start === ports.host.end) spec['port'] = ports.to.start;
+    else if (ports && ports.host.start !== ports.to.start) {
+      const pairs: Json[] = [];
+      for (let p = ports.host.start; p <= ports.host.end; p++) pairs.push([p, p - ports.host.start + ports.to.start]);
+      spec['port'] = { map: { key: payload(ports.proto, 'dport'), data: { set: pairs } } };
+    }
+    return { dnat: spec };
+  },
   masquerade: (ports?: { start: number; end: number }): Expr => ({
     masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null,
   }),

@@ -5,7 +5,24 @@
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import { markingChains, markingChainsInPlace } from './accept-mark.js';
-import { desiredState, natBaseSpec, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
+import {
+  desiredState,
+  familiesOf,
+  natBaseSpec,
+  withInvalidGuard,
+  type DesiredChain,
+  type DesiredState,
+} from './desired.js';
+import {
+  addressTargets,
+  forwardRules,
+  pfBaseSpec,
+  PF_OUTPUT_CHAIN,
+  PF_POSTROUTING_CHAIN,
+  PF_PREROUTING_CHAIN,
+  type ForwardRules,
+  type ForwardTarget,
+} from './port-forward.js';
 import { dockerBridges, extraTexts, presentTargets, targetText, type HandledChain } from './foreign-chains.js';
 import type { Batch, ChainObject, Command, Expr, RuleSpec, TableRef } from './json.js';
 import {
@@ -47,6 +64,8 @@ export interface Plan {
   networks: Network[];
   desired: DesiredState;
   foreign: ForeignPart;
+  /** config.portForward index -> the guest addresses its rules send to (the active forwards). */
+  forwards: Map<number, string[]>;
 }
 
 /** The foreign part of a plan: Docker's, ufw's and the admin's extra chains (foreign-chains.ts). */
@@ -64,6 +83,11 @@ export interface PlanOptions {
    * daemon's fallback when the whole transaction keeps failing (sync.ts).
    */
   foreign?: boolean;
+  /**
+   * The port forwards with their resolved guest addresses. Absent: only forwards whose `to` is an address
+   * have one (names and MACs are resolved through libvirt by the caller).
+   */
+  forwardTargets?: readonly ForwardTarget[];
 }
 
 /**
@@ -124,7 +148,20 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
         'nor deletes it, and applies no NAT rules: set nat.table to a name no other table uses',
     });
   }
-  const desired = desiredState(networks, config);
+  const forwarded = forwardRules(
+    options.forwardTargets ?? addressTargets(config.portForward),
+    networks,
+    familiesOf(config),
+  );
+  for (const n of forwarded.notes)
+    notes.push({
+      level: n.level,
+      field: `port_forward[${n.forward}]`,
+      message: n.message,
+      ...(n.network === undefined ? {} : { network: n.network }),
+    });
+  const desired = desiredState(networks, config, forwarded.accepts);
+  desired.forwardChains = forwardChains(forwarded, config);
   keepRetained(desired, retained, live, config, notes);
   const foreign = foreignPart(desired, config, live, claim.kind === 'foreign', options.foreign !== false, notes);
   desired.input = withInvalidGuard(desired.input);
@@ -134,7 +171,19 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     ...planAdminTable(desired, config, live, notes, foreign.handled),
     ...(foreign.planned ? planForeignChains(foreign.handled, config, live) : []),
   ];
-  return { batch: { nftables: commands }, notes, networks, desired, foreign };
+  return { batch: { nftables: commands }, notes, networks, desired, foreign, forwards: forwarded.active };
+}
+
+/** The port forwards' base chains of kvmnftd's own table; a chain without rules is not wanted. */
+function forwardChains(rules: ForwardRules, config: Config): DesiredChain[] {
+  const chains: Array<[string, 'prerouting' | 'output' | 'postrouting', RuleSpec[]]> = [
+    [PF_PREROUTING_CHAIN, 'prerouting', rules.prerouting],
+    [PF_OUTPUT_CHAIN, 'output', rules.output],
+    [PF_POSTROUTING_CHAIN, 'postrouting', rules.postrouting],
+  ];
+  return chains.flatMap(([name, hook, r]) =>
+    r.length === 0 ? [] : [{ name, base: pfBaseSpec(hook, config.nat.priority), rules: r }],
+  );
 }
 
 // ---- someone else's chains: one mark accept each, the marks in our table --
@@ -213,7 +262,7 @@ function planForeignChains(handled: HandledChain[], config: Config, live: Rulese
 function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Command[] {
   const table: TableRef = { family: 'inet', name: config.nat.table };
   const liveTable = ownTable(live, config);
-  const owned = [...desired.natChains, ...desired.marking];
+  const owned = [...desired.natChains, ...desired.forwardChains, ...desired.marking];
   if (owned.length === 0) return liveTable ? [{ delete: { table } }] : [];
   // The marker chain says "kvmnftd's" to the next pass (and the next version).
   const chains: DesiredChain[] = [{ name: OWNER_MARKER_CHAIN, rules: [] }, ...owned];

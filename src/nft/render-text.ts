@@ -86,6 +86,20 @@ function renderExpr(e: Expr): string {
     }
     case 'masquerade':
       return body === null ? 'masquerade' : `masquerade to :${renderPorts(obj(body)['port'] ?? null)}`;
+    case 'dnat': {
+      const b = obj(body);
+      const family = scalar(b['family']);
+      const addr = word(b['addr']);
+      const port = b['port'];
+      if (port === undefined) return `dnat ${family} to ${addr}`;
+      const host = family === 'ip6' ? `[${addr}]` : addr;
+      if (typeof port === 'number') return `dnat ${family} to ${host}:${port}`;
+      const map = obj(obj(port)['map'] ?? null);
+      const pairs = obj(map['data'] ?? null)['set'];
+      if (!Array.isArray(pairs)) throw new Error(`renderExpr: unsupported dnat ${JSON.stringify(b)}`);
+      const elements = pairs.map((p) => (Array.isArray(p) ? p.map(word).join(' : ') : word(p)));
+      return `dnat ${family} to ${addr} : ${renderLeft(obj(map['key'] ?? null))} map { ${elements.join(', ')} }`;
+    }
     case 'snat': {
       const b = obj(body);
       const addr = b['addr'];
@@ -120,6 +134,12 @@ function renderLeft(left: { [key: string]: Json }): string {
     return `${scalar(p['protocol'])} ${scalar(p['field'])}`;
   }
   if ('ct' in left) return `ct ${scalar(obj(left['ct'] ?? null)['key'])}`;
+  if ('fib' in left) {
+    const f = obj(left['fib'] ?? null);
+    const flags = f['flags'];
+    if (!Array.isArray(flags)) throw new Error(`renderLeft: unsupported fib ${JSON.stringify(f)}`);
+    return `fib ${flags.map(word).join(' . ')} ${scalar(f['result'])}`;
+  }
   throw new Error(`renderLeft: unsupported left side ${JSON.stringify(left)}`);
 }
 
@@ -151,6 +171,7 @@ function renderValue(v: Json, lhs: string): string {
     return `${scalar(p['addr'])}/${scalar(p['len'])}`;
   }
   if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
+  if ('range' in o) return renderRange(o);
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
 }
 
