@@ -10,7 +10,7 @@ import { marking, markingChains } from '../../src/nft/accept-mark.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { dockerBridges, foreignTables, foreignTargets, presentTargets } from '../../src/nft/foreign-chains.js';
 import type { Batch, RuleSpec } from '../../src/nft/json.js';
-import { ownedOrWrittenTables } from '../../src/nft/monitor-scope.js';
+import { monitorLineReason, monitorScope, ownedOrWrittenTables } from '../../src/nft/monitor-scope.js';
 import { NftError, type NftRunner } from '../../src/nft/nft-runner.js';
 import { isOurMarkAccept, markAcceptBit, markAcceptRule, markAcceptsIn } from '../../src/nft/ownership.js';
 import { plan } from '../../src/nft/plan.js';
@@ -128,6 +128,20 @@ describe('the owners table', () => {
     expect(ownedOrWrittenTables(config)).toEqual(['inet kvmnftd', 'inet filter', 'ip filter', 'ip6 filter']);
     expect(foreignTables(withConfig({ foreignChainsExtra: ['inet other forward'] }))).toContain('inet other');
     expect(ownedOrWrittenTables(withConfig({ foreignChains: 'report' }))).toEqual(['inet kvmnftd', 'inet filter']);
+  });
+
+  it('starts a pass when ufw reload or Docker takes the mark accept out, or creates DOCKER-USER late', () => {
+    const scope = monitorScope(docker.live, ownedOrWrittenTables(config));
+    const event = (op: string, kind: string, body: object): string =>
+      JSON.stringify({ [op]: { [kind]: { family: 'ip', table: 'filter', ...body } } });
+    expect(monitorLineReason(event('delete', 'rule', { chain: 'ufw-before-forward', handle: 7 }), scope)).toBe(
+      'rule in ip filter changed',
+    );
+    expect(monitorLineReason(event('add', 'chain', { name: 'DOCKER-USER', handle: 9 }), scope)).toBe(
+      'chain ip filter DOCKER-USER changed',
+    );
+    const report = monitorScope(docker.live, ownedOrWrittenTables(withConfig({ foreignChains: 'report' })));
+    expect(monitorLineReason(event('add', 'chain', { name: 'DOCKER-USER', handle: 9 }), report)).toBeUndefined();
   });
 });
 
