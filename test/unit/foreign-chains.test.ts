@@ -157,7 +157,7 @@ describe('the marking chains', () => {
     expect(marking(ret, 0x2000)).toBe(ret);
   });
 
-  it('mark exactly what kvmnftd_forward accepts, after clearing the bit, the invalid guard and the Docker bridges', () => {
+  it('mark what kvmnftd_forward accepts, after the cleared bit, the invalid guard and Docker bridges', () => {
     const p = plan(nat, config, docker.live);
     const forward = p.desired.marking.find((c) => c.name === 'mark_forward')!;
     const strip = (rules: RuleSpec[]): string[] =>
