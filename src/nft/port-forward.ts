@@ -166,8 +166,9 @@ function rulesFor(
       s.counter(),
       dnat,
     ),
+    // No iifname: the input device is not known at postrouting (it never matches there); the source subnet
+    // says "a guest of this network".
     hairpin: rule(
-      m.iifname(net.bridge),
       m.oifname(net.bridge),
       m.saddr(subnet),
       ...toGuest,

@@ -36,7 +36,7 @@ describe('forwardRules', () => {
       'fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 2222 counter dnat ip to 192.168.122.10:22',
     ]);
     expect(text(r.postrouting)).toEqual([
-      'iifname "virbr0" oifname "virbr0" ip saddr 192.168.122.0/24 ip daddr 192.168.122.10 tcp dport 22 ' +
+      'oifname "virbr0" ip saddr 192.168.122.0/24 ip daddr 192.168.122.10 tcp dport 22 ' +
         'ct status dnat counter masquerade',
     ]);
     expect(text(r.accepts.get('default')!)).toEqual([

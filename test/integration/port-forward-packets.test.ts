@@ -1,0 +1,202 @@
+/**
+ * Port forwards with real packets (issue 13), `kvmnftd apply` with a config
+ * that forwards tcp 2222 -> guest:22 (from two subnets) and udp 5353 -> guest:
+ *
+ *   guest  (192.168.122.50)  ┐
+ *   guest2 (192.168.122.60)  ┴─ virbr0 (192.168.122.1/24)   [host: the article's ruleset]
+ *                               eth0 198.51.100.1/24 ══ wan  198.51.100.2 (inside `from`)
+ *                               eth1 203.0.113.1/24  ══ wan2 203.0.113.2  (outside `from`)
+ *
+ * The wan has no route to the guest subnet until the test adds one to try to
+ * reach the guest directly.
+ */
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { Lab, allRules, nftJson, nftLoadFile, nsRun, ruleHas, rulePackets, tcpProbe } from '../helpers/netns.js';
+import { cliContext, describeRun, fixture, runCli, useNetnsLab } from '../helpers/cli.js';
+import { waitUntil } from '../helpers/wait.js';
+
+const ADMIN = fixture('admin-ruleset.nft');
+const DEFAULT_XML = fixture('default.xml');
+const HOST_WAN = '198.51.100.1';
+const WAN = '198.51.100.2';
+const HOST_WAN2 = '203.0.113.1';
+const WAN2 = '203.0.113.2';
+const GW = '192.168.122.1';
+const GUEST = '192.168.122.50';
+const GUEST2 = '192.168.122.60';
+
+const CONFIG = `
+[[port_forward]]
+network = "default"
+proto = "tcp"
+host_port = 2222
+to = "${GUEST}"
+to_port = 22
+from = ["198.51.100.0/24", "192.168.122.0/24"]
+
+[[port_forward]]
+network = "default"
+proto = "udp"
+host_port = 5353
+to = "${GUEST}"
+`;
+
+const theLab = useNetnsLab();
+
+interface Topology {
+  host: string;
+  wan: string;
+  wan2: string;
+  guest: string;
+  guest2: string;
+}
+
+async function buildTopology(l: Lab): Promise<Topology> {
+  const [host, wan, wan2, guest, guest2] = await Promise.all(
+    ['host', 'wan', 'wan2', 'guest', 'guest2'].map((r) => l.netns(r)),
+  );
+  await l.veth(host!, 'eth0', wan!, 'eth0');
+  await l.addr(host!, 'eth0', `${HOST_WAN}/24`);
+  await l.addr(wan!, 'eth0', `${WAN}/24`);
+  await l.veth(host!, 'eth1', wan2!, 'eth0');
+  await l.addr(host!, 'eth1', `${HOST_WAN2}/24`);
+  await l.addr(wan2!, 'eth0', `${WAN2}/24`);
+  await l.bridge(host!, 'virbr0');
+  await l.addr(host!, 'virbr0', `${GW}/24`);
+  for (const [ns, vnet, addr] of [
+    [guest!, 'vnet0', GUEST],
+    [guest2!, 'vnet1', GUEST2],
+  ] as const) {
+    await l.veth(host!, vnet, ns, 'eth0');
+    await l.enslave(host!, vnet, 'virbr0');
+    await l.addr(ns, 'eth0', `${addr}/24`);
+    await l.route(ns, 'default', GW);
+  }
+  await nftLoadFile(host!, ADMIN);
+  const ctx = await cliContext(l, CONFIG);
+  const r = await runCli(host!, ['apply', '--from-xml', DEFAULT_XML, '--config', ctx.configFile], {
+    runtimeDir: ctx.runtimeDir,
+  });
+  expect(r.exitCode, describeRun(r)).toBe(0);
+  return { host: host!, wan: wan!, wan2: wan2!, guest: guest!, guest2: guest2! };
+}
+
+/** Retries NEW connections (each probe a fresh flow) until one gets the greeting. */
+async function connects(from: string, host: string, port: number): Promise<void> {
+  let last: unknown;
+  await waitUntil(
+    `a TCP connection from ${from} to ${host}:${port}`,
+    15_000,
+    async () => {
+      const p = await tcpProbe(from, host, port, 2_000);
+      last = p;
+      return p.ok && p.data === 'hello\n';
+    },
+    { intervalMs: 100, detail: () => JSON.stringify(last) },
+  );
+}
+
+// ---- UDP: a server that answers and reports its peers, a client that waits for the answer ----
+
+const UDP_SERVER = `
+const s = require('node:dgram').createSocket('udp4');
+s.on('message', (m, r) => { process.stdout.write(JSON.stringify({ peer: r.address }) + '\\n'); s.send('pong', r.port, r.address); });
+s.bind(Number(process.argv[2]), process.argv[1], () => process.stdout.write('{"listening":true}\\n'));
+process.on('SIGTERM', () => process.exit(0));
+`;
+const UDP_CLIENT = `
+const s = require('node:dgram').createSocket('udp4');
+const t = setTimeout(() => { process.stdout.write('{"ok":false}\\n'); process.exit(0); }, Number(process.argv[3]));
+s.on('message', (m) => { clearTimeout(t); process.stdout.write(JSON.stringify({ ok: true, data: String(m) }) + '\\n'); process.exit(0); });
+s.send('ping', Number(process.argv[2]), process.argv[1]);
+`;
+
+async function udpServer(l: Lab, ns: string, host: string, port: number): Promise<{ peers: string[] }> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', UDP_SERVER, host, String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  l.defer(`stop udp server in ${ns}`, () => {
+    child.kill('SIGTERM');
+  });
+  const state = { peers: [] as string[], listening: false };
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    for (const line of chunk.split('\n').filter(Boolean)) {
+      const ev = JSON.parse(line) as { peer?: string; listening?: boolean };
+      if (ev.listening) state.listening = true;
+      if (ev.peer) state.peers.push(ev.peer);
+    }
+  });
+  await waitUntil(`udp server in ${ns}`, 10_000, () => state.listening);
+  return state;
+}
+
+async function udpAnswers(from: string, host: string, port: number): Promise<void> {
+  await waitUntil(`a UDP answer from ${host}:${port} to ${from}`, 15_000, async () => {
+    const r = await nsRun(from, process.execPath, ['-e', UDP_CLIENT, host, String(port), '1000']);
+    return (JSON.parse(r.stdout.trim() || '{}') as { ok?: boolean }).ok === true;
+  });
+}
+
+/** Packets counted by the forward accept in kvmnftd_forward (the rule matching `ct status`). */
+async function acceptPackets(host: string): Promise<number> {
+  const rules = allRules(await nftJson(host)).filter(
+    (r) => r.chain === 'kvmnftd_forward' && JSON.stringify(r.expr).includes('"status"'),
+  );
+  expect(rules.length, 'the forward accepts are in kvmnftd_forward').toBe(2);
+  return rules.reduce((n, r) => n + rulePackets(r), 0);
+}
+
+describe('port forwards: real packets through a strict host firewall', () => {
+  it('forwards from outside without SNAT (TCP and UDP), from the host itself, and hairpins a guest', async () => {
+    const l = theLab();
+    const t = await buildTopology(l);
+    const sshd = await l.tcpListener(t.guest, GUEST, 22);
+    const udp = await udpServer(l, t.guest, GUEST, 5353);
+
+    // A wan client: the guest sees the client's own address (DNAT, no SNAT), and the reply flows.
+    await connects(t.wan, HOST_WAN, 2222);
+    expect(sshd.peers).toContain(WAN);
+    await udpAnswers(t.wan, HOST_WAN, 5353);
+    expect(udp.peers).toContain(WAN);
+
+    // The host itself, to its own uplink address (output DNAT).
+    await connects(t.host, HOST_WAN, 2222);
+    expect(sshd.peers).toContain(HOST_WAN);
+
+    // Hairpin: a second guest reaches the host's address; the reply comes back through the host.
+    await connects(t.guest2, HOST_WAN, 2222);
+    expect(sshd.peers, `hairpin masquerades to the bridge address: ${sshd.peers.join(' ')}`).toContain(GW);
+    expect(sshd.peers).not.toContain(GUEST2);
+
+    // Every rule of the forward counted.
+    const pf = allRules(await nftJson(t.host)).filter((r) => r.table === 'kvmnftd' && r.chain.startsWith('pf_'));
+    for (const chain of ['pf_prerouting', 'pf_output', 'pf_postrouting'])
+      expect(
+        pf.filter((r) => r.chain === chain && ruleHas(r, 'counter')).reduce((n, r) => n + rulePackets(r), 0),
+        `${chain} counted`,
+      ).toBeGreaterThan(0);
+    expect(await acceptPackets(t.host)).toBeGreaterThan(0);
+  });
+
+  it('drops a source outside `from`, keeps the guest closed to direct routing, accepts only DNATed packets', async () => {
+    const l = theLab();
+    const t = await buildTopology(l);
+    const sshd = await l.tcpListener(t.guest, GUEST, 22);
+    // Control: the forward works from inside `from`.
+    await connects(t.wan, HOST_WAN, 2222);
+    const before = await acceptPackets(t.host);
+
+    // wan2 is outside `from`: not translated, so it hits the host's input policy drop.
+    const outside = await tcpProbe(t.wan2, HOST_WAN2, 2222, 2_000);
+    expect(outside.ok, JSON.stringify(outside)).toBe(false);
+    expect(sshd.peers).not.toContain(WAN2);
+
+    // A wan that routes to the guest subnet directly: same guest, same port, but not DNATed.
+    await l.route(t.wan, '192.168.122.0/24', HOST_WAN);
+    const direct = await tcpProbe(t.wan, GUEST, 22, 2_000);
+    expect(direct.ok, `direct routing reached the guest: ${JSON.stringify(direct)}`).toBe(false);
+    expect(await acceptPackets(t.host), 'the forward accept took a packet that was not DNATed').toBe(before);
+  });
+});
