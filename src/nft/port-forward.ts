@@ -168,14 +168,7 @@ function rulesFor(
     ),
     // No iifname: the input device is not known at postrouting (it never matches there); the source subnet
     // says "a guest of this network".
-    hairpin: rule(
-      m.oifname(net.bridge),
-      m.saddr(subnet),
-      ...toGuest,
-      m.ctDnat(),
-      s.counter(),
-      s.masquerade(),
-    ),
+    hairpin: rule(m.oifname(net.bridge), m.saddr(subnet), ...toGuest, m.ctDnat(), s.counter(), s.masquerade()),
     accept: rule(m.oifname(net.bridge), ...toGuest, m.ctDnat(), s.counter(), s.accept()),
   };
 }
