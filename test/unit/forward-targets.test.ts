@@ -1,0 +1,62 @@
+// Resolving a forward's `to` from libvirt's facts (src/libvirt/forward-targets.ts).
+import { describe, expect, it } from 'vitest';
+import { configFromObject } from '../../src/config/config.js';
+import { domainNetworkInterfaces, resolveForwardTargets } from '../../src/libvirt/forward-targets.js';
+import type { Network } from '../../src/libvirt/model.js';
+import { cidrOf } from '../../src/net/ip.js';
+
+const NET: Network = {
+  name: 'default',
+  bridge: 'virbr0',
+  mode: 'nat',
+  nat: { ports: { start: 1024, end: 65535 }, ipv6: true },
+  ips: [
+    { address: '192.168.122.1', cidr: cidrOf('192.168.122.0', 24)!, dhcpRanges: [], tftp: false },
+    { address: 'fd00::1', cidr: cidrOf('fd00::', 64)!, dhcpRanges: [], tftp: false },
+  ],
+  dns: true,
+};
+const forwards = (...to: string[]) =>
+  configFromObject(
+    { port_forward: to.map((t, i) => ({ network: 'default', proto: 'tcp', host_port: 2000 + i, to: t })) },
+    't',
+  ).portForward;
+
+describe('resolveForwardTargets', () => {
+  it('takes the addresses libvirt reports for the domain, one per family, inside the network only', () => {
+    const [t] = resolveForwardTargets(forwards('web1'), [NET], {
+      interfaces: [
+        { domain: 'web1', network: 'default', mac: '52:54:00:00:00:01', addresses: ['10.9.9.9', '192.168.122.7'] },
+        { domain: 'web1', network: 'other', mac: '52:54:00:00:00:02', addresses: ['192.168.122.8'] },
+      ],
+      leases: [{ network: 'default', mac: '52:54:00:00:00:01', address: 'fd00::7', expiry: 5 }],
+    });
+    expect(t!.addresses).toEqual(['192.168.122.7', 'fd00::7']);
+  });
+
+  it("falls back to the network's newest lease for the MAC; waits when there is none", () => {
+    const leases = [
+      { network: 'default', mac: '52:54:00:00:00:01', address: '192.168.122.20', expiry: 100 },
+      { network: 'default', mac: '52:54:00:00:00:01', address: '192.168.122.21', expiry: 200 },
+      { network: 'other', mac: '52:54:00:00:00:01', address: '192.168.122.22', expiry: 300 },
+    ];
+    const r = resolveForwardTargets(forwards('52:54:00:00:00:01', 'web2', '192.168.122.5'), [NET], {
+      interfaces: [],
+      leases,
+    });
+    expect(r.map((t) => t.addresses)).toEqual([['192.168.122.21'], [], ['192.168.122.5']]);
+  });
+});
+
+describe('domainNetworkInterfaces', () => {
+  it('reads MAC and network of the network interfaces of a domain XML', () => {
+    const xml = `<domain type='qemu'><name>web1</name><devices>
+      <interface type='network'><mac address='52:54:00:AB:00:01'/><source network='default'/></interface>
+      <interface type='bridge'><mac address='52:54:00:ab:00:02'/><source bridge='br0'/></interface>
+    </devices></domain>`;
+    expect(domainNetworkInterfaces(xml)).toEqual([
+      { domain: 'web1', network: 'default', mac: '52:54:00:ab:00:01', addresses: [] },
+    ]);
+    expect(domainNetworkInterfaces('<not xml')).toEqual([]);
+  });
+});
