@@ -12,7 +12,17 @@
  */
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { Lab, allRules, nftJson, nftLoadFile, nsRun, ruleHas, rulePackets, tcpProbe } from '../helpers/netns.js';
+import {
+  Lab,
+  allRules,
+  nftJson,
+  nftLoadFile,
+  nsRun,
+  nsRunOk,
+  ruleHas,
+  rulePackets,
+  tcpProbe,
+} from '../helpers/netns.js';
 import { cliContext, describeRun, fixture, runCli, useNetnsLab } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -50,9 +60,12 @@ interface Topology {
   wan2: string;
   guest: string;
   guest2: string;
+  /** `kvmnftd apply` again: what the daemon's next pass does. */
+  apply: () => Promise<void>;
 }
 
-async function buildTopology(l: Lab): Promise<Topology> {
+/** `prepare` runs in the host after the admin's ruleset is loaded, before `kvmnftd apply`. */
+async function buildTopology(l: Lab, prepare?: (host: string) => Promise<void>): Promise<Topology> {
   const [host, wan, wan2, guest, guest2] = await Promise.all(
     ['host', 'wan', 'wan2', 'guest', 'guest2'].map((r) => l.netns(r)),
   );
@@ -74,12 +87,16 @@ async function buildTopology(l: Lab): Promise<Topology> {
     await l.route(ns, 'default', GW);
   }
   await nftLoadFile(host!, ADMIN);
+  await prepare?.(host!);
   const ctx = await cliContext(l, CONFIG);
-  const r = await runCli(host!, ['apply', '--from-xml', DEFAULT_XML, '--config', ctx.configFile], {
-    runtimeDir: ctx.runtimeDir,
-  });
-  expect(r.exitCode, describeRun(r)).toBe(0);
-  return { host: host!, wan: wan!, wan2: wan2!, guest: guest!, guest2: guest2! };
+  const apply = async (): Promise<void> => {
+    const r = await runCli(host!, ['apply', '--from-xml', DEFAULT_XML, '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
+    expect(r.exitCode, describeRun(r)).toBe(0);
+  };
+  await apply();
+  return { host: host!, wan: wan!, wan2: wan2!, guest: guest!, guest2: guest2!, apply };
 }
 
 /** Retries NEW connections (each probe a fresh flow) until one gets the greeting. */
@@ -198,5 +215,43 @@ describe('port forwards: real packets through a strict host firewall', () => {
     const direct = await tcpProbe(t.wan, GUEST, 22, 2_000);
     expect(direct.ok, `direct routing reached the guest: ${JSON.stringify(direct)}`).toBe(false);
     expect(await acceptPackets(t.host), 'the forward accept took a packet that was not DNATed').toBe(before);
+  });
+
+  it("passes libvirt's own reject (iptables LIBVIRT_FWI), and is put first again after a net-start", async () => {
+    const l = theLab();
+    // libvirt 9's iptables backend, as net-start writes it for a NAT network (measured: FACTS.md).
+    const iptables = (host: string, ...args: string[]) => nsRunOk(host, 'iptables-nft', args);
+    const t = await buildTopology(l, async (host) => {
+      await iptables(host, '-N', 'LIBVIRT_FWI');
+      await iptables(host, '-A', 'FORWARD', '-j', 'LIBVIRT_FWI');
+      await iptables(
+        host,
+        ...'-A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack'.split(' '),
+        ...'--ctstate RELATED,ESTABLISHED -j ACCEPT'.split(' '),
+      );
+      await iptables(host, ...'-A LIBVIRT_FWI -o virbr0 -j REJECT'.split(' '));
+    });
+    const sshd = await l.tcpListener(t.guest, GUEST, 22);
+    const MARK_ACCEPT = '-A LIBVIRT_FWI -m mark --mark 0x2000/0x2000 -m comment --comment kvmnftd -j ACCEPT';
+    const firstRule = async (): Promise<string> => {
+      const r = await iptables(t.host, '-S', 'LIBVIRT_FWI');
+      expect(r.stderr, 'iptables-nft reads the table').toBe('');
+      return r.stdout.split('\n')[1]!;
+    };
+
+    expect(await firstRule()).toBe(MARK_ACCEPT);
+    await connects(t.wan, HOST_WAN, 2222);
+    expect(sshd.peers).toContain(WAN);
+
+    // net-start inserts libvirt's rules at the top again: the forward is rejected...
+    await iptables(t.host, ...'-I LIBVIRT_FWI 1 -o virbr0 -j REJECT'.split(' '));
+    const rejected = await tcpProbe(t.wan, HOST_WAN, 2222, 2_000);
+    expect(rejected.ok, JSON.stringify(rejected)).toBe(false);
+    // ...until the next pass puts the accept first again (and keeps only one).
+    await t.apply();
+    expect(await firstRule()).toBe(MARK_ACCEPT);
+    const save = await iptables(t.host, '-S', 'LIBVIRT_FWI');
+    expect(save.stdout.split('\n').filter((line) => line === MARK_ACCEPT)).toHaveLength(1);
+    await connects(t.wan, HOST_WAN, 2222);
   });
 });
