@@ -11,6 +11,8 @@
  * reach the guest directly.
  */
 import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   Lab,
@@ -253,5 +255,56 @@ describe('port forwards: real packets through a strict host firewall', () => {
     const save = await iptables(t.host, '-S', 'LIBVIRT_FWI');
     expect(save.stdout.split('\n').filter((line) => line === MARK_ACCEPT)).toHaveLength(1);
     await connects(t.wan, HOST_WAN, 2222);
+  });
+
+  it('forwards IPv6 to a guest of a route network, without SNAT', async () => {
+    const l = theLab();
+    const [host, wan, guest] = await Promise.all(['host', 'wan', 'guest'].map((r) => l.netns(r)));
+    const addr6 = (ns: string, dev: string, cidr: string) =>
+      nsRunOk(ns, 'ip', ['-6', 'addr', 'add', cidr, 'dev', dev, 'nodad']);
+    await l.veth(host!, 'eth0', wan!, 'eth0');
+    await addr6(host!, 'eth0', '2001:db8:1::1/64');
+    await addr6(wan!, 'eth0', '2001:db8:1::2/64');
+    await l.bridge(host!, 'virbr6');
+    await addr6(host!, 'virbr6', '2001:db8:ca2:2::1/64');
+    await l.veth(host!, 'vnet0', guest!, 'eth0');
+    await l.enslave(host!, 'vnet0', 'virbr6');
+    await addr6(guest!, 'eth0', '2001:db8:ca2:2::100/64');
+    await nsRunOk(guest!, 'ip', ['-6', 'route', 'add', 'default', 'via', '2001:db8:ca2:2::1']);
+    await nftLoadFile(host!, ADMIN);
+    // The admin's own input must let neighbour discovery in on the uplink (the article's ruleset does not).
+    await nsRunOk(host!, 'nft', [
+      'insert',
+      'rule',
+      'inet',
+      'filter',
+      'input',
+      'icmpv6',
+      'type',
+      '{',
+      'nd-neighbor-solicit,',
+      'nd-neighbor-advert',
+      '}',
+      'accept',
+    ]);
+    await l.sysctl(host!, 'net.ipv6.conf.all.forwarding', '1');
+    const ctx = await cliContext(
+      l,
+      '[[port_forward]]\nnetwork = "v6route"\nproto = "tcp"\nhost_port = 2222\n' +
+        'to = "2001:db8:ca2:2::100"\nto_port = 22\n',
+    );
+    const xml = join(ctx.dir, 'v6route.xml');
+    await writeFile(
+      xml,
+      "<network><name>v6route</name><forward mode='route'/><bridge name='virbr6'/>" +
+        "<ip family='ipv6' address='2001:db8:ca2:2::1' prefix='64'/></network>",
+    );
+    const r = await runCli(host!, ['apply', '--from-xml', xml, '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
+    expect(r.exitCode, describeRun(r)).toBe(0);
+    const sshd = await l.tcpListener(guest!, '2001:db8:ca2:2::100', 22);
+    await connects(wan!, '2001:db8:1::1', 2222);
+    expect(sshd.peers).toContain('2001:db8:1::2');
   });
 });
