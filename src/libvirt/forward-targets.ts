@@ -110,3 +110,32 @@ export function domainNetworkInterfaces(xml: string): GuestInterface[] {
       : [];
   });
 }
+
+/**
+ * The leases in libvirt's dnsmasq status file (`/var/lib/libvirt/dnsmasq/<bridge>.status`, written by
+ * libvirt's leaseshelper on every lease change: a JSON array of `{"ip-address", "mac-address",
+ * "expiry-time", ...}`). The file's change is the lease event libvirt does not have: watching it lets a
+ * forward follow a new address at once. Entries without an address or a MAC are skipped; unreadable text
+ * gives no leases.
+ */
+export function parseDnsmasqStatus(text: string, network: string): DhcpLease[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(doc)) return [];
+  return doc.flatMap((e: unknown) => {
+    if (typeof e !== 'object' || e === null) return [];
+    const o = e as Record<string, unknown>;
+    const address = o['ip-address'];
+    const mac = o['mac-address'];
+    const expiry = o['expiry-time'];
+    if (typeof address !== 'string' || ipFamily(address) === undefined || typeof mac !== 'string') return [];
+    return [{ network, mac: mac.toLowerCase(), address, expiry: typeof expiry === 'number' ? expiry : 0 }];
+  });
+}
+
+/** Where libvirt's dnsmasq keeps a network's leases. */
+export const dnsmasqStatusFile = (bridge: string): string => `/var/lib/libvirt/dnsmasq/${bridge}.status`;

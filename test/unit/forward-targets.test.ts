@@ -1,7 +1,11 @@
 // Resolving a forward's `to` from libvirt's facts (src/libvirt/forward-targets.ts).
 import { describe, expect, it } from 'vitest';
 import { configFromObject } from '../../src/config/config.js';
-import { domainNetworkInterfaces, resolveForwardTargets } from '../../src/libvirt/forward-targets.js';
+import {
+  domainNetworkInterfaces,
+  parseDnsmasqStatus,
+  resolveForwardTargets,
+} from '../../src/libvirt/forward-targets.js';
 import type { Network } from '../../src/libvirt/model.js';
 import { cidrOf } from '../../src/net/ip.js';
 
@@ -58,5 +62,22 @@ describe('domainNetworkInterfaces', () => {
       { domain: 'web1', network: 'default', mac: '52:54:00:ab:00:01', addresses: [] },
     ]);
     expect(domainNetworkInterfaces('<not xml')).toEqual([]);
+  });
+});
+
+describe('parseDnsmasqStatus', () => {
+  it("reads libvirt's leaseshelper file, skipping what is not a lease", () => {
+    const text = JSON.stringify([
+      { 'ip-address': '192.168.122.20', 'mac-address': '52:54:00:AA:00:01', hostname: 'web1', 'expiry-time': 1700 },
+      { 'ip-address': 'fd00::20', 'mac-address': '52:54:00:aa:00:01', iaid: '1', 'expiry-time': 1800 },
+      { 'ip-address': 'nonsense', 'mac-address': '52:54:00:aa:00:02' },
+      { 'mac-address': '52:54:00:aa:00:03' },
+    ]);
+    expect(parseDnsmasqStatus(text, 'default')).toEqual([
+      { network: 'default', mac: '52:54:00:aa:00:01', address: '192.168.122.20', expiry: 1700 },
+      { network: 'default', mac: '52:54:00:aa:00:01', address: 'fd00::20', expiry: 1800 },
+    ]);
+    expect(parseDnsmasqStatus('', 'default')).toEqual([]);
+    expect(parseDnsmasqStatus('{}', 'default')).toEqual([]);
   });
 });
