@@ -153,12 +153,12 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     networks,
     familiesOf(config),
   );
+  // Not a network's note (status counts a network's error as a skipped network): the forward's.
   for (const n of forwarded.notes)
     notes.push({
       level: n.level,
       field: `port_forward[${n.forward}]`,
-      message: n.message,
-      ...(n.network === undefined ? {} : { network: n.network }),
+      message: `port_forward[${n.forward}]: ${n.message}`,
     });
   const desired = desiredState(networks, config, forwarded.accepts);
   desired.forwardChains = forwardChains(forwarded, config);
