@@ -36,3 +36,15 @@ export async function activeNetworkXml(uri: string): Promise<Array<{ name: strin
     xml: await virsh(uri, ['net-dumpxml', '--network', name]),
   }));
 }
+
+/** The XML of every running domain (`virsh list --name` lists running ones), by name. */
+export async function runningDomainXml(uri: string): Promise<Array<{ name: string; xml: string }>> {
+  const names = (await virsh(uri, ['list', '--name']))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
+  return mapLimit(names, MAX_PARALLEL_VIRSH, async (name) => ({
+    name,
+    xml: await virsh(uri, ['dumpxml', '--domain', name]),
+  }));
+}

@@ -14,7 +14,8 @@ import { ensureIpv4Forwarding, ipv6ForwardingRisk } from '../host/forwarding.js'
 import type { NetworkParse } from '../libvirt/model.js';
 import type { LogMessage } from '../log/messages.js';
 import type { NftRunner } from './nft-runner.js';
-import { plan, type Plan } from './plan.js';
+import { plan as planWith, type Plan, type PlanOptions } from './plan.js';
+import type { ForwardTarget } from './port-forward.js';
 import type { Ruleset } from './ruleset.js';
 
 export interface SyncResult {
@@ -31,6 +32,8 @@ export interface SyncResult {
 export interface SyncOptions {
   /** Asked before a non-empty batch is applied; false holds it back (the daemon's convergence guard). */
   mayApply?: (plan: Plan, live: Ruleset) => boolean;
+  /** Port forwards with their resolved guest addresses (PlanOptions.forwardTargets). */
+  forwardTargets?: readonly ForwardTarget[];
 }
 
 export async function syncOnce(
@@ -40,12 +43,13 @@ export async function syncOnce(
   options: SyncOptions = {},
 ): Promise<SyncResult> {
   const started = performance.now();
+  const plan = planner(options.forwardTargets);
   let live = await nft.readRuleset();
   let result = plan(networks, config, live);
   let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
   let foreignDegraded: string | undefined;
   if (applied) {
-    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result });
+    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, options.forwardTargets);
     ({ live, plan: result, foreignDegraded } = outcome);
     applied = outcome.committed;
   }
@@ -65,7 +69,9 @@ export async function applyWithRetry(
   config: Config,
   nft: NftRunner,
   first: { live: Ruleset; plan: Plan },
+  forwardTargets?: readonly ForwardTarget[],
 ): Promise<{ live: Ruleset; plan: Plan; committed: boolean; foreignDegraded?: string }> {
+  const plan = planner(forwardTargets);
   try {
     await nft.apply(first.plan.batch);
     return { ...first, committed: true };
@@ -95,6 +101,14 @@ export async function applyWithRetry(
     committed,
     foreignDegraded: `applied without the mark accepts in ${describeHandled(whole)}: ${why}`,
   };
+}
+
+/** plan() with the same forward targets on every call of one pass. */
+function planner(
+  forwardTargets: readonly ForwardTarget[] | undefined,
+): (networks: NetworkParse[], config: Config, live: Ruleset, options?: PlanOptions) => Plan {
+  return (networks, config, live, options = {}) =>
+    planWith(networks, config, live, forwardTargets === undefined ? options : { ...options, forwardTargets });
 }
 
 function describeHandled(p: Plan): string {

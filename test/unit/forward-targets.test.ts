@@ -1,5 +1,9 @@
 // Resolving a forward's `to` from libvirt's facts (src/libvirt/forward-targets.ts).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { forwardTargetsFor } from '../../src/libvirt/guest-facts.js';
 import { configFromObject } from '../../src/config/config.js';
 import {
   domainNetworkInterfaces,
@@ -79,5 +83,53 @@ describe('parseDnsmasqStatus', () => {
     ]);
     expect(parseDnsmasqStatus('', 'default')).toEqual([]);
     expect(parseDnsmasqStatus('{}', 'default')).toEqual([]);
+  });
+});
+
+describe('forwardTargetsFor', () => {
+  const inputs = [{ kind: 'ok' as const, network: { ...NET, ips: [NET.ips[0]!] } }];
+  const domainXml =
+    "<domain><name>web1</name><devices><interface type='network'><mac address='52:54:00:00:00:09'/>" +
+    "<source network='default'/></interface></devices></domain>";
+
+  it('asks nothing of libvirt when every to is an address', async () => {
+    const config = configFromObject(
+      { port_forward: [{ network: 'default', proto: 'tcp', host_port: 1, to: '192.168.122.9' }] },
+      't',
+    );
+    const domains = (): Promise<never> => Promise.reject(new Error('must not be called'));
+    expect((await forwardTargetsFor(config, inputs, { domains }))[0]!.addresses).toEqual(['192.168.122.9']);
+  });
+
+  it("resolves a domain name through its interface's MAC and the network's lease file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-leases-'));
+    try {
+      writeFileSync(
+        join(dir, 'virbr0.status'),
+        JSON.stringify([{ 'ip-address': '192.168.122.44', 'mac-address': '52:54:00:00:00:09', 'expiry-time': 9 }]),
+      );
+      const config = configFromObject(
+        {
+          port_forward: [
+            { network: 'default', proto: 'tcp', host_port: 1, to: 'web1' },
+            { network: 'default', proto: 'tcp', host_port: 2, to: 'web2' },
+          ],
+        },
+        't',
+      );
+      const targets = await forwardTargetsFor(config, inputs, {
+        domains: () => Promise.resolve([{ name: 'web1', xml: domainXml }]),
+        statusDir: dir,
+      });
+      expect(targets.map((t) => t.addresses)).toEqual([['192.168.122.44'], []]);
+      // libvirt away: named forwards wait, nothing throws.
+      const away = await forwardTargetsFor(config, inputs, {
+        domains: () => Promise.reject(new Error('no libvirt')),
+        statusDir: join(dir, 'missing'),
+      });
+      expect(away.map((t) => t.addresses)).toEqual([[], []]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
