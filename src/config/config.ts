@@ -7,9 +7,10 @@
 //   errors.ts  ConfigError
 //   docs.ts    the key tables of docs/configuration.md and kvmnftd.toml(5)
 import type { TableKind } from './kinds.js';
-import type { ADMIN_FAMILIES, JUMP_POSITIONS, SCHEMA } from './schema.js';
+import type { ADMIN_FAMILIES, FOREIGN_CHAIN_MODES, JUMP_POSITIONS, SCHEMA } from './schema.js';
 
 export type JumpPosition = (typeof JUMP_POSITIONS)[number];
+export type ForeignChainMode = (typeof FOREIGN_CHAIN_MODES)[number];
 export type AdminFamily = (typeof ADMIN_FAMILIES)[number];
 
 export interface Config {
@@ -21,6 +22,12 @@ export interface Config {
     forwardChain: string;
     jump: JumpPosition;
     acceptOpenNetworks: string[];
+    /** Docker's and ufw's drop-policy chains: let kvmnftd's accepted traffic through them, or only report them. */
+    foreignChains: ForeignChainMode;
+    /** The one packet mark bit kvmnftd's marking chains set and its mark accepts read. */
+    acceptMark: number;
+    /** More chains for the mark accept, as "FAMILY TABLE CHAIN" (validated by the schema's rules). */
+    foreignChainsExtra: string[];
   };
   nat: {
     table: string;

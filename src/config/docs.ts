@@ -58,6 +58,12 @@ function glossary(root: TableKind<unknown>): Glossary[] {
   return [...seen.values()];
 }
 
+/** A key's default as TOML writes it: in the kind's own form (hexadecimal marks), else the plain one. */
+export function tomlDefault(field: Field<unknown>): string {
+  const kind = field.kind;
+  return kind.shape === 'value' && kind.toml ? kind.toml(field.default) : tomlValue(field.default);
+}
+
 /** A default as TOML writes it. */
 export function tomlValue(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(tomlValue).join(', ')}]`;
@@ -95,7 +101,7 @@ export function markdownKeys(root: TableKind<unknown>, rules: readonly Rule[]): 
     if (intro.length > 0) parts.push(intro.join(' '));
     if (g.keys.length === 0) continue;
     const rows = g.keys.map((k) => {
-      const def = k.field.default === undefined ? 'required' : `\`${tomlValue(k.field.default)}\``;
+      const def = k.field.default === undefined ? 'required' : `\`${tomlDefault(k.field)}\``;
       return `| \`${k.path}\` | ${cell(typeOf(k))} | ${cell(def)} | ${cell(texts(k, rules, false).join(' '))} |`;
     });
     parts.push(['| key | type | default | meaning |', '|---|---|---|---|', ...rows].join('\n'));
@@ -133,7 +139,7 @@ export function manKeys(root: TableKind<unknown>, rules: readonly Rule[]): strin
     lines.push(g.head === undefined ? '.SS Top level' : `.SS ${troff(g.head)}`);
     for (const text of groupIntro(g)) lines.push(...troffSentences(text));
     for (const k of g.keys) {
-      const def = k.field.default === undefined ? 'required' : `default ${troff(`\`${tomlValue(k.field.default)}\``)}`;
+      const def = k.field.default === undefined ? 'required' : `default ${troff(`\`${tomlDefault(k.field)}\``)}`;
       lines.push('.TP', `.B ${troff(k.name)}`, `(${troff(typeOf(k))}; ${def})`);
       for (const text of texts(k, rules, true)) lines.push(...troffSentences(text));
     }
@@ -151,7 +157,7 @@ export function tomlDefaults(root: TableKind<unknown>): string {
     const sections: Array<[string, Fields]> = [];
     for (const [name, f] of Object.entries(fields)) {
       if (f.kind.shape === 'table') sections.push([dot(path, name), f.kind.fields]);
-      else if (f.kind.shape === 'value' && f.default !== undefined) lines.push(`${name} = ${tomlValue(f.default)}`);
+      else if (f.kind.shape === 'value' && f.default !== undefined) lines.push(`${name} = ${tomlDefault(f)}`);
     }
     if (lines.length > 0) blocks.push(lines.join('\n'));
     for (const [p, sub] of sections) walk(sub, p);

@@ -29,6 +29,8 @@ export interface ValueKind<T> {
   /** The type column of the docs: `integer -199..400`. */
   readonly docType: string;
   readonly glossary?: Glossary;
+  /** A value as TOML writes it in the docs and the example file, when not the plain form (e.g. hexadecimal). */
+  toml?(value: T): string;
 }
 
 /**
@@ -91,8 +93,9 @@ function value<T>(
   docType: string,
   parse: (v: unknown) => T | undefined,
   glossary?: Glossary,
+  toml?: (value: T) => string,
 ): ValueKind<T> {
-  return { shape: 'value', parse, expected, docType, ...(glossary ? { glossary } : {}) };
+  return { shape: 'value', parse, expected, docType, ...(glossary ? { glossary } : {}), ...(toml ? { toml } : {}) };
 }
 
 export const bool: ValueKind<boolean> = value('true or false', 'boolean', (v) =>
@@ -125,7 +128,8 @@ export function oneOf<const V extends readonly string[]>(values: V): ValueKind<V
 
 /**
  * A whole number from min to max. `what` names it in errors ("a whole number of seconds"), `unit` in the docs,
- * `zero` says what 0 means when min is 0, `note` adds a hint to the error.
+ * `zero` says what 0 means when min is 0, `note` adds a hint to the error. `hex`: the docs, the example file and
+ * errors write it in hexadecimal (TOML's `0x2000`), as marks and masks are written.
  */
 export function integer(spec: {
   min: number;
@@ -134,18 +138,22 @@ export function integer(spec: {
   unit?: string;
   zero?: string;
   note?: string;
+  hex?: boolean;
 }): ValueKind<number> {
   const { min, max } = spec;
+  const show = (n: number): string => (spec.hex ? `0x${n.toString(16)}` : String(n));
   const zero = min === 0 && spec.zero !== undefined ? ` (${spec.zero})` : '';
   const note = spec.note === undefined ? '' : ` (${spec.note})`;
   return value(
-    `${spec.what ?? 'an integer'} from ${min}${zero} to ${max}${note}`,
-    `integer${spec.unit === undefined ? '' : ` ${spec.unit}`} ${min}..${max}`,
+    `${spec.what ?? 'an integer'} from ${show(min)}${zero} to ${show(max)}${note}`,
+    `integer${spec.unit === undefined ? '' : ` ${spec.unit}`} ${show(min)}..${show(max)}`,
     (v) => {
       // A TOML parser may hand out integers as bigints.
       const n = typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined;
       return n !== undefined && Number.isInteger(n) && n >= min && n <= max ? n : undefined;
     },
+    undefined,
+    spec.hex ? show : undefined,
   );
 }
 

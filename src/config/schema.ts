@@ -4,6 +4,7 @@
 // (`npm run docs:config`), and test/unit/docs-config.test.ts fails when they
 // differ. Adding a key here is the whole change to the config; texts use the
 // markup described in kinds.ts.
+import { CHAIN_REF_EXPECTED, parseChainRef, refusedChainRef } from './chain-ref.js';
 import type { Config } from './config.js';
 import { bool, integer, key, list, oneOf, section, table, text, type Glossary } from './kinds.js';
 
@@ -26,6 +27,9 @@ function nftName(what: string) {
 
 export const ADMIN_FAMILIES = ['inet', 'ip', 'ip6'] as const;
 export const JUMP_POSITIONS = ['first', 'last', 'none'] as const;
+export const FOREIGN_CHAIN_MODES = ['accept', 'report'] as const;
+/** The default of filter.accept_mark: bit 13. */
+export const DEFAULT_ACCEPT_MARK = 0x2000;
 
 /** The chains kvmnftd adds to the admin's table (the planner's names). */
 const OWN_CHAINS = ['kvmnftd_input', 'kvmnftd_forward'];
@@ -85,6 +89,49 @@ export const SCHEMA = table({
         summary:
           "Networks with `<forward mode='open'>` whose bridge traffic is accepted. " +
           'By default, as with libvirt, open networks get no rules.',
+      }),
+      foreign_chains: key({
+        kind: oneOf(FOREIGN_CHAIN_MODES),
+        default: 'accept',
+        summary:
+          "What kvmnftd does about the drop-policy chains Docker and ufw own (Docker's iptables `FORWARD` policy " +
+          "drop, ufw's input and forward policies): `accept` lets exactly the traffic kvmnftd's own chains accept " +
+          'pass them too; `report` leaves them alone, and `kvmnftd doctor` names them.',
+        doc:
+          'With `accept`, kvmnftd sets the bit `filter.accept_mark` on the packets its own rules accept (chains ' +
+          '`mark_input` and `mark_forward` in its own table, priority `filter - 1`) and writes one rule ' +
+          '`meta mark & MARK == MARK accept` (comment `kvmnftd`; iptables shows it as ' +
+          '`-m mark --mark MARK/MARK -m comment --comment kvmnftd -j ACCEPT`) into `DOCKER-USER` (`ip` and `ip6`), ' +
+          '`ufw-before-forward`, `ufw-before-input`, `ufw6-before-forward`, `ufw6-before-input` and the chains ' +
+          'of `filter.foreign_chains_extra`, where they exist. ' +
+          "Traffic into Docker's bridges is never marked: unpublished container ports stay closed to guests. " +
+          'Only while a network is active and such a chain exists; `report` and `kvmnftd remove` take it all out ' +
+          'again. See [docs/troubleshooting.md](troubleshooting.md#docker--ufw-on-the-same-host).',
+      }),
+      accept_mark: key({
+        kind: integer({ min: 1, max: 0x8000_0000, what: 'a packet mark with exactly one bit set', hex: true }),
+        default: DEFAULT_ACCEPT_MARK,
+        summary:
+          'The packet mark bit that says "kvmnftd accepted this packet on this hook", read by the mark accepts ' +
+          'of `filter.foreign_chains`. A packet that arrives with the bit set loses it first.',
+        doc:
+          'Pick a bit no other program on the host uses. The default, bit 13 (`0x2000`), is used by none of ' +
+          "Docker (swarm's ingress marks are whole values from `0x100`), Kubernetes (`0x4000` masquerade, " +
+          '`0x8000` drop), Calico (`0xffff0000`), Cilium (`0x0f00`), Weave (`0x20000`, `0x40000`), Tailscale ' +
+          '(`0x10000`..`0x80000`, `0xff0000`) and firewalld (no marks by default). ' +
+          "Docker 29's nftables backend takes the same bit through `--bridge-accept-fwmark` (which also opens " +
+          'unpublished container ports to guests).',
+      }),
+      foreign_chains_extra: key({
+        kind: list(
+          text({ expected: CHAIN_REF_EXPECTED, valid: (s) => parseChainRef(s) !== undefined }),
+          '"FAMILY TABLE CHAIN" strings',
+        ),
+        default: [],
+        summary:
+          'More chains kvmnftd writes its one mark accept into, as `"FAMILY TABLE CHAIN"` (for example ' +
+          '`"ip filter FORWARD"`, `"inet other forward"`): a drop-policy chain of another program or a second ' +
+          'admin table. Used with `foreign_chains = "accept"`, where the chain exists.',
       }),
     },
   }),
@@ -162,8 +209,39 @@ const notOwnChain =
 
 const NOT_OWN_CHAIN_DOC = "Must not be `kvmnftd_input` or `kvmnftd_forward`: those are kvmnftd's own chains.";
 
+/** Why an entry of filter.foreign_chains_extra is refused, naming it; undefined when all are fine. */
+function refusedExtra(c: Config): string | undefined {
+  for (const text of c.filter.foreignChainsExtra) {
+    const ref = parseChainRef(text);
+    if (!ref) return `${JSON.stringify(text)} is not ${CHAIN_REF_EXPECTED}`;
+    const why = refusedChainRef(ref, {
+      natTable: c.nat.table,
+      ownChains: OWN_CHAINS,
+      admin: { family: c.filter.family, table: c.filter.table, chains: [c.filter.inputChain, c.filter.forwardChain] },
+    });
+    if (why !== undefined) return `${JSON.stringify(text)}: kvmnftd never writes there: ${why}`;
+  }
+  return undefined;
+}
+
 /** In this order: the first broken rule is the error. */
 export const RULES: readonly Rule[] = [
+  {
+    key: 'filter.accept_mark',
+    doc: 'Must have exactly one bit set (a power of two).',
+    check: (c) =>
+      Number.isInteger(Math.log2(c.filter.acceptMark))
+        ? undefined
+        : `must have exactly one bit set (a power of two such as 0x2000), got 0x${c.filter.acceptMark.toString(16)}`,
+  },
+  {
+    key: 'filter.foreign_chains_extra',
+    doc:
+      "Never kvmnftd's own table or chains, nor the admin base chains its jumps go into; never a table that bans on " +
+      "purpose (fail2ban's `f2b-table` and `f2b-*` chains, CrowdSec's `crowdsec`/`crowdsec6`, `sshguard`): a ban " +
+      "must stay a ban; never libvirt's (`libvirt_network`, `LIBVIRT_*`) or firewalld's (`firewalld`).",
+    check: refusedExtra,
+  },
   { key: 'filter.input_chain', doc: NOT_OWN_CHAIN_DOC, check: notOwnChain((c) => c.filter.inputChain) },
   { key: 'filter.forward_chain', doc: NOT_OWN_CHAIN_DOC, check: notOwnChain((c) => c.filter.forwardChain) },
   {

@@ -43,6 +43,9 @@ describe('config', () => {
       'filter.forwardChain': 'forward',
       'filter.jump': 'first',
       'filter.acceptOpenNetworks': [],
+      'filter.foreignChains': 'accept',
+      'filter.acceptMark': 0x2000,
+      'filter.foreignChainsExtra': [],
       'nat.table': 'kvmnftd',
       'nat.priority': 99,
       'forwarding.manageIpv4': true,
@@ -61,6 +64,9 @@ input_chain = "in"
 forward_chain = "fwd"
 jump = "last"
 accept_open_networks = ["lab"]
+foreign_chains = "report"
+accept_mark = 0x100000
+foreign_chains_extra = ["ip filter FORWARD", "inet other  forward"]
 [nat]
 table = "guestnat"
 priority = 90
@@ -79,6 +85,9 @@ restore_libvirt_rules = false
         forwardChain: 'fwd',
         jump: 'last',
         acceptOpenNetworks: ['lab'],
+        foreignChains: 'report',
+        acceptMark: 0x100000,
+        foreignChainsExtra: ['ip filter FORWARD', 'inet other  forward'],
       },
       nat: { table: 'guestnat', priority: 90 },
       forwarding: { manageIpv4: false },
@@ -116,6 +125,42 @@ restore_libvirt_rules = false
     // A key that is not a bare TOML key is shown quoted, as TOML writes it.
     ['"a b" = 1\n', '"a b"', 'unknown key'],
     ['[nat]\n"" = 1\n', 'nat.""', 'unknown key'],
+    ['[filter]\nforeign_chains = "drop"\n', 'filter.foreign_chains', 'one of "accept", "report"'],
+    ['[filter]\naccept_mark = 0\n', 'filter.accept_mark', 'from 0x1 to 0x80000000'],
+    ['[filter]\naccept_mark = 0x100000000\n', 'filter.accept_mark', 'from 0x1 to 0x80000000'],
+    ['[filter]\naccept_mark = 0x3000\n', 'filter.accept_mark', 'exactly one bit set'],
+    ['[filter]\naccept_mark = "0x2000"\n', 'filter.accept_mark', 'one bit set'],
+    ['[filter]\nforeign_chains_extra = "ip filter FORWARD"\n', 'filter.foreign_chains_extra', 'an array'],
+    ['[filter]\nforeign_chains_extra = ["bridge filter FORWARD"]\n', 'filter.foreign_chains_extra', 'FAMILY'],
+    ['[filter]\nforeign_chains_extra = ["ip filter"]\n', 'filter.foreign_chains_extra', 'FAMILY TABLE CHAIN'],
+    ['[filter]\nforeign_chains_extra = ["ip fil\\"ter x"]\n', 'filter.foreign_chains_extra', 'FAMILY'],
+    [
+      '[filter]\nforeign_chains_extra = ["inet f2b-table f2b-chain"]\n',
+      'filter.foreign_chains_extra',
+      'a ban must stay a ban',
+    ],
+    [
+      '[filter]\nforeign_chains_extra = ["ip filter f2b-sshd"]\n',
+      'filter.foreign_chains_extra',
+      'a ban must stay a ban',
+    ],
+    [
+      '[filter]\nforeign_chains_extra = ["ip crowdsec crowdsec-chain"]\n',
+      'filter.foreign_chains_extra',
+      'a ban must stay a ban',
+    ],
+    ['[filter]\nforeign_chains_extra = ["ip6 crowdsec6 crowdsec6-chain"]\n', 'filter.foreign_chains_extra', 'a ban'],
+    ['[filter]\nforeign_chains_extra = ["inet sshguard blacklist"]\n', 'filter.foreign_chains_extra', 'a ban'],
+    ['[filter]\nforeign_chains_extra = ["ip libvirt_network guest_input"]\n', 'filter.foreign_chains_extra', 'libvirt'],
+    ['[filter]\nforeign_chains_extra = ["ip filter LIBVIRT_FWI"]\n', 'filter.foreign_chains_extra', 'libvirt'],
+    [
+      '[filter]\nforeign_chains_extra = ["inet firewalld filter_FORWARD"]\n',
+      'filter.foreign_chains_extra',
+      'firewalld',
+    ],
+    ['[filter]\nforeign_chains_extra = ["inet kvmnftd postrouting"]\n', 'filter.foreign_chains_extra', 'own table'],
+    ['[filter]\nforeign_chains_extra = ["inet other kvmnftd_forward"]\n', 'filter.foreign_chains_extra', 'own chain'],
+    ['[filter]\nforeign_chains_extra = ["inet filter forward"]\n', 'filter.foreign_chains_extra', 'jump already'],
   ])('%j is rejected naming %s', (content, key, expected) => {
     const err = errorOf(content);
     expect(err.key).toBe(key);
@@ -128,6 +173,11 @@ restore_libvirt_rules = false
     ['[nat]\npriority = 400\n', (c: Config) => c.nat.priority, 400],
     ['[daemon]\nresync_interval = 0\n', (c: Config) => c.daemon.resyncInterval, 0],
     ['[daemon]\nresync_interval = 86400\n', (c: Config) => c.daemon.resyncInterval, 86_400],
+    ['[filter]\naccept_mark = 1\n', (c: Config) => c.filter.acceptMark, 1],
+    ['[filter]\naccept_mark = 0x80000000\n', (c: Config) => c.filter.acceptMark, 0x8000_0000],
+    // The admin table's other chains, and a second admin table's, are fine.
+    ['[filter]\nforeign_chains_extra = ["inet filter other"]\n', (c: Config) => c.filter.foreignChainsExtra.length, 1],
+    ['[filter]\nforeign_chains_extra = ["ip filter FORWARD"]\n', (c: Config) => c.filter.foreignChainsExtra.length, 1],
   ])('%j is accepted (a bound of its range)', (content, get, want) => {
     expect(get(loadConfig(write(content)).config)).toBe(want);
   });
