@@ -13,7 +13,10 @@
  *   - a cgroup2 hierarchy on the lab's /sys/fs/cgroup (the lab's own sysfs has
  *     none, and dockerd refuses to start without cgroups: "Devices cgroup isn't
  *     mounted"); dockerd creates no cgroup because it runs no container;
- *   - dockerd starts its own containerd (exec-root/containerd), and stops it.
+ *   - dockerd starts its own containerd (exec-root/containerd), and stops it;
+ *     it runs under test/lab/reaper.py, a subreaper that reaps what a killed
+ *     dockerd leaves (its containerd) at once, as systemd would, and exits
+ *     only when all of it is gone.
  *
  * Docker sets `iptables -P FORWARD DROP` only when it switches
  * net.ipv4.ip_forward from 0 to 1 itself (moby libnetwork setupIPForwarding).
@@ -29,8 +32,10 @@
  * there and nothing is unloaded; brNetfilter says which case applied.
  */
 import { request } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { onLines } from '../helpers/lines.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -44,6 +49,9 @@ export const DOCKER_PATHS = {
   pidfile: '/run/kvl-docker/dockerd.pid',
   socket: '/run/kvl-docker/docker.sock',
 } as const;
+
+/** Runs dockerd as a service manager would: reaps what dockerd leaves behind (see there). */
+const REAPER = join(dirname(fileURLToPath(import.meta.url)), 'reaper.py');
 
 /** Directories dockerd or its containerd write to outside DOCKER_PATHS: private overlays in the lab. */
 const PRIVATE_DIRS = ['/etc/docker', '/opt'] as const;
@@ -127,7 +135,10 @@ export class Dockerd {
   readonly logs: string[] = [];
   /** Server version as the API reports it (e.g. "20.10.24+dfsg1"). */
   version = '';
+  /** The reaper (test/lab/reaper.py) that runs dockerd. */
   private child: ChildProcess | undefined;
+  private dockerdPid: number | undefined;
+  /** Resolves when the reaper exits: dockerd and everything it started are gone. */
   private exited: Promise<void> = Promise.resolve();
   private readonly brNfBefore = existsSync(BR_NF_SYSCTL);
   private readonly containers: Container[] = [];
@@ -138,19 +149,28 @@ export class Dockerd {
     private readonly opts: DockerdOptions = {},
   ) {}
 
+  /** dockerd's PID while it (or what it left behind) runs. */
   get pid(): number | undefined {
-    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+    return this.child?.exitCode === null && this.child.signalCode === null ? this.dockerdPid : undefined;
   }
 
   logTail(n = 30): string {
     return this.logs.slice(-n).join('\n');
   }
 
-  /** Starts dockerd and resolves once its API answers (the "API listen on" line, then GET /_ping). */
-  async start(): Promise<void> {
+  /**
+   * Starts dockerd and resolves once its API answers (the "API listen on"
+   * line, then GET /_ping) and DOCKER-USER exists. With `forwardingOff`,
+   * net.ipv4.ip_forward is set to 0 first, so that dockerd switches it on
+   * itself and sets FORWARD DROP: asserted too.
+   */
+  async start(forwardingOff = false): Promise<void> {
     if (this.pid !== undefined) throw new Error(`dockerd already runs (pid ${this.pid})`);
     const lab = this.lab;
-    const child = lab.spawnInLab('dockerd', [
+    if (forwardingOff) await lab.exec('busybox', ['sysctl', '-w', 'net.ipv4.ip_forward=0']);
+    const child = lab.spawnInLab('python3', [
+      REAPER,
+      'dockerd',
       '--data-root',
       DOCKER_PATHS.dataRoot,
       '--exec-root',
@@ -166,9 +186,13 @@ export class Dockerd {
       ...(this.opts.args ?? []),
     ]);
     this.child = child;
+    this.dockerdPid = undefined;
     const from = this.logs.length;
     onLines(child.stderr, (line) => this.logs.push(line));
-    child.stdout?.resume();
+    onLines(child.stdout, (line) => {
+      const m = /^PID (\d+)$/.exec(line);
+      if (m) this.dockerdPid = Number(m[1]);
+    });
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     await waitUntil(
       'dockerd to listen on its API socket',
@@ -176,7 +200,7 @@ export class Dockerd {
       () => {
         if (child.exitCode !== null || child.signalCode !== null)
           throw new Error(`dockerd exited (${child.exitCode ?? child.signalCode}):\n${this.logTail()}`);
-        return this.logs.slice(from).some((l) => l.includes('API listen on'));
+        return this.dockerdPid !== undefined && this.logs.slice(from).some((l) => l.includes('API listen on'));
       },
       { intervalMs: 25, detail: () => this.logTail() },
     );
@@ -184,9 +208,19 @@ export class Dockerd {
     if (ping.status !== 200 || ping.body !== 'OK') throw new Error(`dockerd /_ping: ${ping.status} ${ping.body}`);
     const v = JSON.parse((await apiGet(lab, '/version')).body) as { Version?: string };
     this.version = v.Version ?? '?';
+    const st = await forwardState(lab);
+    if (!st.dockerUser || (forwardingOff && st.policy !== 'DROP')) {
+      throw new Error(
+        `dockerd ${this.version} did not set up ${forwardingOff ? "Docker's FORWARD DROP + " : ''}DOCKER-USER:\n` +
+          `${st.text}\n${this.logTail()}`,
+      );
+    }
   }
 
-  /** SIGTERM (or `signal`) by PID; resolves once dockerd (and the containerd it started) are gone. */
+  /**
+   * `signal` (SIGTERM: a clean stop; SIGKILL: a crash) to dockerd by PID;
+   * resolves once dockerd and everything it started are gone (the reaper exited).
+   */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const pid = this.pid;
     if (pid === undefined) return;
@@ -201,31 +235,15 @@ export class Dockerd {
       process.kill(pid, 'SIGKILL');
       await this.exited;
     }
-    // A dockerd that exits cleanly stops its containerd; after a SIGKILL the
-    // next dockerd takes it over (its pid file in exec-root). Either way the
-    // lab's stop() ends whatever is still in its namespaces.
-    if (signal === 'SIGTERM') {
-      await waitUntil('containerd of the lab dockerd to exit', 10_000, async () => !(await this.containerdRunning()));
-    }
   }
 
-  /** `systemctl restart docker`: stop (SIGTERM, or SIGKILL for a crash) and start again; asserts Docker's chains. */
-  async restart(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    await this.stop(signal);
-    await this.start();
-  }
-
-  private async containerdRunning(): Promise<boolean> {
-    const r = await this.lab.exec('cat', [`${DOCKER_PATHS.execRoot}/containerd/containerd.pid`], { reject: false });
-    const pid = Number(r.stdout.trim());
-    if (r.exitCode !== 0 || !Number.isInteger(pid) || pid <= 1) return false;
-    try {
-      process.kill(pid, 0);
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return !/\) [ZX] /.test(stat);
-    } catch {
-      return false;
-    }
+  /**
+   * `systemctl restart docker` (SIGTERM) or a crash and a new start (SIGKILL),
+   * by PID; `forwardingOff` as for start().
+   */
+  async restart(opts: { signal?: 'SIGTERM' | 'SIGKILL'; forwardingOff?: boolean } = {}): Promise<void> {
+    await this.stop(opts.signal ?? 'SIGTERM');
+    await this.start(opts.forwardingOff ?? false);
   }
 
   /**
@@ -271,6 +289,16 @@ export class Dockerd {
       const r = await lab.exec('ip', ['link', 'show', DOCKER0.name], { reject: false });
       if (r.exitCode === 0) await lab.exec('ip', ['link', 'del', DOCKER0.name]);
     });
+    // dockerd bind-mounts its data-root onto itself (mount propagation) and leaves it after a crash.
+    await step('unmount dockerd mounts', async () => {
+      const info = (await lab.exec('cat', ['/proc/self/mountinfo'])).stdout;
+      const targets = info
+        .split('\n')
+        .map((l) => l.split(' ')[4] ?? '')
+        .filter((t) => t === DOCKER_PATHS.base || t.startsWith(`${DOCKER_PATHS.base}/`))
+        .sort((a, b) => b.length - a.length);
+      for (const t of targets) await lab.exec('umount', ['-l', t]);
+    });
     await step('remove dockerd state', () => lab.exec('rm', ['-rf', '--one-file-system', DOCKER_PATHS.base]));
     for (const d of PRIVATE_DIRS) await step(`release ${d}`, () => lab.releaseDir(d));
     let unloaded = false;
@@ -303,16 +331,9 @@ export async function startDockerd(lab: Lab, opts: DockerdOptions = {}): Promise
   await lab.exec('mkdir', ['-p', DOCKER_PATHS.dataRoot, DOCKER_PATHS.execRoot]);
   const cg = await lab.exec('stat', ['-f', '-c', '%T', '/sys/fs/cgroup']);
   if (cg.stdout.trim() !== 'cgroup2fs') await lab.exec('mount', ['-t', 'cgroup2', 'kvmnftd-lab', '/sys/fs/cgroup']);
-  await lab.exec('busybox', ['sysctl', '-w', 'net.ipv4.ip_forward=0']);
   const d = new Dockerd(lab, opts);
   try {
-    await d.start();
-    const s = await forwardState(lab);
-    if (s.policy !== 'DROP' || !s.dockerUser) {
-      throw new Error(
-        `dockerd ${d.version} did not set up Docker's FORWARD DROP + DOCKER-USER:\n${s.text}\n${d.logTail()}`,
-      );
-    }
+    await d.start(true);
   } catch (e) {
     await d.dispose();
     throw e;
