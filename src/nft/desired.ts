@@ -20,8 +20,14 @@ export interface DesiredChain {
 }
 
 export interface DesiredState {
-  /** Chains of kvmnftd's own `inet` table; empty means the table should not exist. */
+  /** NAT chains of kvmnftd's own `inet` table. */
   natChains: DesiredChain[];
+  /**
+   * Marking chains of kvmnftd's own table (accept-mark.ts), set by the
+   * planner when foreign chains are handled. With natChains empty too, the
+   * table should not exist.
+   */
+  marking: DesiredChain[];
   /** kvmnftd_input / kvmnftd_forward contents, for the admin table. */
   input: RuleSpec[];
   forward: RuleSpec[];
@@ -43,7 +49,14 @@ const MULTICAST_V6 = cidrOf('ff02::', 16)!;
 export function desiredState(networks: readonly Network[], config: Config): DesiredState {
   const sorted = [...networks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const holds = familiesOf(config);
-  const state: DesiredState = { natChains: [], input: [], forward: [], forwardsIpv4: false, forwardsIpv6: false };
+  const state: DesiredState = {
+    natChains: [],
+    marking: [],
+    input: [],
+    forward: [],
+    forwardsIpv4: false,
+    forwardsIpv6: false,
+  };
   const natJumps: RuleSpec[] = [];
   // The forward chain in libvirt's order: guest-to-guest, then everything
   // INTO each bridge, then everything OUT of each bridge. Each "into" section

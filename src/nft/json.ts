@@ -91,13 +91,27 @@ export const m = {
   icmpv6Types: (types: string[]): Expr => match('==', payload('icmpv6', 'type'), { set: types }),
   ctState: (...states: string[]): Expr =>
     match('in', { ct: { key: 'state' } }, states.length === 1 ? states[0]! : states),
+  /** `oifname "a"`, or `oifname { "a", "b" }` for several names. */
+  oifnames: (names: readonly string[]): Expr =>
+    match('==', meta('oifname'), names.length === 1 ? names[0]! : { set: [...names] }),
+  /** `meta mark & BIT == BIT`: the bit is set. */
+  markBit: (bit: number): Expr => match('==', { '&': [meta('mark'), bit] }, bit),
 };
+
+/** All 32 bits of a packet mark: `~bit` as nft writes it, an unsigned number. */
+const MARK_BITS = 0xffff_ffff;
 
 export const s = {
   counter: (): Expr => ({ counter: null }),
   accept: (): Expr => ({ accept: null }),
   return: (): Expr => ({ return: null }),
   jump: (target: string): Expr => ({ jump: { target } }),
+  /** `meta mark set meta mark | BIT`. */
+  markSet: (bit: number): Expr => ({ mangle: { key: meta('mark'), value: { '|': [meta('mark'), bit] } } }),
+  /** `meta mark set meta mark & ~BIT`. */
+  markClear: (bit: number): Expr => ({
+    mangle: { key: meta('mark'), value: { '&': [meta('mark'), (MARK_BITS ^ bit) >>> 0] } },
+  }),
   masquerade: (ports?: { start: number; end: number }): Expr => ({
     masquerade: ports ? { port: { range: [ports.start, ports.end] } } : null,
   }),

@@ -7,12 +7,17 @@
 //   chains kvmnftd_input and kvmnftd_forward, and in the admin's base chains
 //   exactly the rule it writes there: a single jump to one of those two
 //   chains with the comment "kvmnftd" (a "tagged jump");
-// - every rule of one network carries the comment `kvmnftd net=<name>`.
+// - every rule of one network carries the comment `kvmnftd net=<name>`;
+// - in someone else's chain (Docker's DOCKER-USER, ufw's chains, the ones
+//   of filter.foreign_chains_extra: foreign-chains.ts) exactly the rule it
+//   writes there: `meta mark & BIT == BIT accept` with the comment
+//   "kvmnftd" (a "mark accept"), for whichever single bit; the marking
+//   chains that set the bit live in kvmnftd's own table (accept-mark.ts).
 import { createHash } from 'node:crypto';
 import type { Config } from '../config/config.js';
 import { modeForwards, type Network } from '../libvirt/model.js';
-import type { BaseChainSpec, Expr } from './json.js';
-import { tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
+import { m, s, type BaseChainSpec, type Expr, type RuleSpec } from './json.js';
+import { ruleKey, tableKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
 
 // ---- names ------------------------------------------------------------------
 
@@ -30,6 +35,10 @@ export const OWNER_MARKER_CHAIN = 'kvmnftd_owner';
 export const NAT_BASE_CHAIN = 'postrouting';
 /** The comment of kvmnftd's jumps (and of the rules that are no single network's). */
 export const TAG = 'kvmnftd';
+/** The base chains of kvmnftd's own table that set filter.accept_mark on what kvmnftd accepts (accept-mark.ts). */
+export const MARK_INPUT_CHAIN = 'mark_input';
+export const MARK_FORWARD_CHAIN = 'mark_forward';
+export const MARK_CHAINS: readonly string[] = [MARK_INPUT_CHAIN, MARK_FORWARD_CHAIN];
 
 const NET_TAG_PREFIX = `${TAG} net=`;
 const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
@@ -211,4 +220,52 @@ export function networkAccepted(net: Network, config: Config): boolean {
 /** Whether kvmnftd's rules let the network's traffic be forwarded through the host. */
 export function forwardsThroughOwnRules(net: Network, config: Config): boolean {
   return modeForwards(net.mode) && networkAccepted(net, config);
+}
+
+// ---- mark accepts in someone else's chains -------------------------------
+
+/**
+ * The rule kvmnftd writes into a foreign chain: the packet carries the bit
+ * kvmnftd's marking chains set on what its own rules accept. No counter and
+ * no native conntrack match, so that iptables-nft reads it back as
+ * `-m mark --mark BIT/BIT -m comment --comment kvmnftd -j ACCEPT`.
+ */
+export function markAcceptRule(bit: number): RuleSpec {
+  return { expr: [m.markBit(bit), s.accept()], comment: TAG };
+}
+
+/** The bit of a rule that is exactly a mark accept kvmnftd writes (any single bit), else undefined. */
+export function markAcceptBit(rule: { expr: readonly Expr[]; comment?: string }): number | undefined {
+  if (rule.comment !== TAG || rule.expr.length !== 2) return undefined;
+  const match = rule.expr[0]?.['match'];
+  const right = typeof match === 'object' && match !== null && !Array.isArray(match) ? match['right'] : undefined;
+  if (typeof right !== 'number' || right <= 0 || !Number.isInteger(Math.log2(right))) return undefined;
+  return ruleKey({ expr: [...rule.expr], comment: rule.comment }) === ruleKey(markAcceptRule(right))
+    ? right
+    : undefined;
+}
+
+export function isOurMarkAccept(rule: { expr: readonly Expr[]; comment?: string }): boolean {
+  return markAcceptBit(rule) !== undefined;
+}
+
+/** Where a mark accept of kvmnftd's sits. */
+export interface PlacedMarkAccept {
+  family: string;
+  table: string;
+  chain: string;
+  rule: LiveRule;
+}
+
+/** Every mark accept of kvmnftd's in the ruleset, whatever its bit, outside kvmnftd's own table. */
+export function markAcceptsIn(live: Ruleset, config: Config): PlacedMarkAccept[] {
+  const out: PlacedMarkAccept[] = [];
+  const own = tableKey('inet', config.nat.table);
+  for (const table of live.tables.values()) {
+    if (tableKey(table.family, table.name) === own) continue;
+    for (const chain of table.chains.values())
+      for (const rule of chain.rules)
+        if (isOurMarkAccept(rule)) out.push({ family: table.family, table: table.name, chain: chain.name, rule });
+  }
+  return out;
 }

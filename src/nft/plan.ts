@@ -4,13 +4,16 @@
 // monitor events.
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
+import { markingChains, markingChainsInPlace } from './accept-mark.js';
 import { desiredState, natBaseSpec, withInvalidGuard, type DesiredChain, type DesiredState } from './desired.js';
+import { dockerBridges, extraTexts, presentTargets, targetText, type HandledChain } from './foreign-chains.js';
 import type { Batch, ChainObject, Command, Expr, RuleSpec, TableRef } from './json.js';
 import {
   adminBaseChainOf,
   adminTable,
   isOurJump,
   legacyNetworkTags,
+  markAcceptsIn,
   OWNER_MARKER_CHAIN,
   ownTableClaim,
   isOwnChain,
@@ -43,6 +46,24 @@ export interface Plan {
   /** Networks the batch is planned for (valid and active). */
   networks: Network[];
   desired: DesiredState;
+  foreign: ForeignPart;
+}
+
+/** The foreign part of a plan: Docker's, ufw's and the admin's extra chains (foreign-chains.ts). */
+export interface ForeignPart {
+  /** false: planned without it (PlanOptions.foreign), nothing there added or removed. */
+  planned: boolean;
+  /** The chains whose mark accept the batch puts or keeps in place. */
+  handled: HandledChain[];
+}
+
+export interface PlanOptions {
+  /**
+   * false plans without the foreign part: no marking chains and no mark
+   * accepts are added, and the ones in place are left as they are. The
+   * daemon's fallback when the whole transaction keeps failing (sync.ts).
+   */
+  foreign?: boolean;
 }
 
 /**
@@ -50,7 +71,7 @@ export interface Plan {
  * skipped with an error note, but keep whatever rules they already have.
  * Pass no inputs to plan the removal of everything kvmnftd owns.
  */
-export function plan(inputs: readonly NetworkParse[], config: Config, live: Ruleset): Plan {
+export function plan(inputs: readonly NetworkParse[], config: Config, live: Ruleset, options: PlanOptions = {}): Plan {
   const notes: PlanNote[] = [];
   const networks: Network[] = [];
   const retained = new Map<string, string>(); // tag -> network name
@@ -105,13 +126,85 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
   }
   const desired = desiredState(networks, config);
   keepRetained(desired, retained, live, config, notes);
+  const foreign = foreignPart(desired, config, live, claim.kind === 'foreign', options.foreign !== false, notes);
   desired.input = withInvalidGuard(desired.input);
   desired.forward = withInvalidGuard(desired.forward);
   const commands = [
     ...(claim.kind === 'foreign' ? [] : planOwnTable(desired, config, live)),
-    ...planAdminTable(desired, config, live, notes),
+    ...planAdminTable(desired, config, live, notes, foreign.handled),
+    ...(foreign.planned ? planForeignChains(foreign.handled, config, live) : []),
   ];
-  return { batch: { nftables: commands }, notes, networks, desired };
+  return { batch: { nftables: commands }, notes, networks, desired, foreign };
+}
+
+// ---- someone else's chains: one mark accept each, the marks in our table --
+
+/**
+ * Decides the foreign part and sets desired.marking. With foreign_chains =
+ * "accept", a chain of the owners table that exists gets the mark accept
+ * while kvmnftd has rules to mark with; planned without the foreign part,
+ * the marking chains in place are kept as they are.
+ */
+function foreignPart(
+  desired: DesiredState,
+  config: Config,
+  live: Ruleset,
+  ownTableForeign: boolean,
+  planned: boolean,
+  notes: PlanNote[],
+): ForeignPart {
+  if (!planned) {
+    desired.marking = markingChainsInPlace(ownTableForeign ? undefined : ownTable(live, config));
+    return { planned, handled: [] };
+  }
+  const present = presentTargets(live, config);
+  if (config.filter.foreignChains === 'report') {
+    if (present.length > 0)
+      notes.push({
+        level: 'info',
+        message:
+          `filter.foreign_chains = "report": kvmnftd writes nothing into ${present.map(targetText).join(', ')} ` +
+          '(kvmnftd doctor tells whether they drop guest traffic)',
+      });
+    return { planned, handled: [] };
+  }
+  const missing = extraTexts(config).filter((t) => !present.some((p) => targetText(p) === t));
+  for (const t of missing)
+    notes.push({
+      level: 'warn',
+      field: 'filter.foreign_chains_extra',
+      message: `chain ${t} (filter.foreign_chains_extra) does not exist: nothing written there`,
+    });
+  if (ownTableForeign || present.length === 0) return { planned, handled: [] };
+  desired.marking = markingChains(desired.input, desired.forward, config, dockerBridges(live));
+  return { planned, handled: desired.marking.length > 0 ? present : [] };
+}
+
+/**
+ * The mark accepts: one in each handled chain (kept where it is, or kept
+ * first with placement 'first'), inserted at the top when missing; every
+ * other mark accept of kvmnftd's is deleted (duplicates, another bit, a
+ * chain no longer handled). Deleted by handle: unlike the admin's table,
+ * these tables hold no chain of kvmnftd's to flush as a guard against a
+ * snapshot from before the table was re-created, so such a delete relies on
+ * the chain still holding a rule with that handle, which a re-created
+ * table rarely gives; kvmnftd deletes there only when something changed.
+ */
+function planForeignChains(handled: HandledChain[], config: Config, live: Ruleset): Command[] {
+  const keep = new Set<LiveRule>();
+  const inserts: Command[] = [];
+  for (const h of handled) {
+    const want = ruleKey(h.rule);
+    const rules = h.live.rules;
+    const inPlace = h.placement === 'first' ? rules.slice(0, 1) : rules;
+    const kept = inPlace.find((r) => ruleKey(r) === want);
+    if (kept) keep.add(kept);
+    else inserts.push({ insert: { rule: { family: h.family, table: h.table, chain: h.chain, ...h.rule } } });
+  }
+  const deletes = markAcceptsIn(live, config)
+    .filter((p) => !keep.has(p.rule))
+    .map((p): Command => deleteRule({ family: p.family as TableRef['family'], name: p.table }, p.chain, p.rule));
+  return [...deletes, ...inserts];
 }
 
 // ---- kvmnftd's own table: owned whole, managed chain by chain -----------
@@ -120,9 +213,10 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
 function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Command[] {
   const table: TableRef = { family: 'inet', name: config.nat.table };
   const liveTable = ownTable(live, config);
-  if (desired.natChains.length === 0) return liveTable ? [{ delete: { table } }] : [];
+  const owned = [...desired.natChains, ...desired.marking];
+  if (owned.length === 0) return liveTable ? [{ delete: { table } }] : [];
   // The marker chain says "kvmnftd's" to the next pass (and the next version).
-  const chains: DesiredChain[] = [{ name: OWNER_MARKER_CHAIN, rules: [] }, ...desired.natChains];
+  const chains: DesiredChain[] = [{ name: OWNER_MARKER_CHAIN, rules: [] }, ...owned];
   // A base chain's type, hook or priority cannot change in place, and a
   // chain of that name may be jumped to: re-create the whole table (it is
   // ours alone), atomically within the batch.
@@ -175,16 +269,26 @@ function regularFirst(chains: DesiredChain[]): DesiredChain[] {
 
 // ---- the admin's table: two chains of ours, one tagged jump each -------
 
-function planAdminTable(desired: DesiredState, config: Config, live: Ruleset, notes: PlanNote[]): Command[] {
+function planAdminTable(
+  desired: DesiredState,
+  config: Config,
+  live: Ruleset,
+  notes: PlanNote[],
+  handled: HandledChain[],
+): Command[] {
   const { family, table: name, jump } = config.filter;
   const table: TableRef = { family, name };
   const liveTable = adminTable(live, config);
   const wanted: Record<string, RuleSpec[]> = { [OWN_INPUT_CHAIN]: desired.input, [OWN_FORWARD_CHAIN]: desired.forward };
   if (!liveTable) {
     if (desired.input.length + desired.forward.length > 0) {
+      const applied =
+        handled.length > 0
+          ? `only the NAT part and the mark accepts in ${handled.map(targetText).join(', ')} are applied`
+          : 'only the NAT part is applied';
       notes.push({
         level: 'warn',
-        message: `table ${family} ${name} does not exist: only the NAT part is applied (guests behind a drop policy elsewhere stay blocked)`,
+        message: `table ${family} ${name} does not exist: ${applied} (guests behind a drop policy elsewhere stay blocked)`,
       });
     }
     return [];

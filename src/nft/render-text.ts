@@ -80,6 +80,10 @@ function renderExpr(e: Expr): string {
       return kind;
     case 'jump':
       return `jump ${scalar(obj(body)['target'])}`;
+    case 'mangle': {
+      const b = obj(body);
+      return `${renderLeft(obj(b['key'] ?? null))} set ${renderBitwise(obj(b['value'] ?? null))}`;
+    }
     case 'masquerade':
       return body === null ? 'masquerade' : `masquerade to :${renderPorts(obj(body)['port'] ?? null)}`;
     case 'snat': {
@@ -96,20 +100,45 @@ function renderExpr(e: Expr): string {
 
 function renderMatch(m: { [key: string]: Json }): string {
   const left = obj(m['left'] ?? null);
-  let lhs: string;
-  if ('meta' in left) {
-    const key = scalar(obj(left['meta'] ?? null)['key']);
-    lhs = key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
-  } else if ('payload' in left) {
-    const p = obj(left['payload'] ?? null);
-    lhs = `${scalar(p['protocol'])} ${scalar(p['field'])}`;
-  } else if ('ct' in left) {
-    lhs = `ct ${scalar(obj(left['ct'] ?? null)['key'])}`;
-  } else {
-    throw new Error(`renderMatch: unsupported left side ${JSON.stringify(left)}`);
+  if ('&' in left) {
+    // A bit test (`meta mark & 0x00002000 == 0x00002000`): nft needs the operator spelled out.
+    const op = m['op'] === '!=' ? '!=' : '==';
+    return `${renderBitwise(left)} ${op} ${mark(m['right'])}`;
   }
+  const lhs = renderLeft(left);
   const op = m['op'] === '!=' ? ' !=' : '';
   return `${lhs}${op} ${renderValue(m['right'] ?? null, lhs)}`;
+}
+
+function renderLeft(left: { [key: string]: Json }): string {
+  if ('meta' in left) {
+    const key = scalar(obj(left['meta'] ?? null)['key']);
+    return key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
+  }
+  if ('payload' in left) {
+    const p = obj(left['payload'] ?? null);
+    return `${scalar(p['protocol'])} ${scalar(p['field'])}`;
+  }
+  if ('ct' in left) return `ct ${scalar(obj(left['ct'] ?? null)['key'])}`;
+  throw new Error(`renderLeft: unsupported left side ${JSON.stringify(left)}`);
+}
+
+/** `meta mark & 0xffffdfff`, `meta mark | 0x00002000`: a mark and a mask, as nft lists them. */
+function renderBitwise(v: { [key: string]: Json }): string {
+  const op = '&' in v ? '&' : '|' in v ? '|' : undefined;
+  const operands = op === undefined ? undefined : v[op];
+  if (!op || !Array.isArray(operands) || operands.length !== 2)
+    throw new Error(`renderBitwise: unsupported value ${JSON.stringify(v)}`);
+  const lhs = renderLeft(obj(operands[0]));
+  if (lhs !== 'meta mark') throw new Error(`renderBitwise: unsupported left side ${lhs}`);
+  return `${lhs} ${op} ${mark(operands[1])}`;
+}
+
+/** A 32-bit mark as nft prints it: 0x00002000. */
+function mark(v: Json | undefined): string {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffff_ffff)
+    throw new Error(`expected a 32-bit mark, got ${JSON.stringify(v)}`);
+  return `0x${v.toString(16).padStart(8, '0')}`;
 }
 
 function renderValue(v: Json, lhs: string): string {

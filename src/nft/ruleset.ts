@@ -132,13 +132,20 @@ function stripCounter(expr: Expr): Json {
  * differently although they mean the same: a range of one value is that value
  * (nft 1.0.6 lists `masquerade to :1024-1024` as {"range":[1024,1024]},
  * nft 1.1.3 as 1024); a full-length prefix is the address; an IPv6 address
- * is in canonicalIp's form (inet_ntop's, whatever the C library printed).
+ * is in canonicalIp's form (inet_ntop's, whatever the C library printed); an
+ * anonymous set's elements in one order (nft lists them in the order of its
+ * set backend, not the order written).
  */
 function normal(value: Json): Json {
   if (typeof value === 'string') return value.includes(':') ? (canonicalIp(value) ?? value) : value;
   if (!isObj(value)) return value;
   const keys = Object.keys(value);
   if (keys.length !== 1) return value;
+  const set = value['set'];
+  if (Array.isArray(set)) {
+    const elements = set.map((e) => [canonical(e), e] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return { set: elements.map(([, e]) => e) };
+  }
   const range = value['range'];
   if (Array.isArray(range) && range.length === 2 && typeof range[0] !== 'object' && range[0] === range[1])
     return normal(range[0]!);

@@ -22,6 +22,14 @@ describe('golden plans', () => {
         'ipv6-nat',
         'two-networks',
         'hostile',
+        // Docker's and ufw's drop-policy chains (filter.foreign_chains), from real iptables-nft:
+        // test/golden/make-foreign-live.ts regenerates their live.json.
+        'foreign-docker',
+        'foreign-ufw',
+        'foreign-both',
+        'foreign-report',
+        'foreign-extra',
+        'foreign-stale',
       ]),
     );
   });
