@@ -26,8 +26,12 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
   const release = takeLock(dir);
   try {
-    const { plan, applied, durationMs, messages } = await syncOnce(networks, config, nftRunner(dir));
+    const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nftRunner(dir));
     logMessages(messages, log);
+    if (foreignDegraded !== undefined) {
+      log.warn(`${foreignDegraded}; run kvmnftd apply again`);
+      return 1;
+    }
     const names = plan.networks.map((n) => n.name).join(', ') || 'none';
     if (applied)
       log.info(

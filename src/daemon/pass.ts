@@ -21,6 +21,18 @@ import { LibvirtRestorer } from './libvirt-restore.js';
 import { DEFAULT_BACKOFF, Reconciler } from './reconciler.js';
 import type { DaemonState } from './state.js';
 
+/** The one line a plan applied without its foreign part is logged with (while it persists). */
+function foreignMessages(result: SyncResult): LogMessage[] {
+  if (result.foreignDegraded === undefined) return [];
+  return [
+    {
+      level: 'warn',
+      fields: {},
+      text: `degraded: ${result.foreignDegraded}; the next pass tries the whole plan again`,
+    },
+  ];
+}
+
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
 /** Triggers that re-arm a suspended apply (convergence-guard.ts): a periodic check, a reload. */
@@ -94,7 +106,8 @@ export class DaemonPass {
       const result = await this.sync(networks, inputs);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
-      const messages = [...result.messages, ...this.checkLibvirtChains(result)];
+      state.foreignDegraded = result.foreignDegraded;
+      const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
       this.record(result, messages, reasons, since);
     } finally {

@@ -25,6 +25,8 @@ export interface DaemonState {
   passError: string | undefined;
   /** What the last plan had to leave out (its first error). */
   planError: string | undefined;
+  /** Why the last pass applied its plan without the foreign part (sync.ts); the next pass tries it whole again. */
+  foreignDegraded: string | undefined;
   /** Why applying is suspended: the plan after an own transaction was not empty (convergence-guard.ts). */
   suspended: string | undefined;
   /** Why the FirewallD1.Reloaded broadcasts stopped while libvirt's chains are missing (libvirt-restore.ts). */
@@ -52,6 +54,7 @@ export function initialState(config: Config): DaemonState {
     lastChange: undefined,
     passError: undefined,
     planError: undefined,
+    foreignDegraded: undefined,
     suspended: undefined,
     restoreGaveUp: undefined,
     scope: undefined,

@@ -25,18 +25,21 @@ export function formatStatus(f: DaemonStatusFacts): string {
   return f.degraded ? `degraded: ${f.degraded.split('\n')[0]!.slice(0, 200)}; ${text}` : text;
 }
 
-type DegradedInputs = Pick<DaemonState, 'watchFault' | 'passError' | 'planError' | 'suspended' | 'restoreGaveUp'>;
+type DegradedInputs = Pick<
+  DaemonState,
+  'watchFault' | 'passError' | 'planError' | 'suspended' | 'restoreGaveUp' | 'foreignDegraded'
+>;
 type StatusInputs = DegradedInputs & Pick<DaemonState, 'networks' | 'lastChange'>;
 
 /**
  * Why the daemon is degraded, if it is: libvirt away beats a failing pass
- * beats suspended applying beats libvirt's chains given up on beats a
- * partial plan.
+ * beats suspended applying beats a plan applied without its foreign part
+ * beats libvirt's chains given up on beats a partial plan.
  */
 export function degradedReason(s: DegradedInputs): string | undefined {
   if (s.watchFault !== undefined) return `libvirt is not reachable: ${s.watchFault}`;
   if (s.suspended !== undefined) return s.passError ?? `not applying: ${s.suspended}`;
-  return s.passError ?? s.restoreGaveUp ?? s.planError;
+  return s.passError ?? s.foreignDegraded ?? s.restoreGaveUp ?? s.planError;
 }
 
 /** The STATUS= line. */

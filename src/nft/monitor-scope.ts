@@ -2,7 +2,11 @@
 // and CrowdSec add and delete set elements one `nft` call at a time, Docker
 // and libvirt rewrite their own chains. Only changes that can alter what
 // kvmnftd plans, or undo what it applied, matter:
-// - anything in a table kvmnftd owns or writes into (its rules, chains, sets);
+// - anything in a table kvmnftd owns or writes into (its rules, chains, sets),
+//   including, with filter.foreign_chains = "accept", the tables of Docker's
+//   and ufw's chains (foreign-chains.ts): `ufw reload` and Docker's rebuilds
+//   take the mark accept out, and a DOCKER-USER created after the pass that
+//   Docker's policy change started must still be seen;
 // - a base chain on a hook kvmnftd cares about, in any table, created,
 //   deleted or given a new policy (nft reports a policy change as an `add`
 //   of the chain with its new policy);
@@ -13,6 +17,7 @@
 //   "# ERROR: We lost some netlink events!") or an object kind not known here.
 // Pure: the scope is derived from the last ruleset a pass read.
 import type { Config } from '../config/config.js';
+import { foreignTables } from './foreign-chains.js';
 import { isLibvirtChain } from './libvirt-chains.js';
 import { TABLE_OBJECTS, tableKey, type Ruleset } from './ruleset.js';
 
@@ -28,9 +33,10 @@ export interface MonitorScope {
   readonly tablesWithBaseChains: ReadonlySet<string>;
 }
 
-/** kvmnftd's own table and the admin table it writes its chains and jumps into. */
+/** kvmnftd's own table, the admin table it writes its chains and jumps into, and the foreign chains' tables. */
 export function ownedOrWrittenTables(config: Config): string[] {
-  return [tableKey('inet', config.nat.table), tableKey(config.filter.family, config.filter.table)];
+  const tables = [tableKey('inet', config.nat.table), tableKey(config.filter.family, config.filter.table)];
+  return [...new Set([...tables, ...foreignTables(config)])];
 }
 
 const chainKey = (family: string, table: string, chain: string): string => `${family} ${table} ${chain}`;

@@ -2,6 +2,13 @@
 // Shared by the one-shot `kvmnftd apply`/`remove` and the daemon's pass.
 // Findings come back as messages (src/log/messages.ts) so that the daemon can
 // log each one once, not once per pass.
+//
+// A transaction that fails (someone changed the ruleset between the read and
+// the commit: DOCKER-USER deleted, a table re-created) is planned again from
+// a fresh read and tried once more. If that fails too and the plan has a
+// foreign part (foreign-chains.ts), the plan without it is applied, and the
+// result says why the foreign part is missing (degraded); the next pass
+// tries the whole plan again. Never nothing: the networks' own rules go in.
 import type { Config } from '../config/config.js';
 import { ensureIpv4Forwarding, ipv6ForwardingRisk } from '../host/forwarding.js';
 import type { NetworkParse } from '../libvirt/model.js';
@@ -17,6 +24,8 @@ export interface SyncResult {
   applied: boolean;
   durationMs: number;
   messages: LogMessage[];
+  /** Why the plan was applied without its foreign part; undefined when it was applied whole (or not needed). */
+  foreignDegraded?: string;
 }
 
 export interface SyncOptions {
@@ -31,13 +40,61 @@ export async function syncOnce(
   options: SyncOptions = {},
 ): Promise<SyncResult> {
   const started = performance.now();
-  const live = await nft.readRuleset();
-  const result = plan(networks, config, live);
+  let live = await nft.readRuleset();
+  let result = plan(networks, config, live);
   const applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
-  if (applied) await nft.apply(result.batch);
+  let foreignDegraded: string | undefined;
+  if (applied) {
+    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result });
+    ({ live, plan: result, foreignDegraded } = outcome);
+  }
   const durationMs = Math.round((performance.now() - started) * 10) / 10;
   const messages = [...planMessages(result), ...(await forwardingMessages(result, config))];
-  return { plan: result, live, applied, durationMs, messages };
+  return { plan: result, live, applied, durationMs, messages, ...(foreignDegraded ? { foreignDegraded } : {}) };
+}
+
+/**
+ * Applies the plan; on failure re-reads, re-plans and tries once more; when
+ * that fails too, applies the plan without the foreign part if that is a
+ * different batch (else the failure stands). Returns what was applied last.
+ */
+export async function applyWithRetry(
+  networks: NetworkParse[],
+  config: Config,
+  nft: NftRunner,
+  first: { live: Ruleset; plan: Plan },
+): Promise<{ live: Ruleset; plan: Plan; foreignDegraded?: string }> {
+  try {
+    await nft.apply(first.plan.batch);
+    return first;
+  } catch {
+    // Planned from a snapshot someone changed since: once more from a fresh read.
+  }
+  let live = await nft.readRuleset();
+  const again = plan(networks, config, live);
+  let failure: unknown;
+  try {
+    if (again.batch.nftables.length > 0) await nft.apply(again.batch);
+    return { live, plan: again };
+  } catch (err) {
+    failure = err;
+  }
+  live = await nft.readRuleset();
+  const without = plan(networks, config, live, { foreign: false });
+  const whole = plan(networks, config, live);
+  if (JSON.stringify(without.batch) === JSON.stringify(whole.batch)) throw failure;
+  if (without.batch.nftables.length > 0) await nft.apply(without.batch);
+  const why = failure instanceof Error ? failure.message : String(failure);
+  return {
+    live,
+    plan: without,
+    foreignDegraded: `applied without the mark accepts in ${describeHandled(whole)}: ${why}`,
+  };
+}
+
+function describeHandled(p: Plan): string {
+  const names = p.foreign.handled.map((h) => `${h.family} ${h.table} ${h.chain}`);
+  return names.length > 0 ? names.join(', ') : 'foreign chains';
 }
 
 /** The plan's notes as messages, for the log. */

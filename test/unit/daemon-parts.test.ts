@@ -36,6 +36,7 @@ describe('degraded reason', () => {
     planError: undefined,
     suspended: undefined,
     restoreGaveUp: undefined,
+    foreignDegraded: undefined,
   };
   it('libvirt away beats a failing pass beats suspended applying beats a given-up restore beats a partial plan', () => {
     expect(degradedReason(healthy)).toBeUndefined();
@@ -49,6 +50,12 @@ describe('degraded reason', () => {
     expect(degradedReason({ ...healthy, restoreGaveUp: gaveUp, suspended: 'it would loop' })).toBe(
       'not applying: it would loop',
     );
+    // Applied without the foreign part: beats libvirt's chains and a partial plan, not a failing pass.
+    const foreign = 'applied without the mark accepts in ip filter DOCKER-USER: nft failed';
+    expect(degradedReason({ ...healthy, foreignDegraded: foreign, restoreGaveUp: gaveUp, planError: 'x' })).toBe(
+      foreign,
+    );
+    expect(degradedReason({ ...healthy, foreignDegraded: foreign, passError: 'nft failed' })).toBe('nft failed');
   });
   it('leads the STATUS= line', () => {
     const state = { ...healthy, passError: 'nft failed', networks: ['default'], lastChange: undefined };
