@@ -49,7 +49,7 @@ const ADMIN_RULESET = fixture('admin-ruleset-docker.nft');
 /** How long kvmnftd may take to put its mark accept back after another owner rebuilt its chains. */
 const REPAIR_MS = 5000;
 /** A probe that must fail waits this long for a SYN-ACK. */
-const DENY_MS = 1500;
+const DENY_MS = 1000;
 
 type PlatformId = 'deb12' | 'deb13-iptables' | 'deb13-nftables';
 interface Platform {
@@ -232,12 +232,13 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
   const caseId = `${platformId} ${firewalls}`;
   const withDocker = firewalls !== 'ufw';
   const withUfw = firewalls !== 'docker';
+  let t0 = 0;
+  beforeAll(() => void (t0 = Date.now()));
   const f: LibvirtLab = useLibvirtLab({
     tag: `foreign-${platformId}-${firewalls.replace('+', '-')}`,
     lab: platform.lab,
     setupMs: 15 * 60_000,
   });
-  const t0 = Date.now();
   let docker: Dockerd | undefined;
   let ufw: Ufw | undefined;
   let ctr: Container | undefined;
@@ -247,7 +248,9 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
   const saveWarnings: string[] = [];
   const repairs: string[] = [];
   /** Verdicts with the feature off (foreign_chains = "report"). */
-  const without = { out: undefined as string | undefined, containerPort: false };
+  const without = { out: undefined as string | undefined, containerPort: false, save: { v4: '', v6: '' } };
+  /** Wall time of the case's phases (ms): lab + setup, checks, teardown. */
+  const phases: Record<string, number> = {};
 
   /** A check of the matrix: one test, its cell set to ok or FAIL; every check also runs iptables-nft-save. */
   const check = (name: Check, fn: () => Promise<void>, timeoutMs = 60_000): void => {
@@ -300,6 +303,7 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
 
   beforeAll(async () => {
     const lab = f.lab;
+    phases['lab'] = Date.now() - t0;
     // A routed network beside the NAT one, a second guest on virbr0, a guest on the routed network.
     await f.defineNetwork('lab2', networkXml('lab2', 'virbr1', 1, 'route'));
     await lab.virsh('net-start', 'lab2');
@@ -318,14 +322,18 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
     expect((await connect(lab, 'wan', rg, '10.77.1.10')).ok).toBe(true);
     // The admin's nft input accepts tcp 22 (test/fixtures/admin-ruleset-docker.nft).
     expect((await connect(lab, 'guest', 'host', '192.168.122.1', 3000, 22)).ok).toBe(true);
+    phases['setup'] = Date.now() - t0 - phases['lab'];
   }, 120_000);
 
   afterAll(async () => {
+    phases['checks'] = Date.now() - t0 - (phases['lab'] ?? 0) - (phases['setup'] ?? 0);
     const c = await docker?.dispose();
     if (c && c.errors.length > 0) NOTES.push(`${caseId}: dockerd cleanup errors: ${c.errors.join('; ')}`);
     await ufw?.dispose().catch((e: Error) => NOTES.push(`${caseId}: ufw cleanup: ${e.message}`));
     NOTES.push(
-      `${caseId}: ${Math.round((Date.now() - t0) / 1000)} s` +
+      `${caseId}: ${Object.entries(phases)
+        .map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`)
+        .join(', ')}` +
         `${docker ? `, dockerd ${docker.version} (br_netfilter ${c?.brNetfilter ?? '?'})` : ''}` +
         `${repairs.length > 0 ? `, mark accept back after: ${repairs.join(', ')}` : ''}`,
     );
@@ -349,8 +357,15 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
 
   check('without: as libvirt alone', async () => {
     const lab = f.lab;
-    without.out = await guestOut(lab, 0, DENY_MS);
-    if (ctr) without.containerPort = (await connect(lab, 'guest', ctr.netns, ctr.addr, DENY_MS)).ok;
+    // The foreign chains as their owners wrote them, for 'remove restores'.
+    without.save = await iptablesSave(lab);
+    expect(markAccepts(without.save)).toEqual([]);
+    const [out, port] = await Promise.all([
+      guestOut(lab, 0, DENY_MS),
+      ctr ? connect(lab, 'guest', ctr.netns, ctr.addr, DENY_MS) : undefined,
+    ]);
+    without.out = out;
+    without.containerPort = port?.ok ?? false;
     NOTES.push(
       `${caseId}: without the feature: guest -> wan ${without.out ?? 'cut off'}` +
         `${ctr ? `, guest -> unpublished container port ${without.containerPort ? 'open' : 'closed'}` : ''}`,
@@ -418,19 +433,15 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
   });
 
   check('remove restores', async () => {
-    // Before: the foreign chains as their owners wrote them (foreign_chains = "report").
-    await setMode('report');
-    const before = await iptablesSave(f.lab);
-    expect(markAccepts(before)).toEqual([]);
-    await setMode('accept');
     expect(markAccepts(await iptablesSave(f.lab))).toEqual(expect.arrayContaining(ourChains()));
     f.daemon.child.kill('SIGTERM');
     expect(await f.daemon.exited).toBe(0);
     const r = await f.cli('remove');
     expect(r.exitCode, r.stderr).toBe(0);
+    // As their owners wrote them (saved with foreign_chains = "report"), counters aside.
     const after = await iptablesSave(f.lab);
-    expect(withoutCounters(after.v4)).toBe(withoutCounters(before.v4));
-    expect(withoutCounters(after.v6)).toBe(withoutCounters(before.v6));
+    expect(withoutCounters(after.v4)).toBe(withoutCounters(without.save.v4));
+    expect(withoutCounters(after.v6)).toBe(withoutCounters(without.save.v6));
     await f.startDaemon('auto');
     await f.converged();
     expect(await guestOut(f.lab, REPAIR_MS)).toBe(HOST_WAN_ADDR);
