@@ -50,6 +50,10 @@ const REFUSED_TABLES: ReadonlyArray<{ test: (table: string) => boolean; why: str
     why: "it is libvirt's own table: libvirt decides what its chains reject",
   },
   { test: (t) => t === 'firewalld', why: "it is firewalld's table: with firewalld, let its libvirt zone do this job" },
+  {
+    test: (t) => t === 'docker-bridges',
+    why: "it is Docker's nftables table, owned whole by Docker (its chains drop only traffic of Docker's own bridges)",
+  },
 ];
 
 /** The same refusals for chains, whatever their table (fail2ban's f2b-* chains, libvirt's LIBVIRT_*). */

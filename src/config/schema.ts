@@ -239,7 +239,8 @@ export const RULES: readonly Rule[] = [
     doc:
       "Never kvmnftd's own table or chains, nor the admin base chains its jumps go into; never a table that bans on " +
       "purpose (fail2ban's `f2b-table` and `f2b-*` chains, CrowdSec's `crowdsec`/`crowdsec6`, `sshguard`): a ban " +
-      "must stay a ban; never libvirt's (`libvirt_network`, `LIBVIRT_*`) or firewalld's (`firewalld`).",
+      "must stay a ban; never libvirt's (`libvirt_network`, `LIBVIRT_*`), firewalld's (`firewalld`) or Docker's " +
+      'nftables table (`docker-bridges`).',
     check: refusedExtra,
   },
   { key: 'filter.input_chain', doc: NOT_OWN_CHAIN_DOC, check: notOwnChain((c) => c.filter.inputChain) },

@@ -5,19 +5,29 @@
 // traverses every other base chain on the same hook, and a drop anywhere is
 // final (docs/troubleshooting.md). So each such chain drops guest traffic
 // unless it accepts it itself: a second admin table, Docker's chains, an
-// iptables-nft FORWARD policy DROP. Pure.
+// iptables-nft FORWARD policy DROP. Each is named, with whether kvmnftd
+// handles it (filter.foreign_chains: which chain of the owners table it
+// reaches, and whether kvmnftd's mark accept and marking chain are in
+// place), or why not. Pure.
+import { parseChainRef, refusedChainRef } from '../config/chain-ref.js';
+import type { Config } from '../config/config.js';
 import { modeForwards, type Network } from '../libvirt/model.js';
+import { foreignTargets, targetText, type ForeignTarget } from '../nft/foreign-chains.js';
 import type { Expr, Json } from '../nft/json.js';
 import {
   adminBaseChainOf,
   exprJumpTarget,
   isAdminTable,
   isOwnChain,
+  MARK_FORWARD_CHAIN,
+  MARK_INPUT_CHAIN,
   networkAccepted,
+  OWN_CHAINS,
   ownChainOn,
+  ownTable,
 } from '../nft/ownership.js';
 import { describeRule } from '../nft/render-text.js';
-import type { LiveChain, LiveRule, LiveTable } from '../nft/ruleset.js';
+import { ruleKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from '../nft/ruleset.js';
 import { activeNetworks, liveRuleset, type DoctorFacts, type Finding } from './types.js';
 
 const FAMILIES = new Set(['ip', 'ip6', 'inet', 'bridge']);
@@ -175,6 +185,95 @@ function fixFor(
   return `Accept the guests' traffic in this chain too (kvmnftd's rules live in ${adminKey} only):\n${cmds.map((c) => `  ${c}`).join('\n')}\n${lasting}`;
 }
 
+// ---- does kvmnftd handle the chain? ------------------------------------------
+
+/** Whether kvmnftd lets its accepted traffic through a foreign drop chain, and if not, why. */
+export type Handling =
+  | { kind: 'handled'; via: ForeignTarget }
+  | { kind: 'not-in-place'; via: ForeignTarget; missing: string }
+  | { kind: 'report'; via: ForeignTarget | undefined }
+  | { kind: 'not-an-entry' }
+  | { kind: 'never'; why: string };
+
+/** The chain and the chains it jumps to in its table (a few levels deep). */
+function reachable(table: LiveTable, chain: LiveChain, depth = 0, seen = new Set<string>()): string[] {
+  if (depth > MAX_DEPTH || seen.has(chain.name)) return [];
+  seen.add(chain.name);
+  const out = [chain.name];
+  for (const rule of chain.rules) {
+    const v = verdictOf(rule);
+    const target = typeof v === 'object' ? table.chains.get(v.jump) : undefined;
+    if (target) out.push(...reachable(table, target, depth + 1, seen));
+  }
+  return out;
+}
+
+export function handling(live: Ruleset, table: LiveTable, chain: LiveChain, config: Config): Handling {
+  const family = table.family;
+  const ref = parseChainRef(`${family} ${table.name} ${chain.name}`);
+  if (!ref)
+    return { kind: 'never', why: 'kvmnftd writes only into ip, ip6 and inet tables, chains named as nft names' };
+  const why = refusedChainRef(ref, {
+    natTable: config.nat.table,
+    ownChains: OWN_CHAINS,
+    admin: { family: config.filter.family, table: config.filter.table, chains: [] },
+  });
+  if (why !== undefined) return { kind: 'never', why };
+  const names = reachable(table, chain);
+  const via = foreignTargets(config).find(
+    (t) => t.family === family && t.table === table.name && names.includes(t.chain),
+  );
+  if (config.filter.foreignChains === 'report') return { kind: 'report', via };
+  if (!via) return { kind: 'not-an-entry' };
+  const marking = ownTable(live, config)?.chains.get(chain.hook === 'input' ? MARK_INPUT_CHAIN : MARK_FORWARD_CHAIN);
+  const target = table.chains.get(via.chain);
+  const ruleInPlace = target?.rules.some((r) => ruleKey(r) === ruleKey(via.rule)) ?? false;
+  const missing = [
+    ...(ruleInPlace ? [] : [`its mark accept in ${targetText(via)}`]),
+    ...(marking
+      ? []
+      : [
+          `its marking chain inet ${config.nat.table} ${chain.hook === 'input' ? MARK_INPUT_CHAIN : MARK_FORWARD_CHAIN}`,
+        ]),
+  ];
+  return missing.length === 0
+    ? { kind: 'handled', via }
+    : { kind: 'not-in-place', via, missing: missing.join(' and ') };
+}
+
+/** The finding's handling line (evidence) and what to do about it, per kind. */
+function handlingText(h: Handling, table: LiveTable, chain: LiveChain, manual: string): { seen: string; fix: string } {
+  const ref = `"${table.family} ${table.name} ${chain.name}"`;
+  switch (h.kind) {
+    case 'handled':
+      return {
+        seen: `handled by kvmnftd (filter.foreign_chains = "accept"): ${h.via.owner} chain ${targetText(h.via)} holds its mark accept, and its marking chain is in place`,
+        fix: 'Nothing to do: kvmnftd puts its mark accept back whenever the owner rebuilds the chain.',
+      };
+    case 'not-in-place':
+      return {
+        seen: `kvmnftd handles it through ${h.via.owner} chain ${targetText(h.via)}, but ${h.missing} is not in place`,
+        fix: 'Start the daemon (systemctl start kvmnftd) or run kvmnftd apply; kvmnftd status says what else is pending.',
+      };
+    case 'report':
+      return {
+        seen: `not handled: filter.foreign_chains = "report"${h.via ? ` (kvmnftd would write into ${targetText(h.via)})` : ''}`,
+        fix: h.via
+          ? `Set filter.foreign_chains = "accept" in kvmnftd.toml, or ${lower(manual)}`
+          : `List it in filter.foreign_chains_extra = [${ref}] with filter.foreign_chains = "accept", or ${lower(manual)}`,
+      };
+    case 'not-an-entry':
+      return {
+        seen: "not handled: no chain kvmnftd knows (Docker's DOCKER-USER, ufw's ufw-before-*) is reached from it",
+        fix: `Let kvmnftd write its one mark accept there: filter.foreign_chains_extra = [${ref}] in kvmnftd.toml. Or ${lower(manual)}`,
+      };
+    case 'never':
+      return { seen: `not handled, never: ${h.why}`, fix: manual };
+  }
+}
+
+const lower = (s: string): string => s.charAt(0).toLowerCase() + s.slice(1);
+
 export function checkDropChains(facts: DoctorFacts): Finding[] {
   const live = liveRuleset(facts);
   if (!live) return [];
@@ -207,11 +306,19 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
       const o = owner(table, chain);
       const adminKey = `${config.filter.family} ${config.filter.table}`;
       const names = affected.map((n) => `${n.name} (${n.bridge})`).join(', ');
+      const h = handling(live, table, chain, config);
+      const how2 = handlingText(h, table, chain, fixFor(table, chain, hook, affected, o, adminKey));
+      const what = `${hook === 'input' ? 'DHCP/DNS requests' : 'forwarded traffic'} of network${affected.length > 1 ? 's' : ''} ${names}`;
+      const where = `table ${table.family} ${table.name} chain ${chain.name} (hook ${hook}, priority ${chain.prio ?? 0})`;
       findings.push({
         id: 'foreign-drop-chain',
-        severity: 'error',
-        title: `table ${table.family} ${table.name} chain ${chain.name} (hook ${hook}, priority ${chain.prio ?? 0}) drops ${hook === 'input' ? 'DHCP/DNS requests' : 'forwarded traffic'} of network${affected.length > 1 ? 's' : ''} ${names}: kvmnftd's accepts in ${adminKey} do not count there`,
+        severity: h.kind === 'handled' ? 'info' : 'error',
+        title:
+          h.kind === 'handled'
+            ? `${where} would drop ${what}: kvmnftd lets them through (mark accept in ${targetText(h.via)})`
+            : `${where} drops ${what}: kvmnftd's accepts in ${adminKey} do not count there`,
         evidence: [
+          how2.seen,
           `table ${table.family} ${table.name}, chain ${chain.name}: type ${chain.type ?? 'filter'} hook ${hook} priority ${chain.prio ?? 0}; ${how}`,
           `no rule there (or in a chain it jumps to) accepts traffic ${hook === 'input' ? 'in from' : 'in from and out to'} ${affected.map((n) => n.bridge).join(', ')}`,
           `looks like: ${o.who}`,
@@ -219,7 +326,7 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
             ? ['bridged guest-to-guest frames cross this hook (bridge family or br_netfilter)']
             : []),
         ],
-        fix: fixFor(table, chain, hook, affected, o, adminKey),
+        fix: how2.fix,
         networks: affected.map((n) => n.name),
       });
     }

@@ -38,6 +38,7 @@ import {
 } from '../helpers/network-arbitraries.js';
 
 const ADMIN_FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'admin-ruleset.nft');
+const fixturePath = (name: string): string => join(import.meta.dirname, '..', 'fixtures', name);
 const NFT_ROOT = process.env['KVMNFTD_TEST_NFT_ROOT'] ?? '';
 const MIN_NETWORKS = 300;
 const BATCHES = 60;
@@ -127,6 +128,8 @@ beforeAll(async () => {
   copyFileSync(ADMIN_FIXTURE, adminFile);
   await runOk('ip', ['netns', 'add', ns]);
   nsCreated = true;
+  // libvirt 11's captured rules (the foreign golden cases' live.json) match virbr0 by index.
+  await runOk('ip', ['-n', ns, 'link', 'add', 'virbr0', 'type', 'bridge']);
   nftVersion = (await nft(['--version'])).trim();
   await nft(['-f', inRoot(adminFile)]);
   const listed = JSON.parse(await nft(['-j', 'list', 'ruleset'])) as Parameters<typeof loadable>[0];
@@ -254,6 +257,53 @@ describe('apply, read back, plan again: nothing to do', () => {
     );
     expect(sampled, 'too few networks sampled: raise BATCHES').toBeGreaterThanOrEqual(MIN_NETWORKS);
   }, 300_000);
+
+  // Docker's and ufw's chains as iptables-nft itself creates them (the real
+  // iptables-nft-restore of ufw 0.36.2's rules, then Docker 20.10's beside
+  // them): the marking chains and the mark accepts converge like the rest,
+  // and removal leaves iptables-nft-save's view of those tables as it was.
+  it('with Docker and ufw chains made by iptables-nft (mark accepts, marking chains)', async () => {
+    const iptables = async (bin: string, args: string[]): Promise<string> =>
+      (await runOk('ip', ['netns', 'exec', ns, bin, ...args])).stdout;
+    const saved = async (): Promise<string> =>
+      [await iptables('iptables-nft-save', []), await iptables('ip6tables-nft-save', [])]
+        .join('')
+        .split('\n')
+        .filter((l) => !l.startsWith('#'))
+        .map((l) => l.replace(/\[\d+:\d+\]$/, ''))
+        .join('\n');
+    let runs = 0;
+    await fc.assert(
+      fc.asyncProperty(networkBatchArb(1, 6), async (nets) => {
+        runs++;
+        await applyBatch({ nftables: adminCommands } as Batch);
+        await iptables('iptables-nft-restore', [fixturePath('ufw-0.36.2.rules')]);
+        await iptables('ip6tables-nft-restore', [fixturePath('ufw-0.36.2.rules6')]);
+        await iptables('iptables-nft-restore', ['--noflush', fixturePath('docker-20.10.rules')]);
+        const before = await saved();
+        const config = configFromObject({}, 'convergence.toml');
+        const inputs = nets.map((n) => parseNetworkXml(n.xml, n.origin));
+        const first = plan(inputs, config, await readRuleset());
+        await checkText('', first.batch);
+        await applyBatch(first.batch);
+        const after = await readRuleset();
+        const second = plan(inputs, config, after);
+        expect(renderBatch(second.batch.nftables), 'not converged with foreign chains').toBe('');
+        if (first.desired.forward.length > 0)
+          expect(second.foreign.handled.map((h) => `${h.family} ${h.chain}`)).toEqual([
+            'ip DOCKER-USER',
+            'ip ufw-before-forward',
+            'ip ufw-before-input',
+            'ip6 ufw6-before-forward',
+            'ip6 ufw6-before-input',
+          ]);
+        await applyBatch(plan([], config, after).batch);
+        expect(await saved(), 'kvmnftd remove left iptables-nft-save different').toBe(before);
+      }),
+      { seed, numRuns: 12, endOnFailure: false },
+    );
+    expect(runs).toBe(12);
+  }, 120_000);
 
   // The golden cases (test/golden/<case>/) against their own live ruleset as
   // far as nft can load it: libvirt's iptables-nft rules (`xt` statements)

@@ -152,6 +152,11 @@ restore_libvirt_rules = false
     ['[filter]\nforeign_chains_extra = ["ip6 crowdsec6 crowdsec6-chain"]\n', 'filter.foreign_chains_extra', 'a ban'],
     ['[filter]\nforeign_chains_extra = ["inet sshguard blacklist"]\n', 'filter.foreign_chains_extra', 'a ban'],
     ['[filter]\nforeign_chains_extra = ["ip libvirt_network guest_input"]\n', 'filter.foreign_chains_extra', 'libvirt'],
+    [
+      '[filter]\nforeign_chains_extra = ["ip docker-bridges filter-FORWARD"]\n',
+      'filter.foreign_chains_extra',
+      'Docker',
+    ],
     ['[filter]\nforeign_chains_extra = ["ip filter LIBVIRT_FWI"]\n', 'filter.foreign_chains_extra', 'libvirt'],
     [
       '[filter]\nforeign_chains_extra = ["inet firewalld filter_FORWARD"]\n',

@@ -20,7 +20,9 @@ import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { Expr } from '../../src/nft/json.js';
 import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
 import { fixture } from '../helpers/cli.js';
-import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { plan } from '../../src/nft/plan.js';
+import { LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
 
 // ---- builders -------------------------------------------------------------
 
@@ -118,6 +120,11 @@ function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()
   };
 }
 
+const withForeign = (filter: Partial<Config['filter']>): Config => {
+  const c = defaultConfig();
+  return { ...c, filter: { ...c.filter, ...filter } };
+};
+
 const withLive = (live: Ruleset, planned = 0): Partial<DoctorFacts> => ({
   ruleset: { live, plannedCommands: planned },
 });
@@ -135,6 +142,7 @@ describe('foreign-drop-chain', () => {
     expect(f!.title).toContain('default (virbr0)');
     expect(f!.evidence.join('\n')).toContain('policy drop');
     expect(f!.fix).toContain('nft insert rule ip extra in iifname "virbr0" udp dport { 53, 67, 547 } accept');
+    expect(f!.fix).toContain('filter.foreign_chains_extra = ["ip extra in"]');
   });
 
   it('ignores the admin chain kvmnftd jumps from, accepting chains and other hooks', () => {
@@ -170,7 +178,7 @@ describe('foreign-drop-chain', () => {
     expect(f!.fix).toContain('nft insert rule ip docker-bridges filter-FORWARD iifname "virbr0" accept');
   });
 
-  it('finds an iptables-nft FORWARD policy DROP (Docker) and says to use DOCKER-USER', () => {
+  it('finds an iptables-nft FORWARD policy DROP (Docker): handled through DOCKER-USER, once kvmnftd applied', () => {
     const live = iptablesForwardDrop(
       [
         [counter, jump('DOCKER-USER')],
@@ -180,9 +188,54 @@ describe('foreign-drop-chain', () => {
     );
     const [f] = checkDropChains(facts(withLive(live)));
     expect(f!.title).toContain('table ip filter chain FORWARD (hook forward, priority 0)');
-    expect(f!.evidence.join('\n')).toContain('Docker, through iptables-nft');
-    expect(f!.fix).toContain('iptables -I DOCKER-USER -i virbr0 -j ACCEPT');
-    expect(f!.fix).toContain('iptables -I DOCKER-USER -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+    expect(f!.severity).toBe('error');
+    const seen = f!.evidence.join('\n');
+    expect(seen).toContain('Docker, through iptables-nft');
+    expect(seen).toContain(
+      'kvmnftd handles it through docker chain ip filter DOCKER-USER, but its mark accept in ip filter DOCKER-USER ' +
+        'and its marking chain inet kvmnftd mark_forward is not in place',
+    );
+    expect(f!.fix).toContain('kvmnftd apply');
+    // With foreign_chains = "report": the manual accepts in DOCKER-USER, or the key to set.
+    const report = withForeign({ foreignChains: 'report' });
+    const [r] = checkDropChains(facts(withLive(live), report));
+    expect(r!.evidence.join('\n')).toContain(
+      'not handled: filter.foreign_chains = "report" (kvmnftd would write into ip filter DOCKER-USER)',
+    );
+    expect(r!.fix).toContain('Set filter.foreign_chains = "accept"');
+    expect(r!.fix).toContain('iptables -I DOCKER-USER -i virbr0 -j ACCEPT');
+    expect(r!.fix).toContain('iptables -I DOCKER-USER -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+  });
+
+  it.each(['foreign-docker', 'foreign-ufw'])('%s after kvmnftd applied: every drop chain handled (info)', (name) => {
+    const c = loadCase(name);
+    const before = checkDropChains(facts({ ...withLive(c.live), libvirt: { networks: c.inputs } }));
+    expect(before.length).toBeGreaterThan(0);
+    expect(before.every((f) => f.severity === 'error')).toBe(true);
+    const live = applyBatch(c.live, plan(c.inputs, c.config, c.live).batch);
+    const after = checkDropChains(facts({ ...withLive(live), libvirt: { networks: c.inputs } }));
+    expect(after.map((f) => f.title.split(' (hook')[0])).toEqual(before.map((f) => f.title.split(' (hook')[0]));
+    for (const f of after) {
+      expect(f.severity, f.title).toBe('info');
+      expect(f.title).toMatch(
+        /would drop .*: kvmnftd lets them through \(mark accept in ip6? filter (DOCKER-USER|ufw6?-before-(input|forward))\)/,
+      );
+      expect(f.evidence[0]).toMatch(/^handled by kvmnftd/);
+    }
+  });
+
+  it('names what to list in filter.foreign_chains_extra for a chain of no known owner, and never a ban table', () => {
+    const live = besideAdmin('ip', 'extra', { name: 'in', hook: 'input', policy: 'drop' });
+    const [f] = checkDropChains(facts(withLive(live)));
+    expect(f!.evidence.join('\n')).toContain('not handled: no chain kvmnftd knows');
+    expect(f!.fix).toContain('filter.foreign_chains_extra = ["ip extra in"]');
+    const ban = besideAdmin('inet', 'f2b-table', { name: 'f2b-chain', hook: 'input', policy: 'drop' });
+    const [b] = checkDropChains(facts(withLive(ban)));
+    expect(b!.evidence.join('\n')).toContain("not handled, never: it is fail2ban's table: a ban must stay a ban");
+    expect(b!.fix).not.toContain('foreign_chains_extra');
+    const bridge = besideAdmin('bridge', 'br', { name: 'f', hook: 'forward', policy: 'drop' });
+    const brnf = facts({ ...withLive(bridge), libvirt: { networks: [ISOLATED] } });
+    expect(checkDropChains(brnf)[0]!.evidence.join('\n')).toContain('kvmnftd writes only into ip, ip6 and inet');
   });
 
   it("counts libvirt's own accepts one jump deep (iptables backend under a FORWARD policy DROP)", () => {
