@@ -4,7 +4,7 @@
  * ufw (test/lab/ufw.ts) inside the libvirt lab's namespaces, on Debian 12
  * (libvirt 9, iptables backend) and Debian 13 (libvirt 11, both backends;
  * test/lab/trixie-root.sh), each with Docker's FORWARD DROP, with ufw, and
- * with both: nine cases, each in a fresh lab.
+ * with both: nine cases, each in a fresh lab (independent: a FAIL is that case's own).
  *
  * The problem (column "without"): Docker's `iptables -P FORWARD DROP` and
  * ufw's DEFAULT_FORWARD_POLICY="DROP" are a base chain `FORWARD` in
@@ -227,6 +227,15 @@ const CASES: Array<[PlatformId, Firewalls]> = (['deb12', 'deb13-iptables', 'deb1
   (['docker', 'ufw', 'docker+ufw'] as const).map((fw): [PlatformId, Firewalls] => [p, fw]),
 );
 
+/**
+ * kvmnftd's config in the matrix: `foreign_chains` as the step needs it, and
+ * `forwarding.manage_ipv4 = false`: the test itself sets ip_forward to 0 before
+ * it (re)starts dockerd, so that Docker sets FORWARD DROP; kvmnftd switching it
+ * back on in between (any pass does, by default) would race with dockerd.
+ */
+const config = (mode: 'accept' | 'report'): string =>
+  `[filter]\nforeign_chains = "${mode}"\n[forwarding]\nmanage_ipv4 = false\n`;
+
 describe.each(CASES)('%s with %s', (platformId, firewalls) => {
   const platform = PLATFORMS[platformId];
   const caseId = `${platformId} ${firewalls}`;
@@ -249,57 +258,14 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
   const repairs: string[] = [];
   /** Verdicts with the feature off (foreign_chains = "report"). */
   const without = { out: undefined as string | undefined, containerPort: false, save: { v4: '', v6: '' } };
-  /** Wall time of the case's phases (ms): lab + setup, checks, teardown. */
   const phases: Record<string, number> = {};
 
-  /** A check of the matrix: one test, its cell set to ok or FAIL; every check also runs iptables-nft-save. */
-  const check = (name: Check, fn: () => Promise<void>, timeoutMs = 60_000): void => {
-    it(
-      name,
-      async () => {
-        try {
-          await fn();
-          const s = await iptablesSave(f.lab);
-          saveWarnings.push(...s.warnings.map((w) => `${name}: ${w}`));
-          cell(caseId, name, 'ok');
-        } catch (e) {
-          cell(caseId, name, 'FAIL');
-          throw e;
-        }
-      },
-      timeoutMs,
-    );
-  };
-
   const setMode = async (mode: 'accept' | 'report'): Promise<void> => {
-    f.writeConfig(`[filter]\nforeign_chains = "${mode}"\n`);
+    f.writeConfig(config(mode));
     const r = await f.cli('reload');
     expect(r.exitCode, r.stderr).toBe(0);
     await f.converged();
   };
-
-  /** After an owner rebuilt its chains: ms until kvmnftd's mark accepts are in `chains` again, and guests get out. */
-  const repaired = async (what: string, chains: string[]): Promise<void> => {
-    const t = Date.now();
-    await waitUntil(
-      `kvmnftd's mark accept back in ${chains.join(', ')} after ${what}`,
-      REPAIR_MS,
-      async () => {
-        const have = markAccepts(await iptablesSave(f.lab));
-        return chains.every((c) => have.includes(c));
-      },
-      { intervalMs: 20 },
-    );
-    const ms = Date.now() - t;
-    repairs.push(`${what} ${ms} ms`);
-    await f.converged();
-    expect(await guestOut(f.lab, REPAIR_MS)).toBe(HOST_WAN_ADDR);
-  };
-
-  const ourChains = (): string[] => [
-    ...(withDocker ? ['ip DOCKER-USER'] : []),
-    ...(withUfw ? ['ip ufw-before-forward', 'ip ufw-before-input'] : []),
-  ];
 
   beforeAll(async () => {
     const lab = f.lab;
@@ -312,7 +278,7 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
     // The wan may try to reach both subnets (it has no route to them by default).
     for (const net of ['192.168.122.0/24', '10.77.1.0/24'])
       await lab.inWan('ip', ['route', 'add', net, 'via', HOST_WAN_ADDR]);
-    f.writeConfig('[filter]\nforeign_chains = "report"\n');
+    f.writeConfig(config('report'));
     await f.startDaemon('auto');
     await f.converged();
     // Wiring controls, before any foreign firewall: what the checks below deny must be the firewall's doing.
@@ -334,10 +300,51 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
       `${caseId}: ${Object.entries(phases)
         .map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`)
         .join(', ')}` +
-        `${docker ? `, dockerd ${docker.version} (br_netfilter ${c?.brNetfilter ?? '?'})` : ''}` +
-        `${repairs.length > 0 ? `, mark accept back after: ${repairs.join(', ')}` : ''}`,
+        `${docker ? `; dockerd ${docker.version}, br_netfilter ${c?.brNetfilter ?? '?'}` : ''}` +
+        `${repairs.length > 0 ? `; mark accept back after: ${repairs.join(', ')}` : ''}`,
     );
   }, 60_000);
+
+  /** A check of the matrix: one test, its cell set to ok or FAIL; every check also runs iptables-nft-save. */
+  const check = (name: Check, fn: () => Promise<void>, timeoutMs = 60_000): void => {
+    it(
+      name,
+      async () => {
+        try {
+          await fn();
+          const s = await iptablesSave(f.lab);
+          saveWarnings.push(...s.warnings.map((w) => `${name}: ${w}`));
+          cell(caseId, name, 'ok');
+        } catch (e) {
+          cell(caseId, name, 'FAIL');
+          throw e;
+        }
+      },
+      timeoutMs,
+    );
+  };
+
+  /** After an owner rebuilt its chains: kvmnftd's mark accepts are back in `chains` (timed), and guests get out. */
+  const repaired = async (what: string, chains: string[]): Promise<void> => {
+    const t = Date.now();
+    await waitUntil(
+      `kvmnftd's mark accept back in ${chains.join(', ')} after ${what}`,
+      REPAIR_MS,
+      async () => {
+        const have = markAccepts(await iptablesSave(f.lab));
+        return chains.every((c) => have.includes(c));
+      },
+      { intervalMs: 20 },
+    );
+    repairs.push(`${what} ${Date.now() - t} ms`);
+    await f.converged();
+    expect(await guestOut(f.lab, REPAIR_MS)).toBe(HOST_WAN_ADDR);
+  };
+
+  const ourChains = (): string[] => [
+    ...(withDocker ? ['ip DOCKER-USER'] : []),
+    ...(withUfw ? ['ip ufw-before-forward', 'ip ufw-before-input'] : []),
+  ];
 
   check('drop policy', async () => {
     const lab = f.lab;
@@ -347,12 +354,15 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
       ctr = await docker.addContainer('ctr0', '172.17.0.2');
     }
     // Before the first guest packet of the checks: otherwise they prove nothing.
-    const s = await forwardState(lab);
-    expect(s.policy, s.text).toBe('DROP');
-    expect(s.dockerUser).toBe(withDocker);
-    if (withUfw) expect((await lab.exec('iptables-nft', ['-S', 'INPUT'])).stdout).toMatch(/^-P INPUT DROP$/m);
+    const st = await forwardState(lab);
+    expect(st.policy, st.text).toBe('DROP');
+    expect(st.dockerUser).toBe(withDocker);
+    const all = (await lab.exec('iptables-nft', ['-S'])).stdout;
+    expect(/^-N ufw-before-forward$/m.test(all)).toBe(withUfw);
+    if (withUfw) expect(all).toMatch(/^-P INPUT DROP$/m);
     // br_netfilter: bridged frames pass iptables' FORWARD (Docker loads it; built in here).
-    expect((await lab.exec('busybox', ['sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim()).toBe('1');
+    const brNf = await lab.exec('busybox', ['sysctl', '-n', 'net.bridge.bridge-nf-call-iptables']);
+    expect(brNf.stdout.trim()).toBe('1');
   });
 
   check('without: as libvirt alone', async () => {

@@ -26,13 +26,16 @@
  * DOCKER-USER chain exists: without that, a test with Docker proves nothing.
  *
  * br_netfilter acts on the whole machine: dispose() unloads it only if it was
- * not loaded before the first dockerd started and is loaded now (a stock
- * kernel: dockerd loads it with modprobe). On a kernel with br_netfilter built
- * in (this machine: CONFIG_BRIDGE_NETFILTER=y, no module support) it is always
- * there and nothing is unloaded; brNetfilter says which case applied.
+ * not loaded before the first lab dockerd (of any test process) started, is
+ * loaded now (a stock kernel: dockerd loads it with modprobe) and no other
+ * lab dockerd is still in use (brNfRegister). On a kernel with br_netfilter
+ * built in (this machine: CONFIG_BRIDGE_NETFILTER=y, no module support) it is
+ * always there and nothing is unloaded; DockerCleanup.brNetfilter says which
+ * case applied.
  */
 import { request } from 'node:http';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,9 +67,74 @@ const BR_NF_SYSCTL = '/proc/sys/net/bridge/bridge-nf-call-iptables';
 
 export type BrNetfilter =
   | 'built into the kernel (nothing to unload)'
-  | 'loaded before dockerd (left loaded)'
-  | 'loaded by dockerd (unloaded)'
+  | 'loaded before the first lab dockerd (left loaded)'
+  | 'loaded by a lab dockerd (unloaded)'
+  | 'loaded by a lab dockerd (another test still uses it)'
   | 'not loaded';
+
+/**
+ * br_netfilter bookkeeping shared by every test process on the machine (test
+ * files run in parallel, and each may run a dockerd): one file per Dockerd in
+ * use, and the state found when the first of them registered. The last one to
+ * leave unloads the module if it was not loaded then and is loaded now.
+ */
+const BR_NF_DIR = join(tmpdir(), 'kvmnftd-test-br_netfilter');
+const BR_NF_STATE = join(BR_NF_DIR, 'state');
+let brNfTokens = 0;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Registered users whose process still runs (the files of dead ones are removed). */
+function brNfUsers(): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(BR_NF_DIR);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => {
+    const m = /^user-(\d+)-\d+$/.exec(n);
+    if (!m) return false;
+    if (pidAlive(Number(m[1]))) return true;
+    rmSync(join(BR_NF_DIR, n), { force: true });
+    return false;
+  });
+}
+
+function brNfRegister(): { token: string; loadedBefore: boolean } {
+  mkdirSync(BR_NF_DIR, { recursive: true });
+  if (brNfUsers().length === 0) rmSync(BR_NF_STATE, { force: true }); // left by a run that died
+  try {
+    writeFileSync(BR_NF_STATE, existsSync(BR_NF_SYSCTL) ? 'loaded\n' : 'not loaded\n', { flag: 'wx' });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const token = `user-${process.pid}-${++brNfTokens}`;
+  writeFileSync(join(BR_NF_DIR, token), '');
+  return { token, loadedBefore: readFileSync(BR_NF_STATE, 'utf8').trim() === 'loaded' };
+}
+
+async function brNfRelease(token: string, loadedBefore: boolean): Promise<BrNetfilter> {
+  rmSync(join(BR_NF_DIR, token), { force: true });
+  if (loadedBefore) {
+    // A module has /sys/module/NAME/initstate; a built-in one has none (or no directory at all).
+    return existsSync('/sys/module/br_netfilter/initstate')
+      ? 'loaded before the first lab dockerd (left loaded)'
+      : 'built into the kernel (nothing to unload)';
+  }
+  if (!existsSync(BR_NF_SYSCTL)) return 'not loaded';
+  if (brNfUsers().length > 0) return 'loaded by a lab dockerd (another test still uses it)';
+  rmSync(BR_NF_STATE, { force: true });
+  await execa('rmmod', ['br_netfilter']);
+  return 'loaded by a lab dockerd (unloaded)';
+}
 
 export interface ForwardState {
   /** `-P FORWARD ...` of iptables-nft's ip filter FORWARD (undefined: no such chain). */
@@ -140,7 +208,7 @@ export class Dockerd {
   private dockerdPid: number | undefined;
   /** Resolves when the reaper exits: dockerd and everything it started are gone. */
   private exited: Promise<void> = Promise.resolve();
-  private readonly brNfBefore = existsSync(BR_NF_SYSCTL);
+  private readonly brNf = brNfRegister();
   private readonly containers: Container[] = [];
   private disposed = false;
 
@@ -273,7 +341,7 @@ export class Dockerd {
    */
   async dispose(): Promise<DockerCleanup> {
     const errors: string[] = [];
-    if (this.disposed) return { brNetfilter: this.brNfState(false), errors };
+    if (this.disposed) return { brNetfilter: 'not loaded', errors };
     this.disposed = true;
     const step = async (what: string, fn: () => Promise<unknown>) => {
       try {
@@ -301,23 +369,11 @@ export class Dockerd {
     });
     await step('remove dockerd state', () => lab.exec('rm', ['-rf', '--one-file-system', DOCKER_PATHS.base]));
     for (const d of PRIVATE_DIRS) await step(`release ${d}`, () => lab.releaseDir(d));
-    let unloaded = false;
-    if (!this.brNfBefore && existsSync(BR_NF_SYSCTL)) {
-      await step('rmmod br_netfilter', async () => {
-        await execa('rmmod', ['br_netfilter']);
-        unloaded = true;
-      });
-    }
-    return { brNetfilter: this.brNfState(unloaded), errors };
-  }
-
-  private brNfState(unloaded: boolean): BrNetfilter {
-    if (unloaded) return 'loaded by dockerd (unloaded)';
-    if (!this.brNfBefore) return 'not loaded';
-    // A module has /sys/module/NAME/initstate; a built-in one has none (or no directory at all).
-    return existsSync('/sys/module/br_netfilter/initstate')
-      ? 'loaded before dockerd (left loaded)'
-      : 'built into the kernel (nothing to unload)';
+    let brNetfilter: BrNetfilter = 'not loaded';
+    await step('br_netfilter', async () => {
+      brNetfilter = await brNfRelease(this.brNf.token, this.brNf.loadedBefore);
+    });
+    return { brNetfilter, errors };
   }
 }
 
