@@ -68,6 +68,7 @@ if [[ ${1:-} == __inner ]]; then
   install -Dm644 packaging/completion/kvmnftd.bash "$S/usr/share/bash-completion/completions/kvmnftd"
   install -Dm644 packaging/completion/_kvmnftd "$S/usr/share/zsh/vendor-completions/_kvmnftd"
   sed -e "s/@VERSION@/$VERSION/" -e "s/@DIST@/$DIST/" packaging/deb/changelog.in | gzip -9n >"$S/usr/share/doc/kvmnftd/changelog.Debian.gz"
+  sed -e "s/@VERSION@/$VERSION/" -e "s/@DIST@/$DIST/" packaging/deb/NEWS.Debian.in | gzip -9n >"$S/usr/share/doc/kvmnftd/NEWS.Debian.gz"
   modules=$(for pj in "$L"/*/package.json "$L"/@*/*/package.json; do
     [[ -f $pj ]] || continue
     node -e 'const p = require(process.argv[1]); const l = typeof p.license === "string" ? p.license : (p.license && p.license.type) || "see its LICENSE file";

@@ -225,16 +225,13 @@ export function handling(live: Ruleset, table: LiveTable, chain: LiveChain, conf
   );
   if (config.filter.foreignChains === 'report') return { kind: 'report', via };
   if (!via) return { kind: 'not-an-entry' };
-  const marking = ownTable(live, config)?.chains.get(chain.hook === 'input' ? MARK_INPUT_CHAIN : MARK_FORWARD_CHAIN);
+  const markChain = chain.hook === 'input' ? MARK_INPUT_CHAIN : MARK_FORWARD_CHAIN;
+  const marking = ownTable(live, config)?.chains.get(markChain);
   const target = table.chains.get(via.chain);
   const ruleInPlace = target?.rules.some((r) => ruleKey(r) === ruleKey(via.rule)) ?? false;
   const missing = [
     ...(ruleInPlace ? [] : [`its mark accept in ${targetText(via)}`]),
-    ...(marking
-      ? []
-      : [
-          `its marking chain inet ${config.nat.table} ${chain.hook === 'input' ? MARK_INPUT_CHAIN : MARK_FORWARD_CHAIN}`,
-        ]),
+    ...(marking ? [] : [`its marking chain inet ${config.nat.table} ${markChain}`]),
   ];
   return missing.length === 0
     ? { kind: 'handled', via }
@@ -247,25 +244,34 @@ function handlingText(h: Handling, table: LiveTable, chain: LiveChain, manual: s
   switch (h.kind) {
     case 'handled':
       return {
-        seen: `handled by kvmnftd (filter.foreign_chains = "accept"): ${h.via.owner} chain ${targetText(h.via)} holds its mark accept, and its marking chain is in place`,
+        seen:
+          `handled by kvmnftd (filter.foreign_chains = "accept"): ${h.via.owner} chain ${targetText(h.via)} ` +
+          'holds its mark accept, and its marking chain is in place',
         fix: 'Nothing to do: kvmnftd puts its mark accept back whenever the owner rebuilds the chain.',
       };
     case 'not-in-place':
       return {
         seen: `kvmnftd handles it through ${h.via.owner} chain ${targetText(h.via)}, but ${h.missing} is not in place`,
-        fix: 'Start the daemon (systemctl start kvmnftd) or run kvmnftd apply; kvmnftd status says what else is pending.',
+        fix:
+          'Start the daemon (systemctl start kvmnftd) or run kvmnftd apply; ' +
+          'kvmnftd status says what else is pending.',
       };
     case 'report':
       return {
-        seen: `not handled: filter.foreign_chains = "report"${h.via ? ` (kvmnftd would write into ${targetText(h.via)})` : ''}`,
+        seen:
+          'not handled: filter.foreign_chains = "report"' +
+          (h.via ? ` (kvmnftd would write into ${targetText(h.via)})` : ''),
         fix: h.via
           ? `Set filter.foreign_chains = "accept" in kvmnftd.toml, or ${lower(manual)}`
-          : `List it in filter.foreign_chains_extra = [${ref}] with filter.foreign_chains = "accept", or ${lower(manual)}`,
+          : `List it in filter.foreign_chains_extra = [${ref}] with filter.foreign_chains = "accept", ` +
+            `or ${lower(manual)}`,
       };
     case 'not-an-entry':
       return {
         seen: "not handled: no chain kvmnftd knows (Docker's DOCKER-USER, ufw's ufw-before-*) is reached from it",
-        fix: `Let kvmnftd write its one mark accept there: filter.foreign_chains_extra = [${ref}] in kvmnftd.toml. Or ${lower(manual)}`,
+        fix:
+          `Let kvmnftd write its one mark accept there: filter.foreign_chains_extra = [${ref}] in kvmnftd.toml. ` +
+          `Or ${lower(manual)}`,
       };
     case 'never':
       return { seen: `not handled, never: ${h.why}`, fix: manual };
@@ -308,8 +314,10 @@ export function checkDropChains(facts: DoctorFacts): Finding[] {
       const names = affected.map((n) => `${n.name} (${n.bridge})`).join(', ');
       const h = handling(live, table, chain, config);
       const how2 = handlingText(h, table, chain, fixFor(table, chain, hook, affected, o, adminKey));
-      const what = `${hook === 'input' ? 'DHCP/DNS requests' : 'forwarded traffic'} of network${affected.length > 1 ? 's' : ''} ${names}`;
-      const where = `table ${table.family} ${table.name} chain ${chain.name} (hook ${hook}, priority ${chain.prio ?? 0})`;
+      const traffic = hook === 'input' ? 'DHCP/DNS requests' : 'forwarded traffic';
+      const what = `${traffic} of network${affected.length > 1 ? 's' : ''} ${names}`;
+      const where =
+        `table ${table.family} ${table.name} chain ${chain.name} ` + `(hook ${hook}, priority ${chain.prio ?? 0})`;
       findings.push({
         id: 'foreign-drop-chain',
         severity: h.kind === 'handled' ? 'info' : 'error',

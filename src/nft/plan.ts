@@ -288,7 +288,9 @@ function planAdminTable(
           : 'only the NAT part is applied';
       notes.push({
         level: 'warn',
-        message: `table ${family} ${name} does not exist: ${applied} (guests behind a drop policy elsewhere stay blocked)`,
+        message:
+          `table ${family} ${name} does not exist: ${applied} ` +
+          '(guests behind a drop policy elsewhere stay blocked)',
       });
     }
     return [];

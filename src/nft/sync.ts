@@ -42,11 +42,12 @@ export async function syncOnce(
   const started = performance.now();
   let live = await nft.readRuleset();
   let result = plan(networks, config, live);
-  const applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
+  let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
   let foreignDegraded: string | undefined;
   if (applied) {
     const outcome = await applyWithRetry(networks, config, nft, { live, plan: result });
     ({ live, plan: result, foreignDegraded } = outcome);
+    applied = outcome.committed;
   }
   const durationMs = Math.round((performance.now() - started) * 10) / 10;
   const messages = [...planMessages(result), ...(await forwardingMessages(result, config))];
@@ -56,17 +57,18 @@ export async function syncOnce(
 /**
  * Applies the plan; on failure re-reads, re-plans and tries once more; when
  * that fails too, applies the plan without the foreign part if that is a
- * different batch (else the failure stands). Returns what was applied last.
+ * different batch (else the failure stands). Returns the plan applied last,
+ * and whether a transaction was committed (a re-plan may find nothing to do).
  */
 export async function applyWithRetry(
   networks: NetworkParse[],
   config: Config,
   nft: NftRunner,
   first: { live: Ruleset; plan: Plan },
-): Promise<{ live: Ruleset; plan: Plan; foreignDegraded?: string }> {
+): Promise<{ live: Ruleset; plan: Plan; committed: boolean; foreignDegraded?: string }> {
   try {
     await nft.apply(first.plan.batch);
-    return first;
+    return { ...first, committed: true };
   } catch {
     // Planned from a snapshot someone changed since: once more from a fresh read.
   }
@@ -74,8 +76,9 @@ export async function applyWithRetry(
   const again = plan(networks, config, live);
   let failure: unknown;
   try {
-    if (again.batch.nftables.length > 0) await nft.apply(again.batch);
-    return { live, plan: again };
+    const committed = again.batch.nftables.length > 0;
+    if (committed) await nft.apply(again.batch);
+    return { live, plan: again, committed };
   } catch (err) {
     failure = err;
   }
@@ -83,11 +86,13 @@ export async function applyWithRetry(
   const without = plan(networks, config, live, { foreign: false });
   const whole = plan(networks, config, live);
   if (JSON.stringify(without.batch) === JSON.stringify(whole.batch)) throw failure;
-  if (without.batch.nftables.length > 0) await nft.apply(without.batch);
+  const committed = without.batch.nftables.length > 0;
+  if (committed) await nft.apply(without.batch);
   const why = failure instanceof Error ? failure.message : String(failure);
   return {
     live,
     plan: without,
+    committed,
     foreignDegraded: `applied without the mark accepts in ${describeHandled(whole)}: ${why}`,
   };
 }

@@ -30,7 +30,14 @@ const UFW: Step[] = [
   { iptables: 'ufw-0.36.2.rules', family: 4 },
   { iptables: 'ufw-0.36.2.rules6', family: 6 },
 ];
-const OTHER_TABLE = 'table inet other {\n  chain forward {\n    type filter hook forward priority 0; policy drop;\n  }\n}\n';
+const OTHER_TABLE = [
+  'table inet other {',
+  '  chain forward {',
+  '    type filter hook forward priority 0; policy drop;',
+  '  }',
+  '}',
+  '',
+].join('\n');
 
 const RECIPES: Record<string, Step[]> = {
   'foreign-docker': [DOCKER],

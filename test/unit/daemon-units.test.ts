@@ -22,9 +22,11 @@ import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { NftRunner } from '../../src/nft/nft-runner.js';
 import { plan } from '../../src/nft/plan.js';
 import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
-import { planMessages, type syncOnce } from '../../src/nft/sync.js';
+import { applyWithRetry, planMessages, type syncOnce } from '../../src/nft/sync.js';
+import { statusText } from '../../src/daemon/status.js';
+import { NftError } from '../../src/nft/nft-runner.js';
 import { fixture } from '../helpers/cli.js';
-import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+import { LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { cloneRuleset } from '../../src/nft/ruleset.js';
 
@@ -92,14 +94,23 @@ describe('DaemonPass', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function setup(live: Ruleset, config: Config = defaultConfig()) {
+  function setup(live: Ruleset, config: Config = defaultConfig(), syncWith: typeof syncOnce = sync) {
     const state = initialState(config);
     const nft = fakeNft(live);
     const log = memoryLog();
     const changed = vi.fn();
     const announce = vi.fn(() => Promise.resolve({ sent: true as const }));
     const backoff = { baseMs: 1, maxMs: 1 };
-    const pass = new DaemonPass({ state, runtimeDir: dir, nft, log: log.log, changed, announce, sync, backoff });
+    const pass = new DaemonPass({
+      state,
+      runtimeDir: dir,
+      nft,
+      log: log.log,
+      changed,
+      announce,
+      sync: syncWith,
+      backoff,
+    });
     return { state, nft, log, changed, announce, pass };
   }
 
@@ -155,6 +166,52 @@ describe('DaemonPass', () => {
     expect(errors).toEqual([undefined, 'libvirt: connection reset', undefined]);
     expect(log.warn()).toEqual(['reconcile failed: libvirt: connection reset (retrying with back-off)']);
     expect(log.info()).toContain('reconcile succeeded again after 1 failed attempts');
+    await pass.stop();
+  });
+
+  it('a plan applied without its foreign part: degraded with the reason, one warning, whole again next pass', async () => {
+    // DOCKER-USER vanishes between every read and commit while `flapping` (Docker re-creating it).
+    const retrying: typeof syncOnce = async (networks, config, runner) => {
+      const live = await runner.readRuleset();
+      const first = plan(networks, config, live);
+      const applied = first.batch.nftables.length > 0;
+      const out = applied
+        ? await applyWithRetry(networks, config, runner, { live, plan: first })
+        : { live, plan: first };
+      const degraded = 'foreignDegraded' in out ? out.foreignDegraded : undefined;
+      return {
+        plan: out.plan,
+        live: out.live,
+        applied,
+        durationMs: 1,
+        messages: planMessages(out.plan),
+        ...(degraded === undefined ? {} : { foreignDegraded: degraded }),
+      };
+    };
+    const { state, nft, log, pass } = setup(loadCase('foreign-docker').live, defaultConfig(), retrying);
+    let flapping = true;
+    const real = nft.apply.bind(nft);
+    nft.apply = (batch) => {
+      if (!flapping || !JSON.stringify(batch).includes('DOCKER-USER')) return real(batch);
+      return Promise.reject(new NftError('nft failed applying the batch: No such file or directory', ''));
+    };
+    state.watch = fakeWatch(() => Promise.resolve([DEFAULT]));
+    state.watchFault = undefined; // connected
+    for (const reason of ['start', 'ruleset changed']) {
+      pass.trigger(reason);
+      await pass.idle();
+    }
+    expect(statusText(state)).toMatch(
+      /^degraded: applied without the mark accepts in ip filter DOCKER-USER: nft failed applying the batch: No such file or directory; 1 network \(default\)/,
+    );
+    expect(log.warn().filter((l) => l.startsWith('degraded:'))).toHaveLength(1);
+    expect(state.passError).toBeUndefined();
+    flapping = false;
+    pass.trigger('periodic check');
+    await pass.idle();
+    expect(state.foreignDegraded).toBeUndefined();
+    expect(statusText(state)).toMatch(/^1 network \(default\)/);
+    expect(plan([DEFAULT], state.config, nft.ruleset).batch.nftables).toEqual([]);
     await pass.stop();
   });
 

@@ -10,7 +10,7 @@ import { marking, markingChains } from '../../src/nft/accept-mark.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { dockerBridges, foreignTables, foreignTargets, presentTargets } from '../../src/nft/foreign-chains.js';
 import type { Batch, RuleSpec } from '../../src/nft/json.js';
-import { ownedOrWrittenTables } from '../../src/nft/monitor-scope.js';
+import { monitorLineReason, monitorScope, ownedOrWrittenTables } from '../../src/nft/monitor-scope.js';
 import { NftError, type NftRunner } from '../../src/nft/nft-runner.js';
 import { isOurMarkAccept, markAcceptBit, markAcceptRule, markAcceptsIn } from '../../src/nft/ownership.js';
 import { plan } from '../../src/nft/plan.js';
@@ -129,6 +129,20 @@ describe('the owners table', () => {
     expect(foreignTables(withConfig({ foreignChainsExtra: ['inet other forward'] }))).toContain('inet other');
     expect(ownedOrWrittenTables(withConfig({ foreignChains: 'report' }))).toEqual(['inet kvmnftd', 'inet filter']);
   });
+
+  it('starts a pass when ufw reload or Docker takes the mark accept out, or creates DOCKER-USER late', () => {
+    const scope = monitorScope(docker.live, ownedOrWrittenTables(config));
+    const event = (op: string, kind: string, body: object): string =>
+      JSON.stringify({ [op]: { [kind]: { family: 'ip', table: 'filter', ...body } } });
+    expect(monitorLineReason(event('delete', 'rule', { chain: 'ufw-before-forward', handle: 7 }), scope)).toBe(
+      'rule in ip filter changed',
+    );
+    expect(monitorLineReason(event('add', 'chain', { name: 'DOCKER-USER', handle: 9 }), scope)).toBe(
+      'chain ip filter DOCKER-USER changed',
+    );
+    const report = monitorScope(docker.live, ownedOrWrittenTables(withConfig({ foreignChains: 'report' })));
+    expect(monitorLineReason(event('add', 'chain', { name: 'DOCKER-USER', handle: 9 }), report)).toBeUndefined();
+  });
 });
 
 describe('the marking chains', () => {
@@ -143,7 +157,7 @@ describe('the marking chains', () => {
     expect(marking(ret, 0x2000)).toBe(ret);
   });
 
-  it('mark exactly what kvmnftd_forward accepts, after clearing the bit, the invalid guard and the Docker bridges', () => {
+  it('mark what kvmnftd_forward accepts, after the cleared bit, the invalid guard and Docker bridges', () => {
     const p = plan(nat, config, docker.live);
     const forward = p.desired.marking.find((c) => c.name === 'mark_forward')!;
     const strip = (rules: RuleSpec[]): string[] =>

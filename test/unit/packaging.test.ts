@@ -114,6 +114,15 @@ describe('packaging', () => {
     );
     expect(readFileSync(P('deb', 'control.in'), 'utf8')).toMatch(/^Recommends: libvirt-dbus$/m);
   });
+
+  it('NEWS.Debian says that the default filter.foreign_chains = "accept" changes what an upgrade does', () => {
+    const news = readFileSync(P('deb', 'NEWS.Debian.in'), 'utf8');
+    expect(news).toMatch(/^kvmnftd \(@VERSION@\) @DIST@; urgency=medium$/m);
+    expect(news).toContain('filter.foreign_chains defaults to "accept"');
+    expect(news).toContain('foreign_chains = "report"');
+    expect(readFileSync(P('deb', 'build.sh'), 'utf8')).toContain('packaging/deb/NEWS.Debian.in');
+    expect(readFileSync(P('deb', 'changelog.in'), 'utf8')).toMatch(/^kvmnftd \(@VERSION@\) @DIST@;[^]*foreign_chains/);
+  });
 });
 
 describe('shell completion is shipped by every way of installing', () => {
