@@ -482,10 +482,9 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
     // The admin's `nft -f` (flush ruleset): every owner's chains are gone; kvmnftd restores its own and libvirt's.
     await lab.nft('-f', ADMIN_RULESET);
     await f.converged();
-    // The owners re-create theirs: ufw reload; dockerd restarted with ip_forward at 0, so that it sets
-    // FORWARD DROP again (it does only when it switches forwarding on itself).
+    // Then the owners re-create theirs, late: ufw reload; dockerd restarted with ip_forward at 0, so
+    // that it sets FORWARD DROP again (it does only when it switches forwarding on itself).
     if (withUfw) await ufw!.reload();
-    await f.converged();
     if (withDocker) await docker!.restart({ forwardingOff: true });
     const s = await forwardState(lab);
     expect(s.policy, s.text).toBe('DROP');
