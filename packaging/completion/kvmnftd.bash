@@ -12,7 +12,7 @@ _kvmnftd() {
         cword=$COMP_CWORD
     fi
 
-    local commands="plan apply remove run reload status doctor help"
+    local commands="plan apply remove run reload status doctor check help"
     local common="--config --log-level --help"
 
     case $prev in
@@ -60,8 +60,9 @@ _kvmnftd() {
         reload) opts="$common" ;;
         status) opts="--json --from-xml $common" ;;
         doctor) opts="--json --from-xml $common" ;;
+        check)  opts="$common" ;;
         help)
-            [[ $cur != -* ]] && COMPREPLY=($(compgen -W "plan apply remove run reload status doctor" -- "$cur"))
+            [[ $cur != -* ]] && COMPREPLY=($(compgen -W "plan apply remove run reload status doctor check" -- "$cur"))
             return ;;
         *) return ;;
     esac

@@ -11,7 +11,8 @@
 # kept but the .deb). Then the release's lintian checks the package.
 #
 # Sources: the work tree as it is, or with KVMNFTD_DEB_FROM=REV (e.g. HEAD)
-# the files of that commit.
+# the files of that commit. `build.sh --source-hash` prints a hash of the work
+# tree's sources (names and contents): test/system caches .debs by it.
 # Output: $KVMNFTD_DEB_OUT (default dist/deb)/kvmnftd_VERSION_amd64.deb and
 # kvmnftd_VERSION_amd64.lintian.txt, VERSION = package.json version + -1+debNN.
 # Needs root (debootstrap, mounts, chroot) and network for Debian and npm.
@@ -116,6 +117,13 @@ fi
 
 # ---------------------------------------------------------------------------
 # Outer part.
+# What a build takes from the repository.
+SOURCES=(package.json package-lock.json tsconfig.json tsconfig.build.json src systemd packaging)
+if [[ ${1:-} == --source-hash ]]; then
+  (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${SOURCES[@]}" | sort -z |
+    xargs -0 sha256sum) | sha256sum | cut -c1-16
+  exit 0
+fi
 [[ $(id -u) -eq 0 ]] || { echo "build.sh: must run as root (debootstrap, mounts, chroot)" >&2; exit 1; }
 RELEASES=("$@")
 ((${#RELEASES[@]} > 0)) || RELEASES=(bookworm trixie)
@@ -142,11 +150,10 @@ build_one() {
   mkdir -p "$work/upper/build" "$work/ovl" "$work/merged" "$NPM_CACHE/$rel"
   # The sources the build needs: the work tree's files (tracked and untracked,
   # not ignored: no local node_modules/dist), or the commit KVMNFTD_DEB_FROM.
-  local paths=(package.json package-lock.json tsconfig.json tsconfig.build.json src systemd packaging)
   if [[ -n ${KVMNFTD_DEB_FROM:-} ]]; then
-    (cd "$REPO" && git archive --format=tar "$KVMNFTD_DEB_FROM" -- "${paths[@]}") | tar -x -C "$work/upper/build"
+    (cd "$REPO" && git archive --format=tar "$KVMNFTD_DEB_FROM" -- "${SOURCES[@]}") | tar -x -C "$work/upper/build"
   else
-    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${paths[@]}" |
+    (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${SOURCES[@]}" |
       xargs -0 cp --parents -t "$work/upper/build")
   fi
   # The host's extra CA bundle (a TLS-inspecting proxy), for npm only.

@@ -107,4 +107,29 @@ Examples:
   kvmnftd doctor
   kvmnftd doctor --json | jq -r '.findings[] | "\\(.severity) \\(.id)"'
 `,
+  check: `Usage: kvmnftd check [--config FILE]
+
+Validates a configuration file without touching anything: its TOML syntax,
+every key and value, the rules between keys, and names that nft would refuse.
+Reads only the file: needs no root, no libvirt and no nft (what Ansible's
+\`template: validate='kvmnftd check --config %s'\` runs).
+
+Prints nothing and exits 0 when the file is fine. Otherwise prints one line
+per problem on stderr, "FILE: KEY: what was expected, got VALUE", and exits 2.
+Without --config it checks /etc/kvmnftd/kvmnftd.toml (absent: the defaults,
+which are fine).
+
+Left to \`kvmnftd doctor\`, because they need the live host: whether the
+networks, tables and chains the config names exist; whether a port forward's
+guest exists and has an address; whether a forwarded host port collides with
+a listener on the host; whether the running nft accepts the rules.
+
+  --config FILE     the file to check
+${COMMON}
+
+Exit codes: 0 the file is fine, 2 at least one problem.
+
+Examples:
+  kvmnftd check --config /etc/kvmnftd/kvmnftd.toml.new
+`,
 };

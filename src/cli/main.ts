@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from '../config/config.js';
 import { LockBusyError } from '../host/lock.js';
 import { createLogger } from '../log/logger.js';
 import { parseCommandLine, UsageError, USAGE, type Args } from './args.js';
+import { runCheck } from './check.js';
 import { runApply, runDaemonCommand, runPlan, runReload, runRemove } from './commands.js';
 import { COMMAND_HELP } from './help.js';
 import { runDoctor, runPlanDiff, runStatus } from './operator.js';
@@ -38,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`kvmnftd ${version()}\n`);
     return EXIT_OK;
   }
+  if (args.command === 'check') return runCheck(args.config);
   const log = createLogger(args.logLevel);
   if (args.command === 'run') return runDaemonCommand(args, log);
   if (args.command === 'reload') return runReload(log);

@@ -51,4 +51,11 @@ const _schemaIsConfig: Same<Read<typeof SCHEMA>, Config> = true;
 void _schemaIsConfig;
 
 export { ConfigError } from './errors.js';
-export { configFromObject, defaultConfig, DEFAULT_CONFIG_PATH, loadConfig } from './load.js';
+export {
+  checkConfigFile,
+  configFromObject,
+  configProblems,
+  defaultConfig,
+  DEFAULT_CONFIG_PATH,
+  loadConfig,
+} from './load.js';

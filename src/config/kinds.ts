@@ -11,6 +11,28 @@ export interface ReadContext {
   readonly file: string;
   /** The key as the user writes it: "nat.priority", "port_forward[0].proto", "networks.default.mode"; "" at the root. */
   readonly key: string;
+  /**
+   * Where `kvmnftd check` collects every problem: a table key that does not read goes here and takes its
+   * default, so that one run names them all. Absent: the first problem throws.
+   */
+  readonly problems?: ConfigError[];
+}
+
+/** The context of a key inside `at`. */
+export function under(at: ReadContext, key: string): ReadContext {
+  return at.problems === undefined ? { file: at.file, key } : { file: at.file, key, problems: at.problems };
+}
+
+/** Runs `read`; with a problem sink, a ConfigError is collected and `fallback` is used instead. */
+export function collecting<T>(at: ReadContext, read: () => T, fallback: () => T): T {
+  if (at.problems === undefined) return read();
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    at.problems.push(err);
+    return fallback();
+  }
 }
 
 /** A term the docs explain once, before the keys: "nft name" and the sentence that says what it means. */
@@ -212,13 +234,33 @@ function readTable(fields: Fields, doc: unknown, at: ReadContext, head: string):
     // Own properties only: "constructor", "toString"... are unknown keys, not Object's.
     const field = Object.hasOwn(fields, name) ? fields[name] : undefined;
     const key = joinKey(at.key, name);
-    if (!field) throw new ConfigError(at.file, key, unknownKey(fields, at.key, head));
-    given.set(name, readField(field, v, { file: at.file, key }));
+    if (!field) {
+      collecting(
+        at,
+        () => {
+          throw new ConfigError(at.file, key, unknownKey(fields, at.key, head));
+        },
+        () => undefined,
+      );
+      continue;
+    }
+    const read = collecting(
+      at,
+      () => ({ value: readField(field, v, under(at, key)) }),
+      () => undefined,
+    );
+    if (read !== undefined) given.set(name, read.value);
   }
   const out: Record<string, unknown> = {};
   for (const [name, field] of Object.entries(fields)) {
     const key = joinKey(at.key, name);
-    out[camel(name)] = given.has(name) ? given.get(name) : absentField(field, { file: at.file, key });
+    out[camel(name)] = given.has(name)
+      ? given.get(name)
+      : collecting(
+          at,
+          () => absentField(field, under(at, key)),
+          () => undefined,
+        );
   }
   return out;
 }
@@ -259,7 +301,13 @@ export function tables<const F extends Fields>(fields: F): TableKind<Array<Table
     read: (doc, at) => {
       const head = header(at.key, kind);
       if (!Array.isArray(doc)) throw new ConfigError(at.file, at.key, `an array of tables (${head})`);
-      return doc.map((el, i) => readTable(fields, el, { file: at.file, key: `${at.key}[${i}]` }, head) as TableOf<F>);
+      return doc.flatMap((el, i) =>
+        collecting(
+          at,
+          () => [readTable(fields, el, under(at, `${at.key}[${i}]`), head) as TableOf<F>],
+          () => [],
+        ),
+      );
     },
     absent: () => [],
   };
@@ -281,9 +329,15 @@ export function named<const F extends Fields>(
       const out: Record<string, TableOf<F>> = Object.create(null) as Record<string, TableOf<F>>;
       for (const [name, v] of Object.entries(doc)) {
         const key = joinKey(at.key, name);
-        if (entry.parse(name) === undefined)
-          throw new ConfigError(at.file, key, `expected a name that is ${entry.expected}, got ${show(name)}`);
-        out[name] = readTable(fields, v, { file: at.file, key }, `[${key}]`) as TableOf<F>;
+        collecting(
+          at,
+          () => {
+            if (entry.parse(name) === undefined)
+              throw new ConfigError(at.file, key, `expected a name that is ${entry.expected}, got ${show(name)}`);
+            out[name] = readTable(fields, v, under(at, key), `[${key}]`) as TableOf<F>;
+          },
+          () => undefined,
+        );
       }
       return out;
     },

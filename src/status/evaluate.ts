@@ -19,6 +19,7 @@ import {
   sameBase,
   taggedNetwork,
 } from '../nft/ownership.js';
+import { targetText } from '../nft/foreign-chains.js';
 import { plan } from '../nft/plan.js';
 import { ruleKey, type LiveChain, type Ruleset } from '../nft/ruleset.js';
 
@@ -103,6 +104,8 @@ export interface StatusReport {
     };
   };
   jumps: { input: JumpState; forward: JumpState };
+  /** Docker's and ufw's chains (filter.foreign_chains): "FAMILY TABLE CHAIN" handled, and pending. */
+  foreign_chains: { mode: 'accept' | 'report'; handled: string[]; pending: string[] };
   networks: NetworkStatus[];
   skipped: Array<{ name: string; reason: string }>;
   pending_commands: number | null;
@@ -148,6 +151,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
   const skipped: StatusReport['skipped'] = [];
   let jumps: StatusReport['jumps'] = { input: 'unknown', forward: 'unknown' };
   let pending: number | null = null;
+  const foreign: StatusReport['foreign_chains'] = { mode: config.filter.foreignChains, handled: [], pending: [] };
   const admin = live ? adminTable(live, config) : undefined;
 
   if (live && inputs) {
@@ -231,6 +235,14 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
         if (state === 'missing' || state === 'stale') problems.push(`network ${n.name}: ${part} rules ${state}`);
       }
     }
+    // A handled chain: its mark accept in place, and the marking chains the plan wants all there.
+    const markingInPlace = p.desired.marking.every((c) => own?.chains.has(c.name) ?? false);
+    for (const h of p.foreign.handled) {
+      const inPlace = markingInPlace && h.live.rules.some((r) => ruleKey(r) === ruleKey(h.rule));
+      (inPlace ? foreign.handled : foreign.pending).push(targetText(h));
+    }
+    if (foreign.pending.length > 0)
+      problems.push(`kvmnftd's mark accept is not in place in ${foreign.pending.join(', ')}`);
     for (const s of skipped) problems.push(`network ${s.name}: ${s.reason}`);
     if (pending > 0) problems.push(`the next apply would run ${pending} nft commands (kvmnftd plan --diff shows them)`);
   }
@@ -284,6 +296,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
       },
     },
     jumps,
+    foreign_chains: foreign,
     networks,
     skipped,
     pending_commands: pending,

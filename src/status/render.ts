@@ -48,6 +48,9 @@ export function renderStatus(r: StatusReport): string {
       `ruleset: admin table ${r.config.admin_table}${r.ruleset.admin_table_present === false ? ' MISSING' : ''}; jumps: input ${r.jumps.input}, forward ${r.jumps.forward}; NAT in ${r.config.nat_table}`,
     );
   } else out.push(`ruleset: unreadable: ${r.ruleset.error ?? 'unknown'}`);
+  const f = r.foreign_chains;
+  if (f.handled.length + f.pending.length > 0)
+    out.push(`foreign: mark accepts in ${[...f.handled, ...f.pending.map((c) => `${c} (MISSING)`)].join(', ')}`);
   if (!r.libvirt.reachable && r.ruleset.networks_with_rules.length > 0)
     out.push(`         rules present for: ${r.ruleset.networks_with_rules.join(', ')}`);
   if (r.networks.length > 0) {

@@ -66,19 +66,29 @@ export async function rootfs(release: Release, kind: 'build' | 'system'): Promis
   return must(r, `rootfs.sh ${release} ${kind}`).trim().split('\n').at(-1)!;
 }
 
-/** Builds the release's .deb into OUT (packaging/deb/build.sh); returns its path. */
-export async function buildDeb(release: Release, out: string): Promise<{ deb: string; log: string; lintian: string }> {
-  const r = await run('bash', [join(REPO, 'packaging', 'deb', 'build.sh'), release], {
+/**
+ * The release's .deb of this work tree (packaging/deb/build.sh), or of COMMIT
+ * built with its own build.sh: test/system/cached-deb.sh, which builds each
+ * once (by the sources' hash, or by commit) and caches it.
+ */
+export async function buildDeb(
+  release: Release,
+  commit?: string,
+): Promise<{ deb: string; log: string; lintian: string }> {
+  const r = await run('bash', [join(REPO, 'test', 'system', 'cached-deb.sh'), release, ...(commit ? [commit] : [])], {
     timeoutMs: 900_000,
-    env: { ...process.env, KVMNFTD_DEB_OUT: out },
+    log: (l) => {
+      if (l.startsWith('cached-deb.sh:')) console.log(`[${release}] ${l}`);
+    },
   });
-  must(r, `build.sh ${release}`);
-  const deb = readdirSync(out).find((f) => f.endsWith('.deb'));
-  if (!deb) throw new Error(`build.sh ${release} made no .deb:\n${r.stdout}`);
-  const lintianFile = join(out, deb.replace(/\.deb$/, '.lintian.txt'));
+  const deb = must(r, `cached-deb.sh ${release} ${commit ?? ''}`)
+    .trim()
+    .split('\n')
+    .at(-1)!;
+  const lintianFile = deb.replace(/\.deb$/, '.lintian.txt');
   return {
-    deb: join(out, deb),
-    log: r.stdout,
+    deb,
+    log: readFileSync(join(deb, '..', 'build.log'), 'utf8'),
     lintian: existsSync(lintianFile) ? readFileSync(lintianFile, 'utf8') : '(no lintian output)',
   };
 }
@@ -98,6 +108,17 @@ function childrenOf(pid: number): number[] {
     .filter((d) => /^\d+$/.test(d))
     .map(Number)
     .filter((p) => procStat(p)?.ppid === pid);
+}
+
+/** Fails unless this runs as root with TOOLS on PATH; gives each tool's path. */
+export async function hostReady(tools: string[]): Promise<Record<string, string>> {
+  if (process.getuid?.() !== 0) throw new Error('test/system must run as root (debootstrap, mounts, systemd-nspawn)');
+  const paths: Record<string, string> = {};
+  for (const tool of ['debootstrap', 'systemd-nspawn', 'nsenter', 'unshare', 'flock', ...tools]) {
+    const r = await run('sh', ['-c', `command -v ${tool}`]);
+    paths[tool] = must(r, `${tool} is not installed (bash .ci/install-deps)`).trim();
+  }
+  return paths;
 }
 
 const CLEAN_ENV = [
@@ -199,6 +220,38 @@ export class Container {
     return this.exec(['/bin/sh', '-c', script], timeoutMs);
   }
 
+  /**
+   * Starts ARGS inside and returns at once; every line it prints is kept
+   * with the time it arrived here (performance.now()). The command records
+   * its PID in /run/kvmnftd-test/NAME.pid: stop() signals that PID.
+   */
+  async background(name: string, args: string[]): Promise<Background> {
+    const pidFile = `/run/kvmnftd-test/${name}.pid`;
+    const child = spawn(
+      'nsenter',
+      [
+        '-t',
+        String(this.leader),
+        '-a',
+        '/usr/bin/env',
+        '-i',
+        ...CLEAN_ENV,
+        '/bin/sh',
+        '-c',
+        `mkdir -p /run/kvmnftd-test && echo $$ > ${pidFile} && exec "$@"`,
+        'sh',
+        ...args,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const bg = new Background(this, name, pidFile, child);
+    await waitUntil(`${this.name}: ${name} started`, 10_000, () => {
+      if (bg.exitCode !== undefined) throw new Error(`${name} exited at once: ${bg.text()}`);
+      return existsSync(`/proc/${this.leader}/root${pidFile}`);
+    });
+    return bg;
+  }
+
   console(): string {
     return readFileSync(join(this.work, 'console.log'), 'utf8');
   }
@@ -229,6 +282,55 @@ export class Container {
   }
 }
 
+export interface Line {
+  /** performance.now() when the line arrived. */
+  at: number;
+  text: string;
+}
+
+/** A command running inside a container (Container.background). */
+export class Background {
+  readonly lines: Line[] = [];
+  exitCode: number | null | undefined;
+  private readonly exited: Promise<void>;
+
+  constructor(
+    private readonly c: Container,
+    readonly name: string,
+    private readonly pidFile: string,
+    child: ChildProcess,
+  ) {
+    const partial = { out: '', err: '' };
+    const onData = (which: 'out' | 'err') => (chunk: Buffer) => {
+      const at = performance.now();
+      const parts = (partial[which] + chunk.toString()).split('\n');
+      partial[which] = parts.pop()!;
+      for (const text of parts) this.lines.push({ at, text });
+    };
+    child.stdout!.on('data', onData('out'));
+    child.stderr!.on('data', onData('err'));
+    this.exited = new Promise((resolve) =>
+      child.on('close', (code) => {
+        for (const rest of [partial.out, partial.err]) if (rest) this.lines.push({ at: performance.now(), text: rest });
+        this.exitCode = code;
+        resolve();
+      }),
+    );
+  }
+
+  text(): string {
+    return this.lines.map((l) => l.text).join('\n');
+  }
+
+  /** Sends SIGNAL to the command and waits (up to 10 s) for it to exit; gives its lines. */
+  async stop(signal: 'TERM' | 'INT' = 'TERM'): Promise<Line[]> {
+    if (this.exitCode === undefined) await this.c.try(`kill -${signal} "$(cat ${this.pidFile})"`);
+    await Promise.race([this.exited, sleep(10_000)]);
+    if (this.exitCode === undefined) throw new Error(`${this.name} did not exit on SIG${signal}`);
+    return this.lines;
+  }
+}
+
 /** "Overall exposure level for X: 1.2 OK" -> 1.2 */
 export function exposure(text: string, unit: string): number {
   const m = new RegExp(`Overall exposure level for ${unit.replace('.', '\\.')}: ([\\d.]+) (\\S+)`).exec(text);
@@ -246,3 +348,92 @@ export async function unitProps(c: Container, unit: string, props: string[]): Pr
       .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
   );
 }
+
+/** Everything kvmnftd's rules for BRIDGE need: NAT in its table, accepts in the admin's chains, the two jumps. */
+export async function kvmnftdRulesFor(c: Container, bridge: string): Promise<boolean> {
+  const r = await c.try('nft list table inet kvmnftd && nft list table inet filter');
+  return (
+    r.code === 0 &&
+    r.stdout.includes(`nat_${bridge}`) &&
+    r.stdout.includes(`iifname "${bridge}" udp dport 67`) &&
+    /chain input \{[^}]*?jump kvmnftd_input/s.test(r.stdout) &&
+    /chain forward \{[^}]*?jump kvmnftd_forward/s.test(r.stdout)
+  );
+}
+
+/** libvirt's own rules for BRIDGE, in whichever backend's tables (not kvmnftd's, not the admin's). */
+export async function libvirtRulesFor(c: Container, bridge: string): Promise<boolean> {
+  const r = await c.try('nft list ruleset');
+  if (r.code !== 0) return false;
+  return r.stdout
+    .split(/^table /m)
+    .filter((tb) => !tb.startsWith('inet kvmnftd') && !tb.startsWith('inet filter'))
+    .some((tb) => tb.includes(`"${bridge}"`));
+}
+
+/** What the tests read of `kvmnftd status --json`. */
+export interface Status {
+  ok: boolean;
+  daemon: { transport: string | null; running: boolean | null };
+  networks: Array<{ name: string; ok: boolean }>;
+  problems: string[];
+}
+
+export async function status(c: Container): Promise<Status | undefined> {
+  const r = await c.try('kvmnftd status --json');
+  try {
+    return JSON.parse(r.stdout) as Status;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `kvmnftd status --json` is ok and lists exactly NETWORKS, each ok. */
+export async function statusOk(c: Container, networks: string[]): Promise<Status | undefined> {
+  const s = await status(c);
+  if (!s?.ok) return undefined;
+  const names = s.networks.map((n) => n.name).sort();
+  return JSON.stringify(names) === JSON.stringify([...networks].sort()) && s.networks.every((n) => n.ok)
+    ? s
+    : undefined;
+}
+
+/**
+ * A guest without a VM: netns NS in the container, its eth0 a veth whose
+ * other end (v<NS>) is a port of BRIDGE.
+ */
+export async function addGuest(c: Container, ns: string, bridge: string): Promise<void> {
+  await c.sh(
+    [
+      `ip netns add ${ns}`,
+      `ip link add v${ns} type veth peer name eth0 netns ${ns}`,
+      `ip link set v${ns} master ${bridge} up`,
+      `ip -n ${ns} link set lo up`,
+    ].join(' && '),
+  );
+}
+
+export async function removeGuest(c: Container, ns: string): Promise<void> {
+  await c.try(`ip netns del ${ns}; ip link del v${ns}`);
+}
+
+const UDHCPC_SCRIPT = '/usr/local/lib/kvmnftd-test/udhcpc.script';
+
+/**
+ * busybox udhcpc in guest NS: up to 15 discovers 1 s apart; test/lab's script
+ * sets the address and default route and prints "LEASE ip/mask router r".
+ * Needs /usr/local/bin/busybox and the script in the root (an install layer's
+ * setup puts them there). Gives udhcpc's output and how long it took.
+ */
+export async function dhcpLease(c: Container, ns: string): Promise<Run> {
+  return c.exec(
+    guestBusybox(ns, 'udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '15', '-T', '1', '-A', '1', '-s', UDHCPC_SCRIPT),
+    40_000,
+  );
+}
+
+/** The command line of busybox APPLET ARGS in guest NS (a netns of the container). */
+export const guestBusybox = (ns: string, applet: string, ...args: string[]): string[] => [
+  ...['ip', 'netns', 'exec', ns, '/usr/local/bin/busybox', applet],
+  ...args,
+];

@@ -16,7 +16,22 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep, waitUntil } from '../helpers/wait.js';
-import { buildDeb, Container, must, REPO, rootfs, run, unitProps } from './container.js';
+import {
+  addGuest,
+  buildDeb,
+  Container,
+  dhcpLease,
+  hostReady,
+  libvirtRulesFor,
+  must,
+  removeGuest,
+  REPO,
+  rootfs,
+  run,
+  statusOk,
+  unitProps,
+  type Status,
+} from './container.js';
 
 const ADMIN = join(REPO, 'test', 'fixtures', 'admin-ruleset.nft');
 const MINUTE = 60_000;
@@ -41,15 +56,9 @@ interface Prepared {
 }
 
 async function prepare(): Promise<Prepared> {
-  if (process.getuid?.() !== 0) throw new Error('test/system must run as root (debootstrap, mounts, systemd-nspawn)');
-  const tools: Record<string, string> = {};
-  for (const tool of ['debootstrap', 'systemd-nspawn', 'nsenter', 'unshare', 'flock', 'busybox']) {
-    const r = await run('sh', ['-c', `command -v ${tool}`]);
-    tools[tool] = must(r, `${tool} is not installed (bash .ci/install-deps)`).trim();
-  }
+  const tools = await hostReady(['busybox']);
   const start = performance.now();
-  mkdirSync(join(work, 'deb'));
-  const [root, built] = await Promise.all([rootfs('trixie', 'system'), buildDeb('trixie', join(work, 'deb'))]);
+  const [root, built] = await Promise.all([rootfs('trixie', 'system'), buildDeb('trixie')]);
   const r = await run('bash', [join(REPO, 'test', 'system', 'modular-daemons.sh'), root], {
     timeoutMs: 40 * MINUTE,
     log: (l) => console.log(`[modular-daemons] ${l}`),
@@ -78,56 +87,14 @@ async function layer(p: Prepared, backend: Backend): Promise<string> {
   return dir;
 }
 
-interface Status {
-  ok: boolean;
-  daemon: { transport: string | null; running: boolean | null };
-  networks: Array<{ name: string; ok: boolean }>;
-  problems: string[];
-}
-
-async function status(c: Container): Promise<Status | undefined> {
-  const r = await c.try('kvmnftd status --json');
-  try {
-    return JSON.parse(r.stdout) as Status;
-  } catch {
-    return undefined;
-  }
-}
-
-/** `kvmnftd status --json` is ok and lists exactly NETWORKS, each ok. */
-async function statusOk(c: Container, networks: string[]): Promise<Status | undefined> {
-  const s = await status(c);
-  if (!s?.ok) return undefined;
-  const names = s.networks.map((n) => n.name).sort();
-  return JSON.stringify(names) === JSON.stringify([...networks].sort()) && s.networks.every((n) => n.ok)
-    ? s
-    : undefined;
-}
-
 /** kvmnftd's NAT chain for BRIDGE is in the ruleset (cheap enough to poll every 50 ms). */
 async function natChainFor(c: Container, bridge: string): Promise<boolean> {
   const r = await c.exec(['nft', 'list', 'table', 'inet', 'kvmnftd']);
   return r.code === 0 && r.stdout.includes(`nat_${bridge}`);
 }
 
-/** libvirt's own rules for BRIDGE, in whichever backend's tables (not kvmnftd's, not the admin's). */
-async function libvirtRulesFor(c: Container, bridge: string): Promise<boolean> {
-  const r = await c.try('nft list ruleset');
-  if (r.code !== 0) return false;
-  return r.stdout
-    .split(/^table /m)
-    .filter((tb) => !tb.startsWith('inet kvmnftd') && !tb.startsWith('inet filter'))
-    .some((tb) => tb.includes(`"${bridge}"`));
-}
-
 const active = async (c: Container, unit: string): Promise<string> =>
   (await c.try(`systemctl is-active ${unit}`)).stdout.trim();
-
-/** busybox udhcpc in the guest: up to 15 discovers 1 s apart, test/lab's script prints "LEASE ip/mask router r". */
-const UDHCPC = [
-  ...['/usr/local/bin/busybox', 'udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '15', '-T', '1', '-A', '1'],
-  ...['-s', '/usr/local/lib/kvmnftd-test/udhcpc.script'],
-];
 
 const OPEN_XML = `<network>
   <name>open1</name>
@@ -270,21 +237,13 @@ for (const backend of BACKENDS) {
 
     it("a guest (a veth in a netns on virbr0) gets a DHCP lease through the admin's drop policy", async () => {
       const ct = c!;
-      await ct.sh(
-        [
-          'ip netns add guest',
-          'ip link add vguest type veth peer name eth0 netns guest',
-          'ip link set vguest master virbr0 up',
-          'ip -n guest link set lo up',
-        ].join(' && '),
-      );
+      await addGuest(ct, 'guest', 'virbr0');
       try {
-        const start = performance.now();
-        const r = await ct.exec(['ip', 'netns', 'exec', 'guest', ...UDHCPC], 40_000);
+        const r = await dhcpLease(ct, 'guest');
         expect(r.stdout, r.stderr).toMatch(/^LEASE 192\.168\.122\.\d+\/24 router 192\.168\.122\.1$/m);
-        tb('guest DHCP lease (udhcpc start -> bound)', performance.now() - start);
+        tb('guest DHCP lease (udhcpc start -> bound)', r.ms);
       } finally {
-        await ct.try('ip netns del guest; ip link del vguest');
+        await removeGuest(ct, 'guest');
       }
     });
 

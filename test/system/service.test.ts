@@ -11,7 +11,20 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildDeb, Container, exposure, must, REPO, rootfs, run, unitProps, type Release } from './container.js';
+import {
+  buildDeb,
+  Container,
+  exposure,
+  hostReady,
+  kvmnftdRulesFor,
+  libvirtRulesFor,
+  must,
+  REPO,
+  rootfs,
+  run,
+  unitProps,
+  type Release,
+} from './container.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
 
 const ADMIN = join(REPO, 'test', 'fixtures', 'admin-ruleset.nft');
@@ -33,19 +46,16 @@ interface Prepared {
 }
 
 async function prepare(release: Release): Promise<Prepared> {
-  if (process.getuid?.() !== 0) throw new Error('test/system must run as root (debootstrap, mounts, systemd-nspawn)');
-  for (const tool of ['debootstrap', 'systemd-nspawn', 'nsenter', 'unshare', 'flock']) {
-    must(await run('sh', ['-c', `command -v ${tool}`]), `${tool} is not installed (bash .ci/install-deps)`);
-  }
+  await hostReady([]);
   const t0 = performance.now();
   const dir = join(work, release);
-  mkdirSync(join(dir, 'deb'), { recursive: true });
+  mkdirSync(dir, { recursive: true });
   const [root, built] = await Promise.all([
     rootfs(release, 'system').then(
       (r) => (t(release, 'system root ready (cached or built)', performance.now() - t0), r),
     ),
-    buildDeb(release, join(dir, 'deb')).then(
-      (b) => (t(release, '.deb built (incl. its build root)', performance.now() - t0), b),
+    buildDeb(release).then(
+      (b) => (t(release, '.deb ready (cached, or built with its build root)', performance.now() - t0), b),
     ),
   ]);
   console.log(`[${release}] ${built.log.trim()}`);
@@ -81,28 +91,6 @@ afterAll(() => {
   );
   rmSync(work, { recursive: true, force: true });
 });
-
-/** Everything kvmnftd's rules for BRIDGE need: NAT in its table, accepts in the admin's chains, the two jumps. */
-async function kvmnftdRulesFor(c: Container, bridge: string): Promise<boolean> {
-  const r = await c.try('nft list table inet kvmnftd && nft list table inet filter');
-  return (
-    r.code === 0 &&
-    r.stdout.includes(`nat_${bridge}`) &&
-    r.stdout.includes(`iifname "${bridge}" udp dport 67`) &&
-    /chain input \{[^}]*?jump kvmnftd_input/s.test(r.stdout) &&
-    /chain forward \{[^}]*?jump kvmnftd_forward/s.test(r.stdout)
-  );
-}
-
-/** libvirt's own rules for BRIDGE (iptables-nft tables on libvirt 9, libvirt_network on the nftables backend). */
-async function libvirtRulesFor(c: Container, bridge: string): Promise<boolean> {
-  const r = await c.try('nft list ruleset');
-  if (r.code !== 0) return false;
-  const foreign = r.stdout
-    .split(/^table /m)
-    .filter((tb) => !tb.startsWith('inet kvmnftd') && !tb.startsWith('inet filter'));
-  return foreign.some((tb) => tb.includes(`"${bridge}"`));
-}
 
 const LAB_XML = `<network>
   <name>lab</name>

@@ -36,6 +36,8 @@ describe('packaging', () => {
     ['bash', join(REPO, 'test', 'system', 'install-layer.sh')],
     ['bash', join(REPO, 'test', 'system', 'modular-daemons.sh')],
     ['sh', join(REPO, 'test', 'system', 'modular-setup.sh')],
+    ['bash', join(REPO, 'test', 'system', 'cached-deb.sh')],
+    ['sh', join(REPO, 'test', 'system', 'upgrade-setup.sh')],
   ])('%s -n %s', (shell, file) => {
     expect(sh(shell, ['-n', file])).toEqual({ status: 0, out: '' });
   });

@@ -10,7 +10,7 @@ import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
 import { evaluateStatus, type StatusInputs, type StatusReport } from '../../src/status/evaluate.js';
 import { renderStatus } from '../../src/status/render.js';
 import { fixture, REPO_ROOT } from '../helpers/cli.js';
-import { LIVE_LIBVIRT9 } from '../helpers/golden.js';
+import { LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { cloneRuleset } from '../../src/nft/ruleset.js';
 import { STATUS_SCHEMA, statusSchemaErrors } from '../helpers/status-schema.js';
@@ -41,6 +41,22 @@ function status(over: Partial<StatusInputs>): StatusReport {
 }
 
 describe('kvmnftd status (pure)', () => {
+  it("names Docker's and ufw's chains: pending before kvmnftd applied, handled after", () => {
+    const docker = loadCase('foreign-docker');
+    const libvirt = { source: 'xml-files' as const, networks: docker.inputs };
+    const before = status({ libvirt, ruleset: { live: docker.live } });
+    expect(before.foreign_chains).toEqual({ mode: 'accept', handled: [], pending: ['ip filter DOCKER-USER'] });
+    expect(before.problems).toContain("kvmnftd's mark accept is not in place in ip filter DOCKER-USER");
+    expect(renderStatus(before)).toContain('foreign: mark accepts in ip filter DOCKER-USER (MISSING)\n');
+    const live = applyBatch(docker.live, plan(docker.inputs, config, docker.live).batch);
+    const after = status({ libvirt, ruleset: { live } });
+    expect(after).toMatchObject({ ok: true, foreign_chains: { handled: ['ip filter DOCKER-USER'], pending: [] } });
+    expect(renderStatus(after)).toContain('foreign: mark accepts in ip filter DOCKER-USER\n');
+    // A quiet host says nothing about them.
+    expect(status({}).foreign_chains).toEqual({ mode: 'accept', handled: [], pending: [] });
+    expect(renderStatus(status({}))).not.toContain('foreign:');
+  });
+
   it('exit 0 when every rule is as planned', () => {
     const r = status({});
     expect(r).toMatchObject({
