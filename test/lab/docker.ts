@@ -123,6 +123,8 @@ function brNfRegister(): { token: string; loadedBefore: boolean } {
 
 async function brNfRelease(token: string, loadedBefore: boolean): Promise<BrNetfilter> {
   rmSync(join(BR_NF_DIR, token), { force: true });
+  const last = brNfUsers().length === 0;
+  if (last) rmSync(BR_NF_STATE, { force: true });
   if (loadedBefore) {
     // A module has /sys/module/NAME/initstate; a built-in one has none (or no directory at all).
     return existsSync('/sys/module/br_netfilter/initstate')
@@ -130,8 +132,7 @@ async function brNfRelease(token: string, loadedBefore: boolean): Promise<BrNetf
       : 'built into the kernel (nothing to unload)';
   }
   if (!existsSync(BR_NF_SYSCTL)) return 'not loaded';
-  if (brNfUsers().length > 0) return 'loaded by a lab dockerd (another test still uses it)';
-  rmSync(BR_NF_STATE, { force: true });
+  if (!last) return 'loaded by a lab dockerd (another test still uses it)';
   await execa('rmmod', ['br_netfilter']);
   return 'loaded by a lab dockerd (unloaded)';
 }
