@@ -12,6 +12,7 @@ import { libvirtChainsMissing } from '../nft/libvirt-chains.js';
 import type { NftRunner } from '../nft/nft-runner.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
+import { foreignDigest } from '../nft/ownership.js';
 import type { Plan } from '../nft/plan.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
@@ -105,7 +106,7 @@ export class DaemonPass {
       const inputs = JSON.stringify([networks, state.config]);
       const result = await this.sync(networks, inputs);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
-      this.judgeConvergence(result, inputs);
+      this.judgeConvergence(result);
       state.foreignDegraded = result.foreignDegraded;
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
@@ -130,6 +131,9 @@ export class DaemonPass {
     return state.lastNetworks;
   }
 
+  /** The guard's inputs of the batch last put to it: networks, config, and what is not kvmnftd's in the ruleset. */
+  private guardedInputs = '';
+
   private async sync(networks: NetworkParse[], inputs: string): Promise<SyncResult> {
     const release = takeLock(this.deps.runtimeDir);
     try {
@@ -143,7 +147,9 @@ export class DaemonPass {
 
   /** The convergence guard's verdict; the first time it holds a batch back, one error line with the diff. */
   private mayApply(inputs: string, plan: Plan, live: Ruleset): boolean {
-    const verdict = this.guard.check(inputs, plan.batch, Date.now());
+    // Someone else's change (ufw rewriting its chains in steps, Docker restarting) is a new input, not an echo.
+    this.guardedInputs = `${inputs}\n${foreignDigest(live, this.deps.state.config)}`;
+    const verdict = this.guard.check(this.guardedInputs, plan.batch, Date.now());
     if (verdict.apply) return true;
     if (verdict.firstTime) {
       const diff = renderDiff(planDiff(live, plan.batch)).trimEnd();
@@ -157,8 +163,8 @@ export class DaemonPass {
   }
 
   /** Tell the guard how the pass ended: committed, nothing to do, or held back. */
-  private judgeConvergence(result: SyncResult, inputs: string): void {
-    if (result.applied) this.guard.committed(inputs, result.plan.batch);
+  private judgeConvergence(result: SyncResult): void {
+    if (result.applied) this.guard.committed(this.guardedInputs, result.plan.batch);
     else if (result.plan.batch.nftables.length === 0) this.guard.converged();
     this.deps.state.suspended = this.guard.suspended;
   }
