@@ -106,7 +106,7 @@ export class DaemonPass {
       const inputs = JSON.stringify([networks, state.config]);
       const result = await this.sync(networks, inputs);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
-      this.judgeConvergence(result);
+      this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
@@ -131,8 +131,8 @@ export class DaemonPass {
     return state.lastNetworks;
   }
 
-  /** The guard's inputs of the batch last put to it: networks, config, and what is not kvmnftd's in the ruleset. */
-  private guardedInputs = '';
+  /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
+  private foreignAtCheck = '';
 
   private async sync(networks: NetworkParse[], inputs: string): Promise<SyncResult> {
     const release = takeLock(this.deps.runtimeDir);
@@ -147,9 +147,9 @@ export class DaemonPass {
 
   /** The convergence guard's verdict; the first time it holds a batch back, one error line with the diff. */
   private mayApply(inputs: string, plan: Plan, live: Ruleset): boolean {
-    // Someone else's change (ufw rewriting its chains in steps, Docker restarting) is a new input, not an echo.
-    this.guardedInputs = `${inputs}\n${foreignDigest(live, this.deps.state.config)}`;
-    const verdict = this.guard.check(this.guardedInputs, plan.batch, Date.now());
+    // Someone else's change (ufw rewriting its chains in steps, Docker restarting) is not an echo of ours.
+    this.foreignAtCheck = foreignDigest(live, this.deps.state.config);
+    const verdict = this.guard.check(inputs, plan.batch, Date.now(), this.foreignAtCheck);
     if (verdict.apply) return true;
     if (verdict.firstTime) {
       const diff = renderDiff(planDiff(live, plan.batch)).trimEnd();
@@ -163,8 +163,8 @@ export class DaemonPass {
   }
 
   /** Tell the guard how the pass ended: committed, nothing to do, or held back. */
-  private judgeConvergence(result: SyncResult): void {
-    if (result.applied) this.guard.committed(this.guardedInputs, result.plan.batch);
+  private judgeConvergence(result: SyncResult, inputs: string): void {
+    if (result.applied) this.guard.committed(inputs, result.plan.batch, this.foreignAtCheck);
     else if (result.plan.batch.nftables.length === 0) this.guard.converged();
     this.deps.state.suspended = this.guard.suspended;
   }
