@@ -16,10 +16,14 @@
  *            notification that names kvmnftd (the daemon's commit); both
  *            stamps are taken in this process (performance.now()).
  *   2. RSS of the daemon (VmRSS of child.pid) after READY, then every 100
- *      events: lifecycle events of the cycles, then synthetic ones (`nft add
- *      table ip kvmbench_x` / `delete table`, each a monitor event that makes
- *      the daemon reconcile), up to BENCH_EVENTS. A bare node process is the
- *      baseline.
+ *      events: lifecycle events of the cycles, then synthetic ones up to
+ *      BENCH_EVENTS: a base chain on the forward hook created in, then deleted
+ *      from, a scratch table (`table ip kvmbench_x`, chain `kvmbench_fwd`); the
+ *      monitor scope (src/nft/monitor-scope.ts) starts a pass for each, and
+ *      the bench waits for that pass. A bare node process is the baseline.
+ *      Memory stays flat (issue 11): over 10,000 events (BENCH_EVENTS=10000),
+ *      the RSS after event 10,000 is at most 2 MiB above the RSS after event
+ *      1,000; the report says PASS or FAIL whenever BENCH_EVENTS > 1000.
  *   3. With the daemon stopped, the steps of one pass timed separately inside
  *      the lab with the daemon's own built modules (dist/): libvirt-dbus
  *      ListNetworks + GetXMLDesc, virsh net-list + net-dumpxml, nft -j list
@@ -31,8 +35,11 @@
  *
  * Knobs (env): BENCH_CYCLES_DBUS (default 100), BENCH_CYCLES_VIRSH (60),
  * BENCH_EVENTS (1000), BENCH_BREAKDOWN_ITERS (40), BENCH_WHATIF_NODE_FLAGS
- * ("" skips run 4), BENCH_TRACE=N (timeline of the first N changes to stderr),
- * BENCH_OUT (JSON file). About 4 minutes with the defaults.
+ * ("" skips run 4), BENCH_TRACE_GC=1 (--trace-gc in runs 1 and 2 too),
+ * BENCH_TRACE=N (timeline of the first N changes to stderr), BENCH_OUT (JSON
+ * file). About 4 minutes with the defaults; the memory run
+ * alone, about 30 minutes on a quiet machine:
+ *   BENCH_EVENTS=10000 BENCH_CYCLES_VIRSH=1 BENCH_WHATIF_NODE_FLAGS= npm run bench:daemon
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,7 +79,14 @@ const UNIT_NODE_FLAGS = (
 )
   .split(/\s+/)
   .filter(Boolean);
+/** BENCH_TRACE_GC=1: the main runs' daemon also prints V8's GC trace (the live-heap trend, without a what-if run). */
+const MAIN_NODE_FLAGS = [...UNIT_NODE_FLAGS, ...(process.env['BENCH_TRACE_GC'] === '1' ? ['--trace-gc'] : [])];
 const SAMPLE_EVERY = 100;
+/** Memory stays flat: the RSS after the last event at most this far above the RSS after event FLAT_FROM. */
+const FLAT_FROM = 1000;
+const FLAT_MIB = 2;
+/** The synthetic events' scratch table and its forward-hook base chain. */
+const SCRATCH = { family: 'ip', table: 'kvmbench_x', chain: 'kvmbench_fwd' } as const;
 /** BENCH_TRACE=N: print the timeline of the first N changes per transport to stderr. */
 const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
 /** A step is over when the daemon has logged nothing for this long. */
@@ -471,17 +485,24 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     }
     if (!withRss) sample();
 
-    // Synthetic events: one foreign nft change each, each answered by one (no-op) pass.
+    // Synthetic events: a forward-hook base chain created or deleted in a
+    // scratch table, each answered by one (no-op) pass. The table itself is
+    // foreign and holds no base chain yet: creating it starts no pass.
     if (withRss) {
+      const { family, table, chain } = SCRATCH;
+      await lab.nft('add', 'table', family, table);
       let synthetic = 0;
       while (events < TOTAL_EVENTS) {
         const from = d.logs.length;
-        await lab.nft(synthetic % 2 === 0 ? 'add' : 'delete', 'table', 'ip', 'kvmbench_x');
+        if (synthetic % 2 === 0)
+          await lab.nft('add', 'chain', family, table, chain, '{ type filter hook forward priority 0 ; }');
+        else await lab.nft('delete', 'chain', family, table, chain);
         synthetic++;
+        const reason = `base chain ${family} ${table} ${chain}`;
         await waitUntil(
-          'a pass after a synthetic event',
+          `a pass for synthetic event ${synthetic} ("${reason} ...")`,
           5000,
-          () => d.find(from, (l) => DaemonProc.isPass(l) && l.rec['event'] === 'ruleset changed'),
+          () => d.find(from, (l) => DaemonProc.isPass(l) && String(l.rec['event']).startsWith(reason)),
           { intervalMs: 1, detail: () => d.tail() },
         );
         const extra = d.logs.slice(from).filter(DaemonProc.isApplied);
@@ -492,7 +513,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
         events++;
         if (events % SAMPLE_EVERY === 0) sample();
       }
-      if (synthetic % 2 === 1) await lab.nft('delete', 'table', 'ip', 'kvmbench_x');
+      await lab.nft('delete', 'table', family, table);
       if (rss[rss.length - 1]!.events !== events) sample();
       await d.quiet(200);
     }
@@ -684,6 +705,24 @@ function countBy(xs: readonly string[]): Record<string, number> {
   return out;
 }
 
+/** The RSS after the last event against the RSS after event FLAT_FROM (when there were more events). */
+function memoryFlat(rss: readonly RssSample[]) {
+  const from = rss.find((x) => x.events === FLAT_FROM);
+  const to = rss[rss.length - 1];
+  if (!from || !to || to.events <= FLAT_FROM) return undefined;
+  const diffMiB = round(to.rssMiB - from.rssMiB);
+  return {
+    fromEvents: FLAT_FROM,
+    toEvents: to.events,
+    fromMiB: from.rssMiB,
+    toMiB: to.rssMiB,
+    diffMiB,
+    anonDiffMiB: round(to.anonMiB - from.anonMiB),
+    targetMiB: FLAT_MIB,
+    pass: diffMiB <= FLAT_MIB,
+  };
+}
+
 function summarize(r: TransportResult) {
   const all = r.samples;
   const start = all.filter((s) => s.kind === 'start');
@@ -714,6 +753,7 @@ function summarize(r: TransportResult) {
     passesPerChange: countBy(all.map((s) => String(s.passes))),
     passReasons: countBy(all.flatMap((s) => s.passReasons)),
     rss: r.rss,
+    memoryFlat: memoryFlat(r.rss),
     children: r.children,
     anomalies: r.anomalies,
     ...(r.breakdown ? { breakdown: r.breakdown } : {}),
@@ -806,6 +846,15 @@ function report(
         `target <= 60 MiB ${max <= 60 ? 'met' : `MISSED by ${round(max - 60)} MiB`}; bare node ${bare.rssMiB} MiB (RssAnon ${bare.anonMiB})`,
     );
   }
+  for (const d of results) {
+    const flat = memoryFlat(d.rss);
+    if (!flat) continue;
+    out.push(
+      `Memory flat (--events ${d.label}): VmRSS ${flat.fromMiB} MiB after event ${FLAT_FROM}, ${flat.toMiB} MiB after ` +
+        `event ${flat.toEvents}: ${flat.diffMiB >= 0 ? '+' : ''}${flat.diffMiB} MiB (RssAnon ${flat.anonDiffMiB >= 0 ? '+' : ''}` +
+        `${flat.anonDiffMiB} MiB); target at most +${FLAT_MIB} MiB: ${flat.pass ? 'PASS' : 'FAIL'}`,
+    );
+  }
   out.push(
     `total benchmark time ${round(totalMs / 1000)} s; load average at the end ${os
       .loadavg()
@@ -826,13 +875,13 @@ it('kvmnftd daemon benchmark', async () => {
     const results: TransportResult[] = [];
     results.push(
       await runTransport(
-        { transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: UNIT_NODE_FLAGS },
+        { transport: 'dbus', cycles: CYCLES.dbus, withRss: true, extras: true, nodeFlags: MAIN_NODE_FLAGS },
         work,
       ),
     );
     results.push(
       await runTransport(
-        { transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: UNIT_NODE_FLAGS },
+        { transport: 'virsh', cycles: CYCLES.virsh, withRss: false, extras: false, nodeFlags: MAIN_NODE_FLAGS },
         work,
       ),
     );

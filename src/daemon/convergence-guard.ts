@@ -24,7 +24,7 @@ export function batchShape(batch: Batch): string {
 }
 
 export class ConvergenceGuard {
-  private lastCommit: { inputs: string; shape: string } | undefined;
+  private lastCommit: { inputs: string; foreign: string; shape: string } | undefined;
   /** The next pass is the first one after an own commit. */
   private echoPending = false;
   /** When the transactions that echo passes (or retries while tripped) committed. */
@@ -34,10 +34,14 @@ export class ConvergenceGuard {
 
   /**
    * Asked before applying a non-empty batch. `inputs` identifies the
-   * networks and config the batch was planned from.
+   * networks and config the batch was planned from; `foreign`, what in the
+   * live ruleset is not kvmnftd's. A pass after someone else changed the
+   * ruleset (ufw rewriting its chains in steps, Docker restarting) is not an
+   * echo of kvmnftd's own commit; while suspended, such drift is repaired
+   * only within the budget below (an input is the networks and config).
    */
-  check(inputs: string, batch: Batch, now: number): GuardVerdict {
-    const echo = this.echoPending && this.lastCommit?.inputs === inputs;
+  check(inputs: string, batch: Batch, now: number, foreign = ''): GuardVerdict {
+    const echo = this.echoPending && this.lastCommit?.inputs === inputs && this.lastCommit.foreign === foreign;
     this.echoPending = false;
     this.window = this.window.filter((t) => now - t < ECHO_WINDOW_MS);
     const shape = batchShape(batch);
@@ -71,8 +75,8 @@ export class ConvergenceGuard {
   }
 
   /** After an own transaction committed. */
-  committed(inputs: string, batch: Batch): void {
-    this.lastCommit = { inputs, shape: batchShape(batch) };
+  committed(inputs: string, batch: Batch, foreign = ''): void {
+    this.lastCommit = { inputs, foreign, shape: batchShape(batch) };
     this.echoPending = true;
   }
 

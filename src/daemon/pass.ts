@@ -12,6 +12,7 @@ import { libvirtChainsMissing } from '../nft/libvirt-chains.js';
 import type { NftRunner } from '../nft/nft-runner.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
+import { foreignDigest } from '../nft/ownership.js';
 import type { Plan } from '../nft/plan.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
@@ -130,6 +131,9 @@ export class DaemonPass {
     return state.lastNetworks;
   }
 
+  /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
+  private foreignAtCheck = '';
+
   private async sync(networks: NetworkParse[], inputs: string): Promise<SyncResult> {
     const release = takeLock(this.deps.runtimeDir);
     try {
@@ -143,7 +147,9 @@ export class DaemonPass {
 
   /** The convergence guard's verdict; the first time it holds a batch back, one error line with the diff. */
   private mayApply(inputs: string, plan: Plan, live: Ruleset): boolean {
-    const verdict = this.guard.check(inputs, plan.batch, Date.now());
+    // Someone else's change (ufw rewriting its chains in steps, Docker restarting) is not an echo of ours.
+    this.foreignAtCheck = foreignDigest(live, this.deps.state.config);
+    const verdict = this.guard.check(inputs, plan.batch, Date.now(), this.foreignAtCheck);
     if (verdict.apply) return true;
     if (verdict.firstTime) {
       const diff = renderDiff(planDiff(live, plan.batch)).trimEnd();
@@ -158,7 +164,7 @@ export class DaemonPass {
 
   /** Tell the guard how the pass ended: committed, nothing to do, or held back. */
   private judgeConvergence(result: SyncResult, inputs: string): void {
-    if (result.applied) this.guard.committed(inputs, result.plan.batch);
+    if (result.applied) this.guard.committed(inputs, result.plan.batch, this.foreignAtCheck);
     else if (result.plan.batch.nftables.length === 0) this.guard.converged();
     this.deps.state.suspended = this.guard.suspended;
   }

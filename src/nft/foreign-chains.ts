@@ -179,6 +179,9 @@ export function extraTexts(config: Config): string[] {
 
 /** Docker's chain for the traffic into its bridges: published ports are accepted there, the rest falls through. */
 const DOCKER_CHAIN = 'DOCKER';
+const DOCKER_USER_CHAIN = 'DOCKER-USER';
+/** The bridge of Docker's default network (dockerd --bridge can name another, which its rules then show). */
+const DOCKER_DEFAULT_BRIDGE = 'docker0';
 
 /**
  * Docker's bridges, read from its iptables rules: the output interface of
@@ -192,6 +195,9 @@ export function dockerBridges(live: Ruleset): string[] {
   for (const family of ['ip', 'ip6']) {
     const table = live.tables.get(tableKey(family, 'filter'));
     if (!table) continue;
+    // While dockerd restarts, its `-o docker0 -j DOCKER` is briefly gone but its chains are not: its default
+    // bridge stays excluded through that window (a user-defined br-* one is known from its rule only).
+    if (table.chains.has(DOCKER_CHAIN) || table.chains.has(DOCKER_USER_CHAIN)) names.add(DOCKER_DEFAULT_BRIDGE);
     for (const chain of table.chains.values()) {
       for (const rule of chain.rules) {
         if (!rule.expr.some((e) => target(e['jump']) === DOCKER_CHAIN || target(e['goto']) === DOCKER_CHAIN)) continue;

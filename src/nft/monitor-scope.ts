@@ -64,6 +64,28 @@ const str = (v: unknown): string => (typeof v === 'string' ? v : '');
  * kvmnftd plans (a foreign set's elements, a foreign table's rules).
  */
 export function monitorLineReason(line: string, scope: MonitorScope): string | undefined {
+  return isForeignElementLine(line, scope) ? undefined : parsedLineReason(line, scope);
+}
+
+/** An element event's start as nft prints it; captures family and table (a table name without escapes). */
+const ELEMENT_LINE = /^\{"(?:add|delete)": \{"element": \{"family": "([a-z0-9]+)", "table": "([^"\\]*)", /;
+
+/**
+ * An element added to or deleted from a set of a table kvmnftd neither owns
+ * nor writes into, as nft prints it: `{"add": {"element": {"family": "inet",
+ * "table": "f2b", "name": ...}}}`. The fast path for a set storm (fail2ban,
+ * CrowdSec): read without JSON.parse, since such a line can only be ignored.
+ * A name with an escape in it, or any other layout, takes the full reading,
+ * which decides the same (undefined) for every well-formed line this one
+ * matches.
+ */
+export function isForeignElementLine(line: string, scope: MonitorScope): boolean {
+  const m = ELEMENT_LINE.exec(line);
+  return m !== null && line.endsWith('}}}') && !scope.tables.has(tableKey(m[1]!, m[2]!));
+}
+
+/** monitorLineReason without the fast path: every line read as JSON (exported for the tests). */
+export function parsedLineReason(line: string, scope: MonitorScope): string | undefined {
   let event: unknown;
   try {
     event = JSON.parse(line);

@@ -269,3 +269,34 @@ export function markAcceptsIn(live: Ruleset, config: Config): PlacedMarkAccept[]
   }
   return out;
 }
+
+// ---- what is not kvmnftd's ---------------------------------------------------
+
+/**
+ * A digest of everything in the ruleset that is not kvmnftd's: other tables,
+ * chains with their base settings and named objects, and every rule that
+ * carries none of kvmnftd's tags (handles and counters aside). kvmnftd's own
+ * commit never changes it; Docker rebuilding its chains or `ufw reload` does.
+ * The convergence guard treats it as an input: a pass after someone else
+ * changed the ruleset is not an echo of kvmnftd's own transaction.
+ */
+export function foreignDigest(live: Ruleset, config: Config): string {
+  const hash = createHash('sha256');
+  const ownIsOurs = ownTableClaim(live, config).kind !== 'foreign';
+  const tables = [...live.tables.values()].sort((a, b) => cmp(tableKey(a.family, a.name), tableKey(b.family, b.name)));
+  for (const table of tables) {
+    if (ownIsOurs && table.family === 'inet' && table.name === config.nat.table) continue;
+    const admin = isAdminTable(table, config);
+    hash.update(`table ${tableKey(table.family, table.name)} ${(table.objects ?? []).join(',')}\n`);
+    for (const chain of [...table.chains.values()].sort((a, b) => cmp(a.name, b.name))) {
+      if (admin && isOwnChain(chain.name)) continue;
+      hash.update(
+        `chain ${chain.name} ${chain.type ?? ''} ${chain.hook ?? ''} ${chain.prio ?? ''} ${chain.policy ?? ''}\n`,
+      );
+      for (const rule of chain.rules) if (!isOurComment(rule.comment)) hash.update(`${ruleKey(rule)}\n`);
+    }
+  }
+  return hash.digest('hex');
+}
+
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -880,8 +880,14 @@ export function buildLive(recipe: LiveRecipe, config: Config): LiveDoc {
     let expr: Expr[];
     if (e.op === 'jump') {
       // Only to a regular chain created later than this one (nft refuses loops), or from a base chain.
+      // A chain with NAT statements only from a nat base chain: nft refuses the load otherwise (EOPNOTSUPP).
+      const natOk = chain.base?.type === 'nat';
       const targets = t.chains.filter(
-        (c, i) => c.base === undefined && c !== chain && (chain.base !== undefined || i > ci),
+        (c, i) =>
+          c.base === undefined &&
+          c !== chain &&
+          (chain.base !== undefined || i > ci) &&
+          (natOk || !JSON.stringify(c.rules).match(/"(masquerade|snat|dnat|redirect)"/)),
       );
       const target = targets[e.target % Math.max(targets.length, 1)];
       if (!target) continue;

@@ -1,7 +1,9 @@
 /**
  * Chaos in the libvirt lab: a seeded random sequence of network lifecycle
  * operations and faults (admin ruleset reloads, libvirtd restarts,
- * libvirt-dbus kills, kvmnftd SIGKILL + restart, event bursts). After each
+ * libvirt-dbus kills, kvmnftd SIGKILL + restart, event bursts, and the other
+ * owners of the ruleset: a real dockerd restarted or killed and started again,
+ * a real `ufw reload`; test/lab/docker.ts, test/lab/ufw.ts). After each
  * operation the system must settle to: live ruleset == plan(live libvirt
  * state) (`kvmnftd plan` is empty), the admin's rules byte for byte intact,
  * nothing of ours leaked, libvirt's own chains present while it runs
@@ -10,10 +12,12 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
+import { startDockerd, type Dockerd } from '../lab/docker.js';
 import { busOwnerPid, LAB_FILES } from '../lab/lab.js';
+import { enableUfw, type Ufw } from '../lab/ufw.js';
 import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon } from './daemon-harness.js';
 import { useLibvirtLab } from './libvirt-lab.js';
 
@@ -45,13 +49,24 @@ describe('chaos', () => {
   const env = f.env;
   const work = f.work;
   let daemon: Daemon | undefined;
+  let docker: Dockerd | undefined;
+  let ufw: Ufw | undefined;
   let admin0 = '';
 
   beforeAll(async () => {
     admin0 = await adminRules(f.lab);
     for (let i = 0; i < 5; i++) writeFileSync(join(work, `chaos${i}.xml`), poolXml(i));
+    // Docker's FORWARD DROP and ufw's drop policies: kvmnftd writes its mark accept into their chains.
+    ufw = await enableUfw(f.lab);
+    docker = await startDockerd(f.lab);
     daemon = spawnDaemon(f.lab, env, ['--events', 'auto']);
-  });
+  }, 120_000);
+
+  afterAll(async () => {
+    const c = await docker?.dispose();
+    expect(c?.errors ?? []).toEqual([]);
+    await ufw?.dispose();
+  }, 60_000);
 
   it(`settles to the plan after every one of ${OPS} random operations (seed printed)`, async () => {
     const l = f.lab;
@@ -89,6 +104,10 @@ describe('chaos', () => {
         await daemon!.exited;
         daemon = spawnDaemon(l, env, ['--events', 'auto']);
       },
+      // `systemctl restart docker`, or dockerd killed and started again: it re-creates its chains.
+      'dockerd restart': () => docker!.restart({ signal: random() < 0.5 ? 'SIGTERM' : 'SIGKILL' }),
+      // ufw flushes and rewrites every chain of its own.
+      'ufw reload': () => ufw!.reload(),
     };
     const weights: Array<[string, number]> = [
       ['define', 14],
@@ -100,6 +119,8 @@ describe('chaos', () => {
       ['libvirtd restart', 4],
       ['libvirt-dbus kill', 4],
       ['kvmnftd SIGKILL + restart', 4],
+      ['dockerd restart', 4],
+      ['ufw reload', 4],
     ];
     const total = weights.reduce((a, [, w]) => a + w, 0);
     const choose = (): string => {
@@ -171,13 +192,17 @@ describe('chaos', () => {
     }
     await checkpoint();
 
-    const faults = ['admin reload', 'libvirtd restart', 'libvirt-dbus kill', 'kvmnftd SIGKILL + restart'].reduce(
-      (a, k) => a + (counts[k] ?? 0),
-      0,
-    );
+    const faults = [
+      'admin reload',
+      'libvirtd restart',
+      'libvirt-dbus kill',
+      'kvmnftd SIGKILL + restart',
+      'dockerd restart',
+      'ufw reload',
+    ].reduce((a, k) => a + (counts[k] ?? 0), 0);
     console.log(
       `chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`,
     );
     expect(leaks).toBe(0);
-  }, 420_000);
+  }, 900_000); // 220 operations incl. dockerd restarts: ~8 min on a loaded 2-core machine
 });

@@ -89,6 +89,8 @@ export const LAB_PATHS = {
   udhcpcScript: '/run/lab-udhcpc.script',
   /** Written by tc-csum-wrapper.sh (option `root`): one line per ignored `tc ... csum` failure. */
   tcCsumLog: '/run/lab-tc-csum-ignored.log',
+  /** Upper layers of lab.privateDir() overlays (on the lab's tmpfs /run). */
+  privateDirs: '/run/lab-private',
 } as const;
 
 export const LIBVIRT_URI = 'qemu:///system';
@@ -264,6 +266,16 @@ export interface Lab {
   addNetns(name: string): Promise<LabNetns>;
   /** Lines of tc-csum-wrapper.sh's log: `tc ... csum` failures ignored (option `root` only). */
   tcCsumIgnored(): string[];
+  /**
+   * Makes directory `dir` (a path inside the lab) private to the lab: an
+   * overlay whose upper layer is on the lab's tmpfs /run, so its content stays
+   * visible and everything written there stays in the lab (the machine's copy,
+   * or the test root's, is never written to). Idempotent; undone at stop (the
+   * mount namespace goes away) or by releaseDir().
+   */
+  privateDir(dir: string): Promise<void>;
+  /** Undoes privateDir(dir): unmounts the overlay, dropping what was written. */
+  releaseDir(dir: string): Promise<void>;
   stop(): Promise<StopReport>;
 }
 
@@ -448,6 +460,8 @@ class LabImpl implements Lab {
   private holders: ChildProcess[] = [];
   private children = new Set<ChildProcess>();
   private startedPids = new Map<number, string>();
+  /** privateDir() overlays: directory -> its layer folder under LAB_PATHS.privateDirs. */
+  private readonly privateDirs = new Map<string, string>();
   private stopped = false;
   private readonly debugOn: boolean;
 
@@ -579,6 +593,30 @@ class LabImpl implements Lab {
     const pid = await this.holdNetns(name);
     await this.execAt(pid, name, 'ip', ['link', 'set', 'lo', 'up']);
     return { name, pid, exec: (cmd, args = [], opts = {}) => this.execAt(pid, name, cmd, args, opts) };
+  }
+
+  async privateDir(dir: string): Promise<void> {
+    if (!dir.startsWith('/') || dir.includes('..')) throw new Error(`privateDir: not an absolute path: ${dir}`);
+    if (this.privateDirs.has(dir)) return;
+    const layer = `${LAB_PATHS.privateDirs}/${dir.slice(1).replace(/\//g, '_')}`;
+    await this.exec('mkdir', ['-p', `${layer}/upper`, `${layer}/work`]);
+    await this.exec('mount', [
+      '-t',
+      'overlay',
+      'kvmnftd-lab-private',
+      '-o',
+      `lowerdir=${dir},upperdir=${layer}/upper,workdir=${layer}/work`,
+      dir,
+    ]);
+    this.privateDirs.set(dir, layer);
+  }
+
+  async releaseDir(dir: string): Promise<void> {
+    const layer = this.privateDirs.get(dir);
+    if (layer === undefined) return;
+    await this.exec('umount', [dir]);
+    await this.exec('rm', ['-rf', '--one-file-system', layer]);
+    this.privateDirs.delete(dir);
   }
 
   tcCsumIgnored(): string[] {

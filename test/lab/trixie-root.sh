@@ -25,10 +25,13 @@ MIRROR=${KVMNFTD_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 CACHE=${1:-${KVMNFTD_TRIXIE_CACHE:-/var/cache/kvmnftd-test/roots/trixie-lab}}
 # iptables: libvirt's iptables backend (the lab picks the backend explicitly in
 # network.conf; Debian's libvirt 11 would otherwise pick iptables whenever this
-# binary exists). busybox: udhcpc for the lab's guest.
+# binary exists). busybox: udhcpc for the lab's guest. docker.io, ufw: the
+# real dockerd and ufw of test/lab/docker.ts and test/lab/ufw.ts (the
+# policy-rc.d below keeps docker.io's postinst from starting dockerd).
 PACKAGES=(
   libvirt-daemon-system libvirt-dbus libvirt-clients dnsmasq-base
   nftables iptables dbus iproute2 nodejs busybox
+  docker.io ufw
 )
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -100,10 +103,12 @@ if ! unshare --mount --propagation private -- "$SELF" __inner "$BUILD" "${PACKAG
   rm -rf --one-file-system "$BUILD"
   die "apt-get inside the root failed (log above)"
 fi
-for f in usr/sbin/libvirtd usr/sbin/libvirt-dbus usr/bin/dbus-daemon usr/sbin/nft usr/sbin/iptables usr/bin/node usr/bin/busybox usr/sbin/tc usr/sbin/dnsmasq; do
+for f in usr/sbin/libvirtd usr/sbin/libvirt-dbus usr/bin/dbus-daemon usr/sbin/nft usr/sbin/iptables usr/bin/node \
+  usr/bin/busybox usr/sbin/tc usr/sbin/dnsmasq usr/sbin/dockerd usr/bin/containerd usr/sbin/ufw; do
   [[ -e $BUILD/$f ]] || die "the built root lacks /$f"
 done
-versions=$(chroot "$BUILD" dpkg-query -W -f='${Package} ${Version}\n' libvirt-daemon nftables iptables nodejs libvirt-dbus dnsmasq-base 2>/dev/null | paste -sd, -)
+versions=$(chroot "$BUILD" dpkg-query -W -f='${Package} ${Version}\n' libvirt-daemon nftables iptables nodejs libvirt-dbus \
+  dnsmasq-base docker.io ufw 2>/dev/null | paste -sd, -)
 echo "$versions" >"$BUILD/.kvmnftd-root-versions"
 touch "$BUILD/.kvmnftd-root-complete"
 mv "$BUILD" "$ROOT"

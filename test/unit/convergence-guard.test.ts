@@ -34,6 +34,20 @@ describe('convergence guard', () => {
     expect(guard.check('nets-1', refill(7), 60)).toMatchObject({ apply: false, firstTime: false });
   });
 
+  it('does not count a pass after someone else changed the ruleset (ufw rewriting its chains) as an echo', () => {
+    const guard = new ConvergenceGuard();
+    // Each own commit is followed by a pass that sees another step of someone else's rewrite.
+    for (let i = 0; i < 10; i++) {
+      expect(guard.check('nets-1', refill(i), i * 100, `ufw-step-${i}`)).toEqual({ apply: true });
+      guard.committed('nets-1', refill(i), `ufw-step-${i}`);
+    }
+    expect(guard.suspended).toBeUndefined();
+    // The same foreign state after an own commit: an echo, and a loop is caught.
+    expect(guard.check('nets-1', refill(99), 2_000, 'ufw-step-9')).toMatchObject({ apply: false, firstTime: true });
+    // While suspended, someone else's drift does not lift the suspension (the inputs are networks and config).
+    expect(guard.check('nets-1', refill(99), 2_100, 'ufw-step-10')).toMatchObject({ apply: false });
+  });
+
   it('caps what own commits cause at 2 transactions per 60 s, whatever the batches', () => {
     const guard = new ConvergenceGuard();
     // Every pass wants something different: an alternating or growing non-convergence.

@@ -12,7 +12,13 @@ import { dockerBridges, foreignTables, foreignTargets, presentTargets } from '..
 import type { Batch, RuleSpec } from '../../src/nft/json.js';
 import { monitorLineReason, monitorScope, ownedOrWrittenTables } from '../../src/nft/monitor-scope.js';
 import { NftError, type NftRunner } from '../../src/nft/nft-runner.js';
-import { isOurMarkAccept, markAcceptBit, markAcceptRule, markAcceptsIn } from '../../src/nft/ownership.js';
+import {
+  foreignDigest,
+  isOurMarkAccept,
+  markAcceptBit,
+  markAcceptRule,
+  markAcceptsIn,
+} from '../../src/nft/ownership.js';
 import { plan } from '../../src/nft/plan.js';
 import { renderBatch } from '../../src/nft/render-text.js';
 import { cloneRuleset, indexRuleset, ruleKey, tableKey, type LiveChain, type Ruleset } from '../../src/nft/ruleset.js';
@@ -122,6 +128,14 @@ describe('the owners table', () => {
       ],
     });
     expect(dockerBridges(newer)).toEqual(['br-5f1d2a3b4c5d', 'br-a', 'docker0']);
+  });
+
+  it('keeps docker0 out of the marking while dockerd restarts (its -o docker0 -j DOCKER briefly gone)', () => {
+    const restarting = cloneRuleset(docker.live);
+    for (const c of restarting.tables.get(tableKey('ip', 'filter'))!.chains.values())
+      c.rules = c.rules.filter((r) => !JSON.stringify(r.expr).includes('"target":"DOCKER"'));
+    expect(dockerBridges(restarting)).toEqual(['docker0']);
+    expect(plan(nat, config, restarting).batch).toEqual(plan(nat, config, docker.live).batch);
   });
 
   it('puts the foreign tables into the monitor scope with foreign_chains = "accept" only', () => {
@@ -331,3 +345,24 @@ function deleteChain(live: Ruleset, name: string): Ruleset {
   filter.chains.delete(name);
   return copy;
 }
+
+describe("foreignDigest: what is not kvmnftd's, an input of the convergence guard", () => {
+  const both = loadCase('foreign-both');
+  it("is not changed by kvmnftd's own transactions (apply, then remove)", () => {
+    const before = foreignDigest(both.live, config);
+    const after = applied(both.live, config, both.inputs);
+    expect(markAcceptsIn(after, config).length).toBeGreaterThan(0);
+    expect(foreignDigest(after, config)).toBe(before);
+    expect(foreignDigest(applied(after, config, []), config)).toBe(before);
+  });
+  it("changes when someone else's rules change: ufw rewriting a chain, Docker's rules going", () => {
+    const after = applied(both.live, config, both.inputs);
+    const digest = foreignDigest(after, config);
+    const ufwFlushed = cloneRuleset(after);
+    chain(ufwFlushed, 'ip', 'filter', 'ufw-before-forward').rules = [];
+    expect(foreignDigest(ufwFlushed, config)).not.toBe(digest);
+    const dockerChanged = cloneRuleset(after);
+    dockerUser(dockerChanged).rules.push({ handle: 999, expr: [{ drop: null }] });
+    expect(foreignDigest(dockerChanged, config)).not.toBe(digest);
+  });
+});
