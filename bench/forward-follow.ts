@@ -49,11 +49,12 @@ async function main(): Promise<void> {
     await lab.attachGuest();
     const mac = (await lab.inGuest('cat', ['/sys/class/net/eth0/address'])).stdout.trim();
     const config = join(work, 'kvmnftd.toml');
-    writeFileSync(
-      config,
-      `[[port_forward]]\nnetwork = "default"\nproto = "tcp"\nhost_port = 2222\nto = "${mac}"\n`,
-    );
-    const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' as const, NOTIFY_SOCKET: join(work, 'none') };
+    writeFileSync(config, `[[port_forward]]\nnetwork = "default"\nproto = "tcp"\nhost_port = 2222\nto = "${mac}"\n`);
+    const env = {
+      KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+      KVMNFTD_LOG_FORMAT: 'json' as const,
+      NOTIFY_SOCKET: join(work, 'none'),
+    };
     const daemon = spawnDaemon(lab, env, ['--events', 'dbus', '--config', config]);
     const monitor = await LabMonitor.start(lab);
     await changeLease(lab, ASK[0]);
@@ -86,7 +87,9 @@ async function main(): Promise<void> {
 
     const row = (label: string, xs: number[]) =>
       `  ${label.padEnd(44)} n ${String(xs.length).padStart(3)}   p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   ` +
-      `p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(...xs).toFixed(1).padStart(7)} ms   ` +
+      `p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(...xs)
+        .toFixed(1)
+        .padStart(7)} ms   ` +
       `${percentile(xs, 99) <= TARGET_MS ? 'PASS' : 'FAIL'}`;
     const errors = daemon.logs.filter((r) => r.level >= 50);
     process.stdout.write(

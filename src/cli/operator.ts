@@ -83,7 +83,7 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     busFacts(),
     libvirtBackendSetting(),
     iptablesLegacyFacts(),
-    hostListeners(),
+    attempt(() => hostListeners()),
   ]);
   let ruleset: DoctorFacts['ruleset'];
   if ('ok' in live) {
@@ -101,7 +101,7 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     config,
     libvirt: 'ok' in networks ? { networks: networks.ok.networks } : { error: networks.error },
     ruleset,
-    listeners,
+    listeners: 'ok' in listeners ? { sockets: listeners.ok } : { error: listeners.error },
     sysctl,
     nft,
     bus,

@@ -116,12 +116,7 @@ async function openDbus(
   };
 }
 
-async function openVirsh(
-  uri: string,
-  domainsUri: string,
-  guests: boolean,
-  cb: WatchCallbacks,
-): Promise<LibvirtWatch> {
+async function openVirsh(uri: string, domainsUri: string, guests: boolean, cb: WatchCallbacks): Promise<LibvirtWatch> {
   const list = virshSource(uri);
   await list(); // fails fast while libvirt is unreachable, instead of a stream that dies at once
   const streams = [new VirshEventStream(uri, 'network')];

@@ -2,7 +2,9 @@
 // plan's outcome per forward (src/nft/port-forward.ts decides active /
 // waiting / invalid and why), the host's listening sockets and the live
 // ruleset. The IPv6 forwarding finding is host.ts's (it names the forwards).
-import { shadowedListeners } from '../host/listeners.js';
+import { sourceCidr, type PortForwardConfig } from '../config/port-forward.js';
+import type { Listener } from '../host/listeners.js';
+import { canonicalIp } from '../net/ip.js';
 import { presentTargets, targetText } from '../nft/foreign-chains.js';
 import { type ForwardOutcome, type ForwardProblem } from '../nft/port-forward.js';
 import { portRangeText } from '../config/kinds.js';
@@ -41,16 +43,37 @@ export function checkForwardTargets(facts: DoctorFacts): Finding[] {
           o.problem === 'not-running'
             ? `Start the domain (virsh start ${f.to}); the forward follows within seconds.`
             : 'kvmnftd takes the address from the DHCP lease libvirt records (/var/lib/libvirt/dnsmasq/<bridge>.status). ' +
-              "Check that the guest runs a DHCP client on that interface; a guest with a static address needs it as to.",
+              'Check that the guest runs a DHCP client on that interface; a guest with a static address needs it as to.',
         networks: [f.network],
       });
   }
   return out;
 }
 
+/**
+ * The sockets a forward would shadow: same protocol, a port in host_port, on any address or on the forward's
+ * host_address; loopback-only sockets are not (no forward DNATs a connection to 127.0.0.0/8 or ::1).
+ * NOTE: h/pf-meta has the same rule as listenerTaken() (libvirt/metadata-forwards.ts); once merged, one of
+ * them goes.
+ */
+export function shadowedListeners(
+  listeners: readonly Listener[],
+  f: Pick<PortForwardConfig, 'proto' | 'hostPort' | 'hostAddress'>,
+): Listener[] {
+  const host = f.hostAddress === undefined ? undefined : sourceCidr(f.hostAddress)?.network;
+  return listeners.filter((l) => {
+    const address = canonicalIp(l.address) ?? l.address;
+    if (l.proto !== f.proto || l.port < f.hostPort.start || l.port > f.hostPort.end) return false;
+    if (address.startsWith('127.') || address === '::1') return false;
+    return host === undefined || address === '0.0.0.0' || address === '::' || address === host;
+  });
+}
+
 export function checkForwardShadowing(facts: DoctorFacts): Finding[] {
+  if (!('sockets' in facts.listeners)) return [];
+  const sockets = facts.listeners.sockets;
   return facts.config.portForward.flatMap((f, index): Finding[] => {
-    const hit = shadowedListeners(facts.listeners, f);
+    const hit = shadowedListeners(sockets, f);
     if (hit.length === 0) return [];
     const name = `port_forward[${index}]`;
     return [
@@ -58,7 +81,9 @@ export function checkForwardShadowing(facts: DoctorFacts): Finding[] {
         id: 'forward-port-shadowed',
         severity: 'warning',
         title: `${name} takes ${f.proto} port ${portRangeText(f.hostPort)}, where a host socket listens: connections to it from outside reach the guest, never that socket`,
-        evidence: hit.map((l) => `listening: ${l.proto} ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`),
+        evidence: hit.map(
+          (l) => `listening: ${l.proto} ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`,
+        ),
         fix: `Move the host service or ${name}.host_port to another port (ss -lntup shows the socket's process), or set ${name}.host_address to an address the service does not listen on.`,
         networks: [f.network],
       },
@@ -89,7 +114,7 @@ export function checkForwardsBlocked(facts: DoctorFacts): Finding[] {
       ],
       fix:
         'Set filter.foreign_chains = "accept" (kvmnftd then keeps one narrow mark accept first in those chains, only for ' +
-        "the DNATed connections of its forwards), or remove the forwards. docs/rules.md, \"Port forwards\", explains why an accept elsewhere cannot pass libvirt's reject.",
+        'the DNATed connections of its forwards), or remove the forwards. docs/rules.md, "Port forwards", explains why an accept elsewhere cannot pass libvirt\'s reject.',
       networks: [...new Set(forwards.map((o) => o.target.forward.network))],
     },
   ];

@@ -1,7 +1,7 @@
 // What `kvmnftd doctor` knows about the host (gathered by gather.ts) and what
 // it reports. Every check is a pure function Facts -> Finding[].
 import type { Config } from '../config/config.js';
-import type { HostListener } from '../host/listeners.js';
+import type { Listener } from '../host/listeners.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
@@ -71,8 +71,8 @@ export interface DoctorFacts {
   libvirt: { networks: NetworkParse[] } | { error: string };
   /** The live ruleset, and the plan against it: how many commands, and what became of each port forward. */
   ruleset: { live: Ruleset; plannedCommands: number; forwards: ForwardOutcome[] } | { error: string };
-  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6). */
-  listeners: HostListener[];
+  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6), or why they could not be read. */
+  listeners: { sockets: Listener[] } | { error: string };
   /** Values of /proc/sys files; absent key = file absent or unreadable. */
   sysctl: {
     ipv4Forward?: string;

@@ -46,7 +46,6 @@ export interface GuestFacts {
   leases: DhcpLease[];
 }
 
-
 export interface GuestFactsOptions {
   /** The running domains (default: virsh on the domain URI of config.libvirt_uri: uri.ts). */
   domains?: () => Promise<DomainXml[]>;

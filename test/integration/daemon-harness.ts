@@ -222,7 +222,23 @@ export async function changeLease(lab: Lab, address: string): Promise<string> {
   const udhcpc = (...extra: string[]) =>
     lab.inGuest(
       'busybox',
-      ['udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '10', '-T', '1', '-A', '1', '-s', LAB_PATHS.udhcpcScript, ...extra],
+      [
+        'udhcpc',
+        '-i',
+        'eth0',
+        '-n',
+        '-q',
+        '-f',
+        '-t',
+        '10',
+        '-T',
+        '1',
+        '-A',
+        '1',
+        '-s',
+        LAB_PATHS.udhcpcScript,
+        ...extra,
+      ],
       { reject: false, timeoutMs: 30_000 },
     );
   const r = await udhcpc('-r', address);
