@@ -3,6 +3,7 @@ import { checkDropChains } from './drop-chains.js';
 import { checkFirewalld, checkIptablesLegacy } from './foreign.js';
 import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
+import { checkMetadataForwards } from './metadata-forwards.js';
 import { checkNftVersion } from './nft-version.js';
 import {
   checkAdminTable,
@@ -28,6 +29,7 @@ export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkIptablesNameCollision,
   checkNftVersion,
   checkLibvirtDbus,
+  checkMetadataForwards,
 ];
 
 const RANK: Record<Severity, number> = { error: 0, warning: 1, info: 2 };

@@ -1,6 +1,7 @@
 // What `kvmnftd doctor` knows about the host (gathered by gather.ts) and what
 // it reports. Every check is a pure function Facts -> Finding[].
 import type { Config } from '../config/config.js';
+import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import type { Ruleset } from '../nft/ruleset.js';
 
@@ -27,6 +28,7 @@ export const FINDING_IDS = [
   'iptables-table-collision',
   'firewalld-running',
   'iptables-legacy-rules',
+  'metadata-forward-ignored',
 ] as const;
 
 export type FindingId = (typeof FINDING_IDS)[number];
@@ -81,6 +83,8 @@ export interface DoctorFacts {
   daemonDegraded?: string;
   /** firewall_backend from /etc/libvirt/network.conf, when set. */
   libvirtConfiguredBackend?: string;
+  /** Entries of domains' metadata forwards left out, and why (libvirt/metadata-forwards.ts); absent: not read. */
+  metadataIgnored?: IgnoredMetadata[];
   /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */
   iptablesLegacy: { installed: false } | { installed: true; ipv4: string; ipv6: string };
 }
