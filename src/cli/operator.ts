@@ -5,8 +5,10 @@ import { diagnose, doctorReport, renderDoctor } from '../doctor/index.js';
 import { busFacts, iptablesLegacyFacts, libvirtBackendSetting, nftVersionFact, sysctlFacts } from '../doctor/gather.js';
 import type { DoctorFacts } from '../doctor/types.js';
 import { readDaemonState } from '../daemon/status.js';
+import { hostListeners } from '../host/listeners.js';
 import { runningDaemon } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
+import { resolveForwards } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
@@ -14,6 +16,7 @@ import { logMessages } from '../log/messages.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { plan } from '../nft/plan.js';
+import type { ForwardTarget } from '../nft/port-forward.js';
 import { planMessages } from '../nft/sync.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { evaluateStatus, type StatusInputs } from '../status/evaluate.js';
@@ -31,8 +34,15 @@ async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-function networksFrom(args: Args, config: Config): Promise<Outcome<NetworkParse[]>> {
-  return attempt(commandSource(args.fromXml, config.libvirtUri));
+/** The active networks, and the port forwards resolved against them (guest-facts.ts), as plan() gets them. */
+function networksFrom(
+  args: Args,
+  config: Config,
+): Promise<Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[] }>> {
+  return attempt(async () => {
+    const networks = await commandSource(args.fromXml, config.libvirtUri)();
+    return { networks, forwardTargets: await resolveForwards(config, networks) };
+  });
 }
 
 async function liveRulesetOf(dir: string): Promise<Outcome<Ruleset>> {
@@ -52,7 +62,7 @@ export async function runStatus(args: Args, config: Config, source: string, _log
     configSource: source,
     libvirt:
       'ok' in networks
-        ? { source: libvirtSource, networks: networks.ok }
+        ? { source: libvirtSource, networks: networks.ok.networks, forwardTargets: networks.ok.forwardTargets }
         : { source: libvirtSource, error: networks.error },
     ruleset: 'ok' in live ? { live: live.ok } : { error: live.error },
     daemon,
@@ -65,7 +75,7 @@ export async function runStatus(args: Args, config: Config, source: string, _log
 
 export async function runDoctor(args: Args, config: Config, _log: Logger): Promise<number> {
   const dir = runtimeDir();
-  const [networks, live, sysctl, nft, bus, backend, legacy] = await Promise.all([
+  const [networks, live, sysctl, nft, bus, backend, legacy, listeners] = await Promise.all([
     networksFrom(args, config),
     liveRulesetOf(dir),
     sysctlFacts(),
@@ -73,16 +83,25 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     busFacts(),
     libvirtBackendSetting(),
     iptablesLegacyFacts(),
+    hostListeners(),
   ]);
   let ruleset: DoctorFacts['ruleset'];
   if ('ok' in live) {
-    const planned = 'ok' in networks ? plan(networks.ok, config, live.ok).batch.nftables.length : 0;
-    ruleset = { live: live.ok, plannedCommands: planned };
+    const planned =
+      'ok' in networks
+        ? plan(networks.ok.networks, config, live.ok, { forwardTargets: networks.ok.forwardTargets })
+        : undefined;
+    ruleset = {
+      live: live.ok,
+      plannedCommands: planned?.batch.nftables.length ?? 0,
+      forwards: planned?.forwards ?? [],
+    };
   } else ruleset = { error: live.error };
   const facts: DoctorFacts = {
     config,
-    libvirt: 'ok' in networks ? { networks: networks.ok } : { error: networks.error },
+    libvirt: 'ok' in networks ? { networks: networks.ok.networks } : { error: networks.error },
     ruleset,
+    listeners,
     sysctl,
     nft,
     bus,
@@ -102,8 +121,9 @@ function daemonDegradedFact(dir: string): Pick<DoctorFacts, 'daemonDegraded'> {
 
 export async function runPlanDiff(args: Args, config: Config, log: Logger): Promise<number> {
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
+  const forwardTargets = await resolveForwards(config, networks);
   const live = await nftRunner(runtimeDir()).readRuleset();
-  const result = plan(networks, config, live);
+  const result = plan(networks, config, live, { forwardTargets });
   logMessages(planMessages(result), log);
   const lines = planDiff(live, result.batch);
   if (lines.length === 0) {

@@ -1,6 +1,7 @@
 // Keeps libvirt's event source open: connect, and after a fault or a failed
 // connect try again with back-off. Events trigger a pass; so does every
 // connect, as a level-triggered catch-up for events missed while away.
+import { guestFactsNeeded } from '../libvirt/guest-facts.js';
 import type { Logger } from '../log/logger.js';
 import { backoffMs, type Backoff } from './backoff.js';
 import { openWatch, type EventsMode } from './libvirt-watch.js';
@@ -33,7 +34,8 @@ export class LibvirtConnection {
     if (state.stopping) return;
     let live = false; // events during the connect itself are covered by the catch-up pass below
     try {
-      const { watch: opened, why } = await (this.deps.open ?? openWatch)(this.deps.events, state.config.libvirtUri, {
+      const open = this.deps.open ?? openWatch;
+      const { watch: opened, why } = await open(this.deps.events, state.config.libvirtUri, {
         onChange: (reason, network) => {
           if (!live) return;
           log.debug(
@@ -52,7 +54,7 @@ export class LibvirtConnection {
           this.scheduleReconnect();
           this.deps.changed();
         },
-      });
+      }, undefined, guestFactsNeeded(state.config));
       if (state.stopping) {
         opened.close();
         return;
@@ -78,13 +80,13 @@ export class LibvirtConnection {
     }
   }
 
-  /** libvirt_uri changed: drop the open source and connect to the new URI. */
+  /** libvirt_uri changed, or whether forwards need libvirt's guests: drop the open source and connect anew. */
   reopen(): void {
     const { state } = this.deps;
     if (!state.watch) return; // the reconnect loop uses the new URI already
     state.watch.close();
     state.watch = undefined;
-    state.watchFault = 'reconnecting for a new libvirt_uri';
+    state.watchFault = 'reconnecting for a new configuration';
     void this.connect();
   }
 

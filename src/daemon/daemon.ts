@@ -5,11 +5,13 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { lockHolder } from '../host/flock.js';
+import { DNSMASQ_STATUS_DIR, forwardBridges, guestFactsNeeded } from '../libvirt/guest-facts.js';
 import { takeDaemonLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { LibvirtConnection } from './connection.js';
+import { LeaseWatch } from './lease-watch.js';
 import type { EventsMode } from './libvirt-watch.js';
 import { MonitorSupervisor } from './monitor-supervisor.js';
 import { systemdNotifier, type Notifier } from './notify.js';
@@ -25,6 +27,8 @@ export interface DaemonOptions {
   events: EventsMode;
   /** READY=1 is sent at the latest this long after start, first pass or not. */
   readyTimeoutMs: number;
+  /** libvirt's dnsmasq status directory (default DNSMASQ_STATUS_DIR). */
+  leaseDir?: string;
 }
 
 export const EXIT_CONFIG = 2;
@@ -48,7 +52,18 @@ export async function runDaemon(
 
   const state = initialState(config);
   const status = new StatusPublisher(state, notifier, dir);
-  const changed = (): void => status.changed();
+  // Created before the pass, which reports to it through changed(); it triggers the pass (arrow, called later).
+  const leases: LeaseWatch = new LeaseWatch({
+    trigger: (reason) => trigger(reason),
+    log,
+    dir: options.leaseDir ?? DNSMASQ_STATUS_DIR,
+    bridges: () => forwardBridges(state.config, state.lastNetworks ?? []),
+  });
+  const changed = (): void => {
+    status.changed();
+    // Only while some forward needs libvirt's guests; a directory that appeared since is watched now.
+    leases.set(!state.stopping && guestFactsNeeded(state.config));
+  };
   const pass = new DaemonPass({ state, runtimeDir: dir, nft: nftRunner(dir), log, changed });
   const trigger = (reason: string): void => pass.trigger(reason);
   const libvirt = new LibvirtConnection({ state, events: options.events, log, trigger, changed });
@@ -77,7 +92,7 @@ export async function runDaemon(
       state.stopping = true;
       log.info(`${signal}: stopping; the rules stay in place (kvmnftd remove clears them)`);
       notifier.send({ STOPPING: '1', STATUS: 'stopping' });
-      for (const unit of [periodic, watchdog, libvirt, monitor]) unit.stop();
+      for (const unit of [periodic, watchdog, libvirt, monitor, leases]) unit.stop();
       await pass.stop().finally(() => {
         libvirt.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });

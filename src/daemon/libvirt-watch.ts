@@ -1,11 +1,19 @@
 // Chooses and opens the event transport: libvirt-dbus when it is on the bus
 // (or can be activated), `virsh net-event` otherwise. Both report "something
 // changed" and list active networks; the reconciler does the rest.
+//
+// Opened with `guests` (a port forward names its guest: guestFactsNeeded),
+// the watch also reports domain lifecycle events (libvirt-dbus's DomainEvent
+// on the same connect object; with virsh a second stream, `virsh event`, on
+// the domains' URI) and lists the running domains. Without, domain events
+// are not even subscribed to: starting VMs costs no pass.
 import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
+import type { DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
-import { modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
+import { domainUri, modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
 import { VirshEventStream } from '../libvirt/virsh-events.js';
+import { runningDomainXml } from '../libvirt/virsh.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
 export type Transport = 'dbus' | 'virsh';
@@ -17,7 +25,11 @@ export interface WatchCallbacks {
 
 export interface LibvirtWatch {
   readonly transport: Transport;
+  /** Opened for port forwards to named guests: domain events reported, domains listed. */
+  readonly guests: boolean;
   activeNetworks(): Promise<NetworkParse[]>;
+  /** The running domains' XML. */
+  runningDomains(): Promise<DomainXml[]>;
   close(): void;
 }
 
@@ -37,6 +49,7 @@ export async function openWatch(
   uri: string,
   cb: WatchCallbacks,
   modular = modularNetworkDaemon(),
+  guests = false,
 ): Promise<OpenedWatch> {
   const direct = networkUri(uri, modular);
   const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
@@ -51,7 +64,7 @@ export async function openWatch(
       why = `events: virsh net-event${on}, not libvirt-dbus: ${DBUS_ON_MODULAR}`;
     } else {
       try {
-        const watch = await openDbus(path, cb);
+        const watch = await openDbus(path, cb, guests);
         const caveat = direct === uri ? '' : `; beware, ${DBUS_ON_MODULAR} (--events auto avoids it)`;
         return {
           watch,
@@ -63,14 +76,22 @@ export async function openWatch(
       }
     }
   }
-  return { watch: await openVirsh(direct, cb), why };
+  return {
+    watch: await openVirsh(direct, domainUri(uri), guests, cb),
+    why: guests ? `${why}; domain events: virsh event on ${domainUri(uri)}` : why,
+  };
 }
 
-async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch & { owner: string | undefined }> {
+async function openDbus(
+  path: string,
+  cb: WatchCallbacks,
+  guests: boolean,
+): Promise<LibvirtWatch & { owner: string | undefined }> {
   // The handlers may run before connect() resolves: they find the client here.
   const ref: { client?: LibvirtDbusClient } = {};
   const c = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
+    ...(guests ? { onDomainEvent: ({ event }: { event: string }) => cb.onChange(`domain ${event}`) } : {}),
     onOwnerChange: (owner) => {
       if (owner === undefined) {
         // libvirt-dbus exited (it does when idle, or crashed): a call
@@ -87,19 +108,34 @@ async function openDbus(path: string, cb: WatchCallbacks): Promise<LibvirtWatch 
   ref.client = c;
   return {
     transport: 'dbus',
+    guests,
     owner: c.currentOwner,
     activeNetworks: () => c.activeNetworks(),
+    runningDomains: () => c.runningDomains(),
     close: () => c.close(),
   };
 }
 
-async function openVirsh(uri: string, cb: WatchCallbacks): Promise<LibvirtWatch> {
+async function openVirsh(
+  uri: string,
+  domainsUri: string,
+  guests: boolean,
+  cb: WatchCallbacks,
+): Promise<LibvirtWatch> {
   const list = virshSource(uri);
   await list(); // fails fast while libvirt is unreachable, instead of a stream that dies at once
-  const stream = new VirshEventStream(uri);
-  stream.start(
-    (e) => cb.onChange(`network ${e.event}`, e.network),
-    (reason) => cb.onFault(reason),
-  );
-  return { transport: 'virsh', activeNetworks: list, close: () => stream.stop() };
+  const streams = [new VirshEventStream(uri, 'network')];
+  if (guests) streams.push(new VirshEventStream(domainsUri, 'domain'));
+  for (const stream of streams)
+    stream.start(
+      (e) => (e.object === 'network' ? cb.onChange(`network ${e.event}`, e.name) : cb.onChange(`domain ${e.event}`)),
+      (reason) => cb.onFault(reason),
+    );
+  return {
+    transport: 'virsh',
+    guests,
+    activeNetworks: list,
+    runningDomains: () => runningDomainXml(domainsUri),
+    close: () => streams.forEach((s) => s.stop()),
+  };
 }

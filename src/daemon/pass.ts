@@ -5,6 +5,7 @@
 // back-off); failures are logged by how long they last.
 import { takeLock } from '../host/lock.js';
 import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
+import { forwardTargetsFrom, gatherGuestFacts } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import { RepeatFilter, type LogMessage } from '../log/messages.js';
@@ -14,6 +15,7 @@ import { planDiff, renderDiff } from '../nft/diff.js';
 import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
 import { foreignDigest } from '../nft/ownership.js';
 import type { Plan } from '../nft/plan.js';
+import type { ForwardTarget } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
 import { ConvergenceGuard } from './convergence-guard.js';
@@ -50,6 +52,8 @@ export interface PassDeps {
   announce?: () => Promise<ReloadOutcome>;
   /** One read-plan-apply (replaceable in tests). */
   sync?: typeof syncOnce;
+  /** libvirt's guests for port forwards (replaceable in tests). */
+  guestFacts?: typeof gatherGuestFacts;
   backoff?: Backoff;
 }
 
@@ -103,8 +107,10 @@ export class DaemonPass {
     try {
       const networks = await this.networks();
       if (networks === undefined) return; // nothing known yet: the status names libvirt
-      const inputs = JSON.stringify([networks, state.config]);
-      const result = await this.sync(networks, inputs);
+      const targets = await this.forwardTargets(networks);
+      // A forward's new guest address is an input change, as a network's or the config's is.
+      const inputs = JSON.stringify([networks, state.config, targets]);
+      const result = await this.sync(networks, inputs, targets);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
@@ -131,14 +137,30 @@ export class DaemonPass {
     return state.lastNetworks;
   }
 
+  /**
+   * The port forwards with their guest addresses: libvirt's guests asked once per pass (only when a forward
+   * names one), through the open event source; while libvirt is away, its last answer stands.
+   */
+  private async forwardTargets(networks: NetworkParse[]): Promise<ForwardTarget[]> {
+    const { state } = this.deps;
+    const watch = state.watch;
+    const facts = await (this.deps.guestFacts ?? gatherGuestFacts)(state.config, networks, {
+      domains: watch ? () => watch.runningDomains() : () => Promise.reject(new Error('libvirt is away')),
+      ...(state.guestFacts ? { previous: state.guestFacts } : {}),
+    });
+    state.guestFacts = facts;
+    return forwardTargetsFrom(state.config, networks, facts);
+  }
+
   /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
   private foreignAtCheck = '';
 
-  private async sync(networks: NetworkParse[], inputs: string): Promise<SyncResult> {
+  private async sync(networks: NetworkParse[], inputs: string, forwardTargets: ForwardTarget[]): Promise<SyncResult> {
     const release = takeLock(this.deps.runtimeDir);
     try {
       return await (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
         mayApply: (plan, live) => this.mayApply(inputs, plan, live),
+        forwardTargets,
       });
     } finally {
       release();

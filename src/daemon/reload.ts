@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../config/config.js';
 import { runtimePath } from '../host/runtime.js';
+import { guestFactsNeeded } from '../libvirt/guest-facts.js';
 import type { Logger } from '../log/logger.js';
 import type { Notifier } from './notify.js';
 import type { DaemonState } from './state.js';
@@ -20,7 +21,7 @@ export interface ReloadDeps {
   /** READY=1 follows the reload's pass, or this long after the signal at the latest. */
   readyTimeoutMs: number;
   pass: { trigger(reason: string): void; idle(): Promise<void> };
-  /** libvirt_uri changed. */
+  /** libvirt_uri changed, or whether forwards need domain events. */
   reopenLibvirt: () => void;
   /** daemon.resync_interval (seconds) may have changed. */
   setResyncInterval: (seconds: number) => void;
@@ -41,7 +42,9 @@ export class Reloader {
     let outcome = 'ok';
     try {
       const next = loadConfig(this.deps.configPath).config;
-      const reopen = next.libvirtUri !== state.config.libvirtUri;
+      // The event source is opened for the URI and for what forwards need of libvirt (domain events).
+      const reopen =
+        next.libvirtUri !== state.config.libvirtUri || guestFactsNeeded(next) !== guestFactsNeeded(state.config);
       state.config = next;
       this.deps.setResyncInterval(next.daemon.resyncInterval);
       log.info('SIGHUP: configuration re-read');

@@ -2,6 +2,7 @@
 // connection, reload, stop) read and write. What the daemon reports about
 // itself (STATUS=, the state file) is derived from it in status.ts.
 import type { Config } from '../config/config.js';
+import type { GuestFacts } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { MonitorScope } from '../nft/monitor-scope.js';
 import type { LibvirtWatch } from './libvirt-watch.js';
@@ -17,6 +18,8 @@ export interface DaemonState {
   reconnectAttempts: number;
   /** The networks libvirt last reported: while libvirt is away, a pass plans from them. */
   lastNetworks: NetworkParse[] | undefined;
+  /** libvirt's guests as the last pass saw them (port forwards); while libvirt is away, a pass keeps them. */
+  guestFacts: GuestFacts | undefined;
   /** Names of the networks the last plan covered. */
   networks: string[];
   /** The last transaction applied: when, and how long it took. */
@@ -50,6 +53,7 @@ export function initialState(config: Config): DaemonState {
     watchFault: 'not connected yet',
     reconnectAttempts: 0,
     lastNetworks: undefined,
+    guestFacts: undefined,
     networks: [],
     lastChange: undefined,
     passError: undefined,

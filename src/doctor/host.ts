@@ -2,7 +2,8 @@
 // where bridged traffic is filtered. Pure: reads gathered /proc/sys values.
 import { modeForwards } from '../libvirt/model.js';
 import { desiredState } from '../nft/desired.js';
-import { activeNetworks, type DoctorFacts, type Finding } from './types.js';
+import { ipFamily } from '../net/ip.js';
+import { activeNetworks, forwardOutcomes, type DoctorFacts, type Finding } from './types.js';
 
 export function checkForwarding(facts: DoctorFacts): Finding[] {
   const nets = activeNetworks(facts);
@@ -26,15 +27,22 @@ export function checkForwarding(facts: DoctorFacts): Finding[] {
       networks: names,
     });
   }
-  if (want.forwardsIpv6 && facts.sysctl.ipv6Forward === '0') {
+  // An IPv6 port forward cannot work at all without it: an error then, not a warning.
+  const v6Forwards = forwardOutcomes(facts).filter((o) => o.addresses.some((a) => ipFamily(a) === 6));
+  if ((want.forwardsIpv6 || v6Forwards.length > 0) && facts.sysctl.ipv6Forward === '0') {
     const names = forwarding(true);
     const ra = facts.sysctl.ipv6AcceptRa1;
+    const fwd = v6Forwards.map((o) => o.name);
     out.push({
       id: 'ipv6-forwarding-off',
-      severity: 'warning',
-      title: `net.ipv6.conf.all.forwarding is 0 while network${names.length > 1 ? 's' : ''} ${names.join(', ')} route${names.length > 1 ? '' : 's'} IPv6: IPv6 guests reach the host only`,
+      severity: v6Forwards.length > 0 ? 'error' : 'warning',
+      title:
+        `net.ipv6.conf.all.forwarding is 0 while network${names.length > 1 ? 's' : ''} ${names.join(', ')} ` +
+        `route${names.length > 1 ? '' : 's'} IPv6: IPv6 guests reach the host only` +
+        (fwd.length > 0 ? `, and the IPv6 port forward${fwd.length > 1 ? 's' : ''} ${fwd.join(', ')} cannot work` : ''),
       evidence: [
         '/proc/sys/net/ipv6/conf/all/forwarding = 0',
+        ...v6Forwards.map((o) => `${o.name} forwards to ${o.addresses.filter((a) => ipFamily(a) === 6).join(', ')}`),
         ra.length > 0
           ? `accept_ra = 1 on ${ra.join(', ')}: with forwarding on they would stop accepting router advertisements`
           : 'no interface has accept_ra = 1',

@@ -1,6 +1,7 @@
 // `kvmnftd doctor`: every check, in the order a reader should see them.
 import { checkDropChains } from './drop-chains.js';
 import { checkFirewalld, checkIptablesLegacy } from './foreign.js';
+import { checkForwardShadowing, checkForwardTargets, checkForwardsBlocked } from './forwards.js';
 import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
 import { checkMetadataForwards } from './metadata-forwards.js';
@@ -22,6 +23,9 @@ export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkOwnTable,
   checkRulesApplied,
   checkDropChains,
+  checkForwardsBlocked,
+  checkForwardTargets,
+  checkForwardShadowing,
   checkIptablesLegacy,
   checkForwarding,
   checkBrNetfilter,

@@ -1,8 +1,10 @@
 // What `kvmnftd doctor` knows about the host (gathered by gather.ts) and what
 // it reports. Every check is a pure function Facts -> Finding[].
 import type { Config } from '../config/config.js';
+import type { HostListener } from '../host/listeners.js';
 import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
+import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -28,6 +30,10 @@ export const FINDING_IDS = [
   'iptables-table-collision',
   'firewalld-running',
   'iptables-legacy-rules',
+  'forward-target-not-on-network',
+  'forward-guest-no-address',
+  'forward-port-shadowed',
+  'forward-blocked-by-libvirt',
   'metadata-forward-ignored',
 ] as const;
 
@@ -65,7 +71,10 @@ export interface DoctorFacts {
   config: Config;
   /** Active networks as parsed, or why they could not be read. */
   libvirt: { networks: NetworkParse[] } | { error: string };
-  ruleset: { live: Ruleset; plannedCommands: number } | { error: string };
+  /** The live ruleset, and the plan against it: how many commands, and what became of each port forward. */
+  ruleset: { live: Ruleset; plannedCommands: number; forwards: ForwardOutcome[] } | { error: string };
+  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6). */
+  listeners: HostListener[];
   /** Values of /proc/sys files; absent key = file absent or unreadable. */
   sysctl: {
     ipv4Forward?: string;
@@ -98,6 +107,11 @@ export function cannotGather(error: string, finding: Omit<Finding, 'evidence'>):
 export function activeNetworks(facts: DoctorFacts): Network[] {
   if (!('networks' in facts.libvirt)) return [];
   return facts.libvirt.networks.flatMap((p) => (p.kind === 'ok' ? [p.network] : []));
+}
+
+/** Every port forward as the plan saw it, or [] when the plan could not be made. */
+export function forwardOutcomes(facts: DoctorFacts): ForwardOutcome[] {
+  return 'forwards' in facts.ruleset ? facts.ruleset.forwards : [];
 }
 
 export function liveRuleset(facts: DoctorFacts): Ruleset | undefined {

@@ -1,5 +1,6 @@
 // libvirt over D-Bus (libvirt-dbus, bus name org.libvirt): network listing,
-// XML, and NetworkEvent signals without a process per event.
+// XML, and NetworkEvent signals without a process per event; the running
+// domains' XML and their DomainEvent (lifecycle) signals for port forwards.
 //
 // Two properties of dbus-next shape this module. A proxy-object signal
 // subscription goes silent once the service restarts (its owner is stale), so
@@ -12,6 +13,7 @@ import dbus from 'dbus-next';
 import type { MessageBus, MessageLike, Message as DbusMessage } from 'dbus-next';
 import { busDaemonCall, DbusCaller, DbusError } from './dbus-call.js';
 import type { NetworkParse } from './model.js';
+import { domainXmlName } from './forward-targets.js';
 import { parseNetworkXml } from './parse-network-xml.js';
 import { mapLimit } from '../util/map-limit.js';
 
@@ -21,12 +23,26 @@ const SIGNAL = dbus.MessageType.SIGNAL;
 export const LIBVIRT_BUS_NAME = 'org.libvirt';
 const CONNECT_IFACE = 'org.libvirt.Connect';
 const NETWORK_IFACE = 'org.libvirt.Network';
+const DOMAIN_IFACE = 'org.libvirt.Domain';
 const LIST_ACTIVE = 2; // VIR_CONNECT_LIST_NETWORKS_ACTIVE
+const LIST_DOMAINS_ACTIVE = 1; // VIR_CONNECT_LIST_DOMAINS_ACTIVE
 const CALL_TIMEOUT_MS = 10_000;
 /** D-Bus calls one pass keeps in flight: libvirt-dbus serves them one libvirt call at a time anyway. */
 const MAX_PARALLEL_CALLS = 16;
 
 export const NETWORK_EVENTS = ['defined', 'undefined', 'started', 'stopped'] as const;
+/** virDomainEventType, in order. */
+export const DOMAIN_EVENTS = [
+  'defined',
+  'undefined',
+  'started',
+  'suspended',
+  'resumed',
+  'stopped',
+  'shutdown',
+  'pmsuspended',
+  'crashed',
+] as const;
 
 /** libvirt-dbus exports one object per hypervisor driver on the system bus. */
 export function objectPathForUri(uri: string): string | undefined {
@@ -39,8 +55,16 @@ export interface NetworkEventInfo {
   path: string;
 }
 
+export interface DomainEventInfo {
+  event: string;
+  /** libvirt-dbus domain object path (…/domain/_<uuid>). */
+  path: string;
+}
+
 export interface ChangeHandlers {
   onNetworkEvent: (info: NetworkEventInfo) => void;
+  /** A domain's lifecycle event (DomainEvent): port forwards to a named guest may change. */
+  onDomainEvent?: (info: DomainEventInfo) => void;
   /** org.libvirt changed owner (libvirt-dbus restarted or exited). */
   onOwnerChange: (owner: string | undefined) => void;
   /** The bus connection is gone; the client is unusable. */
@@ -94,6 +118,10 @@ export class LibvirtDbusClient {
         if (this.owner === undefined || msg.sender !== this.owner) return;
         const [networkPath, code] = msg.body as [string, number];
         handlers.onNetworkEvent({ path: networkPath, event: NETWORK_EVENTS[code] ?? `event ${code}` });
+      } else if (msg.interface === CONNECT_IFACE && msg.member === 'DomainEvent' && msg.path === this.path) {
+        if (this.owner === undefined || msg.sender !== this.owner) return;
+        const [domainPath, code] = msg.body as [string, number];
+        handlers.onDomainEvent?.({ path: domainPath, event: DOMAIN_EVENTS[code] ?? `event ${code}` });
       } else if (
         msg.interface === 'org.freedesktop.DBus' &&
         msg.member === 'NameOwnerChanged' &&
@@ -111,6 +139,12 @@ export class LibvirtDbusClient {
         `type='signal',interface='${CONNECT_IFACE}',member='NetworkEvent',path='${this.path}'`,
       ]),
     );
+    if (handlers.onDomainEvent)
+      await this.call(
+        busDaemonCall('AddMatch', 's', [
+          `type='signal',interface='${CONNECT_IFACE}',member='DomainEvent',path='${this.path}'`,
+        ]),
+      );
     await this.call(
       busDaemonCall('AddMatch', 's', [
         "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'," +
@@ -165,6 +199,31 @@ export class LibvirtDbusClient {
   async activeNetworks(): Promise<NetworkParse[]> {
     const paths = await this.listNetworkPaths();
     return mapLimit(paths, MAX_PARALLEL_CALLS, async (p) => parseNetworkXml(await this.networkXml(p), p));
+  }
+
+  /** The XML of every running domain (org.libvirt.Domain.GetXMLDesc), named from the XML. */
+  async runningDomains(): Promise<Array<{ name: string; xml: string }>> {
+    const [paths] = (await this.call({
+      destination: LIBVIRT_BUS_NAME,
+      path: this.path,
+      interface: CONNECT_IFACE,
+      member: 'ListDomains',
+      signature: 'u',
+      body: [LIST_DOMAINS_ACTIVE],
+    })) as [string[]];
+    const all = await mapLimit(paths, MAX_PARALLEL_CALLS, async (path) => {
+      const [xml] = (await this.call({
+        destination: LIBVIRT_BUS_NAME,
+        path,
+        interface: DOMAIN_IFACE,
+        member: 'GetXMLDesc',
+        signature: 'u',
+        body: [0],
+      })) as [string];
+      const name = domainXmlName(xml);
+      return name === undefined ? [] : [{ name, xml }];
+    });
+    return all.flat();
   }
 
   close(): void {

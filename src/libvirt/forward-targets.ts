@@ -1,30 +1,28 @@
 // Resolving a port forward's `to` (issue 13): an address stays as it is; a
 // libvirt domain name or a MAC address becomes the guest's address on the
-// forward's network, from what libvirt reports. Pure: the adapters (virsh /
-// D-Bus: domain XML, domain interface addresses, the network's DHCP leases)
-// gather the facts, this decides. The planner (src/nft/port-forward.ts)
+// forward's network, from what libvirt reports. Pure: the adapter
+// (guest-facts.ts: the running domains' XML, the networks' lease files)
+// gathers the facts, this decides. The planner (src/nft/port-forward.ts)
 // takes the result as PlanOptions.forwardTargets.
 //
-// Order of sources, per address family: the domain's interfaces on that
-// network (addresses libvirt reports for them), then the network's DHCP
-// leases for those MACs, the lease that expires last winning (an older lease
-// of the same MAC is a previous address). One address per family: two DNAT
-// rules for one host port would make the second dead.
+// A domain name gives the MACs of its interfaces on the forward's network
+// (its XML); the network's DHCP leases give their addresses, the lease that
+// expires last winning (an older lease of the same MAC is a previous
+// address). One address per family: two DNAT rules for one host port would
+// make the second dead. A guest with a static address and no lease cannot be
+// resolved this way: give its address as `to`.
 import { XMLParser } from 'fast-xml-parser';
-import type { Config } from '../config/config.js';
-import { targetRef } from '../config/port-forward.js';
+import { targetRef, type TargetRef } from '../config/port-forward.js';
 import { cidrOf, ipFamily, type Cidr } from '../net/ip.js';
-import type { ForwardTarget } from '../nft/port-forward.js';
+import type { ForwardTarget, Unresolved } from '../nft/port-forward.js';
 import type { Network } from './model.js';
 
-/** One network interface of a running domain. */
+/** One network interface of a running domain (from its XML). */
 export interface GuestInterface {
   domain: string;
   /** The libvirt network it is attached to (`<source network=.../>`). */
   network: string;
   mac: string;
-  /** Addresses libvirt reports for it (domifaddr), possibly none yet. */
-  addresses: string[];
 }
 
 /** One DHCP lease of a libvirt network. */
@@ -36,39 +34,79 @@ export interface DhcpLease {
   expiry: number;
 }
 
-export interface GuestFacts {
+/** What a forward's `to` resolves from. */
+export interface ResolutionFacts {
   interfaces: readonly GuestInterface[];
   leases: readonly DhcpLease[];
 }
 
+/**
+ * The forwards with their guest addresses: an address as it is; a domain name through the MACs of its
+ * interfaces on the forward's network; a MAC as it is; then the network's leases for those MACs, one address
+ * per family, the lease that expires last winning, and only addresses inside the network's subnets. A forward
+ * whose network is not active, or whose guest has no lease, gets no address (it waits).
+ */
 export function resolveForwardTargets(
-  forwards: Config['portForward'],
+  forwards: ReadonlyArray<Pick<ForwardTarget, 'origin' | 'forward'>>,
   networks: readonly Network[],
-  facts: GuestFacts,
+  facts: ResolutionFacts,
 ): ForwardTarget[] {
-  return forwards.map((forward, index) => {
+  return forwards.map(({ origin, forward }) => {
     const ref = targetRef(forward.to);
-    if (ref.kind === 'address') return { index, forward, addresses: [ref.address] };
+    if (ref.kind === 'address') return { origin, forward, addresses: [ref.address] };
     const net = networks.find((n) => n.name === forward.network);
-    if (!net) return { index, forward, addresses: [] };
-    const subnets = net.ips.map((ip) => ip.cidr);
-    const ifaces = facts.interfaces.filter(
-      (i) =>
-        i.network === forward.network && (ref.kind === 'mac' ? i.mac.toLowerCase() === ref.mac : i.domain === ref.name),
-    );
-    const macs = ref.kind === 'mac' ? [ref.mac] : ifaces.map((i) => i.mac.toLowerCase());
-    const reported = ifaces.flatMap((i) => i.addresses);
+    if (!net) return { origin, forward, addresses: [] }; // the planner says the network is not active
+    const here = facts.interfaces.filter((i) => i.network === forward.network);
+    let macs: string[];
+    if (ref.kind === 'mac') macs = [ref.mac];
+    else {
+      macs = here.filter((i) => i.domain === ref.name).map((i) => i.mac);
+      if (macs.length === 0) {
+        const running = facts.interfaces.some((i) => i.domain === ref.name);
+        const unresolved: Unresolved = running
+          ? { kind: 'not-on-network', message: `domain ${ref.name} has no interface on network ${forward.network}` }
+          : { kind: 'not-running', message: `domain ${ref.name} is not running` };
+        return { origin, forward, addresses: [], unresolved };
+      }
+    }
     const leased = facts.leases
-      .filter((l) => l.network === forward.network && macs.includes(l.mac.toLowerCase()))
-      .sort((a, b) => b.expiry - a.expiry)
+      .filter((l) => l.network === forward.network && macs.includes(l.mac))
+      .sort((x, y) => y.expiry - x.expiry)
       .map((l) => l.address);
     const addresses: string[] = [];
     for (const family of [4, 6] as const) {
-      const first = [...reported, ...leased].find((a) => ipFamily(a) === family && inside(a, subnets));
+      const first = leased.find((a) => ipFamily(a) === family && inside(a, subnets(net)));
       if (first) addresses.push(cidrOf(first, family === 4 ? 32 : 128)!.network);
     }
-    return { index, forward, addresses };
+    if (addresses.length > 0) return { origin, forward, addresses };
+    return { origin, forward, addresses: [], unresolved: noAddress(ref, macs, forward.network, facts) };
   });
+}
+
+const subnets = (net: Network): Cidr[] => net.ips.map((ip) => ip.cidr);
+
+/**
+ * Why a guest found by MAC has no address: the MAC is on another network (an interface of a domain there, or a
+ * lease there), or it has no lease yet.
+ */
+function noAddress(ref: TargetRef, macs: readonly string[], network: string, facts: ResolutionFacts): Unresolved {
+  if (ref.kind === 'mac') {
+    const onNetwork = facts.interfaces.some((i) => i.mac === ref.mac && i.network === network);
+    const iface = facts.interfaces.find((i) => i.mac === ref.mac && i.network !== network);
+    const lease = facts.leases.find((l) => l.mac === ref.mac && l.network !== network);
+    if (!onNetwork && iface)
+      return {
+        kind: 'not-on-network',
+        message: `${ref.mac} is an interface of domain ${iface.domain} on network ${iface.network}, not on ${network}`,
+      };
+    if (!onNetwork && lease)
+      return {
+        kind: 'not-on-network',
+        message: `${ref.mac} has a lease (${lease.address}) on network ${lease.network}, not on ${network}`,
+      };
+  }
+  const who = ref.kind === 'domain' ? `domain ${ref.name} (${macs.join(', ')})` : macs.join(', ');
+  return { kind: 'no-lease', message: `${who} has no DHCP lease on network ${network} yet` };
 }
 
 function inside(address: string, subnets: readonly Cidr[]): boolean {
@@ -89,15 +127,23 @@ const parser = new XMLParser({
 
 type Node = { $?: Record<string, string> } & { [child: string]: unknown };
 
-/** The network interfaces of a domain's XML (`virsh dumpxml`): MAC and network; addresses left empty. */
-export function domainNetworkInterfaces(xml: string): GuestInterface[] {
-  let doc: { domain?: Node };
+function domainNode(xml: string): Node | undefined {
   try {
-    doc = parser.parse(xml) as { domain?: Node };
+    return (parser.parse(xml) as { domain?: Node }).domain;
   } catch {
-    return [];
+    return undefined;
   }
-  const domain = doc.domain;
+}
+
+/** A domain XML's `<name>`; undefined when the XML has none. */
+export function domainXmlName(xml: string): string | undefined {
+  const name = domainNode(xml)?.['name'];
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
+/** The network interfaces of a domain's XML (`virsh dumpxml`): MAC and network. */
+export function domainNetworkInterfaces(xml: string): GuestInterface[] {
+  const domain = domainNode(xml);
   const name = typeof domain?.['name'] === 'string' ? domain['name'] : undefined;
   const devices = domain?.['devices'] as Node | undefined;
   const ifaces = (devices?.['interface'] as Node[] | undefined) ?? [];
@@ -106,7 +152,7 @@ export function domainNetworkInterfaces(xml: string): GuestInterface[] {
     const mac = (i['mac'] as Node | undefined)?.$?.['address'];
     const network = (i['source'] as Node | undefined)?.$?.['network'];
     return i.$?.['type'] === 'network' && mac && network
-      ? [{ domain: name, network, mac: mac.toLowerCase(), addresses: [] }]
+      ? [{ domain: name, network, mac: mac.toLowerCase() }]
       : [];
   });
 }
@@ -137,5 +183,3 @@ export function parseDnsmasqStatus(text: string, network: string): DhcpLease[] {
   });
 }
 
-/** Where libvirt's dnsmasq keeps a network's leases. */
-export const dnsmasqStatusFile = (bridge: string): string => `/var/lib/libvirt/dnsmasq/${bridge}.status`;

@@ -1,69 +1,130 @@
-// The facts a port forward's `to` resolves from (forward-targets.ts decides):
-// the running domains' network interfaces (virsh dumpxml) and the networks'
-// DHCP leases (libvirt's dnsmasq status files). Asked only when a forward
-// names its guest by domain name or MAC; a failure to read them leaves those
-// forwards waiting, never fails the pass.
+// libvirt's facts about guests that port forwards resolve from (issue 13),
+// gathered once per pass and fed to every plan() call site (the daemon's
+// pass and its convergence guard, plan, apply, plan --diff, status, doctor),
+// so that they all see the same targets:
+//
+//   guestFactsNeeded(config)   whether libvirt must be asked at all (a forward
+//                              names its guest by domain name or MAC);
+//   gatherGuestFacts(...)      the adapter: the running domains' XML (virsh, or
+//                              the daemon's D-Bus connection) and the networks'
+//                              DHCP leases (libvirt's dnsmasq status files);
+//   forwardTargetsFrom(...)    pure: the forwards with their guest addresses.
+//
+// A failure to read them leaves the lists empty (those forwards wait), or
+// keeps what the caller knew before (options.previous): it never fails a pass.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/config.js';
 import { targetRef } from '../config/port-forward.js';
-import { addressTargets, type ForwardTarget } from '../nft/port-forward.js';
+import type { ForwardTarget } from '../nft/port-forward.js';
 import {
   domainNetworkInterfaces,
   parseDnsmasqStatus,
   resolveForwardTargets,
   type DhcpLease,
-  type GuestInterface,
 } from './forward-targets.js';
 import type { Network, NetworkParse } from './model.js';
+import { domainUri } from './uri.js';
 import { runningDomainXml } from './virsh.js';
 
-/** Where libvirt's dnsmasq keeps the leases, one `<bridge>.status` file per network. */
+export type { DhcpLease } from './forward-targets.js';
+
+/** Where libvirt's dnsmasq keeps the leases, one `<bridge>.status` file per network (leaseshelper's). */
 export const DNSMASQ_STATUS_DIR = '/var/lib/libvirt/dnsmasq';
 
-export interface GuestFactsOptions {
-  /** The running domains' XML (default: virsh on config.libvirt_uri). */
-  domains?: () => Promise<Array<{ name: string; xml: string }>>;
-  statusDir?: string;
+/** A running domain: its name and its XML (`virsh dumpxml`, or org.libvirt.Domain.GetXMLDesc). */
+export interface DomainXml {
+  name: string;
+  xml: string;
 }
 
-/** Whether some forward names its guest by domain name or MAC (so libvirt must be asked). */
-export function forwardsNeedLibvirt(config: Config): boolean {
+/** What libvirt says about guests, for resolving forwards. */
+export interface GuestFacts {
+  /** The running domains. */
+  domains: DomainXml[];
+  /** The DHCP leases of the active networks. */
+  leases: DhcpLease[];
+}
+
+
+export interface GuestFactsOptions {
+  /** The running domains (default: virsh on the domain URI of config.libvirt_uri: uri.ts). */
+  domains?: () => Promise<DomainXml[]>;
+  /** Where the lease status files are (default DNSMASQ_STATUS_DIR). */
+  statusDir?: string;
+  /** What to keep of a part that cannot be read now (libvirt away): the daemon passes its last facts. */
+  previous?: GuestFacts;
+}
+
+/** Whether some forward names its guest by domain name or MAC, so that libvirt must be asked. */
+export function guestFactsNeeded(config: Config): boolean {
   return config.portForward.some((f) => targetRef(f.to).kind !== 'address');
 }
 
-/** The forwards with their guest addresses, from libvirt's facts when a forward needs them. */
-export async function forwardTargetsFor(
+/** The facts forwards resolve from; asks nothing when guestFactsNeeded(config) is false. Never throws. */
+export async function gatherGuestFacts(
+  config: Config,
+  inputs: readonly NetworkParse[],
+  options: GuestFactsOptions = {},
+): Promise<GuestFacts> {
+  if (!guestFactsNeeded(config)) return { domains: [], leases: [] };
+  // Every network's leases, not only the forwards' networks': a MAC leased elsewhere says "not on that network".
+  const networks = okNetworks(inputs);
+  const [domains, leases] = await Promise.all([
+    (options.domains ?? (() => runningDomainXml(domainUri(config.libvirtUri))))().catch(
+      () => options.previous?.domains ?? [], // libvirt away: what was known, or named forwards wait
+    ),
+    networkLeases(networks, options.statusDir ?? DNSMASQ_STATUS_DIR),
+  ]);
+  return { domains, leases };
+}
+
+/** The forwards with their guest addresses (pure): what every plan() call site passes as forwardTargets. */
+export function forwardTargetsFrom(
+  config: Config,
+  inputs: readonly NetworkParse[],
+  facts: GuestFacts,
+): ForwardTarget[] {
+  return resolveForwardTargets(
+    config.portForward.map((forward, index) => ({ origin: { kind: 'config', index }, forward })),
+    okNetworks(inputs),
+    { interfaces: facts.domains.flatMap((d) => domainNetworkInterfaces(d.xml)), leases: facts.leases },
+  );
+}
+
+/** gatherGuestFacts then forwardTargetsFrom: for the one-shot commands. */
+export async function resolveForwards(
   config: Config,
   inputs: readonly NetworkParse[],
   options: GuestFactsOptions = {},
 ): Promise<ForwardTarget[]> {
-  if (!forwardsNeedLibvirt(config)) return addressTargets(config.portForward);
-  const networks = inputs.flatMap((i) => (i.kind === 'ok' ? [i.network] : []));
-  const wanted = new Set(config.portForward.map((f) => f.network));
-  const [interfaces, leases] = await Promise.all([
-    domainInterfaces(options.domains ?? (() => runningDomainXml(config.libvirtUri))),
-    networkLeases(
-      networks.filter((n) => wanted.has(n.name)),
-      options.statusDir ?? DNSMASQ_STATUS_DIR,
-    ),
-  ]);
-  return resolveForwardTargets(config.portForward, networks, { interfaces, leases });
+  return forwardTargetsFrom(config, inputs, await gatherGuestFacts(config, inputs, options));
 }
 
-async function domainInterfaces(read: () => Promise<Array<{ name: string; xml: string }>>): Promise<GuestInterface[]> {
-  try {
-    return (await read()).flatMap((d) => domainNetworkInterfaces(d.xml));
-  } catch {
-    return []; // libvirt away: named forwards wait
-  }
+/** The bridges of the active networks forwards use: their lease files are the ones that matter. */
+export function forwardBridges(config: Config, inputs: readonly NetworkParse[]): Set<string> {
+  const used = new Set(config.portForward.map((f) => f.network));
+  return new Set(
+    okNetworks(inputs)
+      .filter((n) => used.has(n.name))
+      .map((n) => n.bridge),
+  );
+}
+
+function okNetworks(inputs: readonly NetworkParse[]): Network[] {
+  return inputs.flatMap((i) => (i.kind === 'ok' ? [i.network] : []));
+}
+
+/** The lease status file of a network's bridge. */
+export function leaseFile(bridge: string, dir = DNSMASQ_STATUS_DIR): string {
+  return join(dir, `${bridge}.status`);
 }
 
 async function networkLeases(networks: readonly Network[], dir: string): Promise<DhcpLease[]> {
   const per = await Promise.all(
     networks.map(async (n) => {
       try {
-        return parseDnsmasqStatus(await readFile(join(dir, `${n.bridge}.status`), 'utf8'), n.name);
+        return parseDnsmasqStatus(await readFile(leaseFile(n.bridge, dir), 'utf8'), n.name);
       } catch {
         return []; // no lease file yet (no DHCP, or no lease handed out)
       }

@@ -20,3 +20,11 @@ export function modularNetworkDaemon(): boolean {
 export function networkUri(uri: string, modular: boolean): string {
   return uri === 'qemu:///system' && modular ? 'network:///system' : uri;
 }
+
+/**
+ * The URI domains are listed on (port forwards to a named guest): the hypervisor driver's. Where the
+ * configured URI is the network driver's own (network:///system), domains live on qemu:///system.
+ */
+export function domainUri(uri: string): string {
+  return uri === 'network:///system' ? 'qemu:///system' : uri;
+}

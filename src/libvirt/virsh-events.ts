@@ -1,30 +1,44 @@
-// Fallback event source: `virsh net-event --loop --event lifecycle`, one
-// line per event, e.g. "event 'lifecycle' for network default: Started".
-// The process is a long-lived child; its exit is a fault the caller handles.
+// Fallback event sources: `virsh net-event --loop --event lifecycle` (one
+// line per event, e.g. "event 'lifecycle' for network default: Started") and,
+// while port forwards need libvirt's guests, `virsh event --loop --event
+// lifecycle` on the domains' URI ("event 'lifecycle' for domain web1: Started
+// Booted"). Each is a long-lived child; its exit is a fault the caller handles.
 import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 
-const LINE = /^event 'lifecycle' for network (.+): (\w+)\s*$/;
+/** Newer virsh quotes the name ('web1'), older does not. */
+const LINE = /^event 'lifecycle' for (network|domain) (?:'(.+)'|(.+)): (\w+)(?:\s.*)?$/;
+
+export type EventObject = 'network' | 'domain';
 
 export interface VirshEvent {
-  network: string;
+  object: EventObject;
+  name: string;
   event: string;
 }
+
+const COMMAND: Record<EventObject, string[]> = {
+  network: ['net-event', '--loop', '--event', 'lifecycle'],
+  domain: ['event', '--loop', '--event', 'lifecycle'],
+};
 
 /** Exported for tests: one output line to an event, or undefined for anything else. */
 export function parseEventLine(line: string): VirshEvent | undefined {
   const m = LINE.exec(line);
-  return m ? { network: m[1]!, event: m[2]!.toLowerCase() } : undefined;
+  return m ? { object: m[1] as EventObject, name: (m[2] ?? m[3])!, event: m[4]!.toLowerCase() } : undefined;
 }
 
 export class VirshEventStream {
   private child: ResultPromise | undefined;
   private stopping = false;
 
-  constructor(private readonly uri: string) {}
+  constructor(
+    private readonly uri: string,
+    private readonly object: EventObject = 'network',
+  ) {}
 
   start(onEvent: (e: VirshEvent) => void, onExit: (reason: string) => void): void {
-    const child = execa('virsh', ['-q', '-c', this.uri, 'net-event', '--loop', '--event', 'lifecycle'], {
+    const child = execa('virsh', ['-q', '-c', this.uri, ...COMMAND[this.object]], {
       reject: false,
       stdin: 'ignore',
       buffer: false,
@@ -35,7 +49,7 @@ export class VirshEventStream {
     if (child.stdout) {
       createInterface({ input: child.stdout }).on('line', (line) => {
         const event = parseEventLine(line);
-        if (event) onEvent(event);
+        if (event?.object === this.object) onEvent(event);
       });
     }
     let stderr = '';
@@ -48,7 +62,7 @@ export class VirshEventStream {
         result.code === 'ENOENT'
           ? 'virsh not found (install libvirt-clients)'
           : stderr.trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode ?? result.signal)}`;
-      onExit(`virsh net-event exited: ${why}`);
+      onExit(`virsh ${COMMAND[this.object][0]!} exited: ${why}`);
     });
   }
 

@@ -20,6 +20,7 @@ import {
   PF_OUTPUT_CHAIN,
   PF_POSTROUTING_CHAIN,
   PF_PREROUTING_CHAIN,
+  type ForwardOutcome,
   type ForwardRules,
   type ForwardTarget,
 } from './port-forward.js';
@@ -64,8 +65,8 @@ export interface Plan {
   networks: Network[];
   desired: DesiredState;
   foreign: ForeignPart;
-  /** config.portForward index -> the guest addresses its rules send to (the active forwards). */
-  forwards: Map<number, string[]>;
+  /** Every port forward and what became of it: active, waiting or invalid (status, doctor). */
+  forwards: ForwardOutcome[];
 }
 
 /** The foreign part of a plan: Docker's, ufw's and the admin's extra chains (foreign-chains.ts). */
@@ -157,8 +158,8 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
   for (const n of forwarded.notes)
     notes.push({
       level: n.level,
-      field: `port_forward[${n.forward}]`,
-      message: `port_forward[${n.forward}]: ${n.message}`,
+      field: n.forward,
+      message: `${n.forward}: ${n.message}`,
     });
   const desired = desiredState(networks, config, forwarded.accepts);
   desired.forwardChains = forwardChains(forwarded, config);
@@ -171,7 +172,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
     ...planAdminTable(desired, config, live, notes, foreign.handled),
     ...(foreign.planned ? planForeignChains(foreign.handled, config, live) : []),
   ];
-  return { batch: { nftables: commands }, notes, networks, desired, foreign, forwards: forwarded.active };
+  return { batch: { nftables: commands }, notes, networks, desired, foreign, forwards: forwarded.outcomes };
 }
 
 /** The port forwards' base chains of kvmnftd's own table; a chain without rules is not wanted. */

@@ -33,19 +33,72 @@ export const PF_POSTROUTING_CHAIN = 'pf_postrouting';
 /** Before Docker's and everyone's dstnat (-100); nft refuses a nat chain at -200 or lower. */
 export const PF_DNAT_PRIORITY = -150;
 
-/** A forward and the guest addresses its `to` resolved to (empty: waiting). */
+/**
+ * Where a forward comes from, which names it in notes, status and doctor: a `[[port_forward]]` entry of the
+ * config (its index), or an entry of a domain's metadata (h/pf-meta: src/libvirt/metadata-forwards.ts).
+ */
+export type ForwardOrigin = { kind: 'config'; index: number } | { kind: 'metadata'; domain: string; entry: number };
+
+/** A forward's name: `port_forward[2]`, or `domain web1 metadata forward[0]`. */
+export function forwardName(origin: ForwardOrigin): string {
+  return origin.kind === 'config'
+    ? `port_forward[${origin.index}]`
+    : `domain ${origin.domain} metadata forward[${origin.entry}]`;
+}
+
+/** Why a forward's `to` has no address (resolving it through libvirt: src/libvirt/forward-targets.ts). */
+export interface Unresolved {
+  /** not-running: no running domain of that name; not-on-network: the guest has no interface on the forward's
+   * network; no-lease: no DHCP lease (yet) for its MAC on that network. */
+  kind: 'not-running' | 'not-on-network' | 'no-lease';
+  message: string;
+}
+
+/** A forward and the guest addresses its `to` resolved to (empty: waiting, and why). */
 export interface ForwardTarget {
-  /** Index in config.portForward: names the forward in notes (`port_forward[2]`). */
-  index: number;
+  origin: ForwardOrigin;
   forward: PortForwardConfig;
   addresses: string[];
+  unresolved?: Unresolved;
 }
 
 export interface ForwardNote {
   level: 'info' | 'warn' | 'error';
-  forward: number;
+  /** The forward's name (forwardName). */
+  forward: string;
   network?: string;
   message: string;
+}
+
+/**
+ * What became of one forward: active (it has rules), waiting (its network is not active, or its guest has no
+ * known address: no rules until it has) or invalid (it can never work as configured).
+ */
+export type ForwardState = 'active' | 'waiting' | 'invalid';
+
+/** What keeps a forward from being (wholly) active; doctor's findings are chosen by it. */
+export type ForwardProblem =
+  | Unresolved['kind']
+  | 'network-inactive'
+  | 'network-mode'
+  | 'outside-network'
+  | 'family-not-filtered'
+  | 'no-fit';
+
+export interface ForwardOutcome {
+  /** forwardName(target.origin). */
+  name: string;
+  target: ForwardTarget;
+  state: ForwardState;
+  /** Why waiting or invalid, or what an active forward leaves out (the notes' messages); empty otherwise. */
+  reasons: string[];
+  /** The first problem met (undefined: active with every address). */
+  problem?: ForwardProblem;
+  /** The guest addresses its rules send to (active only). */
+  addresses: string[];
+  /** Its DNAT rules in pf_prerouting and its forward accepts in kvmnftd_forward: status reads their counters. */
+  prerouting: RuleSpec[];
+  accepts: RuleSpec[];
 }
 
 export interface ForwardRules {
@@ -55,15 +108,15 @@ export interface ForwardRules {
   /** network name -> the accepts kvmnftd_forward gets before that bridge's return. */
   accepts: Map<string, RuleSpec[]>;
   notes: ForwardNote[];
-  /** Forwards with rules, for status: index -> addresses used. */
-  active: Map<number, string[]>;
+  /** Every forward, in the order of the targets: what it became (status, doctor). */
+  outcomes: ForwardOutcome[];
 }
 
-/** The targets of forwards whose `to` is an address; names and MACs wait for libvirt (not resolved here). */
+/** The targets of the config's forwards whose `to` is an address; names and MACs wait for libvirt. */
 export function addressTargets(forwards: readonly PortForwardConfig[]): ForwardTarget[] {
   return forwards.map((forward, index) => {
     const ref = targetRef(forward.to);
-    return { index, forward, addresses: ref.kind === 'address' ? [ref.address] : [] };
+    return { origin: { kind: 'config', index }, forward, addresses: ref.kind === 'address' ? [ref.address] : [] };
   });
 }
 
@@ -85,39 +138,61 @@ export function forwardRules(
     postrouting: [],
     accepts: new Map(),
     notes: [],
-    active: new Map(),
+    outcomes: [],
   };
   for (const t of targets) {
     const f = t.forward;
-    const note = (level: ForwardNote['level'], message: string): void => {
-      out.notes.push({ level, forward: t.index, network: f.network, message });
+    const outcome: ForwardOutcome = {
+      name: forwardName(t.origin),
+      target: t,
+      state: 'waiting',
+      reasons: [],
+      addresses: [],
+      prerouting: [],
+      accepts: [],
+    };
+    out.outcomes.push(outcome);
+    const note = (level: ForwardNote['level'], problem: ForwardProblem, message: string): void => {
+      out.notes.push({ level, forward: outcome.name, network: f.network, message });
+      outcome.reasons.push(message);
+      outcome.problem ??= problem;
     };
     const net = networks.find((n) => n.name === f.network);
     if (!net) {
-      note('info', `waiting: network ${f.network} is not active`);
+      note('info', 'network-inactive', `waiting: network ${f.network} is not active`);
       continue;
     }
     if (net.mode !== 'nat' && net.mode !== 'route') {
-      note('error', `network ${f.network} has forward mode '${net.mode}': only nat and route networks forward ports`);
+      outcome.state = 'invalid';
+      note(
+        'error',
+        'network-mode',
+        `network ${f.network} has forward mode '${net.mode}': only nat and route networks forward ports`,
+      );
       continue;
     }
     if (t.addresses.length === 0) {
-      note('info', `waiting: ${f.to} has no known address on network ${f.network}`);
+      const why = t.unresolved ?? { kind: 'no-lease', message: `${f.to} has no known address on network ${f.network}` };
+      note('info', why.kind, `waiting: ${why.message}`);
       continue;
     }
-    const used: string[] = [];
     for (const address of t.addresses) {
       const guest = cidrOf(address, address.includes(':') ? 128 : 32);
       const subnet = guest && net.ips.map((ip) => ip.cidr).find((c) => contains(c, guest));
       if (!guest || !subnet) {
         note(
           'error',
+          'outside-network',
           `${address} is not inside a subnet of network ${f.network}: no rules (a forward never leaves it)`,
         );
         continue;
       }
       if (!families.has(guest.family)) {
-        note('warn', `${address}: filter.family holds no IPv${guest.family} rules, so no forward for it`);
+        note(
+          'warn',
+          'family-not-filtered',
+          `${address}: filter.family holds no IPv${guest.family} rules, so no forward for it`,
+        );
         continue;
       }
       const rules = rulesFor(f, net, guest, subnet);
@@ -126,9 +201,18 @@ export function forwardRules(
       out.output.push(rules.output);
       out.postrouting.push(rules.hairpin);
       out.accepts.set(net.name, [...(out.accepts.get(net.name) ?? []), rules.accept]);
-      used.push(guest.network);
+      outcome.addresses.push(guest.network);
+      outcome.prerouting.push(rules.prerouting);
+      outcome.accepts.push(rules.accept);
     }
-    if (used.length > 0) out.active.set(t.index, used);
+    if (outcome.addresses.length > 0) outcome.state = 'active';
+    else {
+      outcome.state = 'invalid';
+      if (outcome.reasons.length === 0) {
+        outcome.reasons.push(`no address of ${f.to} fits host_address and from (${t.addresses.join(', ')})`);
+        outcome.problem = 'no-fit';
+      }
+    }
   }
   return out;
 }

@@ -168,3 +168,13 @@ function canonical(raw: Json): string {
   }
   return JSON.stringify(value);
 }
+
+/** A live rule's counter (`counter` statement), when it has one. */
+export function ruleCounter(rule: LiveRule): { packets: number; bytes: number } | undefined {
+  for (const e of rule.expr) {
+    const c = (e as { counter?: unknown }).counter;
+    if (typeof c === 'object' && c !== null && 'packets' in c && 'bytes' in c)
+      return { packets: Number(c.packets), bytes: Number(c.bytes) };
+  }
+  return undefined;
+}

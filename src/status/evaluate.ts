@@ -21,7 +21,10 @@ import {
 } from '../nft/ownership.js';
 import { targetText } from '../nft/foreign-chains.js';
 import { plan } from '../nft/plan.js';
-import { ruleKey, type LiveChain, type Ruleset } from '../nft/ruleset.js';
+import { PF_PREROUTING_CHAIN, type ForwardOutcome, type ForwardState, type ForwardTarget } from '../nft/port-forward.js';
+import { ruleCounter, ruleKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
+import { portRangeText } from '../config/kinds.js';
+import { toPortRange } from '../config/port-forward.js';
 
 export const STATUS_SCHEMA_ID = 'kvmnftd.status/1';
 
@@ -57,7 +60,16 @@ export interface StatusInputs {
   configSource: string;
   /** Parse results of every active network, or why libvirt could not be read. */
   libvirt:
-    { source: 'libvirt' | 'xml-files'; networks: NetworkParse[] } | { source: 'libvirt' | 'xml-files'; error: string };
+    | {
+        source: 'libvirt' | 'xml-files';
+        networks: NetworkParse[];
+        /**
+         * The port forwards resolved against them (libvirt/guest-facts.ts), as every plan() gets them. Absent:
+         * only forwards whose `to` is an address have one (PlanOptions.forwardTargets).
+         */
+        forwardTargets?: ForwardTarget[];
+      }
+    | { source: 'libvirt' | 'xml-files'; error: string };
   ruleset: { live: Ruleset } | { error: string };
   daemon: DaemonFacts;
   checkedAt: Date;
@@ -72,6 +84,34 @@ export interface NetworkStatus {
   input: RuleState;
   forward: RuleState;
   ok: boolean;
+}
+
+/** A counter's values; null when the rule is not in the live ruleset. */
+export interface CounterValues {
+  packets: number;
+  bytes: number;
+}
+
+/** One port forward in `kvmnftd status`. */
+export interface ForwardStatus {
+  /** `port_forward[2]` (or `domain web1 metadata forward[0]`). */
+  name: string;
+  network: string;
+  proto: string;
+  host_port: string;
+  host_address: string | null;
+  /** As configured: a domain name, a MAC or an address. */
+  to: string;
+  to_port: string;
+  /** The guest addresses it resolved to and sends to (empty unless active). */
+  target: string[];
+  state: ForwardState;
+  /** Why waiting or invalid (or what an active forward leaves out); null otherwise. */
+  reason: string | null;
+  /** Its rules in the live ruleset: all in place ("ok"), some missing, or none needed (not active). */
+  rules: RuleState;
+  /** Its DNAT in pf_prerouting (the first packet of each connection from outside) and its forward accept. */
+  counters: { dnat: CounterValues | null; accept: CounterValues | null };
 }
 
 /** The JSON document `kvmnftd status --json` prints (snake_case keys). */
@@ -107,6 +147,8 @@ export interface StatusReport {
   /** Docker's and ufw's chains (filter.foreign_chains): "FAMILY TABLE CHAIN" handled, and pending. */
   foreign_chains: { mode: 'accept' | 'report'; handled: string[]; pending: string[] };
   networks: NetworkStatus[];
+  /** Every port forward: its resolved target, its state and its counters (null when not planned). */
+  forwards: ForwardStatus[];
   skipped: Array<{ name: string; reason: string }>;
   pending_commands: number | null;
   problems: string[];
@@ -144,10 +186,12 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
   const adminName = `${config.filter.family} ${config.filter.table}`;
   const live = 'live' in facts.ruleset ? facts.ruleset.live : undefined;
   const inputs = 'networks' in facts.libvirt ? facts.libvirt.networks : undefined;
+  const forwardTargets = 'networks' in facts.libvirt ? facts.libvirt.forwardTargets : undefined;
   if (!live && 'error' in facts.ruleset) problems.push(`cannot read the ruleset: ${facts.ruleset.error}`);
   if (!inputs && 'error' in facts.libvirt) problems.push(`cannot read libvirt's networks: ${facts.libvirt.error}`);
 
   const networks: NetworkStatus[] = [];
+  let forwards: ForwardStatus[] = [];
   const skipped: StatusReport['skipped'] = [];
   let jumps: StatusReport['jumps'] = { input: 'unknown', forward: 'unknown' };
   let pending: number | null = null;
@@ -155,8 +199,11 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
   const admin = live ? adminTable(live, config) : undefined;
 
   if (live && inputs) {
-    const p = plan(inputs, config, live);
+    const p = plan(inputs, config, live, forwardTargets ? { forwardTargets } : {});
     pending = p.batch.nftables.length;
+    forwards = p.forwards.map((o) => forwardStatus(o, live, config));
+    for (const f of forwards)
+      if (f.state === 'active' && f.rules !== 'ok') problems.push(`${f.name}: rules ${f.rules}`);
     for (const note of p.notes) {
       if (note.level === 'error' && note.network) skipped.push({ name: note.network, reason: note.message });
       else if (note.level !== 'info')
@@ -298,8 +345,52 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
     jumps,
     foreign_chains: foreign,
     networks,
+    forwards,
     skipped,
     pending_commands: pending,
     problems,
+  };
+}
+
+/** The live rule that is this wanted rule, if any. */
+function liveRule(chain: LiveChain | undefined, wanted: RuleSpec): LiveRule | undefined {
+  const key = ruleKey(wanted);
+  return chain?.rules.find((r) => ruleKey(r) === key);
+}
+
+/** Counters of the live rules that are these wanted ones, summed; null when none of them is in place. */
+function counters(chain: LiveChain | undefined, wanted: readonly RuleSpec[]): CounterValues | null {
+  const found = wanted.flatMap((w) => {
+    const rule = liveRule(chain, w);
+    const c = rule && ruleCounter(rule);
+    return c ? [c] : [];
+  });
+  if (found.length === 0) return null;
+  return found.reduce((a, c) => ({ packets: a.packets + c.packets, bytes: a.bytes + c.bytes }));
+}
+
+/** One forward's line in the report: the plan's outcome, its rules' presence and counters in the live ruleset. */
+function forwardStatus(o: ForwardOutcome, live: Ruleset, config: Config): ForwardStatus {
+  const f = o.target.forward;
+  const prerouting = ownTable(live, config)?.chains.get(PF_PREROUTING_CHAIN);
+  const forwardChain = adminTable(live, config)?.chains.get(OWN_FORWARD_CHAIN);
+  const wanted: Array<[LiveChain | undefined, RuleSpec]> = [
+    ...o.prerouting.map((r): [LiveChain | undefined, RuleSpec] => [prerouting, r]),
+    ...o.accepts.map((r): [LiveChain | undefined, RuleSpec] => [forwardChain, r]),
+  ];
+  const present = wanted.filter(([chain, r]) => liveRule(chain, r) !== undefined).length;
+  return {
+    name: o.name,
+    network: f.network,
+    proto: f.proto,
+    host_port: portRangeText(f.hostPort),
+    host_address: f.hostAddress ?? null,
+    to: f.to,
+    to_port: portRangeText(toPortRange(f)),
+    target: o.addresses,
+    state: o.state,
+    reason: o.reasons.length > 0 ? o.reasons.join('; ') : null,
+    rules: wanted.length === 0 ? 'not-needed' : present === wanted.length ? 'ok' : 'missing',
+    counters: { dnat: counters(prerouting, o.prerouting), accept: counters(forwardChain, o.accepts) },
   };
 }

@@ -1,5 +1,5 @@
 // `kvmnftd status` as text for a terminal. The JSON form is the report itself.
-import type { StatusReport } from './evaluate.js';
+import type { CounterValues, ForwardStatus, StatusReport } from './evaluate.js';
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -9,6 +9,27 @@ function table(rows: string[][]): string[] {
       .join('  ')
       .trimEnd(),
   );
+}
+
+const packets = (c: CounterValues | null): string => (c === null ? '-' : String(c.packets));
+
+/** The forwards' table; under it, why each one that is not active waits or is invalid. */
+function forwardLines(forwards: readonly ForwardStatus[]): string[] {
+  const host = (f: ForwardStatus): string =>
+    `${f.host_address === null ? '' : f.host_address.includes(':') ? `[${f.host_address}]:` : `${f.host_address}:`}${f.host_port}`;
+  const rows = forwards.map((f) => [
+    f.name,
+    `${f.proto} ${host(f)}`,
+    `${f.to} (${f.network})`,
+    f.target.length > 0 ? f.target.map((a) => `${a.includes(':') ? `[${a}]` : a}:${f.to_port}`).join(',') : '-',
+    f.state === 'active' && f.rules !== 'ok' ? `active, rules ${f.rules}` : f.state,
+    packets(f.counters.dnat),
+    packets(f.counters.accept),
+  ]);
+  return [
+    ...table([['FORWARD', 'HOST', 'TO', 'TARGET', 'STATE', 'DNAT PKTS', 'ACCEPT PKTS'], ...rows]),
+    ...forwards.filter((f) => f.reason !== null).map((f) => `  ${f.name}: ${f.reason ?? ''}`),
+  ];
 }
 
 function daemonLine(d: StatusReport['daemon']): string {
@@ -71,6 +92,7 @@ export function renderStatus(r: StatusReport): string {
       ]),
     );
   }
+  if (r.forwards.length > 0) out.push('', ...forwardLines(r.forwards));
   for (const s of r.skipped) out.push(`skipped: ${s.name}: ${s.reason}`);
   if (r.problems.length > 0) {
     out.push('', 'problems:');

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
-import { WAN_ADDR, type Lab } from '../lab/lab.js';
+import { LAB_PATHS, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { onLines } from '../helpers/lines.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -211,4 +211,22 @@ export async function guestReachesWan(lab: Lab, port: number, retryMs = 0): Prom
   } finally {
     await listener.close();
   }
+}
+
+/**
+ * The lab guest's lease changes: its udhcpc releases the lease it holds (if any) and asks libvirt's dnsmasq
+ * for `address` (udhcpc -r). Resolves with the address leased. Each step is a real DHCP exchange, so
+ * dnsmasq calls libvirt's leaseshelper, which rewrites the network's status file.
+ */
+export async function changeLease(lab: Lab, address: string): Promise<string> {
+  const udhcpc = (...extra: string[]) =>
+    lab.inGuest(
+      'busybox',
+      ['udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '10', '-T', '1', '-A', '1', '-s', LAB_PATHS.udhcpcScript, ...extra],
+      { reject: false, timeoutMs: 30_000 },
+    );
+  const r = await udhcpc('-r', address);
+  const m = /^LEASE (\d+\.\d+\.\d+\.\d+)\//m.exec(r.stdout);
+  if (r.exitCode !== 0 || !m) throw new Error(`udhcpc -r ${address}: exit ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
+  return m[1]!;
 }

@@ -78,14 +78,26 @@ describe('back-off', () => {
   });
 });
 
-describe('virsh net-event lines', () => {
+describe('virsh net-event and event lines', () => {
   it('parses lifecycle events and ignores the rest', () => {
     expect(parseEventLine("event 'lifecycle' for network default: Started")).toEqual({
-      network: 'default',
+      object: 'network',
+      name: 'default',
       event: 'started',
     });
     expect(parseEventLine("event 'lifecycle' for network my net: Stopped")).toEqual({
-      network: 'my net',
+      object: 'network',
+      name: 'my net',
+      event: 'stopped',
+    });
+    expect(parseEventLine("event 'lifecycle' for domain web1: Started Booted")).toEqual({
+      object: 'domain',
+      name: 'web1',
+      event: 'started',
+    });
+    expect(parseEventLine("event 'lifecycle' for domain 'web 1': Stopped Destroyed")).toEqual({
+      object: 'domain',
+      name: 'web 1',
       event: 'stopped',
     });
     expect(parseEventLine('events received: 3')).toBeUndefined();

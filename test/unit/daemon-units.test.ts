@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { defaultConfig, type Config } from '../../src/config/config.js';
+import { configFromObject, defaultConfig, type Config } from '../../src/config/config.js';
 import { LibvirtConnection } from '../../src/daemon/connection.js';
 import type { LibvirtWatch, WatchCallbacks } from '../../src/daemon/libvirt-watch.js';
 import type { Notifier } from '../../src/daemon/notify.js';
@@ -17,6 +17,7 @@ import { handleSignals } from '../../src/daemon/signals.js';
 import { initialState } from '../../src/daemon/state.js';
 import { PeriodicCheck, STUCK_PASS_MS, Watchdog } from '../../src/daemon/timers.js';
 import { runtimePath } from '../../src/host/runtime.js';
+import type { gatherGuestFacts, GuestFacts } from '../../src/libvirt/guest-facts.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
 import type { NftRunner } from '../../src/nft/nft-runner.js';
@@ -47,8 +48,10 @@ function fakeNotifier(watchdogIntervalMs?: number): Notifier & { sent: Array<Rec
 function fakeWatch(networks: () => Promise<NetworkParse[]>): LibvirtWatch & { closed: number } {
   return {
     transport: 'dbus',
+    guests: false,
     closed: 0,
     activeNetworks: networks,
+    runningDomains: () => Promise.resolve([]),
     close() {
       this.closed++;
     },
@@ -94,7 +97,12 @@ describe('DaemonPass', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function setup(live: Ruleset, config: Config = defaultConfig(), syncWith: typeof syncOnce = sync) {
+  function setup(
+    live: Ruleset,
+    config: Config = defaultConfig(),
+    syncWith: typeof syncOnce = sync,
+    guestFacts?: typeof gatherGuestFacts,
+  ) {
     const state = initialState(config);
     const nft = fakeNft(live);
     const log = memoryLog();
@@ -110,6 +118,7 @@ describe('DaemonPass', () => {
       announce,
       sync: syncWith,
       backoff,
+      ...(guestFacts ? { guestFacts } : {}),
     });
     return { state, nft, log, changed, announce, pass };
   }
@@ -215,6 +224,43 @@ describe('DaemonPass', () => {
     await pass.stop();
   });
 
+  it("resolves port forwards once per pass from libvirt's guests, and hands the targets to the sync", async () => {
+    const mac = '52:54:00:00:00:09';
+    const config = configFromObject(
+      { port_forward: [{ network: 'default', proto: 'tcp', host_port: 2222, to: mac }] },
+      't',
+    );
+    const seen: string[][] = [];
+    const capture: typeof syncOnce = (networks, cfg, runner, options) => {
+      seen.push((options?.forwardTargets ?? []).flatMap((t) => t.addresses));
+      return sync(networks, cfg, runner, options);
+    };
+    let address = '192.168.122.44';
+    const previous: Array<GuestFacts | undefined> = [];
+    const facts = vi.fn<typeof gatherGuestFacts>(async (_config, _inputs, options) => {
+      previous.push(options?.previous);
+      const domains = await options!.domains!().catch(() => options?.previous?.domains ?? []);
+      return { domains, leases: [{ network: 'default', mac, address, expiry: 1 }] };
+    });
+    const { state, pass } = setup(LIVE_LIBVIRT9, config, capture, facts);
+    const web1 = { name: 'web1', xml: '<domain><name>web1</name></domain>' };
+    state.watch = { ...fakeWatch(() => Promise.resolve([DEFAULT])), runningDomains: () => Promise.resolve([web1]) };
+    pass.trigger('start');
+    await pass.idle();
+    address = '192.168.122.45'; // the guest's new lease
+    pass.trigger('lease change');
+    await pass.idle();
+    state.watch = undefined; // libvirt away: what it said last stands
+    pass.trigger('ruleset changed');
+    await pass.idle();
+    expect(seen).toEqual([['192.168.122.44'], ['192.168.122.45'], ['192.168.122.45']]);
+    expect(facts).toHaveBeenCalledTimes(3);
+    expect(previous[0]).toBeUndefined();
+    expect(previous[2]?.domains).toEqual([web1]);
+    expect(state.guestFacts?.domains).toEqual([web1]);
+    await pass.stop();
+  });
+
   it('asks libvirt to restore its chains after a flush, or warns once when configured not to', async () => {
     const restoring = setup(flushed());
     restoring.state.watch = fakeWatch(() => Promise.resolve([DEFAULT]));
@@ -313,7 +359,15 @@ describe('LibvirtConnection', () => {
     state.config = { ...state.config, libvirtUri: 'qemu:///session' };
     connection.reopen();
     await vi.advanceTimersByTimeAsync(0);
-    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///session', expect.anything());
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///session', expect.anything(), undefined, false);
+    // A forward that names its guest: the source is opened for domain events too.
+    state.config = configFromObject(
+      { port_forward: [{ network: 'default', proto: 'tcp', host_port: 1, to: 'web1' }] },
+      't',
+    );
+    connection.reopen();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true);
 
     const away = setup(5);
     await away.connection.connect();

@@ -111,7 +111,8 @@ function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()
   return {
     config,
     libvirt: { networks: [DEFAULT] },
-    ruleset: { live: ruleset([ADMIN]), plannedCommands: 0 },
+    ruleset: { live: ruleset([ADMIN]), plannedCommands: 0, forwards: [] },
+    listeners: [],
     sysctl: { ipv4Forward: '1', ipv6Forward: '1', ipv6AcceptRa1: [] },
     nft: { version: '1.0.6' },
     bus: { libvirtDbus: 'running', firewalld: false },
@@ -126,7 +127,7 @@ const withForeign = (filter: Partial<Config['filter']>): Config => {
 };
 
 const withLive = (live: Ruleset, planned = 0): Partial<DoctorFacts> => ({
-  ruleset: { live, plannedCommands: planned },
+  ruleset: { live, plannedCommands: planned, forwards: [] },
 });
 const ids = (fs: Array<{ id: string }>): string[] => fs.map((f) => f.id);
 

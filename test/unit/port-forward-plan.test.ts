@@ -42,7 +42,10 @@ describe('forwardRules', () => {
     expect(text(r.accepts.get('default')!)).toEqual([
       'oifname "virbr0" ip daddr 192.168.122.10 tcp dport 22 ct status dnat counter accept',
     ]);
-    expect(r.active).toEqual(new Map([[0, ['192.168.122.10']]]));
+    expect(r.outcomes.map((o) => [o.name, o.state, o.addresses])).toEqual([
+      ['port_forward[0]', 'active', ['192.168.122.10']],
+    ]);
+    expect(r.outcomes[0]!.prerouting).toEqual(r.prerouting);
   });
 
   it('has no rules, only a note, for a waiting or misplaced forward', () => {
@@ -62,10 +65,16 @@ describe('forwardRules', () => {
     expect(r.prerouting).toEqual([]);
     expect(r.accepts.size).toBe(0);
     expect(r.notes.map((n) => [n.forward, n.level])).toEqual([
-      [0, 'info'],
-      [1, 'error'],
-      [2, 'info'],
-      [3, 'error'],
+      ['port_forward[0]', 'info'],
+      ['port_forward[1]', 'error'],
+      ['port_forward[2]', 'info'],
+      ['port_forward[3]', 'error'],
+    ]);
+    expect(r.outcomes.map((o) => [o.state, o.problem])).toEqual([
+      ['waiting', 'no-lease'],
+      ['invalid', 'outside-network'],
+      ['waiting', 'network-inactive'],
+      ['invalid', 'network-mode'],
     ]);
   });
 

@@ -1,0 +1,73 @@
+// The lease "event" libvirt does not have: libvirt's dnsmasq calls libvirt's
+// leaseshelper on every lease change (add, old, del), and leaseshelper
+// rewrites the network's status file /var/lib/libvirt/dnsmasq/<bridge>.status
+// (a new file renamed over the old). Watching that directory (inotify through
+// fs.watch) makes a forward follow its guest's new address at once; the
+// reconciler coalesces the several events of one rewrite into one pass. Only
+// while some forward needs libvirt's guests (guestFactsNeeded), only for the
+// bridges of networks forwards use. The periodic check stays the safety net
+// (a watch that cannot be opened, a directory replaced under it).
+import { watch, type FSWatcher } from 'node:fs';
+import type { Logger } from '../log/logger.js';
+
+export interface LeaseWatchDeps {
+  trigger: (reason: string) => void;
+  log: Logger;
+  /** The directory of the status files (guest-facts.ts DNSMASQ_STATUS_DIR). */
+  dir: string;
+  /** The bridges whose status files matter now. */
+  bridges: () => ReadonlySet<string>;
+}
+
+/** Whether a changed file name in the directory is the status file of one of these bridges. */
+export function isLeaseFile(filename: string | null, bridges: ReadonlySet<string>): boolean {
+  if (filename === null) return true; // the kernel did not say which: assume it matters
+  const m = /^(.+)\.status$/.exec(filename);
+  return m !== null && bridges.has(m[1]!);
+}
+
+export class LeaseWatch {
+  private watcher: FSWatcher | undefined;
+  /** The last failure to open, logged once while it persists. */
+  private failure: string | undefined;
+
+  constructor(private readonly deps: LeaseWatchDeps) {}
+
+  get watching(): boolean {
+    return this.watcher !== undefined;
+  }
+
+  /** Watch while wanted. Called after every pass: a directory that did not exist yet is tried again. */
+  set(wanted: boolean): void {
+    if (!wanted) {
+      this.stop();
+      return;
+    }
+    if (this.watcher) return;
+    const { dir, log } = this.deps;
+    try {
+      const watcher = watch(dir, { persistent: false }, (_type, filename) => {
+        if (isLeaseFile(filename, this.deps.bridges())) this.deps.trigger('lease change');
+      });
+      watcher.on('error', (err) => {
+        log.warn(`lease watch on ${dir} failed: ${err.message}; the periodic check still applies lease changes`);
+        if (this.watcher === watcher) this.stop();
+      });
+      this.watcher = watcher;
+      this.failure = undefined;
+      log.debug(`watching ${dir} for lease changes (port forwards)`);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      if (why !== this.failure)
+        log[why === 'ENOENT' ? 'debug' : 'warn'](
+          `cannot watch ${dir} for lease changes (${why}); tried again after each pass, the periodic check applies them meanwhile`,
+        );
+      this.failure = why;
+    }
+  }
+
+  stop(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+}
