@@ -5,6 +5,7 @@
 // a domain's metadata forward may never take its port.
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
+import { join } from 'node:path';
 import type { PortRange } from '../config/kinds.js';
 import { sourceCidr, type Protocol } from '../config/port-forward.js';
 import { formatIp, type Family } from '../net/ip.js';
@@ -22,7 +23,8 @@ const UDP_UNCONNECTED = '07';
 
 /**
  * The listening sockets of one /proc/net file's text: TCP in LISTEN, UDP bound and not connected. The kernel
- * prints each 32-bit word of the address in host byte order (`littleEndian`: this host's).
+ * prints each 32-bit word of the address in host byte order (`littleEndian`: this host's). An IPv4-mapped
+ * address (`::ffff:a.b.c.d`, a dual-stack socket bound to an IPv4 address) is given as that IPv4 address.
  */
 export function parseProcNet(
   text: string,
@@ -41,29 +43,42 @@ export function parseProcNet(
       const hex = m[1]!;
       if (hex.length !== (family === 4 ? 8 : 32)) return [];
       const words = hex.match(/.{8}/g)!.map((w) => (littleEndian ? w.match(/../g)!.reverse().join('') : w));
-      return [{ proto, address: formatIp(family, BigInt(`0x${words.join('')}`)), port: parseInt(m[2]!, 16) }];
+      const value = BigInt(`0x${words.join('')}`);
+      const mapped = family === 6 && value >> 32n === 0xffffn;
+      const address = mapped ? formatIp(4, value & 0xffffffffn) : formatIp(family, value);
+      return [{ proto, address, port: parseInt(m[2]!, 16) }];
     });
 }
 
 const FILES: ReadonlyArray<[string, Protocol, Family]> = [
-  ['/proc/net/tcp', 'tcp', 4],
-  ['/proc/net/tcp6', 'tcp', 6],
-  ['/proc/net/udp', 'udp', 4],
-  ['/proc/net/udp6', 'udp', 6],
+  ['tcp', 'tcp', 4],
+  ['tcp6', 'tcp', 6],
+  ['udp', 'udp', 4],
+  ['udp6', 'udp', 6],
 ];
 
-/** This namespace's listening sockets; a file that cannot be read (no IPv6) adds none. */
-export async function hostListeners(): Promise<HostListener[]> {
+/**
+ * This namespace's listening sockets (`dir`: /proc/net, or a copy for tests). A missing file (tcp6, udp6
+ * without IPv6 in the kernel) adds none; any other failure throws, so that a caller for whom "nothing
+ * listens" opens ports (domain metadata forwards) never mistakes "unreadable" for it.
+ */
+export async function readHostListeners(dir = '/proc/net'): Promise<HostListener[]> {
   const per = await Promise.all(
     FILES.map(async ([file, proto, family]) => {
       try {
-        return parseProcNet(await readFile(file, 'utf8'), proto, family);
-      } catch {
-        return [];
+        return parseProcNet(await readFile(join(dir, file), 'utf8'), proto, family);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw err;
       }
     }),
   );
   return per.flat();
+}
+
+/** This namespace's listening sockets, none when they cannot be read (doctor: a finding less, never a failure). */
+export async function hostListeners(dir = '/proc/net'): Promise<HostListener[]> {
+  return readHostListeners(dir).catch(() => []);
 }
 
 const ANY = new Set(['0.0.0.0', '::']);

@@ -41,13 +41,11 @@ import {
   forwardProblems,
   forwardsOverlap,
   hostSideText,
-  sourceCidr,
   targetRef,
   type PortForwardConfig,
 } from '../config/port-forward.js';
 import { FORWARD_FIELDS } from '../config/schema.js';
-import type { Listener } from '../host/listeners.js';
-import { canonicalIp, ipFamily } from '../net/ip.js';
+import { shadowedListeners, type HostListener } from '../host/listeners.js';
 import { domainNetworkInterfaces, type GuestInterface } from './forward-targets.js';
 import type { Network } from './model.js';
 
@@ -102,7 +100,7 @@ export function metadataForwards(
   domains: ReadonlyArray<{ name: string; xml: string }>,
   config: Config,
   networks: readonly Network[],
-  listeners: readonly Listener[] | undefined,
+  listeners: readonly HostListener[] | undefined,
 ): MetadataForwards {
   const ignored: IgnoredMetadata[] = [];
   const candidates: MetadataForward[] = [];
@@ -317,7 +315,7 @@ function chooseInterface(
 function notAllowed(
   f: PortForwardConfig,
   config: Config,
-  listeners: readonly Listener[] | undefined,
+  listeners: readonly HostListener[] | undefined,
 ): string | undefined {
   const allowed = config.metadataForwards.hostPorts;
   if (allowed.length === 0) return 'metadata forwards are off ([metadata_forwards] host_ports is empty)';
@@ -330,7 +328,7 @@ function notAllowed(
   if (i >= 0) return `${hostSideText(f)} is taken by port_forward[${i}] (${hostSideText(config.portForward[i]!)})`;
   if (listeners === undefined)
     return "the host's listening sockets could not be read (/proc/net): no metadata forward until they can";
-  const socket = listeners.find((l) => listenerTaken(l, f));
+  const socket = shadowedListeners(listeners, f)[0];
   if (socket)
     return (
       `a host socket listens on ${socket.proto} ${socketText(socket)}: ` +
@@ -350,24 +348,5 @@ export function covered(range: PortRange, allowed: readonly PortRange[]): boolea
   return next > range.end;
 }
 
-const socketText = (l: Listener): string => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`);
-
-/**
- * Whether a forward takes connections a listening socket would get: same protocol, the port inside host_port,
- * and the addresses meet (a wildcard socket listens on every address of its family, `::` on IPv4 too unless
- * IPV6_V6ONLY, which /proc does not show). A loopback-only socket keeps its connections: forwards never DNAT
- * 127.0.0.0/8 or ::1.
- */
-export function listenerTaken(l: Listener, f: Pick<PortForwardConfig, 'proto' | 'hostPort' | 'hostAddress'>): boolean {
-  if (l.proto !== f.proto || l.port < f.hostPort.start || l.port > f.hostPort.end) return false;
-  const address = canonicalIp(l.address);
-  const family = ipFamily(l.address);
-  if (address === undefined || family === undefined) return false;
-  if (address.startsWith('127.') || address === '::1') return false;
-  const wildcard = address === '0.0.0.0' || address === '::';
-  if (f.hostAddress === undefined) return true;
-  const host = sourceCidr(f.hostAddress);
-  if (!host) return false;
-  if (wildcard) return address === '::' || host.family === family;
-  return host.network === address;
-}
+const socketText = (l: HostListener): string =>
+  l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`;

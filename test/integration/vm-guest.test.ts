@@ -210,6 +210,19 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     // --config: the persistent definition carries it too.
     expect((await lab.virsh('dumpxml', '--inactive', 'vm-meta')).stdout).toContain(METADATA_NAMESPACE);
 
+    // status lists it like a config forward: named after the domain and entry, active, its DNAT counted.
+    const status = await f.cli('status', '--json');
+    const forwards = (
+      JSON.parse(status.stdout) as {
+        forwards: Array<{ name: string; state: string; to: string; target: string[]; counters: { dnat: unknown } }>;
+      }
+    ).forwards;
+    expect(forwards.map((x) => `${x.name} ${x.state} ${x.target.join(',')}`), status.stdout).toEqual([
+      `domain vm-meta metadata forward[0] active ${lease}`,
+    ]);
+    // At least the probe's connection went through its DNAT.
+    expect((forwards[0]!.counters.dnat as { packets: number } | null)?.packets, status.stdout).toBeGreaterThan(0);
+
     // 2399 is outside host_ports: no rule, no forward, and doctor says which entry and why.
     expect((await dnatRules(lab)).filter((r) => r.includes('2399'))).toEqual([]);
     expect((await wanProbe(2399)).ok).toBe(false);

@@ -10,11 +10,18 @@ import { parse as parseToml } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
 import { configFromObject, defaultConfig, type Config } from '../../src/config/config.js';
 import { forwardsOverlap } from '../../src/config/port-forward.js';
+import {
+  forwardBridges,
+  forwardTargetsFrom,
+  gatherGuestFacts,
+  guestFactsNeeded,
+  metadataForwardsFrom,
+} from '../../src/libvirt/guest-facts.js';
+import { parseEventLine } from '../../src/libvirt/virsh-events.js';
 import { foreignTargets } from '../../src/nft/foreign-chains.js';
-import { hostListeners, parseProcNet, type Listener } from '../../src/host/listeners.js';
+import { parseProcNet, readHostListeners, shadowedListeners, type HostListener } from '../../src/host/listeners.js';
 import {
   covered,
-  listenerTaken,
   METADATA_NAMESPACE,
   metadataForwards,
   type MetadataForwards,
@@ -28,7 +35,7 @@ interface Case {
   config: Config;
   networks: Network[];
   domains: Array<{ name: string; xml: string }>;
-  listeners: Listener[];
+  listeners: HostListener[];
 }
 
 async function loadCase(name: string): Promise<Case> {
@@ -47,7 +54,7 @@ async function loadCase(name: string): Promise<Case> {
     .filter((f) => f.startsWith('domain-'))
     .map((f) => ({ name: f.slice('domain-'.length, -'.xml'.length), xml: readFileSync(join(dir, f), 'utf8') }));
   const proc = join(dir, 'proc-net');
-  const listeners = existsSync(proc) ? await hostListeners(proc) : [];
+  const listeners = existsSync(proc) ? await readHostListeners(proc) : [];
   return { config, networks, domains, listeners };
 }
 
@@ -211,29 +218,25 @@ describe('metadata forwards: fixtures', () => {
   });
 });
 
-describe('parseProcNet', () => {
-  it('reads TCP listeners and unconnected UDP sockets, native-endian words, IPv4-mapped as IPv4', () => {
+describe('parseProcNet (metadata forwards rely on it)', () => {
+  it('native-endian words; an IPv4-mapped address as the IPv4 address; nothing but listeners', () => {
     const tcp6 =
       '  sl  local_address                         remote_address                        st\n' +
-      '   0: 00000000000000000000000001000000:0016 00000000000000000000000000000000:0000 0A\n' +
-      '   1: 0000000000000000FFFF00000100A8C0:1F90 00000000000000000000000000000000:0000 0A\n' +
-      '   2: B80D0120000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A\n' +
-      '   3: 00000000000000000000000001000000:0016 00000000000000000000000001000000:D2F0 01\n';
-    expect(parseProcNet(tcp6, 'tcp', true)).toEqual([
-      { proto: 'tcp', address: '0:0:0:0:0:0:0:1', port: 22 },
+      '   0: 0000000000000000FFFF00000100A8C0:1F90 00000000000000000000000000000000:0000 0A\n' +
+      '   1: B80D0120000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A\n' +
+      '   2: 00000000000000000000000001000000:0016 00000000000000000000000001000000:D2F0 01\n';
+    expect(parseProcNet(tcp6, 'tcp', 6, true)).toEqual([
       { proto: 'tcp', address: '192.168.0.1', port: 8080 },
-      { proto: 'tcp', address: '2001:db8:0:0:0:0:0:1', port: 443 },
+      { proto: 'tcp', address: '2001:db8::1', port: 443 },
     ]);
-    const udp =
-      '  sl  local_address rem_address   st\n' +
-      '   0: 00000000:0035 00000000:0000 07\n' +
-      '   1: 0100007F:A1B2 0101A8C0:0035 01\n' +
-      '   2: 0100007F:C350 0101A8C0:0035 07\n';
-    // Line 2 is a UDP socket connected to one peer (a client that connected, then was closed): no listener.
-    expect(parseProcNet(udp, 'udp', true)).toEqual([{ proto: 'udp', address: '0.0.0.0', port: 53 }]);
-    expect(parseProcNet('h\n   0: 7F000001:0016 00000000:0000 0A\n', 'tcp', false)).toEqual([
+    expect(parseProcNet('h\n   0: 7F000001:0016 00000000:0000 0A\n', 'tcp', 4, false)).toEqual([
       { proto: 'tcp', address: '127.0.0.1', port: 22 },
     ]);
+  });
+
+  it('readHostListeners: a missing file has none, an unreadable one throws (metadata forwards then stay off)', async () => {
+    await expect(readHostListeners(join(DIR, 'basic'))).resolves.toEqual([]);
+    await expect(readHostListeners(join(DIR, 'basic', 'config.toml'))).rejects.toThrow(/ENOTDIR/);
   });
 });
 
@@ -247,19 +250,19 @@ describe('metadata forward filters', () => {
     expect(covered(r(1), [])).toBe(false);
   });
 
-  it('listenerTaken: wildcards per family (:: both), a loopback socket never', () => {
+  it('a listener takes a port: wildcards (0.0.0.0 and :: for every host_address), never loopback-only', () => {
     const f = (hostAddress?: string) => ({ proto: 'tcp' as const, hostPort: { start: 80, end: 90 }, hostAddress });
-    const l = (address: string, port = 80): Listener => ({ proto: 'tcp', address, port });
-    expect(listenerTaken(l('0.0.0.0'), f())).toBe(true);
-    expect(listenerTaken(l('0.0.0.0', 91), f())).toBe(false);
-    expect(listenerTaken({ ...l('0.0.0.0'), proto: 'udp' }, f())).toBe(false);
-    expect(listenerTaken(l('127.0.0.1'), f())).toBe(false);
-    expect(listenerTaken(l('0:0:0:0:0:0:0:1'), f())).toBe(false);
-    expect(listenerTaken(l('0.0.0.0'), f('2001:db8::1'))).toBe(false);
-    expect(listenerTaken(l('::'), f('198.51.100.1'))).toBe(true);
-    expect(listenerTaken(l('198.51.100.2'), f('198.51.100.1'))).toBe(false);
-    expect(listenerTaken(l('2001:db8:0:0:0:0:0:1'), f('2001:db8::1'))).toBe(true);
-    expect(listenerTaken(l('198.51.100.2'), f())).toBe(true);
+    const l = (address: string, port = 80): HostListener => ({ proto: 'tcp', address, port });
+    const taken = (x: HostListener, y: ReturnType<typeof f>) => shadowedListeners([x], y).length > 0;
+    expect(taken(l('0.0.0.0'), f())).toBe(true);
+    expect(taken(l('0.0.0.0', 91), f())).toBe(false);
+    expect(taken({ ...l('0.0.0.0'), proto: 'udp' }, f())).toBe(false);
+    expect(taken(l('127.0.0.1'), f())).toBe(false);
+    expect(taken(l('::1'), f())).toBe(false);
+    expect(taken(l('::'), f('198.51.100.1'))).toBe(true);
+    expect(taken(l('198.51.100.2'), f('198.51.100.1'))).toBe(false);
+    expect(taken(l('2001:db8::1'), f('2001:db8::1'))).toBe(true);
+    expect(taken(l('198.51.100.2'), f())).toBe(true);
   });
 });
 
@@ -269,6 +272,74 @@ describe("libvirt's rejecting chains (owners table)", () => {
     expect(libvirt(defaultConfig())).toEqual([]);
     const on = configFromObject({ metadata_forwards: { host_ports: [2200] } }, 't');
     expect(libvirt(on)).toEqual(['LIBVIRT_FWI', 'LIBVIRT_FWI', 'guest_input', 'guest_input']);
+  });
+});
+
+describe('metadata forwards in the contract (guest-facts.ts)', () => {
+  it('forwardTargetsFrom: the config forwards, then the metadata ones, each with its origin', async () => {
+    const c = await loadCase('basic');
+    const config = configFromObject(
+      {
+        metadata_forwards: { host_ports: [2200, '8000-8099'] },
+        port_forward: [{ network: 'default', proto: 'tcp', host_port: 22, to: '192.168.122.9' }],
+      },
+      't',
+    );
+    const inputs = c.networks.map((network) => ({ kind: 'ok' as const, network }));
+    const facts = {
+      domains: c.domains,
+      leases: [{ network: 'default', mac: '52:54:00:00:00:01', address: '192.168.122.77', expiry: 9 }],
+      listeners: [],
+    };
+    const targets = forwardTargetsFrom(config, inputs, facts);
+    expect(targets.map((t) => [t.origin, t.addresses])).toEqual([
+      [{ kind: 'config', index: 0 }, ['192.168.122.9']],
+      [{ kind: 'metadata', domain: 'web1', entry: 0 }, ['192.168.122.77']],
+      [{ kind: 'metadata', domain: 'web1', entry: 1 }, ['192.168.122.77']],
+    ]);
+    // Listeners not read (absent): every metadata forward stays off, and says why.
+    const unread = metadataForwardsFrom(config, inputs, { domains: c.domains, leases: [] });
+    expect(unread.forwards).toEqual([]);
+    expect(unread.ignored).toHaveLength(2);
+    // Off: domains' metadata is not read at all.
+    expect(metadataForwardsFrom(defaultConfig(), inputs, facts)).toEqual({ forwards: [], ignored: [] });
+    expect(forwardTargetsFrom(defaultConfig(), inputs, facts)).toEqual([]);
+  });
+
+  it('metadata forwards on: libvirt asked, every network's leases watched, the sockets read (or left out)', async () => {
+    const c = await loadCase('basic');
+    const on = c.config;
+    expect(guestFactsNeeded(defaultConfig())).toBe(false);
+    expect(guestFactsNeeded(on)).toBe(true);
+    const inputs = c.networks.map((network) => ({ kind: 'ok' as const, network }));
+    expect([...forwardBridges(on, inputs)]).toEqual(['virbr0']);
+    expect([...forwardBridges(defaultConfig(), inputs)]).toEqual([]);
+    const read = await gatherGuestFacts(on, inputs, {
+      domains: () => Promise.resolve(c.domains),
+      statusDir: '/nonexistent',
+      listeners: () => Promise.resolve([{ proto: 'tcp', address: '0.0.0.0', port: 2200 }]),
+    });
+    expect(read.listeners).toEqual([{ proto: 'tcp', address: '0.0.0.0', port: 2200 }]);
+    expect(metadataForwardsFrom(on, inputs, read).ignored.map((i) => i.reason)).toEqual([
+      expect.stringMatching(/a host socket listens on tcp 0\.0\.0\.0:2200/),
+    ]);
+    const failed = await gatherGuestFacts(on, inputs, {
+      domains: () => Promise.resolve(c.domains),
+      statusDir: '/nonexistent',
+      listeners: () => Promise.reject(new Error('EACCES')),
+    });
+    expect(failed.listeners).toBeUndefined();
+    expect(metadataForwardsFrom(on, inputs, failed).forwards).toEqual([]);
+  });
+
+  it("virsh event --event metadata-change lines: the domain and the element's namespace", () => {
+    expect(
+      parseEventLine(`event 'metadata-change' for domain 'web 1': type element, uri ${METADATA_NAMESPACE}`),
+    ).toEqual({ object: 'metadata', name: 'web 1', event: 'metadata-change element', uri: METADATA_NAMESPACE });
+    expect(parseEventLine("event 'metadata-change' for domain 'a': type description, uri <null>")).toMatchObject({
+      object: 'metadata',
+      uri: '<null>',
+    });
   });
 });
 
@@ -294,7 +365,7 @@ const arbWorld = fc.record({
   listeners: fc.array(
     fc.record({
       proto: arbProto,
-      address: fc.constantFrom('0.0.0.0', '::', '127.0.0.1', '198.51.100.1', '2001:db8:0:0:0:0:0:1'),
+      address: fc.constantFrom('0.0.0.0', '::', '127.0.0.1', '198.51.100.1', '2001:db8::1'),
       port: fc.integer({ min: 1, max: 130 }),
     }),
     { maxLength: 4 },
@@ -305,7 +376,7 @@ const arbWorld = fc.record({
 function build(w: {
   allowed: Array<{ start: number; end: number }>;
   config: Array<{ proto: 'tcp' | 'udp'; hostPort: { start: number; end: number }; hostAddress?: string | undefined }>;
-  listeners: Listener[];
+  listeners: HostListener[];
   domains: Array<Array<{ proto: 'tcp' | 'udp'; hostPort: { start: number; end: number }; hostAddress?: string | undefined }>>;
 }) {
   const config = configFromObject(
@@ -357,7 +428,7 @@ describe('metadata forwards: properties', () => {
           for (let p = forward.hostPort.start; p <= forward.hostPort.end; p++)
             expect(config.metadataForwards.hostPorts.some((a) => a.start <= p && p <= a.end)).toBe(true);
           expect(config.portForward.some((c) => forwardsOverlap(c, forward))).toBe(false);
-          expect(listeners.some((l) => listenerTaken(l, forward))).toBe(false);
+          expect(shadowedListeners(listeners, forward)).toEqual([]);
           expect(r.forwards.filter((o) => forwardsOverlap(o.forward, forward))).toHaveLength(1);
         }
         // Every entry is accounted for exactly once: applied or ignored with a reason.
