@@ -8,7 +8,8 @@ import { readDaemonState } from '../daemon/status.js';
 import { hostListeners } from '../host/listeners.js';
 import { runningDaemon } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
-import { resolveForwards } from '../libvirt/guest-facts.js';
+import { forwardTargetsFrom, gatherGuestFacts, metadataForwardsFrom, resolveForwards } from '../libvirt/guest-facts.js';
+import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
@@ -34,14 +35,22 @@ async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-/** The active networks, and the port forwards resolved against them (guest-facts.ts), as plan() gets them. */
+/**
+ * The active networks, and the port forwards resolved against them (guest-facts.ts), as plan() gets them;
+ * with the domains' metadata forwards that were left out, and why (doctor).
+ */
 function networksFrom(
   args: Args,
   config: Config,
-): Promise<Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[] }>> {
+): Promise<Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[]; metadataIgnored: IgnoredMetadata[] }>> {
   return attempt(async () => {
     const networks = await commandSource(args.fromXml, config.libvirtUri)();
-    return { networks, forwardTargets: await resolveForwards(config, networks) };
+    const facts = await gatherGuestFacts(config, networks);
+    return {
+      networks,
+      forwardTargets: forwardTargetsFrom(config, networks, facts),
+      metadataIgnored: metadataForwardsFrom(config, networks, facts).ignored,
+    };
   });
 }
 
@@ -83,7 +92,7 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     busFacts(),
     libvirtBackendSetting(),
     iptablesLegacyFacts(),
-    attempt(() => hostListeners()),
+    hostListeners(),
   ]);
   let ruleset: DoctorFacts['ruleset'];
   if ('ok' in live) {
@@ -101,7 +110,8 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     config,
     libvirt: 'ok' in networks ? { networks: networks.ok.networks } : { error: networks.error },
     ruleset,
-    listeners: 'ok' in listeners ? { sockets: listeners.ok } : { error: listeners.error },
+    listeners,
+    ...('ok' in networks ? { metadataIgnored: networks.ok.metadataIgnored } : {}),
     sysctl,
     nft,
     bus,

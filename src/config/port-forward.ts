@@ -53,6 +53,16 @@ export function isLoopback(address: string): boolean {
   return c !== undefined && (c.family === 4 ? c.network.startsWith('127.') : c.network === '::1');
 }
 
+/** Whether domain metadata forwards are on: `[metadata_forwards] host_ports` lists a port (default: none, off). */
+export function metadataForwardsOn(config: Pick<Config, 'metadataForwards'>): boolean {
+  return config.metadataForwards.hostPorts.length > 0;
+}
+
+/** Whether a port forward can exist under this config: a `[[port_forward]]`, or metadata forwards on. */
+export function forwardsPossible(config: Pick<Config, 'portForward' | 'metadataForwards'>): boolean {
+  return config.portForward.length > 0 || metadataForwardsOn(config);
+}
+
 /** The guest port range a forward sends to: to_port's start, as long as host_port. */
 export function toPortRange(f: Pick<PortForwardConfig, 'hostPort' | 'toPort'>): PortRange {
   const start = f.toPort?.start ?? f.hostPort.start;
@@ -67,28 +77,31 @@ export interface Broken {
 
 const at = (i: number, key: string): string => `port_forward[${i}].${key}`;
 
-/** What one forward's keys say about each other. */
-function forwardProblems(f: PortForwardConfig, i: number): Broken[] {
+/**
+ * What one forward's keys say about each other, each naming its own key (`to_port`): the config prefixes
+ * `port_forward[2].`, a domain's metadata forward (libvirt/metadata-forwards.ts) its own name.
+ */
+export function forwardProblems(f: PortForwardConfig): Broken[] {
   const out: Broken[] = [];
   const length = f.hostPort.end - f.hostPort.start;
   if (f.toPort !== undefined) {
     const toLength = f.toPort.end - f.toPort.start;
     if (toLength !== 0 && toLength !== length)
       out.push({
-        key: at(i, 'to_port'),
+        key: 'to_port',
         message:
           `the range ${portRangeText(f.toPort)} must be as long as host_port ${portRangeText(f.hostPort)} ` +
           `(${length + 1} ports), or give only its start`,
       });
     else if (f.toPort.start + length > 65535)
       out.push({
-        key: at(i, 'to_port'),
+        key: 'to_port',
         message: `${f.toPort.start} + the ${length + 1} ports of host_port ${portRangeText(f.hostPort)} ends past 65535`,
       });
   }
   if (f.hostAddress !== undefined && isLoopback(f.hostAddress))
     out.push({
-      key: at(i, 'host_address'),
+      key: 'host_address',
       message:
         `${f.hostAddress} is a loopback address: the kernel never routes a connection to it out to a guest ` +
         '(IPv4 only with net.ipv4.conf.*.route_localnet=1, IPv6 never); use an address of the uplink',
@@ -97,7 +110,7 @@ function forwardProblems(f: PortForwardConfig, i: number): Broken[] {
   const hostFamily = f.hostAddress === undefined ? undefined : ipFamily(f.hostAddress);
   if (target.kind === 'address' && hostFamily !== undefined && hostFamily !== target.family)
     out.push({
-      key: at(i, 'host_address'),
+      key: 'host_address',
       message: `${f.hostAddress} is IPv${hostFamily} but to (${f.to}) is IPv${target.family}: nft cannot translate between families`,
     });
   const family = target.kind === 'address' ? target.family : hostFamily;
@@ -105,7 +118,7 @@ function forwardProblems(f: PortForwardConfig, i: number): Broken[] {
     const other = f.from.filter((src) => sourceCidr(src)?.family !== family);
     if (other.length > 0)
       out.push({
-        key: at(i, 'from'),
+        key: 'from',
         message: `${other.join(', ')}: not IPv${family} like ${target.kind === 'address' ? 'to' : 'host_address'}, so never a source of this forward`,
       });
   }
@@ -127,7 +140,7 @@ export function forwardsOverlap(a: PortForwardConfig, b: PortForwardConfig): boo
 
 /** Every broken rule of the forwards: each forward on its own, then each pair that takes the same host port. */
 export function portForwardProblems(forwards: readonly PortForwardConfig[]): Broken[] {
-  const out = forwards.flatMap(forwardProblems);
+  const out = forwards.flatMap((f, i) => forwardProblems(f).map((b) => ({ key: at(i, b.key), message: b.message })));
   forwards.forEach((f, j) => {
     const i = forwards.findIndex((e, k) => k < j && forwardsOverlap(e, f));
     if (i >= 0)

@@ -49,6 +49,40 @@ export const DEFAULT_ACCEPT_MARK = 0x2000;
 /** The chains kvmnftd adds to the admin's table (the planner's names). */
 const OWN_CHAINS = ['kvmnftd_input', 'kvmnftd_forward'];
 
+/**
+ * The keys of a port forward that say which ports go where, apart from `network` and `to`: shared by
+ * `[[port_forward]]` and the forwards in a domain's `<metadata>` (libvirt/metadata-forwards.ts reads them with
+ * these very kinds), so a value means the same in both places.
+ */
+export const FORWARD_FIELDS = {
+  proto: key({ kind: oneOf(PROTOCOLS), summary: 'The protocol forwarded.' }),
+  host_port: key({
+    kind: portRange,
+    summary: 'The host port, or a range of them as `"8000-8010"`.',
+  }),
+  to_port: optionalKey({
+    kind: portRange,
+    absent: 'host_port',
+    summary: "The guest's port; with a `host_port` range, the start of the guest's range (of the same length).",
+  }),
+  from: key({
+    kind: list(
+      text({
+        expected: 'an address or a subnet ADDR/PREFIX',
+        valid: (s) => sourceCidr(s) !== undefined,
+      }),
+      'addresses or subnets',
+    ),
+    default: [],
+    summary: 'Only connections from these sources are forwarded; `[]` means from anywhere.',
+  }),
+  host_address: optionalKey({
+    kind: text({ expected: 'an IPv4 or IPv6 address', valid: (s) => ipFamily(s) !== undefined }),
+    absent: 'every local address',
+    summary: "Only connections to this host address are forwarded; absent, to any of the host's own addresses.",
+  }),
+} as const;
+
 export const SCHEMA = table({
   libvirt_uri: key({
     kind: text({
@@ -186,11 +220,8 @@ export const SCHEMA = table({
         kind: text({ expected: 'a libvirt network name', valid: (s) => s.length > 0 && !s.includes('/') }),
         summary: 'The libvirt network the guest is on.',
       }),
-      proto: key({ kind: oneOf(PROTOCOLS), summary: 'The protocol forwarded.' }),
-      host_port: key({
-        kind: portRange,
-        summary: 'The host port, or a range of them as `"8000-8010"`.',
-      }),
+      proto: FORWARD_FIELDS.proto,
+      host_port: FORWARD_FIELDS.host_port,
       to: key({
         kind: text({
           expected: 'a libvirt domain name, a MAC address or an IPv4/IPv6 address',
@@ -203,27 +234,9 @@ export const SCHEMA = table({
           "An address must lie inside one of the network's subnets, or the forward gets no rules: a forward " +
           'never sends traffic anywhere else.',
       }),
-      to_port: optionalKey({
-        kind: portRange,
-        absent: 'host_port',
-        summary: "The guest's port; with a `host_port` range, the start of the guest's range (of the same length).",
-      }),
-      from: key({
-        kind: list(
-          text({
-            expected: 'an address or a subnet ADDR/PREFIX',
-            valid: (s) => sourceCidr(s) !== undefined,
-          }),
-          'addresses or subnets',
-        ),
-        default: [],
-        summary: 'Only connections from these sources are forwarded; `[]` means from anywhere.',
-      }),
-      host_address: optionalKey({
-        kind: text({ expected: 'an IPv4 or IPv6 address', valid: (s) => ipFamily(s) !== undefined }),
-        absent: 'every local address',
-        summary: "Only connections to this host address are forwarded; absent, to any of the host's own addresses.",
-      }),
+      to_port: FORWARD_FIELDS.to_port,
+      from: FORWARD_FIELDS.from,
+      host_address: FORWARD_FIELDS.host_address,
     }),
     summary:
       'A host port forwarded to a guest of a libvirt network: DNAT for connections from outside, from the host ' +
@@ -233,14 +246,15 @@ export const SCHEMA = table({
   metadata_forwards: section({
     summary:
       "Forwards set in a domain's `<metadata>` apply only to the host ports listed here: whoever may edit a " +
-      "domain's XML is not necessarily allowed to open host ports.",
+      "domain's XML is not necessarily allowed to open host ports. How to set them: " +
+      "[Port forwards in a domain's metadata](configuration.md#port-forwards-in-a-domains-metadata).",
     keys: {
       host_ports: key({
         kind: list(portRange, 'ports or "A-B" port ranges'),
         default: [],
         summary:
           'Host ports (integers or `"A-B"` ranges) that domain metadata forwards may use; `[]` turns metadata ' +
-          'forwards off. A port of a `[[port_forward]]` is never theirs.',
+          'forwards off. A port of a `[[port_forward]]`, or one a host socket listens on, is never theirs.',
       }),
     },
   }),

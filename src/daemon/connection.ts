@@ -1,6 +1,7 @@
 // Keeps libvirt's event source open: connect, and after a fault or a failed
 // connect try again with back-off. Events trigger a pass; so does every
 // connect, as a level-triggered catch-up for events missed while away.
+import { metadataForwardsOn } from '../config/port-forward.js';
 import { guestFactsNeeded } from '../libvirt/guest-facts.js';
 import type { Logger } from '../log/logger.js';
 import { backoffMs, type Backoff } from './backoff.js';
@@ -60,6 +61,7 @@ export class LibvirtConnection {
         },
         undefined,
         guestFactsNeeded(state.config),
+        metadataForwardsOn(state.config),
       );
       if (state.stopping) {
         opened.close();

@@ -6,8 +6,14 @@
 // the watch also reports domain lifecycle events (libvirt-dbus's DomainEvent
 // on the same connect object; with virsh a second stream, `virsh event`, on
 // the domains' URI) and lists the running domains. Without, domain events
-// are not even subscribed to: starting VMs costs no pass.
+// are not even subscribed to: starting VMs costs no pass. With `metadata`
+// (metadata forwards on: [metadata_forwards] host_ports) it also reports a
+// change of kvmnftd's element in a domain's <metadata> (libvirt-dbus's
+// MetadataChange; virsh: a third stream, `virsh event --event
+// metadata-change`), so that a forward set with `virsh metadata --live` works
+// at once. Changes of other namespaces' metadata start no pass.
 import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
+import { METADATA_NAMESPACE } from '../libvirt/metadata-forwards.js';
 import type { DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { virshSource } from '../libvirt/sources.js';
@@ -50,6 +56,7 @@ export async function openWatch(
   cb: WatchCallbacks,
   modular = modularNetworkDaemon(),
   guests = false,
+  metadata = false,
 ): Promise<OpenedWatch> {
   const direct = networkUri(uri, modular);
   const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
@@ -64,7 +71,7 @@ export async function openWatch(
       why = `events: virsh net-event${on}, not libvirt-dbus: ${DBUS_ON_MODULAR}`;
     } else {
       try {
-        const watch = await openDbus(path, cb, guests);
+        const watch = await openDbus(path, cb, guests, metadata);
         const caveat = direct === uri ? '' : `; beware, ${DBUS_ON_MODULAR} (--events auto avoids it)`;
         return {
           watch,
@@ -77,8 +84,10 @@ export async function openWatch(
     }
   }
   return {
-    watch: await openVirsh(direct, domainUri(uri), guests, cb),
-    why: guests ? `${why}; domain events: virsh event on ${domainUri(uri)}` : why,
+    watch: await openVirsh(direct, domainUri(uri), guests, metadata, cb),
+    why: guests
+      ? `${why}; domain events${metadata ? ' (and metadata changes)' : ''}: virsh event on ${domainUri(uri)}`
+      : why,
   };
 }
 
@@ -86,12 +95,20 @@ async function openDbus(
   path: string,
   cb: WatchCallbacks,
   guests: boolean,
+  metadata: boolean,
 ): Promise<LibvirtWatch & { owner: string | undefined }> {
   // The handlers may run before connect() resolves: they find the client here.
   const ref: { client?: LibvirtDbusClient } = {};
   const c = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
     ...(guests ? { onDomainEvent: ({ event }: { event: string }) => cb.onChange(`domain ${event}`) } : {}),
+    ...(metadata
+      ? {
+          onMetadataChange: ({ uri }: { uri: string }) => {
+            if (uri === METADATA_NAMESPACE) cb.onChange('domain metadata-change (kvmnftd forwards)');
+          },
+        }
+      : {}),
     onOwnerChange: (owner) => {
       if (owner === undefined) {
         // libvirt-dbus exited (it does when idle, or crashed): a call
@@ -116,14 +133,25 @@ async function openDbus(
   };
 }
 
-async function openVirsh(uri: string, domainsUri: string, guests: boolean, cb: WatchCallbacks): Promise<LibvirtWatch> {
+async function openVirsh(
+  uri: string,
+  domainsUri: string,
+  guests: boolean,
+  metadata: boolean,
+  cb: WatchCallbacks,
+): Promise<LibvirtWatch> {
   const list = virshSource(uri);
   await list(); // fails fast while libvirt is unreachable, instead of a stream that dies at once
   const streams = [new VirshEventStream(uri, 'network')];
   if (guests) streams.push(new VirshEventStream(domainsUri, 'domain'));
+  if (metadata) streams.push(new VirshEventStream(domainsUri, 'metadata'));
   for (const stream of streams)
     stream.start(
-      (e) => (e.object === 'network' ? cb.onChange(`network ${e.event}`, e.name) : cb.onChange(`domain ${e.event}`)),
+      (e) => {
+        if (e.object === 'network') cb.onChange(`network ${e.event}`, e.name);
+        else if (e.object === 'domain') cb.onChange(`domain ${e.event}`);
+        else if (e.uri === METADATA_NAMESPACE) cb.onChange('domain metadata-change (kvmnftd forwards)');
+      },
       (reason) => cb.onFault(reason),
     );
   return {

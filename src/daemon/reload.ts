@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../config/config.js';
 import { runtimePath } from '../host/runtime.js';
+import { metadataForwardsOn } from '../config/port-forward.js';
 import { guestFactsNeeded } from '../libvirt/guest-facts.js';
 import type { Logger } from '../log/logger.js';
 import type { Notifier } from './notify.js';
@@ -44,7 +45,9 @@ export class Reloader {
       const next = loadConfig(this.deps.configPath).config;
       // The event source is opened for the URI and for what forwards need of libvirt (domain events).
       const reopen =
-        next.libvirtUri !== state.config.libvirtUri || guestFactsNeeded(next) !== guestFactsNeeded(state.config);
+        next.libvirtUri !== state.config.libvirtUri ||
+        guestFactsNeeded(next) !== guestFactsNeeded(state.config) ||
+        metadataForwardsOn(next) !== metadataForwardsOn(state.config);
       state.config = next;
       this.deps.setResyncInterval(next.daemon.resyncInterval);
       log.info('SIGHUP: configuration re-read');

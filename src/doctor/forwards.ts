@@ -2,9 +2,7 @@
 // plan's outcome per forward (src/nft/port-forward.ts decides active /
 // waiting / invalid and why), the host's listening sockets and the live
 // ruleset. The IPv6 forwarding finding is host.ts's (it names the forwards).
-import { sourceCidr, type PortForwardConfig } from '../config/port-forward.js';
-import type { Listener } from '../host/listeners.js';
-import { canonicalIp } from '../net/ip.js';
+import { shadowedListeners } from '../host/listeners.js';
 import { presentTargets, targetText } from '../nft/foreign-chains.js';
 import { type ForwardOutcome, type ForwardProblem } from '../nft/port-forward.js';
 import { portRangeText } from '../config/kinds.js';
@@ -50,30 +48,9 @@ export function checkForwardTargets(facts: DoctorFacts): Finding[] {
   return out;
 }
 
-/**
- * The sockets a forward would shadow: same protocol, a port in host_port, on any address or on the forward's
- * host_address; loopback-only sockets are not (no forward DNATs a connection to 127.0.0.0/8 or ::1).
- * NOTE: h/pf-meta has the same rule as listenerTaken() (libvirt/metadata-forwards.ts); once merged, one of
- * them goes.
- */
-export function shadowedListeners(
-  listeners: readonly Listener[],
-  f: Pick<PortForwardConfig, 'proto' | 'hostPort' | 'hostAddress'>,
-): Listener[] {
-  const host = f.hostAddress === undefined ? undefined : sourceCidr(f.hostAddress)?.network;
-  return listeners.filter((l) => {
-    const address = canonicalIp(l.address) ?? l.address;
-    if (l.proto !== f.proto || l.port < f.hostPort.start || l.port > f.hostPort.end) return false;
-    if (address.startsWith('127.') || address === '::1') return false;
-    return host === undefined || address === '0.0.0.0' || address === '::' || address === host;
-  });
-}
-
 export function checkForwardShadowing(facts: DoctorFacts): Finding[] {
-  if (!('sockets' in facts.listeners)) return [];
-  const sockets = facts.listeners.sockets;
   return facts.config.portForward.flatMap((f, index): Finding[] => {
-    const hit = shadowedListeners(sockets, f);
+    const hit = shadowedListeners(facts.listeners, f);
     if (hit.length === 0) return [];
     const name = `port_forward[${index}]`;
     return [

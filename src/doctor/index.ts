@@ -4,6 +4,7 @@ import { checkFirewalld, checkIptablesLegacy } from './foreign.js';
 import { checkForwardShadowing, checkForwardTargets, checkForwardsBlocked } from './forwards.js';
 import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
+import { checkMetadataForwards } from './metadata-forwards.js';
 import { checkNftVersion } from './nft-version.js';
 import {
   checkAdminTable,
@@ -32,6 +33,7 @@ export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkIptablesNameCollision,
   checkNftVersion,
   checkLibvirtDbus,
+  checkMetadataForwards,
 ];
 
 const RANK: Record<Severity, number> = { error: 0, warning: 1, info: 2 };

@@ -1,7 +1,8 @@
 // What `kvmnftd doctor` knows about the host (gathered by gather.ts) and what
 // it reports. Every check is a pure function Facts -> Finding[].
 import type { Config } from '../config/config.js';
-import type { Listener } from '../host/listeners.js';
+import type { HostListener } from '../host/listeners.js';
+import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
@@ -33,6 +34,7 @@ export const FINDING_IDS = [
   'forward-guest-no-address',
   'forward-port-shadowed',
   'forward-blocked-by-libvirt',
+  'metadata-forward-ignored',
 ] as const;
 
 export type FindingId = (typeof FINDING_IDS)[number];
@@ -71,8 +73,8 @@ export interface DoctorFacts {
   libvirt: { networks: NetworkParse[] } | { error: string };
   /** The live ruleset, and the plan against it: how many commands, and what became of each port forward. */
   ruleset: { live: Ruleset; plannedCommands: number; forwards: ForwardOutcome[] } | { error: string };
-  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6), or why they could not be read. */
-  listeners: { sockets: Listener[] } | { error: string };
+  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6); none when they cannot be read. */
+  listeners: HostListener[];
   /** Values of /proc/sys files; absent key = file absent or unreadable. */
   sysctl: {
     ipv4Forward?: string;
@@ -90,6 +92,8 @@ export interface DoctorFacts {
   daemonDegraded?: string;
   /** firewall_backend from /etc/libvirt/network.conf, when set. */
   libvirtConfiguredBackend?: string;
+  /** Entries of domains' metadata forwards left out, and why (libvirt/metadata-forwards.ts); absent: not read. */
+  metadataIgnored?: IgnoredMetadata[];
   /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */
   iptablesLegacy: { installed: false } | { installed: true; ipv4: string; ipv6: string };
 }

@@ -1,6 +1,8 @@
 // libvirt over D-Bus (libvirt-dbus, bus name org.libvirt): network listing,
 // XML, and NetworkEvent signals without a process per event; the running
-// domains' XML and their DomainEvent (lifecycle) signals for port forwards.
+// domains' XML and their DomainEvent (lifecycle) signals for port forwards,
+// and their MetadataChange signals (org.libvirt.Domain, on each domain's own
+// object) for forwards set in a domain's <metadata>.
 //
 // Two properties of dbus-next shape this module. A proxy-object signal
 // subscription goes silent once the service restarts (its owner is stale), so
@@ -61,8 +63,20 @@ export interface DomainEventInfo {
   path: string;
 }
 
+/** VIR_DOMAIN_METADATA_ELEMENT: a namespaced element of <metadata> changed (0, 1: title, description). */
+const METADATA_ELEMENT = 2;
+
+export interface MetadataChangeInfo {
+  /** The namespace URI of the element that changed. */
+  uri: string;
+  /** libvirt-dbus domain object path (…/domain/_<uuid>). */
+  path: string;
+}
+
 export interface ChangeHandlers {
   onNetworkEvent: (info: NetworkEventInfo) => void;
+  /** An element of a domain's <metadata> changed (MetadataChange); absent: not subscribed. */
+  onMetadataChange?: (info: MetadataChangeInfo) => void;
   /** A domain's lifecycle event (DomainEvent): port forwards to a named guest may change. */
   onDomainEvent?: (info: DomainEventInfo) => void;
   /** org.libvirt changed owner (libvirt-dbus restarted or exited). */
@@ -123,6 +137,14 @@ export class LibvirtDbusClient {
         const [domainPath, code] = msg.body as [string, number];
         handlers.onDomainEvent?.({ path: domainPath, event: DOMAIN_EVENTS[code] ?? `event ${code}` });
       } else if (
+        msg.interface === DOMAIN_IFACE &&
+        msg.member === 'MetadataChange' &&
+        msg.path?.startsWith(`${this.path}/domain/`)
+      ) {
+        if (this.owner === undefined || msg.sender !== this.owner) return;
+        const [type, uri] = msg.body as [number, string];
+        if (type === METADATA_ELEMENT) handlers.onMetadataChange?.({ path: msg.path, uri });
+      } else if (
         msg.interface === 'org.freedesktop.DBus' &&
         msg.member === 'NameOwnerChanged' &&
         msg.sender === 'org.freedesktop.DBus'
@@ -143,6 +165,13 @@ export class LibvirtDbusClient {
       await this.call(
         busDaemonCall('AddMatch', 's', [
           `type='signal',interface='${CONNECT_IFACE}',member='DomainEvent',path='${this.path}'`,
+        ]),
+      );
+    // Emitted on each domain's own object: every path under this connection's.
+    if (handlers.onMetadataChange)
+      await this.call(
+        busDaemonCall('AddMatch', 's', [
+          `type='signal',interface='${DOMAIN_IFACE}',member='MetadataChange',path_namespace='${this.path}'`,
         ]),
       );
     await this.call(

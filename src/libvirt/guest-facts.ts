@@ -4,18 +4,24 @@
 // so that they all see the same targets:
 //
 //   guestFactsNeeded(config)   whether libvirt must be asked at all (a forward
-//                              names its guest by domain name or MAC);
+//                              names its guest by domain name or MAC, or
+//                              metadata forwards are on);
 //   gatherGuestFacts(...)      the adapter: the running domains' XML (virsh, or
 //                              the daemon's D-Bus connection) and the networks'
 //                              DHCP leases (libvirt's dnsmasq status files);
-//   forwardTargetsFrom(...)    pure: the forwards with their guest addresses.
+//   forwardTargetsFrom(...)    pure: the forwards with their guest addresses,
+//                              the config's and then the domains' metadata
+//                              forwards (metadata-forwards.ts), in one list;
+//   metadataForwardsFrom(...)  pure: those metadata forwards, and what was left
+//                              out of them and why (doctor).
 //
 // A failure to read them leaves the lists empty (those forwards wait), or
 // keeps what the caller knew before (options.previous): it never fails a pass.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/config.js';
-import { targetRef } from '../config/port-forward.js';
+import { metadataForwardsOn, targetRef } from '../config/port-forward.js';
+import { readHostListeners, type HostListener } from '../host/listeners.js';
 import type { ForwardTarget } from '../nft/port-forward.js';
 import {
   domainNetworkInterfaces,
@@ -23,6 +29,7 @@ import {
   resolveForwardTargets,
   type DhcpLease,
 } from './forward-targets.js';
+import { metadataForwards, type MetadataForwards } from './metadata-forwards.js';
 import type { Network, NetworkParse } from './model.js';
 import { domainUri } from './uri.js';
 import { runningDomainXml } from './virsh.js';
@@ -44,6 +51,11 @@ export interface GuestFacts {
   domains: DomainXml[];
   /** The DHCP leases of the active networks. */
   leases: DhcpLease[];
+  /**
+   * The host's listening sockets, read while metadata forwards are on (no metadata forward may take their
+   * ports); absent: not read, or unreadable, which keeps every metadata forward off.
+   */
+  listeners?: HostListener[];
 }
 
 export interface GuestFactsOptions {
@@ -53,11 +65,13 @@ export interface GuestFactsOptions {
   statusDir?: string;
   /** What to keep of a part that cannot be read now (libvirt away): the daemon passes its last facts. */
   previous?: GuestFacts;
+  /** The listening sockets (default: /proc/net of this network namespace; throws when unreadable). */
+  listeners?: () => Promise<HostListener[]>;
 }
 
-/** Whether some forward names its guest by domain name or MAC, so that libvirt must be asked. */
+/** Whether libvirt's guests must be asked: a forward names its guest by domain name or MAC, or metadata forwards are on. */
 export function guestFactsNeeded(config: Config): boolean {
-  return config.portForward.some((f) => targetRef(f.to).kind !== 'address');
+  return config.portForward.some((f) => targetRef(f.to).kind !== 'address') || metadataForwardsOn(config);
 }
 
 /** The facts forwards resolve from; asks nothing when guestFactsNeeded(config) is false. Never throws. */
@@ -69,13 +83,17 @@ export async function gatherGuestFacts(
   if (!guestFactsNeeded(config)) return { domains: [], leases: [] };
   // Every network's leases, not only the forwards' networks': a MAC leased elsewhere says "not on that network".
   const networks = okNetworks(inputs);
-  const [domains, leases] = await Promise.all([
+  const [domains, leases, listeners] = await Promise.all([
     (options.domains ?? (() => runningDomainXml(domainUri(config.libvirtUri))))().catch(
       () => options.previous?.domains ?? [], // libvirt away: what was known, or named forwards wait
     ),
     networkLeases(networks, options.statusDir ?? DNSMASQ_STATUS_DIR),
+    // Unreadable: left out, and every metadata forward stays off (a port a service listens on is never theirs).
+    metadataForwardsOn(config)
+      ? (options.listeners ?? readHostListeners)().catch(() => undefined)
+      : Promise.resolve(undefined),
   ]);
-  return { domains, leases };
+  return listeners === undefined ? { domains, leases } : { domains, leases, listeners };
 }
 
 /** The forwards with their guest addresses (pure): what every plan() call site passes as forwardTargets. */
@@ -85,10 +103,26 @@ export function forwardTargetsFrom(
   facts: GuestFacts,
 ): ForwardTarget[] {
   return resolveForwardTargets(
-    config.portForward.map((forward, index) => ({ origin: { kind: 'config', index }, forward })),
+    [
+      ...config.portForward.map((forward, index) => ({ origin: { kind: 'config' as const, index }, forward })),
+      ...metadataForwardsFrom(config, inputs, facts).forwards,
+    ],
     okNetworks(inputs),
     { interfaces: facts.domains.flatMap((d) => domainNetworkInterfaces(d.xml)), leases: facts.leases },
   );
+}
+
+/**
+ * The forwards the running domains carry in their metadata that apply, and the entries left out with why
+ * (pure). None while metadata forwards are off: kvmnftd then does not read domains' metadata at all.
+ */
+export function metadataForwardsFrom(
+  config: Config,
+  inputs: readonly NetworkParse[],
+  facts: GuestFacts,
+): MetadataForwards {
+  if (!metadataForwardsOn(config)) return { forwards: [], ignored: [] };
+  return metadataForwards(facts.domains, config, okNetworks(inputs), facts.listeners);
 }
 
 /** gatherGuestFacts then forwardTargetsFrom: for the one-shot commands. */
@@ -100,12 +134,15 @@ export async function resolveForwards(
   return forwardTargetsFrom(config, inputs, await gatherGuestFacts(config, inputs, options));
 }
 
-/** The bridges of the active networks forwards use: their lease files are the ones that matter. */
+/**
+ * The bridges of the active networks forwards use: their lease files are the ones that matter. Every active
+ * network's while metadata forwards are on (any domain on any network may carry one).
+ */
 export function forwardBridges(config: Config, inputs: readonly NetworkParse[]): Set<string> {
   const used = new Set(config.portForward.map((f) => f.network));
   return new Set(
     okNetworks(inputs)
-      .filter((n) => used.has(n.name))
+      .filter((n) => metadataForwardsOn(config) || used.has(n.name))
       .map((n) => n.bridge),
   );
 }

@@ -2,30 +2,40 @@
 // line per event, e.g. "event 'lifecycle' for network default: Started") and,
 // while port forwards need libvirt's guests, `virsh event --loop --event
 // lifecycle` on the domains' URI ("event 'lifecycle' for domain web1: Started
-// Booted"). Each is a long-lived child; its exit is a fault the caller handles.
+// Booted"), and while metadata forwards are on `virsh event --loop --event
+// metadata-change` ("event 'metadata-change' for domain 'web1': type element,
+// uri URI"). Each is a long-lived child; its exit is a fault the caller handles.
 import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 
 /** Newer virsh quotes the name ('web1'), older does not. */
 const LINE = /^event 'lifecycle' for (network|domain) (?:'(.+)'|(.+)): (\w+)(?:\s.*)?$/;
+/** virsh's virshEventMetadataChangePrint: the kind of metadata (title, description, element) and its namespace. */
+const METADATA_LINE = /^event 'metadata-change' for domain (?:'(.+)'|(.+)): type (\S+), uri (\S+)\s*$/;
 
-export type EventObject = 'network' | 'domain';
+/** `metadata`: a domain's metadata changed (the event's `uri` says under which namespace). */
+export type EventObject = 'network' | 'domain' | 'metadata';
 
 export interface VirshEvent {
   object: EventObject;
   name: string;
   event: string;
+  /** metadata: the namespace URI of the changed element (`<null>` for title and description). */
+  uri?: string;
 }
 
 const COMMAND: Record<EventObject, string[]> = {
   network: ['net-event', '--loop', '--event', 'lifecycle'],
   domain: ['event', '--loop', '--event', 'lifecycle'],
+  metadata: ['event', '--loop', '--event', 'metadata-change'],
 };
 
 /** Exported for tests: one output line to an event, or undefined for anything else. */
 export function parseEventLine(line: string): VirshEvent | undefined {
   const m = LINE.exec(line);
-  return m ? { object: m[1] as EventObject, name: (m[2] ?? m[3])!, event: m[4]!.toLowerCase() } : undefined;
+  if (m) return { object: m[1] as EventObject, name: (m[2] ?? m[3])!, event: m[4]!.toLowerCase() };
+  const md = METADATA_LINE.exec(line);
+  return md ? { object: 'metadata', name: (md[1] ?? md[2])!, event: `metadata-change ${md[3]!}`, uri: md[4]! } : undefined;
 }
 
 export class VirshEventStream {

@@ -11,6 +11,7 @@
 // iptables. Pure.
 import { chainRefText, parseChainRef } from '../config/chain-ref.js';
 import type { Config } from '../config/config.js';
+import { forwardsPossible } from '../config/port-forward.js';
 import type { Json, NftFamily, RuleSpec } from './json.js';
 import { markAcceptRule } from './ownership.js';
 import { tableKey, type LiveChain, type Ruleset } from './ruleset.js';
@@ -86,7 +87,8 @@ export const FOREIGN_CHAINS: readonly ForeignChainEntry[] = [
   // elsewhere overrules. A port forward's DNATed connection must pass them: the mark accept, kept FIRST
   // because libvirt inserts its rules at the top again on every net-start. The mark is set only on what
   // kvmnftd_forward accepts: into a NAT bridge that is replies (which libvirt accepts itself) and exactly the
-  // DNATed connections of port forwards, so this opens nothing else. Written only while forwards are configured.
+  // DNATed connections of port forwards, so this opens nothing else. Written only while forwards can exist: a
+  // `[[port_forward]]`, or metadata forwards on (a domain's metadata may add one at any time).
   ...(['LIBVIRT_FWI', 'guest_input'] as const).map((chain): ForeignChainEntry => ({
     owner: 'libvirt',
     families: ['ip', 'ip6'],
@@ -94,7 +96,7 @@ export const FOREIGN_CHAINS: readonly ForeignChainEntry[] = [
     chain,
     placement: 'first',
     rule: markAccept,
-    wanted: (config) => config.portForward.length > 0,
+    wanted: forwardsPossible,
   })),
 ];
 

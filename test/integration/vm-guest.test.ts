@@ -10,14 +10,21 @@
  * Behind the admin's drop-policy ruleset:
  *   - without kvmnftd the guest gets no lease (the input chain drops DHCP);
  *   - with `kvmnftd run` the guest gets a lease and reaches the wan, which sees
- *     the host's wan address (masqueraded by kvmnftd's rules).
+ *     the host's wan address (masqueraded by kvmnftd's rules);
+ *   - a port forward set in the RUNNING domain's <metadata> with `virsh
+ *     metadata --live --config` carries real packets from the wan to a TCP
+ *     server in the guest, without restarting the domain (libvirt's
+ *     metadata-change event, over D-Bus, then over `virsh event`); a port
+ *     outside `[metadata_forwards] host_ports` is ignored and doctor says so;
+ *     removing the metadata removes the rules.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
-import { ruleset, spawnDaemon } from './daemon-harness.js';
+import { ruleset, spawnDaemon, type Daemon } from './daemon-harness.js';
 import { useLibvirtLab } from './libvirt-lab.js';
-import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, type TcpListener } from '../lab/lab.js';
+import { HOST_WAN_ADDR, LAB_FILES, WAN_ADDR, type Lab, type TcpListener } from '../lab/lab.js';
+import { METADATA_NAMESPACE } from '../../src/libvirt/metadata-forwards.js';
 import {
   buildVmArtifacts,
   prepareLabForQemu,
@@ -28,6 +35,14 @@ import {
 } from '../lab/vm.js';
 
 const PORT = 8080;
+/** Host ports the admin lets domain metadata forwards use in this file. */
+const METADATA_HOST_PORTS = '[2222, "2300-2309"]';
+
+/** The rules of kvmnftd's pf_prerouting chain (DNAT from outside), as nft prints them; none when it is gone. */
+async function dnatRules(lab: Lab): Promise<string[]> {
+  const r = await lab.exec('nft', ['list', 'chain', 'inet', 'kvmnftd', 'pf_prerouting'], { reject: false });
+  return r.exitCode === 0 ? r.stdout.split('\n').filter((l) => l.includes('dnat')).map((l) => l.trim()) : [];
+}
 
 describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind the admin drop-policy ruleset', () => {
   // libvirtd starts once qemu.conf is set for the lab (prepareLabForQemu)
@@ -35,6 +50,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
   let artifacts: VmArtifacts | undefined;
   let listener: TcpListener | undefined;
   const guests: Guest[] = [];
+  let daemon: Daemon | undefined;
   const theArtifacts = (): VmArtifacts =>
     artifacts ??
     (() => {
@@ -50,6 +66,8 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     timings['artifacts'] =
       `${Date.now() - t} ms (${artifacts.built.initrd || artifacts.built.kernel ? `built; downloaded: ${artifacts.built.downloaded.join(', ') || 'none'}` : 'cached'})`;
     t = Date.now();
+    // Metadata forwards on from the start: the daemon's passes read the running domains all along.
+    f.writeConfig(`[metadata_forwards]\nhost_ports = ${METADATA_HOST_PORTS}\n`);
     await prepareLabForQemu(f.lab);
     await f.lab.virsh('net-define', LAB_FILES.defaultNetworkXml);
     await f.lab.virsh('net-start', 'default');
@@ -103,9 +121,10 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
 
   it('with kvmnftd run: the domain gets a lease from dnsmasq and reaches the wan, which sees 192.0.2.1', async () => {
     const lab = f.lab;
-    const daemon = spawnDaemon(lab, f.env, ['--events', 'dbus', '--config', f.config]);
-    const child = daemon.child;
-    const dump = () => daemon.dump();
+    const d = spawnDaemon(lab, f.env, ['--events', 'dbus', '--config', f.config]);
+    daemon = d;
+    const child = d.child;
+    const dump = () => d.dump();
     await waitUntil(
       "kvmnftd's nat_virbr0 chain",
       15_000,
@@ -143,8 +162,117 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(await g.waitGone(15_000)).toBe(true);
     timings['daemon run'] = Date.now() - g.startedAt;
     expect(child.exitCode, dump()).toBeNull();
-    const errors = daemon.logs.filter((r) => r.level >= 50);
+    const errors = d.logs.filter((r) => r.level >= 50);
     expect(errors, dump()).toEqual([]);
+  }, 90_000);
+
+  it('a forward in the RUNNING domain\'s metadata (virsh metadata --live --config) carries real packets, no restart', async () => {
+    const lab = f.lab;
+    const d = daemon;
+    if (!d) throw new Error('the daemon of the previous test is not running');
+    const dump = () => d.dump();
+    const g = await startGuest(lab, {
+      name: 'vm-meta',
+      artifacts: theArtifacts(),
+      probe: 'none',
+      serve: 22,
+      persistent: true, // --config needs a persistent domain
+    });
+    guests.push(g);
+    const lease = (await g.waitForLog(/^KVMNFTD-LEASE (\S+)/m, 40_000)).match[1];
+    expect(lease, g.serialLog()).toMatch(/^192\.168\.122\.\d+$/);
+    await g.waitForLog(/^KVMNFTD-SERVE 22/m, 10_000);
+    const domid = (await lab.virsh('domid', 'vm-meta')).stdout.trim();
+    const wanProbe = (port: number, ms = 1500) => lab.tcpProbe(HOST_WAN_ADDR, port, ms, { in: 'wan' });
+    // Nothing forwards 2222 yet.
+    expect((await wanProbe(2222)).ok).toBe(false);
+    expect(await dnatRules(lab)).toEqual([]);
+
+    const metadata =
+      '<forwards><forward proto="tcp" host_port="2222" to_port="22"/>' +
+      '<forward proto="tcp" host_port="2399" to_port="22"/></forwards>';
+    const from = d.logs.length;
+    const t = Date.now();
+    await lab.virsh('metadata', 'vm-meta', METADATA_NAMESPACE, '--key', 'kvmnftd', '--set', metadata, '--live', '--config');
+    const probe = await waitUntil('wan -> host:2222 -> vm-meta:22', 15_000, async () => {
+      const p = await wanProbe(2222, 1000);
+      return p.ok ? p : undefined;
+    }, { detail: () => `--- daemon log ---\n${d.dump()}` });
+    timings['virsh metadata -> forward works (ms)'] = Date.now() - t;
+    expect(probe.ok).toBe(true);
+    // The guest saw the wan client's own address: DNAT, no SNAT.
+    const conn = await g.waitForLog(/^KVMNFTD-CONN (\S+) 22/m, 5_000);
+    expect(conn.match[1], g.serialLog()).toBe(WAN_ADDR);
+    // The event, not the periodic check, brought it (resync_interval is 60 s).
+    expect(d.events(from).map((r) => r.msg).join('\n'), dump()).toMatch(/metadata/);
+    // The same domain, never restarted.
+    expect((await lab.virsh('domid', 'vm-meta')).stdout.trim()).toBe(domid);
+    // --config: the persistent definition carries it too.
+    expect((await lab.virsh('dumpxml', '--inactive', 'vm-meta')).stdout).toContain(METADATA_NAMESPACE);
+
+    // status lists it like a config forward: named after the domain and entry, active, its DNAT counted.
+    const status = await f.cli('status', '--json');
+    const forwards = (
+      JSON.parse(status.stdout) as {
+        forwards: Array<{ name: string; state: string; to: string; target: string[]; counters: { dnat: unknown } }>;
+      }
+    ).forwards;
+    expect(forwards.map((x) => `${x.name} ${x.state} ${x.target.join(',')}`), status.stdout).toEqual([
+      `domain vm-meta metadata forward[0] active ${lease}`,
+    ]);
+    // At least the probe's connection went through its DNAT.
+    expect((forwards[0]!.counters.dnat as { packets: number } | null)?.packets, status.stdout).toBeGreaterThan(0);
+
+    // 2399 is outside host_ports: no rule, no forward, and doctor says which entry and why.
+    expect((await dnatRules(lab)).filter((r) => r.includes('2399'))).toEqual([]);
+    expect((await wanProbe(2399)).ok).toBe(false);
+    const doctor = await f.cli('doctor', '--json');
+    const findings = (JSON.parse(doctor.stdout) as { findings: Array<{ ids: string[]; title: string }> }).findings;
+    expect(
+      findings.filter((x) => x.ids.includes('metadata-forward-ignored')).map((x) => x.title),
+      doctor.stdout,
+    ).toEqual([
+      'domain vm-meta metadata forward[1]: ignored: host_port 2399 is not inside [metadata_forwards] host_ports ' +
+        '(2222, 2300-2309)',
+    ]);
+
+    // Removing the metadata removes the rules.
+    await lab.virsh('metadata', 'vm-meta', METADATA_NAMESPACE, '--remove', '--live', '--config');
+    await waitUntil('no DNAT rule left', 15_000, async () => (await dnatRules(lab)).length === 0, {
+      detail: () => `--- daemon log ---\n${d.dump()}`,
+    });
+    expect((await wanProbe(2222)).ok).toBe(false);
+    expect(d.child.exitCode, dump()).toBeNull();
+    expect(d.logs.filter((r) => r.level >= 50), dump()).toEqual([]);
+  }, 120_000);
+
+  it('the same over the virsh transport (virsh event --event metadata-change): a new metadata forward works', async () => {
+    const lab = f.lab;
+    const old = daemon;
+    old?.child.kill('SIGTERM');
+    if (old) await old.exited;
+    const d = spawnDaemon(lab, f.env, ['--events', 'virsh', '--config', f.config]);
+    daemon = d;
+    const g = guests.find((x) => x.name === 'vm-meta');
+    if (!g) throw new Error('vm-meta is not running');
+    await f.converged();
+    const from = d.logs.length;
+    const t = Date.now();
+    await lab.virsh(
+      'metadata', 'vm-meta', METADATA_NAMESPACE, '--key', 'kvmnftd', '--live', '--config',
+      '--set', '<forwards><forward proto="tcp" host_port="2305" to_port="22"/></forwards>',
+    );
+    await waitUntil('wan -> host:2305 -> vm-meta:22', 15_000, async () =>
+      (await lab.tcpProbe(HOST_WAN_ADDR, 2305, 1000, { in: 'wan' })).ok || undefined,
+    { detail: () => `--- daemon log ---\n${d.dump()}` });
+    timings['virsh metadata -> forward works, virsh transport (ms)'] = Date.now() - t;
+    expect(d.events(from).map((r) => r.msg).join('\n'), d.dump()).toMatch(/metadata/);
+    await lab.virsh('metadata', 'vm-meta', METADATA_NAMESPACE, '--remove', '--live', '--config');
+    await waitUntil('no DNAT rule left', 15_000, async () => (await dnatRules(lab)).length === 0, {
+      detail: () => `--- daemon log ---\n${d.dump()}`,
+    });
+    await g.destroy();
+    expect(d.logs.filter((r) => r.level >= 50), d.dump()).toEqual([]);
   }, 90_000);
 
   it("stop(): no qemu (or anything else) left in the lab's namespaces", async () => {

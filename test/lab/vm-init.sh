@@ -5,6 +5,9 @@
 # Kernel command line (set by vm.ts's domain XML):
 #   kvmnftd.probe=HOST:PORT   TCP target to probe after DHCP (default 192.0.2.2:8080)
 #   kvmnftd.dhcp_tries=N      udhcpc discover attempts, 1 s apart (default 15)
+#   kvmnftd.serve=PORT        after the probe, stay up and serve TCP on PORT instead of powering off:
+#                             each connection is answered "hello-guest" and logged (KVMNFTD-CONN)
+#   (kvmnftd.probe=none skips the probe)
 #
 # Markers on the serial console (one line each, parsed by vm.ts):
 #   KVMNFTD-BOOT uptime=S                   /init started
@@ -12,6 +15,8 @@
 #   KVMNFTD-NIC eth0 mac=M | KVMNFTD-NIC none
 #   KVMNFTD-LEASE <ip> uptime=S | KVMNFTD-LEASE none uptime=S
 #   KVMNFTD-PROBE ok <host:port> uptime=S | KVMNFTD-PROBE fail <host:port> <reason>
+#   KVMNFTD-SERVE <port> uptime=S           serving (kvmnftd.serve): the domain stays up
+#   KVMNFTD-CONN <peer-ip> <port>           one served connection, from that peer address
 #   KVMNFTD-DONE uptime=S                   just before poweroff -f
 # If anything here dies, the kernel panics (init exited) and, with panic=-1 and
 # <on_reboot>destroy</on_reboot>, the domain goes away anyway.
@@ -30,10 +35,12 @@ say "KVMNFTD-BOOT uptime=$(up)"
 
 PROBE=192.0.2.2:8080
 TRIES=15
+SERVE=
 for w in $(cat /proc/cmdline); do
   case "$w" in
     kvmnftd.probe=*) PROBE=${w#*=} ;;
     kvmnftd.dhcp_tries=*) TRIES=${w#*=} ;;
+    kvmnftd.serve=*) SERVE=${w#*=} ;;
   esac
 done
 
@@ -61,7 +68,9 @@ say "KVMNFTD-LEASE ${ADDR:-none} uptime=$(up)"
 
 HOST=${PROBE%:*}
 PORT=${PROBE##*:}
-if [ -z "$ADDR" ]; then
+if [ "$PROBE" = none ]; then
+  :
+elif [ -z "$ADDR" ]; then
   say "KVMNFTD-PROBE fail $PROBE no-lease"
 else
   # The lab's listener answers "hello" and closes the connection.
@@ -70,6 +79,20 @@ else
     *hello*) say "KVMNFTD-PROBE ok $PROBE uptime=$(up)" ;;
     *) say "KVMNFTD-PROBE fail $PROBE $(echo "$reply" | tr '\n' ' ')" ;;
   esac
+fi
+
+if [ -n "$SERVE" ] && [ -n "$ADDR" ]; then
+  # busybox tcpsvd runs the handler per connection with TCPREMOTEIP set; its stdout is the connection, so the
+  # marker goes to the console itself. Runs until the domain is destroyed.
+  cat >/serve.sh <<'EOS'
+#!/bin/sh
+echo "KVMNFTD-CONN $TCPREMOTEIP $TCPLOCALPORT" >/dev/console
+echo hello-guest
+EOS
+  chmod 755 /serve.sh
+  say "KVMNFTD-SERVE $SERVE uptime=$(up)"
+  tcpsvd 0.0.0.0 "$SERVE" /serve.sh
+  say "KVMNFTD-SERVE-FAIL tcpsvd exited $?"
 fi
 
 say "KVMNFTD-DONE uptime=$(up)"

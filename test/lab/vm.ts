@@ -400,8 +400,15 @@ export interface GuestOptions {
   artifacts: Pick<VmArtifacts, 'kernel' | 'initrd' | 'nic'>;
   /** libvirt network to attach to (default "default"). */
   network?: string;
-  /** TCP target the guest probes after DHCP (default 192.0.2.2:8080). */
-  probe?: { host: string; port: number };
+  /** TCP target the guest probes after DHCP (default 192.0.2.2:8080); 'none': no probe. */
+  probe?: { host: string; port: number } | 'none';
+  /** Stay up after the probe and serve TCP on this port (KVMNFTD-CONN per connection) instead of powering off. */
+  serve?: number;
+  /**
+   * `virsh define` + `virsh start` instead of a transient `virsh create`: what `virsh metadata --config` needs
+   * (a transient domain has no persistent config). destroy() undefines it too.
+   */
+  persistent?: boolean;
   /** udhcpc discover attempts, 1 s apart (default 15). */
   dhcpTries?: number;
   memoryMiB?: number;
@@ -428,8 +435,9 @@ export function domainXml(o: GuestOptions): string {
     'console=ttyS0',
     'quiet',
     'panic=-1',
-    `kvmnftd.probe=${probe.host}:${probe.port}`,
+    `kvmnftd.probe=${probe === 'none' ? 'none' : `${probe.host}:${probe.port}`}`,
     `kvmnftd.dhcp_tries=${o.dhcpTries ?? 15}`,
+    ...(o.serve === undefined ? [] : [`kvmnftd.serve=${o.serve}`]),
   ].join(' ');
   const e = xmlEscape;
   return `<domain type='qemu'>
@@ -476,6 +484,10 @@ export interface GuestReport {
   probe?: 'ok' | 'fail';
   probeDetail?: string;
   done: boolean;
+  /** kvmnftd.serve: the port served, once the guest serves it. */
+  serving?: number;
+  /** kvmnftd.serve: every connection served, with the peer address the guest saw. */
+  connections: Array<{ peer: string; port: number }>;
   insmodFailures: string[];
   /** Guest uptime (s) at each marker. */
   uptime: { boot?: number; lease?: number; probe?: number; done?: number };
@@ -483,7 +495,7 @@ export interface GuestReport {
 
 /** Parse the KVMNFTD-* markers of a serial log (see vm-init.sh). */
 export function parseSerialLog(text: string): GuestReport {
-  const r: GuestReport = { boot: false, done: false, insmodFailures: [], uptime: {} };
+  const r: GuestReport = { boot: false, done: false, connections: [], insmodFailures: [], uptime: {} };
   const num = (line: string) => {
     const m = line.match(/uptime=([\d.]+)/);
     return m?.[1] !== undefined ? Number(m[1]) : undefined;
@@ -505,7 +517,9 @@ export function parseSerialLog(text: string): GuestReport {
       r.probe = m[1] as 'ok' | 'fail';
       r.probeDetail = m[2];
       r.uptime.probe = num(line);
-    } else if (line.startsWith('KVMNFTD-DONE')) {
+    } else if ((m = line.match(/^KVMNFTD-SERVE (\d+)/))) r.serving = Number(m[1]);
+    else if ((m = line.match(/^KVMNFTD-CONN (\S+) (\d+)/))) r.connections.push({ peer: m[1]!, port: Number(m[2]) });
+    else if (line.startsWith('KVMNFTD-DONE')) {
       r.done = true;
       r.uptime.done = num(line);
     }
@@ -541,6 +555,7 @@ class GuestImpl implements Guest {
   constructor(
     private readonly lab: Lab,
     readonly name: string,
+    private readonly persistent = false,
   ) {}
 
   serialLog(): string {
@@ -604,6 +619,7 @@ class GuestImpl implements Guest {
     if (await this.running())
       await this.lab.exec('virsh', ['-c', 'qemu:///system', 'destroy', this.name], { reject: false });
     await this.waitGone(10_000);
+    if (this.persistent) await this.lab.exec('virsh', ['-c', 'qemu:///system', 'undefine', this.name], { reject: false });
   }
 
   describe(): string {
@@ -617,7 +633,7 @@ class GuestImpl implements Guest {
  */
 export async function startGuest(lab: Lab, opts: GuestOptions): Promise<Guest> {
   requireQemu();
-  const g = new GuestImpl(lab, opts.name);
+  const g = new GuestImpl(lab, opts.name, opts.persistent);
   const xmlInLab = `/run/kvmnftd-vm-${opts.name}.xml`;
   writeFileSync(lab.path(xmlInLab), domainXml(opts));
   try {
@@ -625,8 +641,14 @@ export async function startGuest(lab: Lab, opts: GuestOptions): Promise<Guest> {
   } catch {
     /* not there */
   }
+  const virsh = (...args: string[]) =>
+    lab.exec('virsh', ['-c', 'qemu:///system', ...args], { reject: false, timeoutMs: 60_000 });
+  if (opts.persistent) {
+    const defined = await virsh('define', xmlInLab);
+    if (defined.exitCode !== 0) throw new Error(`virsh define ${opts.name} failed: ${defined.stderr.trim()}`);
+  }
   g.startedAt = Date.now();
-  const r = await lab.exec('virsh', ['-c', 'qemu:///system', 'create', xmlInLab], { reject: false, timeoutMs: 60_000 });
+  const r = opts.persistent ? await virsh('start', opts.name) : await virsh('create', xmlInLab);
   g.createMs = Date.now() - g.startedAt;
   if (r.exitCode !== 0) {
     throw new Error(

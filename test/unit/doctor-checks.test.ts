@@ -112,7 +112,7 @@ function facts(over: Partial<DoctorFacts> = {}, config: Config = defaultConfig()
     config,
     libvirt: { networks: [DEFAULT] },
     ruleset: { live: ruleset([ADMIN]), plannedCommands: 0, forwards: [] },
-    listeners: { sockets: [] },
+    listeners: [],
     sysctl: { ipv4Forward: '1', ipv6Forward: '1', ipv6AcceptRa1: [] },
     nft: { version: '1.0.6' },
     bus: { libvirtDbus: 'running', firewalld: false },

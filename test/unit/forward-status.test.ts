@@ -4,16 +4,11 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { configFromObject, type Config } from '../../src/config/config.js';
 import { isLeaseFile } from '../../src/daemon/lease-watch.js';
-import {
-  checkForwardShadowing,
-  checkForwardTargets,
-  checkForwardsBlocked,
-  shadowedListeners,
-} from '../../src/doctor/forwards.js';
+import { checkForwardShadowing, checkForwardTargets, checkForwardsBlocked } from '../../src/doctor/forwards.js';
 import { checkForwarding } from '../../src/doctor/host.js';
 import { diagnose } from '../../src/doctor/index.js';
 import type { DoctorFacts } from '../../src/doctor/types.js';
-import type { Listener } from '../../src/host/listeners.js';
+import { shadowedListeners, type HostListener } from '../../src/host/listeners.js';
 import { forwardTargetsFrom, type GuestFacts } from '../../src/libvirt/guest-facts.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
@@ -132,7 +127,7 @@ function doctorFacts(config: Config, over: Partial<DoctorFacts> = {}): DoctorFac
     config,
     libvirt: { networks: inputs },
     ruleset: { live: LIVE_LIBVIRT9, plannedCommands: p.batch.nftables.length, forwards: p.forwards },
-    listeners: { sockets: [] },
+    listeners: [],
     sysctl: { ipv4Forward: '1', ipv6Forward: '1', ipv6AcceptRa1: [] },
     nft: { version: '1.0.6' },
     bus: { libvirtDbus: 'running', firewalld: false },
@@ -168,12 +163,12 @@ describe('doctor: forwards', () => {
 
   it('reports a host socket on a forwarded port, not a loopback-only one nor another protocol', () => {
     const config = forwardConfig();
-    const sockets: Listener[] = [
+    const sockets: HostListener[] = [
       { proto: 'tcp', address: '0.0.0.0', port: 2222 },
       { proto: 'tcp', address: '127.0.0.1', port: 8080 },
       { proto: 'tcp', address: '::', port: 5353 },
     ];
-    const found = checkForwardShadowing(doctorFacts(config, { listeners: { sockets } }));
+    const found = checkForwardShadowing(doctorFacts(config, { listeners: sockets }));
     expect(found.map((f) => [f.id, f.evidence])).toEqual([['forward-port-shadowed', ['listening: tcp 0.0.0.0:2222']]]);
     const onOther = forwardConfig({
       port_forward: [{ network: 'default', proto: 'tcp', host_port: 2222, to: 'web1', host_address: '198.51.100.1' }],
