@@ -21,7 +21,7 @@ import { watch, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireBuiltCli } from '../test/helpers/cli.js';
-import { changeLease, LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
+import { changeLease, guestMac, LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   try {
     lab = await startLab({ defaultNetwork: 'start' });
     await lab.attachGuest();
-    const mac = (await lab.inGuest('cat', ['/sys/class/net/eth0/address'])).stdout.trim();
+    const mac = await guestMac(lab);
     const config = join(work, 'kvmnftd.toml');
     writeFileSync(config, `[[port_forward]]\nnetwork = "default"\nproto = "tcp"\nhost_port = 2222\nto = "${mac}"\n`);
     const env = {
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const next = ASK[(round + 1) % 2]!;
       const from = monitor.lines.length;
-      const leased = await changeLease(lab, next);
+      const leased = await changeLease(lab, next, ASK[round % 2]);
       const bound = performance.now();
       if (leased !== next) throw new Error(`round ${round}: asked for ${next}, dnsmasq gave ${leased}`);
       const commit = await waitUntil(`round ${round}: the forward to ${next}`, 10_000, () =>

@@ -21,7 +21,7 @@ import type { ForwardStatus, StatusReport } from '../../src/status/evaluate.js';
 import { waitUntil } from '../helpers/wait.js';
 import { HOST_WAN_ADDR, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { prepareLabForQemu, QEMU_BINARY } from '../lab/vm.js';
-import { changeLease } from './daemon-harness.js';
+import { changeLease, guestMac } from './daemon-harness.js';
 import { useLibvirtLab } from './libvirt-lab.js';
 
 const PORT = 2222;
@@ -79,7 +79,7 @@ describe('port forwards resolved from real leases (MAC and domain name), followi
   };
 
   beforeAll(async () => {
-    mac = (await f.lab.inGuest('cat', ['/sys/class/net/eth0/address'])).stdout.trim();
+    mac = await guestMac(f.lab);
     await f.lab.attachGuest();
     await prepareLabForQemu(f.lab); // restarts the lab's libvirtd with a qemu.conf for the lab
     f.writeConfig(`
@@ -154,7 +154,7 @@ to = "52:54:00:99:99:99"
 
   it('the lease changes (release, another address): both forwards follow', async () => {
     const from = f.daemon.logs.length;
-    const leased = await changeLease(f.lab, ASK[1]!);
+    const leased = await changeLease(f.lab, ASK[1]!, ASK[0]);
     expect(leased).toBe(ASK[1]);
     await forwardIs('port_forward[0]', 'active', leased);
     await forwardIs('port_forward[1]', 'active', leased);
