@@ -30,6 +30,11 @@ const TARGET_MS = 2000;
 /** The two addresses the guest asks for in turn (inside the lab network's DHCP range). */
 const ASK = ['192.168.122.150', '192.168.122.151'] as const;
 const STATUS_DIR = '/var/lib/libvirt/dnsmasq';
+/** BENCH_TRACE=1: each round's daemon passes (event, duration, latency) to stderr. */
+const TRACE = process.env['BENCH_TRACE'] === '1';
+
+/** pino's `time`: epoch ms (a number), or an ISO string. */
+const epoch = (t: unknown): number => (typeof t === 'number' ? t : Date.parse(String(t)));
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -71,6 +76,8 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const next = ASK[(round + 1) % 2]!;
       const from = monitor.lines.length;
+      const logFrom = daemon.logs.length;
+      const roundStart = performance.now();
       const leased = await changeLease(lab, next, ASK[round % 2]);
       const bound = performance.now();
       if (leased !== next) throw new Error(`round ${round}: asked for ${next}, dnsmasq gave ${leased}`);
@@ -81,6 +88,20 @@ async function main(): Promise<void> {
       if (rewrite === undefined) throw new Error(`round ${round}: no status file rewrite seen`);
       fromRewrite.push(commit.at - rewrite);
       fromUdhcpc.push(commit.at - bound);
+      if (TRACE) await sleep(1500); // let the daemon log its commit
+      if (TRACE)
+        process.stderr.write(
+          `round ${round}: rewrite->commit ${(commit.at - rewrite).toFixed(1)} ms; rewrites at ${rewrites
+            .filter((t) => t > roundStart)
+            .map((t) => (t - rewrite).toFixed(0))
+            .join(', ')} ms; passes: ${daemon
+            .passes(logFrom)
+            .map((r) => `${String(r['event'])} ${String(r['duration_ms'])}/${String(r['latency_ms'])} ms`)
+            .join(', ')}\n${daemon.logs
+            .slice(logFrom)
+            .map((r) => `    ${(epoch(r['time']) - performance.timeOrigin - rewrite).toFixed(0)} ms ${r.msg}`)
+            .join('\n')}\n`,
+        );
       await sleep(300);
     }
     watcher.close();

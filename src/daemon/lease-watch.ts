@@ -2,12 +2,17 @@
 // leaseshelper on every lease change (add, old, del), and leaseshelper
 // rewrites the network's status file /var/lib/libvirt/dnsmasq/<bridge>.status
 // (a new file renamed over the old). Watching that directory (inotify through
-// fs.watch) makes a forward follow its guest's new address at once; the
-// reconciler coalesces the several events of one rewrite into one pass. Only
+// fs.watch) makes a forward follow its guest's new address at once. Only
 // while some forward needs libvirt's guests (guestFactsNeeded), only for the
-// bridges of networks forwards use. The periodic check stays the safety net
-// (a watch that cannot be opened, a directory replaced under it).
+// bridges of networks forwards use, and only when what a forward resolves
+// from changed: a renewal rewrites the file with a new expiry and nothing
+// else (every guest, every half lease time), and is no reason for a pass.
+// The periodic check stays the safety net (a watch that cannot be opened, a
+// directory replaced under it).
 import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseDnsmasqStatus } from '../libvirt/forward-targets.js';
 import type { Logger } from '../log/logger.js';
 
 export interface LeaseWatchDeps {
@@ -26,10 +31,28 @@ export function isLeaseFile(filename: string | null, bridges: ReadonlySet<string
   return m !== null && bridges.has(m[1]!);
 }
 
+/**
+ * What of a status file's text a forward's target depends on: per MAC, its addresses, the lease that expires
+ * last first (forward-targets.ts takes the first of each family). A renewal keeps it; unreadable text is ''.
+ */
+export function leaseDigest(text: string): string {
+  const byMac = new Map<string, Array<{ address: string; expiry: number }>>();
+  for (const l of parseDnsmasqStatus(text, '')) byMac.set(l.mac, [...(byMac.get(l.mac) ?? []), l]);
+  return JSON.stringify(
+    [...byMac.entries()]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([mac, leases]) => [mac, leases.sort((a, b) => b.expiry - a.expiry).map((l) => l.address)]),
+  );
+}
+
 export class LeaseWatch {
   private watcher: FSWatcher | undefined;
   /** The last failure to open, logged once while it persists. */
   private failure: string | undefined;
+  /** Per status file, the leaseDigest last seen (none yet: the next change counts). */
+  private readonly digests = new Map<string, string>();
+  /** Reads of the files, one after the other, so that digests follow the order of the events. */
+  private reads: Promise<void> = Promise.resolve();
 
   constructor(private readonly deps: LeaseWatchDeps) {}
 
@@ -47,7 +70,9 @@ export class LeaseWatch {
     const { dir, log } = this.deps;
     try {
       const watcher = watch(dir, { persistent: false }, (_type, filename) => {
-        if (isLeaseFile(filename, this.deps.bridges())) this.deps.trigger('lease change');
+        if (filename === null)
+          this.deps.trigger('lease change'); // the kernel did not say which
+        else if (isLeaseFile(filename, this.deps.bridges())) this.changed(filename);
       });
       watcher.on('error', (err) => {
         log.warn(`lease watch on ${dir} failed: ${err.message}; the periodic check still applies lease changes`);
@@ -69,5 +94,22 @@ export class LeaseWatch {
   stop(): void {
     this.watcher?.close();
     this.watcher = undefined;
+    this.digests.clear();
+  }
+
+  /** A status file was rewritten: a pass if what forwards resolve from changed (or cannot be told). */
+  private changed(filename: string): void {
+    this.reads = this.reads.then(async () => {
+      let text = '';
+      try {
+        text = await readFile(join(this.deps.dir, filename), 'utf8');
+      } catch {
+        // gone (the network stopped): no leases
+      }
+      const digest = leaseDigest(text);
+      if (this.digests.get(filename) === digest) return;
+      this.digests.set(filename, digest);
+      this.deps.trigger('lease change');
+    });
   }
 }

@@ -1,9 +1,12 @@
 // Port forwards in `kvmnftd status` and `kvmnftd doctor` (pure parts), the
 // sockets a forward shadows and the lease-file filter.
-import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { describe, expect, it, vi } from 'vitest';
 import { configFromObject, type Config } from '../../src/config/config.js';
-import { isLeaseFile } from '../../src/daemon/lease-watch.js';
+import { isLeaseFile, leaseDigest, LeaseWatch } from '../../src/daemon/lease-watch.js';
 import { checkForwardShadowing, checkForwardTargets, checkForwardsBlocked } from '../../src/doctor/forwards.js';
 import { checkForwarding } from '../../src/doctor/host.js';
 import { diagnose } from '../../src/doctor/index.js';
@@ -217,6 +220,78 @@ describe('doctor: forwards', () => {
 });
 
 describe('lease watch', () => {
+  const lease = (ip: string, mac: string, expiry: number) => ({
+    'ip-address': ip,
+    'mac-address': mac,
+    'expiry-time': expiry,
+  });
+
+  it('a renewal (a new expiry, the same newest address) is no change; a new address or order is', () => {
+    const a = leaseDigest(JSON.stringify([lease('192.168.122.5', '52:54:00:00:00:01', 100)]));
+    expect(leaseDigest(JSON.stringify([lease('192.168.122.5', '52:54:00:00:00:01', 200)]))).toBe(a);
+    expect(leaseDigest(JSON.stringify([lease('192.168.122.6', '52:54:00:00:00:01', 200)]))).not.toBe(a);
+    const two = (e1: number, e2: number) =>
+      leaseDigest(
+        JSON.stringify([
+          lease('192.168.122.5', '52:54:00:00:00:01', e1),
+          lease('192.168.122.6', '52:54:00:00:00:01', e2),
+        ]),
+      );
+    expect(two(100, 200)).not.toBe(two(200, 100));
+    expect(leaseDigest('')).toBe(leaseDigest('[]'));
+  });
+
+  it('triggers a pass when a status file is rewritten with a change, not for a renewal or another bridge', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-lease-watch-'));
+    const triggers: string[] = [];
+    const w = new LeaseWatch({
+      trigger: (r) => triggers.push(r),
+      log: pino({ level: 'silent' }),
+      dir,
+      bridges: () => new Set(['virbr0']),
+    });
+    // As leaseshelper does: a new file renamed over the old one.
+    const rewrite = (file: string, leases: object[]) => {
+      writeFileSync(join(dir, `${file}.new`), JSON.stringify(leases));
+      renameSync(join(dir, `${file}.new`), join(dir, file));
+    };
+    try {
+      w.set(true);
+      expect(w.watching).toBe(true);
+      rewrite('virbr0.status', [lease('192.168.122.5', '52:54:00:00:00:01', 100)]);
+      await vi.waitFor(() => expect(triggers).toEqual(['lease change']));
+      rewrite('virbr0.status', [lease('192.168.122.5', '52:54:00:00:00:01', 200)]); // renewal
+      rewrite('virbr1.status', [lease('192.168.100.5', '52:54:00:00:00:02', 100)]); // not a forward's bridge
+      rewrite('virbr0.status', [lease('192.168.122.7', '52:54:00:00:00:01', 300)]); // a new address
+      await vi.waitFor(() => expect(triggers).toEqual(['lease change', 'lease change']));
+      w.set(false);
+      expect(w.watching).toBe(false);
+    } finally {
+      w.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('does not fail when the directory does not exist yet; it is watched once it does', () => {
+    const dir = join(tmpdir(), `kvmnftd-no-dir-${process.pid}`);
+    const w = new LeaseWatch({
+      trigger: () => undefined,
+      log: pino({ level: 'silent' }),
+      dir,
+      bridges: () => new Set(),
+    });
+    w.set(true);
+    expect(w.watching).toBe(false);
+    mkdirSync(dir);
+    try {
+      w.set(true);
+      expect(w.watching).toBe(true);
+    } finally {
+      w.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("reacts to the status files of the forwards' bridges only", () => {
     const bridges = new Set(['virbr0']);
     expect(isLeaseFile('virbr0.status', bridges)).toBe(true);
