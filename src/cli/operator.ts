@@ -8,12 +8,7 @@ import { readDaemonState } from '../daemon/status.js';
 import { hostListeners } from '../host/listeners.js';
 import { runningDaemon } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
-import {
-  forwardTargetsFrom,
-  gatherGuestFacts,
-  metadataForwardsFrom,
-  resolveForwards,
-} from '../libvirt/guest-facts.js';
+import { forwardTargetsFrom, gatherGuestFacts, metadataForwardsFrom, resolveForwards } from '../libvirt/guest-facts.js';
 import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { commandSource } from '../libvirt/sources.js';
@@ -47,9 +42,7 @@ async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
 function networksFrom(
   args: Args,
   config: Config,
-): Promise<
-  Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[]; metadataIgnored: IgnoredMetadata[] }>
-> {
+): Promise<Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[]; metadataIgnored: IgnoredMetadata[] }>> {
   return attempt(async () => {
     const networks = await commandSource(args.fromXml, config.libvirtUri)();
     const facts = await gatherGuestFacts(config, networks);

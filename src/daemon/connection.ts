@@ -36,26 +36,33 @@ export class LibvirtConnection {
     let live = false; // events during the connect itself are covered by the catch-up pass below
     try {
       const open = this.deps.open ?? openWatch;
-      const { watch: opened, why } = await open(this.deps.events, state.config.libvirtUri, {
-        onChange: (reason, network) => {
-          if (!live) return;
-          log.debug(
-            { event: reason, ...(network ? { network } : {}) },
-            `event: ${reason}${network ? ` (${network})` : ''}`,
-          );
-          trigger(reason);
+      const { watch: opened, why } = await open(
+        this.deps.events,
+        state.config.libvirtUri,
+        {
+          onChange: (reason, network) => {
+            if (!live) return;
+            log.debug(
+              { event: reason, ...(network ? { network } : {}) },
+              `event: ${reason}${network ? ` (${network})` : ''}`,
+            );
+            trigger(reason);
+          },
+          onFault: (reason) => {
+            // During the connect itself a fault surfaces as openWatch's rejection.
+            if (!live || state.watch !== opened) return;
+            state.watch = undefined;
+            if (reason !== state.watchFault) log.warn(`lost the libvirt event source: ${reason}; reconnecting`);
+            state.watchFault = reason;
+            opened.close();
+            this.scheduleReconnect();
+            this.deps.changed();
+          },
         },
-        onFault: (reason) => {
-          // During the connect itself a fault surfaces as openWatch's rejection.
-          if (!live || state.watch !== opened) return;
-          state.watch = undefined;
-          if (reason !== state.watchFault) log.warn(`lost the libvirt event source: ${reason}; reconnecting`);
-          state.watchFault = reason;
-          opened.close();
-          this.scheduleReconnect();
-          this.deps.changed();
-        },
-      }, undefined, guestFactsNeeded(state.config), metadataForwardsOn(state.config));
+        undefined,
+        guestFactsNeeded(state.config),
+        metadataForwardsOn(state.config),
+      );
       if (state.stopping) {
         opened.close();
         return;

@@ -58,7 +58,6 @@ export interface GuestFacts {
   listeners?: HostListener[];
 }
 
-
 export interface GuestFactsOptions {
   /** The running domains (default: virsh on the domain URI of config.libvirt_uri: uri.ts). */
   domains?: () => Promise<DomainXml[]>;

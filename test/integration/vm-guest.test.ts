@@ -41,7 +41,12 @@ const METADATA_HOST_PORTS = '[2222, "2300-2309"]';
 /** The rules of kvmnftd's pf_prerouting chain (DNAT from outside), as nft prints them; none when it is gone. */
 async function dnatRules(lab: Lab): Promise<string[]> {
   const r = await lab.exec('nft', ['list', 'chain', 'inet', 'kvmnftd', 'pf_prerouting'], { reject: false });
-  return r.exitCode === 0 ? r.stdout.split('\n').filter((l) => l.includes('dnat')).map((l) => l.trim()) : [];
+  return r.exitCode === 0
+    ? r.stdout
+        .split('\n')
+        .filter((l) => l.includes('dnat'))
+        .map((l) => l.trim())
+    : [];
 }
 
 describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind the admin drop-policy ruleset', () => {
@@ -166,7 +171,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     expect(errors, dump()).toEqual([]);
   }, 90_000);
 
-  it('a forward in the RUNNING domain\'s metadata (virsh metadata --live --config) carries real packets, no restart', async () => {
+  it("a forward in the RUNNING domain's metadata (virsh metadata --live --config) carries real packets, no restart", async () => {
     const lab = f.lab;
     const d = daemon;
     if (!d) throw new Error('the daemon of the previous test is not running');
@@ -193,18 +198,39 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       '<forward proto="tcp" host_port="2399" to_port="22"/></forwards>';
     const from = d.logs.length;
     const t = Date.now();
-    await lab.virsh('metadata', 'vm-meta', METADATA_NAMESPACE, '--key', 'kvmnftd', '--set', metadata, '--live', '--config');
-    const probe = await waitUntil('wan -> host:2222 -> vm-meta:22', 15_000, async () => {
-      const p = await wanProbe(2222, 1000);
-      return p.ok ? p : undefined;
-    }, { detail: () => `--- daemon log ---\n${d.dump()}` });
+    await lab.virsh(
+      'metadata',
+      'vm-meta',
+      METADATA_NAMESPACE,
+      '--key',
+      'kvmnftd',
+      '--set',
+      metadata,
+      '--live',
+      '--config',
+    );
+    const probe = await waitUntil(
+      'wan -> host:2222 -> vm-meta:22',
+      15_000,
+      async () => {
+        const p = await wanProbe(2222, 1000);
+        return p.ok ? p : undefined;
+      },
+      { detail: () => `--- daemon log ---\n${d.dump()}` },
+    );
     timings['virsh metadata -> forward works (ms)'] = Date.now() - t;
     expect(probe.ok).toBe(true);
     // The guest saw the wan client's own address: DNAT, no SNAT.
     const conn = await g.waitForLog(/^KVMNFTD-CONN (\S+) 22/m, 5_000);
     expect(conn.match[1], g.serialLog()).toBe(WAN_ADDR);
     // The event, not the periodic check, brought it (resync_interval is 60 s).
-    expect(d.events(from).map((r) => r.msg).join('\n'), dump()).toMatch(/metadata/);
+    expect(
+      d
+        .events(from)
+        .map((r) => r.msg)
+        .join('\n'),
+      dump(),
+    ).toMatch(/metadata/);
     // The same domain, never restarted.
     expect((await lab.virsh('domid', 'vm-meta')).stdout.trim()).toBe(domid);
     // --config: the persistent definition carries it too.
@@ -217,9 +243,10 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
         forwards: Array<{ name: string; state: string; to: string; target: string[]; counters: { dnat: unknown } }>;
       }
     ).forwards;
-    expect(forwards.map((x) => `${x.name} ${x.state} ${x.target.join(',')}`), status.stdout).toEqual([
-      `domain vm-meta metadata forward[0] active ${lease}`,
-    ]);
+    expect(
+      forwards.map((x) => `${x.name} ${x.state} ${x.target.join(',')}`),
+      status.stdout,
+    ).toEqual([`domain vm-meta metadata forward[0] active ${lease}`]);
     // At least the probe's connection went through its DNAT.
     expect((forwards[0]!.counters.dnat as { packets: number } | null)?.packets, status.stdout).toBeGreaterThan(0);
 
@@ -243,7 +270,10 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     });
     expect((await wanProbe(2222)).ok).toBe(false);
     expect(d.child.exitCode, dump()).toBeNull();
-    expect(d.logs.filter((r) => r.level >= 50), dump()).toEqual([]);
+    expect(
+      d.logs.filter((r) => r.level >= 50),
+      dump(),
+    ).toEqual([]);
   }, 120_000);
 
   it('the same over the virsh transport (virsh event --event metadata-change): a new metadata forward works', async () => {
@@ -259,20 +289,39 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     const from = d.logs.length;
     const t = Date.now();
     await lab.virsh(
-      'metadata', 'vm-meta', METADATA_NAMESPACE, '--key', 'kvmnftd', '--live', '--config',
-      '--set', '<forwards><forward proto="tcp" host_port="2305" to_port="22"/></forwards>',
+      'metadata',
+      'vm-meta',
+      METADATA_NAMESPACE,
+      '--key',
+      'kvmnftd',
+      '--live',
+      '--config',
+      '--set',
+      '<forwards><forward proto="tcp" host_port="2305" to_port="22"/></forwards>',
     );
-    await waitUntil('wan -> host:2305 -> vm-meta:22', 15_000, async () =>
-      (await lab.tcpProbe(HOST_WAN_ADDR, 2305, 1000, { in: 'wan' })).ok || undefined,
-    { detail: () => `--- daemon log ---\n${d.dump()}` });
+    await waitUntil(
+      'wan -> host:2305 -> vm-meta:22',
+      15_000,
+      async () => (await lab.tcpProbe(HOST_WAN_ADDR, 2305, 1000, { in: 'wan' })).ok || undefined,
+      { detail: () => `--- daemon log ---\n${d.dump()}` },
+    );
     timings['virsh metadata -> forward works, virsh transport (ms)'] = Date.now() - t;
-    expect(d.events(from).map((r) => r.msg).join('\n'), d.dump()).toMatch(/metadata/);
+    expect(
+      d
+        .events(from)
+        .map((r) => r.msg)
+        .join('\n'),
+      d.dump(),
+    ).toMatch(/metadata/);
     await lab.virsh('metadata', 'vm-meta', METADATA_NAMESPACE, '--remove', '--live', '--config');
     await waitUntil('no DNAT rule left', 15_000, async () => (await dnatRules(lab)).length === 0, {
       detail: () => `--- daemon log ---\n${d.dump()}`,
     });
     await g.destroy();
-    expect(d.logs.filter((r) => r.level >= 50), d.dump()).toEqual([]);
+    expect(
+      d.logs.filter((r) => r.level >= 50),
+      d.dump(),
+    ).toEqual([]);
   }, 90_000);
 
   it("stop(): no qemu (or anything else) left in the lab's namespaces", async () => {

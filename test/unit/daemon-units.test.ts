@@ -359,7 +359,7 @@ describe('LibvirtConnection', () => {
     state.config = { ...state.config, libvirtUri: 'qemu:///session' };
     connection.reopen();
     await vi.advanceTimersByTimeAsync(0);
-    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///session', expect.anything(), undefined, false);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///session', expect.anything(), undefined, false, false);
     // A forward that names its guest: the source is opened for domain events too.
     state.config = configFromObject(
       { port_forward: [{ network: 'default', proto: 'tcp', host_port: 1, to: 'web1' }] },
@@ -367,7 +367,12 @@ describe('LibvirtConnection', () => {
     );
     connection.reopen();
     await vi.advanceTimersByTimeAsync(0);
-    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true, false);
+    // Metadata forwards on: domain events and metadata changes.
+    state.config = configFromObject({ metadata_forwards: { host_ports: [2222] } }, 't');
+    connection.reopen();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true, true);
 
     const away = setup(5);
     await away.connection.connect();
