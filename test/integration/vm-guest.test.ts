@@ -18,7 +18,7 @@
  *     outside `[metadata_forwards] host_ports` is ignored and doctor says so;
  *     removing the metadata removes the rules.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
 import { ruleset, spawnDaemon, type Daemon } from './daemon-harness.js';
@@ -37,6 +37,12 @@ import {
 const PORT = 8080;
 /** Host ports the admin lets domain metadata forwards use in this file. */
 const METADATA_HOST_PORTS = '[2222, "2300-2309"]';
+
+/** ms from `t` (Date.now()) to the daemon's first applied transaction logged after log index `from`; -1: none. */
+function appliedAfter(d: Daemon, from: number, t: number): number {
+  const time = d.applied(from)[0]?.['time']; // ISO 8601 (KVMNFTD_LOG_FORMAT=json)
+  return typeof time === 'string' ? Date.parse(time) - t : -1;
+}
 
 /** The rules of kvmnftd's pf_prerouting chain (DNAT from outside), as nft prints them; none when it is gone. */
 async function dnatRules(lab: Lab): Promise<string[]> {
@@ -187,6 +193,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     const lease = (await g.waitForLog(/^KVMNFTD-LEASE (\S+)/m, 40_000)).match[1];
     expect(lease, g.serialLog()).toMatch(/^192\.168\.122\.\d+$/);
     await g.waitForLog(/^KVMNFTD-SERVE 22/m, 10_000);
+    expect(await g.running(), g.serialLog()).toBe(true);
     const domid = (await lab.virsh('domid', 'vm-meta')).stdout.trim();
     const wanProbe = (port: number, ms = 1500) => lab.tcpProbe(HOST_WAN_ADDR, port, ms, { in: 'wan' });
     // Nothing forwards 2222 yet.
@@ -219,6 +226,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       { detail: () => `--- daemon log ---\n${d.dump()}` },
     );
     timings['virsh metadata -> forward works (ms)'] = Date.now() - t;
+    timings['virsh metadata -> rules applied (ms)'] = appliedAfter(d, from, t);
     expect(probe.ok).toBe(true);
     // The guest saw the wan client's own address: DNAT, no SNAT.
     const conn = await g.waitForLog(/^KVMNFTD-CONN (\S+) 22/m, 5_000);
@@ -233,6 +241,10 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     ).toMatch(/metadata/);
     // The same domain, never restarted.
     expect((await lab.virsh('domid', 'vm-meta')).stdout.trim()).toBe(domid);
+    // What libvirt stores (test/fixtures/metadata-forwards/libvirt9 is one such capture).
+    const liveXml = (await lab.virsh('dumpxml', 'vm-meta')).stdout;
+    expect(liveXml).toContain(`<kvmnftd:forwards xmlns:kvmnftd="${METADATA_NAMESPACE}">`);
+    if (process.env['KVMNFTD_CAPTURE_XML']) writeFileSync(process.env['KVMNFTD_CAPTURE_XML'], liveXml);
     // --config: the persistent definition carries it too.
     expect((await lab.virsh('dumpxml', '--inactive', 'vm-meta')).stdout).toContain(METADATA_NAMESPACE);
 
@@ -306,6 +318,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       { detail: () => `--- daemon log ---\n${d.dump()}` },
     );
     timings['virsh metadata -> forward works, virsh transport (ms)'] = Date.now() - t;
+    timings['virsh metadata -> rules applied, virsh transport (ms)'] = appliedAfter(d, from, t);
     expect(
       d
         .events(from)

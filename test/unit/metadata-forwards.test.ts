@@ -67,7 +67,8 @@ const CASES = readdirSync(DIR, { withFileTypes: true })
 
 describe('metadata forwards: fixtures', () => {
   it('has the cases', () => {
-    expect(CASES).toEqual(['basic', 'conflict', 'ignored', 'interfaces', 'namespace', 'off']);
+    // libvirt9: the XML libvirt 9 printed for the real domain of vm-guest.test.ts after `virsh metadata --set`.
+    expect(CASES).toEqual(['basic', 'conflict', 'ignored', 'interfaces', 'libvirt9', 'namespace', 'off']);
   });
 
   for (const name of CASES) {
@@ -107,6 +108,20 @@ describe('metadata forwards: fixtures', () => {
           from: ['198.51.100.0/24', '203.0.113.7'],
           hostAddress: '198.51.100.1',
         },
+      },
+    ]);
+  });
+
+  it('libvirt9: what libvirt really stores (the --key prefix on every element) reads as written', async () => {
+    const r = run(await loadCase('libvirt9'));
+    expect(r.forwards.map((f) => `${f.forward.proto} ${f.forward.hostPort.start} -> ${f.forward.to}`)).toEqual([
+      'tcp 2222 -> 52:54:00:2e:03:2d',
+    ]);
+    expect(r.ignored).toEqual([
+      {
+        domain: 'vm-meta',
+        entry: 1,
+        reason: 'host_port 2399 is not inside [metadata_forwards] host_ports (2222, 2300-2309)',
       },
     ]);
   });
