@@ -38,9 +38,13 @@ const PORT = 8080;
 /** Host ports the admin lets domain metadata forwards use in this file. */
 const METADATA_HOST_PORTS = '[2222, "2300-2309"]';
 
-/** ms from `t` (Date.now()) to the daemon's first applied transaction logged after log index `from`; -1: none. */
-function appliedAfter(d: Daemon, from: number, t: number): number {
-  const time = d.applied(from)[0]?.['time']; // ISO 8601 (KVMNFTD_LOG_FORMAT=json)
+/** ms from `t` (Date.now()) to the daemon's first transaction applied after log index `from` (its log record). */
+async function appliedAfter(d: Daemon, from: number, t: number): Promise<number> {
+  // The record may reach the test's pipe a little after the rules work.
+  const record = await waitUntil('an applied transaction in the daemon log', 5_000, () => d.applied(from)[0], {
+    detail: () => d.dump(),
+  });
+  const time = record['time']; // ISO 8601 (KVMNFTD_LOG_FORMAT=json)
   return typeof time === 'string' ? Date.parse(time) - t : -1;
 }
 
@@ -226,7 +230,9 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       { detail: () => `--- daemon log ---\n${d.dump()}` },
     );
     timings['virsh metadata -> forward works (ms)'] = Date.now() - t;
-    timings['virsh metadata -> rules applied (ms)'] = appliedAfter(d, from, t);
+    timings['virsh metadata -> rules applied (ms)'] = await appliedAfter(d, from, t);
+    const event = d.events(from).find((r) => r.msg.includes('metadata'))?.['time'];
+    timings['virsh metadata -> event received (ms)'] = typeof event === 'string' ? Date.parse(event) - t : -1;
     expect(probe.ok).toBe(true);
     // The guest saw the wan client's own address: DNAT, no SNAT.
     const conn = await g.waitForLog(/^KVMNFTD-CONN (\S+) 22/m, 5_000);
@@ -293,11 +299,11 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
     const old = daemon;
     old?.child.kill('SIGTERM');
     if (old) await old.exited;
-    const d = spawnDaemon(lab, f.env, ['--events', 'virsh', '--config', f.config]);
+    // READY=1 follows its first pass: a metadata change after it can only reach it as an event.
+    const d = await f.startDaemon('virsh');
     daemon = d;
     const g = guests.find((x) => x.name === 'vm-meta');
     if (!g) throw new Error('vm-meta is not running');
-    await f.converged();
     const from = d.logs.length;
     const t = Date.now();
     await lab.virsh(
@@ -318,7 +324,7 @@ describe('a real libvirt domain (qemu TCG, Debian kernel, busybox udhcpc) behind
       { detail: () => `--- daemon log ---\n${d.dump()}` },
     );
     timings['virsh metadata -> forward works, virsh transport (ms)'] = Date.now() - t;
-    timings['virsh metadata -> rules applied, virsh transport (ms)'] = appliedAfter(d, from, t);
+    timings['virsh metadata -> rules applied, virsh transport (ms)'] = await appliedAfter(d, from, t);
     expect(
       d
         .events(from)
