@@ -21,7 +21,7 @@ import { watch, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireBuiltCli } from '../test/helpers/cli.js';
-import { changeLease, LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
+import { changeLease, guestMac, LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 
@@ -47,13 +47,14 @@ async function main(): Promise<void> {
   try {
     lab = await startLab({ defaultNetwork: 'start' });
     await lab.attachGuest();
-    const mac = (await lab.inGuest('cat', ['/sys/class/net/eth0/address'])).stdout.trim();
+    const mac = await guestMac(lab);
     const config = join(work, 'kvmnftd.toml');
-    writeFileSync(
-      config,
-      `[[port_forward]]\nnetwork = "default"\nproto = "tcp"\nhost_port = 2222\nto = "${mac}"\n`,
-    );
-    const env = { KVMNFTD_RUNTIME_DIR: join(work, 'run'), KVMNFTD_LOG_FORMAT: 'json' as const, NOTIFY_SOCKET: join(work, 'none') };
+    writeFileSync(config, `[[port_forward]]\nnetwork = "default"\nproto = "tcp"\nhost_port = 2222\nto = "${mac}"\n`);
+    const env = {
+      KVMNFTD_RUNTIME_DIR: join(work, 'run'),
+      KVMNFTD_LOG_FORMAT: 'json' as const,
+      NOTIFY_SOCKET: join(work, 'none'),
+    };
     const daemon = spawnDaemon(lab, env, ['--events', 'dbus', '--config', config]);
     const monitor = await LabMonitor.start(lab);
     await changeLease(lab, ASK[0]);
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < ROUNDS; round++) {
       const next = ASK[(round + 1) % 2]!;
       const from = monitor.lines.length;
-      const leased = await changeLease(lab, next);
+      const leased = await changeLease(lab, next, ASK[round % 2]);
       const bound = performance.now();
       if (leased !== next) throw new Error(`round ${round}: asked for ${next}, dnsmasq gave ${leased}`);
       const commit = await waitUntil(`round ${round}: the forward to ${next}`, 10_000, () =>
@@ -86,7 +87,9 @@ async function main(): Promise<void> {
 
     const row = (label: string, xs: number[]) =>
       `  ${label.padEnd(44)} n ${String(xs.length).padStart(3)}   p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   ` +
-      `p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(...xs).toFixed(1).padStart(7)} ms   ` +
+      `p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms   max ${Math.max(...xs)
+        .toFixed(1)
+        .padStart(7)} ms   ` +
       `${percentile(xs, 99) <= TARGET_MS ? 'PASS' : 'FAIL'}`;
     const errors = daemon.logs.filter((r) => r.level >= 50);
     process.stdout.write(

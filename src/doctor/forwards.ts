@@ -41,7 +41,7 @@ export function checkForwardTargets(facts: DoctorFacts): Finding[] {
           o.problem === 'not-running'
             ? `Start the domain (virsh start ${f.to}); the forward follows within seconds.`
             : 'kvmnftd takes the address from the DHCP lease libvirt records (/var/lib/libvirt/dnsmasq/<bridge>.status). ' +
-              "Check that the guest runs a DHCP client on that interface; a guest with a static address needs it as to.",
+              'Check that the guest runs a DHCP client on that interface; a guest with a static address needs it as to.',
         networks: [f.network],
       });
   }
@@ -58,7 +58,9 @@ export function checkForwardShadowing(facts: DoctorFacts): Finding[] {
         id: 'forward-port-shadowed',
         severity: 'warning',
         title: `${name} takes ${f.proto} port ${portRangeText(f.hostPort)}, where a host socket listens: connections to it from outside reach the guest, never that socket`,
-        evidence: hit.map((l) => `listening: ${l.proto} ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`),
+        evidence: hit.map(
+          (l) => `listening: ${l.proto} ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`,
+        ),
         fix: `Move the host service or ${name}.host_port to another port (ss -lntup shows the socket's process), or set ${name}.host_address to an address the service does not listen on.`,
         networks: [f.network],
       },
@@ -89,7 +91,7 @@ export function checkForwardsBlocked(facts: DoctorFacts): Finding[] {
       ],
       fix:
         'Set filter.foreign_chains = "accept" (kvmnftd then keeps one narrow mark accept first in those chains, only for ' +
-        "the DNATed connections of its forwards), or remove the forwards. docs/rules.md, \"Port forwards\", explains why an accept elsewhere cannot pass libvirt's reject.",
+        'the DNATed connections of its forwards), or remove the forwards. docs/rules.md, "Port forwards", explains why an accept elsewhere cannot pass libvirt\'s reject.',
       networks: [...new Set(forwards.map((o) => o.target.forward.network))],
     },
   ];

@@ -73,7 +73,7 @@ export interface DoctorFacts {
   libvirt: { networks: NetworkParse[] } | { error: string };
   /** The live ruleset, and the plan against it: how many commands, and what became of each port forward. */
   ruleset: { live: Ruleset; plannedCommands: number; forwards: ForwardOutcome[] } | { error: string };
-  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6). */
+  /** The host's listening sockets (/proc/net/tcp, tcp6, udp, udp6); none when they cannot be read. */
   listeners: HostListener[];
   /** Values of /proc/sys files; absent key = file absent or unreadable. */
   sysctl: {

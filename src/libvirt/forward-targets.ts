@@ -151,9 +151,7 @@ export function domainNetworkInterfaces(xml: string): GuestInterface[] {
   return ifaces.flatMap((i) => {
     const mac = (i['mac'] as Node | undefined)?.$?.['address'];
     const network = (i['source'] as Node | undefined)?.$?.['network'];
-    return i.$?.['type'] === 'network' && mac && network
-      ? [{ domain: name, network, mac: mac.toLowerCase() }]
-      : [];
+    return i.$?.['type'] === 'network' && mac && network ? [{ domain: name, network, mac: mac.toLowerCase() }] : [];
   });
 }
 
@@ -182,4 +180,3 @@ export function parseDnsmasqStatus(text: string, network: string): DhcpLease[] {
     return [{ network, mac: mac.toLowerCase(), address, expiry: typeof expiry === 'number' ? expiry : 0 }];
   });
 }
-

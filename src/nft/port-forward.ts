@@ -78,12 +78,7 @@ export type ForwardState = 'active' | 'waiting' | 'invalid';
 
 /** What keeps a forward from being (wholly) active; doctor's findings are chosen by it. */
 export type ForwardProblem =
-  | Unresolved['kind']
-  | 'network-inactive'
-  | 'network-mode'
-  | 'outside-network'
-  | 'family-not-filtered'
-  | 'no-fit';
+  Unresolved['kind'] | 'network-inactive' | 'network-mode' | 'outside-network' | 'family-not-filtered' | 'no-fit';
 
 export interface ForwardOutcome {
   /** forwardName(target.origin). */

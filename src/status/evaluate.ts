@@ -21,7 +21,12 @@ import {
 } from '../nft/ownership.js';
 import { targetText } from '../nft/foreign-chains.js';
 import { plan } from '../nft/plan.js';
-import { PF_PREROUTING_CHAIN, type ForwardOutcome, type ForwardState, type ForwardTarget } from '../nft/port-forward.js';
+import {
+  PF_PREROUTING_CHAIN,
+  type ForwardOutcome,
+  type ForwardState,
+  type ForwardTarget,
+} from '../nft/port-forward.js';
 import { ruleCounter, ruleKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
 import { portRangeText } from '../config/kinds.js';
 import { toPortRange } from '../config/port-forward.js';

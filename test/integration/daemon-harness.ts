@@ -213,19 +213,54 @@ export async function guestReachesWan(lab: Lab, port: number, retryMs = 0): Prom
   }
 }
 
+/** The MAC of the lab guest's eth0 (from `ip`: the lab's /sys shows the host namespace's interfaces). */
+export async function guestMac(lab: Lab): Promise<string> {
+  const out = (await lab.inGuest('ip', ['-o', 'link', 'show', 'dev', 'eth0'])).stdout;
+  const mac = /link\/ether ([0-9a-f:]{17})/.exec(out)?.[1];
+  if (mac === undefined) throw new Error(`no MAC for the guest's eth0 in: ${out}`);
+  return mac;
+}
+
 /**
- * The lab guest's lease changes: its udhcpc releases the lease it holds (if any) and asks libvirt's dnsmasq
- * for `address` (udhcpc -r). Resolves with the address leased. Each step is a real DHCP exchange, so
- * dnsmasq calls libvirt's leaseshelper, which rewrites the network's status file.
+ * The lab guest's lease changes: its udhcpc releases the lease it holds (`current`, if any) and asks
+ * libvirt's dnsmasq for `address` (udhcpc -r). Resolves with the address leased. Every step is a real DHCP
+ * exchange, after which dnsmasq calls libvirt's leaseshelper, which rewrites the network's status file.
+ *
+ * The release: busybox udhcpc sends DHCPRELEASE only from the bound state (`-q -R` quits before it and sends
+ * none, seen here with busybox 1.35), so a udhcpc that stays in the foreground renews `current`, and quitting
+ * (-R) releases it. Without a release dnsmasq keeps giving the guest the address it holds.
  */
-export async function changeLease(lab: Lab, address: string): Promise<string> {
-  const udhcpc = (...extra: string[]) =>
-    lab.inGuest(
-      'busybox',
-      ['udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '10', '-T', '1', '-A', '1', '-s', LAB_PATHS.udhcpcScript, ...extra],
-      { reject: false, timeoutMs: 30_000 },
-    );
-  const r = await udhcpc('-r', address);
+export async function changeLease(lab: Lab, address: string, current?: string): Promise<string> {
+  const args = (...extra: string[]): string[] => [
+    'udhcpc',
+    '-i',
+    'eth0',
+    '-f',
+    '-t',
+    '10',
+    '-T',
+    '1',
+    '-A',
+    '1',
+    '-s',
+    LAB_PATHS.udhcpcScript,
+    ...extra,
+  ];
+  if (current !== undefined) {
+    const release = [
+      'out=$(mktemp); busybox "$@" >"$out" 2>&1 & p=$!',
+      // Until bound (the script prints LEASE), at most 10 s.
+      'i=0; until grep -q "^LEASE" "$out" || [ $i -ge 200 ]; do i=$((i + 1)); sleep 0.05; done',
+      'kill -TERM $p; wait $p; cat "$out"; rm -f "$out"',
+    ].join('\n');
+    const r = await lab.inGuest('sh', ['-c', release, 'release', ...args('-R', '-r', current)], {
+      reject: false,
+      timeoutMs: 30_000,
+    });
+    if (!/unicasting a release of/.test(r.stdout))
+      throw new Error(`udhcpc did not release ${current}: exit ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
+  }
+  const r = await lab.inGuest('busybox', args('-n', '-q', '-r', address), { reject: false, timeoutMs: 30_000 });
   const m = /^LEASE (\d+\.\d+\.\d+\.\d+)\//m.exec(r.stdout);
   if (r.exitCode !== 0 || !m) throw new Error(`udhcpc -r ${address}: exit ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
   return m[1]!;

@@ -21,7 +21,7 @@ import type { ForwardStatus, StatusReport } from '../../src/status/evaluate.js';
 import { waitUntil } from '../helpers/wait.js';
 import { HOST_WAN_ADDR, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { prepareLabForQemu, QEMU_BINARY } from '../lab/vm.js';
-import { changeLease } from './daemon-harness.js';
+import { changeLease, guestMac } from './daemon-harness.js';
 import { useLibvirtLab } from './libvirt-lab.js';
 
 const PORT = 2222;
@@ -49,7 +49,8 @@ describe('port forwards resolved from real leases (MAC and domain name), followi
     return JSON.parse(r.stdout) as StatusReport;
   };
   const forwards = async (): Promise<ForwardStatus[]> => (await status()).forwards;
-  const doctor = async (): Promise<DoctorReport> => JSON.parse((await f.cli('doctor', '--json')).stdout) as DoctorReport;
+  const doctor = async (): Promise<DoctorReport> =>
+    JSON.parse((await f.cli('doctor', '--json')).stdout) as DoctorReport;
   /** Waits until the forward `name` is in `state` (and at `target`, when given). */
   const forwardIs = (name: string, state: ForwardStatus['state'], target?: string) =>
     waitUntil(`${name} ${state}${target ? ` at ${target}` : ''}`, 15_000, async () => {
@@ -78,7 +79,7 @@ describe('port forwards resolved from real leases (MAC and domain name), followi
   };
 
   beforeAll(async () => {
-    mac = (await f.lab.inGuest('cat', ['/sys/class/net/eth0/address'])).stdout.trim();
+    mac = await guestMac(f.lab);
     await f.lab.attachGuest();
     await prepareLabForQemu(f.lab); // restarts the lab's libvirtd with a qemu.conf for the lab
     f.writeConfig(`
@@ -121,9 +122,12 @@ to = "52:54:00:99:99:99"
   }, 30_000);
 
   it('a lease (udhcpc in the guest) makes the MAC forward active: wan -> host:2222 -> guest, counters move', async () => {
+    const from = f.daemon.logs.length;
     const leased = await changeLease(f.lab, ASK[0]!);
     const active = await forwardIs('port_forward[0]', 'active', leased);
     expect(active.rules).toBe('ok');
+    // The lease watch started the pass (the periodic check is 60 s away).
+    expect(f.daemon.applied(from).map((r) => r['event'])).toContain('lease change');
     await wanReachesGuest(PORT);
     const after = (await forwards())[0]!;
     expect(after.counters.dnat!.packets).toBeGreaterThan(active.counters.dnat!.packets);
@@ -133,9 +137,9 @@ to = "52:54:00:99:99:99"
   it("libvirt's status file has the fields the parser reads (leaseshelper's real output)", () => {
     const text = readLeaseFile(f.lab);
     const leases = JSON.parse(text) as Array<Record<string, unknown>>;
-    expect(leases).toContainEqual(
-      expect.objectContaining({ 'ip-address': ASK[0], 'mac-address': mac, 'expiry-time': expect.any(Number) }),
-    );
+    const lease = leases.find((l) => l['mac-address'] === mac);
+    expect(lease?.['ip-address']).toBe(ASK[0]);
+    expect(typeof lease?.['expiry-time']).toBe('number');
   });
 
   it('a domain started with that MAC on the network: its name resolves (domain event), the forward works', async () => {
@@ -149,10 +153,12 @@ to = "52:54:00:99:99:99"
   }, 90_000);
 
   it('the lease changes (release, another address): both forwards follow', async () => {
-    const leased = await changeLease(f.lab, ASK[1]!);
+    const from = f.daemon.logs.length;
+    const leased = await changeLease(f.lab, ASK[1]!, ASK[0]);
     expect(leased).toBe(ASK[1]);
     await forwardIs('port_forward[0]', 'active', leased);
     await forwardIs('port_forward[1]', 'active', leased);
+    expect(f.daemon.applied(from).map((r) => r['event'])).toContain('lease change');
     await wanReachesGuest(PORT);
     await wanReachesGuest(2223);
   }, 60_000);
@@ -176,10 +182,29 @@ to = "52:54:00:99:99:99"
   }, 60_000);
 
   it('the domain is destroyed: its forward waits again (domain event), the MAC forward stays', async () => {
+    const from = f.daemon.logs.length;
     await f.lab.virsh('destroy', 'web1');
     await forwardIs('port_forward[1]', 'waiting');
+    expect(f.daemon.events(from).map((e) => e.msg)).toContain('event: domain stopped');
     expect((await forwards())[0]!.state).toBe('active');
   }, 30_000);
+
+  it("with --events virsh: the domains' own event stream (virsh event) starts the passes", async () => {
+    f.daemon.child.kill('SIGTERM');
+    await f.daemon.exited;
+    const d = await f.startDaemon('virsh');
+    expect(d.logs.map((r) => r.msg)).toContainEqual(
+      expect.stringMatching(/domain events: virsh event on qemu:\/\/\/system/),
+    );
+    const from = d.logs.length;
+    await f.lab.virsh('create', join(f.work, 'web1.xml'), '--paused');
+    await forwardIs('port_forward[1]', 'active', ASK[1]);
+    await f.lab.virsh('destroy', 'web1');
+    await forwardIs('port_forward[1]', 'waiting');
+    expect(d.events(from).map((e) => e.msg)).toEqual(
+      expect.arrayContaining(['event: domain started', 'event: domain stopped']),
+    );
+  }, 60_000);
 });
 
 function readLeaseFile(lab: Lab): string {

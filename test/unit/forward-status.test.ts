@@ -1,5 +1,5 @@
 // Port forwards in `kvmnftd status` and `kvmnftd doctor` (pure parts), the
-// host's listening sockets (/proc/net parser) and the lease-file filter.
+// sockets a forward shadows and the lease-file filter.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { configFromObject, type Config } from '../../src/config/config.js';
@@ -8,7 +8,7 @@ import { checkForwardShadowing, checkForwardTargets, checkForwardsBlocked } from
 import { checkForwarding } from '../../src/doctor/host.js';
 import { diagnose } from '../../src/doctor/index.js';
 import type { DoctorFacts } from '../../src/doctor/types.js';
-import { parseProcNet, shadowedListeners, type HostListener } from '../../src/host/listeners.js';
+import { shadowedListeners, type HostListener } from '../../src/host/listeners.js';
 import { forwardTargetsFrom, type GuestFacts } from '../../src/libvirt/guest-facts.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
@@ -147,10 +147,14 @@ describe('doctor: forwards', () => {
     expect(found[0]!.title).toBe(
       'port_forward[1] (udp 5353 -> 52:54:00:6b:00:02 on network default) is waiting: the guest has no address yet',
     );
-    expect(found[1]!.title).toMatch(/^port_forward\[2\] \(tcp 8080 -> 10\.9\.9\.9 on network default\): the target is not/);
+    expect(found[1]!.title).toMatch(
+      /^port_forward\[2\] \(tcp 8080 -> 10\.9\.9\.9 on network default\): the target is not/,
+    );
     // A domain that is not running waits too, and says so.
     const down = checkForwardTargets(
-      doctorFacts(configFromObject({ port_forward: [{ network: 'default', proto: 'tcp', host_port: 1, to: 'web9' }] }, 't')),
+      doctorFacts(
+        configFromObject({ port_forward: [{ network: 'default', proto: 'tcp', host_port: 1, to: 'web9' }] }, 't'),
+      ),
     );
     expect(down.map((f) => f.title)).toEqual([
       'port_forward[0] (tcp 1 -> web9 on network default) is waiting: the guest is not running',
@@ -159,21 +163,19 @@ describe('doctor: forwards', () => {
 
   it('reports a host socket on a forwarded port, not a loopback-only one nor another protocol', () => {
     const config = forwardConfig();
-    const listeners: HostListener[] = [
+    const sockets: HostListener[] = [
       { proto: 'tcp', address: '0.0.0.0', port: 2222 },
       { proto: 'tcp', address: '127.0.0.1', port: 8080 },
       { proto: 'tcp', address: '::', port: 5353 },
     ];
-    const found = checkForwardShadowing(doctorFacts(config, { listeners }));
+    const found = checkForwardShadowing(doctorFacts(config, { listeners: sockets }));
     expect(found.map((f) => [f.id, f.evidence])).toEqual([['forward-port-shadowed', ['listening: tcp 0.0.0.0:2222']]]);
     const onOther = forwardConfig({
-      port_forward: [
-        { network: 'default', proto: 'tcp', host_port: 2222, to: 'web1', host_address: '198.51.100.1' },
-      ],
+      port_forward: [{ network: 'default', proto: 'tcp', host_port: 2222, to: 'web1', host_address: '198.51.100.1' }],
     });
-    expect(
-      shadowedListeners([{ proto: 'tcp', address: '198.51.100.2', port: 2222 }], onOther.portForward[0]!),
-    ).toEqual([]);
+    expect(shadowedListeners([{ proto: 'tcp', address: '198.51.100.2', port: 2222 }], onOther.portForward[0]!)).toEqual(
+      [],
+    );
     expect(
       shadowedListeners([{ proto: 'tcp', address: '198.51.100.1', port: 2222 }], onOther.portForward[0]!),
     ).toHaveLength(1);
@@ -211,30 +213,6 @@ describe('doctor: forwards', () => {
     expect(diagnose(doctorFacts(forwardConfig())).map((f) => f.id)).toEqual(
       expect.arrayContaining(['forward-target-not-on-network', 'forward-guest-no-address']),
     );
-  });
-});
-
-describe('host listeners (/proc/net)', () => {
-  const tcp =
-    '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n' +
-    '   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0\n' +
-    '   1: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0\n' +
-    '   2: 0100A8C0:9C40 0200A8C0:0016 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0\n';
-  it('reads TCP sockets in LISTEN, with addresses in host byte order', () => {
-    expect(parseProcNet(tcp, 'tcp', 4, true)).toEqual([
-      { proto: 'tcp', address: '0.0.0.0', port: 2222 },
-      { proto: 'tcp', address: '127.0.0.1', port: 3306 },
-    ]);
-  });
-  it('reads IPv6 and unconnected UDP sockets', () => {
-    const tcp6 =
-      '  sl  local_address                         remote_address                        st\n' +
-      '   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 0\n' +
-      '   1: 00000000000000000000000001000000:0019 00000000000000000000000000000000:0000 0A 0\n';
-    expect(parseProcNet(tcp6, 'tcp', 6, true).map((l) => `${l.address} ${l.port}`)).toEqual([':: 22', '::1 25']);
-    const udp = '  sl  local_address rem_address   st\n   7: 00000000:14E9 00000000:0000 07 0\n';
-    expect(parseProcNet(udp, 'udp', 4, true)).toEqual([{ proto: 'udp', address: '0.0.0.0', port: 5353 }]);
-    expect(parseProcNet(udp, 'tcp', 4, true)).toEqual([]);
   });
 });
 
