@@ -190,7 +190,9 @@ function readDomain(
       const uri = namespaceOf(qname(name)[0], node, metadata, domainNode);
       if (uri === METADATA_NAMESPACE) roots.push({ name, node });
       else if (uri?.startsWith(NAMESPACE_STEM))
-        whole(`its element <${name}> is in namespace ${uri}, a layout this kvmnftd does not know (${METADATA_NAMESPACE})`);
+        whole(
+          `its element <${name}> is in namespace ${uri}, a layout this kvmnftd does not know (${METADATA_NAMESPACE})`,
+        );
     }
   }
   if (roots.length === 0) return { forwards: [], ignored };
@@ -331,8 +333,7 @@ function notAllowed(
   const socket = shadowedListeners(listeners, f)[0];
   if (socket)
     return (
-      `a host socket listens on ${socket.proto} ${socketText(socket)}: ` +
-      'the forward would take its connections away'
+      `a host socket listens on ${socket.proto} ${socketText(socket)}: ` + 'the forward would take its connections away'
     );
   return undefined;
 }

@@ -35,7 +35,9 @@ export function parseEventLine(line: string): VirshEvent | undefined {
   const m = LINE.exec(line);
   if (m) return { object: m[1] as EventObject, name: (m[2] ?? m[3])!, event: m[4]!.toLowerCase() };
   const md = METADATA_LINE.exec(line);
-  return md ? { object: 'metadata', name: (md[1] ?? md[2])!, event: `metadata-change ${md[3]!}`, uri: md[4]! } : undefined;
+  return md
+    ? { object: 'metadata', name: (md[1] ?? md[2])!, event: `metadata-change ${md[3]!}`, uri: md[4]! }
+    : undefined;
 }
 
 export class VirshEventStream {

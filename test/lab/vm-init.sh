@@ -82,17 +82,21 @@ else
 fi
 
 if [ -n "$SERVE" ] && [ -n "$ADDR" ]; then
-  # busybox tcpsvd runs the handler per connection with TCPREMOTEIP set; its stdout is the connection, so the
-  # marker goes to the console itself. Runs until the domain is destroyed.
+  # busybox nc -ll -e: a persistent server that runs the handler per connection, its stdin/stdout being the
+  # connection (Debian's busybox-static has no tcpsvd). The handler finds its peer with netstat (the client may
+  # have closed already: CLOSE_WAIT) and logs it on the console (IPv4 as IPv4: nc's socket is dual-stack). Runs until the domain is destroyed.
   cat >/serve.sh <<'EOS'
 #!/bin/sh
-echo "KVMNFTD-CONN $TCPREMOTEIP $TCPLOCALPORT" >/dev/console
+peer=$(netstat -tn 2>/dev/null | awk -v p=":$SERVE" '$4 ~ p"$" && ($6 == "ESTABLISHED" || $6 == "CLOSE_WAIT") { print $5 }' | head -n 1)
+addr=${peer%:*}
+echo "KVMNFTD-CONN ${addr#::ffff:} $SERVE" >/dev/console
 echo hello-guest
 EOS
+  sed -i "s/\$SERVE/$SERVE/g" /serve.sh
   chmod 755 /serve.sh
   say "KVMNFTD-SERVE $SERVE uptime=$(up)"
-  tcpsvd 0.0.0.0 "$SERVE" /serve.sh
-  say "KVMNFTD-SERVE-FAIL tcpsvd exited $?"
+  nc -ll -p "$SERVE" -e /serve.sh
+  say "KVMNFTD-SERVE-FAIL nc exited $?"
 fi
 
 say "KVMNFTD-DONE uptime=$(up)"

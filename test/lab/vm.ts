@@ -619,7 +619,8 @@ class GuestImpl implements Guest {
     if (await this.running())
       await this.lab.exec('virsh', ['-c', 'qemu:///system', 'destroy', this.name], { reject: false });
     await this.waitGone(10_000);
-    if (this.persistent) await this.lab.exec('virsh', ['-c', 'qemu:///system', 'undefine', this.name], { reject: false });
+    if (this.persistent)
+      await this.lab.exec('virsh', ['-c', 'qemu:///system', 'undefine', this.name], { reject: false });
   }
 
   describe(): string {

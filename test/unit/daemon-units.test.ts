@@ -368,6 +368,11 @@ describe('LibvirtConnection', () => {
     connection.reopen();
     await vi.advanceTimersByTimeAsync(0);
     expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true, false);
+    // Metadata forwards on: domain events and metadata changes.
+    state.config = configFromObject({ metadata_forwards: { host_ports: [2222] } }, 't');
+    connection.reopen();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(open).toHaveBeenLastCalledWith('auto', 'qemu:///system', expect.anything(), undefined, true, true);
 
     const away = setup(5);
     await away.connection.connect();

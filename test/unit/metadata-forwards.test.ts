@@ -67,7 +67,8 @@ const CASES = readdirSync(DIR, { withFileTypes: true })
 
 describe('metadata forwards: fixtures', () => {
   it('has the cases', () => {
-    expect(CASES).toEqual(['basic', 'conflict', 'ignored', 'interfaces', 'namespace', 'off']);
+    // libvirt9: the XML libvirt 9 printed for the real domain of vm-guest.test.ts after `virsh metadata --set`.
+    expect(CASES).toEqual(['basic', 'conflict', 'ignored', 'interfaces', 'libvirt9', 'namespace', 'off']);
   });
 
   for (const name of CASES) {
@@ -107,6 +108,20 @@ describe('metadata forwards: fixtures', () => {
           from: ['198.51.100.0/24', '203.0.113.7'],
           hostAddress: '198.51.100.1',
         },
+      },
+    ]);
+  });
+
+  it('libvirt9: what libvirt really stores (the --key prefix on every element) reads as written', async () => {
+    const r = run(await loadCase('libvirt9'));
+    expect(r.forwards.map((f) => `${f.forward.proto} ${f.forward.hostPort.start} -> ${f.forward.to}`)).toEqual([
+      'tcp 2222 -> 52:54:00:2e:03:2d',
+    ]);
+    expect(r.ignored).toEqual([
+      {
+        domain: 'vm-meta',
+        entry: 1,
+        reason: 'host_port 2399 is not inside [metadata_forwards] host_ports (2222, 2300-2309)',
       },
     ]);
   });
@@ -268,7 +283,10 @@ describe('metadata forward filters', () => {
 
 describe("libvirt's rejecting chains (owners table)", () => {
   it('get the mark accept while metadata forwards are on, even with no [[port_forward]]', () => {
-    const libvirt = (c: Config) => foreignTargets(c).filter((t) => t.owner === 'libvirt').map((t) => t.chain);
+    const libvirt = (c: Config) =>
+      foreignTargets(c)
+        .filter((t) => t.owner === 'libvirt')
+        .map((t) => t.chain);
     expect(libvirt(defaultConfig())).toEqual([]);
     const on = configFromObject({ metadata_forwards: { host_ports: [2200] } }, 't');
     expect(libvirt(on)).toEqual(['LIBVIRT_FWI', 'LIBVIRT_FWI', 'guest_input', 'guest_input']);
@@ -306,7 +324,7 @@ describe('metadata forwards in the contract (guest-facts.ts)', () => {
     expect(forwardTargetsFrom(defaultConfig(), inputs, facts)).toEqual([]);
   });
 
-  it('metadata forwards on: libvirt asked, every network's leases watched, the sockets read (or left out)', async () => {
+  it("metadata forwards on: libvirt asked, every network's leases watched, the sockets read (or left out)", async () => {
     const c = await loadCase('basic');
     const on = c.config;
     expect(guestFactsNeeded(defaultConfig())).toBe(false);
@@ -356,7 +374,8 @@ const arbRange = fc
   .map(([start, length]) => ({ start, end: start + length }));
 const arbProto = fc.constantFrom('tcp' as const, 'udp' as const);
 const arbAddress = fc.option(fc.constantFrom('198.51.100.1', '198.51.100.2', '2001:db8::1'), { nil: undefined });
-const text = (r: { start: number; end: number }): string | number => (r.start === r.end ? r.start : `${r.start}-${r.end}`);
+const text = (r: { start: number; end: number }): string | number =>
+  r.start === r.end ? r.start : `${r.start}-${r.end}`;
 
 const arbEntry = fc.record({ proto: arbProto, hostPort: arbRange, hostAddress: arbAddress });
 const arbWorld = fc.record({
@@ -377,7 +396,9 @@ function build(w: {
   allowed: Array<{ start: number; end: number }>;
   config: Array<{ proto: 'tcp' | 'udp'; hostPort: { start: number; end: number }; hostAddress?: string | undefined }>;
   listeners: HostListener[];
-  domains: Array<Array<{ proto: 'tcp' | 'udp'; hostPort: { start: number; end: number }; hostAddress?: string | undefined }>>;
+  domains: Array<
+    Array<{ proto: 'tcp' | 'udp'; hostPort: { start: number; end: number }; hostAddress?: string | undefined }>
+  >;
 }) {
   const config = configFromObject(
     {
