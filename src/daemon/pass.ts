@@ -15,7 +15,7 @@ import { planDiff, renderDiff } from '../nft/diff.js';
 import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
 import { foreignDigest } from '../nft/ownership.js';
 import type { Plan } from '../nft/plan.js';
-import type { ForwardTarget } from '../nft/port-forward.js';
+import type { ForwardOutcome, ForwardTarget } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
 import { ConvergenceGuard } from './convergence-guard.js';
@@ -223,6 +223,7 @@ export class DaemonPass {
     const started = now.filter((n) => !before.has(n));
     const stopped = state.networks.filter((n) => !now.includes(n));
     state.networks = now;
+    const forwardChanges = this.forwardChanges(result.plan.forwards);
     state.planError = messages.find((m) => m.level === 'error')?.text;
     state.passError = undefined;
     if (state.watch) state.reconnectAttempts = 0; // the event source proved itself
@@ -237,7 +238,11 @@ export class DaemonPass {
       return;
     }
     state.lastChange = { at: new Date(), ms: result.durationMs };
-    const what = [...started.map((n) => `network ${n} up`), ...stopped.map((n) => `network ${n} down`)];
+    const what = [
+      ...started.map((n) => `network ${n} up`),
+      ...stopped.map((n) => `network ${n} down`),
+      ...forwardChanges,
+    ];
     const summary =
       what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
     const commands = result.plan.batch.nftables.length;
@@ -251,6 +256,19 @@ export class DaemonPass {
       },
       `${summary}: applied ${commands} nft commands in ${result.durationMs} ms`,
     );
+  }
+
+  /** Each forward's state and target at the last successful pass (the log says which ones changed). */
+  private forwardStates = new Map<string, string>();
+
+  /** `port_forward[0] to 192.168.122.7`, `port_forward[1] waiting`: the forwards whose state or target changed. */
+  private forwardChanges(outcomes: readonly ForwardOutcome[]): string[] {
+    const next = new Map(
+      outcomes.map((o) => [o.name, o.state === 'active' ? `to ${o.addresses.join(', ')}` : o.state] as const),
+    );
+    const changed = [...next].filter(([name, text]) => this.forwardStates.get(name) !== text);
+    this.forwardStates = next;
+    return changed.map(([name, text]) => `${name} ${text}`);
   }
 
   private failed(error: Error, attempt: number, retryInMs: number, repeated: boolean): void {

@@ -231,9 +231,14 @@ describe('DaemonPass', () => {
       't',
     );
     const seen: string[][] = [];
-    const capture: typeof syncOnce = (networks, cfg, runner, options) => {
-      seen.push((options?.forwardTargets ?? []).flatMap((t) => t.addresses));
-      return sync(networks, cfg, runner, options);
+    const capture: typeof syncOnce = async (networks, cfg, runner, options) => {
+      const forwardTargets = options?.forwardTargets ?? [];
+      seen.push(forwardTargets.flatMap((t) => t.addresses));
+      const live = await runner.readRuleset();
+      const result = plan(networks, cfg, live, { forwardTargets });
+      const applied = result.batch.nftables.length > 0;
+      if (applied) await runner.apply(result.batch);
+      return { plan: result, live, applied, durationMs: 1.5, messages: planMessages(result) };
     };
     let address = '192.168.122.44';
     const previous: Array<GuestFacts | undefined> = [];
@@ -242,7 +247,7 @@ describe('DaemonPass', () => {
       const domains = await options!.domains!().catch(() => options?.previous?.domains ?? []);
       return { domains, leases: [{ network: 'default', mac, address, expiry: 1 }] };
     });
-    const { state, pass } = setup(LIVE_LIBVIRT9, config, capture, facts);
+    const { state, log, pass } = setup(LIVE_LIBVIRT9, config, capture, facts);
     const web1 = { name: 'web1', xml: '<domain><name>web1</name></domain>' };
     state.watch = { ...fakeWatch(() => Promise.resolve([DEFAULT])), runningDomains: () => Promise.resolve([web1]) };
     pass.trigger('start');
@@ -254,6 +259,11 @@ describe('DaemonPass', () => {
     pass.trigger('ruleset changed');
     await pass.idle();
     expect(seen).toEqual([['192.168.122.44'], ['192.168.122.45'], ['192.168.122.45']]);
+    // The log says which forward went where.
+    expect(log.info()).toEqual([
+      expect.stringMatching(/^network default up, port_forward\[0\] to 192\.168\.122\.44: applied \d+ nft commands/),
+      expect.stringMatching(/^port_forward\[0\] to 192\.168\.122\.45: applied \d+ nft commands/),
+    ]);
     expect(facts).toHaveBeenCalledTimes(3);
     expect(previous[0]).toBeUndefined();
     expect(previous[2]?.domains).toEqual([web1]);
