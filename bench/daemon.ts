@@ -37,8 +37,8 @@
  * BENCH_EVENTS (1000), BENCH_BREAKDOWN_ITERS (40), BENCH_WHATIF_NODE_FLAGS
  * ("" skips run 4), BENCH_TRACE_GC=1 (--trace-gc in runs 1 and 2 too),
  * BENCH_TRACE=N (timeline of the first N changes to stderr), BENCH_OUT (JSON
- * file). About 4 minutes with the defaults; the memory run
- * alone, about 30 minutes on a quiet machine:
+ * file). About 4 minutes with the defaults. Memory stays flat, about 45
+ * minutes on a 2-core machine shared with other work:
  *   BENCH_EVENTS=10000 BENCH_CYCLES_VIRSH=1 BENCH_WHATIF_NODE_FLAGS= npm run bench:daemon
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';

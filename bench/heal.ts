@@ -5,7 +5,8 @@
  * against the target (p99 <= 50 ms for kvmnftd's own rules, issue 11: the
  * scoped monitor must not lose a real change).
  *
- *   npm run bench:heal            (BENCH_ROUNDS=N, default 30; BENCH_GAP_MS, default 10000)
+ *   npm run bench:heal            (BENCH_ROUNDS=N, default 30; BENCH_GAP_MS, default 10000;
+ *                                  BENCH_CLI=path/to/dist/cli/main.js measures another build)
  *
  * Each round runs every scenario once:
  *   - flush ruleset: the admin reloads their ruleset (`nft -f` with
@@ -29,11 +30,12 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireBuiltCli } from '../test/helpers/cli.js';
-import { LabMonitor, libvirtChainsPresent, spawnDaemon, type Daemon } from '../test/integration/daemon-harness.js';
+import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
+import { Daemon, LabMonitor, libvirtChainsPresent } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 
+const CLI = process.env['BENCH_CLI'] ?? CLI_MAIN;
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? process.env['BENCH_RELOADS'] ?? 30);
 const GAP_MS = Number(process.env['BENCH_GAP_MS'] ?? 10_000);
 const TARGET_P99_MS = 50;
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
       NOTIFY_SOCKET: join(work, 'none'),
       ...(UNIT_NODE_FLAGS ? { NODE_OPTIONS: UNIT_NODE_FLAGS } : {}),
     };
-    const daemon = spawnDaemon(lab, env, ['--events', 'dbus']);
+    const daemon = new Daemon(lab.spawnInLab(lab.node, [CLI, 'run', '--log-level', 'debug', '--events', 'dbus'], env));
     const monitor = await LabMonitor.start(lab);
     const lines = monitor.lines;
     await whole(lab, daemon);
@@ -220,7 +222,7 @@ async function main(): Promise<void> {
         .toFixed(1)
         .padStart(7)} ms`;
     const out: string[] = [
-      `kvmnftd self-healing: ${ROUNDS} rounds, libvirt lab, --events dbus, node ${process.version}, ` +
+      `kvmnftd self-healing (${CLI}): ${ROUNDS} rounds, libvirt lab, --events dbus, node ${process.version}, ` +
         `NODE_OPTIONS=${UNIT_NODE_FLAGS || '(none)'}`,
       `from the first change to kvmnftd's repair committed (target p99 <= ${TARGET_P99_MS} ms):`,
     ];
