@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultConfig, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
+import { invalidGuard } from '../../src/nft/desired.js';
 import { plan } from '../../src/nft/plan.js';
 import { indexRuleset, ruleKey, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
 import { goldenCases, LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
@@ -80,9 +81,19 @@ describe('planner behaviour', () => {
       ],
     });
     expect(input().rules[0]!.comment).toBeUndefined();
+    const own = () => live.tables.get(tableKey('inet', 'filter'))!.chains.get('kvmnftd_input')!.rules;
+    const handles = own().map((r) => r.handle);
     const fix = plan(inputs, config, live).batch.nftables;
-    expect(fix[0]).toEqual({ flush: { chain: { family: 'inet', table: 'filter', name: 'kvmnftd_input' } } });
+    // The stale-snapshot guard before the delete by handle: kvmnftd_input's counter-less first rule replaced
+    // by itself (its chain and handle must exist), not a flush, so that the chain keeps its counters.
+    expect(fix[0]).toEqual({
+      replace: {
+        rule: { family: 'inet', table: 'filter', chain: 'kvmnftd_input', handle: handles[0], ...invalidGuard() },
+      },
+    });
+    expect(fix.some((c) => 'flush' in c)).toBe(false);
     live = applyBatch(live, { nftables: fix });
+    expect(own().map((r) => r.handle)).toEqual(handles);
     expect(input().rules[0]!.comment).toBe('kvmnftd');
     expect(input().rules.filter((r) => r.comment === 'kvmnftd')).toHaveLength(1);
     expect(plan(inputs, config, live).batch.nftables).toEqual([]);
