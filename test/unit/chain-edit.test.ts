@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { applyBatch } from '../../src/nft/batch-model.js';
-import { alignKeys, chainEdit, MAX_ALIGN_CELLS } from '../../src/nft/chain-edit.js';
+import { alignKeys, chainEdit, MAX_EDIT_DISTANCE } from '../../src/nft/chain-edit.js';
 import type { Expr, RuleSpec, TableRef } from '../../src/nft/json.js';
 import { ruleKey, tableKey, type LiveRule, type Ruleset } from '../../src/nft/ruleset.js';
 import { fuzzSeed } from '../helpers/arbitraries.js';
@@ -114,6 +114,27 @@ describe('chainEdit', () => {
     ]);
   });
 
+  it('keeps a rule nft lists in another spelling than kvmnftd writes it (ruleKey: set order, counter values)', () => {
+    const live = liveWith([1, 2]);
+    const rules = chainC(live);
+    const names = (set: string[], counter: Expr): Expr[] => [
+      { match: { op: '==', left: { meta: { key: 'oifname' } }, right: { set } } },
+      counter,
+      { accept: null },
+    ];
+    rules.splice(1, 0, { handle: 40, expr: names(['b', 'a'], { counter: { packets: 4, bytes: 400 } }) });
+    const wanted = [spec(1), { expr: names(['a', 'b'], { counter: null }) }, spec(2)];
+    expect(chainEdit(T, 'c', rules, wanted)).toEqual([]);
+    expect(chainEdit(T, 'c', rules, [spec(1), { expr: names(['a', 'c'], { counter: null }) }, spec(2)])).toEqual([
+      { delete: { rule: { family: 'inet', table: 't', chain: 'c', handle: 40 } } },
+      {
+        insert: {
+          rule: { family: 'inet', table: 't', chain: 'c', expr: names(['a', 'c'], { counter: null }), handle: 11 },
+        },
+      },
+    ]);
+  });
+
   it('flushes a chain none of whose rules stays', () => {
     const live = liveWith([1, 2]);
     expect(chainEdit(T, 'c', chainC(live), [spec(3)])).toEqual([
@@ -145,20 +166,33 @@ describe('alignKeys', () => {
     );
   });
 
-  it('beyond MAX_ALIGN_CELLS keeps only the equal head and tail', () => {
-    // 'mid' is shared, but only an alignment of the middle finds it.
+  it('beyond MAX_EDIT_DISTANCE keeps only the equal head and tail', () => {
+    // 'mid' is shared, but only an alignment of the middle finds it: 2 * side edits around it.
     const middle = (side: number, tag: string): string[] => Array.from({ length: side }, (_, i) => `${tag}${i}`);
     const align = (side: number) =>
       alignKeys(['head', 'mid', ...middle(side, 'a'), 'tail'], ['head', ...middle(side, 'b'), 'mid', 'tail']);
-    const big = Math.ceil(Math.sqrt(MAX_ALIGN_CELLS));
+    const big = MAX_EDIT_DISTANCE / 2 + 1;
     expect(align(big)).toEqual([
       [0, 0],
       [big + 2, big + 2],
     ]);
-    expect(align(100)).toEqual([
+    const small = MAX_EDIT_DISTANCE / 2 - 1;
+    expect(align(small)).toEqual([
       [0, 0],
-      [1, 101],
-      [102, 102],
+      [1, small + 1],
+      [small + 2, small + 2],
     ]);
+  });
+
+  it('aligns thousands of rules with a few changes in a few milliseconds', () => {
+    const rules = Array.from({ length: 5000 }, (_, i) => `r${i}`);
+    const changed = rules.filter((_, i) => i % 1000 !== 500);
+    changed.splice(10, 0, 'new1');
+    changed.splice(4000, 0, 'new2');
+    const started = performance.now();
+    const pairs = alignKeys(rules, changed);
+    const ms = performance.now() - started;
+    expect(pairs).toHaveLength(4995);
+    expect(ms, `${ms.toFixed(1)} ms`).toBeLessThan(200);
   });
 });
