@@ -306,12 +306,31 @@ describe('the model of nft agrees with nft', () => {
     );
   }, 120_000);
 
-  it("the planner's batches: apply, converge, remove", async () => {
+  it("the planner's batches: apply, converge, move the jump back (the replace guard), remove", async () => {
     const h = await host(readFileSync(fixture('admin-ruleset.nft'), 'utf8'));
     const config = defaultConfig();
     const nat = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
     expect('applied' in (await agree(h, plan([nat], config, await h.read()).batch))).toBe(true);
     expect(plan([nat], config, await h.read()).batch.nftables).toEqual([]);
+
+    // The admin inserts a rule above kvmnftd's jump: the jump is moved back to the top, and the
+    // batch (also as the text `kvmnftd plan` prints, checked with nft -c) starts with the guard.
+    const admin = { family: 'inet' as const, table: 'filter' };
+    expect(await h.apply({ nftables: [{ insert: { rule: { ...admin, chain: 'input', expr: port(2222) } } }] })).toBe(
+      undefined,
+    );
+    const moved = plan([nat], config, await h.read()).batch;
+    expect(Object.keys(moved.nftables[0]!)).toEqual(['replace']);
+    const text = join(h.dir, 'moved.nft');
+    await writeFile(text, renderBatch(moved.nftables), { mode: 0o600 });
+    const check = await nsRun(h.ns, 'nft', ['-c', '-f', text]);
+    expect(check.exitCode, `${check.stderr}\n${renderBatch(moved.nftables)}`).toBe(0);
+    const before = (await h.read()).tables.get('inet filter')!.chains.get('kvmnftd_input')!.rules;
+    expect('applied' in (await agree(h, moved))).toBe(true);
+    const after = (await h.read()).tables.get('inet filter')!.chains.get('kvmnftd_input')!.rules;
+    expect(after.map((r) => r.handle)).toEqual(before.map((r) => r.handle));
+    expect(plan([nat], config, await h.read()).batch.nftables).toEqual([]);
+
     expect('applied' in (await agree(h, plan([], config, await h.read()).batch))).toBe(true);
   });
 });
