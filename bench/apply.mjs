@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Benchmark: one `kvmnftd apply --from-xml` for 1 and 100 networks, against a
 // raw `nft -j -f` of the very same batch (the physical limit of one
-// transaction). Runs as root in a throwaway network namespace it deletes
-// again. Prints medians; not a test, nothing is asserted.
+// transaction); then a one-network change (a network added to 100 applied
+// ones): the size of that batch and the time to apply it. Runs as root in a
+// throwaway network namespace it deletes again. Prints medians; not a test,
+// nothing is asserted.
 //   npm run bench            (or: node bench/apply.mjs [runs])
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,26 +52,39 @@ function timed(fn) {
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
-function bench(count) {
+function fromXmlArgs(count) {
   const files = [];
   for (let i = 0; i < count; i++) {
     const f = join(work, `net${i}.xml`);
     writeFileSync(f, networkXml(i));
     files.push(f);
   }
-  const fromXml = files.flatMap((f) => ['--from-xml', f]);
-  const adminFile = join(work, 'admin.nft');
-  writeFileSync(adminFile, ADMIN);
-  const reset = () => inNs('nft', ['-f', adminFile]);
-  reset();
-  const batchFile = join(work, `batch${count}.json`);
-  // Compact, as kvmnftd itself writes it.
+  return files.flatMap((f) => ['--from-xml', f]);
+}
+
+const adminFile = join(work, 'admin.nft');
+const reset = () => inNs('nft', ['-f', adminFile]);
+
+/** `kvmnftd plan --json` against the namespace's ruleset now, written compact (as kvmnftd writes it). */
+function planFile(fromXml, name) {
+  const file = join(work, name);
   const batch = JSON.stringify(
     JSON.parse(inNs('node', [CLI, 'plan', '--json', ...fromXml, '--log-level', 'error']).stdout),
   );
-  writeFileSync(batchFile, batch);
-  const batchBytes = Buffer.byteLength(batch);
-  const commands = JSON.parse(batch).nftables.length;
+  writeFileSync(file, batch);
+  return { file, bytes: Buffer.byteLength(batch), commands: JSON.parse(batch).nftables.length };
+}
+
+function durationOf(stderr) {
+  const m = /"duration_ms":([\d.]+)/.exec(stderr);
+  if (!m) throw new Error(`no duration in apply's log: ${stderr}`);
+  return Number(m[1]);
+}
+
+function bench(count) {
+  const fromXml = fromXmlArgs(count);
+  reset();
+  const { file: batchFile, bytes: batchBytes, commands } = planFile(fromXml, `batch${count}.json`);
 
   const cli = [];
   const internal = [];
@@ -82,9 +97,7 @@ function bench(count) {
     let stderr = '';
     cli.push(timed(() => ({ stderr } = inNs('node', [CLI, 'apply', ...fromXml]))));
     // The daemon's cost: read ruleset + plan + nft transaction, without Node's start-up.
-    const m = /"duration_ms":([\d.]+)/.exec(stderr);
-    if (!m) throw new Error(`no duration in apply's log: ${stderr}`);
-    internal.push(Number(m[1]));
+    internal.push(durationOf(stderr));
     noop.push(timed(() => inNs('node', [CLI, 'apply', ...fromXml, '--log-level', 'error'])));
   }
   return {
@@ -98,9 +111,37 @@ function bench(count) {
   };
 }
 
+/**
+ * One network added to `count` applied ones: the batch kvmnftd plans for it
+ * (its size), nft applying that batch, and kvmnftd's read+plan+commit for it.
+ */
+function benchChange(count) {
+  const before = fromXmlArgs(count);
+  const after = fromXmlArgs(count + 1);
+  reset();
+  const { file: baseFile } = planFile(before, `base${count}.json`);
+  const applyBase = () => {
+    reset();
+    inNs('nft', ['-j', '-f', baseFile]);
+  };
+  applyBase();
+  const { file, bytes, commands } = planFile(after, `change${count}.json`);
+  const raw = [];
+  const internal = [];
+  for (let r = 0; r < RUNS; r++) {
+    applyBase();
+    raw.push(timed(() => inNs('nft', ['-j', '-f', file])));
+    applyBase();
+    internal.push(durationOf(inNs('node', [CLI, 'apply', ...after]).stderr));
+  }
+  return { count, commands, bytes, raw: median(raw), internal: median(internal) };
+}
+
 try {
   execFileSync('ip', ['netns', 'add', NS]);
+  writeFileSync(adminFile, ADMIN);
   const rows = [1, 100].map(bench);
+  const change = benchChange(100);
   console.log(
     `kvmnftd apply benchmark: median of ${RUNS} runs, nft ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}, node ${process.version}`,
   );
@@ -123,6 +164,10 @@ try {
   }
   console.log(
     'raw = nft alone applying the same batch file via `ip netns exec`; read+plan+commit = the duration kvmnftd logs',
+  );
+  console.log(
+    `one network added to ${change.count}: ${change.commands} commands, ${(change.bytes / 1024).toFixed(1)} KiB; ` +
+      `raw nft -j -f ${change.raw.toFixed(1)} ms; apply: read+plan+commit ${change.internal.toFixed(1)} ms`,
   );
 } finally {
   spawnSync('ip', ['netns', 'del', NS]);

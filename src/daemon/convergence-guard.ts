@@ -2,7 +2,7 @@
 // the next plan for the same inputs must be empty: its commit comes back
 // through `nft monitor`, and an empty plan is what ends that echo. A plan
 // that is not empty then is a planner bug (e.g. an address written in a form
-// nft prints back differently): re-applying it would flush and refill the
+// nft prints back differently): re-applying it would delete and re-add the
 // same rules forever, resetting counters and flooding the journal.
 //
 // The guard trips when the first pass after an own transaction, for the

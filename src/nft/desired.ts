@@ -130,7 +130,12 @@ export function desiredState(
  * after a `first` jump). Applied last, once the chain's contents are final.
  */
 export function withInvalidGuard(rules: RuleSpec[]): RuleSpec[] {
-  return rules.length === 0 ? rules : [{ expr: [m.ctState('invalid'), s.return()], comment: TAG }, ...rules];
+  return rules.length === 0 ? rules : [invalidGuard(), ...rules];
+}
+
+/** `ct state invalid return comment "kvmnftd"`, the first rule of kvmnftd's filter chains. No counter. */
+export function invalidGuard(): RuleSpec {
+  return { expr: [m.ctState('invalid'), s.return()], comment: TAG };
 }
 
 export function familiesOf(config: Config): Set<Family> {

@@ -2,9 +2,10 @@
 // diff against the live ruleset. Pure: the planner's batch is applied to the
 // live ruleset index by the model of nft (batch-model.ts; a batch nft would
 // refuse throws BatchRefused) and every chain the batch touches is compared
-// before and after, rule by rule (ruleKey: counters ignored), with a
-// longest-common-subsequence alignment.
+// before and after, rule by rule (ruleKey: counters ignored), aligned as the
+// planner edits a chain (chain-edit.ts: a longest common subsequence).
 import { applyBatch } from './batch-model.js';
+import { alignKeys } from './chain-edit.js';
 import type { Batch, Command } from './json.js';
 import { describeRule } from './render-text.js';
 import { ruleKey, tableKey, type LiveChain, type LiveTable, type Ruleset } from './ruleset.js';
@@ -49,6 +50,7 @@ function touched(commands: readonly Command[]): { tables: Set<string>; chains: S
       else if ('chain' in o) mark(o.chain.family, o.chain.table, o.chain.name);
       else mark(o.rule.family, o.rule.table, o.rule.chain);
     } else if ('insert' in cmd) mark(cmd.insert.rule.family, cmd.insert.rule.table, cmd.insert.rule.chain);
+    else if ('replace' in cmd) mark(cmd.replace.rule.family, cmd.replace.rule.table, cmd.replace.rule.chain);
     else if ('flush' in cmd) mark(cmd.flush.chain.family, cmd.flush.chain.table, cmd.flush.chain.name);
     else {
       const d = cmd.delete;
@@ -64,14 +66,10 @@ function touched(commands: readonly Command[]): { tables: Set<string>; chains: S
 const CONTEXT = 2;
 
 function ruleDiff(before: ShownRule[], after: ShownRule[]): DiffLine[] {
-  const n = before.length;
-  const m = after.length;
-  const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
-  for (let i = n - 1; i >= 0; i--) {
-    for (let j = m - 1; j >= 0; j--)
-      lcs[i]![j] =
-        before[i]!.key === after[j]!.key ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
-  }
+  const pairs = alignKeys(
+    before.map((r) => r.key),
+    after.map((r) => r.key),
+  );
   const out: DiffLine[] = [];
   let same: string[] = [];
   const flushSame = (): void => {
@@ -81,18 +79,13 @@ function ruleDiff(before: ShownRule[], after: ShownRule[]): DiffLine[] {
   };
   let i = 0;
   let j = 0;
-  while (i < n || j < m) {
-    if (i < n && j < m && before[i]!.key === after[j]!.key) {
-      same.push(before[i]!.text);
+  for (const [pi, pj] of [...pairs, [before.length, after.length] as const]) {
+    if (i < pi || j < pj) flushSame();
+    for (; i < pi; i++) out.push({ op: '-', depth: 2, text: before[i]!.text });
+    for (; j < pj; j++) out.push({ op: '+', depth: 2, text: after[j]!.text });
+    if (pi < before.length) {
+      same.push(before[pi]!.text);
       i++;
-      j++;
-    } else if (i < n && (j >= m || lcs[i + 1]![j]! >= lcs[i]![j + 1]!)) {
-      flushSame();
-      out.push({ op: '-', depth: 2, text: before[i]!.text });
-      i++;
-    } else {
-      flushSame();
-      out.push({ op: '+', depth: 2, text: after[j]!.text });
       j++;
     }
   }

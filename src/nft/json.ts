@@ -49,14 +49,27 @@ export interface RuleObject {
   chain: string;
   expr?: Expr[];
   comment?: string;
+  /**
+   * delete, replace: the rule. insert: the rule to insert before (nft refuses
+   * a handle that is not in that chain, ENOENT).
+   */
   handle?: number;
 }
+
+/**
+ * An appended rule has no handle: nft (1.0.6 and 1.1.3 measured) ignores a
+ * handle in a JSON `add rule` and appends, while `nft add rule ... handle N`
+ * in text adds after N and later nft versions follow suit in JSON. kvmnftd
+ * positions a rule only with `insert` + handle, which every version honours.
+ */
+export type AppendedRule = Omit<RuleObject, 'handle'> & { handle?: never };
 
 export type Command =
   | { add: { table: TableRef } }
   | { add: { chain: ChainObject } }
-  | { add: { rule: RuleObject } }
+  | { add: { rule: AppendedRule } }
   | { insert: { rule: RuleObject } }
+  | { replace: { rule: RuleObject & { handle: number } } }
   | { flush: { chain: ChainObject } }
   | { delete: { chain: ChainObject } }
   | { delete: { table: TableRef } }

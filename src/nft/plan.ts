@@ -5,9 +5,11 @@
 import type { Config } from '../config/config.js';
 import type { Network, NetworkParse } from '../libvirt/model.js';
 import { markingChains, markingChainsInPlace } from './accept-mark.js';
+import { chainEdit } from './chain-edit.js';
 import {
   desiredState,
   familiesOf,
+  invalidGuard,
   natBaseSpec,
   withInvalidGuard,
   type DesiredChain,
@@ -286,12 +288,15 @@ function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Com
   const deletes: Command[] = [];
   for (const chain of regularFirst(chains)) {
     const current = liveTable.chains.get(chain.name);
-    const ref = chainRef(table, chain.name);
     if (!current) {
-      adds.push({ add: { chain: { ...ref, ...chain.base } } });
+      adds.push({ add: { chain: { ...chainRef(table, chain.name), ...chain.base } } });
       fills.push(...addRules(table, chain.name, chain.rules));
-    } else if (!sameRules(current.rules, chain.rules)) {
-      fills.push({ flush: { chain: ref } }, ...addRules(table, chain.name, chain.rules));
+    } else {
+      // Edited in place: the rules that stay keep their handles and counters. No
+      // guard is needed: the table and everything in it are kvmnftd's, so even a
+      // delete by a stale handle could only hit a rule of kvmnftd's own, and the
+      // next pass repairs what a stale snapshot got wrong.
+      fills.push(...chainEdit(table, chain.name, current.rules, chain.rules));
     }
   }
   const wanted = new Set(chains.map((c) => c.name));
@@ -358,7 +363,8 @@ function planAdminTable(
   const jumpDeletes: Command[] = [];
   const deleted = new Set<LiveRule>();
   const jumpAdds: Command[] = [];
-  const flushedByGuard = new Set<string>();
+  /** Our chains a guard command names, and whether the guard flushed it. */
+  const guarded = new Map<string, 'kept' | 'flushed'>();
   const guards: Command[] = [];
   const missingBases = missingBaseChains(liveTable, config);
   const wantJumpFor = (own: string): boolean =>
@@ -378,13 +384,16 @@ function planAdminTable(
     for (const rule of tagged) {
       if (rule === keep) continue;
       // Rule handles restart when a table is re-created, so a delete by
-      // handle from a stale snapshot could hit an admin's rule. Flushing the
-      // chain the tagged jump targets (ours, so it exists in this snapshot)
-      // first makes the whole batch fail then: a re-created admin table does
-      // not contain it. Its rules are re-added below.
+      // handle from a stale snapshot could hit an admin's rule. A command
+      // first that names the chain the tagged jump targets (ours, so it
+      // exists in this snapshot) makes the whole batch fail then: a
+      // re-created admin table does not contain it (guardCommand).
       const target = jumpTarget(rule)!;
-      if (!flushedByGuard.has(target)) guards.push({ flush: { chain: chainRef(table, target) } });
-      flushedByGuard.add(target);
+      if (!guarded.has(target)) {
+        const guard = guardCommand(table, target, liveTable.chains.get(target));
+        guards.push(guard.command);
+        guarded.set(target, guard.flushes ? 'flushed' : 'kept');
+      }
       jumpDeletes.push(deleteRule(table, baseName, rule));
       deleted.add(rule);
     }
@@ -418,8 +427,10 @@ function planAdminTable(
     const fill = jump === 'none' || wantJumpFor(own) ? rules : [];
     if (keepChain) {
       if (!current) chainOps.push({ add: { chain: ref } }, ...addRules(table, own, fill));
-      else if (flushedByGuard.has(own) || !sameRules(current.rules, fill))
-        chainOps.push({ flush: { chain: ref } }, ...addRules(table, own, fill));
+      // Emptied by its guard: refilled whole.
+      else if (guarded.get(own) === 'flushed') chainOps.push(...addRules(table, own, fill));
+      // Edited in place: the rules that stay keep their handles and counters.
+      else chainOps.push(...chainEdit(table, own, current.rules, fill));
     } else if (current) {
       // Emptied first, deleted after every other flush: our chains may jump to each other.
       chainOps.push({ flush: { chain: ref } });
@@ -428,6 +439,34 @@ function planAdminTable(
   }
   // Jumps go before the chains they target are deleted, and after the chains they target exist.
   return [...guards, ...jumpDeletes, ...chainOps, ...chainDeletes, ...jumpAdds];
+}
+
+/**
+ * The command that makes a batch deleting a tagged jump by handle fail as a
+ * whole when the admin's table was re-created since the snapshot: it names
+ * our `chain` (which such a table does not hold) and, where it can, a rule
+ * handle in it, without changing what the chain does:
+ * - `replace` of the chain's `ct state invalid return` with itself: that
+ *   rule has no counter, so nothing is lost, and every other rule stays;
+ * - `flush` of a chain without rules (nothing to lose);
+ * - `flush` otherwise (no such rule: a chain someone edited): the chain is
+ *   refilled whole and its counters start again, the price of the guard. nft
+ *   has no command that names a chain, fails when it is missing and changes
+ *   nothing.
+ */
+function guardCommand(
+  table: TableRef,
+  name: string,
+  chain: LiveChain | undefined,
+): { command: Command; flushes: boolean } {
+  const guard = invalidGuard();
+  const key = ruleKey(guard);
+  const same = chain?.rules.find((r) => ruleKey(r) === key);
+  if (same) {
+    const rule = { family: table.family, table: table.name, chain: name, handle: same.handle, ...guard };
+    return { command: { replace: { rule } }, flushes: false };
+  }
+  return { command: { flush: { chain: chainRef(table, name) } }, flushes: (chain?.rules.length ?? 0) > 0 };
 }
 
 function jumpCommand(table: TableRef, chain: string, target: string, first: boolean): Command {
@@ -513,8 +552,4 @@ function addRules(table: TableRef, chain: string, rules: RuleSpec[]): Command[] 
 
 function deleteRule(table: TableRef, chain: string, rule: LiveRule): Command {
   return { delete: { rule: { family: table.family, table: table.name, chain, handle: rule.handle } } };
-}
-
-function sameRules(live: LiveRule[], wanted: RuleSpec[]): boolean {
-  return live.length === wanted.length && live.every((r, i) => ruleKey(r) === ruleKey(wanted[i]!));
 }

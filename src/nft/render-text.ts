@@ -21,7 +21,12 @@ function renderCommand(cmd: Command): string {
   }
   if ('insert' in cmd) {
     const r = cmd.insert.rule;
-    return `insert rule ${r.family} ${r.table} ${r.chain} ${renderRule(r.expr ?? [], r.comment)}`;
+    const before = r.handle === undefined ? '' : `handle ${r.handle} `;
+    return `insert rule ${r.family} ${r.table} ${r.chain} ${before}${renderRule(r.expr ?? [], r.comment)}`;
+  }
+  if ('replace' in cmd) {
+    const r = cmd.replace.rule;
+    return `replace rule ${r.family} ${r.table} ${r.chain} handle ${r.handle} ${renderRule(r.expr ?? [], r.comment)}`;
   }
   if ('flush' in cmd) return `flush chain ${cmd.flush.chain.family} ${cmd.flush.chain.table} ${cmd.flush.chain.name}`;
   const d = cmd.delete;

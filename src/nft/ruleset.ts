@@ -123,6 +123,32 @@ export function ruleKey(rule: { expr: Expr[]; comment?: string | undefined }): s
   return `{"comment":${JSON.stringify(rule.comment ?? null)},"expr":${canonical(rule.expr.map(stripCounter))}}`;
 }
 
+/**
+ * `same(i, j)`: ruleKey(a[i]) === ruleKey(b[j]), fast. Rules written alike
+ * (the same JSON, counters aside, as a live rule and the wanted rule it
+ * matches usually are) are equal without their normal form; each distinct
+ * JSON is put in normal form once, and only when it has to be.
+ */
+export function ruleMatcher(
+  a: ReadonlyArray<{ expr: Expr[]; comment?: string | undefined }>,
+  b: ReadonlyArray<{ expr: Expr[]; comment?: string | undefined }>,
+): (i: number, j: number) => boolean {
+  const raw = (rule: { expr: Expr[]; comment?: string | undefined }): string =>
+    `${JSON.stringify(rule.comment ?? null)}${JSON.stringify(rule.expr.map(stripCounter))}`;
+  const rawA = a.map(raw);
+  const rawB = b.map(raw);
+  const keys = new Map<string, string>();
+  const key = (text: string, rule: { expr: Expr[]; comment?: string | undefined }): string => {
+    let k = keys.get(text);
+    if (k === undefined) {
+      k = ruleKey(rule);
+      keys.set(text, k);
+    }
+    return k;
+  };
+  return (i, j) => rawA[i] === rawB[j] || key(rawA[i]!, a[i]!) === key(rawB[j]!, b[j]!);
+}
+
 function stripCounter(expr: Expr): Json {
   return 'counter' in expr ? { counter: null } : expr;
 }

@@ -1,14 +1,15 @@
 // Regenerates the live.json of the golden cases with foreign chains (Docker,
-// ufw, an admin's second table) from real nft and real iptables-nft, in a
+// ufw, an admin's second table), and of those that start from kvmnftd's own
+// rules already in place (edit-*), from real nft and real iptables-nft, in a
 // network namespace this script creates and deletes:
 //
-//   tsx test/golden/make-foreign-live.ts        (as root)
+//   tsx test/golden/make-foreign-live.ts [CASE...]       (as root; no CASE: all)
 //
 // Each ruleset starts from test/fixtures/live-libvirt11.json (the admin's
 // drop-policy table and libvirt 11's nftables backend, as captured in the
 // Debian 13 lab), then loads the recipe's iptables-save files with
-// iptables-nft-restore (ip6tables-nft-restore), nft files, and, for the
-// stale case, kvmnftd's own plan applied with nft. Review the diff.
+// iptables-nft-restore (ip6tables-nft-restore), nft files, and kvmnftd's
+// own plan for a network applied with nft. Review the diff.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { defaultConfig } from '../../src/config/config.js';
@@ -47,12 +48,20 @@ const RECIPES: Record<string, Step[]> = {
   'foreign-report': [DOCKER],
   'foreign-extra': [{ nft: OTHER_TABLE }],
   'foreign-stale': [DOCKER, { kvmnftd: 'nat-default/default.xml' }],
+  // kvmnftd already applied the default network; then another network starts,
+  // or a port forward is configured: the batch edits kvmnftd's chains in place.
+  'edit-add-network': [{ kvmnftd: 'nat-default/default.xml' }],
+  'edit-port-forward': [{ kvmnftd: 'nat-default/default.xml' }],
 };
 
 async function main(): Promise<void> {
   const ns = `kvg-${process.pid}`;
   const tmp = `/tmp/kvg-${process.pid}.json`;
+  const wanted = process.argv.slice(2);
+  const unknown = wanted.filter((n) => !(n in RECIPES));
+  if (unknown.length > 0) throw new Error(`no recipe for ${unknown.join(', ')}: ${Object.keys(RECIPES).join(', ')}`);
   for (const [name, steps] of Object.entries(RECIPES)) {
+    if (wanted.length > 0 && !wanted.includes(name)) continue;
     await runOk('ip', ['netns', 'add', ns]);
     try {
       // libvirt 11's rules match the bridge by index (meta iif): it must exist.

@@ -1021,7 +1021,7 @@ export function ownershipViolations(batch: Batch, config: Config, live: Ruleset)
     const o = body[kind]!;
     const text = JSON.stringify(cmd);
     if (
-      !['add', 'insert', 'flush', 'delete'].includes(verb) ||
+      !['add', 'insert', 'replace', 'flush', 'delete'].includes(verb) ||
       Object.keys(cmd).length !== 1 ||
       Object.keys(body).length !== 1
     ) {

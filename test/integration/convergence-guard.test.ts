@@ -2,7 +2,7 @@
  * The convergence guard with a real daemon in the libvirt lab: an nft wrapper
  * (test/lab/nft-never-converges.sh, first in the daemon's PATH) makes every
  * listing show one of kvmnftd's rules differently from how it was written,
- * so every plan after an apply wants the same flush and refill again, as a
+ * so every plan after an apply wants the same edit again, as a
  * planner bug would. The daemon must not loop: one error line with the diff,
  * STATUS degraded, at most 2 transactions caused by its own commits within
  * 60 s, and applying again once an input changes.

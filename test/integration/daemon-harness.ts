@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
+import { indexRuleset, ruleKey } from '../../src/nft/ruleset.js';
 import { LAB_PATHS, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { onLines } from '../helpers/lines.js';
@@ -151,6 +152,33 @@ export async function ruleset(lab: Lab): Promise<RulesetView> {
     }
   }
   return { natChains: natChains.sort(), forwardComments, masqueradePackets };
+}
+
+export interface CountedRule {
+  handle: number;
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * The rules with comment `tag` (e.g. `kvmnftd net=default`) wherever they are,
+ * by `family table chain ruleKey`: handle and counter of each.
+ */
+export async function taggedRules(lab: Lab, tag: string): Promise<Map<string, CountedRule>> {
+  const out = new Map<string, CountedRule>();
+  for (const table of indexRuleset(await lab.nftJson()).tables.values())
+    for (const chain of table.chains.values())
+      for (const rule of chain.rules) {
+        if (rule.comment !== tag) continue;
+        const counter = rule.expr.find((e) => 'counter' in e)?.['counter'] as
+          { packets?: number; bytes?: number } | null | undefined;
+        out.set(`${table.family} ${table.name} ${chain.name} ${ruleKey(rule)}`, {
+          handle: rule.handle,
+          packets: counter?.packets ?? 0,
+          bytes: counter?.bytes ?? 0,
+        });
+      }
+  return out;
 }
 
 export interface DaemonEnv {

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
-import { guestReachesWan, LabMonitor, networkXml, ruleset } from './daemon-harness.js';
+import { guestReachesWan, LabMonitor, networkXml, ruleset, taggedRules } from './daemon-harness.js';
 import { useLibvirtLab } from './libvirt-lab.js';
 
 const lab2Rules = (comments: string[]): boolean => comments.includes('kvmnftd net=lab2');
@@ -46,13 +46,32 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
     console.log(`[${transport}] net-start -> rules visible: ${latency} ms (incl. virsh)`);
   }, 60_000);
 
-  it('a second (routed) network gets its rules; the first keeps its own', async () => {
+  // The daemon's transaction for lab2 edits kvmnftd_input and kvmnftd_forward
+  // in place: default's rules, which counted the guest's real packets above
+  // (DHCP, masquerade, forward), are the same rules after, handle and counter.
+  it('a second (routed) network gets its rules; the first keeps its own, with their handles and counters', async () => {
+    const before = await taggedRules(f.lab, 'kvmnftd net=default');
+    const counting = [...before].filter(([, r]) => r.packets > 0);
+    expect(counting.length, JSON.stringify([...before])).toBeGreaterThanOrEqual(3);
+    const from = f.daemon.logs.length;
     await f.defineNetwork('lab2', networkXml('lab2', 'virbr1', 1, 'route'));
     await f.lab.virsh('net-start', 'lab2');
     await waitUntil('lab2 forward rules', 10_000, async () => lab2Rules((await ruleset(f.lab)).forwardComments));
+    await waitUntil('the daemon logs the change', 2000, () => f.daemon.applied(from).length >= 1);
     const rs = await ruleset(f.lab);
     expect(rs.natChains).toEqual(['nat_virbr0']);
     expect(rs.forwardComments).toContain('kvmnftd net=default');
+    const after = await taggedRules(f.lab, 'kvmnftd net=default');
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [key, r] of before) {
+      const now = after.get(key)!;
+      expect(now.handle, `${key}: the same rule`).toBe(r.handle);
+      expect(now.packets, `${key}: its counter kept`).toBeGreaterThanOrEqual(r.packets);
+    }
+    console.log(
+      `[${transport}] ${counting.length} of default's rules counting (${counting.map(([, r]) => r.packets).join(', ')} packets) ` +
+        `kept their handles and counters through lab2's transaction`,
+    );
   }, 30_000);
 
   it("virsh net-destroy removes that network's rules only", async () => {

@@ -4,7 +4,7 @@
 # but `list ruleset` output has kvmnftd's DHCP accept rewritten to another
 # port, as if nft printed back a rule differently from how kvmnftd wrote it
 # (the class of bug of issue 11: ::ffff:a00:0/120 written, ::ffff:10.0.0.0/120
-# listed). Every plan after an apply then wants the same flush and refill.
+# listed). Every plan after an apply then wants the same edit (delete and re-add).
 set -euo pipefail
 REAL_NFT=${REAL_NFT:-/usr/sbin/nft}
 for arg in "$@"; do

@@ -30,6 +30,9 @@ describe('golden plans', () => {
         'foreign-report',
         'foreign-extra',
         'foreign-stale',
+        // kvmnftd's rules already in place (live.json from real nft, make-foreign-live.ts): the narrow edit.
+        'edit-add-network',
+        'edit-port-forward',
       ]),
     );
   });
