@@ -11,8 +11,8 @@
 // address). One address per family: two DNAT rules for one host port would
 // make the second dead. A guest with a static address and no lease cannot be
 // resolved this way: give its address as `to`.
-import { XMLParser } from 'fast-xml-parser';
 import { targetRef, type TargetRef } from '../config/port-forward.js';
+import { libvirtXmlParser } from './xml-parser.js';
 import { cidrOf, ipFamily, type Cidr } from '../net/ip.js';
 import type { ForwardTarget, Unresolved } from '../nft/port-forward.js';
 import type { Network } from './model.js';
@@ -114,16 +114,7 @@ function inside(address: string, subnets: readonly Cidr[]): boolean {
   return subnets.some((s) => s.family === family && cidrOf(address, s.prefix)?.network === s.network);
 }
 
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  attributesGroupName: '$',
-  parseAttributeValue: false,
-  parseTagValue: false,
-  processEntities: false,
-  trimValues: true,
-  isArray: (name) => name === 'interface',
-});
+const parser = libvirtXmlParser((name) => name === 'interface');
 
 type Node = { $?: Record<string, string> } & { [child: string]: unknown };
 

@@ -33,8 +33,8 @@
 // entry of such a conflict is ignored (none wins, whatever the domains' names
 // or their start order, so that no one can take over a port another guest
 // uses by naming a domain cleverly or starting it first).
-import { XMLParser } from 'fast-xml-parser';
 import type { Config } from '../config/config.js';
+import { libvirtXmlParser } from './xml-parser.js';
 import { ConfigError } from '../config/errors.js';
 import { portRangeText, table, type PortRange } from '../config/kinds.js';
 import {
@@ -138,15 +138,7 @@ function compare(a: IgnoredMetadata, b: IgnoredMetadata): number {
 
 // ---- reading one domain --------------------------------------------------------
 
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  attributesGroupName: '$',
-  parseAttributeValue: false,
-  parseTagValue: false,
-  processEntities: false,
-  trimValues: true,
-});
+const parser = libvirtXmlParser();
 
 type Node = { $?: Record<string, string> } & { [child: string]: unknown };
 

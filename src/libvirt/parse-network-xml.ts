@@ -1,7 +1,8 @@
 // libvirt network XML (as `virsh net-dumpxml` or GetXMLDesc prints it) to the
 // typed model. Everything here is untrusted input on its way to nft: every
 // value is validated, and a failure names the network and the field.
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { XMLValidator } from 'fast-xml-parser';
+import { libvirtXmlParser } from './xml-parser.js';
 import {
   canonicalIp,
   cidrOf,
@@ -43,16 +44,7 @@ const ARRAY_ELEMENTS = new Set([
   'uuid',
 ]);
 
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  attributesGroupName: '$',
-  parseAttributeValue: false,
-  parseTagValue: false,
-  processEntities: false,
-  trimValues: true,
-  isArray: (name) => ARRAY_ELEMENTS.has(name),
-});
+const parser = libvirtXmlParser((name) => ARRAY_ELEMENTS.has(name));
 
 type XmlNode = { $?: Record<string, string>; '#text'?: string } & { [child: string]: unknown };
 
