@@ -275,8 +275,10 @@ export function markAcceptsIn(live: Ruleset, config: Config): PlacedMarkAccept[]
 /**
  * A digest of everything in the ruleset that is not kvmnftd's: other tables,
  * chains with their base settings and named objects, and every rule that
- * carries none of kvmnftd's tags (handles and counters aside). kvmnftd's own
- * commit never changes it; Docker rebuilding its chains or `ufw reload` does.
+ * carries none of kvmnftd's tags, with their handles (counters aside).
+ * kvmnftd's own commit never changes it; Docker rebuilding its chains or
+ * `ufw reload` does, even when a chain is flushed and refilled with the very
+ * same rules: the refilled rules get new handles.
  * The convergence guard treats it as an input: a pass after someone else
  * changed the ruleset is not an echo of kvmnftd's own transaction.
  */
@@ -287,13 +289,13 @@ export function foreignDigest(live: Ruleset, config: Config): string {
   for (const table of tables) {
     if (ownIsOurs && table.family === 'inet' && table.name === config.nat.table) continue;
     const admin = isAdminTable(table, config);
-    hash.update(`table ${tableKey(table.family, table.name)} ${(table.objects ?? []).join(',')}\n`);
+    hash.update(`table ${tableKey(table.family, table.name)} ${table.handle} ${(table.objects ?? []).join(',')}\n`);
     for (const chain of [...table.chains.values()].sort((a, b) => cmp(a.name, b.name))) {
       if (admin && isOwnChain(chain.name)) continue;
       hash.update(
-        `chain ${chain.name} ${chain.type ?? ''} ${chain.hook ?? ''} ${chain.prio ?? ''} ${chain.policy ?? ''}\n`,
+        `chain ${chain.name} ${chain.handle} ${chain.type ?? ''} ${chain.hook ?? ''} ${chain.prio ?? ''} ${chain.policy ?? ''}\n`,
       );
-      for (const rule of chain.rules) if (!isOurComment(rule.comment)) hash.update(`${ruleKey(rule)}\n`);
+      for (const rule of chain.rules) if (!isOurComment(rule.comment)) hash.update(`${rule.handle} ${ruleKey(rule)}\n`);
     }
   }
   return hash.digest('hex');

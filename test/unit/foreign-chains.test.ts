@@ -365,4 +365,20 @@ describe("foreignDigest: what is not kvmnftd's, an input of the convergence guar
     dockerUser(dockerChanged).rules.push({ handle: 999, expr: [{ drop: null }] });
     expect(foreignDigest(dockerChanged, config)).not.toBe(digest);
   });
+  it('changes when ufw flushes a chain and refills it with the same rules, only without the mark accept', () => {
+    // `ufw reload` does this chain by chain; the repair after it is not an echo of kvmnftd's own commit.
+    const after = applied(both.live, config, both.inputs);
+    const digest = foreignDigest(after, config);
+    const refilled = cloneRuleset(after);
+    const forward = chain(refilled, 'ip', 'filter', 'ufw-before-forward');
+    let next =
+      Math.max(
+        ...[...refilled.tables.values()].flatMap((t) =>
+          [...t.chains.values()].flatMap((c) => c.rules.map((r) => r.handle)),
+        ),
+      ) + 1;
+    forward.rules = forward.rules.filter((r) => r.comment !== 'kvmnftd').map((r) => ({ ...r, handle: next++ }));
+    expect(foreignDigest(refilled, config)).not.toBe(digest);
+    expect(foreignDigest(applied(refilled, config, both.inputs), config)).toBe(foreignDigest(refilled, config));
+  });
 });
