@@ -28,7 +28,7 @@
  * 1. Reload: the config gains the forward, then `kvmnftd reload` (what the
  *    unit's ExecReload runs: SIGHUP, then it waits for the daemon's reload
  *    state). From the command's start: kvmnftd's transaction committed (the
- *    last monitor line naming kvmnftd that is not a deletion), the command's
+ *    last monitor line naming kvmnftd), the command's
  *    return, and the first attempt that connected; and from the return to
  *    that connection (<= 0: working before `reload` returned). Then the
  *    forward is removed the same way: every attempt started after that
@@ -102,8 +102,12 @@ class Figures {
     return [...this.rows].map(
       ([name, xs]) =>
         `  ${name.padEnd(66)} n ${String(xs.length).padStart(3)}   p50 ${percentile(xs, 50).toFixed(1).padStart(7)}   ` +
-        `p99 ${percentile(xs, 99).toFixed(1).padStart(7)}   min ${Math.min(...xs).toFixed(1).padStart(7)}   ` +
-        `max ${Math.max(...xs).toFixed(1).padStart(7)} ms`,
+        `p99 ${percentile(xs, 99).toFixed(1).padStart(7)}   min ${Math.min(...xs)
+          .toFixed(1)
+          .padStart(7)}   ` +
+        `max ${Math.max(...xs)
+          .toFixed(1)
+          .padStart(7)} ms`,
     );
   }
 }
@@ -146,17 +150,24 @@ function ruleLines(m: LabMonitor, from: number): RuleLine[] {
 const inChains = (chains: readonly ChainRef[]) => (r: RuleLine) =>
   chains.some((c) => c.family === r.family && c.table === r.table && c.chain === r.chain);
 
-/** The last monitor line from `from` on that names kvmnftd and is not a deletion: the transaction's commit. */
+/** The last monitor line from `from` on that names kvmnftd: the end of kvmnftd's transaction (nobody else writes). */
 function lastOurs(m: LabMonitor, from: number): number | undefined {
-  const mine = m.lines.slice(from).filter((l) => l.text.includes('kvmnftd') && !l.text.startsWith('{"delete"'));
-  return mine[mine.length - 1]?.at;
+  return m.lines
+    .slice(from)
+    .filter((l) => l.text.includes('kvmnftd'))
+    .at(-1)?.at;
 }
 
-function trace(name: string, t0: number, m: LabMonitor, from: number, prober: TcpProber): void {
+function trace(name: string, t0: number, s: Setup, from: number, logFrom: number, prober: TcpProber): void {
   if (!TRACE) return;
   const okAt = prober.attempts.filter((a) => a.ok).map((a) => a.ended);
   const ev: Array<[number, string]> = [
-    ...m.lines.slice(from).map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 150)}`]),
+    ...s.monitor.lines.slice(from).map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 150)}`]),
+    // The daemon's time is an ISO date (ms); the other stamps are performance.now().
+    ...s.daemon.logs.slice(logFrom).map((r): [number, string] => [
+      Date.parse(String(r['time'])) - performance.timeOrigin - t0,
+      `daemon: ${r.msg} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'] })}`,
+    ]),
     ...(okAt.length > 0 ? [[Math.min(...okAt) - t0, 'prober: first connection'] as [number, string]] : []),
   ];
   ev.sort((a, b) => a[0] - b[0]);
@@ -209,7 +220,7 @@ async function reloads(s: Setup, fig: Figures): Promise<void> {
       fig.add('add: reload start -> `kvmnftd reload` returned', add.ret - add.start);
       fig.add('add: reload start -> first connection through', ok.ended - add.start);
       fig.add('add: `kvmnftd reload` returned -> first connection through', ok.ended - add.ret);
-      trace(`reload add ${i}`, add.start, s.monitor, from, prober);
+      trace(`reload add ${i}`, add.start, s, from, logFrom, prober);
 
       from = s.monitor.lines.length;
       logFrom = s.daemon.logs.length;
@@ -217,8 +228,9 @@ async function reloads(s: Setup, fig: Figures): Promise<void> {
       await sleep(600); // every attempt started after the return has ended (500 ms time-out)
       const through = prober.attempts.filter((a) => a.started >= del.ret && a.ok);
       if (through.length > 0) throw new Error(`${through.length} connections passed after the removing reload`);
-      const gone = lastOurs(s.monitor, from) ?? s.monitor.lines.slice(from).find((l) => l.text.includes('kvmnftd'))?.at;
-      if (s.daemon.applied(logFrom).length === 0 || gone === undefined) throw new Error('the removal committed nothing');
+      const gone = lastOurs(s.monitor, from);
+      if (s.daemon.applied(logFrom).length === 0 || gone === undefined)
+        throw new Error('the removal committed nothing');
       fig.add('remove: reload start -> transaction committed (monitor)', gone - del.start);
       fig.add('remove: reload start -> `kvmnftd reload` returned', del.ret - del.start);
     } finally {
@@ -246,6 +258,7 @@ async function netStarts(s: Setup, fig: Figures): Promise<void> {
       const prober = await TcpProber.start(lab, 'wan', HOST_WAN_ADDR, FWD.tcpPort, PROBE_EVERY_MS);
       try {
         const from = s.monitor.lines.length;
+        const logFrom = s.daemon.logs.length;
         await lab.virsh('net-start', 'default');
         const t0 = performance.now();
         await lab.exec('ip', ['link', 'set', GUEST_PORT, 'master', 'virbr0']);
@@ -263,7 +276,7 @@ async function netStarts(s: Setup, fig: Figures): Promise<void> {
         fig.add("net-start returned -> libvirt's last rule added to its rejecting chain", theirs.at(-1)!.at - t0);
         fig.add('net-start returned -> mark accept first again (its last add)', ours.at(-1)!.at - t0);
         fig.add('net-start returned -> first connection through', ok.ended - t0);
-        trace(`net-start ${i}`, t0, s.monitor, from, prober);
+        trace(`net-start ${i}`, t0, s, from, logFrom, prober);
       } finally {
         prober.stop();
       }
@@ -285,6 +298,7 @@ async function flushes(s: Setup, fig: Figures): Promise<string[]> {
     const prober = await TcpProber.start(lab, 'wan', HOST_WAN_ADDR, FWD.tcpPort, PROBE_EVERY_MS);
     try {
       const from = s.monitor.lines.length;
+      const logFrom = s.daemon.logs.length;
       await lab.nft('-f', LAB_FILES.adminRuleset);
       const first = await waitUntil('the flush on the monitor', 5000, () => s.monitor.lines[from]);
       const t0 = first.at;
@@ -296,7 +310,8 @@ async function flushes(s: Setup, fig: Figures): Promise<string[]> {
       const theirs = lines.filter((l) => l.op === 'add' && l.comment !== 'kvmnftd');
       const ours = lines.filter((l) => l.op === 'add' && l.comment === 'kvmnftd');
       fig.add('flush -> first connection through', ok.ended - t0);
-      if (theirs.length > 0) fig.add("flush -> libvirt's rejecting chain refilled (its last add)", theirs.at(-1)!.at - t0);
+      if (theirs.length > 0)
+        fig.add("flush -> libvirt's rejecting chain refilled (its last add)", theirs.at(-1)!.at - t0);
       if (ours.length > 0) fig.add('flush -> mark accept first again (its last add)', ours.at(-1)!.at - t0);
       const failedAfter = prober.attempts.filter((a) => !a.ok && a.started > ok.ended);
       if (failedAfter.length > 0) {
@@ -305,7 +320,7 @@ async function flushes(s: Setup, fig: Figures): Promise<string[]> {
         fig.add('flush -> last failed attempt after the first success (rounds with one)', last - t0);
       }
       failedCounts.push(failedAfter.length);
-      trace(`flush ${i}`, t0, s.monitor, from, prober);
+      trace(`flush ${i}`, t0, s, from, logFrom, prober);
     } finally {
       prober.stop();
     }

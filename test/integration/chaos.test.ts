@@ -153,10 +153,14 @@ describe('chaos', () => {
 
     const settle = async (step: number, op: string): Promise<void> => {
       const plan = await waitUntil(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
-        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error', '--config', f.config], {
-          env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
-          reject: false,
-        });
+        const r = await l.exec(
+          process.execPath,
+          [CLI_MAIN, 'plan', '--json', '--log-level', 'error', '--config', f.config],
+          {
+            env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
+            reject: false,
+          },
+        );
         if (r.exitCode !== 0) return false; // libvirtd restarting
         const batch = (JSON.parse(r.stdout) as { nftables: unknown[] }).nftables;
         return batch.length === 0 ? batch : false;

@@ -194,7 +194,11 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     );
     expect(await adminRules(lab)).toBe(admin0);
     // libvirt re-created exactly what it had (counters aside), and we did not touch it.
-    await waitUntil('libvirt tables as before the flush', 5000, async () => (await foreignTablesText(lab)) === libvirt0);
+    await waitUntil(
+      'libvirt tables as before the flush',
+      5000,
+      async () => (await foreignTablesText(lab)) === libvirt0,
+    );
     await converged();
 
     expect(await lab.dhcp()).toMatch(/^192\.168\.122\./);

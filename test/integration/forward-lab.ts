@@ -90,8 +90,12 @@ interface JsonRule {
 
 /** kvmnftd's mark accept: `meta mark & BIT == BIT accept comment "kvmnftd"` (no counter, as in Docker's chains). */
 export function isMarkAccept(r: { comment?: string; expr: Array<Record<string, unknown>> }): boolean {
-  return r.comment === 'kvmnftd' && r.expr.length === 2 && JSON.stringify(r.expr[0]).includes('"mark"') &&
-    'accept' in r.expr[1]!;
+  return (
+    r.comment === 'kvmnftd' &&
+    r.expr.length === 2 &&
+    JSON.stringify(r.expr[0]).includes('"mark"') &&
+    'accept' in r.expr[1]!
+  );
 }
 
 /** Per chain of `chains` that exists: is kvmnftd's mark accept its first rule, and how many copies are there. */
@@ -221,9 +225,12 @@ export async function udpServer(lab: Lab, port: number): Promise<{ peers: string
 /** One datagram from `where` to host:port: was it answered within a second? */
 export async function udpAnswered(lab: Lab, where: 'wan' | 'host', host: string, port: number): Promise<boolean> {
   const args = ['-e', UDP_CLIENT, host, String(port), '1000'];
-  const r = where === 'wan' ? await lab.inWan(lab.node, args, { reject: false }) : await lab.exec(lab.node, args, {
-    reject: false,
-  });
+  const r =
+    where === 'wan'
+      ? await lab.inWan(lab.node, args, { reject: false })
+      : await lab.exec(lab.node, args, {
+          reject: false,
+        });
   return r.stdout.startsWith('ANSWER pong');
 }
 
@@ -365,7 +372,6 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
   const where = chains.map(chainText).join(' and ');
   let sshd: TcpListener | undefined;
   let udp: { peers: string[]; close: () => void } | undefined;
-  let guest2: LabNetns | undefined;
   afterAll(async () => {
     await sshd?.close();
     udp?.close();
@@ -385,7 +391,7 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
   it(`a forward added with a reload passes ${where}: TCP from the wan keeps its source, UDP, the host itself, hairpin`, async () => {
     const lab = f.lab;
     const d = await daemon();
-    guest2 = await forwardGuests(lab);
+    const guest2 = await forwardGuests(lab);
     sshd = await lab.tcpListen(FWD.toPort, { in: 'guest' });
     udp = await udpServer(lab, FWD.udpPort);
     const before = d.applied().length;
@@ -398,6 +404,8 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
     expect(d.applied(before).length, 'the reload committed one transaction').toBeGreaterThan(0);
     expect(await markAcceptsFirst(lab, chains), JSON.stringify(await markAcceptPlaces(lab, chains))).toBe(true);
     expect(await f.pendingCommands()).toEqual([]);
+    const listed = await lab.nft('list', 'chain', chains[0]!.family, chains[0]!.table, chains[0]!.chain);
+    console.log(`[${o.tag}] ${chainText(chains[0]!)} with the forward:\n${listed.stdout}`);
 
     await waitUntil('a UDP answer through the forward', 15_000, () =>
       udpAnswered(lab, 'wan', HOST_WAN_ADDR, FWD.udpPort),
@@ -543,7 +551,8 @@ async function markAcceptHandles(lab: Lab, chains: readonly ChainRef[]): Promise
   const doc = await lab.nftJson();
   return doc.nftables.flatMap((o) => {
     const r = o['rule'] as (JsonRule & { handle: number }) | undefined;
-    const c = r && chains.find((x) => x.family === r.family && x.table === r.table && x.chain === r.chain);
+    if (!r) return [];
+    const c = chains.find((x) => x.family === r.family && x.table === r.table && x.chain === r.chain);
     return c && isMarkAccept(r) ? [`${chainText(c)} ${r.handle}`] : [];
   });
 }

@@ -117,7 +117,9 @@ to_port = 22
  * family), whichever backend it runs: how it starts and how many mark
  * accepts of kvmnftd's it holds.
  */
-async function rejectChainHead(c: Container): Promise<{ chain: string; firstIsMarkAccept: boolean; markAccepts: number }> {
+async function rejectChainHead(
+  c: Container,
+): Promise<{ chain: string; firstIsMarkAccept: boolean; markAccepts: number }> {
   const doc = JSON.parse(await c.sh('nft -j list ruleset')) as { nftables: Array<Record<string, unknown>> };
   type R = { family: string; table: string; chain: string; comment?: string; expr: Array<Record<string, unknown>> };
   const rules = doc.nftables.map((o) => o['rule'] as R | undefined).filter((r): r is R => r !== undefined);
@@ -293,7 +295,7 @@ for (const release of ['bookworm', 'trixie'] as const) {
       );
 
       it(
-        'systemctl reload kvmnftd adds a port forward (DNAT, mark accept first in libvirt\'s reject chain) and removes it',
+        "systemctl reload kvmnftd adds a port forward (DNAT, mark accept first in libvirt's reject chain) and removes it",
         async () => {
           const ct = c!;
           await ct.sh('cp /etc/kvmnftd/kvmnftd.toml /tmp/kvmnftd.toml.orig');
