@@ -206,8 +206,9 @@ describe('chaos', () => {
       });
       for (const fw of FORWARDS) {
         const has = dnat.some((r) => r.includes(`"${fw.to}"`));
-        if (has !== active.includes(fw.network))
-          return `forward to ${fw.to} (network ${fw.network} ${active.includes(fw.network) ? 'active' : 'inactive'}): DNAT ${has ? 'present' : 'missing'}`;
+        const up = active.includes(fw.network);
+        if (has !== up)
+          return `forward to ${fw.to}: network ${fw.network} ${up ? 'up' : 'down'}, DNAT ${has ? 'there' : 'missing'}`;
       }
       if (!active.includes('default')) return '';
       const places = await markAcceptPlaces(l, rejectChains('iptables'));

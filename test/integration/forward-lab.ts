@@ -328,34 +328,41 @@ export interface ForwardTestOptions {
  */
 export function libvirtTablesWithForwards(f: LibvirtLab, o: ForwardTestOptions): void {
   const chains = rejectChains(o.backend);
-  it(`with forwards configured, apply, run, SIGTERM and remove change libvirt's tables only by the mark accept first in ${chains.map(chainText).join(' and ')}`, async () => {
-    const lab = f.lab;
-    const libvirt0 = o.libvirt0();
-    const expected = withMarkAccepts(libvirt0, chains);
-    expect(expected, `libvirt has ${chains[0]!.chain} (${o.backend} backend)`).not.toBe(libvirt0);
-    f.writeConfig(FORWARD_CONFIG);
-    try {
-      const a = await f.cli('apply');
-      expect(a.exitCode, a.stderr).toBe(0);
-      expect(await foreignTablesText(lab)).toBe(expected);
-      expect(await f.pendingCommands()).toEqual([]);
+  const title =
+    "with forwards configured, apply, run, SIGTERM and remove change libvirt's tables only by the mark accept " +
+    `first in ${chains.map(chainText).join(' and ')}`;
+  it(
+    title,
+    async () => {
+      const lab = f.lab;
+      const libvirt0 = o.libvirt0();
+      const expected = withMarkAccepts(libvirt0, chains);
+      expect(expected, `libvirt has ${chains[0]!.chain} (${o.backend} backend)`).not.toBe(libvirt0);
+      f.writeConfig(FORWARD_CONFIG);
+      try {
+        const a = await f.cli('apply');
+        expect(a.exitCode, a.stderr).toBe(0);
+        expect(await foreignTablesText(lab)).toBe(expected);
+        expect(await f.pendingCommands()).toEqual([]);
 
-      const d = await f.startDaemon(o.events);
-      await f.converged();
-      expect(await foreignTablesText(lab)).toBe(expected);
-      d.child.kill('SIGTERM');
-      expect(await d.exited).toBe(0);
-      expect(await foreignTablesText(lab)).toBe(expected);
+        const d = await f.startDaemon(o.events);
+        await f.converged();
+        expect(await foreignTablesText(lab)).toBe(expected);
+        d.child.kill('SIGTERM');
+        expect(await d.exited).toBe(0);
+        expect(await foreignTablesText(lab)).toBe(expected);
 
-      const r = await f.cli('remove');
-      expect(r.exitCode, r.stderr).toBe(0);
-      expect((await lab.nft('list', 'tables')).stdout).not.toContain('kvmnftd');
-      expect(await foreignTablesText(lab), "libvirt's tables as libvirt made them").toBe(libvirt0);
-      expect(await adminRules(lab)).toBe(o.admin0());
-    } finally {
-      f.writeConfig(NO_FORWARDS);
-    }
-  }, 60_000);
+        const r = await f.cli('remove');
+        expect(r.exitCode, r.stderr).toBe(0);
+        expect((await lab.nft('list', 'tables')).stdout).not.toContain('kvmnftd');
+        expect(await foreignTablesText(lab), "libvirt's tables as libvirt made them").toBe(libvirt0);
+        expect(await adminRules(lab)).toBe(o.admin0());
+      } finally {
+        f.writeConfig(NO_FORWARDS);
+      }
+    },
+    60_000,
+  );
 }
 
 /**
@@ -388,39 +395,44 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
   };
   const wanConnects = () => connects(f.lab, { in: 'wan' }, HOST_WAN_ADDR, FWD.tcpPort);
 
-  it(`a forward added with a reload passes ${where}: TCP from the wan keeps its source, UDP, the host itself, hairpin`, async () => {
-    const lab = f.lab;
-    const d = await daemon();
-    const guest2 = await forwardGuests(lab);
-    sshd = await lab.tcpListen(FWD.toPort, { in: 'guest' });
-    udp = await udpServer(lab, FWD.udpPort);
-    const before = d.applied().length;
+  const added = `a forward added with a reload passes ${where}: TCP keeps the source, UDP, the host itself, hairpin`;
+  it(
+    added,
+    async () => {
+      const lab = f.lab;
+      const d = await daemon();
+      const guest2 = await forwardGuests(lab);
+      sshd = await lab.tcpListen(FWD.toPort, { in: 'guest' });
+      udp = await udpServer(lab, FWD.udpPort);
+      const before = d.applied().length;
 
-    await reload(FORWARD_CONFIG);
-    // `kvmnftd reload` returns once the pass is done: the very first connection passes.
-    const first = await lab.tcpProbe(HOST_WAN_ADDR, FWD.tcpPort, 3000, { in: 'wan' });
-    expect(first.ok, `the first connection after the reload: ${first.output}\n${d.dump()}`).toBe(true);
-    expect(await sshd.waitForPeer(5000, 0)).toBe(WAN_ADDR);
-    expect(d.applied(before).length, 'the reload committed one transaction').toBeGreaterThan(0);
-    expect(await markAcceptsFirst(lab, chains), JSON.stringify(await markAcceptPlaces(lab, chains))).toBe(true);
-    expect(await f.pendingCommands()).toEqual([]);
-    const listed = await lab.nft('list', 'chain', chains[0]!.family, chains[0]!.table, chains[0]!.chain);
-    console.log(`[${o.tag}] ${chainText(chains[0]!)} with the forward:\n${listed.stdout}`);
+      await reload(FORWARD_CONFIG);
+      // `kvmnftd reload` returns once the pass is done: the very first connection passes.
+      const first = await lab.tcpProbe(HOST_WAN_ADDR, FWD.tcpPort, 3000, { in: 'wan' });
+      expect(first.ok, `the first connection after the reload: ${first.output}\n${d.dump()}`).toBe(true);
+      expect(await sshd.waitForPeer(5000, 0)).toBe(WAN_ADDR);
+      expect(d.applied(before).length, 'the reload committed one transaction').toBeGreaterThan(0);
+      expect(await markAcceptsFirst(lab, chains), JSON.stringify(await markAcceptPlaces(lab, chains))).toBe(true);
+      expect(await f.pendingCommands()).toEqual([]);
+      const listed = await lab.nft('list', 'chain', chains[0]!.family, chains[0]!.table, chains[0]!.chain);
+      console.log(`[${o.tag}] ${chainText(chains[0]!)} with the forward:\n${listed.stdout}`);
 
-    await waitUntil('a UDP answer through the forward', 15_000, () =>
-      udpAnswered(lab, 'wan', HOST_WAN_ADDR, FWD.udpPort),
-    );
-    expect(udp.peers).toContain(WAN_ADDR);
+      await waitUntil('a UDP answer through the forward', 15_000, () =>
+        udpAnswered(lab, 'wan', HOST_WAN_ADDR, FWD.udpPort),
+      );
+      expect(udp.peers).toContain(WAN_ADDR);
 
-    await connects(lab, { in: 'host' }, HOST_WAN_ADDR, FWD.tcpPort);
-    expect(sshd.peers, 'the host itself, to its own uplink address').toContain(HOST_WAN_ADDR);
+      await connects(lab, { in: 'host' }, HOST_WAN_ADDR, FWD.tcpPort);
+      expect(sshd.peers, 'the host itself, to its own uplink address').toContain(HOST_WAN_ADDR);
 
-    await connects(lab, { in: guest2 }, HOST_WAN_ADDR, FWD.tcpPort);
-    expect(sshd.peers, `hairpin masquerades to the bridge address: ${sshd.peers.join(' ')}`).toContain(
-      FWD.bridgeAddress,
-    );
-    expect(sshd.peers).not.toContain(FWD.guest2);
-  }, 90_000);
+      await connects(lab, { in: guest2 }, HOST_WAN_ADDR, FWD.tcpPort);
+      expect(sshd.peers, `hairpin masquerades to the bridge address: ${sshd.peers.join(' ')}`).toContain(
+        FWD.bridgeAddress,
+      );
+      expect(sshd.peers).not.toContain(FWD.guest2);
+    },
+    90_000,
+  );
 
   it("a source outside `from` is dropped; the guest's address routed to directly stays closed", async () => {
     const lab = f.lab;
@@ -443,7 +455,7 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
     await wanConnects();
   }, 60_000);
 
-  it(`net-destroy + net-start: libvirt's rules land above the mark accept; the next pass puts it first again, one copy`, async () => {
+  it("net-destroy + net-start: libvirt's rules land above the accept; the next pass puts it first again", async () => {
     const lab = f.lab;
     // Another network keeps kvmnftd's marking (and so the mark accept) in place while default is down.
     await f.defineNetwork('fwdkeep', networkXmlRoute());
@@ -495,7 +507,7 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
     }
   }, 90_000);
 
-  it("the admin's `nft -f` (flush ruleset): the forward works again, its mark accept first in libvirt's restored chains", async () => {
+  it("the admin's `nft -f` (flush): the forward works again, the accept first in libvirt's chains", async () => {
     const lab = f.lab;
     await lab.nft('-f', LAB_FILES.adminRuleset);
     await waitUntil("libvirt's chains back", 10_000, () => libvirtChainsPresent(lab));
