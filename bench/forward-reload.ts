@@ -11,7 +11,8 @@
  * BENCH_STARTS (net-destroy + net-start rounds, default 10), BENCH_FLUSHES
  * (`nft -f` rounds, default 10), BENCH_GAP_MS (after each flush: kvmnftd's
  * FirewallD1.Reloaded broadcast is rate-limited to a bucket of 3, one back
- * every 10 s; default 10000), BENCH_TRACE=1 (each round's timeline to stderr).
+ * every 10 s, and a slow restore can take two; default 15000), BENCH_TRACE=1
+ * (each round's timeline, monitor and daemon lines, to stderr).
  *
  * Per backend, a fresh libvirt lab (test/lab): libvirt 9 on this machine
  * (iptables backend: LIBVIRT_FWI), or libvirt 11 in the Debian 13 test root
@@ -75,7 +76,9 @@ const int = (name: string, dflt: number): number => {
 const RELOADS = int('BENCH_RELOADS', 20);
 const STARTS = int('BENCH_STARTS', 10);
 const FLUSHES = int('BENCH_FLUSHES', 10);
-const GAP_MS = int('BENCH_GAP_MS', 10_000);
+const GAP_MS = int('BENCH_GAP_MS', 15_000);
+/** How long the bench waits for any one thing (a loaded machine slows libvirt's restore to many seconds). */
+const WAIT_MS = 30_000;
 const TRACE = process.env['BENCH_TRACE'] === '1';
 const BACKENDS = (process.env['BENCH_BACKENDS'] ?? 'libvirt9,libvirt11-nftables').split(',').filter(Boolean);
 const PROBE_EVERY_MS = 5;
@@ -164,10 +167,12 @@ function trace(name: string, t0: number, s: Setup, from: number, logFrom: number
   const ev: Array<[number, string]> = [
     ...s.monitor.lines.slice(from).map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 150)}`]),
     // The daemon's time is an ISO date (ms); the other stamps are performance.now().
-    ...s.daemon.logs.slice(logFrom).map((r): [number, string] => [
-      Date.parse(String(r['time'])) - performance.timeOrigin - t0,
-      `daemon: ${r.msg} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'] })}`,
-    ]),
+    ...s.daemon.logs
+      .slice(logFrom)
+      .map((r): [number, string] => [
+        Date.parse(String(r['time'])) - performance.timeOrigin - t0,
+        `daemon: ${r.msg} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'] })}`,
+      ]),
     ...(okAt.length > 0 ? [[Math.min(...okAt) - t0, 'prober: first connection'] as [number, string]] : []),
   ];
   ev.sort((a, b) => a[0] - b[0]);
@@ -187,7 +192,7 @@ async function labOptions(backend: string): Promise<LabOptions & { backend: Libv
 /** The daemon has gone quiet for 300 ms (no log line). */
 async function quiet(daemon: Daemon): Promise<void> {
   let n = -1;
-  await waitUntil('the daemon to go quiet', 10_000, async () => {
+  await waitUntil('the daemon to go quiet', WAIT_MS, async () => {
     const still = daemon.logs.length === n;
     n = daemon.logs.length;
     await sleep(300);
@@ -211,7 +216,9 @@ async function reloads(s: Setup, fig: Figures): Promise<void> {
       let from = s.monitor.lines.length;
       let logFrom = s.daemon.logs.length;
       const add = await reloadWith(s, FORWARD_CONFIG);
-      const ok = await waitUntil('a connection through the added forward', 5000, () => prober.firstOkSince(add.start));
+      const ok = await waitUntil('a connection through the added forward', WAIT_MS, () =>
+        prober.firstOkSince(add.start),
+      );
       await sleep(100);
       if (s.daemon.applied(logFrom).length === 0) throw new Error('the reload committed nothing');
       const commit = lastOurs(s.monitor, from);
@@ -263,8 +270,8 @@ async function netStarts(s: Setup, fig: Figures): Promise<void> {
         const t0 = performance.now();
         await lab.exec('ip', ['link', 'set', GUEST_PORT, 'master', 'virbr0']);
         const attached = performance.now();
-        const ok = await waitUntil('a connection through after net-start', 10_000, () => prober.firstOkSince(t0));
-        await waitUntil('the mark accept first again', 10_000, () => markAcceptsFirst(lab, chains));
+        const ok = await waitUntil('a connection through after net-start', WAIT_MS, () => prober.firstOkSince(t0));
+        await waitUntil('the mark accept first again', WAIT_MS, () => markAcceptsFirst(lab, chains));
         await quiet(s.daemon);
         const lines = ruleLines(s.monitor, from).filter(inChains(chains));
         const adds = lines.filter((l) => l.op === 'add');
@@ -302,9 +309,9 @@ async function flushes(s: Setup, fig: Figures): Promise<string[]> {
       await lab.nft('-f', LAB_FILES.adminRuleset);
       const first = await waitUntil('the flush on the monitor', 5000, () => s.monitor.lines[from]);
       const t0 = first.at;
-      const ok = await waitUntil('a connection through after the flush', 10_000, () => prober.firstOkSince(t0));
-      await waitUntil("libvirt's chains back", 15_000, () => libvirtChainsPresent(lab));
-      await waitUntil('the mark accept first again', 10_000, () => markAcceptsFirst(lab, chains));
+      const ok = await waitUntil('a connection through after the flush', WAIT_MS, () => prober.firstOkSince(t0));
+      await waitUntil("libvirt's chains back", WAIT_MS, () => libvirtChainsPresent(lab));
+      await waitUntil('the mark accept first again', WAIT_MS, () => markAcceptsFirst(lab, chains));
       await quiet(s.daemon);
       const lines = ruleLines(s.monitor, from).filter(inChains(chains));
       const theirs = lines.filter((l) => l.op === 'add' && l.comment !== 'kvmnftd');
@@ -381,8 +388,9 @@ async function main(): Promise<void> {
     `kvmnftd port forwards: node ${process.version}, NODE_OPTIONS=${UNIT_NODE_FLAGS || '(none)'}, ` +
       `${new Date().toISOString()}`,
   ];
-  for (const b of BACKENDS) out.push(...(await bench(b)));
   process.stdout.write(`${out.join('\n')}\n`);
+  // Each backend's figures as soon as it is done.
+  for (const b of BACKENDS) process.stdout.write(`${(await bench(b)).join('\n')}\n`);
 }
 
 main().catch((err: unknown) => {
