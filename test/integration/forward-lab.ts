@@ -99,12 +99,23 @@ export function isMarkAccept(r: { comment?: string; expr: Array<Record<string, u
 }
 
 /** Per chain of `chains` that exists: is kvmnftd's mark accept its first rule, and how many copies are there. */
-export async function markAcceptPlaces(
-  lab: Lab,
+export async function markAcceptPlaces(lab: Lab, chains: readonly ChainRef[]): Promise<MarkAcceptPlace[]> {
+  return markAcceptPlacesIn(await lab.nftJson(), chains);
+}
+
+export interface MarkAcceptPlace {
+  chain: string;
+  first: boolean;
+  copies: number;
+  rules: number;
+}
+
+/** markAcceptPlaces() of a ruleset already read (`nft -j list ruleset`). */
+export function markAcceptPlacesIn(
+  doc: { nftables: Array<Record<string, unknown>> },
   chains: readonly ChainRef[],
-): Promise<Array<{ chain: string; first: boolean; copies: number; rules: number }>> {
-  const doc = await lab.nftJson();
-  const out: Array<{ chain: string; first: boolean; copies: number; rules: number }> = [];
+): MarkAcceptPlace[] {
+  const out: MarkAcceptPlace[] = [];
   for (const c of chains) {
     const exists = doc.nftables.some((o) => {
       const ch = o['chain'] as { family?: string; table?: string; name?: string } | undefined;
