@@ -30,8 +30,10 @@
  *    unit's ExecReload runs: SIGHUP, then it waits for the daemon's reload
  *    state). From the command's start: kvmnftd's transaction committed (the
  *    last monitor line naming kvmnftd), the command's
- *    return, and the first attempt that connected; and from the return to
- *    that connection (<= 0: working before `reload` returned). Then the
+ *    return, and the first attempt that connected; from the return to that
+ *    connection (<= 0: working before `reload` returned); and from the
+ *    daemon's "SIGHUP: configuration re-read" log line (its clock, to the
+ *    millisecond) to the commit: the daemon's own part. Then the
  *    forward is removed the same way: every attempt started after that
  *    return must fail.
  * 2. net-start: with the forward and a second (routed) network that keeps
@@ -200,6 +202,13 @@ async function quiet(daemon: Daemon): Promise<void> {
   });
 }
 
+/** When (performance.now()) the daemon logged that it re-read its config, from log index `from` on. */
+function sighupAt(daemon: Daemon, from: number): number | undefined {
+  const r = daemon.logs.slice(from).find((x) => x.msg.startsWith('SIGHUP: configuration re-read'));
+  // The daemon's time is an ISO date, to the millisecond.
+  return r === undefined ? undefined : Date.parse(String(r['time'])) - performance.timeOrigin;
+}
+
 async function reloadWith(s: Setup, toml: string): Promise<{ start: number; ret: number }> {
   writeFileSync(s.config, toml);
   const start = performance.now();
@@ -224,6 +233,8 @@ async function reloads(s: Setup, fig: Figures): Promise<void> {
       const commit = lastOurs(s.monitor, from);
       if (commit === undefined) throw new Error('no kvmnftd line on the monitor after the reload');
       fig.add('add: reload start -> transaction committed (monitor)', commit - add.start);
+      const hup = sighupAt(s.daemon, logFrom);
+      if (hup !== undefined) fig.add("add: the daemon's SIGHUP log line -> transaction committed", commit - hup);
       fig.add('add: reload start -> `kvmnftd reload` returned', add.ret - add.start);
       fig.add('add: reload start -> first connection through', ok.ended - add.start);
       fig.add('add: `kvmnftd reload` returned -> first connection through', ok.ended - add.ret);
