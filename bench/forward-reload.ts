@@ -4,7 +4,7 @@
  * libvirt's own rejecting chain. Not a test: prints figures (and checks that
  * the forward did work, and stopped working when removed).
  *
- *   npm run bench:forward
+ *   npm run bench:forward-reload
  *
  * Knobs (env): BENCH_BACKENDS (default "libvirt9,libvirt11-nftables"),
  * BENCH_RELOADS (forwards added and removed with a reload, default 20),
@@ -45,7 +45,8 @@
  *    kvmnftd's mark accept added first again (its last add there), the first
  *    attempt that connected.
  * 3. nft -f: the admin's ruleset with `flush ruleset`. From the flush's
- *    first monitor line: the first attempt that connected (kvmnftd's repair;
+ *    first monitor line: kvmnftd's repair committed (its table re-created),
+ *    the first attempt that connected (kvmnftd's repair;
  *    libvirt's chains, and so its reject, are gone until kvmnftd's broadcast
  *    brings them back), libvirt's rejecting chain back, kvmnftd's mark accept
  *    first in it again, and the failed attempts started after the first
@@ -327,6 +328,14 @@ async function flushes(s: Setup, fig: Figures): Promise<string[]> {
       const lines = ruleLines(s.monitor, from).filter(inChains(chains));
       const theirs = lines.filter((l) => l.op === 'add' && l.comment !== 'kvmnftd');
       const ours = lines.filter((l) => l.op === 'add' && l.comment === 'kvmnftd');
+      // kvmnftd's repair re-creates its table: the transaction's lines arrive together.
+      const repair = s.monitor.find(from, (t) =>
+        t.startsWith('{"add": {"table": {"family": "inet", "name": "kvmnftd"'),
+      )?.at;
+      if (repair !== undefined) {
+        fig.add("flush -> kvmnftd's repair committed (monitor)", repair - t0);
+        fig.add("kvmnftd's repair committed -> first connection through", ok.ended - repair);
+      }
       fig.add('flush -> first connection through', ok.ended - t0);
       if (theirs.length > 0)
         fig.add("flush -> libvirt's rejecting chain refilled (its last add)", theirs.at(-1)!.at - t0);
