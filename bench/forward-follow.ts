@@ -5,7 +5,7 @@
  * the lab guest's busybox udhcpc). Not a test: prints figures, and PASS/FAIL
  * against the issue's target (the forward follows within 2 s).
  *
- *   npm run bench:forward         (BENCH_ROUNDS=N lease changes, default 20)
+ *   npm run bench:forward-follow         (BENCH_ROUNDS=N lease changes, default 20)
  *
  * One forward, `to = "<the guest's MAC>"`. Each round the guest's udhcpc
  * releases its lease and asks for the other of two addresses; dnsmasq calls

@@ -8,6 +8,12 @@
  * state) (`kvmnftd plan` is empty), the admin's rules byte for byte intact,
  * nothing of ours leaked, libvirt's own chains present while it runs
  * networks; with a guest dataplane check at checkpoints.
+ * The config has port forwards (issue 13): to the default network's guest
+ * and to guests of two pool networks (NAT and route) that come and go. After
+ * each operation every forward of an active network has its DNAT and none of
+ * an inactive one, and kvmnftd's mark accept is the first rule of libvirt's
+ * LIBVIRT_FWI (one copy) while the default network runs; each checkpoint
+ * also connects from the wan through the default network's forward.
  * Re-run a sequence with CHAOS_SEED=<seed>; CHAOS_OPS sets the length.
  */
 import { writeFileSync } from 'node:fs';
@@ -16,14 +22,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 import { startDockerd, type Dockerd } from '../lab/docker.js';
-import { busOwnerPid, LAB_FILES } from '../lab/lab.js';
+import { busOwnerPid, HOST_WAN_ADDR, LAB_FILES, WAN_ADDR } from '../lab/lab.js';
 import { enableUfw, type Ufw } from '../lab/ufw.js';
 import { adminRules, libvirtChainsPresent, spawnDaemon, type Daemon } from './daemon-harness.js';
+import { FORWARD_CONFIG, FWD, forwardGuests, markAcceptPlacesIn, rejectChains } from './forward-lab.js';
 import { useLibvirtLab } from './libvirt-lab.js';
 
 const OPS = Number(process.env['CHAOS_OPS'] ?? 220);
 const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
-const SETTLE_MS = 15_000;
+/**
+ * After the admin's reload libvirt restores its chains for every running network one iptables call at a
+ * time (over 15 s for six networks at load average 8), and with forwards configured the plan is empty only
+ * once kvmnftd's accept is back in front of libvirt's restored LIBVIRT_FWI.
+ */
+const SETTLE_MS = 30_000;
 
 /** mulberry32: small, seedable, good enough to pick operations. */
 function rng(seed: number): () => number {
@@ -38,6 +50,20 @@ function rng(seed: number): () => number {
 }
 
 const MODES = ['nat', 'route', 'isolated', 'nat', 'open'] as const;
+/** Forwards to a guest of the default network (FORWARD_CONFIG), of chaos0 (nat) and of chaos1 (route). */
+const POOL_FORWARDS: ReadonlyArray<{ network: string; hostPort: number; to: string }> = [
+  { network: 'chaos0', hostPort: 2300, to: '10.88.0.50' },
+  { network: 'chaos1', hostPort: 2301, to: '10.88.1.50' },
+];
+const CONFIG =
+  FORWARD_CONFIG +
+  POOL_FORWARDS.map(
+    (p) =>
+      `\n[[port_forward]]\nnetwork = "${p.network}"\nproto = "tcp"\nhost_port = ${p.hostPort}\n` +
+      `to = "${p.to}"\nto_port = 22\n`,
+  ).join('');
+const FORWARDS = [{ network: 'default', to: FWD.guest }, ...POOL_FORWARDS];
+
 function poolXml(i: number): string {
   const mode = MODES[i % MODES.length]!;
   const forward = mode === 'isolated' ? '' : `<forward mode='${mode}'/>`;
@@ -56,10 +82,11 @@ describe('chaos', () => {
   beforeAll(async () => {
     admin0 = await adminRules(f.lab);
     for (let i = 0; i < 5; i++) writeFileSync(join(work, `chaos${i}.xml`), poolXml(i));
+    f.writeConfig(CONFIG);
     // Docker's FORWARD DROP and ufw's drop policies: kvmnftd writes its mark accept into their chains.
     ufw = await enableUfw(f.lab);
     docker = await startDockerd(f.lab);
-    daemon = spawnDaemon(f.lab, env, ['--events', 'auto']);
+    daemon = spawnDaemon(f.lab, env, ['--events', 'auto', '--config', f.config]);
   }, 120_000);
 
   afterAll(async () => {
@@ -102,7 +129,7 @@ describe('chaos', () => {
       'kvmnftd SIGKILL + restart': async () => {
         daemon!.child.kill('SIGKILL');
         await daemon!.exited;
-        daemon = spawnDaemon(l, env, ['--events', 'auto']);
+        daemon = spawnDaemon(l, env, ['--events', 'auto', '--config', f.config]);
       },
       // `systemctl restart docker`, or dockerd killed and started again: it re-creates its chains.
       'dockerd restart': () => docker!.restart({ signal: random() < 0.5 ? 'SIGTERM' : 'SIGKILL' }),
@@ -131,15 +158,19 @@ describe('chaos', () => {
 
     const settle = async (step: number, op: string): Promise<void> => {
       const plan = await waitUntil(`step ${step} (${op}): kvmnftd plan is empty`, SETTLE_MS, async () => {
-        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--json', '--log-level', 'error'], {
-          env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
-          reject: false,
-        });
+        const r = await l.exec(
+          process.execPath,
+          [CLI_MAIN, 'plan', '--json', '--log-level', 'error', '--config', f.config],
+          {
+            env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
+            reject: false,
+          },
+        );
         if (r.exitCode !== 0) return false; // libvirtd restarting
         const batch = (JSON.parse(r.stdout) as { nftables: unknown[] }).nftables;
         return batch.length === 0 ? batch : false;
       }).catch(async (e: Error) => {
-        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--log-level', 'error'], {
+        const r = await l.exec(process.execPath, [CLI_MAIN, 'plan', '--log-level', 'error', '--config', f.config], {
           env: { ...env, KVMNFTD_RUNTIME_DIR: join(work, 'plan-run') },
           reject: false,
         });
@@ -162,7 +193,34 @@ describe('chaos', () => {
         await waitUntil(`step ${step} (${op}): libvirt's chains present (seed ${SEED})`, SETTLE_MS, () =>
           libvirtChainsPresent(l),
         );
+      let why = '';
+      await waitUntil(
+        `step ${step} (${op}): the forwards of the active networks in place (seed ${SEED})`,
+        SETTLE_MS,
+        async () => (why = await forwardProblem(active)) === '',
+        { detail: () => why },
+      );
       checks++;
+    };
+
+    /** What is wrong with the forwards' rules for these active networks ('' = nothing). */
+    const forwardProblem = async (active: readonly string[]): Promise<string> => {
+      const doc = await l.nftJson();
+      const dnat = doc.nftables.flatMap((o) => {
+        const r = o['rule'] as { table?: string; chain?: string } | undefined;
+        return r?.table === 'kvmnftd' && r.chain === 'pf_prerouting' ? [JSON.stringify(r)] : [];
+      });
+      for (const fw of FORWARDS) {
+        const has = dnat.some((r) => r.includes(`"${fw.to}"`));
+        const up = active.includes(fw.network);
+        if (has !== up)
+          return `forward to ${fw.to}: network ${fw.network} ${up ? 'up' : 'down'}, DNAT ${has ? 'there' : 'missing'}`;
+      }
+      if (!active.includes('default')) return '';
+      const places = markAcceptPlacesIn(doc, rejectChains('iptables'));
+      const ok =
+        places.some((p) => p.chain === 'ip filter LIBVIRT_FWI') && places.every((p) => p.first && p.copies === 1);
+      return ok ? '' : `kvmnftd's mark accept not first (one copy) in libvirt's chains: ${JSON.stringify(places)}`;
     };
 
     const checkpoint = async (): Promise<void> => {
@@ -178,6 +236,16 @@ describe('chaos', () => {
         expect(await listener.waitForPeer(5000, 0)).toBe('192.0.2.1');
       } finally {
         await listener.close();
+      }
+      // The default network's forward, from the wan (the guest's forward address beside its new lease).
+      await forwardGuests(l);
+      const sshd = await l.tcpListen(FWD.toPort, { in: 'guest' });
+      try {
+        const through = await l.tcpProbe(HOST_WAN_ADDR, FWD.tcpPort, 3000, { in: 'wan' });
+        expect(through.ok, `forward checkpoint ${dataplane}: ${through.output} (seed ${SEED})`).toBe(true);
+        expect(await sshd.waitForPeer(5000, 0)).toBe(WAN_ADDR);
+      } finally {
+        await sshd.close();
       }
       dataplane++;
     };
@@ -204,5 +272,5 @@ describe('chaos', () => {
       `chaos: seed ${SEED}: ${OPS} operations (${JSON.stringify(counts)}), ${faults} faults injected, ${checks} invariant checks passed, ${dataplane} dataplane checkpoints, leaks ${leaks}`,
     );
     expect(leaks).toBe(0);
-  }, 900_000); // 220 operations incl. dockerd restarts: ~8 min on a loaded 2-core machine
+  }, 900_000); // 220 operations incl. dockerd restarts and forwards: 11.5 min at load average 2-4 (2 cores)
 });

@@ -114,6 +114,9 @@ export class LabMonitor {
   find(from: number, pred: (text: string) => boolean): { text: string; at: number } | undefined {
     return this.lines.slice(from).find((l) => pred(l.text));
   }
+  stop(): void {
+    this.child.kill('SIGTERM');
+  }
 }
 
 export function networkXml(name: string, bridge: string, third: number, mode: 'nat' | 'route', dhcp = false): string {
@@ -197,6 +200,31 @@ export function spawnDaemon(lab: Lab, env: DaemonEnv, args: string[]): Daemon {
 export async function libvirtChainsPresent(lab: Lab): Promise<boolean> {
   const chains = (await lab.nft('list', 'chains')).stdout;
   return chains.includes('LIBVIRT_FWO') || chains.includes('table ip libvirt_network');
+}
+
+/**
+ * Every table but the admin's `inet filter` and kvmnftd's `inet kvmnftd`
+ * (libvirt's, Docker's...) as nft prints them, counters ignored: what
+ * kvmnftd must leave as their owners made them (but for its mark accepts).
+ */
+export async function foreignTablesText(lab: Lab): Promise<string> {
+  const tables = (await lab.nft('list', 'tables')).stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('table ') && l !== 'table inet filter' && l !== 'table inet kvmnftd')
+    .sort();
+  const out: string[] = [];
+  for (const t of tables) {
+    const [, family, name] = t.split(' ');
+    const text = (await lab.nft('list', 'table', family!, name!)).stdout;
+    out.push(
+      ...text
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => l.replace(/\bcounter packets \d+ bytes \d+/g, 'counter')),
+    );
+  }
+  return out.join('\n');
 }
 
 /** The admin's table as nft prints it, without counters, blank lines, our jumps and our chains. */

@@ -70,6 +70,11 @@ export class LibvirtLab {
     if (!this.current) throw new Error(`${this.tag}: no daemon started`);
     return this.current;
   }
+  /** The daemon last started, if it has not exited. */
+  daemonIfRunning(): Daemon | undefined {
+    const d = this.current;
+    return d && d.child.exitCode === null && d.child.signalCode === null ? d : undefined;
+  }
 
   async start(opts: LabOptions): Promise<void> {
     const lab = await startLab(opts);

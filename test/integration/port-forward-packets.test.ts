@@ -9,11 +9,15 @@
  *
  * The wan has no route to the guest subnet until the test adds one to try to
  * reach the guest directly.
+ *
+ * Then the same forward through a real libvirt 9 (the libvirt lab, iptables
+ * backend: libvirt's own LIBVIRT_FWI) with `kvmnftd run`: the tests of
+ * forward-lab.ts, which debian13.test.ts runs on libvirt 11's two backends.
  */
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   Lab,
   allRules,
@@ -27,6 +31,9 @@ import {
 } from '../helpers/netns.js';
 import { cliContext, describeRun, fixture, runCli, useNetnsLab } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
+import { adminRules, foreignTablesText } from './daemon-harness.js';
+import { forwardThroughLibvirt, libvirtTablesWithForwards } from './forward-lab.js';
+import { useLibvirtLab } from './libvirt-lab.js';
 
 const ADMIN = fixture('admin-ruleset.nft');
 const DEFAULT_XML = fixture('default.xml');
@@ -53,8 +60,6 @@ proto = "udp"
 host_port = 5353
 to = "${GUEST}"
 `;
-
-const theLab = useNetnsLab();
 
 interface Topology {
   host: string;
@@ -168,6 +173,8 @@ async function acceptPackets(host: string): Promise<number> {
 }
 
 describe('port forwards: real packets through a strict host firewall', () => {
+  const theLab = useNetnsLab();
+
   it('forwards from outside without SNAT (TCP and UDP), from the host itself, and hairpins a guest', async () => {
     const l = theLab();
     const t = await buildTopology(l);
@@ -307,4 +314,23 @@ describe('port forwards: real packets through a strict host firewall', () => {
     await connects(wan!, '2001:db8:1::1', 2222);
     expect(sshd.peers).toContain('2001:db8:1::2');
   });
+});
+
+describe("port forwards through a real libvirt 9 (iptables backend: libvirt's own LIBVIRT_FWI)", () => {
+  const f = useLibvirtLab({ tag: 'pf-libvirt9', lab: { defaultNetwork: 'start' } });
+  let libvirt0 = '';
+  let admin0 = '';
+  beforeAll(async () => {
+    libvirt0 = await foreignTablesText(f.lab);
+    admin0 = await adminRules(f.lab);
+  });
+  const opts = {
+    backend: 'iptables',
+    events: 'dbus',
+    libvirt0: () => libvirt0,
+    admin0: () => admin0,
+    tag: 'libvirt 9',
+  } as const;
+  libvirtTablesWithForwards(f, opts);
+  forwardThroughLibvirt(f, opts);
 });

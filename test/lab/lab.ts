@@ -75,6 +75,8 @@ export const LAB_FILES = {
   adminRuleset: join(REPO_DIR, 'test', 'fixtures', 'admin-ruleset.nft'),
   tcpListen: join(LAB_DIR, 'tcp-listen.mjs'),
   tcpProbe: join(LAB_DIR, 'tcp-probe.mjs'),
+  /** A new connection every few ms, one line per attempt (benchmarks: when a forward starts working). */
+  tcpProber: join(LAB_DIR, 'tcp-prober.mjs'),
   /** Stands in for a test root's /usr/sbin/tc (option `root`). */
   tcWrapper: join(LAB_DIR, 'tc-csum-wrapper.sh'),
 } as const;
@@ -245,13 +247,19 @@ export interface Lab {
   tcpListen(port: number, where?: TcpWhere): Promise<TcpListener>;
   tcpProbe(host: string, port: number, timeoutMs?: number, where?: TcpWhere): Promise<TcpProbeResult>;
   /**
-   * Spawn a long-running process inside the lab (host mount + net ns) with
-   * lab.env + `env`; killed (SIGTERM, then SIGKILL) at stop(). stdin, stdout and
-   * stderr are pipes: read stdout/stderr (or call .resume()), or a chatty child
-   * blocks once a pipe is full. child.pid is the command's own PID (nsenter -m -n
-   * execs it without forking), so signals reach it directly.
+   * Spawn a long-running process inside the lab (its mount namespace, and the
+   * host's network namespace or `where`'s) with lab.env + `env`; killed
+   * (SIGTERM, then SIGKILL) at stop(). stdin, stdout and stderr are pipes: read
+   * stdout/stderr (or call .resume()), or a chatty child blocks once a pipe is
+   * full. child.pid is the command's own PID (nsenter -m -n execs it without
+   * forking), so signals reach it directly.
    */
-  spawnInLab(cmd: string, args?: readonly string[], env?: Record<string, string | undefined>): ChildProcess;
+  spawnInLab(
+    cmd: string,
+    args?: readonly string[],
+    env?: Record<string, string | undefined>,
+    where?: TcpWhere['in'],
+  ): ChildProcess;
   /** A path inside the lab's mount namespace as reachable from outside (via /proc/PID/root). */
   path(p: string): string;
   /** Last `n` lines of the lab's libvirtd log. */
@@ -839,10 +847,15 @@ class LabImpl implements Lab {
     return child;
   }
 
-  spawnInLab(cmd: string, args: readonly string[] = [], env: Record<string, string | undefined> = {}): ChildProcess {
+  spawnInLab(
+    cmd: string,
+    args: readonly string[] = [],
+    env: Record<string, string | undefined> = {},
+    where: TcpWhere['in'] = 'host',
+  ): ChildProcess {
     if (!this.hostPid || this.stopped) throw new Error('lab is not running');
     // nsenter with -m -n does not fork: the child's PID is the command's PID.
-    const child = spawn('nsenter', this.nsenterArgs(this.hostPid, cmd, args), {
+    const child = spawn('nsenter', this.nsenterArgs(this.wherePid({ in: where }, 'wan').pid, cmd, args), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: this.procEnv(env),
     });

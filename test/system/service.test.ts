@@ -102,6 +102,42 @@ const LAB_XML = `<network>
 </network>
 `;
 
+/** A forward to an address of the default network (issue 13). */
+const FORWARD = `
+[[port_forward]]
+network = "default"
+proto = "tcp"
+host_port = 2222
+to = "192.168.122.50"
+to_port = 22
+`;
+
+/**
+ * libvirt's chain that rejects new connections into its NAT bridges (ip
+ * family), whichever backend it runs: how it starts and how many mark
+ * accepts of kvmnftd's it holds.
+ */
+async function rejectChainHead(
+  c: Container,
+): Promise<{ chain: string; firstIsMarkAccept: boolean; markAccepts: number }> {
+  const doc = JSON.parse(await c.sh('nft -j list ruleset')) as { nftables: Array<Record<string, unknown>> };
+  type R = { family: string; table: string; chain: string; comment?: string; expr: Array<Record<string, unknown>> };
+  const rules = doc.nftables.map((o) => o['rule'] as R | undefined).filter((r): r is R => r !== undefined);
+  const where =
+    [
+      ['filter', 'LIBVIRT_FWI'],
+      ['libvirt_network', 'guest_input'],
+    ].find(([table, chain]) => rules.some((r) => r.family === 'ip' && r.table === table && r.chain === chain)) ?? [];
+  const inChain = rules.filter((r) => r.family === 'ip' && r.table === where[0] && r.chain === where[1]);
+  if (inChain.length === 0) throw new Error('no LIBVIRT_FWI or guest_input with rules in the ip family');
+  const isMark = (r: R) => r.comment === 'kvmnftd' && JSON.stringify(r.expr).includes('"mark"');
+  return {
+    chain: `ip ${where[0]} ${where[1]}`,
+    firstIsMarkAccept: isMark(inChain[0]!),
+    markAccepts: inChain.filter(isMark).length,
+  };
+}
+
 for (const release of ['bookworm', 'trixie'] as const) {
   describe.sequential(
     `kvmnftd.deb under systemd on ${release === 'bookworm' ? 'Debian 12' : 'Debian 13'} (${release})`,
@@ -254,6 +290,36 @@ for (const release of ['bookworm', 'trixie'] as const) {
           await ct.sh(
             'sed -i \'s/^jump = "middle"/jump = "first"/\' /etc/kvmnftd/kvmnftd.toml && systemctl reload kvmnftd',
           );
+        },
+        2 * MINUTE,
+      );
+
+      it(
+        "systemctl reload kvmnftd adds a port forward (DNAT, mark accept first in libvirt's reject chain) and removes it",
+        async () => {
+          const ct = c!;
+          await ct.sh('cp /etc/kvmnftd/kvmnftd.toml /tmp/kvmnftd.toml.orig');
+          await ct.sh(`cat >> /etc/kvmnftd/kvmnftd.toml <<'X'\n${FORWARD}X`);
+          const add = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
+          must(add, 'systemctl reload kvmnftd (forward added)');
+          t(release, 'systemctl reload kvmnftd, a forward added', add.ms);
+          // Returned only after the pass: the rules are there now, no waiting.
+          expect(await ct.sh('nft list chain inet kvmnftd pf_prerouting')).toMatch(
+            /tcp dport 2222 .*dnat ip to 192\.168\.122\.50:22/,
+          );
+          const placed = await rejectChainHead(ct);
+          console.log(`[${release}] libvirt's reject chain: ${placed.chain}`);
+          expect(placed.firstIsMarkAccept, `${placed.chain} starts with kvmnftd's mark accept`).toBe(true);
+          expect(placed.markAccepts).toBe(1);
+
+          await ct.sh('cp /tmp/kvmnftd.toml.orig /etc/kvmnftd/kvmnftd.toml');
+          const del = await ct.exec(['systemctl', 'reload', 'kvmnftd']);
+          must(del, 'systemctl reload kvmnftd (forward removed)');
+          t(release, 'systemctl reload kvmnftd, the forward removed', del.ms);
+          expect((await ct.try('nft list chain inet kvmnftd pf_prerouting')).code, 'pf_prerouting gone').not.toBe(0);
+          expect(await ct.sh('nft list table inet kvmnftd')).not.toContain('dnat');
+          expect((await rejectChainHead(ct)).markAccepts, "no mark accept left in libvirt's chain").toBe(0);
+          expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
         },
         2 * MINUTE,
       );
