@@ -5,7 +5,7 @@
 // back-off); failures are logged by how long they last.
 import { takeLock } from '../host/lock.js';
 import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
-import { forwardTargetsFrom, gatherGuestFacts } from '../libvirt/guest-facts.js';
+import { forwardTargetsFrom, gatherGuestFacts, type DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import { RepeatFilter, type LogMessage } from '../log/messages.js';
@@ -18,6 +18,7 @@ import type { Plan } from '../nft/plan.js';
 import type { ForwardOutcome, ForwardTarget } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
+import { AnswerOrLast, LIBVIRT_ANSWER_DEADLINE_MS } from './answer-or-last.js';
 import { ConvergenceGuard } from './convergence-guard.js';
 import type { Backoff } from './backoff.js';
 import { LibvirtRestorer } from './libvirt-restore.js';
@@ -128,14 +129,23 @@ export class DaemonPass {
   /**
    * Without libvirt, plan from the last networks it reported, so that a flush
    * during a libvirtd restart is still repaired; the reconnect loop, not the
-   * reconciler's back-off, brings fresh state back.
+   * reconciler's back-off, brings fresh state back. A libvirt that is slow to
+   * answer (busy restoring its rules) gets the same: see answer-or-last.ts.
    */
   private async networks(): Promise<NetworkParse[] | undefined> {
     const { state } = this.deps;
-    if (!state.watch) return state.lastNetworks;
-    state.lastNetworks = await state.watch.activeNetworks();
-    return state.lastNetworks;
+    const watch = state.watch;
+    if (!watch) return state.lastNetworks;
+    const networks = await this.networkAnswers.get(
+      () => watch.activeNetworks(),
+      () => this.trigger('libvirt answered late'),
+    );
+    state.lastNetworks = networks;
+    return networks;
   }
+
+  private readonly networkAnswers = new AnswerOrLast<NetworkParse[]>(LIBVIRT_ANSWER_DEADLINE_MS);
+  private readonly domainAnswers = new AnswerOrLast<DomainXml[]>(LIBVIRT_ANSWER_DEADLINE_MS);
 
   /**
    * The port forwards with their guest addresses: libvirt's guests asked once per pass (only when a forward
@@ -145,7 +155,13 @@ export class DaemonPass {
     const { state } = this.deps;
     const watch = state.watch;
     const facts = await (this.deps.guestFacts ?? gatherGuestFacts)(state.config, networks, {
-      domains: watch ? () => watch.runningDomains() : () => Promise.reject(new Error('libvirt is away')),
+      domains: watch
+        ? () =>
+            this.domainAnswers.get(
+              () => watch.runningDomains(),
+              () => this.trigger('libvirt answered late'),
+            )
+        : () => Promise.reject(new Error('libvirt is away')),
       ...(state.guestFacts ? { previous: state.guestFacts } : {}),
     });
     state.guestFacts = facts;

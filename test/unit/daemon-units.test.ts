@@ -11,6 +11,7 @@ import { configFromObject, defaultConfig, type Config } from '../../src/config/c
 import { LibvirtConnection } from '../../src/daemon/connection.js';
 import type { LibvirtWatch, WatchCallbacks } from '../../src/daemon/libvirt-watch.js';
 import type { Notifier } from '../../src/daemon/notify.js';
+import { LIBVIRT_ANSWER_DEADLINE_MS } from '../../src/daemon/answer-or-last.js';
 import { DaemonPass } from '../../src/daemon/pass.js';
 import { readReloadState, Reloader } from '../../src/daemon/reload.js';
 import { handleSignals } from '../../src/daemon/signals.js';
@@ -149,6 +150,47 @@ describe('DaemonPass', () => {
     await pass.idle();
     expect(log.debug()).toContain('ruleset already up to date');
     await pass.stop();
+  });
+
+  it('a libvirt slow to answer (restoring its rules) does not hold up a repair; its late answer starts a pass', async () => {
+    vi.useFakeTimers();
+    try {
+      const { state, nft, log, pass } = setup(LIVE_LIBVIRT9);
+      let answer: (n: NetworkParse[]) => void = () => undefined;
+      let slow = false;
+      let networks = [DEFAULT];
+      state.watch = fakeWatch(() =>
+        slow ? new Promise<NetworkParse[]>((resolve) => (answer = resolve)) : Promise.resolve(networks),
+      );
+      pass.trigger('start');
+      await vi.advanceTimersByTimeAsync(10);
+      await pass.idle();
+      const repaired = nft.ruleset;
+      slow = true;
+      nft.ruleset = flushed();
+      pass.trigger('ruleset changed');
+      await vi.advanceTimersByTimeAsync(LIBVIRT_ANSWER_DEADLINE_MS);
+      await pass.idle();
+      expect(log.info().at(-1)).toMatch(/^repaired drift \(ruleset changed\): applied/);
+      expect(plan([DEFAULT], state.config, nft.ruleset).batch.nftables).toEqual([]);
+      expect(nft.ruleset).not.toBe(repaired);
+      const lab = parseNetworkXml(
+        readFileSync(fixture('default.xml'), 'utf8')
+          .replace('<name>default', '<name>lab')
+          .replace('virbr0', 'virbr9')
+          .replace(/192\.168\.122\./g, '192.168.9.'),
+        'lab.xml',
+      );
+      networks = [DEFAULT, lab];
+      slow = false;
+      answer(networks);
+      await vi.advanceTimersByTimeAsync(10);
+      await pass.idle();
+      expect(state.networks).toEqual(['default', 'lab']);
+      await pass.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('does not touch the ruleset before libvirt has reported anything', async () => {
