@@ -55,6 +55,8 @@ export interface DaemonFacts {
     status: string;
     lastPassAt: string | null;
     lastChangeAt: string | null;
+    /** Why the daemon's last write of the [metrics] textfile failed, or null. */
+    metricsError: string | null;
   };
   systemd: SystemdFacts;
 }
@@ -140,6 +142,8 @@ export interface StatusReport {
     status_text: string | null;
     last_pass_at: string | null;
     last_change_at: string | null;
+    /** Why the daemon's last write of its [metrics] textfile failed; null when it did not fail (or is off). */
+    metrics_error: string | null;
     systemd: {
       available: boolean;
       active_state: string | null;
@@ -301,6 +305,8 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
 
   const d = facts.daemon;
   const sd = d.systemd;
+  const metricsError = d.pid !== undefined ? (d.state?.metricsError ?? null) : null;
+  if (metricsError !== null) problems.push(`the daemon's metrics textfile: ${metricsError}`);
   const running =
     d.pid !== undefined
       ? true
@@ -339,6 +345,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
       status_text: sd.statusText ?? (d.pid !== undefined ? (d.state?.status ?? null) : null),
       last_pass_at: d.pid !== undefined ? (d.state?.lastPassAt ?? null) : null,
       last_change_at: d.pid !== undefined ? (d.state?.lastChangeAt ?? null) : null,
+      metrics_error: metricsError,
       systemd: {
         available: sd.available,
         active_state: sd.activeState ?? null,

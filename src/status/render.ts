@@ -42,6 +42,7 @@ function daemonLine(d: StatusReport['daemon']): string {
     text = `running${parts.length > 0 ? ` (${parts.join(', ')})` : ''}`;
     if (d.last_pass_at) text += `, last pass ${d.last_pass_at}`;
     if (d.status_text) text += `; "${d.status_text}"`;
+    if (d.metrics_error) text += `; metrics textfile FAILING`;
   } else if (d.running === false) text = 'not running';
   else text = 'unknown';
   const sd = d.systemd;

@@ -168,6 +168,7 @@ describe('kvmnftd status (pure)', () => {
           status: '2 networks (default, r)',
           lastPassAt: '2026-01-01T00:00:00.000Z',
           lastChangeAt: null,
+          metricsError: null,
         },
         systemd: { available: false },
       },
@@ -177,8 +178,10 @@ describe('kvmnftd status (pure)', () => {
       pid: 42,
       transport: 'dbus',
       status_text: '2 networks (default, r)',
+      metrics_error: null,
       systemd: { available: false },
     });
+    expect(r.exit_code).toBe(0);
     expect(renderStatus(r)).toContain('systemd: unknown (systemd is not running)');
     const sd = status({
       daemon: {
@@ -192,6 +195,24 @@ describe('kvmnftd status (pure)', () => {
       systemd: { active_state: 'active' },
     });
     expect(status({}).daemon.running).toBe(false);
+  });
+
+  it("a failing [metrics] textfile is the running daemon's problem (exit 3), shown on the daemon line", () => {
+    const error = 'cannot write /var/lib/prometheus/node-exporter/kvmnftd.prom: EROFS: read-only file system';
+    const state = {
+      transport: 'dbus' as const,
+      status: 'x',
+      lastPassAt: null,
+      lastChangeAt: null,
+      metricsError: error,
+    };
+    const r = status({ daemon: { pid: 42, state, systemd: { available: false } } });
+    expect(r.daemon.metrics_error).toBe(error);
+    expect(r.problems).toEqual([`the daemon's metrics textfile: ${error}`]);
+    expect(r.exit_code).toBe(3);
+    expect(renderStatus(r)).toContain('; metrics textfile FAILING; systemd:');
+    // A stale state file of a daemon that is gone says nothing.
+    expect(status({ daemon: { state, systemd: { available: false } } }).daemon.metrics_error).toBeNull();
   });
 
   it('the schema is draft 2020-12 (what the validator compiles it as) and rejects what it should', () => {
