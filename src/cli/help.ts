@@ -70,7 +70,8 @@ Examples:
 
 Reads the live system (ruleset, libvirt, the daemon's state) and shows per
 active network its bridge, mode and subnets and whether its NAT, input and
-forward rules are present and current, plus the two jumps and the daemon.
+forward rules are present and current, plus the two jumps and the daemon,
+and the packets its rules counted per kind (as kvmnftd metrics sums them).
 Answers even when libvirt or the daemon cannot be reached, saying so.
 
   --json            machine-readable (schema: docs/status.schema.json,

@@ -27,6 +27,7 @@ import {
   type ForwardState,
   type ForwardTarget,
 } from '../nft/port-forward.js';
+import { RULE_KINDS, tallyCounters, type CounterTally, type RuleKind } from '../nft/rule-kind.js';
 import { ruleCounter, ruleKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
 import { portRangeText } from '../config/kinds.js';
 import { toPortRange } from '../config/port-forward.js';
@@ -91,6 +92,8 @@ export interface NetworkStatus {
   input: RuleState;
   forward: RuleState;
   ok: boolean;
+  /** Its rules' counters per kind (nft/rule-kind.ts, as `kvmnftd metrics`); null: no rule of that kind. */
+  counters: Record<RuleKind, CounterValues | null>;
 }
 
 /** A counter's values; null when the rule is not in the live ruleset. */
@@ -246,6 +249,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
         problems.push(`the ${which} jump in ${adminName} is not where filter.jump = "${config.filter.jump}" puts it`);
     }
 
+    const tally = tallyCounters(live);
     for (const n of p.networks) {
       const tag = networkTag(n.name);
       const natWanted = p.desired.natChains.find((c) => c.name === natChainName(n.bridge));
@@ -282,6 +286,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
         input,
         forward,
         ok,
+        counters: countersOf(tally, n.name),
       });
       for (const [part, state] of [
         ['NAT', nat],
@@ -362,6 +367,16 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
     pending_commands: pending,
     problems,
   };
+}
+
+/** One network's sums per kind; every kind present, null where the network has no rule of it. */
+function countersOf(tally: CounterTally, network: string): Record<RuleKind, CounterValues | null> {
+  const kinds = tally.get(network);
+  const entry = (k: RuleKind): [RuleKind, CounterValues | null] => {
+    const t = kinds?.get(k);
+    return [k, t ? { packets: t.packets, bytes: t.bytes } : null];
+  };
+  return Object.fromEntries(RULE_KINDS.map(entry)) as Record<RuleKind, CounterValues | null>;
 }
 
 /** The live rule that is this wanted rule, if any. */
