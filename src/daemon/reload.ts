@@ -26,8 +26,8 @@ export interface ReloadDeps {
   reopenLibvirt: () => void;
   /** daemon.resync_interval (seconds) may have changed. */
   setResyncInterval: (seconds: number) => void;
-  /** [metrics] may have changed (optional: tests leave it out). */
-  setMetrics?: (settings: Config['metrics']) => void;
+  /** [metrics] may have changed. */
+  setMetrics: (settings: Config['metrics']) => void;
 }
 
 export class Reloader {
@@ -52,7 +52,7 @@ export class Reloader {
         metadataForwardsOn(next) !== metadataForwardsOn(state.config);
       state.config = next;
       this.deps.setResyncInterval(next.daemon.resyncInterval);
-      this.deps.setMetrics?.(next.metrics);
+      this.deps.setMetrics(next.metrics);
       log.info('SIGHUP: configuration re-read');
       if (reopen) this.deps.reopenLibvirt();
     } catch (err) {
