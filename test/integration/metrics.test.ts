@@ -106,7 +106,7 @@ describe('kvmnftd metrics with a running daemon in the libvirt lab', () => {
     const mine = [...before].filter(([k]) => k.includes('network="default"'));
     expect(mine.length).toBeGreaterThanOrEqual(8); // packets and bytes of nat, accepted_in/out, host_services
     const from = f.daemon.logs.length;
-    await f.defineNetwork('lab2', networkXml('lab2', 'virbr1', 1, 'route'));
+    await f.defineNetwork('lab2', networkXml('lab2', 'virbr1', 1, 'nat'));
     await f.lab.virsh('net-start', 'lab2');
     await waitUntil('the daemon applies lab2', 10_000, () =>
       f.daemon.applied(from).some((r) => r.msg.includes('network lab2 up')),
