@@ -12,7 +12,7 @@ _kvmnftd() {
         cword=$COMP_CWORD
     fi
 
-    local commands="plan apply remove run reload status doctor check help"
+    local commands="plan apply remove run reload status metrics doctor check help"
     local common="--config --log-level --help"
 
     case $prev in
@@ -59,10 +59,11 @@ _kvmnftd() {
         run)    opts="--events $common" ;;
         reload) opts="$common" ;;
         status) opts="--json --from-xml $common" ;;
+        metrics) opts="$common" ;;
         doctor) opts="--json --from-xml $common" ;;
         check)  opts="$common" ;;
         help)
-            [[ $cur != -* ]] && COMPREPLY=($(compgen -W "plan apply remove run reload status doctor check" -- "$cur"))
+            [[ $cur != -* ]] && COMPREPLY=($(compgen -W "plan apply remove run reload status metrics doctor check" -- "$cur"))
             return ;;
         *) return ;;
     esac

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { LOG_LEVELS } from '../log/logger.js';
 
-export const COMMANDS = ['plan', 'apply', 'remove', 'run', 'reload', 'status', 'doctor', 'check'] as const;
+export const COMMANDS = ['plan', 'apply', 'remove', 'run', 'reload', 'status', 'metrics', 'doctor', 'check'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export interface Args {
@@ -35,6 +35,8 @@ Commands:
             (what kvmnftd.service runs; Type=notify)
   reload    make the running daemon re-read its config; returns when it is done
   status    per network: are its rules in place and current? (exit 0 yes, 3 no)
+  metrics   rule counters per network and the daemon's figures, as Prometheus
+            text exposition
   doctor    find what else drops guest traffic or breaks libvirt, with fixes
   check     validate a config file without touching anything (no root needed;
             silent and exit 0 when it is fine, else one line per problem, exit 2)
@@ -61,6 +63,7 @@ Examples:
   kvmnftd remove                       take kvmnftd's rules out again
   kvmnftd run --events virsh           the daemon, in the foreground
   kvmnftd status                       are the rules in place? (exit 3 if not)
+  kvmnftd metrics                      the counters, for Prometheus
   kvmnftd doctor                       why does a guest have no network?
   kvmnftd check --config new.toml      is this config valid? (before shipping it)
   kvmnftd help doctor                  the help of one command

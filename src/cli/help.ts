@@ -70,7 +70,8 @@ Examples:
 
 Reads the live system (ruleset, libvirt, the daemon's state) and shows per
 active network its bridge, mode and subnets and whether its NAT, input and
-forward rules are present and current, plus the two jumps and the daemon.
+forward rules are present and current, plus the two jumps and the daemon,
+and the packets its rules counted per kind (as kvmnftd metrics sums them).
 Answers even when libvirt or the daemon cannot be reached, saying so.
 
   --json            machine-readable (schema: docs/status.schema.json,
@@ -85,6 +86,26 @@ Exit codes: 0 everything as planned, 3 something missing or stale,
 Examples:
   kvmnftd status
   kvmnftd status --json | jq '.networks[] | select(.ok | not)'
+`,
+  metrics: `Usage: kvmnftd metrics
+
+Prints Prometheus text exposition (format 0.0.4): the packets and bytes of
+kvmnftd's rules per libvirt network and kind of rule (nat, port_forwards,
+accepted_in, accepted_out, host_services, dropped_by_policy), read from the
+live rule counters, and the running daemon's own figures (passes,
+transactions, drift repairs, libvirt restores, last pass duration, degraded).
+Without a running daemon it prints the rule counters and
+kvmnftd_daemon_up 0. The metric names are listed in docs/operation.md.
+For node_exporter's textfile collector, the daemon can write the same text
+to a file ([metrics] textfile in kvmnftd.toml).
+${COMMON}
+
+Exit codes: 0 printed, 1 the ruleset could not be read (the daemon's figures
+are still printed, with kvmnftd_ruleset_readable 0).
+
+Examples:
+  kvmnftd metrics
+  kvmnftd metrics | promtool check metrics
 `,
   doctor: `Usage: kvmnftd doctor [--json] [--from-xml FILE ...]
 

@@ -9,7 +9,7 @@ import { parseCommandLine, UsageError, USAGE, type Args } from './args.js';
 import { runCheck } from './check.js';
 import { runApply, runDaemonCommand, runPlan, runReload, runRemove } from './commands.js';
 import { COMMAND_HELP } from './help.js';
-import { runDoctor, runPlanDiff, runStatus } from './operator.js';
+import { runDoctor, runMetrics, runPlanDiff, runStatus } from './operator.js';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -51,6 +51,8 @@ async function main(argv: string[]): Promise<number> {
         return await (args.diff ? runPlanDiff(args, config, log) : runPlan(args, config, log));
       case 'status':
         return await runStatus(args, config, source, log);
+      case 'metrics':
+        return await runMetrics(config, log);
       case 'doctor':
         return await runDoctor(args, config, log);
       case 'apply':

@@ -20,6 +20,8 @@ import { plan } from '../nft/plan.js';
 import type { ForwardTarget } from '../nft/port-forward.js';
 import { planMessages } from '../nft/sync.js';
 import type { Ruleset } from '../nft/ruleset.js';
+import { renderMetrics } from '../metrics/exposition.js';
+import { figuresFromStateFile, metricsInputs } from '../metrics/gather.js';
 import { evaluateStatus, type StatusInputs } from '../status/evaluate.js';
 import { daemonFacts } from '../status/gather.js';
 import { renderStatus } from '../status/render.js';
@@ -80,6 +82,18 @@ export async function runStatus(args: Args, config: Config, source: string, _log
   const report = evaluateStatus(facts);
   process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatus(report));
   return report.exit_code;
+}
+
+/** `kvmnftd metrics`: the exposition on stdout; exit 1 (after printing) when the ruleset could not be read. */
+export async function runMetrics(_config: Config, log: Logger): Promise<number> {
+  const dir = runtimeDir();
+  const daemon = figuresFromStateFile(dir);
+  const { inputs, rulesetError } = await metricsInputs(() => nftRunner(dir).readRuleset(), daemon);
+  process.stdout.write(renderMetrics(inputs));
+  if (daemon === undefined) log.info('no kvmnftd daemon runs: only the rule counters (kvmnftd_daemon_up 0)');
+  if (rulesetError === undefined) return 0;
+  log.error(`cannot read the ruleset: ${rulesetError}`);
+  return 1;
 }
 
 export async function runDoctor(args: Args, config: Config, _log: Logger): Promise<number> {

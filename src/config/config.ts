@@ -60,6 +60,11 @@ export interface Config {
     /** After a foreign flush, make libvirt re-create its own rules (FirewallD1.Reloaded). */
     restoreLibvirtRules: boolean;
   };
+  metrics: {
+    /** The daemon writes the metrics there every `interval` seconds; undefined = off. */
+    textfile: string | undefined;
+    interval: number;
+  };
 }
 
 // The compiler keeps this interface and the schema's keys the same shape.

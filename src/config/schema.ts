@@ -283,6 +283,33 @@ export const SCHEMA = table({
       }),
     },
   }),
+  metrics: section({
+    summary:
+      "The daemon writes what `kvmnftd metrics` prints to a file, for node_exporter's textfile collector " +
+      '(see [docs/operation.md](operation.md#metrics-for-prometheus)). kvmnftd opens no socket.',
+    keys: {
+      textfile: optionalKey({
+        kind: text({
+          expected: 'an absolute path ending in ".prom"',
+          valid: (s) => s.startsWith('/') && s.endsWith('.prom') && !s.endsWith('/.prom') && !/[\0\n]/.test(s),
+        }),
+        absent: 'off',
+        summary:
+          'The file the daemon writes the metrics to, every `interval` seconds, for example ' +
+          '`"/var/lib/prometheus/node-exporter/kvmnftd.prom"` (Debian\'s node_exporter reads that directory).',
+        doc:
+          'Written atomically (a temporary file in the same directory, mode 0644 whatever the umask, fsync, rename), ' +
+          'so that node_exporter, which runs as user prometheus, never reads half a file. The shipped unit may ' +
+          'write to `/var/lib/prometheus/node-exporter`; another directory needs a `ReadWritePaths=` drop-in. A ' +
+          'failed write is logged once per distinct error and shown by `kvmnftd status`.',
+      }),
+      interval: key({
+        kind: integer({ min: 1, max: 3600, what: 'a whole number of seconds', unit: 'seconds' }),
+        default: 15,
+        summary: 'How often the daemon rewrites `textfile`.',
+      }),
+    },
+  }),
 });
 
 /** A rule between keys (or about a whole value), checked after every key has been read. */

@@ -12,6 +12,7 @@ import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { LibvirtConnection } from './connection.js';
 import { LeaseWatch } from './lease-watch.js';
+import { MetricsWriter } from './metrics-writer.js';
 import type { EventsMode } from './libvirt-watch.js';
 import { MonitorSupervisor } from './monitor-supervisor.js';
 import { systemdNotifier, type Notifier } from './notify.js';
@@ -64,7 +65,10 @@ export async function runDaemon(
     // Only while some forward needs libvirt's guests; a directory that appeared since is watched now.
     leases.set(!state.stopping && guestFactsNeeded(state.config));
   };
-  const pass = new DaemonPass({ state, runtimeDir: dir, nft: nftRunner(dir), log, changed });
+  const nft = nftRunner(dir);
+  const pass = new DaemonPass({ state, runtimeDir: dir, nft, log, changed });
+  // [metrics] textfile: started once READY (the first pass's figures), re-read on SIGHUP.
+  const metrics = new MetricsWriter({ state, log, readRuleset: () => nft.readRuleset(), changed });
   const trigger = (reason: string): void => pass.trigger(reason);
   const libvirt = new LibvirtConnection({ state, events: options.events, log, trigger, changed });
   // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
@@ -84,6 +88,7 @@ export async function runDaemon(
     readyTimeoutMs: options.readyTimeoutMs,
     reopenLibvirt: () => libvirt.reopen(),
     setResyncInterval: (seconds) => periodic.set(seconds),
+    setMetrics: (settings) => metrics.set(settings),
   });
 
   const signals = handleSignals({
@@ -93,7 +98,7 @@ export async function runDaemon(
       log.info(`${signal}: stopping; the rules stay in place (kvmnftd remove clears them)`);
       notifier.send({ STOPPING: '1', STATUS: 'stopping' });
       for (const unit of [periodic, watchdog, libvirt, monitor, leases]) unit.stop();
-      await pass.stop().finally(() => {
+      await Promise.all([pass.stop(), metrics.stop()]).finally(() => {
         libvirt.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });
         rmSync(runtimePath(dir, 'state'), { force: true });
@@ -107,6 +112,7 @@ export async function runDaemon(
   await atMost(pass.firstPass, options.readyTimeoutMs);
   status.ready();
   log.info({ transport: state.watch?.transport ?? 'none' }, `ready: ${statusText(state)}`);
+  if (!state.stopping) metrics.set(state.config.metrics);
   await signals.stopped;
   return 0;
 }

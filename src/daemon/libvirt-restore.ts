@@ -23,6 +23,7 @@ export class LibvirtRestorer {
   private sent = 0;
   private situation: string | undefined;
   private gaveUpReason: string | undefined;
+  private sentTotal = 0;
 
   constructor(
     private readonly announce: () => Promise<ReloadOutcome>,
@@ -44,6 +45,11 @@ export class LibvirtRestorer {
       this.situation = situation;
     }
     if (missing && this.gaveUpReason === undefined) await this.restore();
+  }
+
+  /** Broadcasts sent since it was created (kvmnftd_libvirt_restores_total). */
+  get broadcasts(): number {
+    return this.sentTotal;
   }
 
   /** Why it stopped broadcasting, while it has. */
@@ -68,6 +74,7 @@ export class LibvirtRestorer {
     const outcome = await this.announce();
     if (outcome.sent) {
       this.sent++;
+      this.sentTotal++;
       this.log.warn(
         "libvirt's own firewall chains are gone (was the ruleset flushed?): " +
           'sent org.fedoraproject.FirewallD1.Reloaded so that libvirt re-creates them',

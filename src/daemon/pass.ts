@@ -104,6 +104,7 @@ export class DaemonPass {
 
   private async run(reasons: string[], since: number): Promise<void> {
     const { state } = this.deps;
+    const started = performance.now();
     state.passStartedAt = Date.now();
     try {
       const networks = await this.networks();
@@ -121,6 +122,8 @@ export class DaemonPass {
     } finally {
       state.passStartedAt = undefined;
       state.lastPassAt = new Date();
+      state.figures.passes++;
+      state.figures.lastPassMs = Math.round((performance.now() - started) * 10) / 10;
       this.firstPassDone();
       this.deps.changed();
     }
@@ -216,6 +219,7 @@ export class DaemonPass {
       const situation = `${state.watch?.transport ?? 'none'}:${result.plan.networks.map((n) => n.name).join(',')}`;
       void this.restorer.observe(missing, situation).finally(() => {
         state.restoreGaveUp = this.restorer.gaveUp;
+        state.figures.libvirtRestores = this.restorer.broadcasts;
       });
       return [];
     }
@@ -259,6 +263,8 @@ export class DaemonPass {
       ...stopped.map((n) => `network ${n} down`),
       ...forwardChanges,
     ];
+    state.figures.transactions++;
+    if (what.length === 0) state.figures.driftRepairs++;
     const summary =
       what.length > 0 ? what.join(', ') : `repaired drift (${[...new Set(reasons)].slice(0, 3).join(', ')})`;
     const commands = result.plan.batch.nftables.length;

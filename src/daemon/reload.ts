@@ -3,7 +3,7 @@
 // Type=notify-reload and `kill -HUP` returns at once, so each reload's
 // outcome also goes to a file that `kvmnftd reload` waits for.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { runtimePath } from '../host/runtime.js';
 import { metadataForwardsOn } from '../config/port-forward.js';
 import { guestFactsNeeded } from '../libvirt/guest-facts.js';
@@ -26,6 +26,8 @@ export interface ReloadDeps {
   reopenLibvirt: () => void;
   /** daemon.resync_interval (seconds) may have changed. */
   setResyncInterval: (seconds: number) => void;
+  /** [metrics] may have changed. */
+  setMetrics: (settings: Config['metrics']) => void;
 }
 
 export class Reloader {
@@ -50,6 +52,7 @@ export class Reloader {
         metadataForwardsOn(next) !== metadataForwardsOn(state.config);
       state.config = next;
       this.deps.setResyncInterval(next.daemon.resyncInterval);
+      this.deps.setMetrics(next.metrics);
       log.info('SIGHUP: configuration re-read');
       if (reopen) this.deps.reopenLibvirt();
     } catch (err) {

@@ -44,6 +44,20 @@ export interface DaemonState {
   ready: boolean;
   /** SIGTERM/SIGINT arrived: nothing new is started. */
   stopping: boolean;
+  /** The daemon's own figures since it started (`kvmnftd metrics`, the [metrics] textfile). */
+  figures: DaemonCounts;
+  /** Why the last write of the [metrics] textfile failed; undefined once one succeeds (or it is off). */
+  metricsError: string | undefined;
+}
+
+/** Counts since the daemon started, and the last pass's duration. */
+export interface DaemonCounts {
+  passes: number;
+  transactions: number;
+  driftRepairs: number;
+  libvirtRestores: number;
+  /** undefined before the first pass ended. */
+  lastPassMs: number | undefined;
 }
 
 export function initialState(config: Config): DaemonState {
@@ -66,5 +80,7 @@ export function initialState(config: Config): DaemonState {
     lastPassAt: undefined,
     ready: false,
     stopping: false,
+    figures: { passes: 0, transactions: 0, driftRepairs: 0, libvirtRestores: 0, lastPassMs: undefined },
+    metricsError: undefined,
   };
 }

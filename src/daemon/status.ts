@@ -4,7 +4,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { runtimePath } from '../host/runtime.js';
 import type { Notifier } from './notify.js';
-import type { DaemonState } from './state.js';
+import type { DaemonCounts, DaemonState } from './state.js';
 
 export interface DaemonStatusFacts {
   networks: string[];
@@ -62,6 +62,10 @@ export interface DaemonStateFile {
   lastPassAt: string | null;
   lastChangeAt: string | null;
   writtenAt: string;
+  /** The daemon's own figures (`kvmnftd metrics`); lastPassMs null before the first pass. */
+  figures: Omit<DaemonCounts, 'lastPassMs'> & { lastPassMs: number | null };
+  /** Why the last write of the [metrics] textfile failed, or null. */
+  metricsError: string | null;
 }
 
 export function stateFileRecord(s: DaemonState, pid: number, now: Date): DaemonStateFile {
@@ -73,6 +77,22 @@ export function stateFileRecord(s: DaemonState, pid: number, now: Date): DaemonS
     lastPassAt: s.lastPassAt?.toISOString() ?? null,
     lastChangeAt: s.lastChange?.at.toISOString() ?? null,
     writtenAt: now.toISOString(),
+    figures: { ...s.figures, lastPassMs: s.figures.lastPassMs ?? null },
+    metricsError: s.metricsError ?? null,
+  };
+}
+
+const count = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
+
+/** The figures of a state file; zeros where it has none (a daemon of an earlier version). */
+function readFigures(v: unknown): DaemonStateFile['figures'] {
+  const f = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
+  return {
+    passes: count(f['passes']),
+    transactions: count(f['transactions']),
+    driftRepairs: count(f['driftRepairs']),
+    libvirtRestores: count(f['libvirtRestores']),
+    lastPassMs: typeof f['lastPassMs'] === 'number' ? f['lastPassMs'] : null,
   };
 }
 
@@ -99,6 +119,8 @@ export function readDaemonState(dir: string): DaemonStateFile | undefined {
       lastPassAt: typeof doc.lastPassAt === 'string' ? doc.lastPassAt : null,
       lastChangeAt: typeof doc.lastChangeAt === 'string' ? doc.lastChangeAt : null,
       writtenAt: typeof doc.writtenAt === 'string' ? doc.writtenAt : '',
+      figures: readFigures(doc.figures),
+      metricsError: typeof doc.metricsError === 'string' ? doc.metricsError : null,
     };
   } catch {
     return undefined;

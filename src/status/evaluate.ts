@@ -27,6 +27,7 @@ import {
   type ForwardState,
   type ForwardTarget,
 } from '../nft/port-forward.js';
+import { RULE_KINDS, tallyCounters, type CounterTally, type RuleKind } from '../nft/rule-kind.js';
 import { ruleCounter, ruleKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
 import { portRangeText } from '../config/kinds.js';
 import { toPortRange } from '../config/port-forward.js';
@@ -55,6 +56,8 @@ export interface DaemonFacts {
     status: string;
     lastPassAt: string | null;
     lastChangeAt: string | null;
+    /** Why the daemon's last write of the [metrics] textfile failed, or null. */
+    metricsError: string | null;
   };
   systemd: SystemdFacts;
 }
@@ -89,6 +92,8 @@ export interface NetworkStatus {
   input: RuleState;
   forward: RuleState;
   ok: boolean;
+  /** Its rules' counters per kind (nft/rule-kind.ts, as `kvmnftd metrics`); null: no rule of that kind. */
+  counters: Record<RuleKind, CounterValues | null>;
 }
 
 /** A counter's values; null when the rule is not in the live ruleset. */
@@ -140,6 +145,8 @@ export interface StatusReport {
     status_text: string | null;
     last_pass_at: string | null;
     last_change_at: string | null;
+    /** Why the daemon's last write of its [metrics] textfile failed; null when it did not fail (or is off). */
+    metrics_error: string | null;
     systemd: {
       available: boolean;
       active_state: string | null;
@@ -242,6 +249,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
         problems.push(`the ${which} jump in ${adminName} is not where filter.jump = "${config.filter.jump}" puts it`);
     }
 
+    const tally = tallyCounters(live);
     for (const n of p.networks) {
       const tag = networkTag(n.name);
       const natWanted = p.desired.natChains.find((c) => c.name === natChainName(n.bridge));
@@ -278,6 +286,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
         input,
         forward,
         ok,
+        counters: countersOf(tally, n.name),
       });
       for (const [part, state] of [
         ['NAT', nat],
@@ -301,6 +310,8 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
 
   const d = facts.daemon;
   const sd = d.systemd;
+  const metricsError = d.pid !== undefined ? (d.state?.metricsError ?? null) : null;
+  if (metricsError !== null) problems.push(`the daemon's metrics textfile: ${metricsError}`);
   const running =
     d.pid !== undefined
       ? true
@@ -339,6 +350,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
       status_text: sd.statusText ?? (d.pid !== undefined ? (d.state?.status ?? null) : null),
       last_pass_at: d.pid !== undefined ? (d.state?.lastPassAt ?? null) : null,
       last_change_at: d.pid !== undefined ? (d.state?.lastChangeAt ?? null) : null,
+      metrics_error: metricsError,
       systemd: {
         available: sd.available,
         active_state: sd.activeState ?? null,
@@ -355,6 +367,16 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
     pending_commands: pending,
     problems,
   };
+}
+
+/** One network's sums per kind; every kind present, null where the network has no rule of it. */
+function countersOf(tally: CounterTally, network: string): Record<RuleKind, CounterValues | null> {
+  const kinds = tally.get(network);
+  const entry = (k: RuleKind): [RuleKind, CounterValues | null] => {
+    const t = kinds?.get(k);
+    return [k, t ? { packets: t.packets, bytes: t.bytes } : null];
+  };
+  return Object.fromEntries(RULE_KINDS.map(entry)) as Record<RuleKind, CounterValues | null>;
 }
 
 /** The live rule that is this wanted rule, if any. */

@@ -87,6 +87,7 @@ export async function daemonFacts(runtimeDir: string): Promise<DaemonFacts> {
       status: state.status,
       lastPassAt: state.lastPassAt,
       lastChangeAt: state.lastChangeAt,
+      metricsError: state.metricsError,
     };
   return facts;
 }

@@ -1,5 +1,6 @@
 // `kvmnftd status` as text for a terminal. The JSON form is the report itself.
-import type { CounterValues, ForwardStatus, StatusReport } from './evaluate.js';
+import { RULE_KINDS } from '../nft/rule-kind.js';
+import type { CounterValues, ForwardStatus, NetworkStatus, StatusReport } from './evaluate.js';
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -32,6 +33,12 @@ function forwardLines(forwards: readonly ForwardStatus[]): string[] {
   ];
 }
 
+/** Packets per network and kind of rule (bytes: --json or kvmnftd metrics); "-" where it has no such rule. */
+function counterLines(networks: readonly NetworkStatus[]): string[] {
+  const head = ['PACKETS', ...RULE_KINDS.map((k) => k.toUpperCase())];
+  return table([head, ...networks.map((n) => [n.name, ...RULE_KINDS.map((k) => packets(n.counters[k]))])]);
+}
+
 function daemonLine(d: StatusReport['daemon']): string {
   let text: string;
   if (d.running === true) {
@@ -42,6 +49,7 @@ function daemonLine(d: StatusReport['daemon']): string {
     text = `running${parts.length > 0 ? ` (${parts.join(', ')})` : ''}`;
     if (d.last_pass_at) text += `, last pass ${d.last_pass_at}`;
     if (d.status_text) text += `; "${d.status_text}"`;
+    if (d.metrics_error) text += `; metrics textfile FAILING`;
   } else if (d.running === false) text = 'not running';
   else text = 'unknown';
   const sd = d.systemd;
@@ -92,6 +100,7 @@ export function renderStatus(r: StatusReport): string {
       ]),
     );
   }
+  if (r.networks.length > 0) out.push('', ...counterLines(r.networks));
   if (r.forwards.length > 0) out.push('', ...forwardLines(r.forwards));
   for (const s of r.skipped) out.push(`skipped: ${s.name}: ${s.reason}`);
   if (r.problems.length > 0) {

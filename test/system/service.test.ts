@@ -26,6 +26,7 @@ import {
   type Release,
 } from './container.js';
 import { sleep, waitUntil } from '../helpers/wait.js';
+import { promtoolCheck, sample } from '../helpers/prometheus.js';
 
 const ADMIN = join(REPO, 'test', 'fixtures', 'admin-ruleset.nft');
 const MINUTE = 60_000;
@@ -320,6 +321,60 @@ for (const release of ['bookworm', 'trixie'] as const) {
           expect(await ct.sh('nft list table inet kvmnftd')).not.toContain('dnat');
           expect((await rejectChainHead(ct)).markAccepts, "no mark accept left in libvirt's chain").toBe(0);
           expect(await kvmnftdRulesFor(ct, 'virbr0')).toBe(true);
+        },
+        2 * MINUTE,
+      );
+
+      it(
+        "[metrics] textfile under the shipped unit: 0644 in node_exporter's directory, read by user prometheus, valid for promtool",
+        async () => {
+          const ct = c!;
+          // Debian's prometheus-node-exporter is not in the root: its user and its root-owned 0755 directory.
+          await ct.sh(
+            'getent passwd prometheus >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin prometheus',
+          );
+          await ct.sh('mkdir -p /var/lib/prometheus/node-exporter && chmod 0755 /var/lib/prometheus/node-exporter');
+          await ct.sh('cp /etc/kvmnftd/kvmnftd.toml /tmp/kvmnftd.toml.orig');
+          // The shipped example's commented textfile line, uncommented.
+          await ct.sh(
+            "sed -i -e 's|^#   textfile = |textfile = |' -e 's|^interval = 15|interval = 1|' /etc/kvmnftd/kvmnftd.toml",
+          );
+          expect(
+            await ct.sh(
+              'grep -c "^textfile = \\"/var/lib/prometheus/node-exporter/kvmnftd.prom\\"" /etc/kvmnftd/kvmnftd.toml',
+            ),
+          ).toBe('1\n');
+          // A restart, not a reload: ReadWritePaths=- takes the directory only if it exists when the unit starts.
+          must(await ct.exec(['systemctl', 'restart', 'kvmnftd']), 'systemctl restart kvmnftd');
+          const file = '/var/lib/prometheus/node-exporter/kvmnftd.prom';
+          const text = await waitUntil('the textfile', 15_000, async () => {
+            const r = await ct.try(`setpriv --reuid=prometheus --regid=prometheus --clear-groups cat ${file}`);
+            return r.code === 0 && r.stdout.includes('network="default"') ? r.stdout : undefined;
+          });
+          expect(await ct.sh(`stat -c '%a %U' ${file}`)).toBe('644 root\n');
+          expect(await ct.sh('ls -A /var/lib/prometheus/node-exporter')).toBe('kvmnftd.prom\n');
+          expect(sample(text, 'kvmnftd_daemon_up')).toBe(1);
+          expect(await promtoolCheck(text), text).toEqual({ exitCode: 0, output: '' });
+          console.log(`[${release}] textfile as user prometheus:\n${text}`);
+
+          // Elsewhere ProtectSystem=strict keeps it read-only: logged once, shown by status; the daemon runs on.
+          await ct.sh(
+            'sed -i \'s|^textfile = .*|textfile = "/srv/kvmnftd.prom"|\' /etc/kvmnftd/kvmnftd.toml && systemctl reload kvmnftd',
+          );
+          const status = await waitUntil('status to show the failing textfile', 15_000, async () => {
+            const s = JSON.parse((await ct.try('kvmnftd status --json')).stdout) as {
+              daemon: { metrics_error: string | null };
+            };
+            return s.daemon.metrics_error ?? undefined;
+          });
+          expect(status).toMatch(/^cannot write \/srv\/kvmnftd\.prom: EROFS/);
+          // Logged once (the unit test of MetricsWriter checks that later attempts add no line).
+          const journal = (await ct.sh('journalctl -u kvmnftd -b -o cat --no-pager')).split('\n');
+          expect(journal.filter((l) => l.includes('metrics textfile: cannot write /srv/')).length).toBe(1);
+          expect((await ct.try('systemctl is-active kvmnftd')).stdout.trim()).toBe('active');
+
+          await ct.sh('cp /tmp/kvmnftd.toml.orig /etc/kvmnftd/kvmnftd.toml');
+          must(await ct.exec(['systemctl', 'restart', 'kvmnftd']), 'systemctl restart kvmnftd');
         },
         2 * MINUTE,
       );

@@ -53,6 +53,8 @@ describe('config', () => {
       'metadataForwards.hostPorts': [],
       'daemon.resyncInterval': 60,
       'daemon.restoreLibvirtRules': true,
+      'metrics.textfile': undefined,
+      'metrics.interval': 15,
     });
   });
 
@@ -87,6 +89,9 @@ host_ports = [2200, "8000-8099"]
 [daemon]
 resync_interval = 0
 restore_libvirt_rules = false
+[metrics]
+textfile = "/var/lib/prometheus/node-exporter/kvmnftd.prom"
+interval = 30
 `);
     expect(loadConfig(file).config).toEqual({
       libvirtUri: 'qemu+ssh://host/system',
@@ -121,6 +126,7 @@ restore_libvirt_rules = false
         ],
       },
       daemon: { resyncInterval: 0, restoreLibvirtRules: false },
+      metrics: { textfile: '/var/lib/prometheus/node-exporter/kvmnftd.prom', interval: 30 },
     });
   });
 
@@ -145,6 +151,9 @@ restore_libvirt_rules = false
     ['[nat]\npriority = 401\n', 'nat.priority', 'from -199 to 400'],
     ['[nat]\npriority = 99.5\n', 'nat.priority', 'integer'],
     ['[daemon]\nresync_interval = 86401\n', 'daemon.resync_interval', 'from 0 (off) to 86400'],
+    ['[metrics]\ninterval = 0\n', 'metrics.interval', 'from 1 to 3600'],
+    ['[metrics]\ntextfile = "kvmnftd.prom"\n', 'metrics.textfile', 'an absolute path ending in ".prom"'],
+    ['[metrics]\ntextfile = "/var/lib/kvmnftd.txt"\n', 'metrics.textfile', 'an absolute path ending in ".prom"'],
     // Equal names are refused whatever the admin table's family.
     ['[filter]\nfamily = "ip"\ntable = "t"\n[nat]\ntable = "t"\n', 'nat.table', 'must differ from filter.table (t)'],
     ['[filter]\ninput_chain = "kvmnftd_input"\n', 'filter.input_chain', "kvmnftd's own chain"],
@@ -207,6 +216,9 @@ restore_libvirt_rules = false
     ['[nat]\npriority = 400\n', (c: Config) => c.nat.priority, 400],
     ['[daemon]\nresync_interval = 0\n', (c: Config) => c.daemon.resyncInterval, 0],
     ['[daemon]\nresync_interval = 86400\n', (c: Config) => c.daemon.resyncInterval, 86_400],
+    ['[metrics]\ninterval = 1\n', (c: Config) => c.metrics.interval, 1],
+    ['[metrics]\ninterval = 3600\n', (c: Config) => c.metrics.interval, 3600],
+    ['[metrics]\ntextfile = "/a.prom"\n', (c: Config) => c.metrics.textfile, '/a.prom'],
     ['[filter]\naccept_mark = 1\n', (c: Config) => c.filter.acceptMark, 1],
     ['[filter]\naccept_mark = 0x80000000\n', (c: Config) => c.filter.acceptMark, 0x8000_0000],
     // The admin table's other chains, and a second admin table's, are fine.
@@ -218,7 +230,8 @@ restore_libvirt_rules = false
 
   it('an unknown key is answered with the keys there are', () => {
     expect(errorOf('zz = 1\n').expected).toBe(
-      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [[port_forward]], [metadata_forwards], [daemon]',
+      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [[port_forward]], [metadata_forwards], [daemon], ' +
+        '[metrics]',
     );
     expect(errorOf('[nat]\nzz = 1\n').expected).toBe('unknown key; known keys in [nat]: table, priority');
   });

@@ -451,6 +451,7 @@ describe('Reloader', () => {
     const triggers: string[] = [];
     const reopen = vi.fn();
     const intervals: number[] = [];
+    const metrics: Array<Config['metrics']> = [];
     const reloader = new Reloader({
       state,
       configPath: file,
@@ -461,10 +462,15 @@ describe('Reloader', () => {
       pass: { trigger: (reason) => void triggers.push(reason), idle: () => Promise.resolve() },
       reopenLibvirt: reopen,
       setResyncInterval: (seconds) => void intervals.push(seconds),
+      setMetrics: (settings) => void metrics.push(settings),
     });
 
-    writeFileSync(file, 'libvirt_uri = "qemu:///session"\n[daemon]\nresync_interval = 5\n');
+    writeFileSync(
+      file,
+      'libvirt_uri = "qemu:///session"\n[daemon]\nresync_interval = 5\n[metrics]\ntextfile = "/x/k.prom"\n',
+    );
     await reloader.reload();
+    expect(metrics).toEqual([{ textfile: '/x/k.prom', interval: 15 }]);
     expect(readReloadState(dir)).toEqual({ generation: 8, outcome: 'ok' });
     expect(state.config.libvirtUri).toBe('qemu:///session');
     expect(intervals).toEqual([5]);
@@ -481,6 +487,7 @@ describe('Reloader', () => {
     expect(readReloadState(dir)?.outcome).toMatch(/^rejected: .*resync_interval/);
     expect(state.config.libvirtUri).toBe('qemu:///session');
     expect(triggers).toEqual(['reload', 'reload']); // a pass follows either way
+    expect(metrics).toHaveLength(1); // the rejected config changes nothing
   });
 });
 

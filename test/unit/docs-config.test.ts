@@ -18,6 +18,7 @@ import {
   troff,
 } from '../../src/config/docs.js';
 import { RULES, SCHEMA } from '../../src/config/schema.js';
+import { metricsDocTable } from '../../src/metrics/exposition.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MD = 'docs/configuration.md';
@@ -27,7 +28,14 @@ const read = (file: string): string => readFileSync(join(ROOT, file), 'utf8');
 const md = (s: string): string => `<!-- ${s} -->`;
 const man = (s: string): string => `.\\" ${s}`;
 
+/** The metric names of docs/operation.md, from src/metrics/exposition.ts. */
+const METRICS_MARKERS: [string, string] = [
+  md('BEGIN generated metrics: npm run docs:config (src/metrics/exposition.ts)'),
+  md('END generated metrics'),
+];
+
 const GENERATED: Array<{ file: string; regions: Array<[[string, string], string]> }> = [
+  { file: 'docs/operation.md', regions: [[METRICS_MARKERS, metricsDocTable()]] },
   { file: MD, regions: [[regionMarkers('keys', md), markdownKeys(SCHEMA, RULES)]] },
   {
     file: MAN,

@@ -14,6 +14,8 @@ import { LIVE_LIBVIRT9, loadCase } from '../helpers/golden.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { cloneRuleset } from '../../src/nft/ruleset.js';
 import { STATUS_SCHEMA, statusSchemaErrors } from '../helpers/status-schema.js';
+import { RULE_KINDS, tallyCounters } from '../../src/nft/rule-kind.js';
+import { withCounters } from '../helpers/counters.js';
 
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
 const ROUTED = parseNetworkXml(
@@ -72,6 +74,24 @@ describe('kvmnftd status (pure)', () => {
     ]);
     expect(r.ruleset.networks_with_rules).toHaveLength(2);
     expect(renderStatus(r)).toContain('OK, every rule is as planned');
+  });
+
+  it('shows the counters per network and kind, as kvmnftd metrics sums them', () => {
+    const live = applyBatch(LIVE_LIBVIRT9, withCounters(plan([DEFAULT, ROUTED], config, LIVE_LIBVIRT9).batch));
+    const r = status({ ruleset: { live } });
+    const tally = tallyCounters(live);
+    for (const n of r.networks)
+      for (const kind of RULE_KINDS) {
+        const t = tally.get(n.name)?.get(kind);
+        expect(n.counters[kind], `${n.name} ${kind}`).toEqual(t ? { packets: t.packets, bytes: t.bytes } : null);
+      }
+    const nat = r.networks[0]!.counters;
+    expect(nat.nat!.packets).toBeGreaterThan(0);
+    expect(nat.port_forwards).toBeNull();
+    expect(r.networks[1]!.counters.nat).toBeNull();
+    const text = renderStatus(r);
+    expect(text).toContain('PACKETS  NAT  PORT_FORWARDS  ACCEPTED_IN');
+    expect(text).toMatch(new RegExp(`\\ndefault +${nat.nat!.packets} +- +${nat.accepted_in!.packets} `));
   });
 
   it('exit 3 when a jump is missing; the network that depends on it is not ok', () => {
@@ -168,6 +188,7 @@ describe('kvmnftd status (pure)', () => {
           status: '2 networks (default, r)',
           lastPassAt: '2026-01-01T00:00:00.000Z',
           lastChangeAt: null,
+          metricsError: null,
         },
         systemd: { available: false },
       },
@@ -177,8 +198,10 @@ describe('kvmnftd status (pure)', () => {
       pid: 42,
       transport: 'dbus',
       status_text: '2 networks (default, r)',
+      metrics_error: null,
       systemd: { available: false },
     });
+    expect(r.exit_code).toBe(0);
     expect(renderStatus(r)).toContain('systemd: unknown (systemd is not running)');
     const sd = status({
       daemon: {
@@ -192,6 +215,24 @@ describe('kvmnftd status (pure)', () => {
       systemd: { active_state: 'active' },
     });
     expect(status({}).daemon.running).toBe(false);
+  });
+
+  it("a failing [metrics] textfile is the running daemon's problem (exit 3), shown on the daemon line", () => {
+    const error = 'cannot write /var/lib/prometheus/node-exporter/kvmnftd.prom: EROFS: read-only file system';
+    const state = {
+      transport: 'dbus' as const,
+      status: 'x',
+      lastPassAt: null,
+      lastChangeAt: null,
+      metricsError: error,
+    };
+    const r = status({ daemon: { pid: 42, state, systemd: { available: false } } });
+    expect(r.daemon.metrics_error).toBe(error);
+    expect(r.problems).toEqual([`the daemon's metrics textfile: ${error}`]);
+    expect(r.exit_code).toBe(3);
+    expect(renderStatus(r)).toContain('; metrics textfile FAILING; systemd:');
+    // A stale state file of a daemon that is gone says nothing.
+    expect(status({ daemon: { state, systemd: { available: false } } }).daemon.metrics_error).toBeNull();
   });
 
   it('the schema is draft 2020-12 (what the validator compiles it as) and rejects what it should', () => {

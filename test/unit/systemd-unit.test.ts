@@ -48,6 +48,13 @@ describe('systemd/kvmnftd.service', () => {
     expect(directive('CapabilityBoundingSet')).toEqual(['CAP_NET_ADMIN']);
   });
 
+  it("lets the daemon write its [metrics] textfile into node_exporter's directory, and starts without it", () => {
+    expect(directive('ProtectSystem')).toEqual(['strict']);
+    // "-": a missing directory is no error. Under UMask=0077 the file's mode is set explicitly (metrics/textfile.ts).
+    expect(directive('ReadWritePaths')).toContain('-/var/lib/prometheus/node-exporter');
+    expect(directive('UMask')).toEqual(['0077']);
+  });
+
   it('scores a low exposure in systemd-analyze security --offline', () => {
     const unit = testableUnit();
     const out = execFileSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unit], {
