@@ -7,6 +7,10 @@
 #                    and to run the release's lintian on the result
 #            system  what a user's host has: systemd, dbus, nodejs, libvirt,
 #                    nftables (test/system boots it with systemd-nspawn)
+#            ansible system plus the release's own ansible-core and python3-apt
+#                    (its apt module's library): test/system/ansible.test.ts
+#                    runs ansible-playbook inside the booted container, with
+#                    a local connection (the container has no network)
 #
 # Roots are cached under $KVMNFTD_ROOTS (default /var/cache/kvmnftd-test/roots)
 # as RELEASE/KIND-HASH, HASH being a content hash of FORMAT, the mirror and the
@@ -18,8 +22,8 @@
 # Needs root, debootstrap, flock, unshare, chroot; reaches deb.debian.org.
 set -euo pipefail
 
-RELEASE=${1:?usage: rootfs.sh RELEASE build|system}
-KIND=${2:?usage: rootfs.sh RELEASE build|system}
+RELEASE=${1:?usage: rootfs.sh RELEASE build|system|ansible}
+KIND=${2:?usage: rootfs.sh RELEASE build|system|ansible}
 ROOTS=${KVMNFTD_ROOTS:-/var/cache/kvmnftd-test/roots}
 MIRROR=${KVMNFTD_MIRROR:-http://deb.debian.org/debian}
 FORMAT=1
@@ -29,9 +33,10 @@ case $RELEASE in bookworm | trixie) ;; *) echo "rootfs.sh: unknown release $RELE
 case $KIND in
   build)
     PACKAGES=(nodejs npm node-gyp libnode-dev g++ make python3 libsystemd-dev ca-certificates lintian man-db) ;;
-  system)
+  system | ansible)
     PACKAGES=(systemd systemd-sysv dbus nodejs libvirt-daemon-system libvirt-clients libvirt-dbus
-      nftables dnsmasq-base iproute2 procps) ;;
+      nftables dnsmasq-base iproute2 procps)
+    [[ $KIND == system ]] || PACKAGES+=(ansible-core python3-apt) ;;
   *) echo "rootfs.sh: unknown kind $KIND" >&2; exit 2 ;;
 esac
 
