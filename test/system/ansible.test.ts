@@ -285,6 +285,7 @@ for (const release of RELEASES) {
           expect(
             play.results.get('TASK [kvmnftd : Write /etc/kvmnftd/kvmnftd.toml, validated with kvmnftd check]'),
           ).toBe('fatal');
+          console.log(`[${release}] ${play.run.stdout.split('\n').find((l) => l.startsWith('fatal:'))}`);
           expect(play.run.stdout).toContain('failed to validate');
           // kvmnftd check's line names the key and the value.
           expect(play.run.stdout).toMatch(/port_forward.*host_port.*70000/);
