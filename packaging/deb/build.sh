@@ -117,8 +117,10 @@ fi
 
 # ---------------------------------------------------------------------------
 # Outer part.
-# What a build takes from the repository.
-SOURCES=(package.json package-lock.json tsconfig.json tsconfig.build.json src systemd packaging)
+# What a build takes from the repository (git pathspecs). The Ansible role is
+# not in the package: editing it neither changes the source hash nor rebuilds.
+SOURCES=(package.json package-lock.json tsconfig.json tsconfig.build.json src systemd packaging
+  ':(exclude)packaging/ansible')
 if [[ ${1:-} == --source-hash ]]; then
   (cd "$REPO" && git ls-files -z --cached --others --exclude-standard -- "${SOURCES[@]}" | sort -z |
     xargs -0 sha256sum) | sha256sum | cut -c1-16

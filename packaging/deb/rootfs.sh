@@ -7,6 +7,11 @@
 #                    and to run the release's lintian on the result
 #            system  what a user's host has: systemd, dbus, nodejs, libvirt,
 #                    nftables (test/system boots it with systemd-nspawn)
+#            ansible system plus the release's own ansible-core and python3-apt
+#                    (its apt module's library), made from a copy of the
+#                    system root: test/system/ansible.test.ts runs
+#                    ansible-playbook inside the booted container, with a
+#                    local connection (the container has no network)
 #
 # Roots are cached under $KVMNFTD_ROOTS (default /var/cache/kvmnftd-test/roots)
 # as RELEASE/KIND-HASH, HASH being a content hash of FORMAT, the mirror and the
@@ -18,8 +23,8 @@
 # Needs root, debootstrap, flock, unshare, chroot; reaches deb.debian.org.
 set -euo pipefail
 
-RELEASE=${1:?usage: rootfs.sh RELEASE build|system}
-KIND=${2:?usage: rootfs.sh RELEASE build|system}
+RELEASE=${1:?usage: rootfs.sh RELEASE build|system|ansible}
+KIND=${2:?usage: rootfs.sh RELEASE build|system|ansible}
 ROOTS=${KVMNFTD_ROOTS:-/var/cache/kvmnftd-test/roots}
 MIRROR=${KVMNFTD_MIRROR:-http://deb.debian.org/debian}
 FORMAT=1
@@ -29,9 +34,10 @@ case $RELEASE in bookworm | trixie) ;; *) echo "rootfs.sh: unknown release $RELE
 case $KIND in
   build)
     PACKAGES=(nodejs npm node-gyp libnode-dev g++ make python3 libsystemd-dev ca-certificates lintian man-db) ;;
-  system)
+  system | ansible)
     PACKAGES=(systemd systemd-sysv dbus nodejs libvirt-daemon-system libvirt-clients libvirt-dbus
-      nftables dnsmasq-base iproute2 procps) ;;
+      nftables dnsmasq-base iproute2 procps)
+    [[ $KIND == system ]] || PACKAGES+=(ansible-core python3-apt) ;;
   *) echo "rootfs.sh: unknown kind $KIND" >&2; exit 2 ;;
 esac
 
@@ -68,15 +74,26 @@ fi
 t0=$EPOCHREALTIME
 TMP="$ROOTS/$RELEASE/.tmp-$KIND-$HASH"
 rm -rf "$TMP"
-log "building $DIR (cold): debootstrap minbase"
-debootstrap --variant=minbase "$RELEASE" "$TMP" "$MIRROR" >"$ROOTS/$RELEASE/.$KIND-debootstrap.log" 2>&1 ||
-  { tail -n 30 "$ROOTS/$RELEASE/.$KIND-debootstrap.log" >&2; rm -rf "$TMP"; exit 1; }
+INSTALL=("${PACKAGES[@]}")
+if [[ $KIND == ansible ]]; then
+  # The system root plus two packages: a copy of it (built first if need be),
+  # not a second debootstrap and libvirt install (minutes on a cold cache).
+  base=$(bash "${BASH_SOURCE[0]}" "$RELEASE" system)
+  log "building $DIR (cold): a copy of $base"
+  cp -a --reflink=auto "$base" "$TMP"
+  rm -f "$TMP/.kvmnftd-root-ok" "$TMP/.kvmnftd-packages"
+  INSTALL=(ansible-core python3-apt)
+else
+  log "building $DIR (cold): debootstrap minbase"
+  debootstrap --variant=minbase "$RELEASE" "$TMP" "$MIRROR" >"$ROOTS/$RELEASE/.$KIND-debootstrap.log" 2>&1 ||
+    { tail -n 30 "$ROOTS/$RELEASE/.$KIND-debootstrap.log" >&2; rm -rf "$TMP"; exit 1; }
+fi
 cp /etc/resolv.conf "$TMP/etc/resolv.conf" 2>/dev/null || true
 # No service may start while packages are installed into the root.
 printf '#!/bin/sh\nexit 101\n' >"$TMP/usr/sbin/policy-rc.d"
 chmod 755 "$TMP/usr/sbin/policy-rc.d"
-log "apt-get install ${PACKAGES[*]}"
-if ! in_root "$TMP" /bin/sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends ${PACKAGES[*]} && apt-get clean" \
+log "apt-get install ${INSTALL[*]}"
+if ! in_root "$TMP" /bin/sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends ${INSTALL[*]} && apt-get clean" \
   >"$ROOTS/$RELEASE/.$KIND-apt.log" 2>&1; then
   tail -n 40 "$ROOTS/$RELEASE/.$KIND-apt.log" >&2
   rm -rf "$TMP"

@@ -3,7 +3,8 @@
 # overlay layer over a cached system root, before the container boots (a
 # booted --volatile=overlay container forgets what it installs, and has no
 # network). Configures what a user's host has:
-#   - the .deb, installed with dpkg (its dependencies must already be there)
+#   - the .deb, installed with dpkg (its dependencies must already be there);
+#     DEB `-` installs none (test/system/ansible.test.ts: the role installs it)
 #   - /etc/nftables.conf = the admin's drop-policy ruleset, nftables.service enabled
 #   - the default libvirt network (autostart) with stp='off'
 #   - then, when SETUP_DIR is given, its setup.sh, run in the root with
@@ -25,14 +26,14 @@ mount -t proc proc "$M/proc"
 mount -t sysfs sysfs "$M/sys"
 mount --rbind /dev "$M/dev"
 mount -t tmpfs tmpfs "$M/tmp"
-cp "$DEB" "$M/tmp/kvmnftd.deb"
+[[ $DEB == - ]] || cp "$DEB" "$M/tmp/kvmnftd.deb"
 cp "$ADMIN" "$M/tmp/admin.nft"
 [[ -z $SETUP ]] || cp -r "$SETUP" "$M/tmp/setup"
 
 inroot() { chroot "$M" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
 
 inroot /bin/sh -ec '
-  dpkg -i /tmp/kvmnftd.deb
+  [ ! -f /tmp/kvmnftd.deb ] || dpkg -i /tmp/kvmnftd.deb
   install -m 755 /tmp/admin.nft /etc/nftables.conf
   systemctl enable nftables.service
   net=/etc/libvirt/qemu/networks
@@ -44,7 +45,9 @@ inroot /bin/sh -ec '
   sed -i "s/stp=.on./stp='"'"'off'"'"'/" $net/default.xml
   grep -q "stp=.off." $net/default.xml || sed -i "s|<bridge name=.virbr0.|& stp='"'"'off'"'"'|" $net/default.xml
   echo "--- default network:"; cat $net/default.xml
-  echo "--- kvmnftd.service enabled: $(systemctl is-enabled kvmnftd.service)"
-  echo "--- kvmnftd --version: $(kvmnftd --version)"
+  if [ -f /tmp/kvmnftd.deb ]; then
+    echo "--- kvmnftd.service enabled: $(systemctl is-enabled kvmnftd.service)"
+    echo "--- kvmnftd --version: $(kvmnftd --version)"
+  fi
 '
 [[ -z $SETUP ]] || inroot /bin/sh -ec 'cd /tmp/setup && sh ./setup.sh'

@@ -38,6 +38,7 @@ describe('packaging', () => {
     ['sh', join(REPO, 'test', 'system', 'modular-setup.sh')],
     ['bash', join(REPO, 'test', 'system', 'cached-deb.sh')],
     ['sh', join(REPO, 'test', 'system', 'upgrade-setup.sh')],
+    ['sh', join(REPO, 'test', 'system', 'ansible-setup.sh')],
   ])('%s -n %s', (shell, file) => {
     expect(sh(shell, ['-n', file])).toEqual({ status: 0, out: '' });
   });
