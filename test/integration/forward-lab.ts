@@ -141,8 +141,13 @@ export async function markAcceptsFirst(lab: Lab, chains: readonly ChainRef[]): P
   return places.length > 0 && places.every((p) => p.first && p.copies === 1);
 }
 
-/** Waits until every existing chain of `chains` starts with exactly one mark accept. */
-export async function waitMarkAcceptsFirst(lab: Lab, chains: readonly ChainRef[], timeoutMs = 10_000): Promise<void> {
+/** Waits until every existing chain of `chains` starts with exactly one mark accept; a time-out shows `daemon`'s log tail. */
+export async function waitMarkAcceptsFirst(
+  lab: Lab,
+  chains: readonly ChainRef[],
+  timeoutMs = 10_000,
+  daemon?: Daemon,
+): Promise<void> {
   let last = '';
   await waitUntil(
     `kvmnftd's mark accept first, one copy, in ${chains.map(chainText).join(' and ')}`,
@@ -152,7 +157,17 @@ export async function waitMarkAcceptsFirst(lab: Lab, chains: readonly ChainRef[]
       last = JSON.stringify(places);
       return places.length > 0 && places.every((p) => p.first && p.copies === 1);
     },
-    { detail: () => last },
+    {
+      detail: () =>
+        `${last}${
+          daemon
+            ? `\ndaemon log tail:\n${daemon.logs
+                .slice(-20)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}`
+            : ''
+        }`,
+    },
   );
 }
 
@@ -522,7 +537,7 @@ export function forwardThroughLibvirt(f: LibvirtLab, o: ForwardTestOptions): voi
     const lab = f.lab;
     await lab.nft('-f', LAB_FILES.adminRuleset);
     await waitUntil("libvirt's chains back", 10_000, () => libvirtChainsPresent(lab));
-    await waitMarkAcceptsFirst(lab, chains);
+    await waitMarkAcceptsFirst(lab, chains, 10_000, f.daemonIfRunning());
     await wanConnects();
     await f.converged();
     expect(await markAcceptsFirst(lab, chains)).toBe(true);
