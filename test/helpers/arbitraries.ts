@@ -1071,7 +1071,8 @@ export function foreignState(r: Ruleset, config: Config): string[] {
   const out: string[] = [];
   const baseChains = new Set([config.filter.inputChain, config.filter.forwardChain]);
   for (const table of r.tables.values()) {
-    if (table.family === 'inet' && table.name === config.nat.table) continue;
+    // kvmnftd's own tables: inet (NAT, marks, forwards) and bridge (isolate_guests).
+    if ((table.family === 'inet' || table.family === 'bridge') && table.name === config.nat.table) continue;
     const isAdmin = table.family === config.filter.family && table.name === config.filter.table;
     out.push(`table ${table.family} ${table.name}`);
     for (const chain of table.chains.values()) {
