@@ -32,7 +32,7 @@ describe('doctor: policies', () => {
       [
         'policy-drops',
         'info',
-        'network default: egress allows only 10.0.0.0/9, 10.128.0.0/9, 192.0.2.1, tcp/443, udp/8000-8010, tcp/8005, ' +
+        'network default: egress allows only 10.0.0.0/9, 10.128.0.0/9, 192.0.2.1, 172.16.0.0/16, 172.17.0.0/16, 172.18.0.0/16, tcp/443, udp/8000-8010, tcp/8005, ' +
           '203.0.113.7:tcp/25, 10.1.2.3:tcp/80, [2001:db8::1]:tcp/25, 2001:db8:1::/48; 6 packets dropped',
       ],
     ]);
