@@ -9,6 +9,10 @@ import { desiredState } from '../../src/nft/desired.js';
 import { logPrefix, networkTag } from '../../src/nft/ownership.js';
 import { addressIntervals, forwardPolicyRules } from '../../src/nft/policy.js';
 import { renderRule } from '../../src/nft/render-text.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { plan } from '../../src/nft/plan.js';
+import { tableKey } from '../../src/nft/ruleset.js';
+import { loadCase } from '../helpers/golden.js';
 
 const NAT = parseNetworkXml(
   `<network><name>lab</name><forward mode='nat'/><bridge name='virbr9'/>
@@ -89,5 +93,36 @@ describe('policy rules', () => {
     );
     expect(problems.map((p) => p.key)).toEqual(['networks.lab.egress[1]']);
     expect(problems[0]!.expected).toContain('overlaps "10.0.0.0/8:tcp/80-90" (egress[0])');
+  });
+});
+
+describe('the bridge table (isolate_guests)', () => {
+  const c = loadCase('policy-isolate');
+
+  it('exists only while a network isolates, and remove deletes it', () => {
+    const after = applyBatch(c.live, plan(c.inputs, c.config, c.live).batch);
+    expect(after.tables.get(tableKey('bridge', 'kvmnftd'))?.chains.has('kvmnftd_owner')).toBe(true);
+    const lifted = configFromObject({}, 't.toml');
+    const without = applyBatch(after, plan(c.inputs, lifted, after).batch);
+    expect(without.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(false);
+    expect(without.tables.has(tableKey('inet', 'kvmnftd'))).toBe(true);
+    const again = applyBatch(without, plan(c.inputs, c.config, without).batch);
+    const removed = applyBatch(again, plan([], c.config, again).batch);
+    expect(removed.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(false);
+  });
+
+  it("leaves someone else's bridge table of that name alone, and says so", () => {
+    const theirs = applyBatch(c.live, {
+      nftables: [
+        { add: { table: { family: 'bridge', name: 'kvmnftd' } } },
+        { add: { chain: { family: 'bridge', table: 'kvmnftd', name: 'mine' } } },
+      ],
+    });
+    const p = plan(c.inputs, c.config, theirs);
+    expect(JSON.stringify(p.batch)).not.toContain('"bridge"');
+    expect(p.notes.map((n) => n.message)).toContainEqual(
+      expect.stringContaining("table bridge kvmnftd exists and is not kvmnftd's"),
+    );
+    expect(plan([], c.config, theirs).batch.nftables.some((x) => JSON.stringify(x).includes('"bridge"'))).toBe(false);
   });
 });
