@@ -207,7 +207,11 @@ describe('per-network policy with real packets', () => {
     await connects(t.guest, GUEST3, ALLOWED);
     await connects(t.guest, WAN6, DENIED);
 
-    await t.apply(`[networks.${NET}]\negress = ["${WAN}:tcp/${ALLOWED}", "[${WAN6}]:tcp/${ALLOWED}"]\n`);
+    // A port forward into the guest: the guest's replies are `ct direction reply`, never egress.
+    await l.tcpListener(t.guest, GUEST, 7000);
+    const forward = `[[port_forward]]\nnetwork = "${NET}"\nproto = "tcp"\nhost_port = 2222\nto = "${GUEST}"\nto_port = 7000\n`;
+    await t.apply(`${forward}[networks.${NET}]\negress = ["${WAN}:tcp/${ALLOWED}", "[${WAN6}]:tcp/${ALLOWED}"]\n`);
+    await connects(t.wan, HOST_WAN, 2222);
     await connects(t.guest, WAN, ALLOWED); // replies come back: the greeting is read
     await connects(t.guest, WAN6, ALLOWED);
     await blocked(t.guest, WAN, DENIED);
