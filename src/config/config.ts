@@ -10,6 +10,16 @@ import type { PortRange, TableKind } from './kinds.js';
 import type { Protocol } from './port-forward.js';
 import type { ADMIN_FAMILIES, FOREIGN_CHAIN_MODES, JUMP_POSITIONS, SCHEMA } from './schema.js';
 
+/** One [networks.<name>] table: a key left out is undefined (then "*"'s, then the default applies). */
+export interface NetworkPolicyConfig {
+  /** "tcp/22", "udp/8000-8010" (egress.ts). */
+  hostServices: string[] | undefined;
+  isolateGuests: boolean | undefined;
+  /** "10.0.0.0/8", "tcp/443", "203.0.113.7:tcp/25" (egress.ts). */
+  egress: string[] | undefined;
+  logDrops: boolean | undefined;
+}
+
 export type JumpPosition = (typeof JUMP_POSITIONS)[number];
 export type ForeignChainMode = (typeof FOREIGN_CHAIN_MODES)[number];
 export type AdminFamily = (typeof ADMIN_FAMILIES)[number];
@@ -54,6 +64,8 @@ export interface Config {
     /** Host ports domain metadata forwards may use; [] = metadata forwards off. */
     hostPorts: PortRange[];
   };
+  /** [networks.<name>] and [networks."*"]: per-network policy, as written (network-policy.ts resolves it). */
+  networks: Record<string, NetworkPolicyConfig>;
   daemon: {
     /** Seconds between full reconciles that back up the event sources; 0 = never. */
     resyncInterval: number;

@@ -11,6 +11,7 @@ import {
   integer,
   key,
   list,
+  named,
   oneOf,
   optionalKey,
   portRange,
@@ -22,6 +23,8 @@ import {
 } from './kinds.js';
 import { ipFamily } from '../net/ip.js';
 import { portForwardProblems, PROTOCOLS, sourceCidr, validTarget, type Broken } from './port-forward.js';
+import { EGRESS_SYNTAX, SERVICE_SYNTAX } from './egress.js';
+import { networkPolicyProblems } from './network-policy.js';
 
 /** nft object names: an identifier nft's parser accepts unquoted, and short. */
 export const NFT_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
@@ -258,6 +261,54 @@ export const SCHEMA = table({
       }),
     },
   }),
+  networks: key({
+    kind: named(
+      text({
+        expected: 'a libvirt network name, or "*" for the defaults of every network',
+        valid: (s) => s.length > 0 && !s.includes('/'),
+      }),
+      {
+        host_services: optionalKey({
+          kind: list(text({ expected: SERVICE_SYNTAX, valid: () => true }), 'services ("tcp/22", "udp/8000-8010")'),
+          absent: '`[networks."*"]`\'s, else `[]`',
+          summary:
+            "Host services the network's guests may reach on the host, on top of DHCP, DNS and TFTP: " +
+            '`"tcp/22"`, `"udp/5353"`, `"tcp/8000-8010"`. Accepted in `kvmnftd_input` for the bridge.',
+        }),
+        isolate_guests: optionalKey({
+          kind: bool,
+          absent: '`[networks."*"]`\'s, else `false`',
+          summary:
+            "Drop traffic between the network's guests: bridged frames in kvmnftd's own `bridge` table, " +
+            'routed packets in `kvmnftd_forward`. DHCP, DNS and traffic out keep working.',
+          doc: 'Needs nft_meta_bridge (`meta ibrname`) in the kernel: see docs/rules.md.',
+        }),
+        egress: optionalKey({
+          kind: list(text({ expected: EGRESS_SYNTAX, valid: () => true }), 'egress entries'),
+          absent: '`[networks."*"]`\'s, else unrestricted',
+          summary:
+            'Only these may be forwarded out of the bridge; everything else the guests send is dropped, IPv4 and ' +
+            'IPv6: a destination `"10.0.0.0/8"` (any protocol), a service `"tcp/443"` (anywhere), or both ' +
+            '`"203.0.113.7:tcp/25"`, `"[2001:db8::1]:tcp/25"`. `[]` drops every forwarded packet.',
+          doc:
+            'Evaluated first in `kvmnftd_forward`, on every packet a guest sends in a connection it opened (a ' +
+            'tightened list cuts open connections too); replies and connections into the guest are not affected. ' +
+            'Needs `filter.jump = "first"`. See docs/rules.md.',
+        }),
+        log_drops: optionalKey({
+          kind: bool,
+          absent: '`[networks."*"]`\'s, else `false`',
+          summary:
+            'Log what `isolate_guests` and `egress` drop, at most 5 packets a second (burst 10), with the prefix ' +
+            '`kvmnftd <network> drop: ` (read with `journalctl -k`).',
+        }),
+      },
+    ),
+    summary:
+      'Per-network policy, keyed by libvirt network name; `[networks."*"]` sets the defaults of every network, and ' +
+      "a network's own table overrides them key by key. A key the network's forward mode cannot use is an error " +
+      'when the network sets it, and ignored when it comes from `"*"` (see docs/rules.md).',
+  }),
   daemon: section({
     keys: {
       resync_interval: key({
@@ -347,6 +398,26 @@ function refusedExtra(c: Config): string | undefined {
   return undefined;
 }
 
+const POLICY_RULES: Rule[] = [
+  {
+    key: 'networks.<name>.host_services',
+    doc: `Each ${SERVICE_SYNTAX}.`,
+    check: (c) => networkPolicyProblems(c).filter((b) => b.key.includes('.host_services[')),
+  },
+  {
+    key: 'networks.<name>.egress',
+    doc: `Each ${EGRESS_SYNTAX}.`,
+    check: (c) => networkPolicyProblems(c).filter((b) => b.key.includes('.egress[')),
+  },
+  {
+    key: 'networks.<name>.egress',
+    doc:
+      'Only with `filter.jump = "first"`: with the jump anywhere else, the admin\'s own accepts would run before ' +
+      "kvmnftd's drop.",
+    check: (c) => networkPolicyProblems(c).filter((b) => b.key.endsWith('.egress')),
+  },
+];
+
 /** In this order: the first broken rule is the error. */
 export const RULES: readonly Rule[] = [
   {
@@ -398,6 +469,7 @@ export const RULES: readonly Rule[] = [
       '(a forward without one takes its ports on every address).',
     check: (c) => portForwardProblems(c.portForward).filter((b) => b.key.endsWith('.host_port')),
   },
+  ...POLICY_RULES,
   {
     key: 'nat.table',
     doc: 'Must differ from `filter.table`, whatever `filter.family` is.',

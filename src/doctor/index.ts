@@ -6,6 +6,7 @@ import { checkBrNetfilter, checkForwarding } from './host.js';
 import { checkLibvirtBackend, checkLibvirtDbus, checkLibvirtReachable } from './libvirt.js';
 import { checkMetadataForwards } from './metadata-forwards.js';
 import { checkNftVersion } from './nft-version.js';
+import { checkPolicies } from './policy.js';
 import {
   checkAdminTable,
   checkIptablesNameCollision,
@@ -34,6 +35,7 @@ export const CHECKS: ReadonlyArray<(facts: DoctorFacts) => Finding[]> = [
   checkNftVersion,
   checkLibvirtDbus,
   checkMetadataForwards,
+  checkPolicies,
 ];
 
 const RANK: Record<Severity, number> = { error: 0, warning: 1, info: 2 };

@@ -35,6 +35,8 @@ export const FINDING_IDS = [
   'forward-port-shadowed',
   'forward-blocked-by-libvirt',
   'metadata-forward-ignored',
+  'network-policy-refused',
+  'policy-drops',
 ] as const;
 
 export type FindingId = (typeof FINDING_IDS)[number];

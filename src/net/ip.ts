@@ -229,3 +229,11 @@ export function reservedInRange(
   }
   return undefined;
 }
+
+/** Whether `outer` holds every address of `inner` (same family). */
+export function cidrContains(outer: Cidr, inner: Cidr): boolean {
+  if (outer.family !== inner.family || outer.prefix > inner.prefix) return false;
+  const o = parseIp(outer.network);
+  const i = parseIp(inner.network);
+  return o !== undefined && i !== undefined && (i.value & maskOf(outer.family, outer.prefix)) === o.value;
+}

@@ -16,7 +16,10 @@
 //    guests are still marked by the rules into the guest bridge;
 // 4. the very rules desired.ts builds for kvmnftd_input / kvmnftd_forward,
 //    each final `accept` replaced by `meta mark set meta mark | BIT accept`;
-//    a `return` stays a return (not accepted: no bit).
+//    a `return` stays a return (not accepted: no bit); a policy drop
+//    (policy.ts) becomes a `return` (kvmnftd's own chain drops it; the
+//    marking chain only leaves it unmarked), and its `log` rule is left out
+//    (logged once, where it is dropped).
 import type { Config } from '../config/config.js';
 import type { DesiredChain } from './desired.js';
 import { withInvalidGuard } from './desired.js';
@@ -50,10 +53,10 @@ export function markingChains(
     chains.push({
       name: MARK_INPUT_CHAIN,
       base: markBaseSpec('input'),
-      rules: [clear, ...withInvalidGuard(input.map((r) => marking(r, bit)))],
+      rules: [clear, ...withInvalidGuard(input.flatMap((r) => marking(r, bit)))],
     });
   if (forward.length > 0) {
-    const [guard, ...rules] = withInvalidGuard(forward.map((r) => marking(r, bit)));
+    const [guard, ...rules] = withInvalidGuard(forward.flatMap((r) => marking(r, bit)));
     chains.push({
       name: MARK_FORWARD_CHAIN,
       base: markBaseSpec('forward'),
@@ -63,12 +66,20 @@ export function markingChains(
   return chains;
 }
 
-/** The rule with its final accept turned into "set the bit, accept"; any other rule as it is. */
-export function marking(rule: RuleSpec, bit: number): RuleSpec {
+/**
+ * The rule with its final accept turned into "set the bit, accept", a final drop into `return`, a `log` rule
+ * left out; any other rule as it is.
+ */
+export function marking(rule: RuleSpec, bit: number): RuleSpec[] {
   const last = rule.expr[rule.expr.length - 1];
-  if (!last || !('accept' in last)) return rule;
+  if (rule.expr.some((e) => 'log' in e)) return [];
+  if (last && 'drop' in last) {
+    const expr: Expr[] = [...rule.expr.slice(0, -1), s.return()];
+    return [rule.comment === undefined ? { expr } : { expr, comment: rule.comment }];
+  }
+  if (!last || !('accept' in last)) return [rule];
   const expr: Expr[] = [...rule.expr.slice(0, -1), s.markSet(bit), s.accept()];
-  return rule.comment === undefined ? { expr } : { expr, comment: rule.comment };
+  return [rule.comment === undefined ? { expr } : { expr, comment: rule.comment }];
 }
 
 /** The marking chains of kvmnftd's own table as they are: what a plan without the foreign part keeps. */

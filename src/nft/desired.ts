@@ -4,6 +4,7 @@ import type { Config } from '../config/config.js';
 import type { Network, NetworkIp } from '../libvirt/model.js';
 import { cidrOf, type Cidr, type Family } from '../net/ip.js';
 import { ipProto, m, s, type BaseChainSpec, type Expr, type RuleSpec } from './json.js';
+import { appliedPolicy, bridgeRules, forwardPolicyRules, hostServiceRules, type PolicyProblem } from './policy.js';
 import {
   forwardsThroughOwnRules,
   NAT_BASE_CHAIN,
@@ -30,6 +31,10 @@ export interface DesiredState {
   marking: DesiredChain[];
   /** Port forward chains of kvmnftd's own table (port-forward.ts), set by the planner. */
   forwardChains: DesiredChain[];
+  /** The rules of the base chain of kvmnftd's own `bridge` table (isolate_guests); empty: no such table. */
+  bridge: RuleSpec[];
+  /** Keys of [networks.*] refused or ignored for a network's forward mode or the filter family (policy.ts). */
+  policyProblems: PolicyProblem[];
   /** kvmnftd_input / kvmnftd_forward contents, for the admin table. */
   input: RuleSpec[];
   forward: RuleSpec[];
@@ -62,6 +67,8 @@ export function desiredState(
     natChains: [],
     marking: [],
     forwardChains: [],
+    bridge: [],
+    policyProblems: [],
     input: [],
     forward: [],
     forwardsIpv4: false,
@@ -72,6 +79,11 @@ export function desiredState(
   // INTO each bridge, then everything OUT of each bridge. Each "into" section
   // ends in `return` so that one network's "out" accept can never open
   // another network's guests (e.g. a routed guest reaching into a NAT bridge).
+  // Before all of them, the policy drops (egress, isolate_guests: policy.ts),
+  // keyed on the bridge the packet comes from: an accept of any section
+  // (another network's "into", say a routed network's) would otherwise let a
+  // restricted guest's packet through before its own network's drop.
+  const policy: RuleSpec[] = [];
   const cross: RuleSpec[] = [];
   const into: RuleSpec[] = [];
   const outOf: RuleSpec[] = [];
@@ -81,7 +93,11 @@ export function desiredState(
     const rule = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.accept()], comment: tag });
     const stop = (...expr: Expr[]): RuleSpec => ({ expr: [...expr, s.counter(), s.return()], comment: tag });
     const ips = net.ips.filter((ip) => holds.has(ip.cidr.family));
-    const accepted = networkAccepted(net, config);
+    const applied = appliedPolicy(net, config, holds);
+    state.policyProblems.push(...applied.problems);
+    const accepted = networkAccepted(net, config) && !applied.refuseOpen;
+    policy.push(...forwardPolicyRules(net, applied.policy, holds, config.filter.family === 'inet'));
+    state.bridge.push(...bridgeRules(net, applied.policy));
 
     if (net.mode === 'open') {
       if (accepted) {
@@ -90,8 +106,8 @@ export function desiredState(
         outOf.push(rule(m.iifname(net.bridge)));
       }
     } else {
-      state.input.push(...inputRules(net, ips, rule));
-      cross.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
+      state.input.push(...inputRules(net, ips, rule), ...hostServiceRules(net, applied.policy));
+      if (!applied.policy.isolateGuests) cross.push(rule(m.iifname(net.bridge), m.oifname(net.bridge)));
       for (const ip of ips) into.push(...intoBridge(net, ip.cidr, rule));
       into.push(...(forwardAccepts.get(net.name) ?? []));
       into.push(stop(m.oifname(net.bridge)));
@@ -113,7 +129,7 @@ export function desiredState(
     }
   }
 
-  state.forward = [...cross, ...into, ...outOf];
+  state.forward = [...policy, ...cross, ...into, ...outOf];
   if (natJumps.length > 0) {
     state.natChains.unshift({
       name: NAT_BASE_CHAIN,

@@ -14,7 +14,7 @@ export function scalar(v: Json | undefined): string {
   return JSON.stringify(v) ?? 'undefined';
 }
 
-export type NftFamily = 'ip' | 'ip6' | 'inet';
+export type NftFamily = 'ip' | 'ip6' | 'inet' | 'bridge';
 
 export interface TableRef {
   family: NftFamily;
@@ -123,7 +123,45 @@ export const m = {
   ctDnat: (): Expr => match('in', { ct: { key: 'status' } }, 'dnat'),
   /** `meta mark & BIT == BIT`: the bit is set. */
   markBit: (bit: number): Expr => match('==', { '&': [meta('mark'), bit] }, bit),
+  /** `oifname != "a"`. */
+  oifnameNot: (name: string): Expr => match('!=', meta('oifname'), name),
+  /** `meta ibrname "br"` (bridge family): the frame came in through a port of that bridge. */
+  ibrname: (name: string): Expr => match('==', meta('ibrname'), name),
+  /** `ct direction original` / `reply`. */
+  ctDirection: (dir: 'original' | 'reply'): Expr => match('==', { ct: { key: 'direction' } }, dir),
+  /** `meta nfproto ipv4` / `ipv6`. */
+  nfproto: (family: Family): Expr => match('==', meta('nfproto'), family === 4 ? 'ipv4' : 'ipv6'),
+  /**
+   * `ip daddr != 10.0.0.0/8`, or `ip daddr != { ... }` for several: `values` are addresses, prefixes or ranges
+   * already merged as nft merges an interval set (a set of one is listed as its element).
+   */
+  daddrsNot: (family: Family, values: readonly Json[]): Expr =>
+    match('!=', payload(ipProto(family), 'daddr'), values.length === 1 ? values[0]! : { set: [...values] }),
+  /** `meta l4proto . th dport != { tcp . 443, udp . 8000-8010 }` (a concatenation's set stays a set). */
+  servicesNot: (services: readonly L4Service[]): Expr =>
+    match(
+      '!=',
+      { concat: [meta('l4proto'), payload('th', 'dport')] },
+      {
+        set: services.map((x) => ({ concat: [x.proto, portValue(x.ports)] })),
+      },
+    ),
+  /** `ip daddr . meta l4proto . th dport != { 203.0.113.7 . tcp . 25 }`; all of one family. */
+  destServicesNot: (family: Family, entries: ReadonlyArray<{ dest: Cidr; service: L4Service }>): Expr =>
+    match(
+      '!=',
+      { concat: [payload(ipProto(family), 'daddr'), meta('l4proto'), payload('th', 'dport')] },
+      {
+        set: entries.map((e) => ({ concat: [addrValue(e.dest), e.service.proto, portValue(e.service.ports)] })),
+      },
+    ),
 };
+
+/** A protocol and a port range (config/egress.ts's Service). */
+export interface L4Service {
+  proto: 'tcp' | 'udp';
+  ports: { start: number; end: number };
+}
 
 /** A port range as nft lists it: one port is a number. */
 function portValue(r: { start: number; end: number }): Json {
@@ -136,6 +174,11 @@ const MARK_BITS = 0xffff_ffff;
 export const s = {
   counter: (): Expr => ({ counter: null }),
   accept: (): Expr => ({ accept: null }),
+  drop: (): Expr => ({ drop: null }),
+  /** `limit rate RATE/second burst BURST packets`. */
+  limit: (rate: number, burst: number): Expr => ({ limit: { rate, burst, per: 'second' } }),
+  /** `log prefix "..."`. */
+  log: (prefix: string): Expr => ({ log: { prefix } }),
   return: (): Expr => ({ return: null }),
   jump: (target: string): Expr => ({ jump: { target } }),
   /** `meta mark set meta mark | BIT`. */

@@ -33,9 +33,14 @@ export interface MonitorScope {
   readonly tablesWithBaseChains: ReadonlySet<string>;
 }
 
-/** kvmnftd's own table, the admin table it writes its chains and jumps into, and the foreign chains' tables. */
+/** kvmnftd's own tables, the admin table it writes its chains and jumps into, and the foreign chains' tables. */
 export function ownedOrWrittenTables(config: Config): string[] {
-  const tables = [tableKey('inet', config.nat.table), tableKey(config.filter.family, config.filter.table)];
+  const tables = [
+    tableKey('inet', config.nat.table),
+    // isolate_guests: kvmnftd's own bridge table (policy.ts); a change there is a drift to repair.
+    tableKey('bridge', config.nat.table),
+    tableKey(config.filter.family, config.filter.table),
+  ];
   return [...new Set([...tables, ...foreignTables(config)])];
 }
 

@@ -3,6 +3,8 @@
 // Pure. Ownership is by name and comment, never by a state file:
 //
 // - table `inet <nat.table>` belongs to kvmnftd entirely;
+// - so does table `bridge <nat.table>` (isolate_guests), marked like it;
+//   it exists only while some network isolates its guests;
 // - in the admin's table (filter.family, filter.table) it owns the regular
 //   chains kvmnftd_input and kvmnftd_forward, and in the admin's base chains
 //   exactly the rule it writes there: a single jump to one of those two
@@ -43,6 +45,9 @@ export const MARK_CHAINS: readonly string[] = [MARK_INPUT_CHAIN, MARK_FORWARD_CH
 const NET_TAG_PREFIX = `${TAG} net=`;
 const COMMENT_MAX_BYTES = 127; // nft refuses comments of 128 bytes and more
 
+/** The base chain (hook forward) of kvmnftd's own `bridge` table: isolate_guests drops there. */
+export const BRIDGE_FORWARD_CHAIN = 'forward';
+
 /** One NAT network's chain in kvmnftd's own table. */
 export const natChainName = (bridge: string): string => `nat_${bridge}`;
 
@@ -72,10 +77,23 @@ export function legacyNetworkTags(name: string): string[] {
   return [cutWithSuffix(full, `~${hash.toString(16).padStart(8, '0')}`)];
 }
 
-function cutWithSuffix(full: string, suffix: string): string {
+function cutWithSuffix(full: string, suffix: string, max = COMMENT_MAX_BYTES): string {
   let cut = [...full];
-  while (Buffer.byteLength(cut.join('') + suffix) > COMMENT_MAX_BYTES) cut = cut.slice(0, -1);
+  while (Buffer.byteLength(cut.join('') + suffix) > max) cut = cut.slice(0, -1);
   return cut.join('') + suffix;
+}
+
+const LOG_PREFIX_MAX_BYTES = 127; // nft refuses a log prefix of 128 bytes and more
+
+/**
+ * The log prefix of what a network's policy drops: `kvmnftd <name> drop: `. A name too long for nft's
+ * 127-byte prefix is cut and ends in `/<16 hex digits of its SHA-256>`, as networkTag does.
+ */
+export function logPrefix(name: string): string {
+  const full = `${TAG} ${name} drop: `;
+  if (Buffer.byteLength(full) <= LOG_PREFIX_MAX_BYTES) return full;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 16);
+  return `${cutWithSuffix(`${TAG} ${name}`, `/${hash}`, LOG_PREFIX_MAX_BYTES - ' drop: '.length)} drop: `;
 }
 
 /** A comment kvmnftd writes: its jump tag, or any network's tag (today's or 0.1.0's). */
@@ -116,6 +134,22 @@ export function isAdminTable(table: { family: string; name: string }, config: Co
 /** kvmnftd's own (NAT) table, when it exists. */
 export function ownTable(live: Ruleset, config: Config): LiveTable | undefined {
   return live.tables.get(tableKey('inet', config.nat.table));
+}
+
+/** kvmnftd's own `bridge` table (isolate_guests), when it exists. */
+export function ownBridgeTable(live: Ruleset, config: Config): LiveTable | undefined {
+  return live.tables.get(tableKey('bridge', config.nat.table));
+}
+
+/**
+ * Whose is the table `bridge <nat.table>`? kvmnftd's when it has the marker chain (kvmnftd creates it with
+ * one, and no release wrote it without); any other table of that name is someone else's: never touched.
+ */
+export function bridgeTableClaim(live: Ruleset, config: Config): OwnTableClaim {
+  const table = ownBridgeTable(live, config);
+  if (!table) return { kind: 'absent' };
+  if (table.chains.has(OWNER_MARKER_CHAIN)) return { kind: 'ours' };
+  return { kind: 'foreign', why: `it has no chain ${OWNER_MARKER_CHAIN}` };
 }
 
 /**
@@ -260,9 +294,9 @@ export interface PlacedMarkAccept {
 /** Every mark accept of kvmnftd's in the ruleset, whatever its bit, outside kvmnftd's own table. */
 export function markAcceptsIn(live: Ruleset, config: Config): PlacedMarkAccept[] {
   const out: PlacedMarkAccept[] = [];
-  const own = tableKey('inet', config.nat.table);
+  const own = [tableKey('inet', config.nat.table), tableKey('bridge', config.nat.table)];
   for (const table of live.tables.values()) {
-    if (tableKey(table.family, table.name) === own) continue;
+    if (own.includes(tableKey(table.family, table.name))) continue;
     for (const chain of table.chains.values())
       for (const rule of chain.rules)
         if (isOurMarkAccept(rule)) out.push({ family: table.family, table: table.name, chain: chain.name, rule });
@@ -285,9 +319,11 @@ export function markAcceptsIn(live: Ruleset, config: Config): PlacedMarkAccept[]
 export function foreignDigest(live: Ruleset, config: Config): string {
   const hash = createHash('sha256');
   const ownIsOurs = ownTableClaim(live, config).kind !== 'foreign';
+  const bridgeIsOurs = bridgeTableClaim(live, config).kind !== 'foreign';
   const tables = [...live.tables.values()].sort((a, b) => cmp(tableKey(a.family, a.name), tableKey(b.family, b.name)));
   for (const table of tables) {
     if (ownIsOurs && table.family === 'inet' && table.name === config.nat.table) continue;
+    if (bridgeIsOurs && table.family === 'bridge' && table.name === config.nat.table) continue;
     const admin = isAdminTable(table, config);
     hash.update(`table ${tableKey(table.family, table.name)} ${table.handle} ${(table.objects ?? []).join(',')}\n`);
     for (const chain of [...table.chains.values()].sort((a, b) => cmp(a.name, b.name))) {

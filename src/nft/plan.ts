@@ -28,9 +28,13 @@ import {
 } from './port-forward.js';
 import { dockerBridges, extraTexts, presentTargets, targetText, type HandledChain } from './foreign-chains.js';
 import type { Batch, ChainObject, Command, Expr, RuleSpec, TableRef } from './json.js';
+import { BRIDGE_FORWARD_SPEC } from './policy.js';
 import {
   adminBaseChainOf,
   adminTable,
+  BRIDGE_FORWARD_CHAIN,
+  bridgeTableClaim,
+  ownBridgeTable,
   isOurJump,
   legacyNetworkTags,
   markAcceptsIn,
@@ -51,7 +55,7 @@ import {
   TAG,
 } from './ownership.js';
 import { isRenderable } from './render-text.js';
-import { ruleKey, type LiveChain, type LiveRule, type Ruleset } from './ruleset.js';
+import { ruleKey, type LiveChain, type LiveRule, type LiveTable, type Ruleset } from './ruleset.js';
 
 export interface PlanNote {
   level: 'info' | 'warn' | 'error';
@@ -164,6 +168,8 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
       message: `${n.forward}: ${n.message}`,
     });
   const desired = desiredState(networks, config, forwarded.accepts);
+  for (const p of desired.policyProblems)
+    notes.push({ level: p.level, field: p.key, message: `network ${p.network}: ${p.key}: ${p.message}` });
   desired.forwardChains = forwardChains(forwarded, config);
   keepRetained(desired, retained, live, config, notes);
   const foreign = foreignPart(desired, config, live, claim.kind === 'foreign', options.foreign !== false, notes);
@@ -171,6 +177,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
   desired.forward = withInvalidGuard(desired.forward);
   const commands = [
     ...(claim.kind === 'foreign' ? [] : planOwnTable(desired, config, live)),
+    ...planBridgeTable(desired, config, live, notes),
     ...planAdminTable(desired, config, live, notes, foreign.handled),
     ...(foreign.planned ? planForeignChains(foreign.handled, config, live) : []),
   ];
@@ -264,8 +271,38 @@ function planForeignChains(handled: HandledChain[], config: Config, live: Rulese
 /** A 0.1.0 table (every chain and rule kvmnftd's, no marker) gets its marker like any missing chain. */
 function planOwnTable(desired: DesiredState, config: Config, live: Ruleset): Command[] {
   const table: TableRef = { family: 'inet', name: config.nat.table };
-  const liveTable = ownTable(live, config);
-  const owned = [...desired.natChains, ...desired.forwardChains, ...desired.marking];
+  return planOwnedTable(table, ownTable(live, config), [
+    ...desired.natChains,
+    ...desired.forwardChains,
+    ...desired.marking,
+  ]);
+}
+
+/**
+ * kvmnftd's `bridge` table (isolate_guests): there while some network isolates its guests, owned whole like
+ * the `inet` one; a table of that name without kvmnftd's marker is someone else's, never touched.
+ */
+function planBridgeTable(desired: DesiredState, config: Config, live: Ruleset, notes: PlanNote[]): Command[] {
+  const claim = bridgeTableClaim(live, config);
+  if (claim.kind === 'foreign') {
+    if (desired.bridge.length > 0)
+      notes.push({
+        level: 'error',
+        field: 'nat.table',
+        message:
+          `table bridge ${config.nat.table} exists and is not kvmnftd's (${claim.why}): isolate_guests drops no ` +
+          'bridged frames: set nat.table to a name no other table uses',
+      });
+    return [];
+  }
+  const table: TableRef = { family: 'bridge', name: config.nat.table };
+  const chains: DesiredChain[] =
+    desired.bridge.length > 0 ? [{ name: BRIDGE_FORWARD_CHAIN, base: BRIDGE_FORWARD_SPEC, rules: desired.bridge }] : [];
+  return planOwnedTable(table, ownBridgeTable(live, config), chains);
+}
+
+/** A table kvmnftd owns whole, managed chain by chain; no chains wanted: no table. */
+function planOwnedTable(table: TableRef, liveTable: LiveTable | undefined, owned: DesiredChain[]): Command[] {
   if (owned.length === 0) return liveTable ? [{ delete: { table } }] : [];
   // The marker chain says "kvmnftd's" to the next pass (and the next version).
   const chains: DesiredChain[] = [{ name: OWNER_MARKER_CHAIN, rules: [] }, ...owned];
@@ -505,6 +542,8 @@ function keepRetained(
     });
   desired.input.push(...keep(admin?.chains.get(OWN_INPUT_CHAIN)));
   desired.forward.push(...keep(admin?.chains.get(OWN_FORWARD_CHAIN)));
+  if (bridgeTableClaim(live, config).kind === 'ours')
+    desired.bridge.push(...keep(ownBridgeTable(live, config)?.chains.get(BRIDGE_FORWARD_CHAIN)));
   // The NAT dispatcher's rules are single jumps to the network's chain.
   const isDispatch = (expr: readonly Expr[]): boolean => expr.length === 1 && jumpTarget({ expr }) !== undefined;
   for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN), isDispatch)) {

@@ -82,7 +82,19 @@ function renderExpr(e: Expr): string {
     case 'counter':
     case 'accept':
     case 'return':
+    case 'drop':
       return kind;
+    case 'limit': {
+      const b = obj(body);
+      if (b['per'] !== 'second' || b['inv'] !== undefined || b['rate_unit'] !== undefined)
+        throw new Error(`renderExpr: unsupported limit ${JSON.stringify(b)}`);
+      return `limit rate ${word(b['rate'])}/second burst ${word(b['burst'])} packets`;
+    }
+    case 'log': {
+      const b = obj(body);
+      if (Object.keys(b).length !== 1) throw new Error(`renderExpr: unsupported log ${JSON.stringify(b)}`);
+      return `log prefix ${quote(word(b['prefix']))}`;
+    }
     case 'jump':
       return `jump ${scalar(obj(body)['target'])}`;
     case 'mangle': {
@@ -130,6 +142,11 @@ function renderMatch(m: { [key: string]: Json }): string {
 }
 
 function renderLeft(left: { [key: string]: Json }): string {
+  if ('concat' in left) {
+    const parts = left['concat'];
+    if (!Array.isArray(parts)) throw new Error(`renderLeft: unsupported concat ${JSON.stringify(left)}`);
+    return parts.map((p) => renderLeft(obj(p))).join(' . ');
+  }
   if ('meta' in left) {
     const key = scalar(obj(left['meta'] ?? null)['key']);
     return key === 'iifname' || key === 'oifname' ? key : `meta ${key}`;
@@ -166,9 +183,12 @@ function mark(v: Json | undefined): string {
   return `0x${v.toString(16).padStart(8, '0')}`;
 }
 
+/** Left sides whose values are interface names: quoted. */
+const QUOTED: ReadonlySet<string> = new Set(['iifname', 'oifname', 'meta ibrname']);
+
 function renderValue(v: Json, lhs: string): string {
   if (typeof v === 'number') return String(v);
-  if (typeof v === 'string') return lhs === 'iifname' || lhs === 'oifname' ? quote(v) : v;
+  if (typeof v === 'string') return QUOTED.has(lhs) ? quote(v) : v;
   if (Array.isArray(v)) return v.map((x) => renderValue(x, lhs)).join(',');
   const o = obj(v);
   if ('prefix' in o) {
@@ -177,6 +197,7 @@ function renderValue(v: Json, lhs: string): string {
   }
   if ('set' in o) return `{ ${(o['set'] as Json[]).map((x) => renderValue(x, lhs)).join(', ')} }`;
   if ('range' in o) return renderRange(o);
+  if ('concat' in o && Array.isArray(o['concat'])) return o['concat'].map((x) => renderValue(x, lhs)).join(' . ');
   throw new Error(`renderValue: unsupported value ${JSON.stringify(v)}`);
 }
 

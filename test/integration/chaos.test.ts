@@ -13,7 +13,8 @@
  * each operation every forward of an active network has its DNAT and none of
  * an inactive one, and kvmnftd's mark accept is the first rule of libvirt's
  * LIBVIRT_FWI (one copy) while the default network runs; each checkpoint
- * also connects from the wan through the default network's forward.
+ * also connects from the wan through the default network's forward. Two pool networks have an egress
+ * policy, every network host services and drop logging ([networks.<name>], issue 14).
  * Re-run a sequence with CHAOS_SEED=<seed>; CHAOS_OPS sets the length.
  */
 import { writeFileSync } from 'node:fs';
@@ -61,7 +62,13 @@ const CONFIG =
     (p) =>
       `\n[[port_forward]]\nnetwork = "${p.network}"\nproto = "tcp"\nhost_port = ${p.hostPort}\n` +
       `to = "${p.to}"\nto_port = 22\n`,
-  ).join('');
+  ).join('') +
+  // Per-network policy (issue 14) on the pool networks that come and go: egress on a nat and a route network,
+  // host services and drop logging from "*" (ignored, with an info line, for the open one). Not isolate_guests:
+  // its meta ibrname needs nft_meta_bridge, which the lab's kernel may lack.
+  '\n[networks."*"]\nhost_services = ["tcp/22", "udp/8000-8010"]\nlog_drops = true\n' +
+  '\n[networks.chaos0]\negress = ["tcp/443", "10.0.0.0/8", "[2001:db8::1]:tcp/25"]\n' +
+  '\n[networks.chaos1]\negress = []\n';
 const FORWARDS = [{ network: 'default', to: FWD.guest }, ...POOL_FORWARDS];
 
 function poolXml(i: number): string {

@@ -57,8 +57,8 @@ export function must(r: Run, what: string): string {
   return r.stdout;
 }
 
-/** A cached root of RELEASE (packaging/deb/rootfs.sh). */
-export async function rootfs(release: Release, kind: 'build' | 'system'): Promise<string> {
+/** A cached root of RELEASE (packaging/deb/rootfs.sh): to build in, to boot, or to boot with ansible-core. */
+export async function rootfs(release: Release, kind: 'build' | 'system' | 'ansible'): Promise<string> {
   const r = await run('bash', [join(REPO, 'packaging', 'deb', 'rootfs.sh'), release, kind], {
     timeoutMs: 900_000,
     log: (l) => console.log(`[${release}] ${l}`),

@@ -86,6 +86,11 @@ from = ["198.51.100.0/24"]
 host_address = "198.51.100.1"
 [metadata_forwards]
 host_ports = [2200, "8000-8099"]
+[networks.lab]
+host_services = ["tcp/22"]
+isolate_guests = true
+[networks."*"]
+log_drops = true
 [daemon]
 resync_interval = 0
 restore_libvirt_rules = false
@@ -124,6 +129,10 @@ interval = 30
           { start: 2200, end: 2200 },
           { start: 8000, end: 8099 },
         ],
+      },
+      networks: {
+        lab: { hostServices: ['tcp/22'], isolateGuests: true, egress: undefined, logDrops: undefined },
+        '*': { hostServices: undefined, isolateGuests: undefined, egress: undefined, logDrops: true },
       },
       daemon: { resyncInterval: 0, restoreLibvirtRules: false },
       metrics: { textfile: '/var/lib/prometheus/node-exporter/kvmnftd.prom', interval: 30 },
@@ -230,8 +239,8 @@ interval = 30
 
   it('an unknown key is answered with the keys there are', () => {
     expect(errorOf('zz = 1\n').expected).toBe(
-      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [[port_forward]], [metadata_forwards], [daemon], ' +
-        '[metrics]',
+      'unknown key; known: libvirt_uri, [filter], [nat], [forwarding], [[port_forward]], [metadata_forwards], ' +
+        '[networks.<name>], [daemon], [metrics]',
     );
     expect(errorOf('[nat]\nzz = 1\n').expected).toBe('unknown key; known keys in [nat]: table, priority');
   });

@@ -139,9 +139,19 @@ describe('the owners table', () => {
   });
 
   it('puts the foreign tables into the monitor scope with foreign_chains = "accept" only', () => {
-    expect(ownedOrWrittenTables(config)).toEqual(['inet kvmnftd', 'inet filter', 'ip filter', 'ip6 filter']);
+    expect(ownedOrWrittenTables(config)).toEqual([
+      'inet kvmnftd',
+      'bridge kvmnftd',
+      'inet filter',
+      'ip filter',
+      'ip6 filter',
+    ]);
     expect(foreignTables(withConfig({ foreignChainsExtra: ['inet other forward'] }))).toContain('inet other');
-    expect(ownedOrWrittenTables(withConfig({ foreignChains: 'report' }))).toEqual(['inet kvmnftd', 'inet filter']);
+    expect(ownedOrWrittenTables(withConfig({ foreignChains: 'report' }))).toEqual([
+      'inet kvmnftd',
+      'bridge kvmnftd',
+      'inet filter',
+    ]);
   });
 
   it('starts a pass when ufw reload or Docker takes the mark accept out, or creates DOCKER-USER late', () => {
@@ -162,13 +172,20 @@ describe('the owners table', () => {
 describe('the marking chains', () => {
   it('turn a final accept into "set the bit, accept", and leave a return alone', () => {
     const accept: RuleSpec = { expr: [{ counter: null }, { accept: null }], comment: 'x' };
-    expect(marking(accept, 0x2000).expr).toEqual([
+    expect(marking(accept, 0x2000)[0]!.expr).toEqual([
       { counter: null },
       { mangle: { key: { meta: { key: 'mark' } }, value: { '|': [{ meta: { key: 'mark' } }, 0x2000] } } },
       { accept: null },
     ]);
     const ret: RuleSpec = { expr: [{ return: null }], comment: 'x' };
-    expect(marking(ret, 0x2000)).toBe(ret);
+    expect(marking(ret, 0x2000)).toEqual([ret]);
+  });
+
+  it('turn a policy drop into a return, and leave its log rule out (logged once, where it is dropped)', () => {
+    const drop: RuleSpec = { expr: [{ counter: null }, { drop: null }], comment: 'x' };
+    expect(marking(drop, 0x2000)).toEqual([{ expr: [{ counter: null }, { return: null }], comment: 'x' }]);
+    const log: RuleSpec = { expr: [{ log: { prefix: 'p' } }], comment: 'x' };
+    expect(marking(log, 0x2000)).toEqual([]);
   });
 
   it('mark what kvmnftd_forward accepts, after the cleared bit, the invalid guard and Docker bridges', () => {

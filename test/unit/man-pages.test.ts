@@ -35,7 +35,8 @@ describe('man pages', () => {
     expect(keys).toContain('daemon.restore_libvirt_rules');
     const keysSection = section(page5, 'KEYS');
     for (const key of keys) {
-      const [path, name] = key.includes('.') ? key.split('.') : [undefined, key];
+      const dot = key.lastIndexOf('.');
+      const [path, name] = dot >= 0 ? [key.slice(0, dot), key.slice(dot + 1)] : [undefined, key];
       // `port_forward[].proto` is a key of the array of tables [[port_forward]].
       const table = path?.endsWith('[]') ? `[${path.slice(0, -2)}]` : path;
       const sub =

@@ -22,7 +22,8 @@ const LIVE = LIVE_LIBVIRT9;
 function foreignState(r: Ruleset, config: Config): string[] {
   const out: string[] = [];
   for (const table of r.tables.values()) {
-    if (table.family === 'inet' && table.name === config.nat.table) continue;
+    // kvmnftd's own tables: inet (NAT, marks, forwards) and bridge (isolate_guests).
+    if ((table.family === 'inet' || table.family === 'bridge') && table.name === config.nat.table) continue;
     for (const chain of table.chains.values()) {
       if (chain.name.startsWith('kvmnftd_')) continue;
       out.push(`${table.family} ${table.name} ${chain.name} ${chain.hook ?? ''} ${chain.policy ?? ''}`);

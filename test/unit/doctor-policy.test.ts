@@ -1,0 +1,64 @@
+// doctor on [networks.<name>] policies: a refused key is an error naming it; a policy that drops is named with
+// what it allows and how much it dropped (the counters of kvmnftd's own drop rules).
+import { describe, expect, it } from 'vitest';
+import { checkPolicies } from '../../src/doctor/policy.js';
+import type { DoctorFacts } from '../../src/doctor/types.js';
+import { applyBatch } from '../../src/nft/batch-model.js';
+import { plan } from '../../src/nft/plan.js';
+import { tableKey, type Ruleset } from '../../src/nft/ruleset.js';
+import { loadCase } from '../helpers/golden.js';
+
+function factsOf(name: string, count?: (chain: string, rule: number) => number): DoctorFacts {
+  const c = loadCase(name);
+  const live: Ruleset = applyBatch(c.live, plan(c.inputs, c.config, c.live).batch);
+  if (count)
+    for (const table of live.tables.values())
+      for (const chain of table.chains.values())
+        chain.rules.forEach((r, i) => {
+          r.expr = r.expr.map((e) => ('counter' in e ? { counter: { packets: count(chain.name, i), bytes: 0 } } : e));
+        });
+  const facts: Partial<DoctorFacts> = {
+    config: c.config,
+    libvirt: { networks: c.inputs },
+    ruleset: { live, plannedCommands: 0, forwards: [] },
+  };
+  return facts as DoctorFacts;
+}
+
+describe('doctor: policies', () => {
+  it('names the policy that drops, with what it allows and the count', () => {
+    const findings = checkPolicies(factsOf('policy-egress', () => 3));
+    expect(findings.map((f) => [f.id, f.severity, f.title])).toEqual([
+      [
+        'policy-drops',
+        'info',
+        'network default: egress allows only 10.0.0.0/9, 10.128.0.0/9, 192.0.2.1, 172.16.0.0/16, 172.17.0.0/16, 172.18.0.0/16, tcp/443, udp/8000-8010, tcp/8005, ' +
+          '203.0.113.7:tcp/25, 10.1.2.3:tcp/80, [2001:db8::1]:tcp/25, 2001:db8:1::/48; 6 packets dropped',
+      ],
+    ]);
+  });
+
+  it('counts isolation drops in the bridge table, not egress', () => {
+    const findings = checkPolicies(factsOf('policy-log-drops', (chain) => (chain === 'forward' ? 5 : 0)));
+    expect(findings.map((f) => f.title)).toEqual([
+      'network default: isolate_guests drops traffic between its guests; 5 frames dropped',
+    ]);
+    expect(factsOf('policy-log-drops').ruleset).toHaveProperty('live');
+    const live = (factsOf('policy-log-drops').ruleset as { live: Ruleset }).live;
+    expect(live.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(true);
+  });
+
+  it('says nothing when nothing was dropped', () => {
+    expect(checkPolicies(factsOf('policy-log-drops', () => 0))).toEqual([]);
+  });
+
+  it('reports a key the mode cannot use as an error naming it', () => {
+    const findings = checkPolicies(factsOf('policy-modes'));
+    expect(findings.map((f) => [f.id, f.networks, f.title.split(':').slice(0, 2).join(':')])).toEqual([
+      ['network-policy-refused', ['isolated'], 'network isolated: networks.isolated.egress'],
+      ['network-policy-refused', ['opennet'], 'network opennet: networks.opennet.egress'],
+    ]);
+    const family = checkPolicies(factsOf('policy-ip-family'));
+    expect(family.map((f) => f.title)).toEqual([expect.stringContaining('cannot be enforced on IPv6')]);
+  });
+});
