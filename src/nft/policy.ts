@@ -114,7 +114,11 @@ export function forwardPolicyRules(
 ): RuleSpec[] {
   const rules: RuleSpec[] = [];
   if (policy.egress !== undefined) {
-    const base = [m.iifname(net.bridge), m.oifnameNot(net.bridge), m.ctDirection('original')];
+    const out = [m.iifname(net.bridge), m.oifnameNot(net.bridge)];
+    // A packet conntrack does not track (an admin's `notrack`) has no direction for the rules below to judge:
+    // it is dropped whole, or it would pass the out-of-bridge accept unjudged.
+    rules.push(...drops(net, policy, [...out, m.ctState('untracked')]));
+    const base = [...out, m.ctDirection('original')];
     for (const family of [4, 6] as const)
       if (families.has(family))
         rules.push(...drops(net, policy, [...base, ...egressNotAllowed(policy.egress, family, inet)]));

@@ -229,7 +229,7 @@ describe('per-network policy with real packets', () => {
     const drops = allRules(rs).filter(
       (r) => r.chain === 'kvmnftd_forward' && JSON.stringify(r.expr).includes('"drop"'),
     );
-    expect(drops.length).toBe(2);
+    expect(drops.length).toBe(3); // untracked, then one per family
     expect(drops.reduce((n, r) => n + rulePackets(r), 0)).toBeGreaterThan(0);
   });
 
