@@ -17,6 +17,7 @@ import { joinKey } from '../config/kinds.js';
 import type { ForwardMode, Network } from '../libvirt/model.js';
 import { formatIp, maskOf, parseIp, type Cidr, type Family } from '../net/ip.js';
 import { addrValue, m, s, type BaseChainSpec, type Expr, type Json, type L4Service, type RuleSpec } from './json.js';
+import { NftError } from './nft-runner.js';
 import { logPrefix, networkTag } from './ownership.js';
 
 /** `limit rate 5/second burst 10 packets`: what log_drops lets through to the kernel log. */
@@ -133,6 +134,20 @@ export const BRIDGE_FORWARD_SPEC: BaseChainSpec = { type: 'filter', hook: 'forwa
 /** isolate_guests: frames between two ports of the bridge (guest to guest), in kvmnftd's `bridge` table. */
 export function bridgeRules(net: Network, policy: NetworkPolicy): RuleSpec[] {
   return policy.isolateGuests ? drops(net, policy, [m.ibrname(net.bridge)]) : [];
+}
+
+/**
+ * nft's answer when the kernel lacks nft_meta_bridge (CONFIG_NFT_BRIDGE_META), which `meta ibrname` needs: the
+ * whole transaction is refused. Say so, naming the key, instead of the bare "Operation not supported".
+ */
+export function explainRefusal(error: unknown, batch: unknown): unknown {
+  if (!(error instanceof NftError) || !error.message.includes('Operation not supported')) return error;
+  if (!JSON.stringify(batch).includes('"ibrname"')) return error;
+  return new NftError(
+    `${error.message} (isolate_guests matches the bridge with \`meta ibrname\`, which needs the kernel's ` +
+      'nft_meta_bridge module, CONFIG_NFT_BRIDGE_META; without it no transaction with isolate_guests can be applied)',
+    error.stderr,
+  );
 }
 
 /** The counted drop of what `matches`, after a rate-limited log of it when the network logs its drops. */

@@ -14,6 +14,7 @@ import { ensureIpv4Forwarding, ipv6ForwardingRisk } from '../host/forwarding.js'
 import type { NetworkParse } from '../libvirt/model.js';
 import type { LogMessage } from '../log/messages.js';
 import type { NftRunner } from './nft-runner.js';
+import { explainRefusal } from './policy.js';
 import { plan as planWith, type Plan, type PlanOptions } from './plan.js';
 import type { ForwardTarget } from './port-forward.js';
 import type { Ruleset } from './ruleset.js';
@@ -49,7 +50,11 @@ export async function syncOnce(
   let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
   let foreignDegraded: string | undefined;
   if (applied) {
-    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, options.forwardTargets);
+    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, options.forwardTargets).catch(
+      (error: unknown) => {
+        throw explainRefusal(error, result.batch);
+      },
+    );
     ({ live, plan: result, foreignDegraded } = outcome);
     applied = outcome.committed;
   }

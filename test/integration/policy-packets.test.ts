@@ -15,7 +15,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, allRules, nftJson, nftLoadFile, nsRun, nsRunOk, run, rulePackets, tcpProbe } from '../helpers/netns.js';
-import { cliContext, describeRun, runCli, useNetnsLab } from '../helpers/cli.js';
+import { cliContext, describeRun, runCli, useNetnsLab, type CliResult } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const NET = `pol${process.pid}`;
@@ -71,6 +71,8 @@ interface Topology {
   guest2: string;
   guest3: string;
   apply: (config: string) => Promise<void>;
+  /** `kvmnftd apply` with that config, whatever its outcome. */
+  tryApply: (config: string) => Promise<CliResult>;
 }
 
 async function addr6(ns: string, dev: string, cidr: string): Promise<void> {
@@ -117,13 +119,14 @@ async function buildTopology(l: Lab): Promise<Topology> {
   await nftLoadFile(host!, admin);
   // kvmnftd never turns IPv6 forwarding on (it warns): the host's admin does.
   await l.sysctl(host!, 'net.ipv6.conf.all.forwarding', '1');
-  const apply = async (config: string): Promise<void> => {
+  const tryApply = async (config: string) => {
     await writeFile(ctx.configFile, config);
-    const r = await runCli(
-      host!,
-      ['apply', '--from-xml', natXml, '--from-xml', routedXml, '--config', ctx.configFile],
-      { runtimeDir: ctx.runtimeDir },
-    );
+    return runCli(host!, ['apply', '--from-xml', natXml, '--from-xml', routedXml, '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
+  };
+  const apply = async (config: string): Promise<void> => {
+    const r = await tryApply(config);
     expect(r.exitCode, describeRun(r)).toBe(0);
     // The planner's convergence: the plan right after apply is empty.
     const p = await runCli(host!, ['plan', '--from-xml', natXml, '--from-xml', routedXml, '--config', ctx.configFile], {
@@ -134,7 +137,7 @@ async function buildTopology(l: Lab): Promise<Topology> {
       describeRun(p),
     ).toEqual([]);
   };
-  return { host: host!, wan: wan!, guest: guest!, guest2: guest2!, guest3: guest3!, apply };
+  return { host: host!, wan: wan!, guest: guest!, guest2: guest2!, guest3: guest3!, apply, tryApply };
 }
 
 /** Retries NEW connections (a fresh flow each) until one gets the greeting: the bridge needs a moment. */
@@ -317,6 +320,35 @@ describe('per-network policy with real packets', () => {
     } finally {
       dnsmasq.kill('SIGTERM');
     }
+  });
+
+  it('isolate_guests on a kernel without nft_meta_bridge: refused whole, naming the module; the ruleset stays', async (ctx) => {
+    const l = theLab();
+    const t = await buildTopology(l);
+    const probe = await nsRun(t.host, 'nft', [
+      'add table bridge probe; add chain bridge probe f { type filter hook forward priority 0; }; ' +
+        'add rule bridge probe f meta ibrname "virbr0" drop; delete table bridge probe',
+    ]);
+    if (probe.exitCode === 0) {
+      console.log('isolate_guests: this kernel has nft_meta_bridge; the refusal cannot be shown here');
+      ctx.skip();
+    }
+    await t.apply(`[networks.${NET}]\nhost_services = ["tcp/22"]\n`);
+    // Every rule where it was, counters aside (traffic moves them).
+    const rules = async () =>
+      JSON.stringify(
+        allRules(await nftJson(t.host)).map((r) => [
+          r.family,
+          r.table,
+          r.chain,
+          (r.expr ?? []).filter((e) => !('counter' in e)),
+        ]),
+      );
+    const before = await rules();
+    const r = await t.tryApply(`[networks.${NET}]\nisolate_guests = true\n`);
+    expect(r.exitCode, describeRun(r)).not.toBe(0);
+    expect(r.stderr).toContain('nft_meta_bridge');
+    expect(await rules()).toBe(before);
   });
 
   describe('log_drops', () => {

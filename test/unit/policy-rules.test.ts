@@ -7,7 +7,8 @@ import type { Network } from '../../src/libvirt/model.js';
 import { cidrOf } from '../../src/net/ip.js';
 import { desiredState } from '../../src/nft/desired.js';
 import { logPrefix, networkTag } from '../../src/nft/ownership.js';
-import { addressIntervals, forwardPolicyRules } from '../../src/nft/policy.js';
+import { addressIntervals, explainRefusal, forwardPolicyRules } from '../../src/nft/policy.js';
+import { NftError } from '../../src/nft/nft-runner.js';
 import { renderRule } from '../../src/nft/render-text.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { plan } from '../../src/nft/plan.js';
@@ -125,5 +126,21 @@ describe('the bridge table (isolate_guests)', () => {
       expect.stringContaining("table bridge kvmnftd exists and is not kvmnftd's"),
     );
     expect(plan([], c.config, theirs).batch.nftables.some((x) => JSON.stringify(x).includes('"bridge"'))).toBe(false);
+  });
+});
+
+describe('explainRefusal', () => {
+  const refused = new NftError(
+    'nft failed applying the batch: Error: Could not process rule: Operation not supported',
+    '',
+  );
+  it("names nft_meta_bridge when a batch with isolate_guests' meta ibrname is refused as not supported", () => {
+    const batch = { nftables: [{ add: { rule: { expr: [{ match: { left: { meta: { key: 'ibrname' } } } }] } } }] };
+    expect(String(explainRefusal(refused, batch))).toContain('nft_meta_bridge module, CONFIG_NFT_BRIDGE_META');
+  });
+  it('leaves any other failure as it is', () => {
+    expect(explainRefusal(refused, { nftables: [] })).toBe(refused);
+    const other = new NftError('nft failed applying the batch: No such file or directory', '');
+    expect(explainRefusal(other, { ibrname: true })).toBe(other);
   });
 });
