@@ -12,11 +12,37 @@
 // daemon stops applying until an input changes, a periodic check runs or a
 // reload comes in. Pure: the clock is passed in.
 import type { Batch } from '../nft/json.js';
+import { isOurComment } from '../nft/ownership.js';
+import { tableKey, type Ruleset } from '../nft/ruleset.js';
 
 export const MAX_ECHO_COMMITS = 2;
 export const ECHO_WINDOW_MS = 60_000;
 
 export type GuardVerdict = { apply: true } | { apply: false; reason: string; firstTime: boolean };
+
+/** `family table chain` of every chain the batch adds or inserts a rule into. */
+export function chainsWritten(batch: Batch): string[] {
+  const out = new Set<string>();
+  for (const cmd of batch.nftables) {
+    const rule = 'add' in cmd && 'rule' in cmd.add ? cmd.add.rule : 'insert' in cmd ? cmd.insert.rule : undefined;
+    if (rule) out.add(`${rule.family} ${rule.table} ${rule.chain}`);
+  }
+  return [...out];
+}
+
+/**
+ * Does every chain kvmnftd wrote a rule into still hold a rule of kvmnftd's? A planner bug (the echo the
+ * guard is for) leaves kvmnftd's rules in place, only in a form the planner does not recognise. Someone
+ * flushing the chain after kvmnftd's commit (`ufw reload` flushes its chains several times, an empty chain
+ * each time, so the rest of the ruleset reads the same) takes them out: that is not an echo.
+ */
+export function ownRulesStillIn(live: Ruleset, chains: readonly string[]): boolean {
+  return chains.every((key) => {
+    const [family = '', table = '', chain = ''] = key.split(' ');
+    const rules = live.tables.get(tableKey(family, table))?.chains.get(chain)?.rules ?? [];
+    return rules.some((r) => isOurComment(r.comment));
+  });
+}
 
 /** A batch without rule handles (they change with every commit). */
 export function batchShape(batch: Batch): string {
@@ -24,7 +50,7 @@ export function batchShape(batch: Batch): string {
 }
 
 export class ConvergenceGuard {
-  private lastCommit: { inputs: string; foreign: string; shape: string } | undefined;
+  private lastCommit: { inputs: string; foreign: string; shape: string; written: string[] } | undefined;
   /** The next pass is the first one after an own commit. */
   private echoPending = false;
   /** When the transactions that echo passes (or retries while tripped) committed. */
@@ -40,8 +66,13 @@ export class ConvergenceGuard {
    * echo of kvmnftd's own commit; while suspended, such drift is repaired
    * only within the budget below (an input is the networks and config).
    */
-  check(inputs: string, batch: Batch, now: number, foreign = ''): GuardVerdict {
-    const echo = this.echoPending && this.lastCommit?.inputs === inputs && this.lastCommit.foreign === foreign;
+  check(inputs: string, batch: Batch, now: number, foreign = '', live?: Ruleset): GuardVerdict {
+    const last = this.lastCommit;
+    const echo =
+      this.echoPending &&
+      last?.inputs === inputs &&
+      last.foreign === foreign &&
+      (live === undefined || ownRulesStillIn(live, last.written));
     this.echoPending = false;
     this.window = this.window.filter((t) => now - t < ECHO_WINDOW_MS);
     const shape = batchShape(batch);
@@ -76,7 +107,7 @@ export class ConvergenceGuard {
 
   /** After an own transaction committed. */
   committed(inputs: string, batch: Batch, foreign = ''): void {
-    this.lastCommit = { inputs, foreign, shape: batchShape(batch) };
+    this.lastCommit = { inputs, foreign, shape: batchShape(batch), written: chainsWritten(batch) };
     this.echoPending = true;
   }
 

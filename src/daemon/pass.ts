@@ -190,7 +190,7 @@ export class DaemonPass {
   private mayApply(inputs: string, plan: Plan, live: Ruleset): boolean {
     // Someone else's change (ufw rewriting its chains in steps, Docker restarting) is not an echo of ours.
     this.foreignAtCheck = foreignDigest(live, this.deps.state.config);
-    const verdict = this.guard.check(inputs, plan.batch, Date.now(), this.foreignAtCheck);
+    const verdict = this.guard.check(inputs, plan.batch, Date.now(), this.foreignAtCheck, live);
     if (verdict.apply) return true;
     if (verdict.firstTime) {
       const diff = renderDiff(planDiff(live, plan.batch)).trimEnd();

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConvergenceGuard, ECHO_WINDOW_MS, MAX_ECHO_COMMITS } from '../../src/daemon/convergence-guard.js';
 import type { Batch } from '../../src/nft/json.js';
+import { emptyRuleset, tableKey, type Ruleset } from '../../src/nft/ruleset.js';
 
 const refill = (handle: number): Batch => ({
   nftables: [
@@ -89,5 +90,60 @@ describe('convergence guard', () => {
       guard.committed('nets-1', refill(i));
       guard.converged(); // the echo pass found nothing to do
     }
+  });
+});
+
+describe('convergence guard: a chain emptied again after the commit', () => {
+  const markAccept: Batch = {
+    nftables: [
+      {
+        insert: {
+          rule: {
+            family: 'ip6',
+            table: 'filter',
+            chain: 'ufw6-before-input',
+            expr: [{ accept: null }],
+            comment: 'kvmnftd',
+          },
+        },
+      },
+    ],
+  };
+  const liveWith = (comment: string | undefined): Ruleset => {
+    const live = emptyRuleset();
+    live.tables.set(tableKey('ip6', 'filter'), {
+      family: 'ip6',
+      name: 'filter',
+      handle: 1,
+      chains: new Map([
+        [
+          'ufw6-before-input',
+          {
+            family: 'ip6',
+            table: 'filter',
+            name: 'ufw6-before-input',
+            handle: 2,
+            rules: comment === undefined ? [] : [{ handle: 9, expr: [{ accept: null }], comment }],
+          },
+        ],
+      ]),
+    });
+    return live;
+  };
+
+  it("is not an echo when kvmnftd's rule is gone from the chain it wrote (ufw flushing an empty chain again)", () => {
+    const guard = new ConvergenceGuard();
+    for (let i = 0; i < 10; i++) {
+      // The rest of the ruleset reads the same every time (same foreign digest): only our rule is missing.
+      expect(guard.check('nets-1', markAccept, i * 100, 'same', liveWith(undefined))).toEqual({ apply: true });
+      guard.committed('nets-1', markAccept, 'same');
+    }
+  });
+
+  it('still trips when the rule is there and the planner wants it again (a planner bug)', () => {
+    const guard = new ConvergenceGuard();
+    expect(guard.check('nets-1', markAccept, 0, 'same', liveWith(undefined))).toEqual({ apply: true });
+    guard.committed('nets-1', markAccept, 'same');
+    expect(guard.check('nets-1', markAccept, 100, 'same', liveWith('kvmnftd'))).toMatchObject({ apply: false });
   });
 });
