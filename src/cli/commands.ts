@@ -2,7 +2,7 @@
 import type { Config } from '../config/config.js';
 import { holdsDaemonLock, runningDaemon, takeLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
-import { resolveForwards } from '../libvirt/guest-facts.js';
+import { gatherPlanFacts } from '../libvirt/guest-facts.js';
 import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { logMessages } from '../log/messages.js';
@@ -17,8 +17,8 @@ import type { Args } from './args.js';
 export async function runPlan(args: Args, config: Config, log: Logger): Promise<number> {
   const nft = nftRunner(runtimeDir());
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
-  const forwardTargets = await resolveForwards(config, networks);
-  const result = plan(networks, config, await nft.readRuleset(), { forwardTargets });
+  const facts = await gatherPlanFacts(config, networks);
+  const result = plan(networks, config, await nft.readRuleset(), facts);
   logMessages(planMessages(result), log);
   process.stdout.write(args.json ? `${JSON.stringify(result.batch, null, 2)}\n` : renderBatch(result.batch.nftables));
   return 0;
@@ -27,11 +27,11 @@ export async function runPlan(args: Args, config: Config, log: Logger): Promise<
 export async function runApply(args: Args, config: Config, log: Logger): Promise<number> {
   const dir = runtimeDir();
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
-  const forwardTargets = await resolveForwards(config, networks);
+  const facts = await gatherPlanFacts(config, networks);
   const release = takeLock(dir);
   try {
     const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nftRunner(dir), {
-      forwardTargets,
+      facts,
     });
     logMessages(messages, log);
     if (foreignDegraded !== undefined) {

@@ -8,7 +8,7 @@ import { readDaemonState } from '../daemon/status.js';
 import { hostListeners } from '../host/listeners.js';
 import { runningDaemon } from '../host/lock.js';
 import { runtimeDir } from '../host/runtime.js';
-import { forwardTargetsFrom, gatherGuestFacts, metadataForwardsFrom, resolveForwards } from '../libvirt/guest-facts.js';
+import { gatherGuestFacts, gatherPlanFacts, metadataForwardsFrom, planFactsFrom } from '../libvirt/guest-facts.js';
 import type { IgnoredMetadata } from '../libvirt/metadata-forwards.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { commandSource } from '../libvirt/sources.js';
@@ -16,8 +16,7 @@ import type { Logger } from '../log/logger.js';
 import { logMessages } from '../log/messages.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { nftRunner } from '../nft/nft-runner.js';
-import { plan } from '../nft/plan.js';
-import type { ForwardTarget } from '../nft/port-forward.js';
+import { plan, type PlanFacts } from '../nft/plan.js';
 import { planMessages } from '../nft/sync.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { renderMetrics } from '../metrics/exposition.js';
@@ -44,13 +43,13 @@ async function attempt<T>(f: () => Promise<T>): Promise<Outcome<T>> {
 function networksFrom(
   args: Args,
   config: Config,
-): Promise<Outcome<{ networks: NetworkParse[]; forwardTargets: ForwardTarget[]; metadataIgnored: IgnoredMetadata[] }>> {
+): Promise<Outcome<{ networks: NetworkParse[]; facts: PlanFacts; metadataIgnored: IgnoredMetadata[] }>> {
   return attempt(async () => {
     const networks = await commandSource(args.fromXml, config.libvirtUri)();
     const facts = await gatherGuestFacts(config, networks);
     return {
       networks,
-      forwardTargets: forwardTargetsFrom(config, networks, facts),
+      facts: planFactsFrom(config, networks, facts),
       metadataIgnored: metadataForwardsFrom(config, networks, facts).ignored,
     };
   });
@@ -73,7 +72,7 @@ export async function runStatus(args: Args, config: Config, source: string, _log
     configSource: source,
     libvirt:
       'ok' in networks
-        ? { source: libvirtSource, networks: networks.ok.networks, forwardTargets: networks.ok.forwardTargets }
+        ? { source: libvirtSource, networks: networks.ok.networks, facts: networks.ok.facts }
         : { source: libvirtSource, error: networks.error },
     ruleset: 'ok' in live ? { live: live.ok } : { error: live.error },
     daemon,
@@ -110,10 +109,7 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
   ]);
   let ruleset: DoctorFacts['ruleset'];
   if ('ok' in live) {
-    const planned =
-      'ok' in networks
-        ? plan(networks.ok.networks, config, live.ok, { forwardTargets: networks.ok.forwardTargets })
-        : undefined;
+    const planned = 'ok' in networks ? plan(networks.ok.networks, config, live.ok, networks.ok.facts) : undefined;
     ruleset = {
       live: live.ok,
       plannedCommands: planned?.batch.nftables.length ?? 0,
@@ -145,9 +141,9 @@ function daemonDegradedFact(dir: string): Pick<DoctorFacts, 'daemonDegraded'> {
 
 export async function runPlanDiff(args: Args, config: Config, log: Logger): Promise<number> {
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
-  const forwardTargets = await resolveForwards(config, networks);
+  const facts = await gatherPlanFacts(config, networks);
   const live = await nftRunner(runtimeDir()).readRuleset();
-  const result = plan(networks, config, live, { forwardTargets });
+  const result = plan(networks, config, live, facts);
   logMessages(planMessages(result), log);
   const lines = planDiff(live, result.batch);
   if (lines.length === 0) {

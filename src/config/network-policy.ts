@@ -44,6 +44,11 @@ export function networkPolicy(config: Pick<Config, 'networks'>, name: string): N
   };
 }
 
+/** Whether some network may isolate its guests: then the pass reads bridge ports and follows guests' starts. */
+export function mayIsolateGuests(config: Pick<Config, 'networks'>): boolean {
+  return Object.values(config.networks).some((t) => t.isolateGuests === true);
+}
+
 /** Whether the policy changes anything at all (no key set, or every key at its default). */
 export function hasPolicy(p: NetworkPolicy): boolean {
   return p.hostServices.length > 0 || p.isolateGuests || p.egress !== undefined || p.logDrops;

@@ -281,7 +281,7 @@ export const SCHEMA = table({
           summary:
             "Drop traffic between the network's guests: bridged frames in kvmnftd's own `bridge` table, " +
             'routed packets in `kvmnftd_forward`. DHCP, DNS and traffic out keep working.',
-          doc: 'Needs nft_meta_bridge (`meta ibrname`) in the kernel: see docs/rules.md.',
+          doc: "Drops in kvmnftd's own `bridge` table, per port of the network's bridge: see docs/rules.md.",
         }),
         egress: optionalKey({
           kind: list(text({ expected: EGRESS_SYNTAX, valid: () => true }), 'egress entries'),

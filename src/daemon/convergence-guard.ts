@@ -31,10 +31,12 @@ export function chainsWritten(batch: Batch): string[] {
 }
 
 /**
- * Does every chain kvmnftd wrote a rule into still hold a rule of kvmnftd's? A planner bug (the echo the
- * guard is for) leaves kvmnftd's rules in place, only in a form the planner does not recognise. Someone
- * flushing the chain after kvmnftd's commit (`ufw reload` flushes its chains several times, an empty chain
- * each time, so the rest of the ruleset reads the same) takes them out: that is not an echo.
+ * Does every one of these chains hold a rule of kvmnftd's? Asked of the chains kvmnftd's last commit wrote
+ * into, and of the chains the batch now wants to write into. A planner bug (the echo the guard is for)
+ * leaves kvmnftd's rules in place, only in a form the planner does not recognise. Someone flushing a chain
+ * that held kvmnftd's rule takes it out (`ufw reload` flushes its chains several times, an empty chain each
+ * time, so the rest of the ruleset reads the same; and it does so in ip and ip6 in turn, so the chain
+ * emptied may be one the last commit did not touch): a batch that puts it back is a repair, not an echo.
  */
 export function ownRulesStillIn(live: Ruleset, chains: readonly string[]): boolean {
   return chains.every((key) => {
@@ -72,7 +74,7 @@ export class ConvergenceGuard {
       this.echoPending &&
       last?.inputs === inputs &&
       last.foreign === foreign &&
-      (live === undefined || ownRulesStillIn(live, last.written));
+      (live === undefined || (ownRulesStillIn(live, last.written) && ownRulesStillIn(live, chainsWritten(batch))));
     this.echoPending = false;
     this.window = this.window.filter((t) => now - t < ECHO_WINDOW_MS);
     const shape = batchShape(batch);

@@ -5,13 +5,14 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config/config.js';
 import { lockHolder } from '../host/flock.js';
-import { DNSMASQ_STATUS_DIR, forwardBridges, guestFactsNeeded } from '../libvirt/guest-facts.js';
+import { DNSMASQ_STATUS_DIR, forwardBridges, guestFactsNeeded, isolatingBridges } from '../libvirt/guest-facts.js';
 import { takeDaemonLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { LibvirtConnection } from './connection.js';
 import { LeaseWatch } from './lease-watch.js';
+import { PortWatch } from './port-watch.js';
 import { MetricsWriter } from './metrics-writer.js';
 import type { EventsMode } from './libvirt-watch.js';
 import { MonitorSupervisor } from './monitor-supervisor.js';
@@ -60,10 +61,19 @@ export async function runDaemon(
     dir: options.leaseDir ?? DNSMASQ_STATUS_DIR,
     bridges: () => forwardBridges(state.config, state.lastNetworks ?? []),
   });
+  const isolating = (): string[] => isolatingBridges(state.config, state.lastNetworks ?? []);
+  const ports: PortWatch = new PortWatch({
+    trigger: (reason) => trigger(reason),
+    log,
+    bridges: isolating,
+    seen: () => state.guestFacts?.bridgePorts,
+  });
   const changed = (): void => {
     status.changed();
     // Only while some forward needs libvirt's guests; a directory that appeared since is watched now.
     leases.set(!state.stopping && guestFactsNeeded(state.config));
+    // Only while some active network isolates its guests.
+    ports.set(!state.stopping && isolating().length > 0);
   };
   const nft = nftRunner(dir);
   const pass = new DaemonPass({ state, runtimeDir: dir, nft, log, changed });
@@ -97,7 +107,7 @@ export async function runDaemon(
       state.stopping = true;
       log.info(`${signal}: stopping; the rules stay in place (kvmnftd remove clears them)`);
       notifier.send({ STOPPING: '1', STATUS: 'stopping' });
-      for (const unit of [periodic, watchdog, libvirt, monitor, leases]) unit.stop();
+      for (const unit of [periodic, watchdog, libvirt, monitor, leases, ports]) unit.stop();
       await Promise.all([pass.stop(), metrics.stop()]).finally(() => {
         libvirt.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });

@@ -5,7 +5,7 @@
 // back-off); failures are logged by how long they last.
 import { takeLock } from '../host/lock.js';
 import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
-import { forwardTargetsFrom, gatherGuestFacts, type DomainXml } from '../libvirt/guest-facts.js';
+import { gatherGuestFacts, planFactsFrom, type DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
 import { RepeatFilter, type LogMessage } from '../log/messages.js';
@@ -14,8 +14,8 @@ import type { NftRunner } from '../nft/nft-runner.js';
 import { planDiff, renderDiff } from '../nft/diff.js';
 import { monitorScope, ownedOrWrittenTables } from '../nft/monitor-scope.js';
 import { foreignDigest } from '../nft/ownership.js';
-import type { Plan } from '../nft/plan.js';
-import type { ForwardOutcome, ForwardTarget } from '../nft/port-forward.js';
+import type { Plan, PlanFacts } from '../nft/plan.js';
+import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
 import { AnswerOrLast, LIBVIRT_ANSWER_DEADLINE_MS } from './answer-or-last.js';
@@ -109,10 +109,10 @@ export class DaemonPass {
     try {
       const networks = await this.networks();
       if (networks === undefined) return; // nothing known yet: the status names libvirt
-      const targets = await this.forwardTargets(networks);
-      // A forward's new guest address is an input change, as a network's or the config's is.
-      const inputs = JSON.stringify([networks, state.config, targets]);
-      const result = await this.sync(networks, inputs, targets);
+      const facts = await this.planFacts(networks);
+      // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
+      const inputs = JSON.stringify([networks, state.config, facts]);
+      const result = await this.sync(networks, inputs, facts);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
@@ -151,10 +151,11 @@ export class DaemonPass {
   private readonly domainAnswers = new AnswerOrLast<DomainXml[]>(LIBVIRT_ANSWER_DEADLINE_MS);
 
   /**
-   * The port forwards with their guest addresses: libvirt's guests asked once per pass (only when a forward
-   * names one), through the open event source; while libvirt is away, its last answer stands.
+   * The port forwards with their guest addresses and the isolating bridges' ports: libvirt's guests asked once
+   * per pass (only when a forward names one), through the open event source; while libvirt is away, its last
+   * answer stands.
    */
-  private async forwardTargets(networks: NetworkParse[]): Promise<ForwardTarget[]> {
+  private async planFacts(networks: NetworkParse[]): Promise<PlanFacts> {
     const { state } = this.deps;
     const watch = state.watch;
     const facts = await (this.deps.guestFacts ?? gatherGuestFacts)(state.config, networks, {
@@ -168,18 +169,18 @@ export class DaemonPass {
       ...(state.guestFacts ? { previous: state.guestFacts } : {}),
     });
     state.guestFacts = facts;
-    return forwardTargetsFrom(state.config, networks, facts);
+    return planFactsFrom(state.config, networks, facts);
   }
 
   /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
   private foreignAtCheck = '';
 
-  private async sync(networks: NetworkParse[], inputs: string, forwardTargets: ForwardTarget[]): Promise<SyncResult> {
+  private async sync(networks: NetworkParse[], inputs: string, facts: PlanFacts): Promise<SyncResult> {
     const release = takeLock(this.deps.runtimeDir);
     try {
       return await (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
         mayApply: (plan, live) => this.mayApply(inputs, plan, live),
-        forwardTargets,
+        facts,
       });
     } finally {
       release();

@@ -3,12 +3,13 @@
 // pass and its convergence guard, plan, apply, plan --diff, status, doctor),
 // so that they all see the same targets:
 //
-//   guestFactsNeeded(config)   whether libvirt must be asked at all (a forward
-//                              names its guest by domain name or MAC, or
-//                              metadata forwards are on);
+//   guestFactsNeeded(config)   whether anything must be asked at all (a forward
+//                              names its guest by domain name or MAC, metadata
+//                              forwards are on, or a network isolates guests);
 //   gatherGuestFacts(...)      the adapter: the running domains' XML (virsh, or
-//                              the daemon's D-Bus connection) and the networks'
-//                              DHCP leases (libvirt's dnsmasq status files);
+//                              the daemon's D-Bus connection), the networks'
+//                              DHCP leases (libvirt's dnsmasq status files) and
+//                              the isolating networks' bridge ports (sysfs);
 //   forwardTargetsFrom(...)    pure: the forwards with their guest addresses,
 //                              the config's and then the domains' metadata
 //                              forwards (metadata-forwards.ts), in one list;
@@ -21,7 +22,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/config.js';
 import { metadataForwardsOn, targetRef } from '../config/port-forward.js';
+import { mayIsolateGuests, networkPolicy } from '../config/network-policy.js';
+import { readBridgePorts } from '../host/bridge-ports.js';
 import { readHostListeners, type HostListener } from '../host/listeners.js';
+import type { BridgePorts } from '../nft/desired.js';
+import type { PlanFacts } from '../nft/plan.js';
 import type { ForwardTarget } from '../nft/port-forward.js';
 import {
   domainNetworkInterfaces,
@@ -56,6 +61,8 @@ export interface GuestFacts {
    * ports); absent: not read, or unreadable, which keeps every metadata forward off.
    */
   listeners?: HostListener[];
+  /** The ports of the bridges of networks that isolate their guests (isolate_guests); absent: none does. */
+  bridgePorts?: BridgePorts;
 }
 
 export interface GuestFactsOptions {
@@ -67,20 +74,34 @@ export interface GuestFactsOptions {
   previous?: GuestFacts;
   /** The listening sockets (default: /proc/net of this network namespace; throws when unreadable). */
   listeners?: () => Promise<HostListener[]>;
+  /** The bridges' ports (default: sysfs, host/bridge-ports.ts). */
+  bridgePorts?: (bridges: readonly string[]) => Promise<BridgePorts>;
 }
 
 /** Whether libvirt's guests must be asked: a forward names its guest by domain name or MAC, or metadata forwards are on. */
-export function guestFactsNeeded(config: Config): boolean {
+function forwardsNeedGuests(config: Config): boolean {
   return config.portForward.some((f) => targetRef(f.to).kind !== 'address') || metadataForwardsOn(config);
 }
 
-/** The facts forwards resolve from; asks nothing when guestFactsNeeded(config) is false. Never throws. */
+/**
+ * Whether guests matter to the plan: forwards resolve them, or a network isolates them (its bridge ports). The
+ * daemon then follows the domains' lifecycle events, a guest's start being a change of the plan's input.
+ */
+export function guestFactsNeeded(config: Config): boolean {
+  return forwardsNeedGuests(config) || mayIsolateGuests(config);
+}
+
+/** The facts forwards and isolation plan from; asks nothing when guestFactsNeeded(config) is false. Never throws. */
 export async function gatherGuestFacts(
   config: Config,
   inputs: readonly NetworkParse[],
   options: GuestFactsOptions = {},
 ): Promise<GuestFacts> {
   if (!guestFactsNeeded(config)) return { domains: [], leases: [] };
+  const isolating = isolatingBridges(config, inputs);
+  const bridgePorts = isolating.length > 0 ? await (options.bridgePorts ?? readBridgePorts)(isolating) : undefined;
+  const ports = bridgePorts === undefined ? {} : { bridgePorts };
+  if (!forwardsNeedGuests(config)) return { domains: [], leases: [], ...ports };
   // Every network's leases, not only the forwards' networks': a MAC leased elsewhere says "not on that network".
   const networks = okNetworks(inputs);
   const [domains, leases, listeners] = await Promise.all([
@@ -93,7 +114,20 @@ export async function gatherGuestFacts(
       ? (options.listeners ?? readHostListeners)().catch(() => undefined)
       : Promise.resolve(undefined),
   ]);
-  return listeners === undefined ? { domains, leases } : { domains, leases, listeners };
+  return listeners === undefined ? { domains, leases, ...ports } : { domains, leases, listeners, ...ports };
+}
+
+/** The bridges of the active networks that isolate their guests: the ones whose ports the plan needs. */
+export function isolatingBridges(config: Config, inputs: readonly NetworkParse[]): string[] {
+  return okNetworks(inputs)
+    .filter((n) => networkPolicy(config, n.name).isolateGuests)
+    .map((n) => n.bridge);
+}
+
+/** What every plan() call site passes besides the networks (pure): the forwards' targets, the bridges' ports. */
+export function planFactsFrom(config: Config, inputs: readonly NetworkParse[], facts: GuestFacts): PlanFacts {
+  const forwardTargets = forwardTargetsFrom(config, inputs, facts);
+  return facts.bridgePorts === undefined ? { forwardTargets } : { forwardTargets, bridgePorts: facts.bridgePorts };
 }
 
 /** The forwards with their guest addresses (pure): what every plan() call site passes as forwardTargets. */
@@ -125,13 +159,13 @@ export function metadataForwardsFrom(
   return metadataForwards(facts.domains, config, okNetworks(inputs), facts.listeners);
 }
 
-/** gatherGuestFacts then forwardTargetsFrom: for the one-shot commands. */
-export async function resolveForwards(
+/** gatherGuestFacts then planFactsFrom: for the one-shot commands. */
+export async function gatherPlanFacts(
   config: Config,
   inputs: readonly NetworkParse[],
   options: GuestFactsOptions = {},
-): Promise<ForwardTarget[]> {
-  return forwardTargetsFrom(config, inputs, await gatherGuestFacts(config, inputs, options));
+): Promise<PlanFacts> {
+  return planFactsFrom(config, inputs, await gatherGuestFacts(config, inputs, options));
 }
 
 /**

@@ -2,8 +2,10 @@
 // Pure data; diffing against the live ruleset happens in plan.ts.
 import type { Config } from '../config/config.js';
 import type { Network, NetworkIp } from '../libvirt/model.js';
+import { isSafeIfname } from '../net/ifname.js';
 import { cidrOf, type Cidr, type Family } from '../net/ip.js';
 import { ipProto, m, s, type BaseChainSpec, type Expr, type RuleSpec } from './json.js';
+import { joinKey } from '../config/kinds.js';
 import { appliedPolicy, bridgeRules, forwardPolicyRules, hostServiceRules, type PolicyProblem } from './policy.js';
 import {
   forwardsThroughOwnRules,
@@ -52,6 +54,9 @@ const MULTICAST_V4 = cidrOf('224.0.0.0', 24)!;
 const BROADCAST_V4 = cidrOf('255.255.255.255', 32)!;
 const MULTICAST_V6 = cidrOf('ff02::', 16)!;
 
+/** Per bridge, the names of its ports as the kernel lists them (host/bridge-ports.ts): isolate_guests' input. */
+export type BridgePorts = Readonly<Record<string, readonly string[]>>;
+
 /**
  * Networks must be valid and active; the result is deterministic (sorted by name). `forwardAccepts`: per
  * network, the port forwards' accepts (port-forward.ts), placed before that bridge's `return`.
@@ -60,6 +65,7 @@ export function desiredState(
   networks: readonly Network[],
   config: Config,
   forwardAccepts: ReadonlyMap<string, RuleSpec[]> = new Map(),
+  bridgePorts: BridgePorts = {},
 ): DesiredState {
   const sorted = [...networks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const holds = familiesOf(config);
@@ -97,7 +103,17 @@ export function desiredState(
     state.policyProblems.push(...applied.problems);
     const accepted = networkAccepted(net, config) && !applied.refuseOpen;
     policy.push(...forwardPolicyRules(net, applied.policy, holds, config.filter.family === 'inet'));
-    state.bridge.push(...bridgeRules(net, applied.policy));
+    if (applied.policy.isolateGuests) {
+      const ports = Object.hasOwn(bridgePorts, net.bridge) ? (bridgePorts[net.bridge] ?? []) : [];
+      for (const port of ports.filter((p) => !isSafeIfname(p)))
+        state.policyProblems.push({
+          network: net.name,
+          key: `${joinKey('networks', applied.policy.from.isolate_guests === 'own' ? net.name : '*')}.isolate_guests`,
+          level: 'error',
+          message: `port ${JSON.stringify(port)} of bridge ${net.bridge} is not isolated: nft cannot match that name exactly`,
+        });
+      state.bridge.push(...bridgeRules(net, applied.policy, ports.filter(isSafeIfname)));
+    }
 
     if (net.mode === 'open') {
       if (accepted) {

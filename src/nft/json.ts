@@ -125,8 +125,6 @@ export const m = {
   markBit: (bit: number): Expr => match('==', { '&': [meta('mark'), bit] }, bit),
   /** `oifname != "a"`. */
   oifnameNot: (name: string): Expr => match('!=', meta('oifname'), name),
-  /** `meta ibrname "br"` (bridge family): the frame came in through a port of that bridge. */
-  ibrname: (name: string): Expr => match('==', meta('ibrname'), name),
   /** `ct direction original` / `reply`. */
   ctDirection: (dir: 'original' | 'reply'): Expr => match('==', { ct: { key: 'direction' } }, dir),
   /** `meta nfproto ipv4` / `ipv6`. */

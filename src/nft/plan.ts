@@ -12,6 +12,7 @@ import {
   invalidGuard,
   natBaseSpec,
   withInvalidGuard,
+  type BridgePorts,
   type DesiredChain,
   type DesiredState,
 } from './desired.js';
@@ -83,6 +84,9 @@ export interface ForeignPart {
   handled: HandledChain[];
 }
 
+/** What the plan knows of guests besides the networks: gathered once per pass (libvirt/guest-facts.ts). */
+export type PlanFacts = Pick<PlanOptions, 'forwardTargets' | 'bridgePorts'>;
+
 export interface PlanOptions {
   /**
    * false plans without the foreign part: no marking chains and no mark
@@ -95,6 +99,8 @@ export interface PlanOptions {
    * have one (names and MACs are resolved through libvirt by the caller).
    */
   forwardTargets?: readonly ForwardTarget[];
+  /** Per bridge, its ports (host/bridge-ports.ts); absent: none known, so isolate_guests drops nothing yet. */
+  bridgePorts?: BridgePorts;
 }
 
 /**
@@ -167,7 +173,7 @@ export function plan(inputs: readonly NetworkParse[], config: Config, live: Rule
       field: n.forward,
       message: `${n.forward}: ${n.message}`,
     });
-  const desired = desiredState(networks, config, forwarded.accepts);
+  const desired = desiredState(networks, config, forwarded.accepts, options.bridgePorts);
   for (const p of desired.policyProblems)
     notes.push({ level: p.level, field: p.key, message: `network ${p.network}: ${p.key}: ${p.message}` });
   desired.forwardChains = forwardChains(forwarded, config);

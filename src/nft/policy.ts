@@ -1,6 +1,7 @@
 // A network's policy ([networks.<name>]) as rules: host_services as accepts in kvmnftd_input, egress and
-// isolate_guests as drops first in kvmnftd_forward, isolate_guests again in kvmnftd's own `bridge` table, and
-// log_drops as a rate-limited `log` before each of those drops. Pure. What each forward mode allows:
+// isolate_guests as drops first in kvmnftd_forward, isolate_guests again in kvmnftd's own `bridge` table (per
+// port of the bridge), and log_drops as a rate-limited `log` before each of those drops. Pure. What each
+// forward mode allows:
 //
 //   key             nat  route  isolated  open
 //   host_services   yes  yes    yes       no
@@ -17,7 +18,6 @@ import { joinKey } from '../config/kinds.js';
 import type { ForwardMode, Network } from '../libvirt/model.js';
 import { formatIp, maskOf, parseIp, type Cidr, type Family } from '../net/ip.js';
 import { addrValue, m, s, type BaseChainSpec, type Expr, type Json, type L4Service, type RuleSpec } from './json.js';
-import { NftError } from './nft-runner.js';
 import { logPrefix, networkTag } from './ownership.js';
 
 /** `limit rate 5/second burst 10 packets`: what log_drops lets through to the kernel log. */
@@ -131,23 +131,22 @@ export function forwardPolicyRules(
 /** The base chain of kvmnftd's own `bridge` table. */
 export const BRIDGE_FORWARD_SPEC: BaseChainSpec = { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' };
 
-/** isolate_guests: frames between two ports of the bridge (guest to guest), in kvmnftd's `bridge` table. */
-export function bridgeRules(net: Network, policy: NetworkPolicy): RuleSpec[] {
-  return policy.isolateGuests ? drops(net, policy, [m.ibrname(net.bridge)]) : [];
-}
-
 /**
- * nft's answer when the kernel lacks nft_meta_bridge (CONFIG_NFT_BRIDGE_META), which `meta ibrname` needs: the
- * whole transaction is refused. Say so, naming the key, instead of the bare "Operation not supported".
+ * isolate_guests in kvmnftd's `bridge` table: every frame the bridge forwards out of or into one of its ports
+ * (its guests' taps, as the kernel lists them when the pass runs: host/bridge-ports.ts) is dropped. A frame
+ * the bridge forwards always goes from one port to another, so "either end is a port of this bridge" is
+ * "guest to guest": DHCP, DNS and the way out go to the bridge device itself (the host), which the bridge
+ * delivers, never forwards. A tap that joins before the pass that names it is still cut off from every
+ * guest already named (their `oifname`/`iifname` drops). Matched by the port's name, which every kernel can
+ * (`meta ibrname` needs nft_meta_bridge). One drop per port and direction: a guest starting or stopping
+ * adds or removes its own rules and leaves the others' counters alone. `ports` must be safe names
+ * (isSafeIfname: desired.ts leaves out and reports the others).
  */
-export function explainRefusal(error: unknown, batch: unknown): unknown {
-  if (!(error instanceof NftError) || !error.message.includes('Operation not supported')) return error;
-  if (!JSON.stringify(batch).includes('"ibrname"')) return error;
-  return new NftError(
-    `${error.message} (isolate_guests matches the bridge with \`meta ibrname\`, which needs the kernel's ` +
-      'nft_meta_bridge module, CONFIG_NFT_BRIDGE_META; without it no transaction with isolate_guests can be applied)',
-    error.stderr,
-  );
+export function bridgeRules(net: Network, policy: NetworkPolicy, ports: readonly string[]): RuleSpec[] {
+  if (!policy.isolateGuests) return [];
+  return [...ports]
+    .sort()
+    .flatMap((port) => [...drops(net, policy, [m.iifname(port)]), ...drops(net, policy, [m.oifname(port)])]);
 }
 
 /** The counted drop of what `matches`, after a rate-limited log of it when the network logs its drops. */

@@ -14,9 +14,7 @@ import { ensureIpv4Forwarding, ipv6ForwardingRisk } from '../host/forwarding.js'
 import type { NetworkParse } from '../libvirt/model.js';
 import type { LogMessage } from '../log/messages.js';
 import type { NftRunner } from './nft-runner.js';
-import { explainRefusal } from './policy.js';
-import { plan as planWith, type Plan, type PlanOptions } from './plan.js';
-import type { ForwardTarget } from './port-forward.js';
+import { plan as planWith, type Plan, type PlanFacts, type PlanOptions } from './plan.js';
 import type { Ruleset } from './ruleset.js';
 
 export interface SyncResult {
@@ -33,8 +31,8 @@ export interface SyncResult {
 export interface SyncOptions {
   /** Asked before a non-empty batch is applied; false holds it back (the daemon's convergence guard). */
   mayApply?: (plan: Plan, live: Ruleset) => boolean;
-  /** Port forwards with their resolved guest addresses (PlanOptions.forwardTargets). */
-  forwardTargets?: readonly ForwardTarget[];
+  /** What libvirt and the host say about guests, the same for every plan() of the pass (PlanFacts). */
+  facts?: PlanFacts;
 }
 
 export async function syncOnce(
@@ -44,17 +42,14 @@ export async function syncOnce(
   options: SyncOptions = {},
 ): Promise<SyncResult> {
   const started = performance.now();
-  const plan = planner(options.forwardTargets);
+  const facts = options.facts ?? {};
+  const plan = planner(facts);
   let live = await nft.readRuleset();
   let result = plan(networks, config, live);
   let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
   let foreignDegraded: string | undefined;
   if (applied) {
-    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, options.forwardTargets).catch(
-      (error: unknown) => {
-        throw explainRefusal(error, result.batch);
-      },
-    );
+    const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, facts);
     ({ live, plan: result, foreignDegraded } = outcome);
     applied = outcome.committed;
   }
@@ -74,9 +69,9 @@ export async function applyWithRetry(
   config: Config,
   nft: NftRunner,
   first: { live: Ruleset; plan: Plan },
-  forwardTargets?: readonly ForwardTarget[],
+  facts: PlanFacts = {},
 ): Promise<{ live: Ruleset; plan: Plan; committed: boolean; foreignDegraded?: string }> {
-  const plan = planner(forwardTargets);
+  const plan = planner(facts);
   try {
     await nft.apply(first.plan.batch);
     return { ...first, committed: true };
@@ -108,12 +103,11 @@ export async function applyWithRetry(
   };
 }
 
-/** plan() with the same forward targets on every call of one pass. */
+/** plan() with the same facts on every call of one pass. */
 function planner(
-  forwardTargets: readonly ForwardTarget[] | undefined,
+  facts: PlanFacts,
 ): (networks: NetworkParse[], config: Config, live: Ruleset, options?: PlanOptions) => Plan {
-  return (networks, config, live, options = {}) =>
-    planWith(networks, config, live, forwardTargets === undefined ? options : { ...options, forwardTargets });
+  return (networks, config, live, options = {}) => planWith(networks, config, live, { ...options, ...facts });
 }
 
 function describeHandled(p: Plan): string {

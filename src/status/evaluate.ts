@@ -20,13 +20,8 @@ import {
   taggedNetwork,
 } from '../nft/ownership.js';
 import { targetText } from '../nft/foreign-chains.js';
-import { plan } from '../nft/plan.js';
-import {
-  PF_PREROUTING_CHAIN,
-  type ForwardOutcome,
-  type ForwardState,
-  type ForwardTarget,
-} from '../nft/port-forward.js';
+import { plan, type PlanFacts } from '../nft/plan.js';
+import { PF_PREROUTING_CHAIN, type ForwardOutcome, type ForwardState } from '../nft/port-forward.js';
 import { RULE_KINDS, tallyCounters, type CounterTally, type RuleKind } from '../nft/rule-kind.js';
 import { ruleCounter, ruleKey, type LiveChain, type LiveRule, type Ruleset } from '../nft/ruleset.js';
 import { portRangeText } from '../config/kinds.js';
@@ -72,10 +67,10 @@ export interface StatusInputs {
         source: 'libvirt' | 'xml-files';
         networks: NetworkParse[];
         /**
-         * The port forwards resolved against them (libvirt/guest-facts.ts), as every plan() gets them. Absent:
-         * only forwards whose `to` is an address have one (PlanOptions.forwardTargets).
+         * The port forwards resolved against them and the isolating bridges' ports (libvirt/guest-facts.ts), as
+         * every plan() gets them. Absent: only forwards whose `to` is an address have one, no port is known.
          */
-        forwardTargets?: ForwardTarget[];
+        facts?: PlanFacts;
       }
     | { source: 'libvirt' | 'xml-files'; error: string };
   ruleset: { live: Ruleset } | { error: string };
@@ -198,7 +193,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
   const adminName = `${config.filter.family} ${config.filter.table}`;
   const live = 'live' in facts.ruleset ? facts.ruleset.live : undefined;
   const inputs = 'networks' in facts.libvirt ? facts.libvirt.networks : undefined;
-  const forwardTargets = 'networks' in facts.libvirt ? facts.libvirt.forwardTargets : undefined;
+  const planFacts = 'networks' in facts.libvirt ? facts.libvirt.facts : undefined;
   if (!live && 'error' in facts.ruleset) problems.push(`cannot read the ruleset: ${facts.ruleset.error}`);
   if (!inputs && 'error' in facts.libvirt) problems.push(`cannot read libvirt's networks: ${facts.libvirt.error}`);
 
@@ -211,7 +206,7 @@ export function evaluateStatus(facts: StatusInputs): StatusReport {
   const admin = live ? adminTable(live, config) : undefined;
 
   if (live && inputs) {
-    const p = plan(inputs, config, live, forwardTargets ? { forwardTargets } : {});
+    const p = plan(inputs, config, live, planFacts ?? {});
     pending = p.batch.nftables.length;
     forwards = p.forwards.map((o) => forwardStatus(o, live, config));
     for (const f of forwards)

@@ -6,7 +6,7 @@ import { parse as parseToml } from 'smol-toml';
 import { configFromObject, defaultConfig, type Config } from '../../src/config/config.js';
 import type { NetworkParse } from '../../src/libvirt/model.js';
 import { parseNetworkXml } from '../../src/libvirt/parse-network-xml.js';
-import { plan } from '../../src/nft/plan.js';
+import { plan, type PlanFacts } from '../../src/nft/plan.js';
 import { renderBatch } from '../../src/nft/render-text.js';
 import { indexRuleset, type Ruleset } from '../../src/nft/ruleset.js';
 
@@ -21,6 +21,8 @@ export interface GoldenCase {
   config: Config;
   live: Ruleset;
   xmlFiles: string[];
+  /** bridge-ports.json (isolate_guests' input: bridge -> its ports), when the case has one. */
+  facts: PlanFacts;
 }
 
 export function goldenCases(): string[] {
@@ -40,13 +42,17 @@ export function loadCase(name: string): GoldenCase {
     .filter((f) => f.endsWith('.xml'))
     .sort();
   const inputs = xmlFiles.map((f) => parseNetworkXml(readFileSync(join(dir, f), 'utf8'), f));
-  return { name, inputs, config, live, xmlFiles };
+  const portsFile = join(dir, 'bridge-ports.json');
+  const facts: PlanFacts = existsSync(portsFile)
+    ? { bridgePorts: JSON.parse(readFileSync(portsFile, 'utf8')) as Record<string, string[]> }
+    : {};
+  return { name, inputs, config, live, xmlFiles, facts };
 }
 
 /** The case's plan as text: notes as `#` comment lines, then the batch. */
 export function renderCase(name: string): string {
   const c = loadCase(name);
-  const result = plan(c.inputs, c.config, c.live);
+  const result = plan(c.inputs, c.config, c.live, c.facts);
   const notes = result.notes
     .map((n) => `# ${n.level}: ${n.network ? `network ${n.network}: ` : ''}${n.message}\n`)
     .join('');

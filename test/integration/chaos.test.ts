@@ -64,9 +64,11 @@ const CONFIG =
       `to = "${p.to}"\nto_port = 22\n`,
   ).join('') +
   // Per-network policy (issue 14) on the pool networks that come and go: egress on a nat and a route network,
-  // host services and drop logging from "*" (ignored, with an info line, for the open one). Not isolate_guests:
-  // its meta ibrname needs nft_meta_bridge, which the lab's kernel may lack.
+  // host services and drop logging from "*" (ignored, with an info line, for the open one); isolate_guests on
+  // the default network, whose guest's port gives kvmnftd's bridge table its rules (the port forward into that
+  // guest comes from the wan, not from another guest: isolation leaves it alone).
   '\n[networks."*"]\nhost_services = ["tcp/22", "udp/8000-8010"]\nlog_drops = true\n' +
+  '\n[networks.default]\nisolate_guests = true\n' +
   '\n[networks.chaos0]\negress = ["tcp/443", "10.0.0.0/8", "[2001:db8::1]:tcp/25"]\n' +
   '\n[networks.chaos1]\negress = []\n';
 const FORWARDS = [{ network: 'default', to: FWD.guest }, ...POOL_FORWARDS];

@@ -68,19 +68,6 @@ async function nft(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Whether the kernel runs `meta ibrname` in a bridge table (nft_meta_bridge, CONFIG_NFT_BRIDGE_META). */
-async function bridgeMetaSupported(): Promise<boolean> {
-  try {
-    await nft([
-      'add table bridge kvc_probe; add chain bridge kvc_probe f { type filter hook forward priority 0; }; ' +
-        'add rule bridge kvc_probe f meta ibrname "virbr0" drop; delete table bridge kvc_probe',
-    ]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function readRuleset(): Promise<Ruleset> {
   return indexRuleset(JSON.parse(await nft(['-j', 'list', 'ruleset'])));
 }
@@ -362,26 +349,20 @@ describe('apply, read back, plan again: nothing to do', () => {
   // far as nft can load it: libvirt's iptables-nft rules (`xt` statements)
   // cannot be written back through JSON, their tables and chains can.
   for (const name of goldenCases()) {
-    it(`golden case ${name}`, async (ctx) => {
+    it(`golden case ${name}`, async () => {
       const c = loadCase(name);
-      // isolate_guests' `meta ibrname` needs the kernel's nft_meta_bridge: said and skipped where it is missing.
-      const bridged = JSON.stringify(plan(c.inputs, c.config, c.live).batch).includes('"ibrname"');
-      if (bridged && !(await bridgeMetaSupported())) {
-        console.log(`golden case ${name}: this kernel cannot run meta ibrname (nft_meta_bridge): skipped`);
-        ctx.skip();
-      }
       const own = join(GOLDEN_DIR, name, 'live.json');
       const liveFile = existsSync(own) ? own : join(import.meta.dirname, '..', 'fixtures', 'live-libvirt9.json');
       const liveDoc = JSON.parse(readFileSync(liveFile, 'utf8')) as Parameters<typeof loadable>[0];
       await applyBatch({ nftables: [{ flush: { ruleset: null } }, ...loadable(liveDoc)] } as Batch);
-      const first = plan(c.inputs, c.config, await readRuleset());
+      const first = plan(c.inputs, c.config, await readRuleset(), c.facts);
       const wantsRules = first.networks.some(
         (n) => n.mode !== 'open' || c.config.filter.acceptOpenNetworks.includes(n.name),
       );
       expect(first.batch.nftables.length > 0, 'the case plans nothing against its own live ruleset').toBe(wantsRules);
       await checkText('', first.batch);
       await applyBatch(first.batch);
-      const second = plan(c.inputs, c.config, await readRuleset());
+      const second = plan(c.inputs, c.config, await readRuleset(), c.facts);
       expect(renderBatch(second.batch.nftables), `golden case ${name} did not converge`).toBe('');
     });
   }

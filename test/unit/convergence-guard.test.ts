@@ -140,6 +140,35 @@ describe('convergence guard: a chain emptied again after the commit', () => {
     }
   });
 
+  it("is not an echo when the batch puts kvmnftd's rule back into a chain the last commit did not write", () => {
+    // ufw reload, seen in chaos (seed 1388229514, step 7): the repair wrote ip filter's chains; ufw then
+    // flushed ip6 filter's, whose mark accept an earlier commit had put there.
+    const ipAccept = JSON.parse(JSON.stringify(markAccept).replace(/ufw6/g, 'ufw').replace('"ip6"', '"ip"')) as Batch;
+    const live = liveWith(undefined);
+    live.tables.set(tableKey('ip', 'filter'), {
+      family: 'ip',
+      name: 'filter',
+      handle: 3,
+      chains: new Map([
+        [
+          'ufw-before-input',
+          {
+            family: 'ip',
+            table: 'filter',
+            name: 'ufw-before-input',
+            handle: 4,
+            rules: [{ handle: 10, expr: [{ accept: null }], comment: 'kvmnftd' }],
+          },
+        ],
+      ]),
+    });
+    const guard = new ConvergenceGuard();
+    for (let i = 0; i < 10; i++) {
+      guard.committed('nets-1', ipAccept, 'same');
+      expect(guard.check('nets-1', markAccept, i * 100, 'same', live)).toEqual({ apply: true });
+    }
+  });
+
   it('still trips when the rule is there and the planner wants it again (a planner bug)', () => {
     const guard = new ConvergenceGuard();
     expect(guard.check('nets-1', markAccept, 0, 'same', liveWith(undefined))).toEqual({ apply: true });

@@ -274,7 +274,7 @@ describe('DaemonPass', () => {
     );
     const seen: string[][] = [];
     const capture: typeof syncOnce = async (networks, cfg, runner, options) => {
-      const forwardTargets = options?.forwardTargets ?? [];
+      const forwardTargets = options?.facts?.forwardTargets ?? [];
       seen.push(forwardTargets.flatMap((t) => t.addresses));
       const live = await runner.readRuleset();
       const result = plan(networks, cfg, live, { forwardTargets });

@@ -213,7 +213,7 @@ describe('foreign-drop-chain', () => {
     const before = checkDropChains(facts({ ...withLive(c.live), libvirt: { networks: c.inputs } }));
     expect(before.length).toBeGreaterThan(0);
     expect(before.every((f) => f.severity === 'error')).toBe(true);
-    const live = applyBatch(c.live, plan(c.inputs, c.config, c.live).batch);
+    const live = applyBatch(c.live, plan(c.inputs, c.config, c.live, c.facts).batch);
     const after = checkDropChains(facts({ ...withLive(live), libvirt: { networks: c.inputs } }));
     expect(after.map((f) => f.title.split(' (hook')[0])).toEqual(before.map((f) => f.title.split(' (hook')[0]));
     for (const f of after) {

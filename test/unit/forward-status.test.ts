@@ -68,7 +68,11 @@ describe('status: forwards', () => {
     const report = evaluateStatus({
       config,
       configSource: 't',
-      libvirt: { source: 'libvirt', networks: inputs, forwardTargets: forwardTargetsFrom(config, inputs, FACTS) },
+      libvirt: {
+        source: 'libvirt',
+        networks: inputs,
+        facts: { forwardTargets: forwardTargetsFrom(config, inputs, FACTS) },
+      },
       ruleset: { live: appliedWithCounters(config, inputs, 7) },
       daemon: { systemd: { available: false } },
       checkedAt: new Date(0),
@@ -101,7 +105,11 @@ describe('status: forwards', () => {
     const report = evaluateStatus({
       config,
       configSource: 't',
-      libvirt: { source: 'libvirt', networks: inputs, forwardTargets: forwardTargetsFrom(config, inputs, FACTS) },
+      libvirt: {
+        source: 'libvirt',
+        networks: inputs,
+        facts: { forwardTargets: forwardTargetsFrom(config, inputs, FACTS) },
+      },
       ruleset: { live: LIVE_LIBVIRT9 },
       daemon: { systemd: { available: false } },
       checkedAt: new Date(0),

@@ -36,15 +36,15 @@ function foreignState(r: Ruleset, config: Config): string[] {
 const cases = goldenCases();
 
 describe.each(cases)('planner properties: %s', (name) => {
-  const { inputs, config, live } = loadCase(name);
+  const { inputs, config, live, facts } = loadCase(name);
 
   it('converges: the plan after applying the plan is empty', () => {
-    const after = applyBatch(live, plan(inputs, config, live).batch);
-    expect(plan(inputs, config, after).batch.nftables).toEqual([]);
+    const after = applyBatch(live, plan(inputs, config, live, facts).batch);
+    expect(plan(inputs, config, after, facts).batch.nftables).toEqual([]);
   });
 
   it('touches nothing it does not own, and remove restores the original', () => {
-    const after = applyBatch(live, plan(inputs, config, live).batch);
+    const after = applyBatch(live, plan(inputs, config, live, facts).batch);
     expect(foreignState(after, config)).toEqual(foreignState(live, config));
     const removed = applyBatch(after, plan([], config, after).batch);
     if (live.tables.has(tableKey('inet', config.nat.table))) {

@@ -7,12 +7,11 @@ import type { Network } from '../../src/libvirt/model.js';
 import { cidrOf } from '../../src/net/ip.js';
 import { desiredState } from '../../src/nft/desired.js';
 import { logPrefix, networkTag } from '../../src/nft/ownership.js';
-import { addressIntervals, explainRefusal, forwardPolicyRules } from '../../src/nft/policy.js';
-import { NftError } from '../../src/nft/nft-runner.js';
+import { addressIntervals, forwardPolicyRules } from '../../src/nft/policy.js';
 import { renderRule } from '../../src/nft/render-text.js';
 import { applyBatch } from '../../src/nft/batch-model.js';
 import { plan } from '../../src/nft/plan.js';
-import { tableKey } from '../../src/nft/ruleset.js';
+import { emptyRuleset, tableKey } from '../../src/nft/ruleset.js';
 import { loadCase } from '../helpers/golden.js';
 
 const NAT = parseNetworkXml(
@@ -62,9 +61,9 @@ describe('policy rules', () => {
     const forward = desiredState([lab], config).forward.map((r) => renderRule(r.expr));
     expect(forward.slice(0, 4).every((r) => r.endsWith('drop'))).toBe(true);
     expect(forward).not.toContain('iifname "virbr9" oifname "virbr9" counter accept');
-    expect(desiredState([lab], config).bridge.map((r) => renderRule(r.expr))).toEqual([
-      'meta ibrname "virbr9" counter drop',
-    ]);
+    expect(desiredState([lab], config, new Map(), { virbr9: ['vnet0'] }).bridge.map((r) => renderRule(r.expr))).toEqual(
+      ['iifname "vnet0" counter drop', 'oifname "vnet0" counter drop'],
+    );
   });
 
   it('merges destinations as nft lists a merged interval set', () => {
@@ -102,13 +101,13 @@ describe('the bridge table (isolate_guests)', () => {
   const c = loadCase('policy-isolate');
 
   it('exists only while a network isolates, and remove deletes it', () => {
-    const after = applyBatch(c.live, plan(c.inputs, c.config, c.live).batch);
+    const after = applyBatch(c.live, plan(c.inputs, c.config, c.live, c.facts).batch);
     expect(after.tables.get(tableKey('bridge', 'kvmnftd'))?.chains.has('kvmnftd_owner')).toBe(true);
     const lifted = configFromObject({}, 't.toml');
-    const without = applyBatch(after, plan(c.inputs, lifted, after).batch);
+    const without = applyBatch(after, plan(c.inputs, lifted, after, c.facts).batch);
     expect(without.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(false);
     expect(without.tables.has(tableKey('inet', 'kvmnftd'))).toBe(true);
-    const again = applyBatch(without, plan(c.inputs, c.config, without).batch);
+    const again = applyBatch(without, plan(c.inputs, c.config, without, c.facts).batch);
     const removed = applyBatch(again, plan([], c.config, again).batch);
     expect(removed.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(false);
   });
@@ -120,7 +119,7 @@ describe('the bridge table (isolate_guests)', () => {
         { add: { chain: { family: 'bridge', table: 'kvmnftd', name: 'mine' } } },
       ],
     });
-    const p = plan(c.inputs, c.config, theirs);
+    const p = plan(c.inputs, c.config, theirs, c.facts);
     expect(JSON.stringify(p.batch)).not.toContain('"bridge"');
     expect(p.notes.map((n) => n.message)).toContainEqual(
       expect.stringContaining("table bridge kvmnftd exists and is not kvmnftd's"),
@@ -129,18 +128,51 @@ describe('the bridge table (isolate_guests)', () => {
   });
 });
 
-describe('explainRefusal', () => {
-  const refused = new NftError(
-    'nft failed applying the batch: Error: Could not process rule: Operation not supported',
-    '',
-  );
-  it("names nft_meta_bridge when a batch with isolate_guests' meta ibrname is refused as not supported", () => {
-    const batch = { nftables: [{ add: { rule: { expr: [{ match: { left: { meta: { key: 'ibrname' } } } }] } } }] };
-    expect(String(explainRefusal(refused, batch))).toContain('nft_meta_bridge module, CONFIG_NFT_BRIDGE_META');
+describe('isolate_guests: the bridge ports', () => {
+  const config = configFromObject({ networks: { lab: { isolate_guests: true, log_drops: true } } }, 't.toml');
+  const bridgeText = (ports: Record<string, string[]>): { rules: string[]; notes: string[] } => {
+    const p = plan([NAT], config, emptyRuleset(), { bridgePorts: ports });
+    return { rules: p.desired.bridge.map((r) => renderRule(r.expr, r.comment)), notes: p.notes.map((n) => n.message) };
+  };
+
+  it('each port of the bridge gets a drop of what comes in through it and of what goes out to it', () => {
+    const { rules } = bridgeText({ virbr9: ['vnet1', 'vnet0'], virbr7: ['vnet5'] });
+    const prefix = 'limit rate 5/second burst 10 packets log prefix "kvmnftd lab drop: " comment "kvmnftd net=lab"';
+    expect(rules).toEqual([
+      `iifname "vnet0" ${prefix}`,
+      'iifname "vnet0" counter drop comment "kvmnftd net=lab"',
+      `oifname "vnet0" ${prefix}`,
+      'oifname "vnet0" counter drop comment "kvmnftd net=lab"',
+      `iifname "vnet1" ${prefix}`,
+      'iifname "vnet1" counter drop comment "kvmnftd net=lab"',
+      `oifname "vnet1" ${prefix}`,
+      'oifname "vnet1" counter drop comment "kvmnftd net=lab"',
+    ]);
   });
-  it('leaves any other failure as it is', () => {
-    expect(explainRefusal(refused, { nftables: [] })).toBe(refused);
-    const other = new NftError('nft failed applying the batch: No such file or directory', '');
-    expect(explainRefusal(other, { ibrname: true })).toBe(other);
+
+  it('no port yet: no bridge table; a port whose name nft would read as a pattern is left out and reported', () => {
+    expect(bridgeText({}).rules).toEqual([]);
+    const { rules, notes } = bridgeText({ virbr9: ['vnet0', 'tap*'] });
+    expect(rules.filter((r) => r.includes('tap'))).toEqual([]);
+    expect(rules).toHaveLength(4);
+    expect(notes).toContain(
+      'network lab: networks.lab.isolate_guests: port "tap*" of bridge virbr9 is not isolated: nft cannot match ' +
+        'that name exactly',
+    );
+  });
+
+  it("a guest starting: its port's rules are added, every other rule of the table stays (handles, counters)", () => {
+    const first = plan([NAT], config, emptyRuleset(), { bridgePorts: { virbr9: ['vnet0', 'vnet2'] } });
+    const live = applyBatch(emptyRuleset(), first.batch);
+    const next = plan([NAT], config, live, { bridgePorts: { virbr9: ['vnet0', 'vnet1', 'vnet2'] } });
+    const verbs = next.batch.nftables.map((c) => Object.keys(c)[0]);
+    expect(verbs.every((v) => v === 'add' || v === 'insert')).toBe(true);
+    const texts = next.batch.nftables.map((c) => JSON.stringify(c));
+    expect(texts).toHaveLength(4);
+    expect(texts.every((t) => t.includes('"vnet1"'))).toBe(true);
+    const after = applyBatch(live, next.batch);
+    expect(plan([NAT], config, after, { bridgePorts: { virbr9: ['vnet0', 'vnet1', 'vnet2'] } }).batch.nftables).toEqual(
+      [],
+    );
   });
 });

@@ -49,7 +49,7 @@ describe('ruleKind', () => {
 
 describe.each(goldenCases())('golden case %s', (name) => {
   const c = loadCase(name);
-  const p = plan(c.inputs, c.config, c.live);
+  const p = plan(c.inputs, c.config, c.live, c.facts);
   const live = applyBatch(c.live, withCounters(p.batch));
   const bridges = new Map(p.networks.map((n) => [n.name, n.bridge]));
 
