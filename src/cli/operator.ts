@@ -2,7 +2,14 @@
 // through the adapters, hand them to the pure evaluators, print.
 import type { Config } from '../config/config.js';
 import { diagnose, doctorReport, renderDoctor } from '../doctor/index.js';
-import { busFacts, iptablesLegacyFacts, libvirtBackendSetting, nftVersionFact, sysctlFacts } from '../doctor/gather.js';
+import {
+  busFacts,
+  dropLogFact,
+  iptablesLegacyFacts,
+  libvirtBackendSetting,
+  nftVersionFact,
+  sysctlFacts,
+} from '../doctor/gather.js';
 import type { DoctorFacts } from '../doctor/types.js';
 import { readDaemonState } from '../daemon/status.js';
 import { hostListeners } from '../host/listeners.js';
@@ -127,6 +134,7 @@ export async function runDoctor(args: Args, config: Config, _log: Logger): Promi
     bus,
     ...(backend === undefined ? {} : { libvirtConfiguredBackend: backend }),
     iptablesLegacy: legacy,
+    dropLog: dropLogFact(),
     ...daemonDegradedFact(dir),
   };
   const report = doctorReport(diagnose(facts), new Date());

@@ -5,12 +5,23 @@ import { readFile } from 'node:fs/promises';
 import dbus from 'dbus-next';
 import { execa } from 'execa';
 import { interfacesAcceptingRa, readFlag } from '../host/forwarding.js';
+import { KMSG, readKernelLog } from '../host/kernel-log.js';
+import { TAG } from '../nft/ownership.js';
 import { busDaemonCall, DbusCaller } from '../libvirt/dbus-call.js';
 import { parseNftVersion } from './nft-version.js';
 import type { DoctorFacts } from './types.js';
 
 const { systemBus } = dbus;
 const TIMEOUT_MS = 5000;
+
+/** What log_drops logged (any network's prefix: `kvmnftd <name> drop: `), or why it cannot be read. */
+export function dropLogFact(path = KMSG): NonNullable<DoctorFacts['dropLog']> {
+  try {
+    return { lines: readKernelLog((line) => line.includes(`${TAG} `) && line.includes(' drop: '), path) };
+  } catch (err) {
+    return { error: (err as NodeJS.ErrnoException).code ?? (err as Error).message };
+  }
+}
 
 export async function sysctlFacts(): Promise<DoctorFacts['sysctl']> {
   const out: DoctorFacts['sysctl'] = { ipv6AcceptRa1: [] };

@@ -96,6 +96,8 @@ export interface DoctorFacts {
   libvirtConfiguredBackend?: string;
   /** Entries of domains' metadata forwards left out, and why (libvirt/metadata-forwards.ts); absent: not read. */
   metadataIgnored?: IgnoredMetadata[];
+  /** The kernel log's records of kvmnftd's log_drops (host/kernel-log.ts), or why they could not be read. */
+  dropLog?: { lines: string[] } | { error: string };
   /** iptables-legacy-save / ip6tables-legacy-save output, when those exist. */
   iptablesLegacy: { installed: false } | { installed: true; ipv4: string; ipv6: string };
 }

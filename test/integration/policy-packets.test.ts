@@ -10,10 +10,10 @@
  * fd00:122::/64 back to the host (IPv6 in a NAT network is routed, as libvirt does).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readKernelLog } from '../../src/host/kernel-log.js';
 import { Lab, allRules, nftJson, nftLoadFile, nsRun, nsRunOk, run, rulePackets, tcpProbe } from '../helpers/netns.js';
 import { cliContext, describeRun, runCli, useNetnsLab, type CliResult } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -73,6 +73,8 @@ interface Topology {
   apply: (config: string) => Promise<void>;
   /** `kvmnftd apply` with that config, whatever its outcome. */
   tryApply: (config: string) => Promise<CliResult>;
+  /** `kvmnftd doctor --json` with the config last applied. */
+  doctor: () => Promise<CliResult>;
 }
 
 async function addr6(ns: string, dev: string, cidr: string): Promise<void> {
@@ -137,7 +139,11 @@ async function buildTopology(l: Lab): Promise<Topology> {
       describeRun(p),
     ).toEqual([]);
   };
-  return { host: host!, wan: wan!, guest: guest!, guest2: guest2!, guest3: guest3!, apply, tryApply };
+  const doctor = () =>
+    runCli(host!, ['doctor', '--json', '--from-xml', natXml, '--from-xml', routedXml, '--config', ctx.configFile], {
+      runtimeDir: ctx.runtimeDir,
+    });
+  return { host: host!, wan: wan!, guest: guest!, guest2: guest2!, guest3: guest3!, apply, tryApply, doctor };
 }
 
 /** Retries NEW connections (a fresh flow each) until one gets the greeting: the bridge needs a moment. */
@@ -161,30 +167,7 @@ async function blocked(from: string, host: string, port: number): Promise<void> 
 }
 
 /** The kernel log records (from /dev/kmsg) that carry `prefix`. */
-function kmsgLines(prefix: string): string[] {
-  const fd = openSync('/dev/kmsg', constants.O_RDONLY | constants.O_NONBLOCK);
-  const out: string[] = [];
-  const buf = Buffer.alloc(16384);
-  try {
-    // One record per read, from the oldest kept; EAGAIN at the end (O_NONBLOCK).
-    for (;;) {
-      let n: number;
-      try {
-        n = readSync(fd, buf, 0, buf.length, null);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') break;
-        if (code === 'EPIPE') continue; // overwritten records
-        throw err;
-      }
-      const line = buf.subarray(0, n).toString('utf8');
-      if (line.includes(prefix)) out.push(line.trim());
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return out;
-}
+const kmsgLines = (prefix: string): string[] => readKernelLog((line) => line.includes(prefix));
 
 describe('per-network policy with real packets', () => {
   it('host_services: tcp/22 on the host is reachable from the guest, tcp/23 is not', async () => {
@@ -363,6 +346,16 @@ describe('per-network policy with real packets', () => {
         lines.some((x) => x.includes(`DST=${WAN}`) && x.includes(`DPT=${DENIED}`)),
         lines.join('\n'),
       ).toBe(true);
+      // doctor names the policy and the destination it dropped, from the same kernel log.
+      const d = await t.doctor();
+      const titles = (JSON.parse(d.stdout) as { findings: Array<{ title: string }> }).findings.map((f) => f.title);
+      expect(titles, describeRun(d)).toContainEqual(
+        expect.stringMatching(
+          new RegExp(
+            `^network ${NET}: egress allows only tcp/${ALLOWED}; .*${WAN.replace(/\./g, '\\.')}:tcp/${DENIED}`,
+          ),
+        ),
+      );
 
       // A 2 s flood of 10,000 UDP packets to a dropped port: at most 5/s + a burst of 10 per rule are logged.
       // Paced to end within 1.8 s after it starts, so that the refill over the flood stays under 2 s.

@@ -49,6 +49,29 @@ describe('doctor: policies', () => {
     expect(live.tables.has(tableKey('bridge', 'kvmnftd'))).toBe(true);
   });
 
+  it('with log_drops, names the destinations dropped most, from the kernel log', () => {
+    const facts = factsOf('policy-log-drops', (chain) => (chain === 'kvmnftd_forward' ? 4 : 0));
+    const line = (rest: string): string => `4,1203,7000,-;kvmnftd default drop: ${rest}`;
+    facts.dropLog = {
+      lines: [
+        line('IN=virbr0 OUT=eth0 SRC=192.168.122.50 DST=203.0.113.9 LEN=60 PROTO=TCP SPT=40000 DPT=443 SYN'),
+        line('IN=virbr0 OUT=eth0 SRC=192.168.122.50 DST=203.0.113.9 LEN=60 PROTO=TCP SPT=40002 DPT=443 SYN'),
+        line('IN=virbr0 OUT=eth0 SRC=fd00::50 DST=2001:db8::9 LEN=80 PROTO=UDP SPT=5000 DPT=53'),
+        // Not egress: routed guest to guest (back into the bridge), and bridged between two ports.
+        line('IN=virbr0 OUT=virbr0 SRC=192.168.122.50 DST=192.168.122.60 PROTO=TCP SPT=1 DPT=22'),
+        line('IN=vnet0 OUT=vnet1 SRC=192.168.122.50 DST=192.168.122.60 PROTO=TCP SPT=1 DPT=22'),
+        '4,1204,7001,-;kvmnftd other drop: IN=virbr0 OUT=eth0 SRC=10.0.0.5 DST=198.51.100.1 PROTO=TCP DPT=80',
+      ],
+    };
+    const egress = checkPolicies(facts).find((f) => f.title.includes('egress'));
+    expect(egress?.title).toMatch(
+      /^network default: egress allows only tcp\/443; 203\.0\.113\.9:tcp\/443, \[2001:db8::9\]:udp\/53 are dropped; \d+ packets dropped$/,
+    );
+    expect(egress?.evidence).toContain(
+      'kernel log ("kvmnftd default drop: "): 2 logged packets to 203.0.113.9:tcp/443',
+    );
+  });
+
   it('says nothing when nothing was dropped', () => {
     expect(checkPolicies(factsOf('policy-log-drops', () => 0))).toEqual([]);
   });
