@@ -45,6 +45,7 @@ import {
   jumpTarget,
   missingBaseChains,
   NAT_BASE_CHAIN,
+  natChainName,
   networkAccepted,
   networkTag,
   OWN_CHAINS,
@@ -550,8 +551,10 @@ function keepRetained(
   desired.forward.push(...keep(admin?.chains.get(OWN_FORWARD_CHAIN)));
   if (bridgeTableClaim(live, config).kind === 'ours')
     desired.bridge.push(...keep(ownBridgeTable(live, config)?.chains.get(BRIDGE_FORWARD_CHAIN)));
-  // The NAT dispatcher's rules are single jumps to the network's chain.
-  const isDispatch = (expr: readonly Expr[]): boolean => expr.length === 1 && jumpTarget({ expr }) !== undefined;
+  // The NAT dispatcher's rules are single jumps to the network's chain: a chain natChainName names, never
+  // the marker chain or another chain kvmnftd plans itself (a tagged jump there is not a network's to keep).
+  const isDispatch = (expr: readonly Expr[]): boolean =>
+    expr.length === 1 && (jumpTarget({ expr }) ?? '').startsWith(natChainName(''));
   for (const jump of keep(own?.chains.get(NAT_BASE_CHAIN), isDispatch)) {
     const target = jumpTarget(jump);
     const chain = target === undefined ? undefined : own?.chains.get(target);

@@ -203,6 +203,53 @@ describe('regressions found by fuzzing', () => {
   const addChain = (live: Ruleset, table: string, name: string): Ruleset =>
     applyBatch(live, { nftables: [{ add: { chain: { family: 'inet', table, name } } }] });
 
+  it("a retained network's tagged jump into the marker chain: not a NAT chain to keep (FC_SEED=1112784623)", () => {
+    const invalid = parseNetworkXml('<network><name>x</name><forward mode="nat"/></network>', 'x.xml');
+    expect(invalid.kind).toBe('invalid');
+    const live = applyBatch(applied([]), {
+      nftables: [
+        { add: { table: { family: 'inet', name: 'kvmnftd' } } },
+        { add: { chain: { family: 'inet', table: 'kvmnftd', name: 'kvmnftd_owner' } } },
+        {
+          add: {
+            chain: {
+              family: 'inet',
+              table: 'kvmnftd',
+              name: 'postrouting',
+              type: 'nat',
+              hook: 'postrouting',
+              prio: 0,
+              policy: 'accept',
+            },
+          },
+        },
+        {
+          add: {
+            rule: {
+              family: 'inet',
+              table: 'kvmnftd',
+              chain: 'postrouting',
+              expr: [{ jump: { target: 'kvmnftd_owner' } }],
+              comment: 'kvmnftd net=x',
+            },
+          },
+        },
+        {
+          add: {
+            rule: {
+              family: 'inet',
+              table: 'kvmnftd',
+              chain: 'kvmnftd_owner',
+              expr: [{ accept: null }],
+              comment: 'kvmnftd net=x',
+            },
+          },
+        },
+      ],
+    });
+    checkPlan([invalid], config, live);
+  });
+
   it('configFromObject: a key that exists on Object.prototype throws a ConfigError, not a TypeError', () => {
     // smol-toml returns these as own keys of null-prototype objects; SCHEMA is a plain object.
     for (const toml of ['[filter]\ntoString = 1\n', '[constructor]\nname = 1\n', '[nat]\nhasOwnProperty = "x"\n']) {
