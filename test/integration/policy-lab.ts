@@ -316,6 +316,14 @@ export function policyThroughLibvirt(f: LibvirtLab, o: PolicyTestOptions): void 
         { detail: () => got.join('\n') },
       );
       console.log(`[${o.tag}] log_drops, first line: ${lines[0]}`);
+      // doctor names the policy and the flows it dropped, from the same kernel log (IPv6 as the config writes it).
+      const d = await f.cli('doctor', '--json');
+      const titles = (JSON.parse(d.stdout) as { findings: Array<{ title: string }> }).findings.map((x) => x.title);
+      const egress = titles.find((t) => t.startsWith(`network ${POL.network}: egress allows only `));
+      expect(egress, `${d.stdout}\n${d.stderr}`).toBeDefined();
+      expect(egress).toContain(`allows only ${WAN_ADDR}:tcp/${POL.allowed}; `);
+      for (const flow of [`${WAN_ADDR}:tcp/${POL.denied}`, `[${POL.wan6}]:tcp/${POL.allowed}`])
+        expect(egress).toContain(flow);
     });
 
     it("metrics: pol's counters move with the traffic, and a pass for another network's start keeps them", async () => {
