@@ -1,6 +1,8 @@
 // What log_drops wrote to the kernel log, read back for doctor: the flows a network's policy dropped
 // ("203.0.113.9:tcp/443"), from the lines nft's `log` prints (`<prefix>IN=virbr0 OUT=eth0 ... SRC=... DST=...
-// PROTO=TCP SPT=... DPT=443 ...`). Pure; the reader of /dev/kmsg is in gather.ts.
+// PROTO=TCP SPT=... DPT=443 ...`). Pure; the reader of /dev/kmsg is in gather.ts. The kernel writes an IPv6
+// address with every group in full (`DST=2001:0db8:0000:...:0009`): named as the config writes it (2001:db8::9).
+import { canonicalIp } from '../net/ip.js';
 
 /** One destination a policy dropped traffic to, with how many logged packets went there. */
 export interface DroppedFlow {
@@ -19,10 +21,11 @@ export function droppedFlows(lines: readonly string[], prefix: string, max = 3):
     for (const m of line.slice(at + prefix.length).matchAll(/\b([A-Z]+)=(\S*)/g)) fields.set(m[1]!, m[2]!);
     const dst = fields.get('DST');
     if (!dst) continue;
-    const host = dst.includes(':') ? `[${dst}]` : dst;
+    const addr = canonicalIp(dst) ?? dst;
+    const host = addr.includes(':') ? `[${addr}]` : addr;
     const proto = fields.get('PROTO')?.toLowerCase();
     const port = fields.get('DPT');
-    const flow = proto && port ? `${host}:${proto}/${port}` : dst;
+    const flow = proto && port ? `${host}:${proto}/${port}` : addr;
     counts.set(flow, (counts.get(flow) ?? 0) + 1);
   }
   return [...counts.entries()]

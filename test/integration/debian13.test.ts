@@ -16,7 +16,8 @@
  * runs, stops or removes its rules, but for one rule while port forwards are
  * configured: its mark accept, first in libvirt's rejecting chain
  * (guest_input, or LIBVIRT_FWI), in each family. Port forwards with real
- * packets through that chain (test/integration/forward-lab.ts).
+ * packets through that chain (test/integration/forward-lab.ts). Per-network
+ * policy with real packets (test/integration/policy-lab.ts), D-Bus only.
  *
  * This machine's kernel has no tc csum action: with the nftables backend the
  * root's `tc` ignores exactly that failing command (test/lab/tc-csum-wrapper.sh)
@@ -36,6 +37,7 @@ import {
 } from './daemon-harness.js';
 import { forwardThroughLibvirt, libvirtTablesWithForwards } from './forward-lab.js';
 import { useLibvirtLab } from './libvirt-lab.js';
+import { policyThroughLibvirt } from './policy-lab.js';
 
 type Backend = 'nftables' | 'iptables';
 
@@ -230,6 +232,10 @@ describe.each(combos)('Debian 13, libvirt 11 %s backend, kvmnftd run --events %s
     admin0: () => admin0,
     tag: `${backend}/${transport}`,
   });
+
+  // Per-network policy with real packets through libvirt's rules: one transport per backend is enough (the
+  // policy is in the rules, not in how the daemon hears of the network), and each run costs about a minute.
+  if (transport === 'dbus') policyThroughLibvirt(f, { events: transport, tag: `${backend}/${transport}` });
 
   it("SIGTERM: exit 0, rules stay; libvirt's tables unchanged", async () => {
     const lab = f.lab;

@@ -38,7 +38,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixture } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 import { forwardState, startDockerd, type Container, type Dockerd } from '../lab/docker.js';
-import { HOST_WAN_ADDR, WAN_ADDR, type Lab, type LabNetns, type LabOptions } from '../lab/lab.js';
+import { HOST_WAN_ADDR, plugNetns, WAN_ADDR, type Lab, type LabNetns, type LabOptions } from '../lab/lab.js';
 import { ensureTrixieRoot } from '../lab/trixie-root.js';
 import { enableUfw, type Ufw } from '../lab/ufw.js';
 import { networkXml } from './daemon-harness.js';
@@ -165,18 +165,6 @@ async function guestOut(lab: Lab, retryMs = 0, timeoutMs = 3000): Promise<string
   return last.peer;
 }
 
-/** A network namespace plugged into `bridge` through host port `port`, static address and default route. */
-async function plug(lab: Lab, name: string, port: string, bridge: string, cidr: string, gw: string): Promise<LabNetns> {
-  const ns = await lab.addNetns(name);
-  await lab.exec('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
-  await lab.exec('ip', ['link', 'set', port, 'master', bridge]);
-  await lab.exec('ip', ['link', 'set', port, 'up']);
-  await ns.exec('ip', ['addr', 'add', cidr, 'dev', 'eth0']);
-  await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
-  await ns.exec('ip', ['route', 'add', 'default', 'via', gw]);
-  return ns;
-}
-
 /** `iptables-nft-save` and `ip6tables-nft-save` in the lab: the text, and any warning either printed. */
 async function iptablesSave(lab: Lab): Promise<{ v4: string; v6: string; warnings: string[] }> {
   const out = { v4: '', v6: '', warnings: [] as string[] };
@@ -273,8 +261,8 @@ describe.each(CASES)('%s with %s', (platformId, firewalls) => {
     // A routed network beside the NAT one, a second guest on virbr0, a guest on the routed network.
     await f.defineNetwork('lab2', networkXml('lab2', 'virbr1', 1, 'route'));
     await lab.virsh('net-start', 'lab2');
-    g2 = await plug(lab, 'g2', 'vguest2', 'virbr0', '192.168.122.60/24', '192.168.122.1');
-    rg = await plug(lab, 'rg', 'vrguest', 'virbr1', '10.77.1.10/24', '10.77.1.1');
+    g2 = await plugNetns(lab, 'g2', 'vguest2', 'virbr0', '192.168.122.60/24', '192.168.122.1');
+    rg = await plugNetns(lab, 'rg', 'vrguest', 'virbr1', '10.77.1.10/24', '10.77.1.1');
     // The wan may try to reach both subnets (it has no route to them by default).
     for (const net of ['192.168.122.0/24', '10.77.1.0/24'])
       await lab.inWan('ip', ['route', 'add', net, 'via', HOST_WAN_ADDR]);

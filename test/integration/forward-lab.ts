@@ -16,9 +16,12 @@
 import { afterAll, expect, it } from 'vitest';
 import { waitUntil } from '../helpers/wait.js';
 import { onLines } from '../helpers/lines.js';
+import { connects } from '../helpers/connects.js';
 import {
+  attachPort,
   HOST_WAN_ADDR,
   LAB_FILES,
+  plugNetns,
   WAN_ADDR,
   type Lab,
   type LabNetns,
@@ -205,15 +208,10 @@ export async function forwardGuests(lab: Lab): Promise<LabNetns> {
   await lab.inGuest('ip', ['route', 'replace', 'default', 'via', FWD.bridgeAddress, 'dev', 'eth0']);
   let g2 = guest2s.get(lab);
   if (!g2) {
-    g2 = await lab.addNetns('guest2');
-    await lab.exec('ip', ['link', 'add', GUEST2_PORT, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(g2.pid)]);
-    await g2.exec('ip', ['link', 'set', 'eth0', 'up']);
-    await g2.exec('ip', ['addr', 'add', `${FWD.guest2}/24`, 'dev', 'eth0']);
-    await g2.exec('ip', ['route', 'add', 'default', 'via', FWD.bridgeAddress]);
+    g2 = await plugNetns(lab, 'guest2', GUEST2_PORT, 'virbr0', `${FWD.guest2}/24`, FWD.bridgeAddress);
     guest2s.set(lab, g2);
   }
-  await lab.exec('ip', ['link', 'set', GUEST2_PORT, 'master', 'virbr0']);
-  await lab.exec('ip', ['link', 'set', GUEST2_PORT, 'up']);
+  await attachPort(lab, GUEST2_PORT, 'virbr0');
   return g2;
 }
 
@@ -258,21 +256,6 @@ export async function udpAnswered(lab: Lab, where: 'wan' | 'host', host: string,
           reject: false,
         });
   return r.stdout.startsWith('ANSWER pong');
-}
-
-/** New connections (each a fresh flow) from `where` to host:port until one is established. */
-export async function connects(lab: Lab, where: TcpWhere, host: string, port: number, timeoutMs = 15_000) {
-  let last = '';
-  return waitUntil(
-    `a TCP connection from ${typeof where.in === 'object' ? where.in.name : (where.in ?? 'guest')} to ${host}:${port}`,
-    timeoutMs,
-    async () => {
-      const p = await lab.tcpProbe(host, port, 2000, where);
-      last = p.output;
-      return p.ok ? p : undefined;
-    },
-    { intervalMs: 50, detail: () => last },
-  );
 }
 
 // ---- a prober for benchmarks: when does a forward start (or stop) working ----

@@ -12,9 +12,10 @@
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readKernelLog } from '../../src/host/kernel-log.js';
-import { Lab, allRules, nftJson, nftLoadFile, nsRun, nsRunOk, run, rulePackets, tcpProbe } from '../helpers/netns.js';
+import { describe, expect, it } from 'vitest';
+import { Lab, allRules, nftJson, nftLoadFile, nsRun, nsRunOk, rulePackets } from '../helpers/netns.js';
+import { nsBlocked as blocked, nsConnects as connects } from '../helpers/connects.js';
+import { kmsgLines, newKmsgLines, useNetnsKernelLog } from '../helpers/kmsg.js';
 import { cliContext, describeRun, runCli, useNetnsLab, type CliResult } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -145,29 +146,6 @@ async function buildTopology(l: Lab): Promise<Topology> {
     });
   return { host: host!, wan: wan!, guest: guest!, guest2: guest2!, guest3: guest3!, apply, tryApply, doctor };
 }
-
-/** Retries NEW connections (a fresh flow each) until one gets the greeting: the bridge needs a moment. */
-async function connects(from: string, host: string, port: number): Promise<void> {
-  let last: unknown;
-  await waitUntil(
-    `a TCP connection from ${from} to ${host}:${port}`,
-    15_000,
-    async () => {
-      const p = await tcpProbe(from, host, port, 2_000);
-      last = p;
-      return p.ok && p.data === 'hello\n';
-    },
-    { intervalMs: 100, detail: () => JSON.stringify(last) },
-  );
-}
-
-async function blocked(from: string, host: string, port: number): Promise<void> {
-  const p = await tcpProbe(from, host, port, 2_000);
-  expect(p.ok, `${from} reached ${host}:${port}: ${JSON.stringify(p)}`).toBe(false);
-}
-
-/** The kernel log records (from /dev/kmsg) that carry `prefix`. */
-const kmsgLines = (prefix: string): string[] => readKernelLog((line) => line.includes(prefix));
 
 describe('per-network policy with real packets', () => {
   it('host_services: tcp/22 on the host is reachable from the guest, tcp/23 is not', async () => {
@@ -322,14 +300,7 @@ describe('per-network policy with real packets', () => {
   });
 
   describe('log_drops', () => {
-    let old = '';
-    beforeAll(async () => {
-      old = (await run('sysctl', ['-n', 'net.netfilter.nf_log_all_netns'])).stdout.trim();
-      await run('sysctl', ['-w', 'net.netfilter.nf_log_all_netns=1']);
-    });
-    afterAll(async () => {
-      if (old !== '') await run('sysctl', ['-w', `net.netfilter.nf_log_all_netns=${old}`]);
-    });
+    useNetnsKernelLog();
 
     it('logs the dropped flow with the prefix, rate-limited under a flood', async () => {
       const l = theLab();
@@ -338,10 +309,7 @@ describe('per-network policy with real packets', () => {
       await t.apply(`[networks.${NET}]\negress = ["tcp/${ALLOWED}"]\nlog_drops = true\n`);
       const before = kmsgLines(PREFIX).length;
       await blocked(t.guest, WAN, DENIED);
-      const lines = await waitUntil('a log line of the dropped flow', 5_000, () => {
-        const all = kmsgLines(PREFIX);
-        return all.length > before ? all.slice(before) : undefined;
-      });
+      const lines = await newKmsgLines(PREFIX, before);
       expect(
         lines.some((x) => x.includes(`DST=${WAN}`) && x.includes(`DPT=${DENIED}`)),
         lines.join('\n'),

@@ -29,6 +29,7 @@ import {
   rulePackets,
   tcpProbe,
 } from '../helpers/netns.js';
+import { nsConnects as connects } from '../helpers/connects.js';
 import { cliContext, describeRun, fixture, runCli, useNetnsLab } from '../helpers/cli.js';
 import { waitUntil } from '../helpers/wait.js';
 import { adminRules, foreignTablesText } from './daemon-harness.js';
@@ -104,21 +105,6 @@ async function buildTopology(l: Lab, prepare?: (host: string) => Promise<void>):
   };
   await apply();
   return { host: host!, wan: wan!, wan2: wan2!, guest: guest!, guest2: guest2!, apply };
-}
-
-/** Retries NEW connections (each probe a fresh flow) until one gets the greeting. */
-async function connects(from: string, host: string, port: number): Promise<void> {
-  let last: unknown;
-  await waitUntil(
-    `a TCP connection from ${from} to ${host}:${port}`,
-    15_000,
-    async () => {
-      const p = await tcpProbe(from, host, port, 2_000);
-      last = p;
-      return p.ok && p.data === 'hello\n';
-    },
-    { intervalMs: 100, detail: () => JSON.stringify(last) },
-  );
 }
 
 // ---- UDP: a server that answers and reports its peers, a client that waits for the answer ----

@@ -790,9 +790,8 @@ class LabImpl implements Lab {
     return JSON.parse(r.stdout) as { nftables: Array<Record<string, unknown>> };
   }
 
-  async attachGuest(bridge = 'virbr0'): Promise<void> {
-    await this.exec('ip', ['link', 'set', GUEST_PORT, 'master', bridge]);
-    await this.exec('ip', ['link', 'set', GUEST_PORT, 'up']);
+  attachGuest(bridge = 'virbr0'): Promise<void> {
+    return attachPort(this, GUEST_PORT, bridge);
   }
 
   private async guestPortMaster(): Promise<string | undefined> {
@@ -802,35 +801,9 @@ class LabImpl implements Lab {
   }
 
   async dhcp(opts: DhcpOptions = {}): Promise<string> {
-    const iface = opts.iface ?? 'eth0';
     const bridge = opts.bridge ?? 'virbr0';
     if ((await this.guestPortMaster()) !== bridge) await this.attachGuest(bridge);
-    const tries = opts.tries ?? 10;
-    const r = await this.inGuest(
-      'busybox',
-      [
-        'udhcpc',
-        '-i',
-        iface,
-        '-n',
-        '-q',
-        '-f',
-        '-t',
-        String(tries),
-        '-T',
-        '1',
-        '-A',
-        '1',
-        '-s',
-        LAB_PATHS.udhcpcScript,
-      ],
-      { reject: false, timeoutMs: (tries + 10) * 1000 },
-    );
-    const m = r.stdout.match(/^LEASE (\d+\.\d+\.\d+\.\d+)\/(\d+)/m);
-    if (r.exitCode !== 0 || !m || m[1] === undefined) {
-      throw failure(`guest DHCP (${tries} tries)`, r);
-    }
-    return m[1];
+    return udhcpc('guest', (cmd, args, o) => this.inGuest(cmd, args, o), opts);
   }
 
   async guestStatic(cidr: string, gateway = '192.168.122.1'): Promise<void> {
@@ -1084,6 +1057,66 @@ export async function startLab(opts: LabOptions = {}): Promise<Lab> {
       report,
     );
   }
+}
+
+/** Puts host port `port` on `bridge` and up (idempotent: also what re-attaches it to a re-created bridge). */
+export async function attachPort(lab: Pick<Lab, 'exec'>, port: string, bridge: string): Promise<void> {
+  await lab.exec('ip', ['link', 'set', port, 'master', bridge]);
+  await lab.exec('ip', ['link', 'set', port, 'up']);
+}
+
+/**
+ * A further guest: network namespace `name` whose eth0 is the peer of host port `port`, on `bridge`; with
+ * `cidr` (and `gateway`, the default route) a static IPv4 address, else none yet (netnsDhcp()).
+ */
+export async function plugNetns(
+  lab: Lab,
+  name: string,
+  port: string,
+  bridge: string,
+  cidr?: string,
+  gateway?: string,
+): Promise<LabNetns> {
+  const ns = await lab.addNetns(name);
+  await lab.exec('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
+  await attachPort(lab, port, bridge);
+  await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+  if (cidr !== undefined) await ns.exec('ip', ['addr', 'add', cidr, 'dev', 'eth0']);
+  if (gateway !== undefined) await ns.exec('ip', ['route', 'add', 'default', 'via', gateway]);
+  return ns;
+}
+
+/** DHCP in a namespace of lab.addNetns()/plugNetns(), as lab.dhcp() in the guest: resolves with the lease. */
+export function netnsDhcp(ns: LabNetns, opts: Omit<DhcpOptions, 'bridge'> = {}): Promise<string> {
+  return udhcpc(ns.name, (cmd, args, o) => ns.exec(cmd, args, o), opts);
+}
+
+/** busybox udhcpc with the lab's script (address and default route set, `LEASE ...` printed); the address. */
+async function udhcpc(who: string, exec: LabNetns['exec'], opts: Omit<DhcpOptions, 'bridge'>): Promise<string> {
+  const tries = opts.tries ?? 10;
+  const r = await exec(
+    'busybox',
+    [
+      'udhcpc',
+      '-i',
+      opts.iface ?? 'eth0',
+      '-n',
+      '-q',
+      '-f',
+      '-t',
+      String(tries),
+      '-T',
+      '1',
+      '-A',
+      '1',
+      '-s',
+      LAB_PATHS.udhcpcScript,
+    ],
+    { reject: false, timeoutMs: (tries + 10) * 1000 },
+  );
+  const m = r.stdout.match(/^LEASE (\d+\.\d+\.\d+\.\d+)\/(\d+)/m);
+  if (r.exitCode !== 0 || !m || m[1] === undefined) throw failure(`${who} DHCP (${tries} tries)`, r);
+  return m[1];
 }
 
 /**
