@@ -33,9 +33,9 @@ import { Daemon, LabMonitor, libvirtChainsPresent, type DaemonEnv } from '../../
 import { TcpProber, type ProbeAttempt } from '../../test/integration/forward-lab.js';
 import { LAB_FILES, WAN_ADDR, type Lab } from '../../test/lab/lab.js';
 import { unitNodeFlags } from '../lib/machine.js';
-import { median } from '../lib/stats.js';
+import { median, stats } from '../lib/stats.js';
 import { comparison, figure, type Comparison } from './results.js';
-import { labVersions } from './network-start.js';
+import { labVersions, monitorQuiet } from './network-start.js';
 
 const HERE = import.meta.dirname;
 export const ADMIN_LOOP = join(HERE, 'admin-loop.sh');
@@ -44,6 +44,18 @@ const GUEST = '192.168.122.50/24';
 const PORT = 9700;
 const PROBE_EVERY_MS = 5;
 const WAIT_MS = 30_000;
+/** A round starts once the lab's ruleset has not changed for this long. */
+const SETTLE_QUIET_MS = 1000;
+/** BENCH_TRACE=1: each round's timeline (monitor lines, connection attempts) to stderr. */
+const TRACE = process.env['BENCH_TRACE'] === '1';
+
+/** The daemon's own figures of its repair (its "applied" log line), ms. */
+interface Repair {
+  /** From the first trigger coalesced into the pass to the end of its `nft -j -f`. */
+  latencyMs: number;
+  /** Read + plan + commit. */
+  durationMs: number;
+}
 
 interface Round {
   /** The first connection attempt cut off -> the end of the first one through after it (the prober's clock). */
@@ -67,17 +79,19 @@ interface Contender {
  * (the cut: its packets met the flushed ruleset), and the first attempt after
  * it that connected. A failed attempt reports when its time-out ends (500 ms).
  */
-function outage(prober: TcpProber, n0: number): { cut: ProbeAttempt; ok: ProbeAttempt; cutOff: number } | undefined {
+function outage(prober: TcpProber, n0: number): { cut: ProbeAttempt; ok: ProbeAttempt } | undefined {
   const after = prober.attempts.filter((a) => a.n > n0).sort((a, b) => a.n - b.n);
   const cut = after.find((a) => !a.ok);
   if (cut === undefined) return undefined;
   const ok = after.filter((a) => a.ok && a.n > cut.n).sort((a, b) => a.ended - b.ended)[0];
   if (ok === undefined) return undefined;
-  return { cut, ok, cutOff: after.filter((a) => !a.ok && a.n < ok.n).length };
+  return { cut, ok };
 }
 
 async function round(lab: Lab, monitor: LabMonitor, c: Contender): Promise<Round> {
   await c.settled();
+  // libvirt restores its chains one rule (one process) at a time, seconds after they exist again: let it finish.
+  await monitorQuiet(monitor, SETTLE_QUIET_MS);
   const prober = await TcpProber.start(lab, 'guest', WAN_ADDR, PORT, PROBE_EVERY_MS);
   try {
     await waitUntil('a connection before the flush', WAIT_MS, () => prober.attempts.some((a) => a.ok));
@@ -86,12 +100,28 @@ async function round(lab: Lab, monitor: LabMonitor, c: Contender): Promise<Round
     const from = monitor.lines.length;
     await lab.nft('-f', LAB_FILES.adminRuleset);
     const first = await waitUntil('the flush on the monitor', 5000, () => monitor.lines[from]);
-    const { cut, ok, cutOff } = await waitUntil('the guest cut off, then a connection through', WAIT_MS, () =>
+    const { cut, ok } = await waitUntil('the guest cut off, then a connection through', WAIT_MS, () =>
       outage(prober, n0),
     );
     const repair = await waitUntil('the repairing transaction on the monitor', WAIT_MS, () =>
       monitor.find(from, c.isRepair),
     );
+    // Every attempt before the first one through has reported (a failed one when its time-out ends).
+    const reported = () => new Set(prober.attempts.filter((a) => a.n > n0 && a.n < ok.n).map((a) => a.n)).size;
+    await waitUntil('the attempts of the outage', WAIT_MS, () => reported() === ok.n - n0 - 1);
+    const cutOff = prober.attempts.filter((a) => !a.ok && a.n > n0 && a.n < ok.n).length;
+    if (TRACE) {
+      const ev: Array<[number, string]> = [
+        ...monitor.lines.slice(from).map((l): [number, string] => [l.at, `monitor: ${l.text.slice(0, 120)}`]),
+        ...prober.attempts
+          .filter((a) => a.n > n0 && a.n <= ok.n)
+          .map((a): [number, string] => [a.started, `attempt ${a.n} ${a.ok ? 'OK' : 'FAIL'} ${a.ended - a.started}`]),
+      ];
+      ev.sort((a, b) => a[0] - b[0]);
+      process.stderr.write(
+        `--- round\n${ev.map(([t, x]) => `${(t - first.at).toFixed(1).padStart(8)} ${x}`).join('\n')}\n`,
+      );
+    }
     return { packetMs: ok.ended - cut.started, rulesMs: repair.at - first.at, cutOff };
   } finally {
     prober.stop();
@@ -117,7 +147,12 @@ async function quiet(daemon: Daemon): Promise<void> {
   });
 }
 
-async function withKvmnftd(lab: Lab, monitor: LabMonitor, work: string, runs: number): Promise<Round[]> {
+async function withKvmnftd(
+  lab: Lab,
+  monitor: LabMonitor,
+  work: string,
+  runs: number,
+): Promise<{ rounds: Round[]; repairs: Repair[] }> {
   const env: DaemonEnv = {
     KVMNFTD_RUNTIME_DIR: join(work, 'run-drift'),
     KVMNFTD_LOG_FORMAT: 'json',
@@ -127,6 +162,8 @@ async function withKvmnftd(lab: Lab, monitor: LabMonitor, work: string, runs: nu
   const args = [CLI_MAIN, 'run', '--log-level', 'debug', '--events', 'dbus'];
   const daemon = new Daemon(lab.spawnInLab(lab.node, args, env));
   try {
+    /** The daemon's log length at each settled state: round i's lines lie between marks i and i + 1. */
+    const marks: number[] = [];
     const settled = async () => {
       await waitUntil(
         "kvmnftd's rules and libvirt's chains in place",
@@ -141,12 +178,19 @@ async function withKvmnftd(lab: Lab, monitor: LabMonitor, work: string, runs: nu
         { detail: () => daemon.dump().split('\n').slice(-20).join('\n') },
       );
       await quiet(daemon);
+      marks.push(daemon.logs.length);
     };
     const isRepair = (t: string) => t.includes('kvmnftd') && !t.startsWith('{"delete"');
     const out = await rounds(lab, monitor, { isRepair, settled }, runs);
     const errors = daemon.logs.filter((r) => r.level >= 50);
     if (errors.length > 0) throw new Error(`drift: the daemon logged errors:\n${JSON.stringify(errors)}`);
-    return out;
+    // marks[0] precedes the untimed round.
+    const repairs = marks.slice(1, -1).map((m, i): Repair => {
+      const applied = daemon.applied(m).find((r) => daemon.logs.indexOf(r) < marks[i + 2]!);
+      if (applied === undefined) throw new Error(`drift: no repair logged in round ${i}`);
+      return { latencyMs: Number(applied['latency_ms']), durationMs: Number(applied['duration_ms']) };
+    });
+    return { rounds: out, repairs };
   } finally {
     daemon.child.kill('SIGTERM');
     await daemon.exited;
@@ -244,7 +288,7 @@ export async function drift(lab: Lab, work: string, runs: number): Promise<Compa
   const monitor = await LabMonitor.start(lab);
   try {
     const versions = await labVersions(lab);
-    const ours = await withKvmnftd(lab, monitor, work, runs);
+    const { rounds: ours, repairs } = await withKvmnftd(lab, monitor, work, runs);
     // kvmnftd gone: the admin's file once more leaves only the admin's rules, as on a host without kvmnftd.
     await lab.nft('-f', LAB_FILES.adminRuleset);
     const theirs = await withAdminLoop(lab, monitor, runs);
@@ -259,7 +303,11 @@ export async function drift(lab: Lab, work: string, runs: number): Promise<Compa
       figure(
         'kvmnftd: guests cut off → a new connection through',
         ours.map((r) => r.packetMs),
-        notes(ours),
+        {
+          ...notes(ours),
+          daemonLatencyMs: stats(repairs.map((r) => r.latencyMs)),
+          daemonDurationMs: stats(repairs.map((r) => r.durationMs)),
+        },
       ),
       figure(
         'admin loop (`nft monitor` | sh re-applying the recipe): guests cut off → a new connection through',

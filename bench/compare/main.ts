@@ -21,7 +21,9 @@
  *   npm run bench:compare [-- --write-docs]
  *
  * Knobs (env): BENCH_COMPARE_RUNS (samples per contender, default 30),
- * BENCH_OUT (the JSON file, default bench/results/compare.json). With
+ * BENCH_OUT (the JSON file, default bench/results/compare.json),
+ * BENCH_COMPARE_ONLY (a comma list of network-start, drift, batch: a partial
+ * run), BENCH_TRACE=1 (the drift rounds' timelines to stderr). With
  * --write-docs the section of docs/performance.md is regenerated from it
  * (also: npm run docs:compare). About 15 minutes with the defaults; the
  * smoke test (test/integration/bench-compare.test.ts) runs 3 samples each.
@@ -45,6 +47,9 @@ const PERFORMANCE_MD = join(REPO, 'docs', 'performance.md');
 
 const runs = Math.max(1, Math.floor(Number(process.env['BENCH_COMPARE_RUNS'] ?? 30)) || 30);
 const outFile = process.env['BENCH_OUT'] ?? DEFAULT_OUT;
+/** BENCH_COMPARE_ONLY=network-start,drift,batch (any of them): a partial run, e.g. to look into one figure. */
+const only = new Set((process.env['BENCH_COMPARE_ONLY'] ?? 'network-start,drift,batch').split(','));
+const partial = only.size < 3;
 
 /** Runs `fn` in a fresh lab, always stopped. */
 async function inLab<T>(opts: Parameters<typeof startLab>[0], fn: (lab: Lab) => Promise<T>): Promise<T> {
@@ -62,26 +67,33 @@ const progress = (msg: string): void => void process.stderr.write(`bench:compare
 
 async function main(): Promise<void> {
   requireBuiltCli();
+  if (partial && process.argv.includes('--write-docs'))
+    throw new Error('--write-docs needs the full run (BENCH_COMPARE_ONLY unset)');
   const started = performance.now();
   const facts = machineFacts();
   const work = mkdtempSync(join(tmpdir(), 'kvmnftd-compare-'));
   const comparisons: Comparison[] = [];
   try {
-    progress(`libvirt 9 lab: network start, then drift (${runs} samples each)`);
-    await inLab({ defaultNetwork: 'define' }, async (lab) => {
-      comparisons.push(
-        await networkStart(lab, { id: 'libvirt9', name: 'libvirt 9 (Debian 12), iptables-nft' }, work, runs),
-      );
-      comparisons.push(await drift(lab, work, runs));
-    });
-    progress('libvirt 11 lab (Debian 13 root, nftables backend): network start');
-    const root = await ensureTrixieRoot();
-    await inLab({ root: root.path, firewallBackend: 'nftables' }, async (lab) => {
-      const kind = { id: 'libvirt11-nftables', name: 'libvirt 11 (Debian 13), nftables backend' };
-      comparisons.push(await networkStart(lab, kind, work, runs));
-    });
-    progress('1 and 100 networks in one transaction (bench/apply.mjs)');
-    comparisons.push(...(await batches([1, 100], runs)));
+    if (only.has('network-start') || only.has('drift')) {
+      progress(`libvirt 9 lab: network start, then drift (${runs} samples each)`);
+      await inLab({ defaultNetwork: 'define' }, async (lab) => {
+        const kind = { id: 'libvirt9', name: 'libvirt 9 (Debian 12), iptables-nft' };
+        if (only.has('network-start')) comparisons.push(await networkStart(lab, kind, work, runs));
+        if (only.has('drift')) comparisons.push(await drift(lab, work, runs));
+      });
+    }
+    if (only.has('network-start')) {
+      progress('libvirt 11 lab (Debian 13 root, nftables backend): network start');
+      const root = await ensureTrixieRoot();
+      await inLab({ root: root.path, firewallBackend: 'nftables' }, async (lab) => {
+        const kind = { id: 'libvirt11-nftables', name: 'libvirt 11 (Debian 13), nftables backend' };
+        comparisons.push(await networkStart(lab, kind, work, runs));
+      });
+    }
+    if (only.has('batch')) {
+      progress('1 and 100 networks in one transaction (bench/apply.mjs)');
+      comparisons.push(...(await batches([1, 100], runs)));
+    }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -50,8 +50,8 @@ interface LibvirtStart {
 
 const GENERATION = /^# new generation \d+ by process (\d+) \((.*)\)$/;
 
-/** Waits until the monitor has printed nothing for MONITOR_QUIET_MS. */
-async function monitorQuiet(m: LabMonitor): Promise<void> {
+/** Waits until the monitor has printed nothing for `quietMs`. */
+export async function monitorQuiet(m: LabMonitor, quietMs = MONITOR_QUIET_MS): Promise<void> {
   let n = -1;
   let since = performance.now();
   await waitUntil('the nft monitor to go quiet', 20_000, () => {
@@ -59,7 +59,7 @@ async function monitorQuiet(m: LabMonitor): Promise<void> {
       n = m.lines.length;
       since = performance.now();
     }
-    return performance.now() - since >= MONITOR_QUIET_MS;
+    return performance.now() - since >= quietMs;
   });
 }
 

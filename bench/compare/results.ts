@@ -87,8 +87,8 @@ export function consoleTable(r: CompareResults): string {
       String(c.kvmnftd.stats.n),
       ms(c.kvmnftd.stats.p50),
       ms(c.kvmnftd.stats.p99),
-      '1',
-      '1',
+      '',
+      '',
     ]);
     rows.push([
       `  ${c.contender.label}`,
