@@ -5,13 +5,24 @@
 // ones): the size of that batch and the time to apply it. Runs as root in a
 // throwaway network namespace it deletes again. Prints medians; not a test,
 // nothing is asserted.
-//   npm run bench            (or: node bench/apply.mjs [runs])
+//   npm run bench            (or: node bench/apply.mjs [runs] [options])
+// Options (bench/compare uses them): --counts 1,100 (the network counts; default
+// 1,100), --no-change (skip the one-network change), --json FILE (also write
+// every sample, ms, as JSON).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const RUNS = Number(process.argv[2] ?? 10);
+const argv = process.argv.slice(2);
+const option = (name) => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const RUNS = Number(/^\d+$/.test(argv[0] ?? '') ? argv[0] : 10);
+const COUNTS = (option('--counts') ?? '1,100').split(',').map(Number);
+const JSON_OUT = option('--json');
+const CHANGE = !argv.includes('--no-change');
 const CLI = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 const NS = `kvmnftd-bench-${process.pid}`;
 const work = mkdtempSync(join(tmpdir(), 'kvmnftd-bench-'));
@@ -108,6 +119,7 @@ function bench(count) {
     internal: median(internal),
     cli: median(cli),
     noop: median(noop),
+    samples: { raw, internal, cli, noop },
   };
 }
 
@@ -140,8 +152,8 @@ function benchChange(count) {
 try {
   execFileSync('ip', ['netns', 'add', NS]);
   writeFileSync(adminFile, ADMIN);
-  const rows = [1, 100].map(bench);
-  const change = benchChange(100);
+  const rows = COUNTS.map(bench);
+  const change = CHANGE ? benchChange(100) : undefined;
   console.log(
     `kvmnftd apply benchmark: median of ${RUNS} runs, nft ${execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim()}, node ${process.version}`,
   );
@@ -165,10 +177,15 @@ try {
   console.log(
     'raw = nft alone applying the same batch file via `ip netns exec`; read+plan+commit = the duration kvmnftd logs',
   );
-  console.log(
-    `one network added to ${change.count}: ${change.commands} commands, ${(change.bytes / 1024).toFixed(1)} KiB; ` +
-      `raw nft -j -f ${change.raw.toFixed(1)} ms; apply: read+plan+commit ${change.internal.toFixed(1)} ms`,
-  );
+  if (change)
+    console.log(
+      `one network added to ${change.count}: ${change.commands} commands, ${(change.bytes / 1024).toFixed(1)} KiB; ` +
+        `raw nft -j -f ${change.raw.toFixed(1)} ms; apply: read+plan+commit ${change.internal.toFixed(1)} ms`,
+    );
+  if (JSON_OUT) {
+    const nft = execFileSync('nft', ['--version'], { encoding: 'utf8' }).trim();
+    writeFileSync(JSON_OUT, `${JSON.stringify({ runs: RUNS, nft, node: process.version, rows, change }, null, 2)}\n`);
+  }
 } finally {
   spawnSync('ip', ['netns', 'del', NS]);
   rmSync(work, { recursive: true, force: true });

@@ -41,26 +41,22 @@
  * minutes on a 2-core machine shared with other work:
  *   BENCH_EVENTS=10000 BENCH_CYCLES_VIRSH=1 BENCH_WHATIF_NODE_FLAGS= npm run bench:daemon
  */
-import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import dbus from 'dbus-next';
-import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { it } from 'vitest';
-import { busDaemonCall, DbusCaller } from '../src/libvirt/dbus-call.js';
-import { onLines } from '../test/helpers/lines.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 import { LabMonitor } from '../test/integration/daemon-harness.js';
+import { childrenOf, DaemonProc, Observer, procStatus } from './lib/daemon-proc.js';
+import { loadavg, machineFacts, unitNodeFlags } from './lib/machine.js';
+import { NET, NET_XML, networkChange, type ChangeSample } from './lib/network-cycle.js';
+import { median, round, stats, type Stats } from './lib/stats.js';
+import { table } from './lib/text-table.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI_MAIN = join(REPO, 'dist', 'cli', 'main.js');
-const NET = 'kvmbench';
-const BRIDGE = 'virbr9';
-const NET_XML = `<network><name>${NET}</name><forward mode='nat'/><bridge name='${BRIDGE}' stp='off' delay='0'/>
-  <ip address='10.79.9.1' prefix='24'/></network>\n`;
 
 const envInt = (name: string, dflt: number): number => {
   const v = Number(process.env[name]);
@@ -73,12 +69,8 @@ const BREAKDOWN_ITERS = envInt('BENCH_BREAKDOWN_ITERS', 40);
 const WHATIF_FLAGS = (process.env['BENCH_WHATIF_NODE_FLAGS'] ?? '--max-semi-space-size=1 --trace-gc')
   .split(/\s+/)
   .filter(Boolean);
-/** The node options the shipped unit gives the daemon (Environment=NODE_OPTIONS=... in systemd/kvmnftd.service): the main runs use them too. */
-const UNIT_NODE_FLAGS = (
-  /^Environment=NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8'))?.[1] ?? ''
-)
-  .split(/\s+/)
-  .filter(Boolean);
+/** The node options the shipped unit gives the daemon: the main runs use them too. */
+const UNIT_NODE_FLAGS = unitNodeFlags();
 /** BENCH_TRACE_GC=1: the main runs' daemon also prints V8's GC trace (the live-heap trend, without a what-if run). */
 const MAIN_NODE_FLAGS = [...UNIT_NODE_FLAGS, ...(process.env['BENCH_TRACE_GC'] === '1' ? ['--trace-gc'] : [])];
 const SAMPLE_EVERY = 100;
@@ -89,219 +81,11 @@ const FLAT_MIB = 2;
 const SCRATCH = { family: 'ip', table: 'kvmbench_x', chain: 'kvmbench_fwd' } as const;
 /** BENCH_TRACE=N: print the timeline of the first N changes per transport to stderr. */
 const TRACE = Number(process.env['BENCH_TRACE'] ?? 0);
-/** A step is over when the daemon has logged nothing for this long. */
-const QUIET_MS = 120;
 
 const now = (): number => performance.now();
-const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
-
-/** The step lookups poll this often: the stamps are taken on arrival, the pace of the cycles follows it. */
-const POLL = { intervalMs: 2 };
-
-// ---------------------------------------------------------------------------
-// statistics
-
-interface Stats {
-  n: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  max: number;
-  mean: number;
-}
-
-/** Nearest-rank percentiles. */
-function stats(xs: readonly number[]): Stats {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  if (n === 0) return { n: 0, p50: NaN, p95: NaN, p99: NaN, max: NaN, mean: NaN };
-  const pct = (p: number) => s[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
-  return {
-    n,
-    p50: round(pct(50)),
-    p95: round(pct(95)),
-    p99: round(pct(99)),
-    max: round(s[n - 1]!),
-    mean: round(s.reduce((a, b) => a + b, 0) / n),
-  };
-}
-const median = (xs: readonly number[]): number => stats(xs).p50;
-
-// ---------------------------------------------------------------------------
-// processes in the lab
-
-interface LogLine {
-  rec: Record<string, unknown> & { msg: string; level: number };
-  at: number;
-}
-
-/** The daemon under test: its JSON log lines, each stamped on arrival here. */
-class DaemonProc {
-  readonly logs: LogLine[] = [];
-  /** V8 mark-compacts (with --trace-gc): heap in use before/after, MB. */
-  readonly majorGcs: Array<{ beforeMB: number; afterMB: number; committedMB: number }> = [];
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    onLines(child.stderr, (line, at) => {
-      try {
-        this.logs.push({ rec: JSON.parse(line) as LogLine['rec'], at });
-      } catch {
-        this.logs.push({ rec: { level: 60, msg: `unparsed: ${line}` }, at });
-      }
-    });
-    // stdout carries only V8's --trace-gc lines, when a run asks for them.
-    onLines(child.stdout, (line) => {
-      const m = /Mark-Compact(?: \(reduce\))? ([\d.]+) \(([\d.]+)\) -> ([\d.]+) \(([\d.]+)\) MB/.exec(line);
-      if (m) this.majorGcs.push({ beforeMB: Number(m[1]), afterMB: Number(m[3]), committedMB: Number(m[4]) });
-    });
-    this.exited = new Promise((res) => child.on('exit', (code) => res(code)));
-  }
-  get pid(): number {
-    if (this.child.pid === undefined) throw new Error('daemon has no pid');
-    return this.child.pid;
-  }
-  static isApplied(this: void, l: LogLine): boolean {
-    return typeof l.rec['commands'] === 'number' && l.rec.msg.includes('applied');
-  }
-  static isPass(this: void, l: LogLine): boolean {
-    return DaemonProc.isApplied(l) || l.rec.msg === 'ruleset already up to date';
-  }
-  find(from: number, pred: (l: LogLine) => boolean): LogLine | undefined {
-    for (let i = from; i < this.logs.length; i++) if (pred(this.logs[i]!)) return this.logs[i];
-    return undefined;
-  }
-  /** Waits until the daemon has logged nothing for `ms`. */
-  async quiet(ms: number, timeoutMs = 10_000): Promise<void> {
-    await waitUntil(
-      'the daemon to go quiet',
-      timeoutMs,
-      () => now() - (this.logs[this.logs.length - 1]?.at ?? 0) >= ms,
-      { intervalMs: 10 },
-    );
-  }
-  tail(n = 30): string {
-    return this.logs
-      .slice(-n)
-      .map((l) => JSON.stringify(l.rec))
-      .join('\n');
-  }
-}
-
-/** An independent D-Bus client on the lab's system bus: NetworkEvent signals, stamped on arrival. */
-class Observer {
-  readonly signals: Array<{ path: string; code: number; at: number }> = [];
-  private readonly caller: DbusCaller;
-  private constructor(readonly bus: MessageBus) {
-    this.caller = new DbusCaller(bus, 10_000);
-    bus.on('error', (err: unknown) => this.caller.fail(err instanceof Error ? err : new Error(String(err))));
-  }
-  static async connect(lab: Lab): Promise<Observer> {
-    const bus = dbus.sessionBus({ busAddress: `unix:path=${lab.path('/run/dbus/system_bus_socket')}` });
-    const o = new Observer(bus);
-    bus.on('message', (m: DbusMessage) => {
-      if (m.type === dbus.MessageType.SIGNAL && m.interface === 'org.libvirt.Connect' && m.member === 'NetworkEvent') {
-        const [path, code] = m.body as [string, number];
-        o.signals.push({ path, code, at: now() });
-      }
-    });
-    await o.caller.call(
-      busDaemonCall('AddMatch', 's', ["type='signal',interface='org.libvirt.Connect',member='NetworkEvent'"]),
-    );
-    // Activates libvirt-dbus (also needed with --events virsh: nobody else calls it then).
-    await o.caller.call({
-      destination: 'org.libvirt',
-      path: '/org/libvirt/QEMU',
-      interface: 'org.libvirt.Connect',
-      member: 'ListNetworks',
-      signature: 'u',
-      body: [0],
-    });
-    return o;
-  }
-  close(): void {
-    this.bus.disconnect();
-  }
-}
-
-function status(pid: number): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
-    const m = /^(VmRSS|VmHWM|RssAnon|RssFile|Threads):\s+(\d+)/.exec(line);
-    if (m) out[m[1]!] = Number(m[2]);
-  }
-  return out;
-}
-const rssMiB = (pid: number): number => round((status(pid)['VmRSS'] ?? NaN) / 1024, 1);
-
-function childrenOf(pid: number): Array<{ pid: number; comm: string; rssMiB: number }> {
-  const out: Array<{ pid: number; comm: string; rssMiB: number }> = [];
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
-        const cp = Number(c);
-        try {
-          out.push({ pid: cp, comm: readFileSync(`/proc/${cp}/comm`, 'utf8').trim(), rssMiB: rssMiB(cp) });
-        } catch {
-          /* gone */
-        }
-      }
-    }
-  } catch {
-    /* gone */
-  }
-  return out;
-}
-
-function trace(
-  what: string,
-  c0: number,
-  c1: number,
-  logs: readonly LogLine[],
-  mon: ReadonlyArray<{ text: string; at: number }>,
-  sigs: ReadonlyArray<{ code: number; at: number }>,
-): void {
-  const ev: Array<[number, string]> = [
-    [0, 'virsh command starts'],
-    [c1 - c0, 'virsh command returns'],
-  ];
-  for (const l of logs) {
-    const { level: _l, time: _t, msg, ...rest } = l.rec;
-    ev.push([l.at - c0, `daemon: ${msg} ${JSON.stringify(rest)}`]);
-  }
-  for (const m of mon) ev.push([m.at - c0, `monitor: ${m.text.slice(0, 150)}`]);
-  for (const s of sigs) ev.push([s.at - c0, `D-Bus NetworkEvent ${s.code}`]);
-  ev.sort((a, b) => a[0] - b[0]);
-  process.stderr.write(`--- ${what}\n${ev.map(([t, s]) => `${t.toFixed(1).padStart(8)} ms  ${s}`).join('\n')}\n`);
-}
 
 // ---------------------------------------------------------------------------
 // one transport
-
-interface ChangeSample {
-  kind: 'start' | 'stop';
-  /** virsh command run from here (incl. nsenter), ms. */
-  virshMs: number;
-  /** virsh command start -> NetworkEvent seen by the observer. */
-  cmdToSignalMs: number;
-  /** (a) the daemon's latency_ms of the reflecting transaction. */
-  daemonLatencyMs: number;
-  /** the daemon's duration_ms (read + plan + commit) of it. */
-  daemonDurationMs: number;
-  /** (b) NetworkEvent at the observer -> first kvmnftd line of nft monitor. */
-  externalMs: number;
-  /** (c) the daemon's own "event:" debug line (its receipt of the lifecycle event) -> nft monitor. */
-  daemonEventToCommitMs: number;
-  /** virsh command start -> nft monitor shows the change. */
-  endToEndMs: number;
-  /** daemon log line of the transaction seen here, after the monitor line (ms). */
-  logAfterCommitMs: number;
-  event: string;
-  commands: number;
-  /** applied transactions / passes the daemon ran for this change (until quiet). */
-  transactions: number;
-  passes: number;
-  passReasons: string[];
-}
 
 interface RssSample {
   events: number;
@@ -379,7 +163,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     const spawnedAt = now();
     const d = new DaemonProc(
       lab.spawnInLab(
-        process.execPath,
+        lab.node,
         [...nodeFlags, CLI_MAIN, 'run', '--events', transport, '--config', config, '--log-level', 'debug'],
         env,
       ),
@@ -399,7 +183,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     let events = 0;
     const passes = () => d.logs.filter((l) => DaemonProc.isPass(l)).length;
     const sample = () => {
-      const s = status(d.pid);
+      const s = procStatus(d.pid);
       const mib = (k: string) => round((s[k] ?? NaN) / 1024);
       const gc =
         d.majorGcs.length > 0
@@ -418,63 +202,10 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     sample();
 
     const samples: ChangeSample[] = [];
+    const cycle = { lab, daemon: d, monitor, observer: observer, label, anomalies };
     const step = async (kind: 'start' | 'stop'): Promise<void> => {
-      const logFrom = d.logs.length;
-      const monFrom = monitor.lines.length;
-      const sigFrom = observer!.signals.length;
-      const c0 = now();
-      await lab.virsh(kind === 'start' ? 'net-start' : 'net-destroy', NET);
-      const c1 = now();
-      const want = kind === 'start' ? NET : '';
-      const code = kind === 'start' ? 2 : 3;
-      const what = `${label} ${kind} #${samples.length}`;
-      const applied = await waitUntil(
-        `${what}: applied line with networks="${want}"`,
-        10_000,
-        () => d.find(logFrom, (l) => DaemonProc.isApplied(l) && l.rec['networks'] === want),
-        { ...POLL, detail: () => d.tail() },
-      );
-      const sig = await waitUntil(
-        `${what}: NetworkEvent ${code}`,
-        5000,
-        () => observer!.signals.slice(sigFrom).find((s) => s.code === code),
-        POLL,
-      );
-      const mon = await waitUntil(
-        `${what}: nft monitor line naming kvmnftd`,
-        5000,
-        () => monitor.find(monFrom, (t) => t.includes('kvmnftd')),
-        POLL,
-      );
-      const evLine = d.find(logFrom, (l) =>
-        l.rec.msg.startsWith(`event: network ${kind === 'start' ? 'started' : 'stopped'}`),
-      );
-      await d.quiet(QUIET_MS);
-      if (TRACE > 0 && samples.length < TRACE)
-        trace(what, c0, c1, d.logs.slice(logFrom), monitor.lines.slice(monFrom), observer!.signals.slice(sigFrom));
-      const lines = d.logs.slice(logFrom);
-      const passLines = lines.filter((l) => DaemonProc.isPass(l));
-      // Possible: the pass was already running (triggered by libvirt's own firewall changes) and read the new state first.
-      if (mon.at < sig.at)
-        anomalies.push(
-          `note: ${what}: the commit reached nft monitor ${round(sig.at - mon.at)} ms before the NetworkEvent reached the observer`,
-        );
-      samples.push({
-        kind,
-        virshMs: round(c1 - c0),
-        cmdToSignalMs: round(sig.at - c0),
-        daemonLatencyMs: Number(applied.rec['latency_ms']),
-        daemonDurationMs: Number(applied.rec['duration_ms']),
-        externalMs: round(mon.at - sig.at),
-        daemonEventToCommitMs: evLine ? round(mon.at - evLine.at) : NaN,
-        endToEndMs: round(mon.at - c0),
-        logAfterCommitMs: round(applied.at - mon.at),
-        event: String(applied.rec['event']),
-        commands: Number(applied.rec['commands']),
-        transactions: passLines.filter((l) => DaemonProc.isApplied(l)).length,
-        passes: passLines.length,
-        passReasons: passLines.map((l) => String(l.rec['event'])),
-      });
+      const n = samples.length;
+      samples.push(await networkChange(cycle, kind, n, TRACE > 0 && n < TRACE));
       events++;
       if (withRss && events % SAMPLE_EVERY === 0) sample();
     };
@@ -633,7 +364,7 @@ async function bareNodeRss(lab: Lab): Promise<{ rssMiB: number; anonMiB: number 
   try {
     await sleep(1500);
     if (child.pid === undefined) throw new Error('bare node: no pid');
-    const st = status(child.pid);
+    const st = procStatus(child.pid);
     return { rssMiB: round((st['VmRSS'] ?? NaN) / 1024), anonMiB: round((st['RssAnon'] ?? NaN) / 1024) };
   } finally {
     child.kill('SIGTERM');
@@ -642,54 +373,6 @@ async function bareNodeRss(lab: Lab): Promise<{ rssMiB: number; anonMiB: number 
 
 // ---------------------------------------------------------------------------
 // machine facts and report
-
-function cmdOut(cmd: string, args: string[]): string {
-  try {
-    return (
-      execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-        .trim()
-        .split('\n')[0] ?? ''
-    );
-  } catch {
-    return '(not available)';
-  }
-}
-
-function machineFacts(): Record<string, string | number> {
-  let osName = os.type();
-  try {
-    osName = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? osName;
-  } catch {
-    /* keep os.type() */
-  }
-  const dpkg = (pkg: string) => cmdOut('dpkg-query', ['-W', '-f', '${Version}', pkg]);
-  return {
-    date: new Date().toISOString(),
-    os: osName,
-    kernel: os.release(),
-    cpus: os.cpus().length,
-    cpuModel: os.cpus()[0]?.model ?? '?',
-    memGiB: round(os.totalmem() / 2 ** 30, 1),
-    node: process.version,
-    nft: cmdOut('nft', ['--version']),
-    libvirt: cmdOut('libvirtd', ['--version']),
-    libvirtDbus: existsSync('/usr/sbin/libvirt-dbus') ? dpkg('libvirt-dbus') : '(not installed)',
-    dbusDaemon: cmdOut('dbus-daemon', ['--version']),
-    loadavgAtStart: os
-      .loadavg()
-      .map((x) => round(x, 2))
-      .join(' '),
-  };
-}
-
-const pad = (s: string | number, w: number, left = false): string =>
-  left ? String(s).padEnd(w) : String(s).padStart(w);
-
-function table(headers: string[], rows: Array<Array<string | number>>): string {
-  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: Array<string | number>) => cells.map((c, i) => pad(c, w[i]!, i === 0)).join('  ');
-  return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
-}
 
 /** One row per statistic, in the order given; a label's trailing blanks only keep object keys apart. */
 function statTable(rows: Record<string, Stats>): string {
@@ -856,10 +539,7 @@ function report(
     );
   }
   out.push(
-    `total benchmark time ${round(totalMs / 1000)} s; load average at the end ${os
-      .loadavg()
-      .map((x) => round(x, 2))
-      .join(' ')} (other work on the machine skews every figure)`,
+    `total benchmark time ${round(totalMs / 1000)} s; load average at the end ${loadavg()} (other work on the machine skews every figure)`,
   );
   return out.join('\n') + '\n';
 }
@@ -899,10 +579,7 @@ it('kvmnftd daemon benchmark', async () => {
     if (process.env['BENCH_OUT']) {
       const json = {
         facts,
-        loadavgAtEnd: os
-          .loadavg()
-          .map((x) => round(x, 2))
-          .join(' '),
+        loadavgAtEnd: loadavg(),
         bareNode: bare,
         totalS: round((now() - started) / 1000),
         transports: results.map(summarize),

@@ -71,6 +71,8 @@ import {
 } from '../test/integration/forward-lab.js';
 import { GUEST_PORT, HOST_WAN_ADDR, LAB_FILES, startLab, type Lab, type LabOptions } from '../test/lab/lab.js';
 import { ensureTrixieRoot } from '../test/lab/trixie-root.js';
+import { unitNodeFlags } from './lib/machine.js';
+import { percentile } from './lib/stats.js';
 
 const int = (name: string, dflt: number): number => {
   const v = Number(process.env[name]);
@@ -85,16 +87,7 @@ const WAIT_MS = 30_000;
 const TRACE = process.env['BENCH_TRACE'] === '1';
 const BACKENDS = (process.env['BENCH_BACKENDS'] ?? 'libvirt9,libvirt11-nftables').split(',').filter(Boolean);
 const PROBE_EVERY_MS = 5;
-const UNIT_NODE_FLAGS = (
-  /^Environment=NODE_OPTIONS=(.*)$/m.exec(
-    readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'),
-  )?.[1] ?? ''
-).trim();
-
-function percentile(xs: readonly number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
+const UNIT_NODE_FLAGS = unitNodeFlags().join(' ');
 
 /** One figure: a name and its samples (ms). */
 class Figures {

@@ -34,6 +34,8 @@ import { CLI_MAIN, requireBuiltCli } from '../test/helpers/cli.js';
 import { Daemon, LabMonitor, libvirtChainsPresent } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
+import { unitNodeFlags } from './lib/machine.js';
+import { percentile } from './lib/stats.js';
 
 const CLI = process.env['BENCH_CLI'] ?? CLI_MAIN;
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? process.env['BENCH_RELOADS'] ?? 30);
@@ -41,16 +43,7 @@ const GAP_MS = Number(process.env['BENCH_GAP_MS'] ?? 10_000);
 const TARGET_P99_MS = 50;
 /** BENCH_TRACE=1: each scenario's timeline (monitor lines, daemon log lines) to stderr. */
 const TRACE = process.env['BENCH_TRACE'] === '1';
-const UNIT_NODE_FLAGS = (
-  /^Environment=NODE_OPTIONS=(.*)$/m.exec(
-    readFileSync(join(import.meta.dirname, '..', 'systemd', 'kvmnftd.service'), 'utf8'),
-  )?.[1] ?? ''
-).trim();
-
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-}
+const UNIT_NODE_FLAGS = unitNodeFlags().join(' ');
 
 interface Scenario {
   name: string;

@@ -89,7 +89,11 @@ export class Daemon {
 
 const isApplied = (r: LogRecord): boolean => typeof r['commands'] === 'number' && r.msg.includes('applied');
 
-/** `nft -j monitor` in the lab: every line it printed, stamped on arrival (performance.now()). */
+/**
+ * `nft -j monitor` in the lab (or, with `{ json: false }`, `nft monitor`, whose text also names the process of
+ * each transaction: "# new generation N by process PID (COMM)"): every line it printed, stamped on arrival
+ * (performance.now()).
+ */
 export class LabMonitor {
   readonly lines: Array<{ text: string; at: number }> = [];
   private constructor(readonly child: ChildProcess) {
@@ -97,8 +101,8 @@ export class LabMonitor {
     child.stderr?.resume();
   }
   /** Starts it and returns once it reports (nft monitor has no ready signal: a probe table, added and deleted). */
-  static async start(lab: Lab): Promise<LabMonitor> {
-    const m = new LabMonitor(lab.spawnInLab('nft', ['-j', 'monitor']));
+  static async start(lab: Lab, { json = true } = {}): Promise<LabMonitor> {
+    const m = new LabMonitor(lab.spawnInLab('nft', json ? ['-j', 'monitor'] : ['monitor']));
     await waitUntil(
       'nft monitor to report a probe change',
       5000,
