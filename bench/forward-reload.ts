@@ -71,6 +71,7 @@ import {
 } from '../test/integration/forward-lab.js';
 import { GUEST_PORT, HOST_WAN_ADDR, LAB_FILES, startLab, type Lab, type LabOptions } from '../test/lab/lab.js';
 import { ensureTrixieRoot } from '../test/lab/trixie-root.js';
+import { harnessQuiet } from './lib/daemon-proc.js';
 import { unitNodeFlags } from './lib/machine.js';
 import { percentile } from './lib/stats.js';
 
@@ -185,16 +186,8 @@ async function labOptions(backend: string): Promise<LabOptions & { backend: Libv
   throw new Error(`BENCH_BACKENDS: unknown backend ${backend} (libvirt9, libvirt11-nftables, libvirt11-iptables)`);
 }
 
-/** The daemon has gone quiet for 300 ms (no log line). */
-async function quiet(daemon: Daemon): Promise<void> {
-  let n = -1;
-  await waitUntil('the daemon to go quiet', WAIT_MS, async () => {
-    const still = daemon.logs.length === n;
-    n = daemon.logs.length;
-    await sleep(300);
-    return still;
-  });
-}
+/** The daemon has logged nothing for 300 ms. */
+const quiet = (daemon: Daemon): Promise<void> => harnessQuiet(daemon, WAIT_MS);
 
 /** When (performance.now()) the daemon logged that it re-read its config, from log index `from` on. */
 function sighupAt(daemon: Daemon, from: number): number | undefined {

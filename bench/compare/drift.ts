@@ -28,10 +28,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI_MAIN } from '../../test/helpers/cli.js';
-import { sleep, waitUntil } from '../../test/helpers/wait.js';
+import { waitUntil } from '../../test/helpers/wait.js';
 import { Daemon, LabMonitor, libvirtChainsPresent, type DaemonEnv } from '../../test/integration/daemon-harness.js';
 import { TcpProber, type ProbeAttempt } from '../../test/integration/forward-lab.js';
 import { LAB_FILES, WAN_ADDR, type Lab } from '../../test/lab/lab.js';
+import { harnessQuiet } from '../lib/daemon-proc.js';
 import { unitNodeFlags } from '../lib/machine.js';
 import { median, stats } from '../lib/stats.js';
 import { comparison, figure, type Comparison } from './results.js';
@@ -137,15 +138,7 @@ async function rounds(lab: Lab, monitor: LabMonitor, c: Contender, runs: number)
 }
 
 /** The daemon has logged nothing for 300 ms. */
-async function quiet(daemon: Daemon): Promise<void> {
-  let n = -1;
-  await waitUntil('the daemon to go quiet', WAIT_MS, async () => {
-    const still = daemon.logs.length === n;
-    n = daemon.logs.length;
-    await sleep(300);
-    return still;
-  });
-}
+const quiet = (daemon: Daemon): Promise<void> => harnessQuiet(daemon, WAIT_MS);
 
 async function withKvmnftd(
   lab: Lab,

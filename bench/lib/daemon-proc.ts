@@ -11,7 +11,7 @@ import dbus from 'dbus-next';
 import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { busDaemonCall, DbusCaller } from '../../src/libvirt/dbus-call.js';
 import { onLines } from '../../test/helpers/lines.js';
-import { waitUntil } from '../../test/helpers/wait.js';
+import { sleep, waitUntil } from '../../test/helpers/wait.js';
 import type { Lab } from '../../test/lab/lab.js';
 import { round } from './stats.js';
 
@@ -137,4 +137,15 @@ export function childrenOf(pid: number): Array<{ pid: number; comm: string; rssM
     /* gone */
   }
   return out;
+}
+
+/** A test-harness daemon (test/integration/daemon-harness.ts) has logged nothing for 300 ms. */
+export async function harnessQuiet(daemon: { readonly logs: readonly unknown[] }, timeoutMs: number): Promise<void> {
+  let n = -1;
+  await waitUntil('the daemon to go quiet', timeoutMs, async () => {
+    const still = daemon.logs.length === n;
+    n = daemon.logs.length;
+    await sleep(300);
+    return still;
+  });
 }

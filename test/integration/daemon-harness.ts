@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { indexRuleset, ruleKey } from '../../src/nft/ruleset.js';
-import { LAB_PATHS, WAN_ADDR, type Lab } from '../lab/lab.js';
+import { udhcpcArgs, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 import { onLines } from '../helpers/lines.js';
 import { waitUntil } from '../helpers/wait.js';
@@ -291,21 +291,7 @@ export async function guestMac(lab: Lab): Promise<string> {
  * (-R) releases it. Without a release dnsmasq keeps giving the guest the address it holds.
  */
 export async function changeLease(lab: Lab, address: string, current?: string): Promise<string> {
-  const args = (...extra: string[]): string[] => [
-    'udhcpc',
-    '-i',
-    'eth0',
-    '-f',
-    '-t',
-    '10',
-    '-T',
-    '1',
-    '-A',
-    '1',
-    '-s',
-    LAB_PATHS.udhcpcScript,
-    ...extra,
-  ];
+  const args = (...extra: string[]): string[] => udhcpcArgs('eth0', 10, ...extra);
   if (current !== undefined) {
     const release = [
       'out=$(mktemp); busybox "$@" >"$out" 2>&1 & p=$!',

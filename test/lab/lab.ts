@@ -1091,29 +1091,35 @@ export function netnsDhcp(ns: LabNetns, opts: Omit<DhcpOptions, 'bridge'> = {}):
   return udhcpc(ns.name, (cmd, args, o) => ns.exec(cmd, args, o), opts);
 }
 
-/** busybox udhcpc with the lab's script (address and default route set, `LEASE ...` printed); the address. */
+/**
+ * busybox udhcpc's arguments with the lab's script (address and default route set, `LEASE ...` printed):
+ * in the foreground, `tries` discover packets 1 s apart, 1 s between rounds, then `extra`.
+ */
+export function udhcpcArgs(iface: string, tries: number, ...extra: string[]): string[] {
+  return [
+    'udhcpc',
+    '-i',
+    iface,
+    '-f',
+    '-t',
+    String(tries),
+    '-T',
+    '1',
+    '-A',
+    '1',
+    '-s',
+    LAB_PATHS.udhcpcScript,
+    ...extra,
+  ];
+}
+
+/** busybox udhcpc with the lab's script, quitting once leased (or failing: -n); the address. */
 async function udhcpc(who: string, exec: LabNetns['exec'], opts: Omit<DhcpOptions, 'bridge'>): Promise<string> {
   const tries = opts.tries ?? 10;
-  const r = await exec(
-    'busybox',
-    [
-      'udhcpc',
-      '-i',
-      opts.iface ?? 'eth0',
-      '-n',
-      '-q',
-      '-f',
-      '-t',
-      String(tries),
-      '-T',
-      '1',
-      '-A',
-      '1',
-      '-s',
-      LAB_PATHS.udhcpcScript,
-    ],
-    { reject: false, timeoutMs: (tries + 10) * 1000 },
-  );
+  const r = await exec('busybox', udhcpcArgs(opts.iface ?? 'eth0', tries, '-n', '-q'), {
+    reject: false,
+    timeoutMs: (tries + 10) * 1000,
+  });
   const m = r.stdout.match(/^LEASE (\d+\.\d+\.\d+\.\d+)\/(\d+)/m);
   if (r.exitCode !== 0 || !m || m[1] === undefined) throw failure(`${who} DHCP (${tries} tries)`, r);
   return m[1];
