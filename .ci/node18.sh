@@ -9,6 +9,7 @@
 # namespace where the unpacked /usr/share is overlaid on the real one.
 #
 # Checks, in a throwaway network namespace with the admin test ruleset:
+#   the daemon's V8 flags                             -> accepted by this node
 #   plan --json --from-xml test/fixtures/default.xml  -> exit 0, non-empty, valid for `nft -c -j -f`
 #   apply --from-xml ...                              -> exit 0, table inet kvmnftd present
 #   status --json / plan --diff / doctor --json        -> 0 / empty / 0 or 3, valid reports
@@ -51,6 +52,15 @@ if [[ ${1:-} == __inner ]]; then
 
   in_ns() { ip netns exec "$NS" "$@"; }
   cli() { in_ns "$NODE" "$CLI" "$@" --config "$WORK/config.toml"; }
+
+  # The daemon's V8 flags (src/daemon/v8-flags.ts, set at run time): each must be one this node knows,
+  # which it proves by starting with them on its command line (an unknown flag exits 9).
+  flags=$("$NODE" --input-type=module -e "import { DAEMON_V8_FLAGS } from '$REPO/dist/daemon/v8-flags.js'; console.log(DAEMON_V8_FLAGS.join(' '))") ||
+    die "cannot read the daemon's V8 flags from dist/daemon/v8-flags.js"
+  [[ -n $flags ]] || die "the daemon's V8 flag list is empty"
+  # shellcheck disable=SC2086 # one word per flag
+  "$NODE" $flags -e 0 || die "node $version refuses the daemon's V8 flags: $flags"
+  echo "node18: daemon V8 flags accepted ($flags)"
 
   in_ns nft list ruleset >"$WORK/admin.before"
 

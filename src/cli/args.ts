@@ -1,6 +1,6 @@
 // Command-line parsing with node:util parseArgs: no dependency, strict.
 import { parseArgs } from 'node:util';
-import { LOG_LEVELS } from '../log/logger.js';
+import { LOG_LEVELS } from '../log/levels.js';
 
 export const COMMANDS = ['plan', 'apply', 'remove', 'run', 'reload', 'status', 'metrics', 'doctor', 'check'] as const;
 export type CommandName = (typeof COMMANDS)[number];

@@ -10,7 +10,6 @@ import { nftRunner } from '../nft/nft-runner.js';
 import { plan } from '../nft/plan.js';
 import { planMessages, syncOnce } from '../nft/sync.js';
 import { renderBatch } from '../nft/render-text.js';
-import { runDaemon } from '../daemon/daemon.js';
 import { readReloadState } from '../daemon/reload.js';
 import type { Args } from './args.js';
 
@@ -73,19 +72,6 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
   } finally {
     release();
   }
-}
-
-const READY_TIMEOUT_MS = 20_000;
-
-export function runDaemonCommand(args: Args, log: Logger): Promise<number> {
-  return runDaemon(
-    {
-      ...(args.config === undefined ? {} : { configPath: args.config }),
-      events: args.events,
-      readyTimeoutMs: READY_TIMEOUT_MS,
-    },
-    log,
-  );
 }
 
 /**

@@ -44,5 +44,3 @@ export function createLogger(level: string, stream: NodeJS.WriteStream = process
   if (format === 'json') return pino(options, stream);
   return pino(options, { write: (line: string) => stream.write(formatLine(line, format)) });
 }
-
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
