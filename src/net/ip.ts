@@ -1,8 +1,6 @@
 // Address arithmetic for the subnets libvirt hands us. nft prints addresses
 // in canonical form (RFC 5952 for IPv6), so we produce the same form: the
 // planner compares its output with `nft -j list ruleset` textually.
-import { isIPv4, isIPv6 } from 'node:net';
-
 export type Family = 4 | 6;
 
 export interface Cidr {
@@ -15,9 +13,79 @@ export interface Cidr {
 const BITS: Record<Family, number> = { 4: 32, 6: 128 };
 
 export function ipFamily(text: string): Family | undefined {
-  if (isIPv4(text)) return 4;
-  if (isIPv6(text) && !text.includes('%')) return 6;
-  return undefined;
+  return scanIp(text);
+}
+
+/**
+ * The family of an address, accepting exactly what node:net's isIPv4/isIPv6
+ * accept (lib/internal/net.js), except that an IPv6 zone (`%eth0`) is refused:
+ * no libvirt subnet carries one. A scan over char codes because node:net's
+ * isIPv6 compiles a large regular expression on its first call (4-15 ms per
+ * process, on the CLI's critical path).
+ */
+export function scanIp(text: string): Family | undefined {
+  if (scanIpv4(text, 0)) return 4;
+  return scanIpv6(text) ? 6 : undefined;
+}
+
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+const isHex = (c: number): boolean => isDigit(c) || (c >= 0x61 && c <= 0x66) || (c >= 0x41 && c <= 0x46);
+
+/** Dotted quad from `start` to the end of `text`: four octets 0-255, no leading zeros (node refuses "01"). */
+function scanIpv4(text: string, start: number): boolean {
+  const end = text.length;
+  let i = start;
+  for (let octet = 0; octet < 4; octet++) {
+    if (octet > 0) {
+      if (text.charCodeAt(i) !== 0x2e) return false; // '.'
+      i++;
+    }
+    const from = i;
+    let value = 0;
+    while (i < end && i - from < 4 && isDigit(text.charCodeAt(i))) value = value * 10 + text.charCodeAt(i++) - 0x30;
+    const digits = i - from;
+    if (digits === 0 || digits > 3 || value > 255) return false;
+    if (digits > 1 && text.charCodeAt(from) === 0x30) return false;
+  }
+  return i === end;
+}
+
+/**
+ * node's IPv6 grammar without the zone: groups of 1-4 hex digits; without
+ * `::` exactly 8 of them, with one `::` (which stands for at least one group)
+ * at most 7; a dotted IPv4 tail counts as two groups and may only end the address.
+ */
+function scanIpv6(text: string): boolean {
+  const end = text.length;
+  let i = 0;
+  let groups = 0;
+  let gap = false;
+  if (text.charCodeAt(0) === 0x3a) {
+    // A leading ':' only as the start of '::'.
+    if (text.charCodeAt(1) !== 0x3a) return false;
+    gap = true;
+    i = 2;
+    if (i === end) return true;
+  }
+  for (;;) {
+    const from = i;
+    while (i < end && isHex(text.charCodeAt(i))) i++;
+    if (i < end && text.charCodeAt(i) === 0x2e) {
+      // Digits then '.': the IPv4 tail, read again from the group's start.
+      return (gap ? groups + 2 <= 7 : groups + 2 === 8) && scanIpv4(text, from);
+    }
+    if (i === from || i - from > 4) return false;
+    groups++;
+    if (i === end) return gap ? groups <= 7 : groups === 8;
+    if (text.charCodeAt(i) !== 0x3a || groups === 8) return false;
+    i++;
+    if (text.charCodeAt(i) === 0x3a) {
+      if (gap) return false;
+      gap = true;
+      i++;
+      if (i === end) return groups <= 7;
+    }
+  }
 }
 
 export function parseIp(text: string): { family: Family; value: bigint } | undefined {
@@ -35,7 +103,7 @@ function parseIPv6(text: string): bigint {
   // Embedded IPv4 tail (::ffff:1.2.3.4).
   const lastColon = text.lastIndexOf(':');
   const maybe4 = text.slice(lastColon + 1);
-  if (isIPv4(maybe4)) {
+  if (scanIp(maybe4) === 4) {
     tail4 = parseIp(maybe4)?.value;
     head = text.slice(0, lastColon + 1) + '0:0';
   }
