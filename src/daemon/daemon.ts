@@ -9,7 +9,7 @@ import { DNSMASQ_STATUS_DIR, forwardBridges, guestFactsNeeded, isolatingBridges 
 import { takeDaemonLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
-import { nftRunner } from '../nft/nft-runner.js';
+import { nftSessionRunner } from '../nft/nft-session.js';
 import { LibvirtConnection } from './connection.js';
 import { LeaseWatch } from './lease-watch.js';
 import { PortWatch } from './port-watch.js';
@@ -75,7 +75,8 @@ export async function runDaemon(
     // Only while some active network isolates its guests.
     ports.set(!state.stopping && isolating().length > 0);
   };
-  const nft = nftRunner(dir);
+  // Reads and small batches through one long-lived nft (nft-session.ts).
+  const nft = nftSessionRunner(dir);
   const pass = new DaemonPass({ state, runtimeDir: dir, nft, log, changed });
   // [metrics] textfile: started once READY (the first pass's figures), re-read on SIGHUP.
   const metrics = new MetricsWriter({ state, log, readRuleset: () => nft.readRuleset(), changed });
@@ -110,6 +111,7 @@ export async function runDaemon(
       for (const unit of [periodic, watchdog, libvirt, monitor, leases, ports]) unit.stop();
       await Promise.all([pass.stop(), metrics.stop()]).finally(() => {
         libvirt.close();
+        nft.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });
         rmSync(runtimePath(dir, 'state'), { force: true });
         daemonLock.release();

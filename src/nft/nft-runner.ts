@@ -61,19 +61,22 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
 async function run(nft: string, args: string[], what: string): Promise<string> {
   const result = await execa(nft, args, { reject: false, timeout: NFT_TIMEOUT_MS, stdin: 'ignore' });
   if (result.failed) {
-    // nft repeats the same error once per failing command: keep each line once.
-    const detail = [
-      ...new Set(
-        (result.stderr || result.stdout || '')
-          .split('\n')
-          .map((l) => l.trim())
-          .filter((l) => l !== ''),
-      ),
-    ].join('; ');
-    let cause = detail || `exit code ${String(result.exitCode)}`;
-    if (result.code === 'ENOENT') cause = `${nft} not found: install the nftables package`;
-    else if (result.timedOut) cause = `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`;
-    throw new NftError(`nft failed ${what}: ${cause}`, detail);
+    if (result.code === 'ENOENT') throw nftFailure(what, '', `${nft} not found: install the nftables package`);
+    if (result.timedOut) throw nftFailure(what, '', `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`);
+    throw nftFailure(what, result.stderr || result.stdout || '', `exit code ${String(result.exitCode)}`);
   }
   return result.stdout;
+}
+
+/** nft's error for `what` (e.g. "applying the batch"), each line of its output once: nft repeats one per failing command. */
+export function nftFailure(what: string, output: string, otherwise = 'no message'): NftError {
+  const detail = [
+    ...new Set(
+      output
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l !== ''),
+    ),
+  ].join('; ');
+  return new NftError(`nft failed ${what}: ${detail || otherwise}`, detail);
 }
