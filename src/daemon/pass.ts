@@ -3,7 +3,7 @@
 // re-create its own chains after a flush, and log what changed and each
 // finding once while it persists. The Reconciler schedules passes (coalescing,
 // back-off); failures are logged by how long they last.
-import { takeLock } from '../host/lock.js';
+import { takeLockAsync } from '../host/lock.js';
 import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
 import { gatherGuestFacts, planFactsFrom, type DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
@@ -36,6 +36,9 @@ function foreignMessages(result: SyncResult): LogMessage[] {
     },
   ];
 }
+
+/** Milliseconds to one decimal, for log fields. */
+const ms = (value: number): number => Math.round(value * 10) / 10;
 
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
@@ -106,20 +109,33 @@ export class DaemonPass {
     const { state } = this.deps;
     const started = performance.now();
     state.passStartedAt = Date.now();
+    // The lock is taken while libvirt answers (flock(1) is a process of its own); the ruleset is read under it.
+    const lock = takeLockAsync(this.deps.runtimeDir);
+    lock.catch(() => undefined); // handled where it is awaited; not an unhandled rejection meanwhile
+    let release: (() => void) | undefined;
     try {
       const networks = await this.networks();
       if (networks === undefined) return; // nothing known yet: the status names libvirt
       const facts = await this.planFacts(networks);
+      // Where a pass's time goes, for the log: waiting to start, libvirt's answers, the rest (lock, nft, plan).
+      const stages = { wait_ms: ms(started - since), libvirt_ms: ms(performance.now() - started) };
+      release = await lock;
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
       const inputs = JSON.stringify([networks, state.config, facts]);
       const result = await this.sync(networks, inputs, facts);
+      release();
+      release = undefined;
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
-      this.record(result, messages, reasons, since);
+      this.record(result, messages, reasons, since, stages);
     } finally {
+      // A pass that ended before it needed the lock releases it too, once taken: before the next pass
+      // asks for it (a lock is held by its open file, so this process's own would refuse the next).
+      release ??= await lock.catch(() => undefined);
+      release?.();
       state.passStartedAt = undefined;
       state.lastPassAt = new Date();
       state.figures.passes++;
@@ -175,16 +191,11 @@ export class DaemonPass {
   /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
   private foreignAtCheck = '';
 
-  private async sync(networks: NetworkParse[], inputs: string, facts: PlanFacts): Promise<SyncResult> {
-    const release = takeLock(this.deps.runtimeDir);
-    try {
-      return await (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
-        mayApply: (plan, live) => this.mayApply(inputs, plan, live),
-        facts,
-      });
-    } finally {
-      release();
-    }
+  private sync(networks: NetworkParse[], inputs: string, facts: PlanFacts): Promise<SyncResult> {
+    return (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
+      mayApply: (plan, live) => this.mayApply(inputs, plan, live),
+      facts,
+    });
   }
 
   /** The convergence guard's verdict; the first time it holds a batch back, one error line with the diff. */
@@ -237,7 +248,13 @@ export class DaemonPass {
   }
 
   /** The pass succeeded: record what it found and log what it changed. */
-  private record(result: SyncResult, messages: LogMessage[], reasons: string[], since: number): void {
+  private record(
+    result: SyncResult,
+    messages: LogMessage[],
+    reasons: string[],
+    since: number,
+    stages: Record<string, number>,
+  ): void {
     const { state, log } = this.deps;
     const before = new Set(state.networks);
     const now = result.plan.networks.map((n) => n.name);
@@ -251,7 +268,7 @@ export class DaemonPass {
     if (!result.applied) {
       const held = result.plan.batch.nftables.length > 0;
       log.debug(
-        { event: reasons[0], duration_ms: result.durationMs },
+        { event: reasons[0], duration_ms: result.durationMs, latency_ms: ms(performance.now() - since), ...stages },
         held
           ? `not applying ${result.plan.batch.nftables.length} nft commands (suspended)`
           : 'ruleset already up to date',
@@ -275,7 +292,8 @@ export class DaemonPass {
         networks: now.join(','),
         commands,
         duration_ms: result.durationMs,
-        latency_ms: Math.round((performance.now() - since) * 10) / 10,
+        latency_ms: ms(performance.now() - since),
+        ...stages,
       },
       `${summary}: applied ${commands} nft commands in ${result.durationMs} ms`,
     );

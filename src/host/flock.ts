@@ -5,7 +5,7 @@
 // this process dies, whatever happens to the file or to PIDs. No stale
 // lock, no takeover race, no PID reuse.
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 export interface Flock {
   release(): void;
@@ -34,6 +34,22 @@ function lockFd(fd: number, path: string): boolean {
   return result.status === 0;
 }
 
+/** lockFd without blocking the event loop: the daemon takes its lock while libvirt answers. */
+function lockFdAsync(fd: number, path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(FLOCK, ['--nonblock', '--exclusive', '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' ? new Error('flock not found: install util-linux') : err),
+    );
+    child.on('close', (status) => {
+      if (status === 0 || status === 1) resolve(status === 0);
+      else reject(new Error(`flock ${path} failed: ${stderr || `exit status ${String(status)}`}`));
+    });
+  });
+}
+
 /** Locks `path` (created if needed) exclusively without waiting; undefined when another process holds it. */
 export function tryFlock(path: string): Flock | undefined {
   const fd = openSync(path, 'a+', 0o600);
@@ -43,7 +59,23 @@ export function tryFlock(path: string): Flock | undefined {
   } finally {
     if (!locked) closeSync(fd);
   }
-  if (!locked) return undefined;
+  return locked ? held(fd) : undefined;
+}
+
+/** tryFlock without blocking the event loop. */
+export async function tryFlockAsync(path: string): Promise<Flock | undefined> {
+  const fd = openSync(path, 'a+', 0o600);
+  let locked = false;
+  try {
+    locked = await lockFdAsync(fd, path);
+  } finally {
+    if (!locked) closeSync(fd);
+  }
+  return locked ? held(fd) : undefined;
+}
+
+/** The lock on `fd` is ours: write our PID into the file, close to release. */
+function held(fd: number): Flock {
   // The holder's PID, for messages only: the lock itself is the truth.
   ftruncateSync(fd, 0);
   writeSync(fd, `${process.pid}\n`, 0);

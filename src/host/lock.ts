@@ -5,7 +5,7 @@
 // PID that makes a dead holder look alive.
 import { readdirSync, readlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isFlocked, lockHolder, tryFlock, type Flock } from './flock.js';
+import { isFlocked, lockHolder, tryFlock, tryFlockAsync, type Flock } from './flock.js';
 import { runtimePath } from './runtime.js';
 
 export class LockBusyError extends Error {
@@ -19,6 +19,14 @@ export class LockBusyError extends Error {
 export function takeLock(dir: string): () => void {
   const path = runtimePath(dir, 'lock');
   const lock = tryFlock(path);
+  if (!lock) throw new LockBusyError(lockHolder(path));
+  return () => lock.release();
+}
+
+/** takeLock without blocking the event loop (the daemon's passes). */
+export async function takeLockAsync(dir: string): Promise<() => void> {
+  const path = runtimePath(dir, 'lock');
+  const lock = await tryFlockAsync(path);
   if (!lock) throw new LockBusyError(lockHolder(path));
   return () => lock.release();
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isFlocked, lockHolder, tryFlock } from '../../src/host/flock.js';
+import { isFlocked, lockHolder, tryFlock, tryFlockAsync } from '../../src/host/flock.js';
 
 const dirs: string[] = [];
 const lockPath = (): string => {
@@ -46,5 +46,22 @@ describe('flock', () => {
     const lock = tryFlock(path);
     expect(lock).toBeDefined();
     lock!.release();
+  });
+
+  it("the daemon's asynchronous take excludes and is excluded the same way", async () => {
+    const path = lockPath();
+    const lock = await tryFlockAsync(path);
+    expect(lock).toBeDefined();
+    expect(lockHolder(path)).toBe(process.pid);
+    expect(tryFlock(path)).toBeUndefined();
+    expect(await tryFlockAsync(path)).toBeUndefined();
+    lock!.release();
+    const sync = tryFlock(path);
+    expect(await tryFlockAsync(path)).toBeUndefined();
+    sync!.release();
+    const again = await tryFlockAsync(path);
+    expect(again).toBeDefined();
+    again!.release();
+    expect(isFlocked(path)).toBe(false);
   });
 });
