@@ -84,7 +84,11 @@ export async function runDaemon(
   const libvirt = new LibvirtConnection({ state, events: options.events, log, trigger, changed });
   // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
   // a deleted jump) triggers a pass; so do our own commits, harmlessly.
-  const monitor = new MonitorSupervisor(trigger, log, () => state.scope);
+  const monitor = new MonitorSupervisor(
+    (reason) => pass.triggerDrift(reason),
+    log,
+    () => state.scope,
+  );
   const periodic = new PeriodicCheck(trigger);
   periodic.set(config.daemon.resyncInterval);
   const watchdog = new Watchdog(notifier, () => state.passStartedAt, log);

@@ -83,16 +83,30 @@ export class DaemonPass {
     );
     this.restorer = new LibvirtRestorer(
       deps.announce ?? announceFirewallReload,
-      () => this.trigger('libvirt chains still missing'),
+      () => this.triggerDrift('libvirt chains still missing'),
       deps.log,
     );
   }
 
-  /** Something may have changed: a pass follows (see Reconciler). */
+  /** Something may have changed, libvirt's state included: a pass follows (see Reconciler) and asks libvirt. */
   trigger(reason: string): void {
+    this.libvirtUnchanged = false;
     if (REARMING_TRIGGERS.has(reason)) this.guard.rearm();
     this.reconciler.trigger(reason);
   }
+
+  /**
+   * The ruleset changed (nft monitor), and nothing libvirt reports: a pass follows, which plans from libvirt's
+   * last answers unless something else asked for fresh ones meanwhile. A repair after a flush then waits for
+   * nft alone. libvirt says when its state changes (events; a reconnect, a reload and the periodic check also
+   * ask afresh), so its last answers are its state until it says otherwise.
+   */
+  triggerDrift(reason: string): void {
+    this.reconciler.trigger(reason);
+  }
+
+  /** No libvirt event, reconnect, reload, periodic check or other non-ruleset trigger since libvirt last answered. */
+  private libvirtUnchanged = false;
 
   /** Resolves when no pass is running or pending. */
   idle(): Promise<void> {
@@ -113,10 +127,14 @@ export class DaemonPass {
     const lock = takeLockAsync(this.deps.runtimeDir);
     lock.catch(() => undefined); // handled where it is awaited; not an unhandled rejection meanwhile
     let release: (() => void) | undefined;
+    // libvirt is asked unless only the ruleset changed since its last answers (see triggerDrift). Marked
+    // before asking: an event during the question makes the next pass ask again.
+    const ask = !this.libvirtUnchanged || state.lastNetworks === undefined;
+    this.libvirtUnchanged = true;
     try {
-      const networks = await this.networks();
+      const networks = await this.networks(ask);
       if (networks === undefined) return; // nothing known yet: the status names libvirt
-      const facts = await this.planFacts(networks);
+      const facts = await this.planFacts(networks, ask);
       // Where a pass's time goes, for the log: waiting to start, libvirt's answers, the rest (lock, nft, plan).
       const stages = { wait_ms: ms(started - since), libvirt_ms: ms(performance.now() - started) };
       release = await lock;
@@ -131,6 +149,9 @@ export class DaemonPass {
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
       this.record(result, messages, reasons, since, stages);
+    } catch (err) {
+      this.libvirtUnchanged = false; // whatever failed, the retry asks libvirt afresh
+      throw err;
     } finally {
       // A pass that ended before it needed the lock releases it too, once taken: before the next pass
       // asks for it (a lock is held by its open file, so this process's own would refuse the next).
@@ -151,10 +172,10 @@ export class DaemonPass {
    * reconciler's back-off, brings fresh state back. A libvirt that is slow to
    * answer (busy restoring its rules) gets the same: see answer-or-last.ts.
    */
-  private async networks(): Promise<NetworkParse[] | undefined> {
+  private async networks(ask: boolean): Promise<NetworkParse[] | undefined> {
     const { state } = this.deps;
     const watch = state.watch;
-    if (!watch) return state.lastNetworks;
+    if (!watch || !ask) return state.lastNetworks;
     const networks = await this.networkAnswers.get(
       () => watch.activeNetworks(),
       () => this.trigger('libvirt answered late'),
@@ -171,16 +192,19 @@ export class DaemonPass {
    * per pass (only when a forward names one), through the open event source; while libvirt is away, its last
    * answer stands.
    */
-  private async planFacts(networks: NetworkParse[]): Promise<PlanFacts> {
+  private async planFacts(networks: NetworkParse[], ask: boolean): Promise<PlanFacts> {
     const { state } = this.deps;
     const watch = state.watch;
+    const lastDomains = this.domainAnswers.last;
     const facts = await (this.deps.guestFacts ?? gatherGuestFacts)(state.config, networks, {
       domains: watch
         ? () =>
-            this.domainAnswers.get(
-              () => watch.runningDomains(),
-              () => this.trigger('libvirt answered late'),
-            )
+            !ask && lastDomains !== undefined
+              ? Promise.resolve(lastDomains)
+              : this.domainAnswers.get(
+                  () => watch.runningDomains(),
+                  () => this.trigger('libvirt answered late'),
+                )
         : () => Promise.reject(new Error('libvirt is away')),
       ...(state.guestFacts ? { previous: state.guestFacts } : {}),
     });

@@ -152,6 +152,39 @@ describe('DaemonPass', () => {
     await pass.stop();
   });
 
+  it("a repair of drift plans from libvirt's last answers; anything else asks libvirt again", async () => {
+    const { state, nft, log, pass } = setup(LIVE_LIBVIRT9);
+    const asked = vi.fn(() => Promise.resolve([DEFAULT]));
+    state.watch = fakeWatch(asked);
+    pass.trigger('network started');
+    await pass.firstPass;
+    await pass.idle();
+    expect(asked).toHaveBeenCalledTimes(1);
+
+    nft.ruleset = LIVE_LIBVIRT9; // flushed and reloaded by the admin
+    pass.triggerDrift('table inet filter changed');
+    await pass.idle();
+    expect(log.info()[1]).toMatch(/^repaired drift \(table inet filter changed\): applied/);
+    expect(asked).toHaveBeenCalledTimes(1); // only the ruleset changed: libvirt's last answer stands
+
+    for (const reason of ['network stopped', 'event source connected', 'periodic check', 'reload']) {
+      pass.trigger(reason);
+      await pass.idle();
+    }
+    expect(asked).toHaveBeenCalledTimes(5);
+
+    // An event during a drift pass, or a pass that failed, makes the next one ask.
+    pass.triggerDrift('rule in inet filter changed');
+    pass.trigger('network started');
+    await pass.idle();
+    expect(asked).toHaveBeenCalledTimes(6);
+    asked.mockImplementationOnce(() => Promise.reject(new Error('libvirt: connection reset')));
+    pass.trigger('network started');
+    await pass.idle(); // fails, then the retry asks again
+    expect(asked).toHaveBeenCalledTimes(8);
+    await pass.stop();
+  });
+
   it('a libvirt slow to answer (restoring its rules) does not hold up a repair; its late answer starts a pass', async () => {
     vi.useFakeTimers();
     try {
