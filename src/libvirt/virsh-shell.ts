@@ -136,7 +136,7 @@ export class VirshShell {
       this.pending = { nonce, out: '', err: '', resolve, reject, timer };
     });
     child.stdin.write(`${cmd}\n${errFrame}\necho ${a}""${b}\n`, (e) => {
-      if (e) this.fault(`write: ${e.message}`);
+      if (e && this.child === child) this.fault(`write: ${e.message}`);
     });
     const { out, err } = await done;
     const errors = err.split('\n').filter((l) => l.trim() !== '' && !RECONNECT_NOTE.test(l) && l !== `error: ${nonce}`);
