@@ -4,7 +4,17 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   // Plain node scripts (outside the TypeScript project) are not linted.
-  { ignores: ['dist/', 'node_modules/', 'packaging/', 'bench/apply.mjs', 'test/lab/*.mjs', 'eslint.config.js'] },
+  {
+    ignores: [
+      'dist/',
+      'node_modules/',
+      'packaging/',
+      'bench/apply.mjs',
+      'test/lab/*.mjs',
+      'test/fixtures/**/*.mjs',
+      'eslint.config.js',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

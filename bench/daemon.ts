@@ -26,7 +26,8 @@
  *      1,000; the report says PASS or FAIL whenever BENCH_EVENTS > 1000.
  *   3. With the daemon stopped, the steps of one pass timed separately inside
  *      the lab with the daemon's own built modules (dist/): libvirt-dbus
- *      ListNetworks + GetXMLDesc, virsh net-list + net-dumpxml, nft -j list
+ *      ListNetworks + GetXMLDesc, virsh net-list + net-dumpxml (one-shot, and
+ *      through the daemon's virsh shell), nft -j list
  *      ruleset, plan, nft -j -f.
  *   4. What-if: --events dbus again (fresh lab), the daemon started with the
  *      node options in BENCH_WHATIF_NODE_FLAGS (default "--max-semi-space-size=1
@@ -119,6 +120,7 @@ interface Breakdown {
   iters: number;
   dbusListMs: Stats;
   virshListMs: Stats;
+  virshShellListMs: Stats;
   nftListMs: Stats;
   planMs: Stats;
   applyAddMs: Stats;
@@ -300,6 +302,8 @@ const { nftRunner } = await import(a.dist + '/nft/nft-runner.js');
 const { loadConfig } = await import(a.dist + '/config/config.js');
 const { LibvirtDbusClient } = await import(a.dist + '/libvirt/dbus-client.js');
 const { activeNetworkXml } = await import(a.dist + '/libvirt/virsh.js');
+const { VirshShell } = await import(a.dist + '/libvirt/virsh-shell.js');
+const shell = new VirshShell('qemu:///system');
 const { parseNetworkXml } = await import(a.dist + '/libvirt/parse-network-xml.js');
 const { execa } = await import(a.execa);
 const fs = await import('node:fs');
@@ -308,11 +312,12 @@ const config = loadConfig(a.config).config;
 const nft = nftRunner(a.runDir);
 const client = await LibvirtDbusClient.connect('/org/libvirt/QEMU', { onNetworkEvent() {}, onOwnerChange() {}, onFault() {} });
 const t = () => performance.now();
-const r = { dbusList: [], virshList: [], nftList: [], plan: [], applyAdd: [], applyRemove: [], passAdd: [], passRemove: [], spawnTrue: [], commandsAdd: 0, commandsRemove: 0 };
+const r = { dbusList: [], virshList: [], virshShellList: [], nftList: [], plan: [], applyAdd: [], applyRemove: [], passAdd: [], passRemove: [], spawnTrue: [], commandsAdd: 0, commandsRemove: 0 };
 for (let i = -2; i < a.iters; i++) {
   const keep = i >= 0;
   let s = t(); const nets = await client.activeNetworks(); const dl = t() - s;
   s = t(); await activeNetworkXml('qemu:///system').then((l) => l.map(({ name, xml }) => parseNetworkXml(xml, name))); const vl = t() - s;
+  s = t(); await shell.activeNetworks().then((l) => l.map(({ name, xml }) => parseNetworkXml(xml, name))); const vs = t() - s;
   s = t(); await execa('true', [], { stdin: 'ignore' }); const st = t() - s;
   if (nets.length !== 1) throw new Error('expected one active network, got ' + nets.length);
   const add = (i + 2) % 2 === 0; // the network was started with the daemon stopped: add first
@@ -323,11 +328,12 @@ for (let i = -2; i < a.iters; i++) {
   s = t(); await nft.apply(p.batch); const ap = t() - s;
   const pass = t() - p0;
   if (!keep) continue;
-  r.dbusList.push(dl); r.virshList.push(vl); r.spawnTrue.push(st); r.nftList.push(nl); r.plan.push(pl);
+  r.dbusList.push(dl); r.virshList.push(vl); r.virshShellList.push(vs); r.spawnTrue.push(st); r.nftList.push(nl); r.plan.push(pl);
   if (add) { r.applyAdd.push(ap); r.passAdd.push(pass); r.commandsAdd = p.batch.nftables.length; }
   else { r.applyRemove.push(ap); r.passRemove.push(pass); r.commandsRemove = p.batch.nftables.length; }
 }
 client.close();
+shell.close();
 process.stdout.write(JSON.stringify(r) + '\\n');
 `;
   const args = JSON.stringify({ dist, execa: execaUrl, config, runDir, iters: BREAKDOWN_ITERS });
@@ -344,6 +350,7 @@ process.stdout.write(JSON.stringify(r) + '\\n');
     iters: BREAKDOWN_ITERS,
     dbusListMs: stats(j['dbusList']!),
     virshListMs: stats(j['virshList']!),
+    virshShellListMs: stats(j['virshShellList']!),
     nftListMs: stats(j['nftList']!),
     planMs: stats(j['plan']!),
     applyAddMs: stats(j['applyAdd']!),
@@ -507,6 +514,7 @@ function report(
         statTable({
           'D-Bus ListNetworks+GetXMLDesc': b.dbusListMs,
           'virsh net-list+net-dumpxml': b.virshListMs,
+          'the same through the virsh shell': b.virshShellListMs,
           'nft -j list ruleset (parsed, indexed)': b.nftListMs,
           'plan (incl. index)': b.planMs,
           'nft -j -f (start batch)': b.applyAddMs,

@@ -1,6 +1,6 @@
 // Capped exponential back-off, the one formula for every retry in the daemon:
 // the reconciler's failed passes, reconnecting to libvirt's event source, and
-// restarting `nft monitor`.
+// restarting `nft monitor`, restarting the virsh shell (libvirt/virsh-shell.ts).
 
 export interface Backoff {
   /** The delay before the first retry. */

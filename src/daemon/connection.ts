@@ -48,6 +48,7 @@ export class LibvirtConnection {
             );
             trigger(reason);
           },
+          onNote: (message) => log.warn(`${message}; one-shot virsh meanwhile`),
           onFault: (reason) => {
             // During the connect itself a fault surfaces as openWatch's rejection.
             if (!live || state.watch !== opened) return;

@@ -16,10 +16,10 @@ import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
 import { METADATA_NAMESPACE } from '../libvirt/metadata-forwards.js';
 import type { DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
-import { virshSource } from '../libvirt/sources.js';
+import { parseNetworkXml } from '../libvirt/parse-network-xml.js';
 import { domainUri, modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
 import { VirshEventStream } from '../libvirt/virsh-events.js';
-import { runningDomainXml } from '../libvirt/virsh.js';
+import { VirshShell } from '../libvirt/virsh-shell.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
 export type Transport = 'dbus' | 'virsh';
@@ -27,6 +27,8 @@ export type Transport = 'dbus' | 'virsh';
 export interface WatchCallbacks {
   onChange: (reason: string, network?: string) => void;
   onFault: (reason: string) => void;
+  /** Something worth a log line that needs no reconnect (a virsh shell restarted). */
+  onNote?: (message: string) => void;
 }
 
 export interface LibvirtWatch {
@@ -140,8 +142,20 @@ async function openVirsh(
   metadata: boolean,
   cb: WatchCallbacks,
 ): Promise<LibvirtWatch> {
-  const list = virshSource(uri);
-  await list(); // fails fast while libvirt is unreachable, instead of a stream that dies at once
+  // One interactive virsh per URI answers the passes' listings (virsh-shell.ts).
+  const shells = new Map<string, VirshShell>();
+  const shell = (u: string): VirshShell => {
+    let s = shells.get(u);
+    if (!s) shells.set(u, (s = new VirshShell(u, { onFault: (reason) => cb.onNote?.(reason) })));
+    return s;
+  };
+  const list = async () => (await shell(uri).activeNetworks()).map(({ name, xml }) => parseNetworkXml(xml, name));
+  try {
+    await list(); // fails fast while libvirt is unreachable, instead of a stream that dies at once
+  } catch (err) {
+    shells.forEach((s) => s.close());
+    throw err;
+  }
   const streams = [new VirshEventStream(uri, 'network')];
   if (guests) streams.push(new VirshEventStream(domainsUri, 'domain'));
   if (metadata) streams.push(new VirshEventStream(domainsUri, 'metadata'));
@@ -158,7 +172,10 @@ async function openVirsh(
     transport: 'virsh',
     guests,
     activeNetworks: list,
-    runningDomains: () => runningDomainXml(domainsUri),
-    close: () => streams.forEach((s) => s.stop()),
+    runningDomains: () => shell(domainsUri).runningDomains(),
+    close: () => {
+      streams.forEach((s) => s.stop());
+      shells.forEach((s) => s.close());
+    },
   };
 }
