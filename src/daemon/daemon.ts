@@ -76,7 +76,7 @@ export async function runDaemon(
     ports.set(!state.stopping && isolating().length > 0);
   };
   // Reads and small batches through one long-lived nft (nft-session.ts).
-  const nft = nftSessionRunner(dir);
+  const nft = nftSessionRunner(dir, 'nft', (why) => log.warn(`nft session: ${why}`));
   const pass = new DaemonPass({ state, runtimeDir: dir, nft, log, changed });
   // [metrics] textfile: started once READY (the first pass's figures), re-read on SIGHUP.
   const metrics = new MetricsWriter({ state, log, readRuleset: () => nft.readRuleset(), changed });

@@ -1,5 +1,7 @@
 // Reads the ruleset (`nft -j list ruleset`) and applies batches
-// (`nft -j -f FILE`): the only module that changes the ruleset. nft also runs
+// (`nft -j -f FILE`), one nft process each: with nft-session.ts (the daemon's
+// long-lived nft, which falls back to this), the only modules that change the
+// ruleset. nft also runs
 // in monitor.ts (`nft -j monitor`, for the daemon) and in doctor/gather.ts
 // (`nft --version`). JSON in, JSON out; the batch goes through a private file
 // because `nft -f -` opens /dev/stdin by path, which fails (ENXIO) on the

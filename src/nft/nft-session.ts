@@ -72,7 +72,7 @@ class Session {
 
   constructor(
     nft: string,
-    private readonly onDeath: () => void,
+    private readonly onDeath: (why: string) => void,
   ) {
     this.child = execa(nft, ['-j', '-t', '-i'], SESSION_OPTIONS);
     this.child.stdout.setEncoding('utf8');
@@ -161,7 +161,7 @@ class Session {
     if (!this.dead) {
       this.dead = true;
       this.child.kill('SIGKILL');
-      this.onDeath();
+      this.onDeath(why);
     }
     if (p) {
       clearTimeout(p.timer);
@@ -184,7 +184,11 @@ export interface NftSessionRunner extends NftRunner {
  * batches and anything after a fault of the session through one-shot nft
  * (nft-runner.ts), which also gives the same errors.
  */
-export function nftSessionRunner(runtimeDir: string, nft = 'nft'): NftSessionRunner {
+export function nftSessionRunner(
+  runtimeDir: string,
+  nft = 'nft',
+  onFault: (why: string) => void = () => undefined,
+): NftSessionRunner {
   const oneShot = nftRunner(runtimeDir, nft);
   const counts = { sessions: 0, viaSession: 0, oneShot: 0, faults: 0 };
   let session: Session | undefined;
@@ -198,8 +202,9 @@ export function nftSessionRunner(runtimeDir: string, nft = 'nft'): NftSessionRun
     if (session?.alive && session.requests < REQUESTS_PER_SESSION) return session;
     session?.close();
     counts.sessions++;
-    const s: Session = new Session(nft, () => {
+    const s: Session = new Session(nft, (why) => {
       counts.faults++;
+      onFault(`${why}; one-shot nft for ${restartMs / 1000} s`);
       notBefore = Date.now() + restartMs;
       restartMs = Math.min(restartMs * 2, RESTART_MS.max);
     });
