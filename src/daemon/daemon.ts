@@ -9,6 +9,7 @@ import { DNSMASQ_STATUS_DIR, forwardBridges, guestFactsNeeded, isolatingBridges 
 import { takeDaemonLock } from '../host/lock.js';
 import { runtimeDir, runtimePath } from '../host/runtime.js';
 import type { Logger } from '../log/logger.js';
+import { libvirtActed } from '../nft/monitor-scope.js';
 import { nftSessionRunner } from '../nft/nft-session.js';
 import { LibvirtConnection } from './connection.js';
 import { LeaseWatch } from './lease-watch.js';
@@ -85,7 +86,7 @@ export async function runDaemon(
   // Drift: anyone else's change to the ruleset (a flush, an admin's nft -f,
   // a deleted jump) triggers a pass; so do our own commits, harmlessly.
   const monitor = new MonitorSupervisor(
-    (reason) => pass.triggerDrift(reason),
+    (reason) => (libvirtActed(reason) ? pass.trigger(reason) : pass.triggerDrift(reason)),
     log,
     () => state.scope,
   );

@@ -65,6 +65,16 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 /**
+ * Does this reason (monitorLineReason's) come from libvirt's own chains? Then
+ * libvirt acted, and the pass asks libvirt afresh rather than planning from
+ * its last answers: after a libvirtd restart libvirt-dbus sends no event
+ * until some method call, and this is how the daemon notices.
+ */
+export function libvirtActed(reason: string): boolean {
+  return reason.startsWith('libvirt ');
+}
+
+/**
  * Why a monitor line matters, or undefined when it cannot change what
  * kvmnftd plans (a foreign set's elements, a foreign table's rules).
  */

@@ -7,9 +7,15 @@
 # listed). Every plan after an apply then wants the same edit (delete and re-add).
 set -euo pipefail
 REAL_NFT=${REAL_NFT:-/usr/sbin/nft}
+REWRITE='s/"dport"}}, "right": 67}/"dport"}}, "right": 6767}/g'
 for arg in "$@"; do
+  # The daemon's session (src/nft/nft-session.ts): every listing it asks for, line by line.
+  if [[ $arg == -i ]]; then
+    "$REAL_NFT" "$@" | sed -u -e "$REWRITE"
+    exit "${PIPESTATUS[0]}"
+  fi
   if [[ $arg == ruleset ]]; then
-    "$REAL_NFT" "$@" | sed -e 's/"dport"}}, "right": 67}/"dport"}}, "right": 6767}/g'
+    "$REAL_NFT" "$@" | sed -e "$REWRITE"
     exit "${PIPESTATUS[0]}"
   fi
 done

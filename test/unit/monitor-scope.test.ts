@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  libvirtActed,
   isForeignElementLine,
   monitorLineReason,
   monitorScope,
@@ -66,6 +67,11 @@ describe('monitor scope', () => {
     expect(monitorLineReason(JSON.stringify({ add: { rule } }), scope)).toBe('libvirt changed its rules');
     const docker = { ...rule, chain: 'DOCKER' };
     expect(monitorLineReason(JSON.stringify({ add: { rule: docker } }), scope)).toBeUndefined();
+    // libvirt acting is news of libvirt: the daemon asks it afresh; any other change is drift.
+    for (const line of [add, del, JSON.stringify({ add: { rule } })])
+      expect(libvirtActed(monitorLineReason(line, scope)!)).toBe(true);
+    for (const n of [0, 3, 4])
+      expect(libvirtActed(monitorLineReason(at(n), monitorScope(live, ['inet filter']))!)).toBe(false);
   });
 
   it('reacts to what it cannot read precisely: lost events, unknown kinds, garbage', () => {
