@@ -43,7 +43,10 @@ const GAP_MS = Number(process.env['BENCH_GAP_MS'] ?? 10_000);
 const TARGET_P99_MS = 50;
 /** BENCH_TRACE=1: each scenario's timeline (monitor lines, daemon log lines) to stderr. */
 const TRACE = process.env['BENCH_TRACE'] === '1';
-const UNIT_NODE_FLAGS = [...unitNodeFlags(), ...(process.env['BENCH_EXTRA_NODE_OPTIONS'] ?? '').split(' ').filter(Boolean)].join(' ');
+const UNIT_NODE_FLAGS = [
+  ...unitNodeFlags(),
+  ...(process.env['BENCH_EXTRA_NODE_OPTIONS'] ?? '').split(' ').filter(Boolean),
+].join(' ');
 
 interface Scenario {
   name: string;

@@ -58,7 +58,7 @@ function tableWithRule(name: string, comment: string, rules = 1): Batch {
         },
       },
     });
-  return { nftables } as Batch;
+  return { nftables };
 }
 
 describe('nft session (real nft in a netns)', () => {
