@@ -15,6 +15,11 @@ import { TokenBucket } from './token-bucket.js';
 const BURST = 3;
 const REFILL_MS = 10_000;
 export const GIVE_UP_AFTER = 3;
+/**
+ * How long a broadcast is given to bring libvirt's chains back before the next pass may send
+ * another (or count it as unheard): libvirt takes a few hundred ms, and passes come faster.
+ */
+export const ANSWER_WAIT_MS = 3_000;
 
 export class LibvirtRestorer {
   private readonly bucket = new TokenBucket(BURST, REFILL_MS, Date.now());
@@ -24,6 +29,8 @@ export class LibvirtRestorer {
   private situation: string | undefined;
   private gaveUpReason: string | undefined;
   private sentTotal = 0;
+  /** Until then the last broadcast is still being answered: no other, and no verdict on it. */
+  private answerDue = 0;
 
   constructor(
     private readonly announce: () => Promise<ReloadOutcome>,
@@ -41,6 +48,7 @@ export class LibvirtRestorer {
     if (!missing || situation !== this.situation) {
       if (this.gaveUpReason !== undefined && !missing) this.log.info("libvirt's own firewall chains are back");
       this.sent = 0;
+      this.answerDue = 0;
       this.gaveUpReason = undefined;
       this.situation = situation;
     }
@@ -58,6 +66,11 @@ export class LibvirtRestorer {
   }
 
   private async restore(): Promise<void> {
+    const now = Date.now();
+    if (now < this.answerDue) {
+      this.recheckIn(this.answerDue - now);
+      return;
+    }
     if (this.sent >= GIVE_UP_AFTER) {
       this.gaveUpReason =
         `libvirt's own firewall chains are still missing after ${this.sent} FirewallD1.Reloaded broadcasts: ` +
@@ -73,6 +86,7 @@ export class LibvirtRestorer {
     }
     const outcome = await this.announce();
     if (outcome.sent) {
+      this.answerDue = Date.now() + ANSWER_WAIT_MS;
       this.sent++;
       this.sentTotal++;
       this.log.warn(

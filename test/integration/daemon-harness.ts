@@ -30,12 +30,18 @@ export class NotifySocket {
     }).then(() => undefined);
   }
   waitFor(what: string | RegExp, from = 0, timeoutMs = 20_000): Promise<number> {
-    return waitUntil(`notify message ${String(what)}`, timeoutMs, () => {
-      const i = this.messages.findIndex(
-        (m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)),
-      );
-      return i >= 0 ? i : undefined;
-    });
+    return waitUntil(
+      `notify message ${String(what)}`,
+      timeoutMs,
+      () => {
+        const i = this.messages.findIndex(
+          (m, idx) => idx >= from && (typeof what === 'string' ? m === what : what.test(m)),
+        );
+        return i >= 0 ? i : undefined;
+      },
+      // What the daemon did say meanwhile: a failure shows why it never said that.
+      { detail: () => `messages since: ${JSON.stringify(this.messages.slice(from).slice(-8), null, 1)}` },
+    );
   }
   lastStatus(): string | undefined {
     return [...this.messages]
