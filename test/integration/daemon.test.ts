@@ -110,7 +110,9 @@ describe.each(['dbus', 'virsh'] as const)('kvmnftd run --events %s in the libvir
         `[${transport}] 20 net-starts: ${triggers} triggers -> ${passes} passes, ${transactions} transactions`,
       );
       expect(daemon.events(before).length, 'lifecycle events received').toBeGreaterThanOrEqual(20);
-      expect(passes, `${passes} passes for ${triggers} triggers`).toBeLessThanOrEqual(triggers / 20);
+      // Coalesced, not one pass per trigger. A pass through the nft session takes a few ms, so fewer triggers
+      // fold into each than when it took two nft processes: 28-33 passes for 680 triggers were measured.
+      expect(passes, `${passes} passes for ${triggers} triggers`).toBeLessThanOrEqual(triggers / 15);
     } finally {
       monitor.child.kill('SIGTERM');
       for (const name of names)
