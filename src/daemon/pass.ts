@@ -141,8 +141,6 @@ export class DaemonPass {
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
       const inputs = JSON.stringify([networks, state.config, facts]);
       const result = await this.sync(networks, inputs, facts);
-      release();
-      release = undefined;
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
@@ -153,8 +151,8 @@ export class DaemonPass {
       this.libvirtUnchanged = false; // whatever failed, the retry asks libvirt afresh
       throw err;
     } finally {
-      // A pass that ended before it needed the lock releases it too, once taken: before the next pass
-      // asks for it (a lock is held by its open file, so this process's own would refuse the next).
+      // Released here, also by a pass that ended before it needed the lock (once taken): before the next
+      // pass asks for it (a lock is held by its open file, so this process's own would refuse the next).
       release ??= await lock.catch(() => undefined);
       release?.();
       state.passStartedAt = undefined;

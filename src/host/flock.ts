@@ -17,37 +17,38 @@ export interface Flock {
  */
 const FLOCK = ['/usr/bin/flock', '/bin/flock'].find((p) => existsSync(p)) ?? 'flock';
 
+const FLOCK_ARGS = ['--nonblock', '--exclusive', '3'];
+
+/** What flock(1)'s outcome means: true locked, false held by another process; otherwise an error. */
+function flockVerdict(
+  path: string,
+  status: number | null,
+  stderr: string,
+  spawnError?: NodeJS.ErrnoException,
+): boolean {
+  if (spawnError?.code === 'ENOENT') throw new Error('flock not found: install util-linux');
+  if (status !== 0 && status !== 1)
+    throw new Error(`flock ${path} failed: ${stderr || spawnError?.message || `exit status ${String(status)}`}`);
+  return status === 0;
+}
+
 /** flock(1) on our descriptor `fd`: true when locked, false when another process holds the lock. */
 function lockFd(fd: number, path: string): boolean {
   // spawnSync rather than execa: execa's types do not take a descriptor as an extra stdio entry.
-  const result = spawnSync(FLOCK, ['--nonblock', '--exclusive', '3'], {
-    stdio: ['ignore', 'ignore', 'pipe', fd],
-    encoding: 'utf8',
-  });
-  const spawnError: NodeJS.ErrnoException | undefined = result.error;
-  if (spawnError?.code === 'ENOENT') {
-    throw new Error('flock not found: install util-linux');
-  }
-  if (result.status !== 0 && result.status !== 1) {
-    throw new Error(`flock ${path} failed: ${result.stderr || `exit status ${String(result.status)}`}`);
-  }
-  return result.status === 0;
+  const result = spawnSync(FLOCK, FLOCK_ARGS, { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
+  return flockVerdict(path, result.status, result.stderr, result.error);
 }
 
 /** lockFd without blocking the event loop: the daemon takes its lock while libvirt answers. */
-function lockFdAsync(fd: number, path: string): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(FLOCK, ['--nonblock', '--exclusive', '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    child.on('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'ENOENT' ? new Error('flock not found: install util-linux') : err),
-    );
-    child.on('close', (status) => {
-      if (status === 0 || status === 1) resolve(status === 0);
-      else reject(new Error(`flock ${path} failed: ${stderr || `exit status ${String(status)}`}`));
-    });
+async function lockFdAsync(fd: number, path: string): Promise<boolean> {
+  const child = spawn(FLOCK, FLOCK_ARGS, { stdio: ['ignore', 'ignore', 'pipe', fd] });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const [status, spawnError] = await new Promise<[number | null, NodeJS.ErrnoException?]>((resolve) => {
+    child.on('error', (err: NodeJS.ErrnoException) => resolve([null, err]));
+    child.on('close', (code) => resolve([code]));
   });
+  return flockVerdict(path, status, stderr, spawnError);
 }
 
 /** Locks `path` (created if needed) exclusively without waiting; undefined when another process holds it. */
