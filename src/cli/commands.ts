@@ -25,6 +25,14 @@ export async function runPlan(args: Args, config: Config, log: Logger): Promise<
 
 export async function runApply(args: Args, config: Config, log: Logger): Promise<number> {
   const dir = runtimeDir();
+  // The daemon holds the apply lock for its life (daemon/apply-lock.ts), and would undo another plan at once.
+  const daemon = runningDaemon(dir);
+  if (daemon !== undefined) {
+    log.error(
+      `the kvmnftd daemon (PID ${daemon}) keeps the ruleset: change its config and run kvmnftd reload (systemctl reload kvmnftd), or stop it first`,
+    );
+    return 1;
+  }
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
   const facts = await gatherPlanFacts(config, networks);
   const release = takeLock(dir);
@@ -59,7 +67,10 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
     );
     return 1;
   }
-  const release = takeLock(dir);
+  // The daemon holds the apply lock for its life: with --force, remove goes without it (the daemon re-applies).
+  const release = daemon === undefined ? takeLock(dir) : undefined;
+  if (daemon !== undefined)
+    log.warn(`the kvmnftd daemon (PID ${daemon}) is running: it puts the rules back on its next pass`);
   try {
     const { plan, applied, durationMs } = await syncOnce([], config, nftRunner(dir));
     if (applied)
@@ -70,7 +81,7 @@ export async function runRemove(args: Args, config: Config, log: Logger): Promis
     else log.info("nothing of kvmnftd's to remove");
     return 0;
   } finally {
-    release();
+    release?.();
   }
 }
 

@@ -18,6 +18,7 @@ import { MetricsWriter } from './metrics-writer.js';
 import type { EventsMode } from './libvirt-watch.js';
 import { MonitorSupervisor } from './monitor-supervisor.js';
 import { systemdNotifier, type Notifier } from './notify.js';
+import { DaemonApplyLock } from './apply-lock.js';
 import { DaemonPass } from './pass.js';
 import { Reloader } from './reload.js';
 import { handleSignals } from './signals.js';
@@ -52,6 +53,8 @@ export async function runDaemon(
     return 1;
   }
   writeFileSync(runtimePath(dir, 'pid'), `${process.pid}\n`);
+  // apply.lock too, for the daemon's whole life (apply-lock.ts): taken by the first pass.
+  const applyLock = new DaemonApplyLock(dir, log);
 
   const state = initialState(config);
   const status = new StatusPublisher(state, notifier, dir);
@@ -78,7 +81,7 @@ export async function runDaemon(
   };
   // Reads and small batches through one long-lived nft (nft-session.ts).
   const nft = nftSessionRunner(dir, 'nft', (why) => log.warn(`nft session: ${why}`));
-  const pass = new DaemonPass({ state, runtimeDir: dir, nft, log, changed });
+  const pass = new DaemonPass({ state, applyLock, nft, log, changed });
   // [metrics] textfile: started once READY (the first pass's figures), re-read on SIGHUP.
   const metrics = new MetricsWriter({ state, log, readRuleset: () => nft.readRuleset(), changed });
   const trigger = (reason: string): void => pass.trigger(reason);
@@ -119,6 +122,7 @@ export async function runDaemon(
         nft.close();
         rmSync(runtimePath(dir, 'pid'), { force: true });
         rmSync(runtimePath(dir, 'state'), { force: true });
+        applyLock.stop();
         daemonLock.release();
       });
     },

@@ -1,9 +1,8 @@
 // The daemon's pass: plan from libvirt's active networks (or, while libvirt
-// is away, the last ones it reported), apply under the lock, ask libvirt to
+// is away, the last ones it reported), apply under the daemon's apply lock, ask libvirt to
 // re-create its own chains after a flush, and log what changed and each
 // finding once while it persists. The Reconciler schedules passes (coalescing,
 // back-off); failures are logged by how long they last.
-import { takeLockAsync } from '../host/lock.js';
 import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
 import { gatherGuestFacts, planFactsFrom, type DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
@@ -18,6 +17,7 @@ import type { Plan, PlanFacts } from '../nft/plan.js';
 import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
 import { syncOnce, type SyncResult } from '../nft/sync.js';
+import type { DaemonApplyLock } from './apply-lock.js';
 import { AnswerOrLast, LIBVIRT_ANSWER_DEADLINE_MS } from './answer-or-last.js';
 import { ConvergenceGuard } from './convergence-guard.js';
 import type { Backoff } from './backoff.js';
@@ -47,7 +47,8 @@ export const REARMING_TRIGGERS: ReadonlySet<string> = new Set(['periodic check',
 
 export interface PassDeps {
   state: DaemonState;
-  runtimeDir: string;
+  /** The daemon's lifelong apply lock (apply-lock.ts): a pass commits only while it is held. */
+  applyLock: Pick<DaemonApplyLock, 'held'>;
   nft: NftRunner;
   log: Logger;
   /** Called after every pass and every failure: the status follows. */
@@ -123,10 +124,6 @@ export class DaemonPass {
     const { state } = this.deps;
     const started = performance.now();
     state.passStartedAt = Date.now();
-    // The lock is taken while libvirt answers (flock(1) is a process of its own); the ruleset is read under it.
-    const lock = takeLockAsync(this.deps.runtimeDir);
-    lock.catch(() => undefined); // handled where it is awaited; not an unhandled rejection meanwhile
-    let release: (() => void) | undefined;
     // libvirt is asked unless only the ruleset changed since its last answers (see triggerDrift). Marked
     // before asking: an event during the question makes the next pass ask again.
     const ask = !this.libvirtUnchanged || state.lastNetworks === undefined;
@@ -135,9 +132,9 @@ export class DaemonPass {
       const networks = await this.networks(ask);
       if (networks === undefined) return; // nothing known yet: the status names libvirt
       const facts = await this.planFacts(networks, ask);
-      // Where a pass's time goes, for the log: waiting to start, libvirt's answers, the rest (lock, nft, plan).
+      // Where a pass's time goes, for the log: waiting to start, libvirt's answers, the rest (nft, plan).
       const stages = { wait_ms: ms(started - since), libvirt_ms: ms(performance.now() - started) };
-      release = await lock;
+      await this.deps.applyLock.held(); // at once, except while a CLI apply held it when the daemon started
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
       const inputs = JSON.stringify([networks, state.config, facts]);
       const result = await this.sync(networks, inputs, facts);
@@ -151,10 +148,6 @@ export class DaemonPass {
       this.libvirtUnchanged = false; // whatever failed, the retry asks libvirt afresh
       throw err;
     } finally {
-      // Released here, also by a pass that ended before it needed the lock (once taken): before the next
-      // pass asks for it (a lock is held by its open file, so this process's own would refuse the next).
-      release ??= await lock.catch(() => undefined);
-      release?.();
       state.passStartedAt = undefined;
       state.lastPassAt = new Date();
       state.figures.passes++;

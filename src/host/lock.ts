@@ -1,6 +1,6 @@
-// One writer at a time: the CLI's apply/remove and the daemon's passes take
-// the same flock(2) on apply.lock; the daemon holds daemon.lock for its whole
-// life. flock locks die with their holder (see flock.ts): no stale lock to
+// One writer at a time: the CLI's apply/remove take flock(2) on apply.lock
+// for their run, the daemon for its whole life (daemon/apply-lock.ts), as it
+// holds daemon.lock. flock locks die with their holder (see flock.ts): no stale lock to
 // take over, no race between two processes taking one over, and no reused
 // PID that makes a dead holder look alive.
 import { readdirSync, readlinkSync } from 'node:fs';

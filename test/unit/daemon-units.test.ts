@@ -90,14 +90,6 @@ function flushed(): Ruleset {
 }
 
 describe('DaemonPass', () => {
-  let dir: string;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'kvmnftd-pass-'));
-  });
-  afterEach(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-
   function setup(
     live: Ruleset,
     config: Config = defaultConfig(),
@@ -112,7 +104,7 @@ describe('DaemonPass', () => {
     const backoff = { baseMs: 1, maxMs: 1 };
     const pass = new DaemonPass({
       state,
-      runtimeDir: dir,
+      applyLock: { held: () => Promise.resolve() }, // the lock itself: daemon-apply-lock.test.ts
       nft,
       log: log.log,
       changed,
