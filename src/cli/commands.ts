@@ -7,6 +7,7 @@ import { commandSource } from '../libvirt/sources.js';
 import type { Logger } from '../log/logger.js';
 import { logMessages } from '../log/messages.js';
 import { nftRunner } from '../nft/nft-runner.js';
+import { nftSessionRunner } from '../nft/nft-session.js';
 import { plan } from '../nft/plan.js';
 import { planMessages, syncOnce } from '../nft/sync.js';
 import { renderBatch } from '../nft/render-text.js';
@@ -36,10 +37,10 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
   const networks = await commandSource(args.fromXml, config.libvirtUri)();
   const facts = await gatherPlanFacts(config, networks);
   const release = takeLock(dir);
+  // One nft process reads the ruleset and commits a small batch (nft-session.ts), where one-shot nft takes two.
+  const nft = nftSessionRunner(dir);
   try {
-    const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nftRunner(dir), {
-      facts,
-    });
+    const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nft, { facts });
     logMessages(messages, log);
     if (foreignDegraded !== undefined) {
       log.warn(`${foreignDegraded}; run kvmnftd apply again`);
@@ -54,6 +55,7 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
     else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
     return plan.notes.some((n) => n.level === 'error') ? 1 : 0;
   } finally {
+    nft.close();
     release();
   }
 }
