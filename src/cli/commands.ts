@@ -34,29 +34,34 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
     );
     return 1;
   }
-  const networks = await commandSource(args.fromXml, config.libvirtUri)();
-  const facts = await gatherPlanFacts(config, networks);
-  const release = takeLock(dir);
-  // One nft process reads the ruleset and commits a small batch (nft-session.ts), where one-shot nft takes two.
+  // One nft process reads the ruleset and commits a small batch (nft-session.ts), where one-shot nft takes two;
+  // it starts while libvirt answers.
   const nft = nftSessionRunner(dir);
+  nft.start();
   try {
-    const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nft, { facts });
-    logMessages(messages, log);
-    if (foreignDegraded !== undefined) {
-      log.warn(`${foreignDegraded}; run kvmnftd apply again`);
-      return 1;
+    const networks = await commandSource(args.fromXml, config.libvirtUri)();
+    const facts = await gatherPlanFacts(config, networks);
+    const release = takeLock(dir);
+    try {
+      const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nft, { facts });
+      logMessages(messages, log);
+      if (foreignDegraded !== undefined) {
+        log.warn(`${foreignDegraded}; run kvmnftd apply again`);
+        return 1;
+      }
+      const names = plan.networks.map((n) => n.name).join(', ') || 'none';
+      if (applied)
+        log.info(
+          { commands: plan.batch.nftables.length, duration_ms: durationMs },
+          `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`,
+        );
+      else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
+      return plan.notes.some((n) => n.level === 'error') ? 1 : 0;
+    } finally {
+      release();
     }
-    const names = plan.networks.map((n) => n.name).join(', ') || 'none';
-    if (applied)
-      log.info(
-        { commands: plan.batch.nftables.length, duration_ms: durationMs },
-        `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`,
-      );
-    else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
-    return plan.notes.some((n) => n.level === 'error') ? 1 : 0;
   } finally {
     nft.close();
-    release();
   }
 }
 

@@ -172,6 +172,8 @@ class Session {
 }
 
 export interface NftSessionRunner extends NftRunner {
+  /** Starts the session's nft now (if none runs), so that its start-up overlaps other work. */
+  start(): void;
   /** Stops the session; later calls use one-shot nft. */
   close(): void;
   /** Figures for tests and the bench: sessions started, requests answered by one and by one-shot nft. */
@@ -261,6 +263,9 @@ export function nftSessionRunner(
         return oneShot.apply(batch);
       }
       if (/\bError\b/.test(answer.stderr)) throw nftFailure('applying the batch', answer.stderr);
+    },
+    start() {
+      current();
     },
     close() {
       closed = true;

@@ -77,6 +77,20 @@ describe('nft session (real nft in a netns)', () => {
     expect(runner.counts).toMatchObject({ sessions: 1, viaSession: 2, oneShot: 0, faults: 0 });
   });
 
+  it('start() runs nft before the first request, which it then answers; a second start() starts no other', async () => {
+    const l = lab();
+    const ns = await l.netns('start');
+    const { runner } = await sessionIn(l, ns);
+    expect(runner.sessionPid()).toBeUndefined();
+    runner.start();
+    const pid = runner.sessionPid();
+    expect(pid !== undefined && alive(pid)).toBe(true);
+    runner.start();
+    expect(runner.sessionPid()).toBe(pid);
+    await runner.readRuleset();
+    expect(runner.counts).toMatchObject({ sessions: 1, viaSession: 1, oneShot: 0 });
+  });
+
   it('applies a batch with non-ASCII text exactly, and keeps one session for reads and writes', async () => {
     const l = lab();
     const ns = await l.netns('sess');
