@@ -35,7 +35,23 @@ export interface NftRunner {
   apply(batch: Batch): Promise<void>;
 }
 
-export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
+/** One-shot nft: a process per request (the CLI; the daemon's session falls back to it). */
+export interface OneShotNftRunner extends NftRunner {
+  /** apply() of a batch already serialised. */
+  applyJson(json: string): Promise<void>;
+}
+
+export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
+  const applyJson = async (json: string): Promise<void> => {
+    const dir = await mkdtemp(join(runtimeDir, RUNTIME_FILES.batchDirPrefix));
+    const file = join(dir, RUNTIME_FILES.batchFile);
+    try {
+      await writeFile(file, json, { mode: 0o600 });
+      await run(nft, ['-j', '-f', file], 'applying the batch');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
   return {
     async readRuleset() {
       const out = await run(nft, ['-j', '-t', 'list', 'ruleset'], 'reading the ruleset');
@@ -47,16 +63,8 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): NftRunner {
       }
       return indexRuleset(doc);
     },
-    async apply(batch) {
-      const dir = await mkdtemp(join(runtimeDir, RUNTIME_FILES.batchDirPrefix));
-      const file = join(dir, RUNTIME_FILES.batchFile);
-      try {
-        await writeFile(file, JSON.stringify(batch), { mode: 0o600 });
-        await run(nft, ['-j', '-f', file], 'applying the batch');
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
+    apply: (batch) => applyJson(JSON.stringify(batch)),
+    applyJson,
   };
 }
 

@@ -44,12 +44,9 @@ class SessionFault extends Error {
   override name = 'SessionFault';
 }
 
-/** JSON with every non-ASCII character escaped: one line of printable ASCII. */
-export function asciiJson(value: unknown): string {
-  return JSON.stringify(value).replace(
-    /[\u007f-\uffff]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+/** JSON text with every non-ASCII character escaped: one line of printable ASCII. */
+export function asciiJson(json: string): string {
+  return json.replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 interface Pending {
@@ -256,11 +253,13 @@ export function nftSessionRunner(
       return indexRuleset(doc);
     },
     async apply(batch: Batch): Promise<void> {
-      const line = asciiJson(batch);
-      const answer = line.length <= BIG_BATCH_BYTES ? await viaSession(line, false) : undefined;
+      // Serialised once: a big batch's text goes to one-shot nft as it is.
+      const json = JSON.stringify(batch);
+      const line = json.length <= BIG_BATCH_BYTES ? asciiJson(json) : undefined;
+      const answer = line !== undefined && line.length <= BIG_BATCH_BYTES ? await viaSession(line, false) : undefined;
       if (!answer) {
         counts.oneShot++;
-        return oneShot.apply(batch);
+        return oneShot.applyJson(json);
       }
       if (/\bError\b/.test(answer.stderr)) throw nftFailure('applying the batch', answer.stderr);
     },
