@@ -15,7 +15,8 @@
  *            `nft -j monitor` running in the lab timestamps the first ruleset
  *            notification that names kvmnftd (the daemon's commit); both
  *            stamps are taken in this process (performance.now()).
- *   2. RSS of the daemon (VmRSS of child.pid) after READY, then every 100
+ *   2. RSS of the daemon (VmRSS of child.pid) after READY, again after
+ *      BENCH_IDLE_MS (30 s) of idling, then every 100
  *      events: lifecycle events of the cycles, then synthetic ones up to
  *      BENCH_EVENTS: a base chain on the forward hook created in, then deleted
  *      from, a scratch table (`table ip kvmbench_x`, chain `kvmbench_fwd`); the
@@ -38,7 +39,10 @@
  * BENCH_EVENTS (1000), BENCH_BREAKDOWN_ITERS (40), BENCH_WHATIF_NODE_FLAGS
  * ("" skips run 4), BENCH_TRACE_GC=1 (--trace-gc in runs 1 and 2 too),
  * BENCH_TRACE=N (timeline of the first N changes to stderr), BENCH_OUT (JSON
- * file). About 4 minutes with the defaults. Memory stays flat, about 45
+ * file), BENCH_IDLE_MS (30000: the idle wait after READY before the second
+ * RSS sample), BENCH_EXTRA_NODE_OPTIONS and BENCH_DAEMON_ENV ("NAME=VALUE ...")
+ * for the main runs' daemon on top of the unit's NODE_OPTIONS and other
+ * Environment= lines (what-ifs without editing the unit). About 4 minutes with the defaults. Memory stays flat, about 45
  * minutes on a 2-core machine shared with other work:
  *   BENCH_EVENTS=10000 BENCH_CYCLES_VIRSH=1 BENCH_WHATIF_NODE_FLAGS= npm run bench:daemon
  */
@@ -51,7 +55,7 @@ import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
 import { LabMonitor } from '../test/integration/daemon-harness.js';
 import { childrenOf, DaemonProc, Observer, procStatus } from './lib/daemon-proc.js';
-import { loadavg, machineFacts, unitNodeFlags } from './lib/machine.js';
+import { loadavg, machineFacts, unitEnv, unitNodeFlags } from './lib/machine.js';
 import { NET, NET_XML, networkChange, type ChangeSample } from './lib/network-cycle.js';
 import { median, round, stats, type Stats } from './lib/stats.js';
 import { table } from './lib/text-table.js';
@@ -73,7 +77,23 @@ const WHATIF_FLAGS = (process.env['BENCH_WHATIF_NODE_FLAGS'] ?? '--max-semi-spac
 /** The node options the shipped unit gives the daemon: the main runs use them too. */
 const UNIT_NODE_FLAGS = unitNodeFlags();
 /** BENCH_TRACE_GC=1: the main runs' daemon also prints V8's GC trace (the live-heap trend, without a what-if run). */
-const MAIN_NODE_FLAGS = [...UNIT_NODE_FLAGS, ...(process.env['BENCH_TRACE_GC'] === '1' ? ['--trace-gc'] : [])];
+const MAIN_NODE_FLAGS = [
+  ...UNIT_NODE_FLAGS,
+  ...(process.env['BENCH_EXTRA_NODE_OPTIONS'] ?? '').split(/\s+/).filter(Boolean),
+  ...(process.env['BENCH_TRACE_GC'] === '1' ? ['--trace-gc'] : []),
+];
+/** The unit's other Environment= lines (e.g. MALLOC_ARENA_MAX), then BENCH_DAEMON_ENV's: every daemon run gets them. */
+const DAEMON_ENV: Record<string, string> = {
+  ...unitEnv(),
+  ...Object.fromEntries(
+    (process.env['BENCH_DAEMON_ENV'] ?? '')
+      .split(/\s+/)
+      .filter((kv) => kv.includes('='))
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  ),
+};
+/** RSS is sampled at READY and again after this long idle (a one-off drop at READY must last). */
+const IDLE_MS = Number(process.env['BENCH_IDLE_MS'] ?? 30_000);
 const SAMPLE_EVERY = 100;
 /** Memory stays flat: the RSS after the last event at most this far above the RSS after event FLAT_FROM. */
 const FLAT_FROM = 1000;
@@ -104,11 +124,14 @@ interface TransportResult {
   transport: 'dbus' | 'virsh';
   label: string;
   nodeFlags: string[];
+  env: Record<string, string>;
   cycles: number;
   labStartMs: number;
   readyMs: number;
   samples: ChangeSample[];
   rss: RssSample[];
+  /** The sample at READY, and the one IDLE_MS later (no events in between). */
+  idle: { ready: RssSample; after: RssSample; ms: number };
   children: Array<{ pid: number; comm: string; rssMiB: number }>;
   anomalies: string[];
   breakdown?: Breakdown;
@@ -145,7 +168,14 @@ interface RunOptions {
 
 async function runTransport(opts: RunOptions, work: string): Promise<TransportResult> {
   const { transport, cycles, withRss, extras, nodeFlags } = opts;
-  const label = nodeFlags.length > 0 ? `${transport} (node ${nodeFlags.join(' ')})` : transport;
+  const envText = Object.entries(DAEMON_ENV)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  const label = [
+    transport,
+    ...(nodeFlags.length > 0 ? [`(node ${nodeFlags.join(' ')})`] : []),
+    ...(envText ? [`(${envText})`] : []),
+  ].join(' ');
   const anomalies: string[] = [];
   const t0 = now();
   const lab = await startLab({ defaultNetwork: 'none' });
@@ -161,7 +191,7 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
     const bare = extras ? await bareNodeRss(lab) : undefined;
     const config = join(work, 'kvmnftd.toml');
     writeFileSync(config, '# defaults\n');
-    const env = { KVMNFTD_RUNTIME_DIR: join(work, `run-${transport}`), KVMNFTD_LOG_FORMAT: 'json' };
+    const env = { ...DAEMON_ENV, KVMNFTD_RUNTIME_DIR: join(work, `run-${transport}`), KVMNFTD_LOG_FORMAT: 'json' };
     const spawnedAt = now();
     const d = new DaemonProc(
       lab.spawnInLab(
@@ -202,6 +232,10 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       });
     };
     sample();
+    const ready = rss[0]!;
+    await sleep(IDLE_MS);
+    sample();
+    const idle = { ready, after: rss.pop()!, ms: IDLE_MS };
 
     const samples: ChangeSample[] = [];
     const cycle = { lab, daemon: d, monitor, observer: observer, label, anomalies };
@@ -269,11 +303,13 @@ async function runTransport(opts: RunOptions, work: string): Promise<TransportRe
       transport,
       label,
       nodeFlags,
+      env: DAEMON_ENV,
       cycles,
       labStartMs,
       readyMs,
       samples,
       rss,
+      idle,
       children,
       anomalies,
       ...(breakdown ? { breakdown } : {}),
@@ -421,6 +457,7 @@ function summarize(r: TransportResult) {
     transport: r.transport,
     label: r.label,
     nodeFlags: r.nodeFlags,
+    env: r.env,
     cycles: r.cycles,
     changes: all.length,
     labStartMs: r.labStartMs,
@@ -443,6 +480,7 @@ function summarize(r: TransportResult) {
     passesPerChange: countBy(all.map((s) => String(s.passes))),
     passReasons: countBy(all.flatMap((s) => s.passReasons)),
     rss: r.rss,
+    idle: r.idle,
     memoryFlat: memoryFlat(r.rss),
     children: r.children,
     anomalies: r.anomalies,
@@ -498,6 +536,10 @@ function report(
       `RSS (MiB) by events: ${r.rss.map((x) => `${x.events}:${x.rssMiB}`).join('  ')}  (VmHWM ${Math.max(...r.rss.map((x) => x.hwmMiB))})`,
     );
     out.push(`  of which RssAnon:   ${r.rss.map((x) => `${x.events}:${x.anonMiB}`).join('  ')}`);
+    out.push(
+      `RSS at READY ${r.idle.ready.rssMiB} MiB (RssAnon ${r.idle.ready.anonMiB}, RssFile ${r.idle.ready.fileMiB}); ` +
+        `${r.idle.ms / 1000} s later, idle: ${r.idle.after.rssMiB} MiB (RssAnon ${r.idle.after.anonMiB}, RssFile ${r.idle.after.fileMiB})`,
+    );
     out.push(`passes run by then:  ${r.rss.map((x) => `${x.events}:${x.passes}`).join('  ')}`);
     if (r.rss.some((x) => x.majorGcs !== undefined)) {
       out.push(

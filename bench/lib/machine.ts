@@ -57,3 +57,12 @@ export function unitNodeFlags(): string[] {
   const unit = readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8');
   return (/^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/).filter(Boolean);
 }
+
+/** The unit's other environment variables (Environment=NAME=VALUE, one per line, NODE_OPTIONS aside), e.g. MALLOC_ARENA_MAX. */
+export function unitEnv(): Record<string, string> {
+  const unit = readFileSync(join(REPO, 'systemd', 'kvmnftd.service'), 'utf8');
+  const env: Record<string, string> = {};
+  for (const m of unit.matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm))
+    if (m[1] !== 'NODE_OPTIONS') env[m[1]!] = m[2]!;
+  return env;
+}

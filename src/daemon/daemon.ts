@@ -25,6 +25,7 @@ import { handleSignals } from './signals.js';
 import { initialState } from './state.js';
 import { StatusPublisher, statusText } from './status.js';
 import { atMost, PeriodicCheck, Watchdog } from './timers.js';
+import { heapTrimmer } from './v8-flags.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -72,8 +73,10 @@ export async function runDaemon(
     bridges: isolating,
     seen: () => state.guestFacts?.bridgePorts,
   });
+  const trimHeap = heapTrimmer();
   const changed = (): void => {
     status.changed();
+    trimHeap(state.figures.passes);
     // Only while some forward needs libvirt's guests; a directory that appeared since is watched now.
     leases.set(!state.stopping && guestFactsNeeded(state.config));
     // Only while some active network isolates its guests.

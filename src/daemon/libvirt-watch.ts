@@ -12,14 +12,17 @@
 // MetadataChange; virsh: a third stream, `virsh event --event
 // metadata-change`), so that a forward set with `virsh metadata --live` works
 // at once. Changes of other namespaces' metadata start no pass.
-import { LibvirtDbusClient, objectPathForUri } from '../libvirt/dbus-client.js';
+//
+// Each transport's modules load when it is opened (dbus-next only for D-Bus,
+// the virsh shell and streams only for virsh): what a daemon never uses costs
+// it no resident memory.
+import type { LibvirtDbusClient } from '../libvirt/dbus-client.js';
 import { METADATA_NAMESPACE } from '../libvirt/metadata-forwards.js';
 import type { DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import { parseNetworkXml } from '../libvirt/parse-network-xml.js';
 import { domainUri, modularNetworkDaemon, networkUri } from '../libvirt/uri.js';
-import { VirshEventStream } from '../libvirt/virsh-events.js';
-import { VirshShell } from '../libvirt/virsh-shell.js';
+import type { VirshShell } from '../libvirt/virsh-shell.js';
 
 export type EventsMode = 'auto' | 'dbus' | 'virsh';
 export type Transport = 'dbus' | 'virsh';
@@ -64,6 +67,7 @@ export async function openWatch(
   const on = direct === uri ? '' : ` on ${direct} (modular libvirt: virtnetworkd)`;
   let why = `events: virsh net-event${on} (--events virsh)`;
   if (mode !== 'virsh') {
+    const { objectPathForUri } = await import('../libvirt/dbus-client.js');
     const path = objectPathForUri(uri);
     if (path === undefined) {
       if (mode === 'dbus') throw new Error(`--events dbus: libvirt-dbus serves qemu:///system only, not ${uri}`);
@@ -101,6 +105,7 @@ async function openDbus(
 ): Promise<LibvirtWatch & { owner: string | undefined }> {
   // The handlers may run before connect() resolves: they find the client here.
   const ref: { client?: LibvirtDbusClient } = {};
+  const { LibvirtDbusClient } = await import('../libvirt/dbus-client.js');
   const c = await LibvirtDbusClient.connect(path, {
     onNetworkEvent: ({ event, path: networkPath }) => cb.onChange(`network ${event}`, networkPath),
     ...(guests ? { onDomainEvent: ({ event }: { event: string }) => cb.onChange(`domain ${event}`) } : {}),
@@ -142,6 +147,10 @@ async function openVirsh(
   metadata: boolean,
   cb: WatchCallbacks,
 ): Promise<LibvirtWatch> {
+  const [{ VirshShell }, { VirshEventStream }] = await Promise.all([
+    import('../libvirt/virsh-shell.js'),
+    import('../libvirt/virsh-events.js'),
+  ]);
   // One interactive virsh per URI answers the passes' listings (virsh-shell.ts).
   const shells = new Map<string, VirshShell>();
   const shell = (u: string): VirshShell => {

@@ -3,7 +3,7 @@
 // re-create its own chains after a flush, and log what changed and each
 // finding once while it persists. The Reconciler schedules passes (coalescing,
 // back-off); failures are logged by how long they last.
-import { announceFirewallReload, type ReloadOutcome } from '../libvirt/firewalld-reload.js';
+import type { ReloadOutcome } from '../libvirt/firewalld-reload.js';
 import { gatherGuestFacts, planFactsFrom, type DomainXml } from '../libvirt/guest-facts.js';
 import type { NetworkParse } from '../libvirt/model.js';
 import type { Logger } from '../log/logger.js';
@@ -83,7 +83,8 @@ export class DaemonPass {
       deps.backoff ?? DEFAULT_BACKOFF,
     );
     this.restorer = new LibvirtRestorer(
-      deps.announce ?? announceFirewallReload,
+      // dbus-next is loaded when a broadcast is first needed (with --events virsh, maybe never).
+      deps.announce ?? (async () => (await import('../libvirt/firewalld-reload.js')).announceFirewallReload()),
       () => this.triggerDrift('libvirt chains still missing'),
       deps.log,
     );

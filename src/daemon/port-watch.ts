@@ -6,8 +6,9 @@
 // Runs only while some active network isolates its guests; a monitor that exits is restarted with back-off,
 // the periodic check covering the gap.
 import { createInterface } from 'node:readline';
-import { execa, type ResultPromise } from 'execa';
+import type { ChildProcess } from 'node:child_process';
 import { readBridgePorts } from '../host/bridge-ports.js';
+import { spawnChild } from '../util/child.js';
 import type { Logger } from '../log/logger.js';
 import type { BridgePorts } from '../nft/desired.js';
 import { backoffMs, type Backoff } from './backoff.js';
@@ -35,7 +36,7 @@ export function portsChanged(now: BridgePorts, seen: BridgePorts | undefined): b
 }
 
 export class PortWatch {
-  private child: ResultPromise | undefined;
+  private child: ChildProcess | undefined;
   private wanted = false;
   private restarts = 0;
   private lastFault: string | undefined;
@@ -64,13 +65,13 @@ export class PortWatch {
 
   private start(): void {
     const [file, args] = this.deps.command ?? ['ip', ['-o', 'monitor', 'link']];
-    const child = execa(file, args, { reject: false, stdin: 'ignore', stderr: 'ignore', buffer: false });
+    const { child, ended } = spawnChild(file, args, { stderr: 'ignore' });
     const startedAt = Date.now();
     this.child = child;
     if (child.stdout) createInterface({ input: child.stdout }).on('line', () => this.changed());
     // A port may have joined between the last pass's read and this monitor's start.
     this.changed();
-    void child.then((result) => {
+    void ended.then((result) => {
       if (this.child !== child) return; // stopped on purpose
       this.child = undefined;
       const why =

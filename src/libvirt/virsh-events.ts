@@ -6,7 +6,8 @@
 // metadata-change` ("event 'metadata-change' for domain 'web1': type element,
 // uri URI"). Each is a long-lived child; its exit is a fault the caller handles.
 import { createInterface } from 'node:readline';
-import { execa, type ResultPromise } from 'execa';
+import type { ChildProcess } from 'node:child_process';
+import { spawnChild } from '../util/child.js';
 
 /** Newer virsh quotes the name ('web1'), older does not. */
 const LINE = /^event 'lifecycle' for (network|domain) (?:'(.+)'|(.+)): (\w+)(?:\s.*)?$/;
@@ -41,7 +42,7 @@ export function parseEventLine(line: string): VirshEvent | undefined {
 }
 
 export class VirshEventStream {
-  private child: ResultPromise | undefined;
+  private child: ChildProcess | undefined;
   private stopping = false;
 
   constructor(
@@ -50,13 +51,9 @@ export class VirshEventStream {
   ) {}
 
   start(onEvent: (e: VirshEvent) => void, onExit: (reason: string) => void): void {
-    const child = execa('virsh', ['-q', '-c', this.uri, ...COMMAND[this.object]], {
-      reject: false,
-      stdin: 'ignore',
-      buffer: false,
-      // The stream is supposed to run forever; a stuck child is noticed by
-      // the caller's periodic check, not by a time-out here.
-    });
+    // The stream is supposed to run forever; a stuck child is noticed by
+    // the caller's periodic check, not by a time-out here.
+    const { child, ended } = spawnChild('virsh', ['-q', '-c', this.uri, ...COMMAND[this.object]]);
     this.child = child;
     if (child.stdout) {
       createInterface({ input: child.stdout }).on('line', (line) => {
@@ -68,7 +65,7 @@ export class VirshEventStream {
     child.stderr?.on('data', (chunk: Buffer) => {
       if (stderr.length < 2000) stderr += chunk.toString();
     });
-    void child.then((result) => {
+    void ended.then((result) => {
       if (this.stopping) return;
       const why =
         result.code === 'ENOENT'

@@ -1,5 +1,5 @@
 // Networks from libvirt through virsh (argument arrays, no shell).
-import { execa } from 'execa';
+import { runChild } from '../util/child.js';
 import { mapLimit } from '../util/map-limit.js';
 
 const VIRSH_TIMEOUT_MS = 15_000;
@@ -11,11 +11,7 @@ export class VirshError extends Error {
 }
 
 async function virsh(uri: string, args: string[]): Promise<string> {
-  const result = await execa('virsh', ['-q', '-c', uri, ...args], {
-    reject: false,
-    timeout: VIRSH_TIMEOUT_MS,
-    stdin: 'ignore',
-  });
+  const result = await runChild('virsh', ['-q', '-c', uri, ...args], VIRSH_TIMEOUT_MS);
   if (result.failed) {
     let cause = (result.stderr || '').trim().replace(/\s*\n\s*/g, '; ') || `exit code ${String(result.exitCode)}`;
     if (result.code === 'ENOENT') cause = 'virsh not found: install libvirt-clients';

@@ -3,23 +3,24 @@
 // transactions come back here too; the empty plan is what ends that loop.
 // A non-JSON line (e.g. "# ERROR: We lost some netlink events!") counts too.
 import { createInterface } from 'node:readline';
-import { execa, type ResultPromise } from 'execa';
+import type { ChildProcess } from 'node:child_process';
+import { spawnChild } from '../util/child.js';
 
 export class NftMonitor {
-  private child: ResultPromise | undefined;
+  private child: ChildProcess | undefined;
   private stopping = false;
 
   constructor(private readonly nft = 'nft') {}
 
   start(onChange: (line: string) => void, onExit: (reason: string) => void): void {
-    const child = execa(this.nft, ['-j', 'monitor'], { reject: false, stdin: 'ignore', buffer: false });
+    const { child, ended } = spawnChild(this.nft, ['-j', 'monitor']);
     this.child = child;
     if (child.stdout) createInterface({ input: child.stdout }).on('line', onChange);
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       if (stderr.length < 2000) stderr += chunk.toString();
     });
-    void child.then((result) => {
+    void ended.then((result) => {
       if (this.stopping) return;
       const why =
         result.code === 'ENOENT'

@@ -8,8 +8,8 @@
 // socket Node gives a child as its stdin.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { RUNTIME_FILES } from '../host/runtime.js';
+import { runChild } from '../util/child.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
 
@@ -69,7 +69,7 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
 }
 
 async function run(nft: string, args: string[], what: string): Promise<string> {
-  const result = await execa(nft, args, { reject: false, timeout: NFT_TIMEOUT_MS, stdin: 'ignore' });
+  const result = await runChild(nft, args, NFT_TIMEOUT_MS);
   if (result.failed) {
     if (result.code === 'ENOENT') throw nftFailure(what, '', `${nft} not found: install the nftables package`);
     if (result.timedOut) throw nftFailure(what, '', `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`);

@@ -17,7 +17,9 @@
 // the session is replaced after REQUESTS_PER_SESSION requests, and HOME
 // points nowhere so that nothing is written to root's ~/.nft.history.
 import { randomBytes } from 'node:crypto';
-import { execa, type ResultPromise } from 'execa';
+import type { ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
+import { spawnChild, type ChildEnd } from '../util/child.js';
 import type { Batch } from './json.js';
 import { nftFailure, nftRunner, type NftRunner } from './nft-runner.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
@@ -30,14 +32,7 @@ const ANSWER_TIMEOUT_MS = 15_000;
 /** After a fault, one-shot nft until the back-off has passed; doubles up to the maximum. */
 const RESTART_MS = { first: 500, max: 30_000 };
 /** Pipes both ways; HOME nowhere, so that nft neither reads nor writes a history file. */
-const SESSION_OPTIONS = {
-  stdin: 'pipe',
-  stdout: 'pipe',
-  stderr: 'pipe',
-  buffer: false,
-  reject: false,
-  env: { HOME: '/nonexistent', TERM: 'dumb' },
-} as const;
+const SESSION_OPTIONS = { stdin: 'pipe', env: { HOME: '/nonexistent', TERM: 'dumb' } } as const;
 
 /** A fault of the session itself (not nft refusing a command): answered by a one-shot nft. */
 class SessionFault extends Error {
@@ -60,7 +55,9 @@ interface Pending {
 
 /** One `nft -j -t -i` child and the request it is answering. */
 class Session {
-  private readonly child: ResultPromise<typeof SESSION_OPTIONS>;
+  private readonly child: ChildProcess;
+  private readonly stdin: Writable;
+  private readonly ended: Promise<ChildEnd>;
   private stdout = '';
   private stderr = '';
   private pending: Pending | undefined;
@@ -71,19 +68,26 @@ class Session {
     nft: string,
     private readonly onDeath: (why: string) => void,
   ) {
-    this.child = execa(nft, ['-j', '-t', '-i'], SESSION_OPTIONS);
-    this.child.stdout.setEncoding('utf8');
-    this.child.stderr.setEncoding('utf8');
-    this.child.stdout.on('data', (chunk: string) => {
+    ({ child: this.child, ended: this.ended } = spawnChild(nft, ['-j', '-t', '-i'], SESSION_OPTIONS));
+    // All three are pipes (SESSION_OPTIONS, spawnChild).
+    const { stdin, stdout, stderr } = this.child as ChildProcess & {
+      stdin: Writable;
+      stdout: NodeJS.ReadableStream;
+      stderr: NodeJS.ReadableStream;
+    };
+    this.stdin = stdin;
+    stdout.setEncoding('utf8');
+    stderr.setEncoding('utf8');
+    stdout.on('data', (chunk: string) => {
       this.stdout += chunk;
       this.settle();
     });
-    this.child.stderr.on('data', (chunk: string) => {
+    stderr.on('data', (chunk: string) => {
       this.stderr += chunk;
       this.settle();
     });
-    this.child.stdin.on('error', () => this.fault('nft session: its input closed'));
-    void this.child.then((r) => this.fault(`nft session exited (${r.exitCode ?? r.signal ?? 'unknown'})`));
+    this.stdin.on('error', () => this.fault('nft session: its input closed'));
+    void this.ended.then((r) => this.fault(`nft session exited (${r.exitCode ?? r.signal ?? 'unknown'})`));
   }
 
   get pid(): number | undefined {
@@ -105,7 +109,7 @@ class Session {
         ANSWER_TIMEOUT_MS,
       );
       this.pending = { sentinel, wantsLine, resolve, reject, timer };
-      this.child.stdin.write(`${line}\n${sentinel}\n`);
+      this.stdin.write(`${line}\n${sentinel}\n`);
     });
   }
 
@@ -113,13 +117,13 @@ class Session {
   close(): void {
     if (this.dead) return;
     this.dead = true;
-    this.child.stdin.end();
+    this.stdin.end();
     const pid = this.child.pid;
     const kill = setTimeout(() => {
       if (pid !== undefined && this.child.exitCode === null) this.child.kill('SIGKILL');
     }, 1000);
     kill.unref();
-    void this.child.finally(() => clearTimeout(kill));
+    void this.ended.finally(() => clearTimeout(kill));
   }
 
   /** The answer is complete when the sentinel's error has been printed whole, and a list's line with it. */
@@ -158,7 +162,7 @@ class Session {
     if (!this.dead) {
       this.dead = true;
       this.child.kill('SIGKILL');
-      this.child.stdin.destroy(); // an nft behind a wrapper that was killed sees its input end
+      this.stdin.destroy(); // an nft behind a wrapper that was killed sees its input end
       this.onDeath(why);
     }
     if (p) {

@@ -47,6 +47,12 @@ describe('the CLI entry point', () => {
     const daemon = staticClosure(join(SRC, 'cli/run.ts'));
     expect(daemon).toContain(join(SRC, 'daemon/daemon.ts'));
     expect([...daemon].filter((f) => /\/src\/(doctor|status)\/|\/cli\/(operator|commands)\.ts$/.test(f))).toEqual([]);
+    // The libvirt transport's modules load when it is opened: dbus-next only for D-Bus (libvirt-watch.ts).
+    expect(
+      [...daemon].filter(
+        (f) => f === 'dbus-next' || /\/libvirt\/(dbus-client|virsh-shell|virsh-events|firewalld-reload)\.ts$/.test(f),
+      ),
+    ).toEqual([]);
     for (const command of ['commands.ts', 'operator.ts', 'check.ts']) {
       expect([...staticClosure(join(SRC, 'cli', command))].filter((f) => f.includes('/daemon/daemon.ts'))).toEqual([]);
     }
