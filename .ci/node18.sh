@@ -61,6 +61,10 @@ if [[ ${1:-} == __inner ]]; then
   # shellcheck disable=SC2086 # one word per flag
   "$NODE" $flags -e 0 || die "node $version refuses the daemon's V8 flags: $flags"
   echo "node18: daemon V8 flags accepted ($flags)"
+  # heapTrimmer turns on --expose-gc at run time and takes gc from a new context: this node must give it.
+  "$NODE" --input-type=module -e "import { setFlagsFromString } from 'node:v8'; import { runInNewContext } from 'node:vm'; setFlagsFromString('--expose-gc'); const gc = runInNewContext('gc'); if (typeof gc !== 'function') process.exit(1); gc();" ||
+    die "node $version gives no gc() after --expose-gc at run time (src/daemon/v8-flags.ts heapTrimmer)"
+  echo "node18: gc() available at run time"
 
   in_ns nft list ruleset >"$WORK/admin.before"
 

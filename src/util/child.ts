@@ -2,7 +2,7 @@
 // node:child_process: the subset of execa's behaviour those callers used
 // (reject: false results, a time-out that ends in SIGKILL, output without
 // its final newline, children killed when this process exits). execa's own
-// module graph costs the daemon's resident memory 1-3 MiB it never needs
+// module graph costs the daemon's resident memory 2.1-4.2 MiB it never needs
 // (docs/performance.md); the one-shot operator commands (doctor) keep execa.
 import { spawn, type ChildProcess } from 'node:child_process';
 
