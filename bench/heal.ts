@@ -124,7 +124,7 @@ function trace(
     ...mon.map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 140)}`]),
     ...logs.map((r): [number, string] => [
       Number(r['time']) - performance.timeOrigin - t0,
-      `daemon: ${String(r['msg'])} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'], latency_ms: r['latency_ms'], wait_ms: r['wait_ms'], libvirt_ms: r['libvirt_ms'] })}`,
+      `daemon: ${String(r['msg'])} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'], latency_ms: r['latency_ms'], wait_ms: r['wait_ms'], libvirt_ms: r['libvirt_ms'], read_ms: r['read_ms'], plan_ms: r['plan_ms'], commit_ms: r['commit_ms'] })}`,
     ]),
   ];
   ev.sort((a, b) => a[0] - b[0]);

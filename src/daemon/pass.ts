@@ -133,7 +133,7 @@ export class DaemonPass {
       const networks = await this.networks(ask);
       if (networks === undefined) return; // nothing known yet: the status names libvirt
       const facts = await this.planFacts(networks, ask);
-      // Where a pass's time goes, for the log: waiting to start, libvirt's answers, the rest (nft, plan).
+      // Where a pass's time goes, for the log: waiting to start, libvirt's answers, then read, plan, commit (sync.ts).
       const stages = { wait_ms: ms(started - since), libvirt_ms: ms(performance.now() - started) };
       await this.deps.applyLock.held(); // at once, except while a CLI apply held it when the daemon started
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
@@ -144,7 +144,13 @@ export class DaemonPass {
       state.foreignDegraded = result.foreignDegraded;
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
-      this.record(result, messages, reasons, since, stages);
+      const { readMs, planMs, commitMs } = result.stages;
+      this.record(result, messages, reasons, since, {
+        ...stages,
+        read_ms: readMs,
+        plan_ms: planMs,
+        commit_ms: commitMs,
+      });
     } catch (err) {
       this.libvirtUnchanged = false; // whatever failed, the retry asks libvirt afresh
       throw err;

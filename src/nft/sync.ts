@@ -23,6 +23,8 @@ export interface SyncResult {
   live: Ruleset;
   applied: boolean;
   durationMs: number;
+  /** Where durationMs went, ms: reading the ruleset (the first read), planning it, committing (with any retry). */
+  stages: { readMs: number; planMs: number; commitMs: number };
   messages: LogMessage[];
   /** Why the plan was applied without its foreign part; undefined when it was applied whole (or not needed). */
   foreignDegraded?: string;
@@ -45,18 +47,32 @@ export async function syncOnce(
   const facts = options.facts ?? {};
   const plan = planner(facts);
   let live = await nft.readRuleset();
+  const read = performance.now();
   let result = plan(networks, config, live);
   let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);
+  const planned = performance.now();
   let foreignDegraded: string | undefined;
   if (applied) {
     const outcome = await applyWithRetry(networks, config, nft, { live, plan: result }, facts);
     ({ live, plan: result, foreignDegraded } = outcome);
     applied = outcome.committed;
   }
-  const durationMs = Math.round((performance.now() - started) * 10) / 10;
+  const ended = performance.now();
+  const stages = { readMs: tenths(read - started), planMs: tenths(planned - read), commitMs: tenths(ended - planned) };
   const messages = [...planMessages(result), ...(await forwardingMessages(result, config))];
-  return { plan: result, live, applied, durationMs, messages, ...(foreignDegraded ? { foreignDegraded } : {}) };
+  return {
+    plan: result,
+    live,
+    applied,
+    durationMs: tenths(ended - started),
+    stages,
+    messages,
+    ...(foreignDegraded ? { foreignDegraded } : {}),
+  };
 }
+
+/** Milliseconds to one decimal. */
+const tenths = (value: number): number => Math.round(value * 10) / 10;
 
 /**
  * Applies the plan; on failure re-reads, re-plans and tries once more; when

@@ -33,6 +33,8 @@ import { applyBatch } from '../../src/nft/batch-model.js';
 import { cloneRuleset } from '../../src/nft/ruleset.js';
 
 const DEFAULT = parseNetworkXml(readFileSync(fixture('default.xml'), 'utf8'), 'default.xml');
+/** A stand-in sync's timings (SyncResult.stages). */
+const STAGES = { readMs: 0.5, planMs: 0.5, commitMs: 0.5 };
 
 function memoryLog() {
   const lines: Array<{ level: number; msg: string }> = [];
@@ -79,7 +81,7 @@ const sync: typeof syncOnce = async (networks, config, nft) => {
   const result = plan(networks, config, live);
   const applied = result.batch.nftables.length > 0;
   if (applied) await nft.apply(result.batch);
-  return { plan: result, live, applied, durationMs: 1.5, messages: planMessages(result) };
+  return { plan: result, live, applied, durationMs: 1.5, stages: STAGES, messages: planMessages(result) };
 };
 
 /** LIVE_LIBVIRT9 after a `flush ruleset` and the admin's reload: only the admin's table is back. */
@@ -260,6 +262,7 @@ describe('DaemonPass', () => {
         live: out.live,
         applied,
         durationMs: 1,
+        stages: STAGES,
         messages: planMessages(out.plan),
         ...(degraded === undefined ? {} : { foreignDegraded: degraded }),
       };
@@ -305,7 +308,7 @@ describe('DaemonPass', () => {
       const result = plan(networks, cfg, live, { forwardTargets });
       const applied = result.batch.nftables.length > 0;
       if (applied) await runner.apply(result.batch);
-      return { plan: result, live, applied, durationMs: 1.5, messages: planMessages(result) };
+      return { plan: result, live, applied, durationMs: 1.5, stages: STAGES, messages: planMessages(result) };
     };
     let address = '192.168.122.44';
     const previous: Array<GuestFacts | undefined> = [];
