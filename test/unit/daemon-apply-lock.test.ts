@@ -1,22 +1,12 @@
 // The daemon's lifelong apply lock (src/daemon/apply-lock.ts), through real
 // flock(1): taken once, held across passes, waited for while a CLI apply holds
 // it, released at stop.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DaemonApplyLock } from '../../src/daemon/apply-lock.js';
 import { LockBusyError, takeLock } from '../../src/host/lock.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-const runtime = (): string => {
-  const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-applylock-'));
-  dirs.push(dir);
-  return dir;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const runtime = tempDirs('kvmnftd-applylock-');
 
 const quietLog = (lines: string[] = []) => ({ info: (msg: string) => void lines.push(msg) });
 

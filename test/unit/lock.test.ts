@@ -1,22 +1,13 @@
 // The apply lock and the daemon lock (flock(2) through real flock(1)), and
 // the check `kvmnftd reload` makes before it signals a PID.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { execa } from 'execa';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { holdsDaemonLock, LockBusyError, runningDaemon, takeDaemonLock, takeLock } from '../../src/host/lock.js';
 import { runtimePath } from '../../src/host/runtime.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-const runtime = (): string => {
-  const dir = mkdtempSync(join(tmpdir(), 'kvmnftd-lock-'));
-  dirs.push(dir);
-  return dir;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const runtime = tempDirs('kvmnftd-lock-');
 
 describe('apply lock', () => {
   it('refuses a second writer, naming the holder, until released', () => {
