@@ -41,9 +41,12 @@ export class DaemonApplyLock {
     for (;;) {
       if (this.stopped) throw new Error('stopping: the apply lock is not taken');
       try {
-        this.release = await takeLockAsync(this.dir);
-        if (this.stopped) this.stop();
-        else return;
+        const release = await takeLockAsync(this.dir);
+        if (!this.stopped) {
+          this.release = release;
+          return;
+        }
+        release(); // stopped while flock(1) ran: keep nothing (the loop's check then throws)
       } catch (err) {
         if (!(err instanceof LockBusyError)) throw err;
         if (!told)

@@ -16,7 +16,7 @@ import { foreignDigest } from '../nft/ownership.js';
 import type { Plan, PlanFacts } from '../nft/plan.js';
 import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
-import { syncOnce, type SyncResult } from '../nft/sync.js';
+import { syncOnce, tenths, type SyncResult } from '../nft/sync.js';
 import type { DaemonApplyLock } from './apply-lock.js';
 import { AnswerOrLast, LIBVIRT_ANSWER_DEADLINE_MS } from './answer-or-last.js';
 import { ConvergenceGuard } from './convergence-guard.js';
@@ -36,9 +36,6 @@ function foreignMessages(result: SyncResult): LogMessage[] {
     },
   ];
 }
-
-/** Milliseconds to one decimal, for log fields. */
-const ms = (value: number): number => Math.round(value * 10) / 10;
 
 /** Consecutive failures (about 4 s with the default back-off) after which a failure is an error. */
 const PERSISTENT_FAILURES = 5;
@@ -134,7 +131,7 @@ export class DaemonPass {
       if (networks === undefined) return; // nothing known yet: the status names libvirt
       const facts = await this.planFacts(networks, ask);
       // Where a pass's time goes, for the log: waiting to start, libvirt's answers, then read, plan, commit (sync.ts).
-      const stages = { wait_ms: ms(started - since), libvirt_ms: ms(performance.now() - started) };
+      const stages = { wait_ms: tenths(started - since), libvirt_ms: tenths(performance.now() - started) };
       await this.deps.applyLock.held(); // at once, except while a CLI apply held it when the daemon started
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
       const inputs = JSON.stringify([networks, state.config, facts]);
@@ -158,7 +155,7 @@ export class DaemonPass {
       state.passStartedAt = undefined;
       state.lastPassAt = new Date();
       state.figures.passes++;
-      state.figures.lastPassMs = Math.round((performance.now() - started) * 10) / 10;
+      state.figures.lastPassMs = tenths(performance.now() - started);
       this.firstPassDone();
       this.deps.changed();
     }
@@ -290,7 +287,7 @@ export class DaemonPass {
     if (!result.applied) {
       const held = result.plan.batch.nftables.length > 0;
       log.debug(
-        { event: reasons[0], duration_ms: result.durationMs, latency_ms: ms(performance.now() - since), ...stages },
+        { event: reasons[0], duration_ms: result.durationMs, latency_ms: tenths(performance.now() - since), ...stages },
         held
           ? `not applying ${result.plan.batch.nftables.length} nft commands (suspended)`
           : 'ruleset already up to date',
@@ -314,7 +311,7 @@ export class DaemonPass {
         networks: now.join(','),
         commands,
         duration_ms: result.durationMs,
-        latency_ms: ms(performance.now() - since),
+        latency_ms: tenths(performance.now() - since),
         ...stages,
       },
       `${summary}: applied ${commands} nft commands in ${result.durationMs} ms`,

@@ -71,8 +71,8 @@ export async function syncOnce(
   };
 }
 
-/** Milliseconds to one decimal. */
-const tenths = (value: number): number => Math.round(value * 10) / 10;
+/** Milliseconds to one decimal, as the logs give them. */
+export const tenths = (value: number): number => Math.round(value * 10) / 10;
 
 /**
  * Applies the plan; on failure re-reads, re-plans and tries once more; when
