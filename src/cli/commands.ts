@@ -35,15 +35,24 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
     return 1;
   }
   // One nft process reads the ruleset and commits a small batch (nft-session.ts), where one-shot nft takes two;
-  // it starts while libvirt answers.
+  // it starts while libvirt answers, and so does the nft that commits a big batch (nft-spare.ts).
   const nft = nftSessionRunner(dir);
   nft.start();
+  nft.startSpare();
   try {
     const networks = await commandSource(args.fromXml, config.libvirtUri)();
     const facts = await gatherPlanFacts(config, networks);
     const release = takeLock(dir);
     try {
-      const { plan, applied, durationMs, messages, foreignDegraded } = await syncOnce(networks, config, nft, { facts });
+      const { plan, applied, durationMs, stages, messages, foreignDegraded } = await syncOnce(networks, config, nft, {
+        facts,
+      });
+      const times = {
+        duration_ms: durationMs,
+        read_ms: stages.readMs,
+        plan_ms: stages.planMs,
+        commit_ms: stages.commitMs,
+      };
       logMessages(messages, log);
       if (foreignDegraded !== undefined) {
         log.warn(`${foreignDegraded}; run kvmnftd apply again`);
@@ -52,10 +61,10 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
       const names = plan.networks.map((n) => n.name).join(', ') || 'none';
       if (applied)
         log.info(
-          { commands: plan.batch.nftables.length, duration_ms: durationMs },
+          { commands: plan.batch.nftables.length, ...times },
           `applied ${plan.batch.nftables.length} nft commands in one transaction (networks: ${names}) in ${durationMs} ms`,
         );
-      else log.info({ duration_ms: durationMs }, `ruleset already up to date (networks: ${names})`);
+      else log.info(times, `ruleset already up to date (networks: ${names})`);
       return plan.notes.some((n) => n.level === 'error') ? 1 : 0;
     } finally {
       release();

@@ -22,6 +22,10 @@ export const RUNTIME_FILES = {
   batchDirPrefix: 'batch-',
   /** The batch file in that directory. */
   batchFile: 'batch.json',
+  /** Prefix of the private directory (mkdtemp) of a spare nft's FIFO while nft starts (nft/nft-spare.ts). */
+  spareDirPrefix: 'spare-',
+  /** That FIFO: nft opens it, then its name is removed. */
+  spareFifo: 'batch.fifo',
 } as const;
 
 export type RuntimeFile = keyof typeof RUNTIME_FILES;

@@ -1,12 +1,15 @@
 // The daemon's long-lived `nft -j -t -i` (src/nft/nft-session.ts) against
 // real nft in a network namespace this test creates: the same answers as
 // one-shot nft, nft's own errors, and what happens when the session fails.
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Batch } from '../../src/nft/json.js';
+import { RUNTIME_FILES } from '../../src/host/runtime.js';
 import { nftRunner } from '../../src/nft/nft-runner.js';
+import { startSpareNft } from '../../src/nft/nft-spare.js';
 import type { Ruleset } from '../../src/nft/ruleset.js';
 import {
   BIG_BATCH_BYTES,
@@ -14,7 +17,7 @@ import {
   REQUESTS_PER_SESSION,
   type NftSessionRunner,
 } from '../../src/nft/nft-session.js';
-import { tempDir, useNetnsLab } from '../helpers/cli.js';
+import { REPO_ROOT, requireBuiltCli, tempDir, useNetnsLab } from '../helpers/cli.js';
 import { nftJson, nsRunOk, type Lab } from '../helpers/netns.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -188,5 +191,81 @@ describe('nft session (real nft in a netns)', () => {
     expect(names(2)).toEqual(['inet kvmone']);
     expect(names(4)).toEqual(['inet kvmone', 'inet kvmtwo']);
     expect(runner.counts).toMatchObject({ sessions: 1, viaSession: 5 });
+  });
+});
+
+// The spare: a one-shot nft started before its batch exists (src/nft/nft-spare.ts), for `kvmnftd apply`.
+describe('spare nft (real nft in a netns)', () => {
+  it('a big batch goes to the spare started before it; its FIFO is gone as soon as nft holds it', async () => {
+    const l = lab();
+    const ns = await l.netns('spare');
+    const { dir, nft } = await nftIn(l, ns);
+    const runner = nftSessionRunner(dir, nft);
+    l.defer('close the nft session', () => runner.close());
+    runner.startSpare();
+    await runner.readRuleset();
+    await runner.apply(tableWithRule('kvmbig', 'kvmnftd net=big', 200));
+    expect(runner.counts).toMatchObject({ viaSession: 1, oneShot: 1, spare: 1 });
+    const rules = (await nftJson(ns)).nftables.filter((o) => 'rule' in o);
+    expect(rules).toHaveLength(200);
+    expect(readdirSync(dir).filter((f) => f.startsWith(RUNTIME_FILES.spareDirPrefix))).toEqual([]);
+    // A spare commits once: the next big batch goes to a one-shot nft of its own.
+    await runner.apply(tableWithRule('kvmbig2', 'kvmnftd net=big2', 200));
+    expect(runner.counts).toMatchObject({ oneShot: 2, spare: 1 });
+  });
+
+  it("a batch nft refuses fails with nft's message, as one-shot nft's does", async () => {
+    const l = lab();
+    const ns = await l.netns('spare');
+    const { dir, nft } = await nftIn(l, ns);
+    const bad: Batch = { nftables: [{ add: { chain: { family: 'inet', table: 'nosuchtable', name: 'c' } } }] };
+    const oneShotError = await nftRunner(dir, nft)
+      .apply(bad)
+      .then(
+        () => 'no error',
+        (e: Error) => e.message,
+      );
+    const spare = startSpareNft(dir, nft);
+    l.defer('close the spare', () => spare.close());
+    await spare.settled;
+    expect(spare.ready).toBe(true);
+    const spareError = await spare.applyJson(JSON.stringify(bad))!.then(
+      () => 'no error',
+      (e: Error) => e.message,
+    );
+    expect(oneShotError).toMatch(/No such file or directory/);
+    expect(spareError).toBe(oneShotError);
+    expect(spare.applyJson(JSON.stringify(bad))).toBeUndefined(); // used up
+  });
+
+  it('an unused spare ends with close(), and with its parent when that is killed', async () => {
+    const l = lab();
+    const ns = await l.netns('spare');
+    const { dir, nft } = await nftIn(l, ns);
+    const spare = startSpareNft(dir, nft);
+    await spare.settled;
+    const pid = spare.pid!;
+    expect(alive(pid)).toBe(true);
+    spare.close();
+    await waitUntil('close() ends the spare', 5_000, () => !alive(pid));
+    expect(readdirSync(dir).filter((f) => f.startsWith(RUNTIME_FILES.spareDirPrefix))).toEqual([]);
+
+    // A process that dies holding a spare (SIGKILL: no exit handler runs) leaves no nft waiting.
+    requireBuiltCli();
+    const script =
+      `const { startSpareNft } = await import(${JSON.stringify(join(REPO_ROOT, 'dist', 'nft', 'nft-spare.js'))});` +
+      `const s = startSpareNft(${JSON.stringify(dir)}, ${JSON.stringify(nft)}); await s.settled;` +
+      `process.stdout.write(String(s.pid) + '\\n'); setInterval(() => undefined, 1000);`;
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    l.defer('kill the holder', () => holder.kill('SIGKILL'));
+    let out = '';
+    holder.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    await waitUntil('the holder reports its spare', 10_000, () => out.endsWith('\n'));
+    const orphan = Number(out.trim());
+    expect(alive(orphan)).toBe(true);
+    holder.kill('SIGKILL');
+    await waitUntil("the spare's nft exits after its parent's death", 5_000, () => !alive(orphan));
   });
 });
