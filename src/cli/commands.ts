@@ -24,6 +24,9 @@ export async function runPlan(args: Args, config: Config, log: Logger): Promise<
   return 0;
 }
 
+/** From this many networks, `apply` expects a batch too big for the nft session (BIG_BATCH_BYTES). */
+const SPARE_FROM_NETWORKS = 2;
+
 export async function runApply(args: Args, config: Config, log: Logger): Promise<number> {
   const dir = runtimeDir();
   // The daemon holds the apply lock for its life (daemon/apply-lock.ts), and would undo another plan at once.
@@ -35,12 +38,15 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
     return 1;
   }
   // One nft process reads the ruleset and commits a small batch (nft-session.ts), where one-shot nft takes two;
-  // it starts while libvirt answers, and so does the nft that commits a big batch (nft-spare.ts).
+  // it starts while libvirt answers. A big batch's nft starts while the ruleset is read and planned (nft-spare.ts).
   const nft = nftSessionRunner(dir);
   nft.start();
-  nft.startSpare();
+  // One network's batch fits the session (about 6 KiB); more go to a one-shot nft, started as soon as they are
+  // known to be more: XML files count as active networks, libvirt's are known when it answers.
+  if (args.fromXml.length >= SPARE_FROM_NETWORKS) nft.startSpare();
   try {
     const networks = await commandSource(args.fromXml, config.libvirtUri)();
+    if (networks.length >= SPARE_FROM_NETWORKS) nft.startSpare();
     const facts = await gatherPlanFacts(config, networks);
     const release = takeLock(dir);
     try {

@@ -105,7 +105,10 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
       closed = true;
       if (fd !== undefined) closeSync(fd);
       fd = undefined;
-      if (!used) child?.child.kill('SIGKILL');
+      if (!used) {
+        child?.child.kill('SIGKILL');
+        child?.child.unref(); // a process that is done need not wait for it to be reaped
+      }
       removeDir();
     },
   };
