@@ -80,8 +80,8 @@ describe('man pages', () => {
     const signals = section(page8, 'SIGNALS');
     for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT', 'SIGABRT']) expect(signals).toContain(sig);
     const files = section(page8, 'FILES');
-    const { batchDirPrefix, batchFile, ...single } = RUNTIME_FILES;
-    const runtime = [...Object.values(single), `${batchDirPrefix}*/${batchFile}`];
+    const { batchDirPrefix, batchFile, spareDirPrefix, spareFifo, ...single } = RUNTIME_FILES;
+    const runtime = [...Object.values(single), `${batchDirPrefix}*/${batchFile}`, `${spareDirPrefix}*/${spareFifo}`];
     for (const f of [
       DEFAULT_CONFIG_PATH,
       ...runtime.map((name) => `${DEFAULT_RUNTIME_DIR}/${name}`),
