@@ -49,6 +49,7 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
   let used = false;
   let closed = false;
   let child: ReturnType<typeof spawnChild> | undefined;
+  let exited = false;
   let stderr = '';
   const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
 
@@ -58,7 +59,6 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
     if (made.failed || closed) return removeDir();
     child = spawnChild(nft, ['-j', '-f', fifo]);
     child.child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    let exited = false;
     void child.ended.then(() => (exited = true));
     const deadline = Date.now() + OPEN_TIMEOUT_MS;
     while (fd === undefined && !exited && !closed && Date.now() < deadline) {
@@ -82,11 +82,11 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
       return proc && proc.exitCode === null && proc.signalCode === null ? proc.pid : undefined;
     },
     get ready() {
-      return fd !== undefined && !used && !closed;
+      return fd !== undefined && !used && !closed && !exited; // an nft killed while it waited is no spare
     },
     settled,
     applyJson(json) {
-      if (fd === undefined || used || closed || !child) return undefined;
+      if (fd === undefined || used || closed || exited || !child) return undefined;
       used = true;
       const { child: proc, ended } = child;
       const input = new Socket({ fd, readable: false, writable: true });
