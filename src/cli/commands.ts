@@ -9,7 +9,7 @@ import { logMessages } from '../log/messages.js';
 import { nftRunner } from '../nft/nft-runner.js';
 import { nftSessionRunner } from '../nft/nft-session.js';
 import { plan } from '../nft/plan.js';
-import { planMessages, syncOnce } from '../nft/sync.js';
+import { planMessages, stageFields, syncOnce } from '../nft/sync.js';
 import { renderBatch } from '../nft/render-text.js';
 import { readReloadState } from '../daemon/reload.js';
 import type { Args } from './args.js';
@@ -53,12 +53,7 @@ export async function runApply(args: Args, config: Config, log: Logger): Promise
       const { plan, applied, durationMs, stages, messages, foreignDegraded } = await syncOnce(networks, config, nft, {
         facts,
       });
-      const times = {
-        duration_ms: durationMs,
-        read_ms: stages.readMs,
-        plan_ms: stages.planMs,
-        commit_ms: stages.commitMs,
-      };
+      const times = { duration_ms: durationMs, ...stageFields(stages) };
       logMessages(messages, log);
       if (foreignDegraded !== undefined) {
         log.warn(`${foreignDegraded}; run kvmnftd apply again`);

@@ -16,7 +16,7 @@ import { foreignDigest } from '../nft/ownership.js';
 import type { Plan, PlanFacts } from '../nft/plan.js';
 import type { ForwardOutcome } from '../nft/port-forward.js';
 import type { Ruleset } from '../nft/ruleset.js';
-import { syncOnce, tenths, type SyncResult } from '../nft/sync.js';
+import { stageFields, syncOnce, tenths, type SyncResult } from '../nft/sync.js';
 import type { DaemonApplyLock } from './apply-lock.js';
 import { AnswerOrLast, LIBVIRT_ANSWER_DEADLINE_MS } from './answer-or-last.js';
 import { ConvergenceGuard } from './convergence-guard.js';
@@ -141,13 +141,7 @@ export class DaemonPass {
       state.foreignDegraded = result.foreignDegraded;
       const messages = [...result.messages, ...foreignMessages(result), ...this.checkLibvirtChains(result)];
       this.findings.logNew(messages);
-      const { readMs, planMs, commitMs } = result.stages;
-      this.record(result, messages, reasons, since, {
-        ...stages,
-        read_ms: readMs,
-        plan_ms: planMs,
-        commit_ms: commitMs,
-      });
+      this.record(result, messages, reasons, since, { ...stages, ...stageFields(result.stages) });
     } catch (err) {
       this.libvirtUnchanged = false; // whatever failed, the retry asks libvirt afresh
       throw err;

@@ -71,6 +71,11 @@ export async function syncOnce(
   };
 }
 
+/** A pass's stages as its log line names them (the daemon's pass and `kvmnftd apply`). */
+export function stageFields(stages: SyncResult['stages']): { read_ms: number; plan_ms: number; commit_ms: number } {
+  return { read_ms: stages.readMs, plan_ms: stages.planMs, commit_ms: stages.commitMs };
+}
+
 /** Milliseconds to one decimal, as the logs give them. */
 export const tenths = (value: number): number => Math.round(value * 10) / 10;
 
