@@ -9,11 +9,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RUNTIME_FILES } from '../host/runtime.js';
-import { runChild } from '../util/child.js';
+import { runChild, type RunResult } from '../util/child.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
 
-const NFT_TIMEOUT_MS = 15_000;
+/** How long one nft process may take (then SIGTERM, then SIGKILL: util/child.ts). */
+export const NFT_TIMEOUT_MS = 15_000;
 
 export class NftError extends Error {
   constructor(
@@ -69,11 +70,19 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
 }
 
 async function run(nft: string, args: string[], what: string): Promise<string> {
-  const result = await runChild(nft, args, NFT_TIMEOUT_MS);
+  return nftOutput(nft, what, await runChild(nft, args, NFT_TIMEOUT_MS));
+}
+
+/** An nft process's stdout, or the error that says how it failed `what` (one-shot nft and the spare, nft-spare.ts). */
+export function nftOutput(nft: string, what: string, result: RunResult): string {
   if (result.failed) {
     if (result.code === 'ENOENT') throw nftFailure(what, '', `${nft} not found: install the nftables package`);
     if (result.timedOut) throw nftFailure(what, '', `nft did not finish within ${NFT_TIMEOUT_MS / 1000} s`);
-    throw nftFailure(what, result.stderr || result.stdout || '', `exit code ${String(result.exitCode)}`);
+    throw nftFailure(
+      what,
+      result.stderr || result.stdout || '',
+      `exit code ${String(result.exitCode ?? result.signal)}`,
+    );
   }
   return result.stdout;
 }

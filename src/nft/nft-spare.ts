@@ -15,15 +15,13 @@ import { constants, mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { RUNTIME_FILES } from '../host/runtime.js';
-import { runChild, spawnChild, type ChildEnd } from '../util/child.js';
-import { nftFailure } from './nft-runner.js';
+import { runChild, spawnChild, waitChild } from '../util/child.js';
+import { NFT_TIMEOUT_MS, nftOutput } from './nft-runner.js';
 
 /** How long nft may take to reach the FIFO before the spare is given up. */
 const OPEN_TIMEOUT_MS = 5000;
 /** How often the FIFO is tried while nft starts (only then: once open, nothing polls). */
 const OPEN_POLL_MS = 1;
-/** A commit that takes longer is killed, as one-shot nft's is. */
-const COMMIT_TIMEOUT_MS = 15_000;
 
 export interface SpareNft {
   /** The waiting nft's PID, while it runs (tests). */
@@ -50,7 +48,6 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
   let closed = false;
   let child: ReturnType<typeof spawnChild> | undefined;
   let exited = false;
-  let stderr = '';
   const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
 
   const settled = (async (): Promise<void> => {
@@ -58,7 +55,6 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
     const made = await runChild('mkfifo', ['-m', '600', fifo], OPEN_TIMEOUT_MS);
     if (made.failed || closed) return removeDir();
     child = spawnChild(nft, ['-j', '-f', fifo]);
-    child.child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     void child.ended.then(() => (exited = true));
     const deadline = Date.now() + OPEN_TIMEOUT_MS;
     while (fd === undefined && !exited && !closed && Date.now() < deadline) {
@@ -88,17 +84,13 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
     applyJson(json) {
       if (fd === undefined || used || closed || exited || !child) return undefined;
       used = true;
-      const { child: proc, ended } = child;
+      const spawned = child;
       const input = new Socket({ fd, readable: false, writable: true });
       fd = undefined; // the socket owns it now, and closes it at the end of the batch
       input.on('error', () => undefined); // nft gone: its exit says why
       input.end(json);
-      return commit(
-        proc.pid,
-        ended,
-        () => stderr,
-        () => proc.kill('SIGKILL'),
-      );
+      // As one-shot nft's: the same time-out, the same words for a failure.
+      return waitChild(spawned, NFT_TIMEOUT_MS).then((end) => void nftOutput(nft, 'applying the batch', end));
     },
     close() {
       if (closed) return;
@@ -112,27 +104,4 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
       removeDir();
     },
   };
-}
-
-async function commit(
-  pid: number | undefined,
-  ended: Promise<ChildEnd>,
-  stderr: () => string,
-  kill: () => void,
-): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<'timeout'>(
-    (resolve) => (timer = setTimeout(() => resolve('timeout'), COMMIT_TIMEOUT_MS)),
-  );
-  const end = await Promise.race([ended, timedOut]);
-  clearTimeout(timer);
-  if (end === 'timeout') {
-    kill();
-    throw nftFailure(
-      'applying the batch',
-      '',
-      `nft (PID ${pid ?? '?'}) did not finish within ${COMMIT_TIMEOUT_MS / 1000} s`,
-    );
-  }
-  if (end.failed) throw nftFailure('applying the batch', stderr(), `exit code ${String(end.exitCode ?? end.signal)}`);
 }

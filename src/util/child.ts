@@ -78,8 +78,15 @@ export function spawnChild(
 }
 
 /** Runs a command to its end, stdin ignored, output collected (execa with `reject: false`). */
-export async function runChild(file: string, args: readonly string[], timeoutMs: number): Promise<RunResult> {
-  const { child, ended } = spawnChild(file, args);
+export function runChild(file: string, args: readonly string[], timeoutMs: number): Promise<RunResult> {
+  return waitChild(spawnChild(file, args), timeoutMs);
+}
+
+/** A child of spawnChild to its end, output collected from now on, ended by SIGTERM then SIGKILL after timeoutMs. */
+export async function waitChild(
+  { child, ended }: ReturnType<typeof spawnChild>,
+  timeoutMs: number,
+): Promise<RunResult> {
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
