@@ -429,10 +429,11 @@ export interface NftRuleset {
 
 /** Parsed `nft -j list ruleset` of a namespace. */
 export async function nftJson(ns: string): Promise<NftRuleset> {
-  // Seen once in CI (nft 1.0.6, a table being created by another process):
-  // exit 0 and nothing on stdout. Not reproduced in 1,600 listings racing the
-  // same creation, so a listing that is not JSON is asked again, twice at
-  // most, and a third one fails with what nft printed.
+  // Seen once in CI: exit 0 and no JSON, listing a table with `flags owner`.
+  // nft 1.0.6 prints that flag from past the end of the table's names, so
+  // what it prints depends on that process's memory (nft-session.ts says the
+  // same). A listing that is not JSON is asked again, twice at most, and a
+  // third one fails with what nft printed.
   for (let attempt = 1; ; attempt++) {
     const r = await nsRunOk(ns, 'nft', ['-j', 'list', 'ruleset']);
     let parsed: NftRuleset | undefined;
