@@ -12,6 +12,7 @@ import { RUNTIME_FILES } from '../host/runtime.js';
 import { runChild, type RunResult } from '../util/child.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
+import { parsed, readTableByTable } from './table-by-table.js';
 
 /** How long one nft process may take (then SIGTERM, then SIGKILL: util/child.ts). */
 export const NFT_TIMEOUT_MS = 15_000;
@@ -55,14 +56,13 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
   };
   return {
     async readRuleset() {
-      const out = await run(nft, ['-j', '-t', 'list', 'ruleset'], 'reading the ruleset');
-      let doc: unknown;
-      try {
-        doc = JSON.parse(out) as unknown;
-      } catch {
-        throw new NftError('nft -j -t list ruleset printed something that is not JSON', out.slice(0, 200));
-      }
-      return indexRuleset(doc);
+      const result = await runChild(nft, ['-j', '-t', 'list', 'ruleset'], NFT_TIMEOUT_MS);
+      const doc = result.failed ? undefined : parsed(result.stdout);
+      if (doc) return indexRuleset(doc);
+      // nft 1.0.6 can print no JSON, or abort, on a ruleset with a table that has one flag (table-by-table.ts).
+      const crashed = result.signal === 'SIGABRT' || result.signal === 'SIGSEGV';
+      if (result.failed && !crashed) nftOutput(nft, 'reading the ruleset', result); // throws: nft's own error
+      return indexRuleset(await readTableByTable((args) => run(nft, args, 'reading the ruleset')));
     },
     apply: (batch) => applyJson(JSON.stringify(batch)),
     applyJson,

@@ -256,8 +256,8 @@ export function nftSessionRunner(
       try {
         doc = JSON.parse(answer.stdout) as unknown;
       } catch {
-        // nft 1.0.6 prints a table's `owner` flag from past the end of its names: whatever lies there in
-        // this process's memory, sometimes no JSON. A fresh nft is what the CLI sees; its answer stands.
+        // nft 1.0.6 can print no JSON for a ruleset with a table that has one flag (table-by-table.ts);
+        // one-shot nft then reads it as the CLI does, table by table when it must.
         counts.oneShot++;
         return oneShot.readRuleset();
       }

@@ -13,6 +13,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { execa } from 'execa';
 import { onLines } from './lines.js';
 import { waitUntil } from './wait.js';
+import { parsed, readTableByTable } from '../../src/nft/table-by-table.js';
 
 export interface RunResult {
   exitCode: number;
@@ -429,25 +430,12 @@ export interface NftRuleset {
 
 /** Parsed `nft -j list ruleset` of a namespace. */
 export async function nftJson(ns: string): Promise<NftRuleset> {
-  // Seen once in CI: exit 0 and no JSON, listing a table with `flags owner`.
-  // nft 1.0.6 prints that flag from past the end of the table's names, so
-  // what it prints depends on that process's memory (nft-session.ts says the
-  // same). A listing that is not JSON is asked again, twice at most, and a
-  // third one fails with what nft printed.
-  for (let attempt = 1; ; attempt++) {
-    const r = await nsRunOk(ns, 'nft', ['-j', 'list', 'ruleset']);
-    let parsed: NftRuleset | undefined;
-    try {
-      parsed = JSON.parse(r.stdout) as NftRuleset;
-    } catch {
-      parsed = undefined;
-    }
-    if (parsed && Array.isArray(parsed.nftables)) return parsed;
-    if (attempt === 3)
-      throw new Error(
-        `nft -j list ruleset printed no ruleset 3 times; last stdout: ${JSON.stringify(r.stdout.slice(0, 200))}, stderr: ${JSON.stringify(r.stderr.slice(0, 200))}`,
-      );
-  }
+  const r = await nsRunOk(ns, 'nft', ['-j', 'list', 'ruleset']);
+  // nft 1.0.6 can print no JSON for a ruleset with a table that has one flag
+  // (e.g. `flags owner`): read it table by table, as kvmnftd does (src/nft/table-by-table.ts).
+  const doc =
+    parsed(r.stdout) ?? (await readTableByTable(async (args) => (await nsRunOk(ns, 'nft', args)).stdout, false));
+  return doc as NftRuleset;
 }
 
 /** Text `nft list ruleset` (for error messages). */
