@@ -19,7 +19,8 @@
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
-import { spawnChild, type ChildEnd } from '../util/child.js';
+import type { ChildEnd } from '../util/child.js';
+import { spawnNft } from './nft-process.js';
 import type { Batch } from './json.js';
 import { nftFailure, nftRunner, type NftRunner } from './nft-runner.js';
 import { startSpareNft, type SpareNft } from './nft-spare.js';
@@ -69,8 +70,8 @@ class Session {
     nft: string,
     private readonly onDeath: (why: string) => void,
   ) {
-    ({ child: this.child, ended: this.ended } = spawnChild(nft, ['-j', '-t', '-i'], SESSION_OPTIONS));
-    // All three are pipes (SESSION_OPTIONS, spawnChild).
+    ({ child: this.child, ended: this.ended } = spawnNft(nft, ['-j', '-t', '-i'], SESSION_OPTIONS));
+    // All three are pipes (SESSION_OPTIONS, spawnNft).
     const { stdin, stdout, stderr } = this.child as ChildProcess & {
       stdin: Writable;
       stdout: NodeJS.ReadableStream;
