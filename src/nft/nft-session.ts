@@ -233,6 +233,8 @@ export function nftSessionRunner(
         const answer = await s.run(line, wantsLine);
         counts.viaSession++;
         restartMs = RESTART_MS.first;
+        // The successor starts now, not in the way of the next request (a pass's read).
+        if (s.requests >= REQUESTS_PER_SESSION) current();
         return answer;
       } catch (err) {
         if (err instanceof SessionFault) return undefined;

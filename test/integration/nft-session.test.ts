@@ -162,12 +162,17 @@ describe('nft session (real nft in a netns)', () => {
     const l = lab();
     const ns = await l.netns('sess');
     const { runner } = await sessionIn(l, ns);
-    for (let i = 0; i < REQUESTS_PER_SESSION; i++) await runner.readRuleset();
+    await runner.readRuleset();
     const first = runner.sessionPid()!;
+    for (let i = 1; i < REQUESTS_PER_SESSION; i++) await runner.readRuleset();
+    // The next session is already started when the last request of the first is answered.
+    const second = runner.sessionPid()!;
+    expect(second).not.toBe(first);
+    expect(runner.counts).toMatchObject({ sessions: 2, viaSession: REQUESTS_PER_SESSION, oneShot: 0 });
+    await waitUntil('the first session exits', 5_000, () => !alive(first));
     await runner.readRuleset();
     expect(runner.counts).toMatchObject({ sessions: 2, viaSession: REQUESTS_PER_SESSION + 1, oneShot: 0 });
-    await waitUntil('the first session exits', 5_000, () => !alive(first));
-    const second = runner.sessionPid()!;
+    expect(runner.sessionPid()).toBe(second);
     runner.close();
     await waitUntil('close() ends the session', 5_000, () => !alive(second));
     await runner.readRuleset(); // one-shot from now on
