@@ -6,10 +6,10 @@
 // default mmap threshold, so each is a fresh mmap whose 32 pages fault in one
 // by one, and a munmap when the table leaves the cache. `nft -j monitor` keeps
 // such a cache: a `flush ruleset` that deletes and re-creates eight tables
-// costs it 64 mmaps and munmaps and about 1,000 page faults, and it printed
-// the flush's lines 23-62 ms after the flush was committed (3-11 ms with the
-// tunables below; docs/performance.md). A one-shot `nft -j -f` of a start's
-// 24 commands spends the same on its cache and on freeing it before exit.
+// costs it 64 mmaps and munmaps and about 1,000 page faults: it printed its
+// last line 22-57 ms after the flushing nft had returned (at most 2 ms with
+// the tunables below; docs/performance.md). A one-shot `nft -j -f` of a
+// start's 24 commands spends the same on its cache and on freeing it.
 //
 // An mmap threshold above those 128 KiB puts them on the heap, where what a
 // deleted table frees is reused by the next; a trim threshold of a few MiB
