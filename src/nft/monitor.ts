@@ -4,7 +4,7 @@
 // A non-JSON line (e.g. "# ERROR: We lost some netlink events!") counts too.
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
-import { spawnChild } from '../util/child.js';
+import { spawnNft } from './nft-process.js';
 
 export class NftMonitor {
   private child: ChildProcess | undefined;
@@ -13,7 +13,7 @@ export class NftMonitor {
   constructor(private readonly nft = 'nft') {}
 
   start(onChange: (line: string) => void, onExit: (reason: string) => void): void {
-    const { child, ended } = spawnChild(this.nft, ['-j', 'monitor']);
+    const { child, ended } = spawnNft(this.nft, ['-j', 'monitor']);
     this.child = child;
     if (child.stdout) createInterface({ input: child.stdout }).on('line', onChange);
     let stderr = '';

@@ -9,7 +9,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RUNTIME_FILES } from '../host/runtime.js';
-import { runChild, type RunResult } from '../util/child.js';
+import { waitChild, type RunResult } from '../util/child.js';
+import { spawnNft } from './nft-process.js';
 import type { Batch } from './json.js';
 import { indexRuleset, type Ruleset } from './ruleset.js';
 import { parsed, readTableByTable } from './table-by-table.js';
@@ -70,7 +71,7 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
 }
 
 async function run(nft: string, args: string[], what: string): Promise<string> {
-  return nftOutput(nft, what, await runChild(nft, args, NFT_TIMEOUT_MS));
+  return nftOutput(nft, what, await waitChild(spawnNft(nft, args), NFT_TIMEOUT_MS));
 }
 
 /** An nft process's stdout, or the error that says how it failed `what` (one-shot nft and the spare, nft-spare.ts). */

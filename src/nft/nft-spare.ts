@@ -15,7 +15,8 @@ import { constants, mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { RUNTIME_FILES } from '../host/runtime.js';
-import { runChild, spawnChild, waitChild } from '../util/child.js';
+import { runChild, waitChild } from '../util/child.js';
+import { spawnNft } from './nft-process.js';
 import { NFT_TIMEOUT_MS, nftOutput } from './nft-runner.js';
 
 /** How long nft may take to reach the FIFO before the spare is given up. */
@@ -46,7 +47,7 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
   let fd: number | undefined;
   let used = false;
   let closed = false;
-  let child: ReturnType<typeof spawnChild> | undefined;
+  let child: ReturnType<typeof spawnNft> | undefined;
   let exited = false;
   const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
 
@@ -54,7 +55,7 @@ export function startSpareNft(runtimeDir: string, nft = 'nft'): SpareNft {
     // Node has no mkfifo(3); coreutils' mkfifo is everywhere nft is.
     const made = await runChild('mkfifo', ['-m', '600', fifo], OPEN_TIMEOUT_MS);
     if (made.failed || closed) return removeDir();
-    child = spawnChild(nft, ['-j', '-f', fifo]);
+    child = spawnNft(nft, ['-j', '-f', fifo]);
     void child.ended.then(() => (exited = true));
     const deadline = Date.now() + OPEN_TIMEOUT_MS;
     while (fd === undefined && !exited && !closed && Date.now() < deadline) {

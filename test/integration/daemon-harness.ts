@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
+import { nftProcessEnv } from '../../src/nft/nft-process.js';
 import { indexRuleset, ruleKey } from '../../src/nft/ruleset.js';
 import { udhcpcArgs, WAN_ADDR, type Lab } from '../lab/lab.js';
 import { CLI_MAIN } from '../helpers/cli.js';
@@ -106,9 +107,13 @@ export class LabMonitor {
     onLines(child.stdout, (text, at) => this.lines.push({ text, at }));
     child.stderr?.resume();
   }
-  /** Starts it and returns once it reports (nft monitor has no ready signal: a probe table, added and deleted). */
+  /**
+   * Starts it and returns once it reports (nft monitor has no ready signal: a probe table, added and deleted).
+   * With kvmnftd's malloc tunables for nft: without them this observer itself lags behind a flush by tens of
+   * ms (src/nft/nft-process.ts), and stamps what follows the flush late.
+   */
   static async start(lab: Lab, { json = true } = {}): Promise<LabMonitor> {
-    const m = new LabMonitor(lab.spawnInLab('nft', json ? ['-j', 'monitor'] : ['monitor']));
+    const m = new LabMonitor(lab.spawnInLab('nft', json ? ['-j', 'monitor'] : ['monitor'], nftProcessEnv()));
     await waitUntil(
       'nft monitor to report a probe change',
       5000,

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Batch } from '../../src/nft/json.js';
 import { RUNTIME_FILES } from '../../src/host/runtime.js';
+import { NftMonitor } from '../../src/nft/monitor.js';
+import { nftProcessEnv } from '../../src/nft/nft-process.js';
 import { nftRunner } from '../../src/nft/nft-runner.js';
 import { startSpareNft } from '../../src/nft/nft-spare.js';
 import type { Ruleset } from '../../src/nft/ruleset.js';
@@ -160,12 +162,23 @@ describe('nft session (real nft in a netns)', () => {
     const l = lab();
     const ns = await l.netns('sess');
     const { runner } = await sessionIn(l, ns);
-    for (let i = 0; i < REQUESTS_PER_SESSION; i++) await runner.readRuleset();
-    const first = runner.sessionPid()!;
     await runner.readRuleset();
-    expect(runner.counts).toMatchObject({ sessions: 2, viaSession: REQUESTS_PER_SESSION + 1, oneShot: 0 });
-    await waitUntil('the first session exits', 5_000, () => !alive(first));
+    const first = runner.sessionPid()!;
+    for (let i = 1; i < REQUESTS_PER_SESSION; i++) await runner.readRuleset();
+    // The next session is already started when the last request of the first is answered.
     const second = runner.sessionPid()!;
+    expect(second).not.toBe(first);
+    expect(runner.counts).toMatchObject({ sessions: 2, viaSession: REQUESTS_PER_SESSION, oneShot: 0 });
+    await waitUntil('the first session exits', 5_000, () => !alive(first));
+    await runner.readRuleset();
+    // Its first read, which faults a fresh nft's heap in, was made before ours: a warm-up.
+    expect(runner.counts).toMatchObject({
+      sessions: 2,
+      viaSession: REQUESTS_PER_SESSION + 1,
+      oneShot: 0,
+      warmUps: 1,
+    });
+    expect(runner.sessionPid()).toBe(second);
     runner.close();
     await waitUntil('close() ends the session', 5_000, () => !alive(second));
     await runner.readRuleset(); // one-shot from now on
@@ -281,5 +294,45 @@ describe('spare nft (real nft in a netns)', () => {
     expect(alive(orphan)).toBe(true);
     holder.kill('SIGKILL');
     await waitUntil("the spare's nft exits after its parent's death", 5_000, () => !alive(orphan));
+  });
+});
+
+describe('nft processes (real nft in a netns)', () => {
+  it("the session, the spare, one-shot nft and the monitor all start with nft's malloc tunables", async () => {
+    const l = lab();
+    const ns = await l.netns('tunables');
+    const dir = await tempDir(l);
+    const nft = join(dir, 'nft');
+    const seen = join(dir, 'seen');
+    // Each nft started notes what it was given, then becomes nft.
+    await writeFile(
+      nft,
+      `#!/bin/sh\nprintf '%s %s\\n' "$*" "$GLIBC_TUNABLES" >> ${seen}\nexec ip netns exec ${ns} nft "$@"\n`,
+    );
+    await chmod(nft, 0o755);
+    const runner = nftSessionRunner(dir, nft);
+    l.defer('close the nft session', () => runner.close());
+    runner.startSpare();
+    await runner.readRuleset();
+    await runner.apply(tableWithRule('kvmspare', 'kvmnftd net=spare', 200));
+    await nftRunner(dir, nft).readRuleset();
+    const monitor = new NftMonitor(nft);
+    l.defer('stop the monitor', () => monitor.stop());
+    const lines: string[] = [];
+    monitor.start(
+      (line) => lines.push(line),
+      () => undefined,
+    );
+    await waitUntil('the monitor started', 5_000, () => readFileSync(seen, 'utf8').trim().split('\n').length === 4);
+    const expected = nftProcessEnv().GLIBC_TUNABLES;
+    const started = readFileSync(seen, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => line.replace(/ -f \S+/, ' -f FIFO'))
+      .sort();
+    expect(started).toEqual(
+      ['-j -t -i', '-j -f FIFO', '-j -t list ruleset', '-j monitor'].map((args) => `${args} ${expected}`).sort(),
+    );
+    expect(runner.counts).toMatchObject({ spare: 1 });
   });
 });
