@@ -57,7 +57,7 @@ export function nftRunner(runtimeDir: string, nft = 'nft'): OneShotNftRunner {
   };
   return {
     async readRuleset() {
-      const result = await runChild(nft, ['-j', '-t', 'list', 'ruleset'], NFT_TIMEOUT_MS);
+      const result = await waitChild(spawnNft(nft, ['-j', '-t', 'list', 'ruleset']), NFT_TIMEOUT_MS);
       const doc = result.failed ? undefined : parsed(result.stdout);
       if (doc) return indexRuleset(doc);
       // nft 1.0.6 can print no JSON, or abort, on a ruleset with a table that has one flag (table-by-table.ts).
