@@ -22,6 +22,11 @@ export class DaemonApplyLock {
     private readonly retryMs = APPLY_LOCK_RETRY_MS,
   ) {}
 
+  /** Whether the lock is ours now (from the first pass on, unless a CLI apply held it then). */
+  get ours(): boolean {
+    return this.release !== undefined;
+  }
+
   /** Resolves once the lock is ours: at once from the first time on; rejects once stopped. */
   held(): Promise<void> {
     if (this.release) return Promise.resolve();

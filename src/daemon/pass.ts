@@ -45,7 +45,7 @@ export const REARMING_TRIGGERS: ReadonlySet<string> = new Set(['periodic check',
 export interface PassDeps {
   state: DaemonState;
   /** The daemon's lifelong apply lock (apply-lock.ts): a pass commits only while it is held. */
-  applyLock: Pick<DaemonApplyLock, 'held'>;
+  applyLock: Pick<DaemonApplyLock, 'held' | 'ours'>;
   nft: NftRunner;
   log: Logger;
   /** Called after every pass and every failure: the status follows. */
@@ -126,6 +126,11 @@ export class DaemonPass {
     // before asking: an event during the question makes the next pass ask again.
     const ask = !this.libvirtUnchanged || state.lastNetworks === undefined;
     this.libvirtUnchanged = true;
+    // While libvirt answers (10-16 ms after a net-start's event: libvirtd finishes the start first), nft reads
+    // the ruleset. What others change after this read reaches the monitor and starts another pass; kvmnftd's own
+    // rules change only in passes, one at a time, under the apply lock (not yet ours: a CLI apply may commit).
+    const live = ask && state.watch && this.deps.applyLock.ours ? this.deps.nft.readRuleset() : undefined;
+    live?.catch(() => undefined); // a pass that ends before its sync leaves the read unused
     try {
       const networks = await this.networks(ask);
       if (networks === undefined) return; // nothing known yet: the status names libvirt
@@ -135,7 +140,7 @@ export class DaemonPass {
       await this.deps.applyLock.held(); // at once, except while a CLI apply held it when the daemon started
       // A forward's new guest address or a bridge's new port is an input change, as a network's or the config's is.
       const inputs = JSON.stringify([networks, state.config, facts]);
-      const result = await this.sync(networks, inputs, facts);
+      const result = await this.sync(networks, inputs, facts, live);
       state.scope = monitorScope(result.live, ownedOrWrittenTables(state.config));
       this.judgeConvergence(result, inputs);
       state.foreignDegraded = result.foreignDegraded;
@@ -204,10 +209,16 @@ export class DaemonPass {
   /** What was not kvmnftd's in the ruleset the batch last put to the guard was planned from. */
   private foreignAtCheck = '';
 
-  private sync(networks: NetworkParse[], inputs: string, facts: PlanFacts): Promise<SyncResult> {
+  private sync(
+    networks: NetworkParse[],
+    inputs: string,
+    facts: PlanFacts,
+    live?: Promise<Ruleset>,
+  ): Promise<SyncResult> {
     return (this.deps.sync ?? syncOnce)(networks, this.deps.state.config, this.deps.nft, {
       mayApply: (plan, live) => this.mayApply(inputs, plan, live),
       facts,
+      ...(live ? { live } : {}),
     });
   }
 

@@ -23,7 +23,10 @@ export interface SyncResult {
   live: Ruleset;
   applied: boolean;
   durationMs: number;
-  /** Where durationMs went, ms: reading the ruleset (the first read), planning it, committing (with any retry). */
+  /**
+   * Where durationMs went, ms: reading the ruleset (the first read; what is left of it when it was under way),
+   * planning it, committing (with any retry).
+   */
   stages: { readMs: number; planMs: number; commitMs: number };
   messages: LogMessage[];
   /** Why the plan was applied without its foreign part; undefined when it was applied whole (or not needed). */
@@ -35,6 +38,8 @@ export interface SyncOptions {
   mayApply?: (plan: Plan, live: Ruleset) => boolean;
   /** What libvirt and the host say about guests, the same for every plan() of the pass (PlanFacts). */
   facts?: PlanFacts;
+  /** The ruleset's read, already under way (the daemon starts it while libvirt answers); else read here. */
+  live?: Promise<Ruleset>;
 }
 
 export async function syncOnce(
@@ -46,7 +51,7 @@ export async function syncOnce(
   const started = performance.now();
   const facts = options.facts ?? {};
   const plan = planner(facts);
-  let live = await nft.readRuleset();
+  let live = await (options.live ?? nft.readRuleset());
   const read = performance.now();
   let result = plan(networks, config, live);
   let applied = result.batch.nftables.length > 0 && (options.mayApply?.(result, live) ?? true);

@@ -97,6 +97,7 @@ describe('DaemonPass', () => {
     config: Config = defaultConfig(),
     syncWith: typeof syncOnce = sync,
     guestFacts?: typeof gatherGuestFacts,
+    lockOurs = true,
   ) {
     const state = initialState(config);
     const nft = fakeNft(live);
@@ -106,7 +107,7 @@ describe('DaemonPass', () => {
     const backoff = { baseMs: 1, maxMs: 1 };
     const pass = new DaemonPass({
       state,
-      applyLock: { held: () => Promise.resolve() }, // the lock itself: daemon-apply-lock.test.ts
+      applyLock: { held: () => Promise.resolve(), ours: lockOurs }, // the lock itself: daemon-apply-lock.test.ts
       nft,
       log: log.log,
       changed,
@@ -144,6 +145,29 @@ describe('DaemonPass', () => {
     await pass.idle();
     expect(log.debug()).toContain('ruleset already up to date');
     await pass.stop();
+  });
+
+  it('a pass that asks libvirt has nft read the ruleset meanwhile, and plans from that read; not before the lock is ours', async () => {
+    for (const lockOurs of [true, false]) {
+      const given: Array<Promise<Ruleset> | undefined> = [];
+      const recording: typeof syncOnce = (networks, config, nft, options) => {
+        given.push(options?.live);
+        return sync(networks, config, nft, options);
+      };
+      const { state, nft, pass } = setup(LIVE_LIBVIRT9, defaultConfig(), recording, undefined, lockOurs);
+      const reads = vi.spyOn(nft, 'readRuleset');
+      let answer: ((n: NetworkParse[]) => void) | undefined;
+      state.watch = fakeWatch(() => new Promise((resolve) => (answer = resolve)));
+      pass.trigger('network started');
+      await vi.waitFor(() => expect(answer).toBeDefined());
+      // libvirt has not answered yet: the read is under way (or, without the lock, not started).
+      expect(reads).toHaveBeenCalledTimes(lockOurs ? 1 : 0);
+      answer!([DEFAULT]);
+      await pass.idle();
+      expect(given).toHaveLength(1);
+      if (lockOurs) expect(await given[0]).toBe(await reads.mock.results[0]!.value);
+      else expect(given[0]).toBeUndefined();
+    }
   });
 
   it("a repair of drift plans from libvirt's last answers; anything else asks libvirt again", async () => {
