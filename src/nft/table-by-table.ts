@@ -9,6 +9,8 @@
 // leaves nft's heap small and predictable, so this reads each on its own, tersely
 // and then in full (a different heap layout), and names the table that neither
 // prints as JSON rather than planning around a table it could not see.
+import { mapLimit } from '../util/map-limit.js';
+
 /** Families `nft list tables` can print. */
 const FAMILIES = new Set(['ip', 'ip6', 'inet', 'arp', 'bridge', 'netdev']);
 
@@ -61,15 +63,7 @@ async function listTable(nft: NftOutput, t: TableRef, terse: boolean): Promise<u
 /** The document `nft -j [-t] list ruleset` would print, put together from a listing per table. */
 export async function readTableByTable(nft: NftOutput, terse = true): Promise<{ nftables: unknown[] }> {
   const tables = parseTableList(await nft(['list', 'tables']));
-  const listings: unknown[][] = new Array<unknown[]>(tables.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < tables.length) {
-      const i = next++;
-      listings[i] = await listTable(nft, tables[i]!, terse);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, tables.length) }, worker));
+  const listings = await mapLimit(tables, CONCURRENCY, (t) => listTable(nft, t, terse));
   // Each listing opens with nft's metainfo; the index skips it, as it does in one listing.
   return { nftables: listings.flat() };
 }
