@@ -1,8 +1,7 @@
 // libvirt network XML (as `virsh net-dumpxml` or GetXMLDesc prints it) to the
 // typed model. Everything here is untrusted input on its way to nft: every
 // value is validated, and a failure names the network and the field.
-import { XMLValidator } from 'fast-xml-parser';
-import { libvirtXmlParser } from './xml-parser.js';
+import { libvirtXmlParser, XMLValidator } from './xml-parser.js';
 import {
   canonicalIp,
   cidrOf,
