@@ -119,11 +119,11 @@ function trace(
   mon: ReadonlyArray<{ text: string; at: number }>,
   logs: ReadonlyArray<Record<string, unknown>>,
 ): void {
-  // pino's time is epoch ms; the monitor's stamps are performance.now().
+  // The daemon's JSON log stamps `time` in ISO 8601 (ms); the monitor's stamps are performance.now().
   const ev: Array<[number, string]> = [
     ...mon.map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 140)}`]),
     ...logs.map((r): [number, string] => [
-      Number(r['time']) - performance.timeOrigin - t0,
+      Date.parse(String(r['time'])) - performance.timeOrigin - t0,
       `daemon: ${String(r['msg'])} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'], latency_ms: r['latency_ms'], wait_ms: r['wait_ms'], libvirt_ms: r['libvirt_ms'], read_ms: r['read_ms'], plan_ms: r['plan_ms'], commit_ms: r['commit_ms'] })}`,
     ]),
   ];
