@@ -24,6 +24,7 @@ import { requireBuiltCli } from '../test/helpers/cli.js';
 import { changeLease, guestMac, LabMonitor, spawnDaemon } from '../test/integration/daemon-harness.js';
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { startLab, type Lab } from '../test/lab/lab.js';
+import { loggedAt } from './lib/log-time.js';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 20);
 const TARGET_MS = 2000;
@@ -32,9 +33,6 @@ const ASK = ['192.168.122.150', '192.168.122.151'] as const;
 const STATUS_DIR = '/var/lib/libvirt/dnsmasq';
 /** BENCH_TRACE=1: each round's daemon passes (event, duration, latency) to stderr. */
 const TRACE = process.env['BENCH_TRACE'] === '1';
-
-/** pino's `time`: epoch ms (a number), or an ISO string. */
-const epoch = (t: unknown): number => (typeof t === 'number' ? t : Date.parse(String(t)));
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -99,7 +97,7 @@ async function main(): Promise<void> {
             .map((r) => `${String(r['event'])} ${String(r['duration_ms'])}/${String(r['latency_ms'])} ms`)
             .join(', ')}\n${daemon.logs
             .slice(logFrom)
-            .map((r) => `    ${(epoch(r['time']) - performance.timeOrigin - rewrite).toFixed(0)} ms ${r.msg}`)
+            .map((r) => `    ${(loggedAt(r) - rewrite).toFixed(0)} ms ${r.msg}`)
             .join('\n')}\n`,
         );
       await sleep(300);

@@ -72,6 +72,7 @@ import {
 import { GUEST_PORT, HOST_WAN_ADDR, LAB_FILES, startLab, type Lab, type LabOptions } from '../test/lab/lab.js';
 import { ensureTrixieRoot } from '../test/lab/trixie-root.js';
 import { harnessQuiet } from './lib/daemon-proc.js';
+import { loggedAt } from './lib/log-time.js';
 import { unitNodeFlags } from './lib/machine.js';
 import { percentile } from './lib/stats.js';
 
@@ -163,11 +164,10 @@ function trace(name: string, t0: number, s: Setup, from: number, logFrom: number
   const okAt = prober.attempts.filter((a) => a.ok).map((a) => a.ended);
   const ev: Array<[number, string]> = [
     ...s.monitor.lines.slice(from).map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 150)}`]),
-    // The daemon's time is an ISO date (ms); the other stamps are performance.now().
     ...s.daemon.logs
       .slice(logFrom)
       .map((r): [number, string] => [
-        Date.parse(String(r['time'])) - performance.timeOrigin - t0,
+        loggedAt(r) - t0,
         `daemon: ${r.msg} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'] })}`,
       ]),
     ...(okAt.length > 0 ? [[Math.min(...okAt) - t0, 'prober: first connection'] as [number, string]] : []),
@@ -192,8 +192,7 @@ const quiet = (daemon: Daemon): Promise<void> => harnessQuiet(daemon, WAIT_MS);
 /** When (performance.now()) the daemon logged that it re-read its config, from log index `from` on. */
 function sighupAt(daemon: Daemon, from: number): number | undefined {
   const r = daemon.logs.slice(from).find((x) => x.msg.startsWith('SIGHUP: configuration re-read'));
-  // The daemon's time is an ISO date, to the millisecond.
-  return r === undefined ? undefined : Date.parse(String(r['time'])) - performance.timeOrigin;
+  return r === undefined ? undefined : loggedAt(r);
 }
 
 async function reloadWith(s: Setup, toml: string): Promise<{ start: number; ret: number }> {

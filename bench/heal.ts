@@ -36,6 +36,7 @@ import { Daemon, LabMonitor, libvirtChainsPresent } from '../test/integration/da
 import { sleep, waitUntil } from '../test/helpers/wait.js';
 import { LAB_FILES, startLab, type Lab } from '../test/lab/lab.js';
 import { unitNodeFlags } from './lib/machine.js';
+import { loggedAt } from './lib/log-time.js';
 import { percentile } from './lib/stats.js';
 
 const CLI = process.env['BENCH_CLI'] ?? CLI_MAIN;
@@ -120,11 +121,10 @@ function trace(
   mon: ReadonlyArray<{ text: string; at: number }>,
   logs: ReadonlyArray<Record<string, unknown>>,
 ): void {
-  // The daemon's JSON log stamps `time` in ISO 8601 (ms); the monitor's stamps are performance.now().
   const ev: Array<[number, string]> = [
     ...mon.map((l): [number, string] => [l.at - t0, `monitor: ${l.text.slice(0, 140)}`]),
     ...logs.map((r): [number, string] => [
-      Date.parse(String(r['time'])) - performance.timeOrigin - t0,
+      loggedAt(r) - t0,
       `daemon: ${String(r['msg'])} ${JSON.stringify({ event: r['event'], duration_ms: r['duration_ms'], latency_ms: r['latency_ms'], wait_ms: r['wait_ms'], libvirt_ms: r['libvirt_ms'], read_ms: r['read_ms'], plan_ms: r['plan_ms'], commit_ms: r['commit_ms'] })}`,
     ]),
   ];
@@ -207,11 +207,11 @@ async function main(): Promise<void> {
             },
           );
           libvirt.get(s.name)!.push(back.at - first.at);
-          // kvmnftd's part of it: its log line once the broadcast is sent (stamped in ms, ISO 8601).
+          // kvmnftd's part of it: its log line once the broadcast is sent (ms resolution).
           const sent = daemon.logs
             .slice(logFrom)
             .find((r) => String(r.msg).includes('sent org.fedoraproject.FirewallD1'));
-          if (sent) broadcast.get(s.name)!.push(Date.parse(String(sent['time'])) - performance.timeOrigin - first.at);
+          if (sent) broadcast.get(s.name)!.push(loggedAt(sent) - first.at);
           await whole(lab, daemon);
           // The broadcast's rate limit: a bucket of 3, one back every 10 s.
           await sleep(GAP_MS);

@@ -4,8 +4,9 @@
 //
 // fast-xml-parser is loaded through its CommonJS entry, one bundled file: its
 // ES module entry is some thirty modules (parser, validator, builder and their
-// helpers), which cost the daemon 4.2 MiB of RSS against 1.0 MiB for the
-// bundle (docs/performance.md, RSS at READY). Same package, same version.
+// helpers). Imported alone into a bare Node, +4.2 MiB of RSS against +1.0 MiB
+// for the bundle; in the daemon the difference is within run-to-run noise
+// (docs/performance.md, 2026-12-03). Same package, same version.
 import { createRequire } from 'node:module';
 import type * as FastXmlParser from 'fast-xml-parser';
 
